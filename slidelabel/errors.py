@@ -1,0 +1,42 @@
+"""The one exception hierarchy of slidelabel.
+
+Every error a user can cause derives from :class:`SlidelabelError`; its message is written for the
+user (what is wrong and what to do). The CLI maps these to exit codes in one place
+(``slidelabel.cli.errors``); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SlidelabelError(Exception):
+    """Base of all user-facing errors; ``str(error)`` is the message to show."""
+
+
+class ParameterError(SlidelabelError, ValueError):
+    """An option or argument has a value slidelabel cannot use."""
+
+
+class SlideError(SlidelabelError):
+    """A slide cannot be used; ``path`` names the file."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class SlideNotFoundError(SlideError):
+    """The slide file does not exist."""
+
+
+class SlideUnreadableError(SlideError):
+    """The file exists but is empty, truncated, not an image or in an unsupported format."""
+
+
+class MissingMppError(SlideError):
+    """The slide has no pixel size in its metadata and the operation needs one."""
+
+
+class OutputError(SlidelabelError):
+    """An output folder or file cannot be written or read back."""

@@ -1,0 +1,35 @@
+"""Shared fixtures: real data from ../shared/data, skipped with a message when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SLIDES = SHARED_DATA / "slides"
+MONUSEG = SHARED_DATA / "monuseg-train"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs the shared test data at {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cmu_slide() -> Path:
+    """OpenSlide's CMU-1-Small-Region.svs: 2220 x 2967 px at 0.499 um/px, one level."""
+    return _require(SLIDES / "CMU-1-Small-Region.svs")
+
+
+@pytest.fixture(scope="session")
+def tcga_slide() -> Path:
+    """A pyramidal TCGA H&E SVS (4443 x 3567 px, 2 levels) with no mpp in its metadata."""
+    return _require(SLIDES / "TCGA-CR-7395-01A-01-TS1.svs")
+
+
+@pytest.fixture(scope="session")
+def monuseg_dir() -> Path:
+    """30 MoNuSeg H&E crops (images/NAME.png) with nuclei masks (masks/NAME.png, 255 = nucleus)."""
+    return _require(MONUSEG)
