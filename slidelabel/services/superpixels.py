@@ -1,0 +1,241 @@
+"""Superpixels of one slide into its output folder: the step the CLI and the workers share.
+
+Reads the slide at the working resolution, finds tissue on a thumbnail, runs the tiled engine and
+writes the label map, the table and, last, the manifest. A folder whose manifest matches the slide
+and the options is finished and is skipped, which makes batches resumable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from slidelabel import __version__
+from slidelabel.errors import ParameterError
+from slidelabel.pipelines.regions import SlideRegions
+from slidelabel.pipelines.slides import Slide, WorkingScale, mpp_for_magnification
+from slidelabel.pipelines.superpixel_stats import SuperpixelStatistics, SuperpixelSummary
+from slidelabel.pipelines.superpixels import ProgressFunction, SuperpixelEngine, SuperpixelParams
+from slidelabel.pipelines.tissue import TissueMask, detect_tissue, mask_window, tissue_pixels
+from slidelabel.pipelines.window_cache import WindowCache
+from slidelabel.store.superpixel_files import (
+    LABELS_FILE,
+    MANIFEST_FILE,
+    TABLE_FILE,
+    LabelMapWriter,
+    SuperpixelTable,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+    write_table,
+)
+
+#: Changes whenever the same options would give different superpixels.
+ALGORITHM = "slic-global-grid/1"
+MANIFEST_FORMAT = "slidelabel-superpixels/1"
+#: Objective power worked at when neither magnification nor mpp is given: 1 um per pixel.
+DEFAULT_MAGNIFICATION = 10.0
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(um|µm|px)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SuperpixelSize:
+    """A superpixel side length in micrometres (``"um"``) or working pixels (``"px"``)."""
+
+    value: float
+    unit: str
+
+    @classmethod
+    def parse(cls, text: str) -> SuperpixelSize:
+        """Read ``"50um"``, ``"50 µm"`` or ``"32px"``."""
+        match = _SIZE.match(text)
+        if not match or float(match.group(1)) <= 0:
+            raise ParameterError(f"superpixel size {text!r} is not a positive number followed by um or px, e.g. 50um")
+        unit = "px" if match.group(2).lower() == "px" else "um"
+        return cls(float(match.group(1)), unit)
+
+    def __str__(self) -> str:
+        return f"{self.value:g}{self.unit}"
+
+
+@dataclass(frozen=True)
+class SuperpixelOptions:
+    """What the user chooses. Resolution: ``mpp`` (um per working pixel) or ``magnification``
+    (objective power, 0 = the slide's own level 0), :data:`DEFAULT_MAGNIFICATION` when neither
+    is given; sizes per :class:`SuperpixelSize`."""
+
+    magnification: float | None = None
+    mpp: float | None = None
+    size: SuperpixelSize = field(default_factory=lambda: SuperpixelSize(50.0, "um"))
+    compactness: float = 10.0
+    iterations: int = 5
+    tile_size: int = 2048
+    tissue_only: bool = True
+    base_mpp: float | None = None
+    source: str | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = str(self.size)
+        return d
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """What happened to one slide: ``status`` is ``"done"`` or ``"skipped"`` (already finished)."""
+
+    slide: Path
+    folder: Path
+    status: str
+    superpixels: int
+    seconds: float
+
+
+def working_scale(slide: Slide, options: SuperpixelOptions) -> WorkingScale:
+    """The working resolution of ``slide`` for ``options``."""
+    if options.mpp is not None and options.magnification is not None:
+        raise ParameterError("give either --mpp or --magnification, not both")
+    if options.mpp is not None:
+        return slide.working_scale(mpp=options.mpp)
+    magnification = DEFAULT_MAGNIFICATION if options.magnification is None else options.magnification
+    if magnification == 0:
+        return slide.working_scale()
+    return slide.working_scale(mpp=mpp_for_magnification(magnification))
+
+
+def step_pixels(size: SuperpixelSize, scale: WorkingScale) -> int:
+    """The seed step in working pixels for a superpixel side ``size``."""
+    if size.unit == "px":
+        step = round(size.value)
+    elif scale.mpp is None:
+        raise ParameterError(
+            f"a superpixel size in um ({size}) needs the slide's pixel size; give --base-mpp or a size in px"
+        )
+    else:
+        step = round(size.value / scale.mpp)
+    if step < 4:
+        raise ParameterError(f"superpixel size {size} is {step} px at this resolution; it must be at least 4 px")
+    return step
+
+
+def _segment_mask(tissue: TissueMask, scale: WorkingScale, step: int) -> Callable[[int, int, int, int], np.ndarray]:
+    """Tissue plus one superpixel around it, as a mask function in working pixels.
+
+    The dilation happens on the thumbnail so that every window sees the same global mask.
+    """
+    grow = math.ceil(step * scale.downsample / tissue.downsample)
+    dilated = ndimage.binary_dilation(tissue.mask, iterations=grow) if grow else tissue.mask
+    grown = TissueMask(dilated, tissue.downsample, tissue.od_threshold)
+
+    def mask(top: int, left: int, height: int, width: int) -> np.ndarray:
+        return mask_window(grown, left, top, width, height, downsample=scale.downsample)
+
+    return mask
+
+
+def _table(summary: SuperpixelSummary, slide: Slide, scale: WorkingScale) -> SuperpixelTable:
+    ds = scale.downsample
+    limits = np.array([slide.info.width, slide.info.height] * 2)
+    bbox = np.minimum(np.stack([np.floor(summary.bbox[:, :2] * ds), np.ceil(summary.bbox[:, 2:] * ds)], 1)
+                      .reshape(-1, 4).astype(np.int64), limits)
+    area_um2 = summary.area * scale.mpp**2 if scale.mpp is not None else None
+    return SuperpixelTable(
+        ids=np.arange(1, summary.area.size + 1, dtype=np.uint32),
+        bbox_level0=bbox,
+        centroid_level0=(summary.centroid + 0.5) * ds,
+        area_px=summary.area,
+        area_um2=area_um2,
+        tissue_fraction=summary.tissue_fraction,
+    )
+
+
+def _slide_record(slide: Slide, sha256: str) -> dict:
+    stat = slide.path.stat()
+    info = slide.info
+    return {
+        "path": str(slide.path.resolve()), "name": slide.path.name, "size_bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns, "sha256": sha256, "width": info.width, "height": info.height,
+        "mpp": info.mpp, "mpp_source": info.mpp_source, "reader": info.source,
+    }
+
+
+def is_finished(folder: Path, slide_path: Path, options: SuperpixelOptions) -> bool:
+    """True when ``folder`` holds superpixels of this very slide file made with these options."""
+    manifest = read_manifest(folder / MANIFEST_FILE)
+    if manifest is None or manifest.get("algorithm") != ALGORITHM:
+        return False
+    if manifest.get("options") != options.as_dict():
+        return False
+    if not all((folder / name).exists() for name in (LABELS_FILE, TABLE_FILE)):
+        return False
+    recorded = manifest.get("slide", {})
+    stat = slide_path.stat()
+    if (recorded.get("size_bytes"), recorded.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
+        return True
+    # Touched or copied: the content decides.
+    return recorded.get("size_bytes") == stat.st_size and recorded.get("sha256") == file_sha256(slide_path)
+
+
+def compute_slide_superpixels(
+    slide_path: Path,
+    folder: Path,
+    options: SuperpixelOptions,
+    *,
+    workers: int = 1,
+    progress: ProgressFunction | None = None,
+) -> SlideResult:
+    """Superpixels of one slide into ``folder`` (created); skipped when already finished there."""
+    started = time.perf_counter()
+    if folder.exists() and is_finished(folder, slide_path, options):
+        manifest = read_manifest(folder / MANIFEST_FILE) or {}
+        return SlideResult(slide_path, folder, "skipped", manifest.get("superpixels", 0), 0.0)
+    with Slide(slide_path, base_mpp=options.base_mpp, source=options.source) as slide:
+        scale = working_scale(slide, options)
+        step = step_pixels(options.size, scale)
+        params = SuperpixelParams(
+            step=step, compactness=options.compactness, iterations=options.iterations,
+            tile_size=max(options.tile_size, 2 * step),
+        )
+        thumbnail, thumb_downsample = slide.thumbnail()
+        tissue = detect_tissue(thumbnail, downsample=thumb_downsample, mpp=slide.info.mpp)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MANIFEST_FILE).unlink(missing_ok=True)  # the folder is unfinished from here on
+        with WindowCache(folder) as cache, LabelMapWriter(
+            folder / LABELS_FILE, width=scale.width, height=scale.height, mpp=scale.mpp
+        ) as writer:
+            engine = SuperpixelEngine(
+                SlideRegions(slide, scale), params,
+                segment_mask=_segment_mask(tissue, scale, step) if options.tissue_only else None,
+                tissue=lambda rgb: tissue_pixels(rgb, tissue.od_threshold),
+                cache=cache,
+            )
+            stats = SuperpixelStatistics(engine.grid.size)
+            for block in engine.blocks(workers=workers, progress=progress):
+                stats.add(block)
+                writer.write_block(block.tile.top, block.tile.left, block.labels.astype(np.uint32))
+            summary = stats.summary()
+            writer.finish(summary.lut(engine.grid.size))
+        write_table(folder / TABLE_FILE, _table(summary, slide, scale))
+        seconds = time.perf_counter() - started
+        write_manifest(folder / MANIFEST_FILE, {
+            "format": MANIFEST_FORMAT,
+            "algorithm": ALGORITHM,
+            "slidelabel_version": __version__,
+            "options": options.as_dict(),
+            "slide": _slide_record(slide, file_sha256(slide_path)),
+            "working": {"width": scale.width, "height": scale.height, "downsample": scale.downsample,
+                        "mpp": scale.mpp, "step_px": step, "tile_size": params.tile_size},
+            "tissue": {"od_threshold": tissue.od_threshold, "fraction": tissue.fraction},
+            "superpixels": int(summary.area.size),
+            "files": {"labels": LABELS_FILE, "table": TABLE_FILE},
+            "seconds": round(seconds, 3),
+        })
+    return SlideResult(slide_path, folder, "done", int(summary.area.size), seconds)
