@@ -47,7 +47,7 @@ class _SlideBar:
               help="Micrometres per pixel to work at, instead of --magnification.")
 @click.option("--size", "size", default="50um", show_default=True,
               help="Superpixel side, in um (e.g. 50um) or working pixels (e.g. 32px).")
-@click.option("--compactness", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--compactness", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Higher gives squarer superpixels, lower follows colour edges more closely.")
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True, help="SLIC iterations.")
 @click.option("--tile-size", type=click.IntRange(min=64), default=2048, show_default=True,

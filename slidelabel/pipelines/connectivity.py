@@ -6,8 +6,9 @@ the mask (other pieces, unreached pixels, pieces smaller than ``min_size``) is a
 4-connected hole joins the neighbouring superpixel it shares the longest border with (ties: lower
 id). A hole with no neighbouring superpixel is dropped (id 0).
 
-Every decision depends only on pixels within two seed steps of it, so a window with at least that
-margin gives the same answer for its core as the whole image would.
+A decision about a pixel depends on the hole it lies in and on the superpixels around that hole,
+which reach at most two seed steps beyond it; :func:`connect` reports how far the holes touching a
+window's core extend, so that a caller can widen the window until the core's answer is exact.
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ def _label_pieces(labels, width):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def _fill_holes(labels, width, mask, piece, keep):  # pragma: no cover
-    """Final ids: kept pieces keep their label; each hole takes its longest-border neighbour."""
+def _fill_holes(labels, width, mask, piece, keep, core):  # pragma: no cover
+    """Final ids: kept pieces keep their label; each hole takes its longest-border neighbour.
+
+    Also returns the bounding box (top, left, bottom, right; bottom/right exclusive) of the holes
+    that touch ``core`` (top, left, bottom, right), or (-1, -1, -1, -1) when none does.
+    """
     size = labels.size
     out = np.zeros(size, np.int64)
     for p in range(size):
@@ -84,14 +89,18 @@ def _fill_holes(labels, width, mask, piece, keep):  # pragma: no cover
         else:
             piece[p] = -4  # outside
     stack = np.empty(size, np.int64)
+    reach = np.array([-1, -1, -1, -1], np.int64)
     for start in range(size):
         if piece[start] != -2:
             continue
         n = _flood(labels, width, start, piece, -5, stack, False)
         neighbours = []
+        top, left, bottom, right = size, width, -1, -1
         for i in range(n):
             p = stack[i]
-            x = p % width
+            y, x = p // width, p % width
+            top, bottom = min(top, y), max(bottom, y + 1)
+            left, right = min(left, x), max(right, x + 1)
             if p >= width and piece[p - width] == -3:
                 neighbours.append(out[p - width])
             if p + width < size and piece[p + width] == -3:
@@ -100,6 +109,12 @@ def _fill_holes(labels, width, mask, piece, keep):  # pragma: no cover
                 neighbours.append(out[p - 1])
             if x < width - 1 and piece[p + 1] == -3:
                 neighbours.append(out[p + 1])
+        if top < core[2] and bottom > core[0] and left < core[3] and right > core[1]:
+            if reach[0] < 0:
+                reach[0], reach[1], reach[2], reach[3] = top, left, bottom, right
+            else:
+                reach[0], reach[1] = min(reach[0], top), min(reach[1], left)
+                reach[2], reach[3] = max(reach[2], bottom), max(reach[3], right)
         if len(neighbours) == 0:
             continue
         ids = np.sort(np.array(neighbours, np.int64))
@@ -110,10 +125,12 @@ def _fill_holes(labels, width, mask, piece, keep):  # pragma: no cover
                 best, best_count = ids[i], run
         for i in range(n):
             out[stack[i]] = best
-    return out
+    return out, reach
 
 
-def enforce_connectivity(labels: np.ndarray, mask: np.ndarray, *, min_size: int = 1) -> np.ndarray:
+def connect(
+    labels: np.ndarray, mask: np.ndarray, *, min_size: int = 1, core: tuple[int, int, int, int] | None = None
+) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
     """Relabel ``labels`` so that each superpixel is one 4-connected piece of at least ``min_size``.
 
     Parameters
@@ -121,10 +138,14 @@ def enforce_connectivity(labels: np.ndarray, mask: np.ndarray, *, min_size: int 
     labels : (H, W) int64 ids; > 0 superpixel, 0 outside the mask, -1 mask pixel with no id.
     mask : (H, W) bool, the pixels that must belong to a superpixel when possible.
     min_size : smallest piece kept as a superpixel of its own, in pixels.
+    core : (top, left, bottom, right) of the part of the window whose answer matters.
 
     Returns
     -------
-    (H, W) int64 ids, 0 where no superpixel.
+    (H, W) int64 ids (0 where no superpixel), and the bounding box (top, left, bottom, right) of
+    the holes that touch ``core`` (None when none does). A caller working on a window of a
+    larger image needs that box to stay two seed steps inside the window for the answer in the
+    core to be the same as for the whole image.
     """
     if labels.shape != mask.shape:
         raise ValueError(f"labels {labels.shape} and mask {mask.shape} differ in shape")
@@ -139,5 +160,11 @@ def enforce_connectivity(labels: np.ndarray, mask: np.ndarray, *, min_size: int 
         first[1:] = piece_label[order[1:]] != piece_label[order[:-1]]
         keep[order[first]] = True
         keep &= piece_size >= min_size
-    out = _fill_holes(flat, width, np.ascontiguousarray(mask).ravel(), piece, keep)
-    return out.reshape(height, width)
+    core_box = np.array(core if core is not None else (0, 0, height, width), np.int64)
+    out, reach = _fill_holes(flat, width, np.ascontiguousarray(mask).ravel(), piece, keep, core_box)
+    return out.reshape(height, width), (None if reach[0] < 0 else tuple(int(v) for v in reach))
+
+
+def enforce_connectivity(labels: np.ndarray, mask: np.ndarray, *, min_size: int = 1) -> np.ndarray:
+    """:func:`connect` for a whole image: just the relabelled (H, W) int64 ids."""
+    return connect(labels, mask, min_size=min_size)[0]

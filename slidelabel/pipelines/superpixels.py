@@ -27,7 +27,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from slidelabel.pipelines.connectivity import enforce_connectivity
+from slidelabel.pipelines.connectivity import connect
 from slidelabel.pipelines.regions import ArrayRegions, RegionReader
 from slidelabel.pipelines.window_cache import WindowCache
 from slidelabel.pipelines.slic import X, Y, SeedGrid, assign_window, cluster_window, rgb_to_lab
@@ -39,6 +39,9 @@ TissueFunction = Callable[[np.ndarray], np.ndarray]
 #: Called with (pass name, tiles done, tiles in the pass).
 ProgressFunction = Callable[[str, int, int], None]
 
+#: The pass-2 window margin grows by doubling up to this multiple of ``assign_margin``.
+MAX_ASSIGN_GROWTH = 4
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -49,7 +52,7 @@ class SuperpixelParams:
 
     step: int
     """Seed spacing: a superpixel covers about ``step x step`` pixels."""
-    compactness: float = 10.0
+    compactness: float = 20.0
     """SLIC's ``m``: higher gives squarer superpixels, lower follows colour edges more closely."""
     iterations: int = 5
     """SLIC rounds of assignment and update (more than 5 changes boundary recall by < 0.01)."""
@@ -185,6 +188,7 @@ class SuperpixelEngine:
         self.grid = SeedGrid(params.step, reader.height, reader.width)
         self.centres = np.zeros((self.grid.size + 1, 5), np.float32)
         self.active = np.zeros(self.grid.size + 1, bool)
+        self.drift = 0  # how far any final centre lies from its seed, in pixels (set after pass 1)
 
     def _read(self, window: Tile) -> np.ndarray:
         return self.reader.read(window.top, window.left, window.height, window.width)
@@ -215,11 +219,23 @@ class SuperpixelEngine:
         self.centres[ids] = found.centres[owned]
         self.active[ids] = found.counts[owned] > 0
 
-    def _nearby_clusters(self, window: Tile) -> tuple[np.ndarray, np.ndarray]:
-        """Active clusters whose centre lies within one step of ``window``: (ids, centres)."""
+    def _max_drift(self) -> int:
+        """The largest distance (per axis, whole pixels, rounded up) of a final centre from its seed."""
+        ids = np.flatnonzero(self.active)
+        if ids.size == 0:
+            return 0
+        rows, cols = np.divmod(ids - 1, self.grid.cols)
         step = self.params.step
-        rows = self.grid.seed_rows(window.top - 2 * step, window.top + window.height + 2 * step)
-        cols = self.grid.seed_cols(window.left - 2 * step, window.left + window.width + 2 * step)
+        dy = np.abs(self.centres[ids, Y] - (rows + 0.5) * step)
+        dx = np.abs(self.centres[ids, X] - (cols + 0.5) * step)
+        return math.ceil(max(dy.max(), dx.max()))
+
+    def _nearby_clusters(self, window: Tile) -> tuple[np.ndarray, np.ndarray]:
+        """Active clusters whose search box can reach into ``window``: (ids, centres)."""
+        step = self.params.step + 2  # a search box spans [floor(c - step), ceil(c + step)]
+        reach = step + self.drift  # seeds whose cluster can have wandered that close
+        rows = self.grid.seed_rows(window.top - reach, window.top + window.height + reach)
+        cols = self.grid.seed_cols(window.left - reach, window.left + window.width + reach)
         ids = self.grid.ids(rows, cols).ravel()
         ids = ids[self.active[ids]]
         centres = self.centres[ids]
@@ -231,21 +247,47 @@ class SuperpixelEngine:
         return ids[near], centres[near]
 
     def assign(self, tile: Tile) -> Block:
-        """Pass 2 for one core tile: its final, connected superpixel ids."""
-        window = self._assign_window(tile)
+        """Pass 2 for one core tile: its final, connected superpixel ids.
+
+        The window grows (rarely: around chains of small pieces) until every hole touching the
+        core stays ``assign_margin`` inside it, which makes the core's ids exact; it stops growing
+        at :data:`MAX_ASSIGN_GROWTH` times the margin so that memory stays bounded on any image.
+        """
+        margin = self.params.assign_margin
         rgb = self.cache.take((tile.top, tile.left)) if self.cache is not None else None
-        if rgb is None:
-            rgb = self._read(window)
+        while True:
+            window = tile.grown(margin, self.reader.height, self.reader.width)
+            if rgb is None:
+                rgb = self._read(window)
+            labels, reach = self._connected_window(rgb, window, tile)
+            if reach is None or self._settled(reach, window) or margin >= MAX_ASSIGN_GROWTH * self.params.assign_margin:
+                break
+            margin, rgb = 2 * margin, None
+        rgb_core = _crop(rgb, window, tile)
+        tissue = self.tissue(rgb_core) if self.tissue is not None else None
+        return Block(tile, _crop(labels, window, tile), tissue)
+
+    def _connected_window(self, rgb: np.ndarray, window: Tile, tile: Tile) -> tuple[np.ndarray, tuple | None]:
         mask = self._mask(window)
         ids, centres = self._nearby_clusters(window)
         labels = assign_window(
             rgb_to_lab(rgb), mask, ids=ids, centres=centres, step=self.params.step,
             compactness=self.params.compactness, origin=(window.top, window.left),
         )
-        labels = enforce_connectivity(labels, mask, min_size=self.params.min_size)
-        rgb_core = _crop(rgb, window, tile)
-        tissue = self.tissue(rgb_core) if self.tissue is not None else None
-        return Block(tile, _crop(labels, window, tile), tissue)
+        top, left = tile.top - window.top, tile.left - window.left
+        core = (top, left, top + tile.height, left + tile.width)
+        return connect(labels, mask, min_size=self.params.min_size, core=core)
+
+    def _settled(self, reach: tuple[int, int, int, int], window: Tile) -> bool:
+        """Whether holes spanning ``reach`` (window pixels) leave the assign margin on every inner side."""
+        margin = self.params.assign_margin
+        top, left, bottom, right = reach
+        return (
+            (window.top == 0 or top >= margin)
+            and (window.left == 0 or left >= margin)
+            and (window.top + window.height == self.reader.height or bottom <= window.height - margin)
+            and (window.left + window.width == self.reader.width or right <= window.width - margin)
+        )
 
     def _assign_window(self, tile: Tile) -> Tile:
         return tile.grown(self.params.assign_margin, self.reader.height, self.reader.width)
@@ -264,6 +306,7 @@ class SuperpixelEngine:
             report("cluster", 0, len(to_cluster))
             for done, _ in enumerate(_bounded_map(executor, self.cluster, to_cluster, 2 * workers), 1):
                 report("cluster", done, len(to_cluster))
+            self.drift = self._max_drift()
             report("assign", 0, len(to_assign))
             for done, block in enumerate(_bounded_map(executor, self.assign, to_assign, 2 * workers), 1):
                 yield block

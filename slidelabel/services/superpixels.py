@@ -75,7 +75,7 @@ class SuperpixelOptions:
     magnification: float | None = None
     mpp: float | None = None
     size: SuperpixelSize = field(default_factory=lambda: SuperpixelSize(50.0, "um"))
-    compactness: float = 10.0
+    compactness: float = 20.0
     iterations: int = 5
     tile_size: int = 2048
     tissue_only: bool = True
