@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from slidelabel import __version__
+from slidelabel.cli.demo import demo
 from slidelabel.cli.info import info
 from slidelabel.cli.render import render
 from slidelabel.cli.superpixels import superpixels
@@ -16,5 +17,5 @@ def main() -> None:
     """Label whole-slide images by superpixels and teach a classifier what is in them."""
 
 
-for command in (info, superpixels, render):
+for command in (info, superpixels, render, demo):
     main.add_command(command)
