@@ -17,15 +17,13 @@ import numpy as np
 from numba import njit
 
 @njit(cache=True, nogil=True)
-def _flood(labels, width, start, piece, piece_id, stack, same_label):  # pragma: no cover
+def _flood(labels, width, start, piece, piece_id, stack):  # pragma: no cover
     """Flood-fill the 4-connected piece at flat index ``start``; its pixels end up in ``stack[:n]``.
 
-    Arrays are flattened images of row length ``width``. With ``same_label`` the piece is the
-    pixels of one label; otherwise it is the pixels that ``piece`` marks as -2 (holes).
-    Returns the number of pixels n.
+    Arrays are flattened images of row length ``width``; the piece is the pixels that ``piece``
+    marks as -2 (holes). Returns the number of pixels n.
     """
     size = labels.size
-    target = labels[start]
     piece[start] = piece_id
     stack[0] = start
     n, head = 1, 0
@@ -44,10 +42,7 @@ def _flood(labels, width, start, piece, piece_id, stack, same_label):  # pragma:
                 q = p + 1 if x < width - 1 else -1
             if q < 0 or q >= size:
                 continue
-            if same_label:
-                if piece[q] != -1 or labels[q] != target:
-                    continue
-            elif piece[q] != -2:
+            if piece[q] != -2:
                 continue
             piece[q] = piece_id
             stack[n] = q
@@ -56,18 +51,70 @@ def _flood(labels, width, start, piece, piece_id, stack, same_label):  # pragma:
 
 
 @njit(cache=True, nogil=True)
+def _root(parent, i):  # pragma: no cover
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True)
 def _label_pieces(labels, width):  # pragma: no cover
-    """Pieces of equal positive labels: per-pixel piece index (-1 none), and per piece its label and size."""
-    piece = np.full(labels.size, -1, np.int64)
-    stack = np.empty(labels.size, np.int64)
-    piece_label = []
-    piece_size = []
-    for start in range(labels.size):
-        if labels[start] > 0 and piece[start] == -1:
-            n = _flood(labels, width, start, piece, len(piece_label), stack, True)
-            piece_label.append(labels[start])
-            piece_size.append(n)
-    return piece, np.array(piece_label, np.int64), np.array(piece_size, np.int64)
+    """Pieces of equal positive labels by two-pass union-find labelling.
+
+    Returns the per-pixel piece index (-1 none, pieces numbered in raster order of their first
+    pixel), and per piece its label and size.
+    """
+    size = labels.size
+    piece = np.full(size, -1, np.int64)
+    parent = np.empty(size // 2 + 2, np.int64)
+    n = 0
+    for y in range(size // width):
+        for x in range(width):
+            p = y * width + x
+            k = labels[p]
+            if k <= 0:
+                continue
+            left = piece[p - 1] if x > 0 and labels[p - 1] == k else -1
+            up = piece[p - width] if y > 0 and labels[p - width] == k else -1
+            if left < 0 and up < 0:
+                if n == parent.size:
+                    grown = np.empty(2 * parent.size, np.int64)
+                    grown[:n] = parent[:n]
+                    parent = grown
+                parent[n] = n
+                piece[p] = n
+                n += 1
+            elif up < 0:
+                piece[p] = left
+            elif left < 0:
+                piece[p] = up
+            else:
+                a, b = _root(parent, left), _root(parent, up)
+                # The smaller root wins, so a piece's index is that of its first pixel in raster order.
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+                piece[p] = min(a, b)
+    final = np.empty(n, np.int64)
+    count = 0
+    for i in range(n):
+        r = _root(parent, i)
+        if r == i:
+            final[i] = count
+            count += 1
+        else:
+            final[i] = final[r]
+    piece_label = np.zeros(count, np.int64)
+    piece_size = np.zeros(count, np.int64)
+    for p in range(size):
+        if piece[p] >= 0:
+            j = final[piece[p]]
+            piece[p] = j
+            piece_label[j] = labels[p]
+            piece_size[j] += 1
+    return piece, piece_label, piece_size
 
 
 @njit(cache=True, nogil=True)
@@ -93,7 +140,7 @@ def _fill_holes(labels, width, mask, piece, keep, core):  # pragma: no cover
     for start in range(size):
         if piece[start] != -2:
             continue
-        n = _flood(labels, width, start, piece, -5, stack, False)
+        n = _flood(labels, width, start, piece, -5, stack)
         neighbours = []
         top, left, bottom, right = size, width, -1, -1
         for i in range(n):

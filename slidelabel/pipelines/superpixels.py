@@ -62,6 +62,9 @@ class SuperpixelParams:
     """Context around a tile in pass 1, in seed steps."""
     min_size_fraction: float = 0.1
     """Pieces smaller than this fraction of ``step^2`` join a neighbour."""
+    smoothing: float = 0.04
+    """Gaussian blur before clustering, sigma in seed steps: superpixels follow tissue rather
+    than every nucleus (at 0.04, a third fewer stray pieces for 0.02 less boundary recall)."""
     cluster_scale: int = 2
     """Pass 1 clusters a window downsampled by this factor (1 = full resolution); 2 halves the
     time with the same boundary recall, as the full-resolution pass 2 places the boundaries."""
@@ -79,18 +82,33 @@ class SuperpixelParams:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}")
         if self.tile_size < 2 * self.step:
             raise ValueError(f"tile_size {self.tile_size} must be at least twice the step {self.step}")
+        if not 0 <= self.smoothing <= 0.5:
+            raise ValueError(f"smoothing must be within [0, 0.5] steps, got {self.smoothing}")
         if self.margin_steps < 1:
             raise ValueError(f"margin_steps must be at least 1, got {self.margin_steps}")
 
     @property
-    def cluster_margin(self) -> int:
-        return math.ceil(self.margin_steps * self.step)
+    def sigma(self) -> float:
+        """Gaussian blur sigma in working pixels."""
+        return self.smoothing * self.step
+
+    @property
+    def exact_margin(self) -> int:
+        """Context that settles a pixel in pass 2: a superpixel reaches one step (plus a pixel of
+        search-box rounding) beyond its centre, which is one step from any pixel it claims, and
+        the blur sees three sigmas further."""
+        return 2 * self.step + 2 + math.ceil(3 * self.sigma)
 
     @property
     def assign_margin(self) -> int:
-        # A superpixel reaches at most one step beyond its centre, whose search box is one step
-        # from any pixel it claims: two steps (+2 for the hole-border test) decide the core exactly.
-        return 2 * self.step + 2
+        """Context of a pass-2 window: one step more than :attr:`exact_margin`, for the holes that
+        cross the core's edge."""
+        return self.exact_margin + self.step
+
+    @property
+    def cluster_margin(self) -> int:
+        """Context of a pass-1 window; never less than pass 2's, whose windows it caches."""
+        return max(math.ceil(self.margin_steps * self.step), self.assign_margin)
 
     @property
     def min_size(self) -> int:
@@ -155,6 +173,11 @@ def _downsample(rgb: np.ndarray, mask: np.ndarray, scale: int) -> tuple[np.ndarr
     return small, small_mask
 
 
+def _blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an (H, W, 3) uint8 image; sigma in pixels, 0 for none."""
+    return cv2.GaussianBlur(rgb, (0, 0), sigma) if sigma > 0 else rgb
+
+
 def _bounded_map(executor: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
     """``executor.map`` in order, with at most ``window`` results waiting, so memory stays bounded."""
     pending: list[Future[R]] = []
@@ -209,7 +232,7 @@ class SuperpixelEngine:
         if scale > 1:
             rgb, mask = _downsample(rgb, mask, scale)
         found = cluster_window(
-            rgb_to_lab(rgb), mask, grid=self.grid, origin=(window.top, window.left),
+            rgb_to_lab(_blur(rgb, self.params.sigma / scale)), mask, grid=self.grid, origin=(window.top, window.left),
             compactness=self.params.compactness, iterations=self.params.iterations, scale=scale,
         )
         rows = self.grid.seed_rows(tile.top, tile.top + tile.height)
@@ -250,7 +273,7 @@ class SuperpixelEngine:
         """Pass 2 for one core tile: its final, connected superpixel ids.
 
         The window grows (rarely: around chains of small pieces) until every hole touching the
-        core stays ``assign_margin`` inside it, which makes the core's ids exact; it stops growing
+        core stays ``exact_margin`` inside it, which makes the core's ids exact; it stops growing
         at :data:`MAX_ASSIGN_GROWTH` times the margin so that memory stays bounded on any image.
         """
         margin = self.params.assign_margin
@@ -271,7 +294,7 @@ class SuperpixelEngine:
         mask = self._mask(window)
         ids, centres = self._nearby_clusters(window)
         labels = assign_window(
-            rgb_to_lab(rgb), mask, ids=ids, centres=centres, step=self.params.step,
+            rgb_to_lab(_blur(rgb, self.params.sigma)), mask, ids=ids, centres=centres, step=self.params.step,
             compactness=self.params.compactness, origin=(window.top, window.left),
         )
         top, left = tile.top - window.top, tile.left - window.left
@@ -279,8 +302,8 @@ class SuperpixelEngine:
         return connect(labels, mask, min_size=self.params.min_size, core=core)
 
     def _settled(self, reach: tuple[int, int, int, int], window: Tile) -> bool:
-        """Whether holes spanning ``reach`` (window pixels) leave the assign margin on every inner side."""
-        margin = self.params.assign_margin
+        """Whether holes spanning ``reach`` (window pixels) leave the exact margin on every inner side."""
+        margin = self.params.exact_margin
         top, left, bottom, right = reach
         return (
             (window.top == 0 or top >= margin)
