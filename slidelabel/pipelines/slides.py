@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import large_image.config
 import numpy as np
 import tifffile
 from large_image import tilesource
@@ -34,6 +35,25 @@ from slidelabel.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Decoded tiles large_image keeps (about 256 KB each): enough for the overlap of neighbouring
+#: windows, and a bound that grows with neither the slide nor the machine's memory.
+TILE_CACHE_TILES = 256
+
+
+def _bound_tile_cache() -> None:
+    """Keep large_image's tile cache in this process and bounded, unless configured otherwise.
+
+    By default large_image sizes its cache as a share of the machine's memory (1/32: 750 MB on
+    24 GB) and may put it in a memcached or Redis server it finds on localhost.
+    """
+    if large_image.config.getConfig("cache_backend") is None:
+        large_image.config.setConfig("cache_backend", "python")
+    if not int(large_image.config.getConfig("cache_tileCache_maximum", 0) or 0):
+        large_image.config.setConfig("cache_tileCache_maximum", TILE_CACHE_TILES)
+
+
+_bound_tile_cache()
 
 #: A target resolution this close to level 0 (relative) is taken as level 0 rather than refused:
 #: scanners' nominal 20x ranges over about 0.49-0.51 um/px.

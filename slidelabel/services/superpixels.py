@@ -25,17 +25,16 @@ from slidelabel.pipelines.superpixel_stats import SuperpixelStatistics, Superpix
 from slidelabel.pipelines.superpixels import ProgressFunction, SuperpixelEngine, SuperpixelParams
 from slidelabel.pipelines.tissue import TissueMask, detect_tissue, mask_window, tissue_pixels
 from slidelabel.pipelines.window_cache import WindowCache
+from slidelabel.store.label_map import LabelMapWriter
 from slidelabel.store.superpixel_files import (
     LABELS_FILE,
     MANIFEST_FILE,
     TABLE_FILE,
-    LabelMapWriter,
-    SuperpixelTable,
     file_sha256,
     read_manifest,
     write_manifest,
-    write_table,
 )
+from slidelabel.store.superpixel_table import SuperpixelTable, write_table
 
 #: Changes whenever the same options would give different superpixels.
 ALGORITHM = "slic-global-grid/1"
@@ -126,6 +125,22 @@ def step_pixels(size: SuperpixelSize, scale: WorkingScale) -> int:
     return step
 
 
+def overview(slide: Slide) -> tuple[np.ndarray, float]:
+    """A whole-slide RGB picture for tissue detection and its downsample (level-0 px per pixel).
+
+    The scanner's stored thumbnail when it shows the whole slide (same aspect ratio as level 0,
+    at least 512 px): decoding a pyramid level instead costs seconds on JPEG 2000 slides whose
+    lowest level is large. Otherwise a thumbnail read from the pyramid.
+    """
+    if "thumbnail" in slide.info.associated_images:
+        stored = slide.associated_image("thumbnail")
+        height, width = stored.shape[:2]
+        same_shape = abs(width / height - slide.info.width / slide.info.height) < 0.01 * width / height
+        if same_shape and max(height, width) >= 512:
+            return stored, slide.info.width / width
+    return slide.thumbnail()
+
+
 def _segment_mask(tissue: TissueMask, scale: WorkingScale, step: int) -> Callable[[int, int, int, int], np.ndarray]:
     """Tissue plus one superpixel around it, as a mask function in working pixels.
 
@@ -204,7 +219,7 @@ def compute_slide_superpixels(
             step=step, compactness=options.compactness, iterations=options.iterations,
             tile_size=max(options.tile_size, 2 * step),
         )
-        thumbnail, thumb_downsample = slide.thumbnail()
+        thumbnail, thumb_downsample = overview(slide)
         tissue = detect_tissue(thumbnail, downsample=thumb_downsample, mpp=slide.info.mpp)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST_FILE).unlink(missing_ok=True)  # the folder is unfinished from here on

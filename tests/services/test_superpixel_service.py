@@ -13,7 +13,9 @@ import pytest
 from slidelabel.errors import MissingMppError, ParameterError
 from slidelabel.services import superpixels as service
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize, compute_slide_superpixels
-from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_labels, read_manifest, read_table
+from slidelabel.store.label_map import read_labels
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
+from slidelabel.store.superpixel_table import read_table
 
 FAST = SuperpixelOptions(size=SuperpixelSize(40, "um"), tile_size=512)
 

@@ -1,4 +1,4 @@
-"""Tests for slidelabel.store.superpixel_files: label map, table, manifest and slide hash."""
+"""Tests for slidelabel.store: label map, table, manifest and slide hash."""
 
 from __future__ import annotations
 
@@ -18,22 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import tifffile
 
-import slidelabel.store.superpixel_files as superpixel_files
+import slidelabel.store.label_map as label_map_module
 from slidelabel.errors import OutputError, SlideNotFoundError
-from slidelabel.store.superpixel_files import (
-    LABELS_FILE,
-    MANIFEST_FILE,
-    TABLE_FILE,
-    LabelMapWriter,
-    SuperpixelTable,
-    file_sha256,
-    label_map_shape,
-    read_labels,
-    read_manifest,
-    read_table,
-    write_manifest,
-    write_table,
-)
+from slidelabel.store.label_map import LabelMapWriter, label_map_shape, read_labels
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, file_sha256, read_manifest, write_manifest
+from slidelabel.store.superpixel_table import SuperpixelTable, read_table, write_table
 
 HEIGHT, WIDTH, BLOCK = 3001, 2777, 1000
 MPP = 0.499
@@ -295,7 +284,7 @@ def test_exception_inside_writer_leaves_no_files(tmp_path: Path) -> None:
 def test_failure_while_writing_the_tiff_leaves_no_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_level_tiles = superpixel_files._level_tiles
+    real_level_tiles = label_map_module._level_tiles
 
     def failing_level_tiles(*args: object, **kwargs: object) -> Iterator[np.ndarray]:
         tiles = real_level_tiles(*args, **kwargs)
@@ -303,7 +292,7 @@ def test_failure_while_writing_the_tiff_leaves_no_files(
             yield next(tiles)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(superpixel_files, "_level_tiles", failing_level_tiles)
+    monkeypatch.setattr(label_map_module, "_level_tiles", failing_level_tiles)
     path = tmp_path / LABELS_FILE
     path.write_bytes(b"previous run")
     with LabelMapWriter(path, width=1000, height=1000, mpp=0.5) as writer:
@@ -355,7 +344,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     import json, resource, sys, time, tracemalloc
     from pathlib import Path
     import numpy as np
-    from slidelabel.store.superpixel_files import LabelMapWriter, read_labels
+    from slidelabel.store.label_map import LabelMapWriter, read_labels
 
     size, block, cell = 20_000, 2048, 40
     path = Path(sys.argv[1])
