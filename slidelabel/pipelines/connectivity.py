@@ -66,8 +66,8 @@ def _label_pieces(labels, width):  # pragma: no cover
     pixel), and per piece its label and size.
     """
     size = labels.size
-    piece = np.full(size, -1, np.int64)
-    parent = np.empty(size // 2 + 2, np.int64)
+    piece = np.full(size, -1, np.int32)
+    parent = np.empty(size // 2 + 2, np.int32)
     n = 0
     for y in range(size // width):
         for x in range(width):
@@ -79,7 +79,7 @@ def _label_pieces(labels, width):  # pragma: no cover
             up = piece[p - width] if y > 0 and labels[p - width] == k else -1
             if left < 0 and up < 0:
                 if n == parent.size:
-                    grown = np.empty(2 * parent.size, np.int64)
+                    grown = np.empty(2 * parent.size, np.int32)
                     grown[:n] = parent[:n]
                     parent = grown
                 parent[n] = n
@@ -97,7 +97,7 @@ def _label_pieces(labels, width):  # pragma: no cover
                 elif b < a:
                     parent[a] = b
                 piece[p] = min(a, b)
-    final = np.empty(n, np.int64)
+    final = np.empty(n, np.int32)
     count = 0
     for i in range(n):
         r = _root(parent, i)
@@ -119,23 +119,24 @@ def _label_pieces(labels, width):  # pragma: no cover
 
 @njit(cache=True, nogil=True)
 def _fill_holes(labels, width, mask, piece, keep, core):  # pragma: no cover
-    """Final ids: kept pieces keep their label; each hole takes its longest-border neighbour.
+    """Relabel in place: kept pieces keep their label; each hole takes its longest-border neighbour.
 
-    Also returns the bounding box (top, left, bottom, right; bottom/right exclusive) of the holes
-    that touch ``core`` (top, left, bottom, right), or (-1, -1, -1, -1) when none does.
+    Returns the bounding box (top, left, bottom, right; bottom/right exclusive) of the holes that
+    touch ``core`` (top, left, bottom, right), or (-1, -1, -1, -1) when none does.
     """
     size = labels.size
-    out = np.zeros(size, np.int64)
+    n_holes = 0
     for p in range(size):
         k = piece[p]
         if k >= 0 and keep[k]:
-            out[p] = labels[p]
             piece[p] = -3  # owner
         elif mask[p]:
             piece[p] = -2  # hole, not yet filled
+            n_holes += 1
         else:
             piece[p] = -4  # outside
-    stack = np.empty(size, np.int64)
+            labels[p] = 0
+    stack = np.empty(n_holes, np.int32)
     reach = np.array([-1, -1, -1, -1], np.int64)
     for start in range(size):
         if piece[start] != -2:
@@ -149,30 +150,30 @@ def _fill_holes(labels, width, mask, piece, keep, core):  # pragma: no cover
             top, bottom = min(top, y), max(bottom, y + 1)
             left, right = min(left, x), max(right, x + 1)
             if p >= width and piece[p - width] == -3:
-                neighbours.append(out[p - width])
+                neighbours.append(labels[p - width])
             if p + width < size and piece[p + width] == -3:
-                neighbours.append(out[p + width])
+                neighbours.append(labels[p + width])
             if x > 0 and piece[p - 1] == -3:
-                neighbours.append(out[p - 1])
+                neighbours.append(labels[p - 1])
             if x < width - 1 and piece[p + 1] == -3:
-                neighbours.append(out[p + 1])
+                neighbours.append(labels[p + 1])
         if top < core[2] and bottom > core[0] and left < core[3] and right > core[1]:
             if reach[0] < 0:
                 reach[0], reach[1], reach[2], reach[3] = top, left, bottom, right
             else:
                 reach[0], reach[1] = min(reach[0], top), min(reach[1], left)
                 reach[2], reach[3] = max(reach[2], bottom), max(reach[3], right)
-        if len(neighbours) == 0:
-            continue
-        ids = np.sort(np.array(neighbours, np.int64))
-        best, best_count, run = ids[0], 0, 0
-        for i in range(ids.size):
-            run = run + 1 if i > 0 and ids[i] == ids[i - 1] else 1
-            if run > best_count:  # strict: on a tie the lower id (seen first) stays
-                best, best_count = ids[i], run
+        best = 0  # a hole with no neighbouring superpixel is dropped
+        if len(neighbours) > 0:
+            ids = np.sort(np.array(neighbours, np.int32))
+            best, best_count, run = ids[0], 0, 0
+            for i in range(ids.size):
+                run = run + 1 if i > 0 and ids[i] == ids[i - 1] else 1
+                if run > best_count:  # strict: on a tie the lower id (seen first) stays
+                    best, best_count = ids[i], run
         for i in range(n):
-            out[stack[i]] = best
-    return out, reach
+            labels[stack[i]] = best
+    return reach
 
 
 def connect(
@@ -182,14 +183,15 @@ def connect(
 
     Parameters
     ----------
-    labels : (H, W) int64 ids; > 0 superpixel, 0 outside the mask, -1 mask pixel with no id.
+    labels : (H, W) int32 ids; > 0 superpixel, 0 outside the mask, -1 mask pixel with no id.
+        Relabelled in place (a window's worth of memory matters here); the result is this array.
     mask : (H, W) bool, the pixels that must belong to a superpixel when possible.
     min_size : smallest piece kept as a superpixel of its own, in pixels.
     core : (top, left, bottom, right) of the part of the window whose answer matters.
 
     Returns
     -------
-    (H, W) int64 ids (0 where no superpixel), and the bounding box (top, left, bottom, right) of
+    (H, W) int32 ids (0 where no superpixel), and the bounding box (top, left, bottom, right) of
     the holes that touch ``core`` (None when none does). A caller working on a window of a
     larger image needs that box to stay two seed steps inside the window for the answer in the
     core to be the same as for the whole image.
@@ -197,7 +199,9 @@ def connect(
     if labels.shape != mask.shape:
         raise ValueError(f"labels {labels.shape} and mask {mask.shape} differ in shape")
     height, width = labels.shape
-    flat = np.ascontiguousarray(labels, np.int64).ravel()
+    if labels.dtype != np.int32 or not labels.flags.c_contiguous:
+        raise ValueError(f"labels must be a C-contiguous int32 array, got {labels.dtype}")
+    flat = labels.ravel()
     piece, piece_label, piece_size = _label_pieces(flat, width)
     keep = np.zeros(piece_label.size, np.bool_)
     if piece_label.size:
@@ -208,10 +212,10 @@ def connect(
         keep[order[first]] = True
         keep &= piece_size >= min_size
     core_box = np.array(core if core is not None else (0, 0, height, width), np.int64)
-    out, reach = _fill_holes(flat, width, np.ascontiguousarray(mask).ravel(), piece, keep, core_box)
-    return out.reshape(height, width), (None if reach[0] < 0 else tuple(int(v) for v in reach))
+    reach = _fill_holes(flat, width, np.ascontiguousarray(mask).ravel(), piece, keep, core_box)
+    return labels, (None if reach[0] < 0 else tuple(int(v) for v in reach))
 
 
 def enforce_connectivity(labels: np.ndarray, mask: np.ndarray, *, min_size: int = 1) -> np.ndarray:
-    """:func:`connect` for a whole image: just the relabelled (H, W) int64 ids."""
-    return connect(labels, mask, min_size=min_size)[0]
+    """:func:`connect` for a whole image, on a copy: the relabelled (H, W) int32 ids."""
+    return connect(np.array(labels, np.int32), mask, min_size=min_size)[0]

@@ -69,18 +69,13 @@ class SeedGrid:
         return r * self.cols + c + 1
 
 
-@njit(cache=True, nogil=True)
-def _lab8_to_planes(lab8, planes):  # pragma: no cover
-    height, width = lab8.shape[:2]
-    for y in range(height):
-        for x in range(width):
-            planes[0, y, x] = lab8[y, x, 0] * np.float32(100 / 255)
-            planes[1, y, x] = lab8[y, x, 1] - np.float32(128)
-            planes[2, y, x] = lab8[y, x, 2] - np.float32(128)
+#: 8-bit CIELAB (OpenCV) to CIELAB units: L * 100 / 255, a - 128, b - 128.
+_L_SCALE = np.float32(100 / 255)
+_AB_OFFSET = np.float32(128)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB of an RGB image.
+    """8-bit CIELAB of an RGB image, as OpenCV encodes it.
 
     Parameters
     ----------
@@ -88,16 +83,13 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    (3, H, W) float32 array of planes L in [0, 100], a and b in about [-128, 127]. Planes, not
-    interleaved channels, because the SLIC loops run faster on them. OpenCV's 8-bit conversion
-    quantises L to 0.4 units, far below the colour differences SLIC separates, at a fraction of
-    the cost of a float conversion.
+    (H, W, 3) uint8 array: L * 255 / 100, a + 128, b + 128. The kernels convert to CIELAB units
+    as they read, so a window costs 3 bytes a pixel instead of 12; the 0.4-unit quantisation of
+    L is far below the colour differences SLIC separates.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be a (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
-    planes = np.empty((3, *rgb.shape[:2]), np.float32)
-    _lab8_to_planes(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2Lab), planes)
-    return planes
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2Lab)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -110,7 +102,6 @@ def _assign(lab, mask, centres, active, step, spatial_weight, labels, dist):  # 
             # Pixels outside the mask start at a distance no cluster can beat: no branch in the hot loop.
             dist[y, x] = np.inf if mask[y, x] else -1.0
             labels[y, x] = -1
-    plane_l, plane_a, plane_b = lab[0], lab[1], lab[2]
     for k in range(centres.shape[0]):
         if not active[k]:
             continue
@@ -123,9 +114,9 @@ def _assign(lab, mask, centres, active, step, spatial_weight, labels, dist):  # 
             dy = y - cy
             dy2 = dy * dy * spatial_weight
             for x in range(x_lo, x_hi):
-                dl = plane_l[y, x] - cl
-                da = plane_a[y, x] - ca
-                db = plane_b[y, x] - cb
+                dl = lab[y, x, 0] * _L_SCALE - cl
+                da = lab[y, x, 1] - _AB_OFFSET - ca
+                db = lab[y, x, 2] - _AB_OFFSET - cb
                 dx = x - cx
                 d = dl * dl + da * da + db * db + dy2 + dx * dx * spatial_weight
                 if d < dist[y, x]:
@@ -145,9 +136,9 @@ def _update(lab, labels, centres, counts):  # pragma: no cover
             k = labels[y, x]
             if k < 0:
                 continue
-            sums[k, 0] += lab[0, y, x]
-            sums[k, 1] += lab[1, y, x]
-            sums[k, 2] += lab[2, y, x]
+            sums[k, 0] += lab[y, x, 0] * _L_SCALE
+            sums[k, 1] += lab[y, x, 1] - _AB_OFFSET
+            sums[k, 2] += lab[y, x, 2] - _AB_OFFSET
             sums[k, 3] += y
             sums[k, 4] += x
             counts[k] += 1
@@ -200,7 +191,7 @@ def cluster_window(
 
     Parameters
     ----------
-    lab : (3, H, W) float32 CIELAB planes of the window (:func:`rgb_to_lab`), downsampled by ``scale``.
+    lab : (H, W, 3) uint8 8-bit CIELAB of the window (:func:`rgb_to_lab`), downsampled by ``scale``.
     mask : (H, W) bool, pixels to segment, downsampled likewise.
     grid : the global seed grid (full resolution).
     origin : (top, left) of the window in global full-resolution working pixels.
@@ -255,7 +246,7 @@ def assign_window(
 
     Returns
     -------
-    (H, W) int64 array of global ids; 0 outside the mask, -1 for mask pixels no cluster reached.
+    (H, W) int32 array of global ids; 0 outside the mask, -1 for mask pixels no cluster reached.
     """
     local = centres.astype(np.float32, copy=True)
     local[:, Y] -= origin[0]
@@ -265,16 +256,15 @@ def assign_window(
     spatial_weight = np.float32((compactness / step) ** 2)
     active = np.ones(len(ids), np.bool_)
     _assign(lab, mask, local, active, np.float32(step), spatial_weight, labels, dist)
-    out = np.empty(mask.shape, np.int64)
-    _to_ids(labels, mask, np.asarray(ids, np.int64), out)
-    return out
+    _to_ids(labels, mask, np.asarray(ids, np.int32))
+    return labels
 
 
 @njit(cache=True, nogil=True)
-def _to_ids(labels, mask, ids, out):  # pragma: no cover
-    """Global ids from local cluster indices: 0 outside the mask, -1 where no cluster reached."""
+def _to_ids(labels, mask, ids):  # pragma: no cover
+    """Global ids from local cluster indices, in place: 0 outside the mask, -1 where no cluster reached."""
     height, width = labels.shape
     for y in range(height):
         for x in range(width):
             k = labels[y, x]
-            out[y, x] = 0 if not mask[y, x] else (ids[k] if k >= 0 else -1)
+            labels[y, x] = 0 if not mask[y, x] else (ids[k] if k >= 0 else -1)

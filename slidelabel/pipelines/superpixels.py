@@ -39,7 +39,7 @@ TissueFunction = Callable[[np.ndarray], np.ndarray]
 #: Called with (pass name, tiles done, tiles in the pass).
 ProgressFunction = Callable[[str, int, int], None]
 
-#: The pass-2 window margin grows by doubling up to this multiple of ``assign_margin``.
+#: A side of a pass-2 window grows up to this multiple of ``assign_margin``.
 MAX_ASSIGN_GROWTH = 4
 
 T = TypeVar("T")
@@ -126,9 +126,13 @@ class Tile:
 
     def grown(self, margin: int, height: int, width: int) -> Tile:
         """This tile plus ``margin`` on each side, clipped to an image of ``height x width``."""
-        top, left = max(self.top - margin, 0), max(self.left - margin, 0)
-        bottom = min(self.top + self.height + margin, height)
-        right = min(self.left + self.width + margin, width)
+        return self.padded((margin,) * 4, height, width)
+
+    def padded(self, margins: tuple[int, ...], height: int, width: int) -> Tile:
+        """This tile plus (top, left, bottom, right) margins, clipped to ``height x width``."""
+        top, left = max(self.top - margins[0], 0), max(self.left - margins[1], 0)
+        bottom = min(self.top + self.height + margins[2], height)
+        right = min(self.left + self.width + margins[3], width)
         return Tile(top, left, bottom - top, right - left)
 
 
@@ -136,7 +140,7 @@ class Tile:
 class Block:
     """Final superpixel ids of one core tile.
 
-    ``labels``: (height, width) int64 global seed ids, 0 = no superpixel; ``tissue``: (height, width)
+    ``labels``: (height, width) int32 global seed ids, 0 = no superpixel; ``tissue``: (height, width)
     bool tissue pixels, or None when no tissue test was given.
     """
 
@@ -272,20 +276,24 @@ class SuperpixelEngine:
     def assign(self, tile: Tile) -> Block:
         """Pass 2 for one core tile: its final, connected superpixel ids.
 
-        The window grows (rarely: around chains of small pieces) until every hole touching the
-        core stays ``exact_margin`` inside it, which makes the core's ids exact; it stops growing
-        at :data:`MAX_ASSIGN_GROWTH` times the margin so that memory stays bounded on any image.
+        Where a hole touching the core comes closer than ``exact_margin`` to a side of the
+        window, that side grows by what is missing (plus a step) and the window is redone, until
+        the core's ids are exact; a side stops at :data:`MAX_ASSIGN_GROWTH` times the margin so
+        that memory stays bounded on any image.
         """
-        margin = self.params.assign_margin
+        limit = MAX_ASSIGN_GROWTH * self.params.assign_margin
+        margins = (self.params.assign_margin,) * 4
         rgb = self.cache.take((tile.top, tile.left)) if self.cache is not None else None
         while True:
-            window = tile.grown(margin, self.reader.height, self.reader.width)
+            window = tile.padded(margins, self.reader.height, self.reader.width)
             if rgb is None:
                 rgb = self._read(window)
             labels, reach = self._connected_window(rgb, window, tile)
-            if reach is None or self._settled(reach, window) or margin >= MAX_ASSIGN_GROWTH * self.params.assign_margin:
+            missing = self._missing_context(reach, window) if reach is not None else (0, 0, 0, 0)
+            grown = tuple(min(m + d + self.params.step, limit) if d else m for m, d in zip(margins, missing))
+            if grown == margins:
                 break
-            margin, rgb = 2 * margin, None
+            margins, rgb = grown, None
         rgb_core = _crop(rgb, window, tile)
         tissue = self.tissue(rgb_core) if self.tissue is not None else None
         return Block(tile, _crop(labels, window, tile), tissue)
@@ -301,15 +309,19 @@ class SuperpixelEngine:
         core = (top, left, top + tile.height, left + tile.width)
         return connect(labels, mask, min_size=self.params.min_size, core=core)
 
-    def _settled(self, reach: tuple[int, int, int, int], window: Tile) -> bool:
-        """Whether holes spanning ``reach`` (window pixels) leave the exact margin on every inner side."""
+    def _missing_context(self, reach: tuple[int, int, int, int], window: Tile) -> tuple[int, int, int, int]:
+        """Pixels of context missing on each side (top, left, bottom, right) of ``window`` for
+        holes spanning ``reach`` (window pixels) to stay ``exact_margin`` inside it; image edges
+        need none."""
         margin = self.params.exact_margin
         top, left, bottom, right = reach
+        at_bottom = window.top + window.height == self.reader.height
+        at_right = window.left + window.width == self.reader.width
         return (
-            (window.top == 0 or top >= margin)
-            and (window.left == 0 or left >= margin)
-            and (window.top + window.height == self.reader.height or bottom <= window.height - margin)
-            and (window.left + window.width == self.reader.width or right <= window.width - margin)
+            0 if window.top == 0 else max(0, margin - top),
+            0 if window.left == 0 else max(0, margin - left),
+            0 if at_bottom else max(0, bottom - (window.height - margin)),
+            0 if at_right else max(0, right - (window.width - margin)),
         )
 
     def _assign_window(self, tile: Tile) -> Tile:
@@ -347,7 +359,7 @@ def superpixel_array(rgb: np.ndarray, params: SuperpixelParams, *, mask: np.ndar
 
     Returns
     -------
-    (H, W) int64 global seed ids (not consecutive), 0 where no superpixel.
+    (H, W) int32 global seed ids (not consecutive), 0 where no superpixel.
     """
     reader = ArrayRegions(rgb)
     segment_mask = None
@@ -355,7 +367,7 @@ def superpixel_array(rgb: np.ndarray, params: SuperpixelParams, *, mask: np.ndar
         if mask.shape != rgb.shape[:2]:
             raise ValueError(f"mask {mask.shape} does not match image {rgb.shape[:2]}")
         segment_mask = lambda top, left, h, w: mask[top : top + h, left : left + w]  # noqa: E731
-    out = np.zeros(rgb.shape[:2], np.int64)
+    out = np.zeros(rgb.shape[:2], np.int32)
     for block in SuperpixelEngine(reader, params, segment_mask=segment_mask).blocks():
         t = block.tile
         out[t.top : t.top + t.height, t.left : t.left + t.width] = block.labels
