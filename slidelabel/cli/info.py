@@ -9,7 +9,8 @@ import click
 
 from slidelabel.cli.errors import EXIT_FAILED, exit_code_for, user_errors
 from slidelabel.errors import SlideError
-from slidelabel.pipelines.slides import list_sources, open_slide
+from slidelabel.pipelines.slide_readers import list_sources
+from slidelabel.pipelines.slides import open_slide
 from slidelabel.pipelines.tissue import detect_tissue
 
 #: Longer side of the thumbnail the tissue fraction is measured on, in pixels: enough to see

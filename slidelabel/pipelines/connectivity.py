@@ -17,13 +17,12 @@ import numpy as np
 from numba import njit
 
 @njit(cache=True, nogil=True)
-def _flood(labels, width, start, piece, piece_id, stack):  # pragma: no cover
+def _flood(size, width, start, piece, piece_id, stack):  # pragma: no cover
     """Flood-fill the 4-connected piece at flat index ``start``; its pixels end up in ``stack[:n]``.
 
-    Arrays are flattened images of row length ``width``; the piece is the pixels that ``piece``
-    marks as -2 (holes). Returns the number of pixels n.
+    ``piece`` is a flattened image of ``size`` pixels and row length ``width``; the piece is the
+    pixels it marks as -2 (holes). Returns the number of pixels n.
     """
-    size = labels.size
     piece[start] = piece_id
     stack[0] = start
     n, head = 1, 0
@@ -141,7 +140,7 @@ def _fill_holes(labels, width, mask, piece, keep, core):  # pragma: no cover
     for start in range(size):
         if piece[start] != -2:
             continue
-        n = _flood(labels, width, start, piece, -5, stack)
+        n = _flood(size, width, start, piece, -5, stack)
         neighbours = []
         top, left, bottom, right = size, width, -1, -1
         for i in range(n):

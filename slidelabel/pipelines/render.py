@@ -5,16 +5,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from slidelabel.pipelines.segmentation_quality import boundary_map
+
 #: Boundary colour: yellow reads well on both haematoxylin and eosin.
 BOUNDARY_RGB = (255, 230, 0)
-
-
-def boundaries(labels: np.ndarray) -> np.ndarray:
-    """Bool (H, W): pixels whose right or lower neighbour has another id (the far edge stays thin)."""
-    edges = np.zeros(labels.shape, bool)
-    edges[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edges[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edges
 
 
 def boundary_overlay(
@@ -38,10 +32,11 @@ def boundary_overlay(
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be (H, W, 3), got {rgb.shape}")
     height, width = rgb.shape[:2]
+    labels = labels.astype(np.int32)  # ids fit: a slide has far fewer than 2**31 superpixels
     if labels.shape != (height, width):
-        labels = cv2.resize(labels.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
     out = rgb.copy()
     background = labels == 0
     out[background] = (out[background] * dim_background).astype(np.uint8)
-    out[boundaries(labels) & ~background] = color
+    out[boundary_map(labels) & ~background] = color
     return out

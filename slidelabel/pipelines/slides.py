@@ -1,8 +1,7 @@
 """Reading whole-slide images through large_image.
 
-large_image's registry of tile sources (``large_image.tilesource.AvailableTileSources``, filled from
-the ``large_image.source`` entry points) is slidelabel's registry of slide readers: a reader is
-chosen by name or, by default, in large_image's own order of preference for the file's extension.
+Which reader opens a file is decided in :mod:`slidelabel.pipelines.slide_readers`; files are
+checked before any reader sees them in :mod:`slidelabel.pipelines.slide_files`.
 
 Coordinates: *level-0* pixels are the slide's full-resolution pixels; *working* pixels at a
 ``downsample`` d are level-0 pixels divided by d, so working pixel ``x`` covers level-0 pixels
@@ -15,14 +14,11 @@ import contextlib
 import dataclasses
 import logging
 import math
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import large_image.config
 import numpy as np
-import tifffile
 from large_image import tilesource
 from large_image.constants import TILE_FORMAT_NUMPY
 from large_image.exceptions import TileSourceError
@@ -30,53 +26,18 @@ from large_image.exceptions import TileSourceError
 from slidelabel.errors import (
     MissingMppError,
     ParameterError,
-    SlideNotFoundError,
     SlideUnreadableError,
 )
+from slidelabel.pipelines.slide_files import check_slide_file
+from slidelabel.pipelines.slide_readers import list_sources, open_reader
 
 logger = logging.getLogger(__name__)
-
-#: Readers tried before large_image's own order of preference. large_image-source-tiff 1.35.6
-#: keeps about a byte per pixel read (measured: 1.1 MB more resident memory per megapixel region,
-#: without end), so one pass over a 40,000 px TIFF would grow by gigabytes; OpenSlide reads the
-#: same tiled TIFFs (and SVS, NDPI, DICOM, ...) without growing, and refuses what it cannot read.
-PREFERRED_READERS = ("openslide",)
-
-#: Decoded tiles large_image keeps (256 KB or more each): enough for the overlap of neighbouring
-#: windows, and a bound that grows with neither the slide nor the machine's memory.
-TILE_CACHE_TILES = 64
-
-
-def _bound_tile_cache() -> None:
-    """Keep large_image's tile cache in this process and bounded, unless configured otherwise.
-
-    By default large_image sizes its cache as a share of the machine's memory (1/32: 750 MB on
-    24 GB) and may put it in a memcached or Redis server it finds on localhost.
-    """
-    if large_image.config.getConfig("cache_backend") is None:
-        large_image.config.setConfig("cache_backend", "python")
-    if not int(large_image.config.getConfig("cache_tileCache_maximum", 0) or 0):
-        large_image.config.setConfig("cache_tileCache_maximum", TILE_CACHE_TILES)
-
-
-_bound_tile_cache()
 
 #: A target resolution this close to level 0 (relative) is taken as level 0 rather than refused:
 #: scanners' nominal 20x ranges over about 0.49-0.51 um/px.
 LEVEL0_TOLERANCE = 0.05
 #: Magnification of a 1 um/px image: 20x is 0.5 um/px, 40x is 0.25 um/px.
 _MAGNIFICATION_TIMES_MPP = 10.0
-
-
-def _registry() -> dict[str, type[tilesource.FileTileSource]]:
-    if not tilesource.AvailableTileSources:
-        tilesource.loadTileSources()
-    return tilesource.AvailableTileSources
-
-
-def list_sources() -> list[str]:
-    """Names of the installed large_image tile sources (slide readers), sorted."""
-    return sorted(_registry())
 
 
 def mpp_for_magnification(magnification: float) -> float:
@@ -169,43 +130,6 @@ def _fit(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return rgb
 
 
-# The truncation check reads broken files on purpose; tifffile's complaints about them would
-# otherwise reach stderr ahead of slidelabel's own message. Configured handlers still get them.
-logging.getLogger("tifffile").addHandler(logging.NullHandler())
-
-
-def _tiff_truncation(path: Path, size: int) -> str | None:
-    """Why a TIFF-based file (SVS, TIFF, NDPI...) of ``size`` bytes is truncated, else None.
-
-    Readers open a file cut after its first levels and fail only when a job reaches the missing
-    part, so the IFD chain must end (next offset 0) and all pixel data must lie within the file.
-    """
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            pages = list(tiff.pages)  # stops quietly where the chain leaves the file
-            for page in pages:
-                pages.extend(page.pages or ())  # sub-IFDs: the pyramid levels of OME-TIFF
-            data_ends = [
-                offset + count
-                for page in pages
-                for offset, count in zip(page.dataoffsets, page.databytecounts)
-            ]
-            pointer_at, pointer_size = tiff.pages.next_page_offset, tiff.tiff.offsetsize
-            tiff.filehandle.seek(pointer_at)
-            raw_pointer = tiff.filehandle.read(pointer_size)
-    except (ValueError, struct.error):  # TiffFileError is a ValueError
-        return None  # not a TIFF, or one tifffile cannot parse: the readers judge it
-    if len(raw_pointer) < pointer_size:
-        needed_for_chain = pointer_at + pointer_size
-    else:
-        next_ifd = struct.unpack(tiff.tiff.offsetformat, raw_pointer)[0]
-        needed_for_chain = next_ifd + 1 if next_ifd else 0
-    needed = max(data_ends + [needed_for_chain])
-    if needed > size:
-        return f"the file is truncated: it has {size} bytes but its TIFF structure needs {needed}"
-    return None
-
-
 @contextlib.contextmanager
 def _reading(path: Path, what: str) -> Iterator[None]:
     """Turn the readers' errors on a damaged file into a SlideUnreadableError naming ``what``."""
@@ -213,44 +137,6 @@ def _reading(path: Path, what: str) -> Iterator[None]:
         yield
     except (TileSourceError, OSError) as error:
         raise SlideUnreadableError(path, f"cannot read {what}: {error}") from error
-
-
-def _check_file(path: Path) -> None:
-    """Raise when ``path`` is missing, a directory, empty, unreadable or a truncated TIFF."""
-    if not path.exists():
-        raise SlideNotFoundError(path, "no such file")
-    if path.is_dir():
-        raise SlideUnreadableError(path, "is a directory, not a slide file")
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            raise SlideUnreadableError(path, "the file is empty (0 bytes)")
-        problem = _tiff_truncation(path, size)
-    except OSError as error:
-        raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
-    if problem:
-        raise SlideUnreadableError(path, problem)
-
-
-def _open_source(path: Path, source: str | None) -> tuple[str, tilesource.FileTileSource]:
-    """Open ``path`` with the named reader, or the first that can: :data:`PREFERRED_READERS`,
-    then large_image's order."""
-    registry = _registry()
-    ranked = [entry[-1] for entry in sorted(tilesource.getSortedSourceList(registry, str(path)))]
-    preferred = [name for name in PREFERRED_READERS if name in registry]
-    candidates = list(dict.fromkeys(preferred + ranked)) if source is None else [source]
-    for name in candidates:
-        try:
-            # noCache: large_image caches sources by path, which would return a stale reader for
-            # a file rewritten in place; each Slide owns its own reader instead.
-            return name, registry[name](str(path), noCache=True)
-        except TileSourceError as error:
-            logger.debug("%s cannot open %s: %s", name, path, error)
-    if source is not None:
-        raise SlideUnreadableError(path, f"the {source} reader cannot open it")
-    raise SlideUnreadableError(
-        path, f"not an image any installed slide reader can open (tried: {', '.join(candidates)})"
-    )
 
 
 class Slide:
@@ -284,13 +170,13 @@ class Slide:
             raise ParameterError(
                 f"cannot open {self.path}: base mpp must be > 0 um/px, got {base_mpp}"
             )
-        if source is not None and source not in _registry():
+        if source is not None and source not in list_sources():
             raise ParameterError(
                 f"cannot open {self.path}: unknown slide reader {source!r}; "
                 f"installed readers: {', '.join(list_sources())}"
             )
-        _check_file(self.path)
-        source_name, self._source = _open_source(self.path, source)
+        check_slide_file(self.path)
+        source_name, self._source = open_reader(self.path, source)
         with _reading(self.path, "its metadata"):
             self.info = self._read_info(source_name, base_mpp)
         self._check_pixels()

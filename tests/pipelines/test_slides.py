@@ -19,10 +19,10 @@ from slidelabel.errors import (
     SlideNotFoundError,
     SlideUnreadableError,
 )
+from slidelabel.pipelines.slide_readers import list_sources
 from slidelabel.pipelines.slides import (
     Slide,
     WorkingScale,
-    list_sources,
     mpp_for_magnification,
     open_slide,
 )

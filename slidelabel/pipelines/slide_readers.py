@@ -1,0 +1,76 @@
+"""Slide readers: large_image's registry of tile sources, the order they are tried in, and its cache.
+
+large_image's registry (``large_image.tilesource.AvailableTileSources``, filled from the
+``large_image.source`` entry points) is slidelabel's registry of slide readers: a reader is chosen
+by name or, by default, :data:`PREFERRED_READERS` first and then large_image's own order of
+preference for the file's extension.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import large_image.config
+from large_image import tilesource
+from large_image.exceptions import TileSourceError
+
+from slidelabel.errors import SlideUnreadableError
+
+logger = logging.getLogger(__name__)
+
+#: Readers tried before large_image's own order of preference. large_image-source-tiff 1.35.6
+#: keeps about a byte per pixel read (measured: 1.1 MB more resident memory per megapixel region,
+#: without end), so one pass over a 40,000 px TIFF would grow by gigabytes; OpenSlide reads the
+#: same tiled TIFFs (and SVS, NDPI, DICOM, ...) without growing, and refuses what it cannot read.
+PREFERRED_READERS = ("openslide",)
+
+#: Decoded tiles large_image keeps (256 KB or more each): enough for the overlap of neighbouring
+#: windows, and a bound that grows with neither the slide nor the machine's memory.
+TILE_CACHE_TILES = 64
+
+
+def _bound_tile_cache() -> None:
+    """Keep large_image's tile cache in this process and bounded, unless configured otherwise.
+
+    By default large_image sizes its cache as a share of the machine's memory (1/32: 750 MB on
+    24 GB) and may put it in a memcached or Redis server it finds on localhost.
+    """
+    if large_image.config.getConfig("cache_backend") is None:
+        large_image.config.setConfig("cache_backend", "python")
+    if not int(large_image.config.getConfig("cache_tileCache_maximum", 0) or 0):
+        large_image.config.setConfig("cache_tileCache_maximum", TILE_CACHE_TILES)
+
+
+_bound_tile_cache()
+
+def _registry() -> dict[str, type[tilesource.FileTileSource]]:
+    if not tilesource.AvailableTileSources:
+        tilesource.loadTileSources()
+    return tilesource.AvailableTileSources
+
+
+def list_sources() -> list[str]:
+    """Names of the installed large_image tile sources (slide readers), sorted."""
+    return sorted(_registry())
+
+
+def open_reader(path: Path, source: str | None) -> tuple[str, tilesource.FileTileSource]:
+    """Open ``path`` with the named reader, or the first that can: :data:`PREFERRED_READERS`,
+    then large_image's order."""
+    registry = _registry()
+    ranked = [entry[-1] for entry in sorted(tilesource.getSortedSourceList(registry, str(path)))]
+    preferred = [name for name in PREFERRED_READERS if name in registry]
+    candidates = list(dict.fromkeys(preferred + ranked)) if source is None else [source]
+    for name in candidates:
+        try:
+            # noCache: large_image caches sources by path, which would return a stale reader for
+            # a file rewritten in place; each Slide owns its own reader instead.
+            return name, registry[name](str(path), noCache=True)
+        except TileSourceError as error:
+            logger.debug("%s cannot open %s: %s", name, path, error)
+    if source is not None:
+        raise SlideUnreadableError(path, f"the {source} reader cannot open it")
+    raise SlideUnreadableError(
+        path, f"not an image any installed slide reader can open (tried: {', '.join(candidates)})"
+    )
