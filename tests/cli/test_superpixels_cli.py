@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 from click.testing import CliRunner
 from PIL import Image
 
@@ -30,6 +32,8 @@ def bad_slides(cmu_slide, tmp_path) -> dict[str, Path]:
     (folder / "truncated.svs").write_bytes(data[: len(data) // 3])
     (folder / "notes.svs").write_text("these are my notes, not a slide\n")
     (folder / "noise.tif").write_bytes(bytes(range(256)) * 64)
+    # A real, readable image of a kind slidelabel does not support: 16-bit fluorescence.
+    tifffile.imwrite(folder / "fluorescence.tif", np.zeros((512, 512), np.uint16), tile=(256, 256))
     return {p.stem: p for p in folder.iterdir()} | {"missing": folder / "missing.svs"}
 
 
@@ -38,16 +42,17 @@ def test_bad_slides_fail_one_line_each_and_the_others_go_on(bad_slides, tmp_path
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 5
-    for name in ("empty", "truncated", "notes", "noise", "missing"):
+    assert len(errors) == 6
+    for name in ("empty", "truncated", "notes", "noise", "missing", "fluorescence"):
         (line,) = [e for e in errors if f"{name}." in e]
         assert str(bad_slides[name]) in line
-    assert "6 slides: 1 done, 0 already finished, 5 failed" in result.output
+    assert "7 slides: 1 done, 0 already finished, 6 failed" in result.output
     assert (tmp_path / "out" / "good" / "manifest.json").exists()
 
 
 def test_each_bad_slide_names_its_cause(bad_slides, tmp_path):
-    causes = {"empty": "empty", "missing": "no such file", "notes": "not", "noise": "not"}
+    causes = {"empty": "empty", "missing": "no such file", "notes": "not", "noise": "not",
+              "truncated": "truncated", "fluorescence": "8-bit rgb"}
     for name, cause in causes.items():
         result = run("superpixels", bad_slides[name], "--out", tmp_path / "out", *FAST)
         assert result.exit_code == 1 and cause in result.output.lower(), (name, result.output)
