@@ -1,0 +1,360 @@
+"""What a classifier must do, and the trained model that wraps one with its categories and file.
+
+A :class:`Classifier` sees standardised feature vectors and classes ``0..n_classes-1``; it knows
+nothing of categories, exclusion or files. :class:`TrainedModel` adds what the labelling session
+needs: which category each classifier column stands for, the feature standardisation, the feature
+extractor's name and the metrics, and predicts over *all* categories (0 for excluded ones and for
+those without labels yet).
+
+A model file (:func:`save_model`, :func:`load_model`) is one zip archive holding ``header.json``
+(format version, model name, categories, feature extractor, metrics, classifier settings: readable
+with any zip tool) and one ``.npy`` file per array, read with ``allow_pickle=False``. Nothing in it
+is unpickled, so loading a model file from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
+
+from slidelabel.errors import OutputError, ParameterError
+from slidelabel.store.atomic import atomic_path
+
+__all__ = [
+    "Category",
+    "Classifier",
+    "ClassifierState",
+    "ModelFileError",
+    "TrainedModel",
+    "balanced_weights",
+    "check_chunk_rows",
+    "cross_validate",
+    "load_model",
+    "read_header",
+    "save_model",
+]
+
+FILE_FORMAT = "slidelabel-model"
+FILE_FORMAT_VERSION = 1
+_HEADER = "header.json"
+
+
+class ModelFileError(OutputError):
+    """A model file cannot be read: not a model file, corrupt, or from a newer slidelabel."""
+
+
+@dataclass(frozen=True)
+class Category:
+    """A class the user labels superpixels with; an excluded one is never trained on nor suggested."""
+
+    name: str
+    excluded: bool = False
+
+
+@dataclass
+class ClassifierState:
+    """A fitted classifier as data: JSON-able settings and named arrays (no Python objects)."""
+
+    config: dict
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Classifier(Protocol):
+    """A probabilistic classifier of feature vectors, registered by name in ``MODELS``.
+
+    ``inputs`` declares what ``fit`` and ``predict_proba`` take: ``"vectors"`` for standardised
+    feature vectors ``(N, D)``; ``auto`` chooses among the registered models that take vectors.
+
+    Posterior sample ``s`` is one draw of the model (weights, trees, dropout masks) shared by
+    every row, and the draws depend only on ``rng``'s state, never on the rows: two calls with
+    equally seeded generators on two halves of the rows give the two halves of one call's result.
+    Batch strategies (BatchBALD) need the first property; chunked prediction needs the second.
+    """
+
+    name: ClassVar[str]
+    inputs: ClassVar[str]
+
+    def fit(
+        self, feats_N_D: np.ndarray, classes_N: np.ndarray, *, n_classes: int, rng: np.random.Generator
+    ) -> None:
+        """Fit on classes in ``0..n_classes-1``, weighting classes inversely to their counts."""
+
+    def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
+        """Return ``probs_N_C`` (float32, rows sum to 1), computed ``chunk_rows`` rows at a time."""
+
+    def posterior_samples(
+        self, feats_N_D: np.ndarray, *, n_samples: int, rng: np.random.Generator, chunk_rows: int = 65536
+    ) -> np.ndarray:
+        """Return ``samples_S_N_C`` (float32): class probabilities under ``n_samples`` model draws."""
+
+    def to_state(self) -> ClassifierState:
+        """The fitted classifier as settings and arrays, for the model file."""
+
+    @classmethod
+    def from_state(cls, state: ClassifierState) -> Classifier:
+        """Rebuild a fitted classifier from :meth:`to_state`'s result."""
+
+
+def check_chunk_rows(chunk_rows: int) -> None:
+    """Raise ParameterError unless ``chunk_rows`` is a positive integer."""
+    if int(chunk_rows) != chunk_rows or chunk_rows < 1:
+        raise ParameterError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+
+
+def balanced_weights(classes_N: np.ndarray, n_classes: int) -> np.ndarray:
+    """Return ``weights_N`` so every present class weighs the same in total and the sum is N."""
+    counts_C = np.bincount(classes_N, minlength=n_classes)
+    present = np.count_nonzero(counts_C)
+    return (len(classes_N) / (present * counts_C[classes_N])).astype(np.float64)
+
+
+def cross_validate(
+    make: Callable[[], Classifier],
+    feats_N_D: np.ndarray,
+    classes_N: np.ndarray,
+    *,
+    n_classes: int,
+    rng: np.random.Generator,
+    max_folds: int = 5,
+) -> float | None:
+    """Mean balanced accuracy of ``make()`` over stratified folds; None with < 2 labels per class.
+
+    The number of folds is ``min(max_folds, smallest class count)``, so every training fold
+    holds every class.
+    """
+    counts = np.bincount(classes_N, minlength=n_classes)
+    smallest = int(counts[counts > 0].min())
+    if smallest < 2:
+        return None
+    folds = StratifiedKFold(min(max_folds, smallest), shuffle=True, random_state=_seed(rng))
+    scores = []
+    for train_idx, test_idx in folds.split(feats_N_D, classes_N):
+        classifier = make()
+        classifier.fit(feats_N_D[train_idx], classes_N[train_idx], n_classes=n_classes, rng=rng)
+        predicted = classifier.predict_proba(feats_N_D[test_idx]).argmax(axis=1)
+        scores.append(balanced_accuracy_score(classes_N[test_idx], predicted))
+    return float(np.mean(scores))
+
+
+def _seed(rng: np.random.Generator) -> int:
+    """A seed for libraries that take an int (scikit-learn), drawn from ``rng``."""
+    return int(rng.integers(2**31 - 1))
+
+
+@dataclass
+class TrainedModel:
+    """A fitted classifier with everything needed to predict over a slide's categories.
+
+    Attributes
+    ----------
+    model_name : str
+        Registered name of the classifier (``"linear"``, ``"random_forest"``, ``"auto"``, ...).
+    classifier : Classifier
+        Fitted on standardised features; its column ``j`` stands for ``trained_classes[j]``.
+    categories : list of Category
+        All categories of the project, in index order, excluded ones included.
+    feature_extractor : str
+        Registered name of the feature extractor the features came from.
+    metrics : dict
+        JSON-able: label counts, cross-validated balanced accuracy, ``auto``'s scores.
+    trained_classes : list of int
+        Category indices the classifier's columns stand for.
+    feature_mean_D, feature_scale_D : ndarray
+        Standardisation applied before the classifier: ``(feats - mean) / scale``.
+    """
+
+    model_name: str
+    classifier: Classifier
+    categories: list[Category]
+    feature_extractor: str
+    metrics: dict
+    trained_classes: list[int]
+    feature_mean_D: np.ndarray
+    feature_scale_D: np.ndarray
+
+    def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
+        """Return ``probs_N_K`` (float32) over all K categories; 0 for untrained and excluded ones."""
+        self._check_feats(feats_N_D, chunk_rows)
+        probs_N_K = np.zeros((len(feats_N_D), len(self.categories)), np.float32)
+        for rows, z_n_D in self._standardised_chunks(feats_N_D, chunk_rows):
+            probs_N_K[rows, self.trained_classes] = self.classifier.predict_proba(
+                z_n_D, chunk_rows=chunk_rows
+            )
+        return probs_N_K
+
+    def posterior_samples(
+        self,
+        feats_N_D: np.ndarray,
+        *,
+        n_samples: int,
+        rng: np.random.Generator | None = None,
+        chunk_rows: int = 65536,
+    ) -> np.ndarray:
+        """Return ``samples_S_N_K`` (float32) over all K categories; 0 for untrained and excluded.
+
+        Every chunk replays the same generator state, so sample ``s`` is one model draw for all
+        rows (see :class:`Classifier`). ``rng=None`` uses a fixed seed.
+        """
+        self._check_feats(feats_N_D, chunk_rows)
+        if n_samples < 1:
+            raise ParameterError(f"n_samples must be >= 1, got {n_samples!r}")
+        seed = _seed(np.random.default_rng(0) if rng is None else rng)
+        samples_S_N_K = np.zeros((n_samples, len(feats_N_D), len(self.categories)), np.float32)
+        for rows, z_n_D in self._standardised_chunks(feats_N_D, chunk_rows):
+            samples_S_n_C = self.classifier.posterior_samples(
+                z_n_D,
+                n_samples=n_samples,
+                rng=np.random.default_rng(seed),
+                chunk_rows=chunk_rows,
+            )
+            samples_S_N_K[:, rows, self.trained_classes] = samples_S_n_C
+        return samples_S_N_K
+
+    def _standardised_chunks(
+        self, feats_N_D: np.ndarray, chunk_rows: int
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(rows, z_n_D)``: standardised float32 features of each chunk of rows.
+
+        Every chunk is written into one reused buffer (256 MB for 65,536 x 1,024): a fresh array
+        per chunk cost a third of the prediction time in page faults, and float64 temporaries
+        would double the memory. ``z_n_D`` is overwritten by the next chunk.
+        """
+        buffer = np.empty((min(chunk_rows, len(feats_N_D)), feats_N_D.shape[1]), np.float32)
+        for start in range(0, len(feats_N_D), chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            z_n_D = buffer[: len(feats_N_D[rows])]
+            np.subtract(feats_N_D[rows], self.feature_mean_D, out=z_n_D, casting="unsafe")
+            z_n_D /= self.feature_scale_D
+            yield rows, z_n_D
+
+    def _check_feats(self, feats_N_D: np.ndarray, chunk_rows: int) -> None:
+        check_chunk_rows(chunk_rows)
+        if feats_N_D.ndim != 2 or feats_N_D.shape[1] != len(self.feature_mean_D):
+            raise ParameterError(
+                f"features must have shape (N, {len(self.feature_mean_D)}) as in training, "
+                f"got {feats_N_D.shape}"
+            )
+
+
+def save_model(model: TrainedModel, path: str | Path) -> None:
+    """Write ``model`` to ``path`` as one zip archive, atomically (see the module docstring).
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written.
+    """
+    state = model.classifier.to_state()
+    header = {
+        "format": FILE_FORMAT,
+        "format_version": FILE_FORMAT_VERSION,
+        "model_name": model.model_name,
+        "categories": [{"name": c.name, "excluded": c.excluded} for c in model.categories],
+        "feature_extractor": model.feature_extractor,
+        "metrics": model.metrics,
+        "trained_classes": [int(k) for k in model.trained_classes],
+        "classifier": state.config,
+    }
+    arrays = {f"classifier/{name}": array for name, array in state.arrays.items()}
+    arrays |= {"feature_mean": model.feature_mean_D, "feature_scale": model.feature_scale_D}
+    # Serialise the header first so an unserialisable metric leaves no temporary file behind.
+    header_text = json.dumps(header, sort_keys=True, indent=2, allow_nan=False)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+                archive.writestr(_HEADER, header_text)
+                for name, array in arrays.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def read_header(path: str | Path) -> dict:
+    """Return a model file's header (name, categories, extractor, metrics) without its arrays.
+
+    Raises
+    ------
+    ModelFileError
+        If ``path`` is not a slidelabel model file this version can read.
+    """
+    with _open_archive(path) as archive:
+        return _header(archive, path)
+
+
+def load_model(path: str | Path) -> TrainedModel:
+    """Read a model written by :func:`save_model`.
+
+    Raises
+    ------
+    ModelFileError
+        If ``path`` is missing, not a slidelabel model file, corrupt, written by a newer
+        slidelabel, or names a model that is not registered here.
+    """
+    from slidelabel.pipelines.models import MODELS  # the registry imports this module
+
+    with _open_archive(path) as archive:
+        header = _header(archive, path)
+        try:
+            arrays = {
+                name.removesuffix(".npy"): np.lib.format.read_array(archive.open(name), allow_pickle=False)
+                for name in archive.namelist()
+                if name.endswith(".npy")
+            }
+            if header["model_name"] not in MODELS:
+                raise ModelFileError(
+                    f"{path}: model {header['model_name']!r} is not available here "
+                    f"(registered: {', '.join(sorted(MODELS))})"
+                )
+            state = ClassifierState(
+                header["classifier"],
+                {k.removeprefix("classifier/"): v for k, v in arrays.items() if k.startswith("classifier/")},
+            )
+            return TrainedModel(
+                model_name=header["model_name"],
+                classifier=MODELS[header["model_name"]].from_state(state),
+                categories=[Category(c["name"], bool(c["excluded"])) for c in header["categories"]],
+                feature_extractor=header["feature_extractor"],
+                metrics=header["metrics"],
+                trained_classes=[int(k) for k in header["trained_classes"]],
+                feature_mean_D=arrays["feature_mean"],
+                feature_scale_D=arrays["feature_scale"],
+            )
+        except (KeyError, IndexError, ValueError, TypeError, OSError, zipfile.BadZipFile) as error:
+            raise ModelFileError(f"{path}: corrupt slidelabel model file ({error!r})") from error
+
+
+def _open_archive(path: str | Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except FileNotFoundError as error:
+        raise ModelFileError(f"{path}: no such model file") from error
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelFileError(f"{path}: not a slidelabel model file (not a zip archive)") from error
+
+
+def _header(archive: zipfile.ZipFile, path: str | Path) -> dict:
+    try:
+        header = json.loads(archive.read(_HEADER))
+    except KeyError as error:
+        raise ModelFileError(f"{path}: not a slidelabel model file (no {_HEADER})") from error
+    except (ValueError, zipfile.BadZipFile, OSError) as error:
+        raise ModelFileError(f"{path}: corrupt slidelabel model file ({error})") from error
+    if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
+        raise ModelFileError(f"{path}: not a slidelabel model file (header format is not {FILE_FORMAT!r})")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FILE_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format {version!r} is newer than this slidelabel reads "
+            f"({FILE_FORMAT_VERSION}); upgrade slidelabel"
+        )
+    return header

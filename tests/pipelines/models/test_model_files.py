@@ -1,0 +1,140 @@
+"""Model files: one zip with a readable JSON header, atomic writes, clear errors on bad files."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from model_data import CATEGORIES, labelled_set, query_feats
+
+from slidelabel.pipelines.models import ModelFileError, load_model, read_header, save_model, train
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """``name -> path`` of the linear and forest models saved once."""
+    feats_N_D, labels_N = labelled_set()
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name in ("linear", "random_forest"):
+        paths[name] = folder / f"{name}.slmodel"
+        save_model(
+            train(feats_N_D, labels_N, CATEGORIES, model=name, feature_extractor="color_stats"), paths[name]
+        )
+    return paths
+
+
+def _rewrite(source, target, *, replace: dict[str, bytes]) -> None:
+    """Copy the zip ``source`` to ``target`` with some members' bytes replaced."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, replace.get(name, old.read(name)))
+
+
+def test_header_is_plain_json_readable_without_the_arrays(saved):
+    with zipfile.ZipFile(saved["random_forest"]) as archive:
+        header = json.loads(archive.read("header.json"))
+        assert all(name.endswith(".npy") for name in archive.namelist() if name != "header.json")
+    assert header["format"] == "slidelabel-model" and header["format_version"] == 1
+    assert header["model_name"] == "random_forest"
+    assert header["feature_extractor"] == "color_stats"
+    assert header["categories"][3] == {"name": "blurry", "excluded": True}
+    assert header["metrics"]["n_labels"]["tumour"] == 60
+    assert read_header(saved["random_forest"]) == header
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary_file(saved, tmp_path):
+    path = tmp_path / "model.slmodel"
+    path.write_bytes(b"old")
+    save_model(load_model(saved["linear"]), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.slmodel"]
+    np.testing.assert_array_equal(
+        load_model(path).predict_proba(query_feats()),
+        load_model(saved["linear"]).predict_proba(query_feats()),
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a zip archive"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a zip archive"),
+        (json.dumps({"format": "slidelabel-model"}).encode(), "not a zip archive"),
+    ],
+)
+def test_foreign_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "model.slmodel"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "absent.slmodel")
+
+
+def test_zip_without_header_is_refused(tmp_path):
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ModelFileError, match="no header.json"):
+        load_model(path)
+
+
+def test_truncated_file_is_refused(saved, tmp_path):
+    data = saved["linear"].read_bytes()
+    path = tmp_path / "truncated.slmodel"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError):
+        load_model(path)
+
+
+def test_newer_format_is_refused_with_advice(saved, tmp_path):
+    header = read_header(saved["linear"]) | {"format_version": 99}
+    path = tmp_path / "newer.slmodel"
+    _rewrite(saved["linear"], path, replace={"header.json": json.dumps(header).encode()})
+    with pytest.raises(ModelFileError, match="newer than this slidelabel reads"):
+        load_model(path)
+
+
+def test_unregistered_model_name_is_refused(saved, tmp_path):
+    header = read_header(saved["linear"]) | {"model_name": "mlp_from_the_future"}
+    path = tmp_path / "unknown.slmodel"
+    _rewrite(saved["linear"], path, replace={"header.json": json.dumps(header).encode()})
+    with pytest.raises(ModelFileError, match="'mlp_from_the_future' is not available here"):
+        load_model(path)
+
+
+class _Boom:
+    """Unpickling this runs code: the test fails loudly if load_model ever unpickles."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('load_model unpickled an array')",))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def test_pickled_arrays_are_never_unpickled(saved, tmp_path):
+    path = tmp_path / "evil.slmodel"
+    evil = np.array([_Boom()], dtype=object)
+    _rewrite(saved["linear"], path, replace={"classifier/weights.npy": _npy(evil)})
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_model(path)
+
+
+def test_forest_with_a_dangling_child_is_refused(saved, tmp_path):
+    with zipfile.ZipFile(saved["random_forest"]) as archive:
+        left = np.lib.format.read_array(io.BytesIO(archive.read("classifier/left_child.npy")))
+    left[0] = 10**9  # compiled prediction would read far outside the node array
+    path = tmp_path / "dangling.slmodel"
+    _rewrite(saved["random_forest"], path, replace={"classifier/left_child.npy": _npy(left)})
+    with pytest.raises(ModelFileError, match="not a valid tree"):
+        load_model(path)
