@@ -252,6 +252,11 @@ class Slide:
         Neither gives level 0. A magnification means ``10 / magnification`` um/px, so either
         needs the slide's mpp (:class:`MissingMppError`). A target finer than level 0 by more
         than :data:`LEVEL0_TOLERANCE` is a :class:`ParameterError`; a closer one is level 0.
+
+        The downsample is the power of two nearest the target (10x on a 0.499 um/px scan is
+        downsample 2, 0.998 um/px): the pyramid's own steps, whose tiles :meth:`read_region`
+        assembles without resampling, so that overlapping windows agree on every pixel. The
+        returned ``mpp`` is the one actually used.
         """
         if mpp is not None and magnification is not None:
             raise ParameterError("give at most one of mpp and magnification")
@@ -268,7 +273,7 @@ class Slide:
                 f"{self.path}: target {target} is finer than the slide's level 0 "
                 f"({info.mpp:g} um/px)"
             )
-        downsample = max(downsample, 1.0)
+        downsample = 2.0 ** round(math.log2(max(downsample, 1.0)))
         return WorkingScale(
             downsample=downsample,
             mpp=info.mpp * downsample,
@@ -288,8 +293,10 @@ class Slide:
         width, height : int
             Window size in working pixels (>= 0).
         downsample : float
-            Level-0 pixels per working pixel (>= 1). large_image reads the coarsest stored level
-            that is at least this fine and resamples it.
+            Level-0 pixels per working pixel (>= 1). At a power of two (what
+            :meth:`working_scale` gives) the window is assembled from large_image's tiles of that
+            level, so overlapping windows agree exactly; at any other downsample large_image
+            resamples the region as a whole.
 
         Returns
         -------
@@ -302,12 +309,42 @@ class Slide:
         if not downsample >= 1.0:
             raise ParameterError(f"downsample must be >= 1, got {downsample}")
         rgb = np.full((height, width, 3), 255, np.uint8)
-        info = self.info
         x0, y0 = max(left, 0), max(top, 0)
-        x1 = min(left + width, _working_size(info.width, downsample))
-        y1 = min(top + height, _working_size(info.height, downsample))
+        x1 = min(left + width, _working_size(self.info.width, downsample))
+        y1 = min(top + height, _working_size(self.info.height, downsample))
         if x1 <= x0 or y1 <= y0:
             return rgb
+        level = math.log2(downsample)
+        if level == int(level) and int(level) < self._reader.levels:
+            pixels = self._tiled_window(int(level), x0, y0, x1, y1)
+        else:
+            pixels = self._resampled_window(downsample, x0, y0, x1, y1)
+        rgb[y0 - top : y1 - top, x0 - left : x1 - left] = pixels
+        return rgb
+
+    def _tiled_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """RGB of ``[x0, x1) x [y0, y1)`` at downsample ``2**level``, assembled from large_image's
+        tiles of that level: every pixel comes from one fixed tile, so any two windows agree on
+        the pixels they share (large_image's regions are resampled as a whole and do not)."""
+        reader = self._reader
+        z = reader.levels - 1 - level
+        tile_w, tile_h = reader.tileWidth, reader.tileHeight
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        for ty in range(y0 // tile_h, (y1 - 1) // tile_h + 1):
+            for tx in range(x0 // tile_w, (x1 - 1) // tile_w + 1):
+                with _reading(self.path, f"tile ({tx}, {ty}) of level {z}"):
+                    tile = reader.getTile(tx, ty, z, numpyAllowed="always")
+                left, top = tx * tile_w, ty * tile_h
+                a_x, a_y = max(x0, left), max(y0, top)
+                b_x, b_y = min(x1, left + tile_w), min(y1, top + tile_h)
+                part = _to_rgb(np.asarray(tile)[a_y - top : b_y - top, a_x - left : b_x - left])
+                out[a_y - y0 : a_y - y0 + part.shape[0], a_x - x0 : a_x - x0 + part.shape[1]] = part
+        return out
+
+    def _resampled_window(self, downsample: float, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """RGB of ``[x0, x1) x [y0, y1)`` at any ``downsample``, resampled by large_image (fine for
+        thumbnails; windows of one slide need not agree exactly where they overlap)."""
+        info = self.info
         base_left, base_top = math.floor(x0 * downsample), math.floor(y0 * downsample)
         base_width = min(math.ceil(x1 * downsample), info.width) - base_left
         base_height = min(math.ceil(y1 * downsample), info.height) - base_top
@@ -322,8 +359,7 @@ class Slide:
                 output={"maxWidth": out_width, "maxHeight": out_height},
                 format=TILE_FORMAT_NUMPY,
             )
-        rgb[y0 - top : y1 - top, x0 - left : x1 - left] = _fit(_to_rgb(pixels), y1 - y0, x1 - x0)
-        return rgb
+        return _fit(_to_rgb(pixels), y1 - y0, x1 - x0)
 
     def thumbnail(self, *, max_size: int = 2048) -> tuple[np.ndarray, float]:
         """The whole slide with its longer side at most ``max_size`` pixels (never upsampled).

@@ -72,6 +72,19 @@ def test_workers_do_not_change_the_result(cmu_slide, finished, tmp_path):
     np.testing.assert_array_equal(read_labels(threaded.folder / LABELS_FILE), read_labels(finished / LABELS_FILE))
 
 
+def test_tiles_read_separately_from_the_slide_join_without_seams(cmu_slide, tmp_path):
+    """The real path: every window is read from the slide on its own, at 10x (downsample 2)."""
+    from skimage.measure import label as components
+
+    options = dict(size=SuperpixelSize(30, "um"))
+    tiled = compute_slide_superpixels(cmu_slide, tmp_path / "tiled", SuperpixelOptions(tile_size=256, **options))
+    whole = compute_slide_superpixels(cmu_slide, tmp_path / "whole", SuperpixelOptions(tile_size=4096, **options))
+    a = read_labels(tiled.folder / LABELS_FILE).astype(np.int64)
+    b = read_labels(whole.folder / LABELS_FILE).astype(np.int64)
+    assert (a == b).mean() > 0.98
+    assert components(a, connectivity=1, background=0).max() == tiled.superpixels
+
+
 def test_finished_slide_is_skipped_until_slide_or_options_change(cmu_slide, tmp_path):
     slide = tmp_path / "copy.svs"
     shutil.copy(cmu_slide, slide)
