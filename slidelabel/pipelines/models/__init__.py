@@ -102,6 +102,7 @@ def train(
     model: str = "auto",
     feature_extractor: str,
     rng: np.random.Generator | None = None,
+    cross_validate_model: bool = True,
 ) -> TrainedModel:
     """Fit a classifier on the labelled superpixels.
 
@@ -124,6 +125,9 @@ def train(
     rng : numpy.random.Generator, optional
         Source of randomness (folds, trees). None uses a fixed seed, so retraining on the same
         labels gives the same model.
+    cross_validate_model : bool, optional
+        Score the model by cross-validation (k fits more); a simulation that scores on held-out
+        images turns it off. ``auto`` cross-validates to choose in any case.
 
     Returns
     -------
@@ -172,13 +176,18 @@ def train(
         scores = classifier.scores
         metrics |= {"auto_chosen": classifier.chosen, "auto_scores": scores}
         accuracy = scores[classifier.chosen] if scores else None
-    else:
+    elif cross_validate_model:
         accuracy = cross_validate(
             lambda: make_model(model), z_N_D, classes_N, n_classes=len(trained_classes), rng=rng
         )
+    else:
+        accuracy = None
     metrics["cv_balanced_accuracy"] = accuracy
     if accuracy is None:
-        metrics["cv_note"] = "not cross-validated: a category has fewer than 2 labels"
+        metrics["cv_note"] = (
+            "not cross-validated: a category has fewer than 2 labels" if cross_validate_model
+            else "not cross-validated: not asked for"
+        )
     return TrainedModel(
         model_name=model,
         classifier=classifier,

@@ -1,0 +1,46 @@
+"""Per-superpixel feature extractors, found by name.
+
+:data:`FEATURES` maps a name to an extractor (:class:`FeatureExtractor`): the built-in ``color``
+and ``filterbank``, plus any that installed packages declare under the entry-point group
+:data:`ENTRY_POINT_GROUP` (a broken one is logged and skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+from slidelabel.errors import ParameterError
+from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
+from slidelabel.pipelines.features.color import ColorFeatures
+from slidelabel.pipelines.features.filterbank import FilterbankFeatures
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "slidelabel.features"
+
+
+def _registry() -> dict[str, FeatureExtractor]:
+    found: dict[str, FeatureExtractor] = {e.name: e for e in (ColorFeatures(), FilterbankFeatures())}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            extractor = entry.load()()
+        except Exception:  # a third-party plugin must not break the built-in ones
+            logger.exception("feature extractor %r from %s failed to load", entry.name, entry.value)
+            continue
+        found.setdefault(entry.name, extractor)
+    return found
+
+
+FEATURES: dict[str, FeatureExtractor] = _registry()
+
+
+def get_extractor(name: str) -> FeatureExtractor:
+    """The extractor registered as ``name``; :class:`ParameterError` listing the others if none."""
+    try:
+        return FEATURES[name]
+    except KeyError:
+        raise ParameterError(f"unknown feature extractor {name!r}; registered: {', '.join(FEATURES)}") from None
+
+
+__all__ = ["ENTRY_POINT_GROUP", "FEATURES", "FeatureExtractor", "SuperpixelPools", "get_extractor"]

@@ -1,0 +1,314 @@
+"""Features of every superpixel of an image or a slide, reading the pixels once, tile by tile.
+
+Each core tile is read with a margin of context (the extractor's ``margin_px``, and the context
+ring's width), its channels are computed block by block and pooled over the core only, and the
+pools of superpixels cut by tile borders are merged. Tiles go in raster order; after each row of
+tiles the superpixels that cannot reach the next row are finished, turned into features and
+written, so memory holds one row of tiles' superpixels, not the slide's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from slidelabel.errors import OutputError, ParameterError
+from slidelabel.pipelines.features import get_extractor
+from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
+from slidelabel.pipelines.features.pooling import Pools, boundary_pixels, ring_labels
+from slidelabel.pipelines.slides import Slide
+from slidelabel.pipelines.superpixels import Tile, core_tiles
+from slidelabel.store.label_map import label_map_shape, read_labels
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, file_sha256, read_manifest
+
+FORMAT = "slidelabel-features/1"
+#: Rows per Zarr chunk: 65,536 rows of 100 float32 features are 26 MB before compression.
+CHUNK_ROWS = 65_536
+#: Channels are computed in blocks of at most this side (px) plus margins, which bounds the
+#: per-pixel stack: the filter bank's 32 float32 channels on (512 + 2 x 40)^2 px take 45 MB.
+BLOCK_PX = 512
+
+#: Reads a window (top, left, height, width) in working pixels.
+WindowReader = Callable[[int, int, int, int], np.ndarray]
+#: Receives finished rows: (ids_M, feats_M_D).
+RowWriter = Callable[[np.ndarray, np.ndarray], None]
+#: Called with (tiles done, tiles in all).
+TileProgress = Callable[[int, int], None]
+
+
+def _pool_block(extractor: FeatureExtractor, rgb: np.ndarray, labels: np.ndarray, block: Tile,
+                origin: tuple[int, int]) -> SuperpixelPools:
+    """Pools of the pixels of ``block`` (window pixels) of a window whose corner is ``origin``."""
+    height, width = labels.shape
+
+    def crop(array: np.ndarray, outer: Tile) -> np.ndarray:
+        top, left = block.top - outer.top, block.left - outer.left
+        return array[top : top + block.height, left : left + block.width]
+
+    def window(grown: Tile) -> np.ndarray:
+        return labels[grown.top : grown.top + grown.height, grown.left : grown.left + grown.width]
+
+    channels_outer = block.grown(extractor.margin_px, height, width)
+    rgb_outer = rgb[channels_outer.top : channels_outer.top + channels_outer.height,
+                    channels_outer.left : channels_outer.left + channels_outer.width]
+    channels_h_w_k = crop(extractor.window_channels(rgb_outer), channels_outer)
+    labels_h_w = window(block)
+    pixels = Pools.of_pixels(labels_h_w, channels_h_w_k, bins=extractor.histogram_bins)
+    if extractor.ring_px:
+        ring_outer = block.grown(extractor.ring_px, height, width)
+        rings = ring_labels(window(ring_outer), radius=extractor.ring_px)
+        ring = Pools.merged([Pools.of_pixels(crop(r, ring_outer), channels_h_w_k) for r in rings])
+    else:
+        ring = Pools.empty(channels_h_w_k.shape[2])
+    edge_outer = block.grown(1, height, width)
+    y_h_w, x_h_w = np.indices(labels_h_w.shape, dtype=np.float64)
+    y_h_w += origin[0] + block.top
+    x_h_w += origin[1] + block.left
+    on_edge = crop(boundary_pixels(window(edge_outer)), edge_outer)
+    shape = Pools.of_pixels(labels_h_w, np.stack([x_h_w, y_h_w, x_h_w + y_h_w, on_edge], axis=-1))
+    return SuperpixelPools(pixels, ring, shape)
+
+
+def _merged(parts: list[SuperpixelPools]) -> SuperpixelPools:
+    return SuperpixelPools(*(Pools.merged([getattr(p, name) for p in parts]) for name in ("pixels", "ring", "shape")))
+
+
+def _aligned(pools: SuperpixelPools, ids_M: np.ndarray) -> SuperpixelPools:
+    return SuperpixelPools(pools.pixels.aligned(ids_M), pools.ring.aligned(ids_M), pools.shape.aligned(ids_M))
+
+
+def pool_image(
+    extractor: FeatureExtractor,
+    read_rgb: WindowReader,
+    read_ids: WindowReader,
+    *,
+    height: int,
+    width: int,
+    n_superpixels: int,
+    write_rows: RowWriter,
+    tile_size: int = 2048,
+    progress: TileProgress | None = None,
+) -> None:
+    """Features of the superpixels 1..``n_superpixels`` of a ``height`` x ``width`` image (working
+    px), handed to ``write_rows`` as their superpixels are finished (each id once, in no order).
+
+    ``read_rgb`` gives uint8 (h, w, 3) and ``read_ids`` integer (h, w) superpixel ids of a window.
+    Superpixels must be connected: one seen again after it was finished is a ``ValueError``.
+    """
+    if tile_size < 16:
+        raise ParameterError(f"tile_size must be >= 16 px, got {tile_size}")
+    margin = max(extractor.margin_px, extractor.ring_px + 1)
+    tiles = core_tiles(height, width, tile_size)
+    finished = np.zeros(n_superpixels + 1, bool)
+    pending: list[SuperpixelPools] = []
+    done = 0
+    for band_top, band in itertools.groupby(tiles, key=lambda tile: tile.top):
+        open_ids = []
+        for tile in band:
+            window = tile.grown(margin, height, width)
+            labels = np.asarray(read_ids(window.top, window.left, window.height, window.width), np.int64)
+            if labels.max(initial=0) > n_superpixels:
+                raise ValueError(f"superpixel id {labels.max()} in window {window} is above {n_superpixels}")
+            core = Tile(tile.top - window.top, tile.left - window.left, tile.height, tile.width)
+            if labels.any():  # glass without superpixels is never read
+                rgb = read_rgb(window.top, window.left, window.height, window.width)
+                pending += [
+                    _pool_block(extractor, rgb, labels, Tile(core.top + b.top, core.left + b.left, b.height, b.width),
+                                (window.top, window.left))
+                    for b in core_tiles(core.height, core.width, BLOCK_PX)
+                ]
+            # Ids within a ring's width of the band's lower edge may gain pixels in the next band.
+            seam_top = max(core.top + core.height - extractor.ring_px - 1, 0)
+            open_ids.append(np.unique(labels[seam_top : core.top + core.height + extractor.ring_px,
+                                             core.left : core.left + core.width]))
+            done += 1
+            if progress is not None:
+                progress(done, len(tiles))
+        pools = _merged(pending)
+        ids_M = pools.ids()
+        if finished[ids_M].any():
+            raise ValueError(f"superpixel {ids_M[finished[ids_M]][0]} is not connected: seen again below row {band_top}")
+        last_band = band_top + tile_size >= height
+        keep_M = np.zeros(ids_M.size, bool) if last_band else np.isin(ids_M, np.concatenate(open_ids))
+        finished_ids = ids_M[~keep_M]
+        if finished_ids.size:
+            write_rows(finished_ids, extractor.features(_aligned(pools, finished_ids)))
+        finished[finished_ids] = True
+        pending = [_aligned(pools, ids_M[keep_M])]
+
+
+def features_of_array(
+    rgb_H_W_3: np.ndarray,
+    labels_H_W: np.ndarray,
+    *,
+    extractor: str,
+    n_superpixels: int | None = None,
+    tile_size: int = 2048,
+) -> np.ndarray:
+    """Features of the superpixels of an image in memory.
+
+    Parameters
+    ----------
+    rgb_H_W_3 : (H, W, 3) uint8 image.
+    labels_H_W : (H, W) integer superpixel ids >= 0, 0 = no superpixel; each id connected.
+    extractor : name of a registered extractor (:data:`slidelabel.pipelines.features.FEATURES`).
+    n_superpixels : rows of the result (default: the largest id).
+    tile_size : side of the tiles pooled one at a time (px); changes memory, not the result.
+
+    Returns
+    -------
+    (N, D) float32: row ``i`` describes superpixel ``i + 1``; rows of ids absent from
+    ``labels_H_W`` are NaN.
+
+    Examples
+    --------
+    >>> rgb = np.full((32, 32, 3), 200, np.uint8)
+    >>> labels = np.repeat([[1] * 16 + [2] * 16], 32, axis=0)
+    >>> features_of_array(rgb, labels, extractor="color").shape
+    (2, 57)
+    """
+    chosen = get_extractor(extractor)
+    if rgb_H_W_3.ndim != 3 or rgb_H_W_3.shape[2] != 3 or rgb_H_W_3.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb_H_W_3.shape} {rgb_H_W_3.dtype}")
+    if labels_H_W.shape != rgb_H_W_3.shape[:2] or labels_H_W.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers of shape {rgb_H_W_3.shape[:2]}, got {labels_H_W.shape} {labels_H_W.dtype}")
+    if labels_H_W.size and labels_H_W.min() < 0:
+        raise ValueError(f"superpixel ids must be >= 0, got {labels_H_W.min()}")
+    n = int(labels_H_W.max(initial=0)) if n_superpixels is None else n_superpixels
+    feats_N_D = np.full((n, len(chosen.channel_names())), np.nan, np.float32)
+
+    def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
+        feats_N_D[ids_M - 1] = feats_M_D
+
+    pool_image(
+        chosen, lambda t, l, h, w: rgb_H_W_3[t : t + h, l : l + w], lambda t, l, h, w: labels_H_W[t : t + h, l : l + w],
+        height=labels_H_W.shape[0], width=labels_H_W.shape[1], n_superpixels=n, write_rows=write_rows,
+        tile_size=tile_size,
+    )
+    return feats_N_D
+
+
+def _slide_sha256(slide_path: Path, manifest: dict) -> str:
+    """The slide's SHA-256, from the manifest when size and mtime match, else hashed; a
+    :class:`ParameterError` when the superpixels were made from another file."""
+    recorded = manifest.get("slide", {})
+    stat = slide_path.stat()
+    if (recorded.get("size_bytes"), recorded.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
+        return recorded["sha256"]
+    sha256 = file_sha256(slide_path)
+    if sha256 != recorded.get("sha256"):
+        raise ParameterError(f"{slide_path} is not the slide these superpixels were made from ({recorded.get('path')})")
+    return sha256
+
+
+def _attributes(extractor: FeatureExtractor, manifest: dict, sha256: str) -> dict:
+    return {
+        "format": FORMAT, "extractor": extractor.name, "feature_names": extractor.channel_names(),
+        "superpixels": {key: manifest.get(key) for key in ("algorithm", "options", "working", "superpixels")},
+        "slide_sha256": sha256,
+    }
+
+
+def _stored_attributes(path: Path) -> dict | None:
+    """Attributes of the feature array at ``path``; None if it is not one (or unreadable)."""
+    try:
+        attributes = dict(zarr.open_array(path, mode="r").attrs)
+    except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError):
+        return None
+    return attributes if attributes.get("format") == FORMAT else None
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """Put the finished folder ``tmp`` at ``path``; an older one there goes only after."""
+    old = path.with_name(f".{path.name}.{secrets.token_hex(8)}.old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def extract_slide_features(
+    slide_path: str | Path,
+    superpixel_folder: str | Path,
+    out_path: str | Path,
+    *,
+    extractor: str,
+    tile_size: int = 2048,
+    progress: TileProgress | None = None,
+    base_mpp: float | None = None,
+) -> Path:
+    """Features of every superpixel of a slide into a Zarr array at ``out_path``.
+
+    Reads the slide at the working level of ``superpixel_folder`` tile by tile, with the label
+    map window of each tile. The (N, D) float32 array (row ``i`` = superpixel ``i + 1``, chunks
+    of :data:`CHUNK_ROWS` rows) appears at ``out_path`` only when complete, with attributes
+    ``format``, ``extractor``, ``feature_names``, ``superpixels`` (the folder's algorithm,
+    options, working level and count) and ``slide_sha256``. When ``out_path`` already holds an
+    array with the same attributes it is returned untouched.
+
+    Parameters
+    ----------
+    base_mpp : level-0 pixel size (um) for slides without one; default: the folder's.
+    progress : called with (tiles done, tiles in all) after each tile.
+
+    Raises
+    ------
+    OutputError : the folder is unfinished, or ``out_path`` exists and is no feature array.
+    ParameterError : unknown extractor, or ``slide_path`` is not the folder's slide.
+    """
+    chosen = get_extractor(extractor)
+    slide_path, folder, out_path = Path(slide_path), Path(superpixel_folder), Path(out_path)
+    manifest = read_manifest(folder / MANIFEST_FILE)
+    if manifest is None:
+        raise OutputError(f"{folder} holds no finished superpixels (no {MANIFEST_FILE})")
+    attributes = _attributes(chosen, manifest, _slide_sha256(slide_path, manifest))
+    if out_path.exists():
+        stored = _stored_attributes(out_path)
+        if stored is None:
+            raise OutputError(f"{out_path} exists and is not a slidelabel feature array; remove it or choose another path")
+        if stored == attributes:
+            return out_path
+    working, n = manifest["working"], int(manifest["superpixels"])
+    height, width = label_map_shape(folder / LABELS_FILE)
+    if (height, width) != (working["height"], working["width"]):
+        raise OutputError(f"{folder / LABELS_FILE} is {width} x {height} px, the manifest says {working['width']} x {working['height']}")
+    options = manifest.get("options", {})
+    tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        array = zarr.create_array(
+            store=tmp, shape=(n, len(attributes["feature_names"])), chunks=(max(1, min(CHUNK_ROWS, n)), len(attributes["feature_names"])),
+            dtype="float32", fill_value=np.nan, attributes=attributes,
+        )
+
+        def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
+            array.oindex[ids_M - 1, :] = feats_M_D
+
+        with Slide(slide_path, base_mpp=base_mpp if base_mpp is not None else options.get("base_mpp"),
+                   source=options.get("source")) as slide:
+            pool_image(
+                chosen,
+                lambda t, l, h, w: slide.read_region(l, t, w, h, downsample=working["downsample"]),
+                lambda t, l, h, w: read_labels(folder / LABELS_FILE, left=l, top=t, width=w, height=h),
+                height=height, width=width, n_superpixels=n, write_rows=write_rows, tile_size=tile_size,
+                progress=progress,
+            )
+        _replace_folder(tmp, out_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_path
+
+
+def read_features(path: str | Path) -> np.ndarray:
+    """(N, D) float32 features written by :func:`extract_slide_features`."""
+    path = Path(path)
+    if _stored_attributes(path) is None:
+        raise OutputError(f"{path} is not a slidelabel feature array")
+    return np.asarray(zarr.open_array(path, mode="r")[:], np.float32)
