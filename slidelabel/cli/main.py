@@ -8,6 +8,7 @@ from slidelabel import __version__
 from slidelabel.cli.demo import demo
 from slidelabel.cli.info import info
 from slidelabel.cli.render import render
+from slidelabel.cli.simulate import simulate_command
 from slidelabel.cli.superpixels import superpixels
 
 
@@ -17,5 +18,5 @@ def main() -> None:
     """Label whole-slide images by superpixels and teach a classifier what is in them."""
 
 
-for command in (info, superpixels, render, demo):
+for command in (info, superpixels, render, demo, simulate_command):
     main.add_command(command)

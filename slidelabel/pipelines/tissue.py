@@ -34,8 +34,9 @@ _SMOOTH_SIGMA_PX = 1.0
 #: Radius of the closing that bridges thin gaps between fibres of one piece, in mask pixels.
 _CLOSING_RADIUS_PX = 1
 
-# OD of every uint8 intensity; indexing this table is much faster than a log per pixel.
-_OD_OF_INTENSITY = (-np.log10((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
+#: Optical density -log10((I + 1) / 256) of every uint8 intensity I; indexing this table is much
+#: faster than a log per pixel.
+OD_OF_INTENSITY = (-np.log10((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     [[0.0, 0.0]]
     """
     _check_rgb(rgb)
-    od_h_w_c = _OD_OF_INTENSITY[rgb]
+    od_h_w_c = OD_OF_INTENSITY[rgb]
     return od_h_w_c.sum(axis=2, dtype=np.float32)
 
 
@@ -116,7 +117,7 @@ def tissue_pixels(rgb: np.ndarray, od_threshold: float) -> np.ndarray:
         raise ParameterError(f"od_threshold must be > 0, got {od_threshold}")
     _check_rgb(rgb)
     out = np.empty(rgb.shape[:2], np.bool_)
-    _od_above(rgb, _OD_OF_INTENSITY, np.float32(od_threshold), out)
+    _od_above(rgb, OD_OF_INTENSITY, np.float32(od_threshold), out)
     return out
 
 

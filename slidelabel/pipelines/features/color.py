@@ -10,6 +10,7 @@ from skimage.color import hed_from_rgb
 
 from slidelabel.pipelines.features.base import PixelStatistics
 from slidelabel.pipelines.features.pooling import HistogramBins
+from slidelabel.pipelines.tissue import OD_OF_INTENSITY
 
 CHANNELS = ("red", "green", "blue", "lab_l", "lab_a", "lab_b", "od_haematoxylin", "od_eosin", "od_dab")
 #: Histogram ranges per channel, wide enough for H&E and IHC: RGB in [0, 1], L in [0, 100],
@@ -34,8 +35,7 @@ def colour_channels(rgb_H_W_3: np.ndarray) -> np.ndarray:
     rgb = rgb_H_W_3.astype(np.float32) / 255.0
     out_H_W_9[..., :3] = rgb
     out_H_W_9[..., 3:6] = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
-    density_lut = -np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)
-    od_P_3 = density_lut[rgb_H_W_3.reshape(-1, 3)]
+    od_P_3 = OD_OF_INTENSITY[rgb_H_W_3.reshape(-1, 3)]
     out_H_W_9[..., 6:] = (od_P_3 @ _HED_FROM_OD).reshape(height, width, 3)
     return out_H_W_9
 
