@@ -157,10 +157,11 @@ def _segment_mask(tissue: TissueMask, scale: WorkingScale, step: int) -> Callabl
 
 
 def _table(summary: SuperpixelSummary, slide: Slide, scale: WorkingScale) -> SuperpixelTable:
+    """The table in level-0 pixels: working pixel x covers level-0 pixels [x * ds, (x + 1) * ds)."""
     ds = scale.downsample
-    limits = np.array([slide.info.width, slide.info.height] * 2)
-    bbox = np.minimum(np.stack([np.floor(summary.bbox[:, :2] * ds), np.ceil(summary.bbox[:, 2:] * ds)], 1)
-                      .reshape(-1, 4).astype(np.int64), limits)
+    low = np.floor(summary.bbox[:, :2] * ds).astype(np.int64)
+    high = np.minimum(np.ceil(summary.bbox[:, 2:] * ds).astype(np.int64), [slide.info.width, slide.info.height])
+    bbox = np.concatenate([low, high], axis=1)
     area_um2 = summary.area * scale.mpp**2 if scale.mpp is not None else None
     return SuperpixelTable(
         ids=np.arange(1, summary.area.size + 1, dtype=np.uint32),
