@@ -8,15 +8,21 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of PyTorch first: a bare torch requirement would download a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
 
 venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	# batchbald-redux's own requirements pull a CUDA torchvision that breaks imports: it and
+	# toma (its chunking helper, which needs psutil) go in alone.
+	$(BIN)/pip install --quiet --no-deps batchbald-redux==2.0.5 toma==1.1.0
+	$(BIN)/pip install --quiet psutil
 
 ## Superpixels of a real sample slide plus a PNG overlay, written to demo-output/.
 demo: venv
 	$(BIN)/slidelabel demo --out demo-output
 
 ## Install what the tests need and run them.
-test: $(BIN)/python
+test: venv
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python -m pytest

@@ -1,22 +1,41 @@
-"""The ``slidelabel`` command: a group whose subcommands live in modules of their own."""
+"""The ``slidelabel`` command: a group whose subcommands live in modules of their own.
+
+Subcommands are imported when they run, not when the group starts: ``simulate`` pulls in the
+learning engine (PyTorch among it), which would add seconds to every ``slidelabel info``.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from slidelabel import __version__
-from slidelabel.cli.demo import demo
-from slidelabel.cli.info import info
-from slidelabel.cli.render import render
-from slidelabel.cli.simulate import simulate_command
-from slidelabel.cli.superpixels import superpixels
+
+#: Subcommand name -> "module:attribute" of its click command.
+COMMANDS = {
+    "info": "slidelabel.cli.info:info",
+    "superpixels": "slidelabel.cli.superpixels:superpixels",
+    "render": "slidelabel.cli.render:render",
+    "demo": "slidelabel.cli.demo:demo",
+    "simulate": "slidelabel.cli.simulate:simulate_command",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that subcommand is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, _, attribute = COMMANDS[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="slidelabel")
 def main() -> None:
     """Label whole-slide images by superpixels and teach a classifier what is in them."""
-
-
-for command in (info, superpixels, render, demo, simulate_command):
-    main.add_command(command)

@@ -441,3 +441,8 @@ def _all_finite(array: np.ndarray) -> bool:
     # The float64 sum is finite exactly when every value is (probabilities and features are far
     # from overflowing it), and unlike np.isfinite(array).all() it allocates no (S, N, C) mask.
     return bool(np.isfinite(array.sum(dtype=np.float64)))
+
+
+# BatchBALD lives in its own module to keep this one small; importing it registers it, and doing
+# so here means every user of STRATEGIES sees it. Last, because it imports the names above.
+from slidelabel.pipelines import batchbald as _batchbald  # noqa: E402, F401

@@ -266,3 +266,19 @@ def test_bald_on_a_million_rows_stays_within_memory() -> None:
         tracemalloc.stop()
     assert selection.indices.size == 20
     assert peak < 300e6, f"bald peaked at {peak / 1e6:.0f} MB beyond its input"
+
+
+def test_batchbald_skips_a_duplicate_that_bald_takes() -> None:
+    # Rows 0 and 1 are the same question (identical samples that disagree completely); row 2's
+    # samples disagree along another split, less sharply; rows 3-5 agree with each other.
+    pytest.importorskip("batchbald_redux")
+    split_S = np.repeat([1.0, 0.0], 4)
+    other_S = np.tile([0.9, 0.1], 4)
+    p_S_N = np.stack([split_S, split_S, other_S, *[np.full(8, 0.7)] * 3], axis=1)
+    samples_S_N_C = np.stack([p_S_N, 1 - p_S_N], axis=2)
+    evidence = Evidence(samples_S_N_C.mean(axis=0), np.zeros(6, bool), samples_S_N_C=samples_S_N_C)
+    assert list(select("bald", evidence, k=2).indices) == [0, 1]
+    selection = select("batchbald", evidence, k=2)
+    assert list(selection.indices) == [0, 2]
+    assert selection.scores[0] == pytest.approx(np.log(2))
+    assert 0 < selection.scores[1] < selection.scores[0]

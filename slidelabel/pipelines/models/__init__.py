@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_MODELS = {
     "linear": "slidelabel.pipelines.models.linear:LinearClassifier",
     "random_forest": "slidelabel.pipelines.models.forest:ForestClassifier",
+    "mlp": "slidelabel.pipelines.models.mlp:MLPClassifier",
     "auto": "slidelabel.pipelines.models.auto:AutoClassifier",
 }
 
