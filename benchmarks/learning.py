@@ -65,7 +65,7 @@ def linear_loop(n: int = 1_000_000, dims: int = 1024, labels: int = 2000) -> dic
     _, rank_s = _timed(lambda: select("margin", Evidence(probs_N_C, labelled_N), k=8))
     total = train_s + predict_s + rank_s
     return {"superpixels": n, "dims": dims, "labels": labels, "train_s": train_s, "predict_s": predict_s,
-            "rank_s": rank_s, "total_s": total, "target_s": 2.0, "meets_target": total < 2.0}
+            "rank_s": rank_s, "total_s": total, "target_s": 2.0, "meets_target": bool(total < 2.0)}
 
 
 def batchbald(pool: int = 100_000, samples: int = 16, classes: int = 3, k: int = 10) -> dict:
@@ -78,7 +78,7 @@ def batchbald(pool: int = 100_000, samples: int = 16, classes: int = 3, k: int =
     log("batchbald ...")
     _, seconds = _timed(lambda: select("batchbald", evidence, k=k, rng=0))
     return {"pool": pool, "samples": samples, "classes": classes, "k": k, "seconds": seconds,
-            "target_s": 10.0, "meets_target": seconds < 10.0}
+            "target_s": 10.0, "meets_target": bool(seconds < 10.0)}
 
 
 def _one_region_per_superpixel(folder: Path, n: int) -> float:

@@ -201,14 +201,14 @@ def main(argv: list[str] | None = None) -> None:
     targets: dict = {}
     if "throughput" in parts:
         report["throughput"] = throughput()
-        targets["throughput_ratio_at_least_5"] = report["throughput"]["ratio_cpu"] >= 5
+        targets["throughput_ratio_at_least_5"] = bool(report["throughput"]["ratio_cpu"] >= 5)
     if "boundary" in parts:
         report["boundary"] = boundary(args.images)
-        targets["recall_no_worse"] = report["boundary"]["recall_difference"] >= 0
+        targets["recall_no_worse"] = bool(report["boundary"]["recall_difference"] >= 0)
     if "memory" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             report["memory"] = memory(Path(tmp))
-        targets["memory_ratio_under_1_3"] = report["memory"]["peak_rss_ratio"] < 1.3
+        targets["memory_ratio_under_1_3"] = bool(report["memory"]["peak_rss_ratio"] < 1.3)
     report["targets"] = targets
     print(json.dumps(report, indent=2, default=float))
 
