@@ -42,6 +42,11 @@ __all__ = [
     "save_model",
 ]
 
+#: Bytes of standardised features per prediction chunk: small enough to stay in the CPU cache
+#: between standardising and the classifier (1M x 1024 float32 predicts in 1.1 s instead of
+#: 2.2 s with 65,536-row chunks), large enough that per-chunk overhead does not show.
+CHUNK_BYTES = 16 << 20
+
 FILE_FORMAT = "slidelabel-model"
 FILE_FORMAT_VERSION = 1
 _HEADER = "header.json"
@@ -180,8 +185,11 @@ class TrainedModel:
     feature_mean_D: np.ndarray
     feature_scale_D: np.ndarray
 
-    def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
-        """Return ``probs_N_K`` (float32) over all K categories; 0 for untrained and excluded ones."""
+    def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int | None = None) -> np.ndarray:
+        """Return ``probs_N_K`` (float32) over all K categories; 0 for untrained and excluded ones.
+
+        ``chunk_rows`` defaults to :data:`CHUNK_BYTES` worth of features."""
+        chunk_rows = chunk_rows or self._chunk_rows()
         self._check_feats(feats_N_D, chunk_rows)
         probs_N_K = np.zeros((len(feats_N_D), len(self.categories)), np.float32)
         for rows, z_n_D in self._standardised_chunks(feats_N_D, chunk_rows):
@@ -196,13 +204,14 @@ class TrainedModel:
         *,
         n_samples: int,
         rng: np.random.Generator | None = None,
-        chunk_rows: int = 65536,
+        chunk_rows: int | None = None,
     ) -> np.ndarray:
         """Return ``samples_S_N_K`` (float32) over all K categories; 0 for untrained and excluded.
 
         Every chunk replays the same generator state, so sample ``s`` is one model draw for all
         rows (see :class:`Classifier`). ``rng=None`` uses a fixed seed.
         """
+        chunk_rows = chunk_rows or self._chunk_rows()
         self._check_feats(feats_N_D, chunk_rows)
         if n_samples < 1:
             raise ParameterError(f"n_samples must be >= 1, got {n_samples!r}")
@@ -218,14 +227,17 @@ class TrainedModel:
             samples_S_N_K[:, rows, self.trained_classes] = samples_S_n_C
         return samples_S_N_K
 
+    def _chunk_rows(self) -> int:
+        return max(1024, CHUNK_BYTES // (4 * len(self.feature_mean_D)))
+
     def _standardised_chunks(
         self, feats_N_D: np.ndarray, chunk_rows: int
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(rows, z_n_D)``: standardised float32 features of each chunk of rows.
 
-        Every chunk is written into one reused buffer (256 MB for 65,536 x 1,024): a fresh array
-        per chunk cost a third of the prediction time in page faults, and float64 temporaries
-        would double the memory. ``z_n_D`` is overwritten by the next chunk.
+        Every chunk is written into one reused buffer (:data:`CHUNK_BYTES` by default): a fresh
+        array per chunk cost a third of the prediction time in page faults, and float64
+        temporaries would double the memory. ``z_n_D`` is overwritten by the next chunk.
         """
         buffer = np.empty((min(chunk_rows, len(feats_N_D)), feats_N_D.shape[1]), np.float32)
         for start in range(0, len(feats_N_D), chunk_rows):
