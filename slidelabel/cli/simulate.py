@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from slidelabel.cli.errors import user_errors
+from slidelabel.cli.progress import StageBar
 from slidelabel.pipelines.features import FEATURES
 from slidelabel.pipelines.models import MODELS
 from slidelabel.pipelines.strategies import STRATEGIES
@@ -20,23 +20,6 @@ _DEFAULTS = SimulationOptions.__dataclass_fields__
 
 def _default(name: str):
     return _DEFAULTS[name].default
-
-
-class _Bars:
-    """One tqdm bar per stage (images, runs)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        bar = self.bars.setdefault(stage, tqdm(total=total, desc=stage, unit=stage.rstrip("s")))
-        bar.n = done
-        bar.refresh()
-        if done == total:
-            bar.close()
 
 
 @click.command("simulate")
@@ -71,9 +54,10 @@ def simulate_command(images: Path, masks: Path, out: Path, strategies: str, quie
     """
     chosen = tuple(name.strip() for name in strategies.split(",") if name.strip())
     settings = SimulationOptions(strategies=chosen, **options)  # type: ignore[arg-type]
-    bars = _Bars(not quiet)
+    bars = StageBar(enabled=not quiet)
     loaded, values = load_images(images, masks, settings, progress=bars)
     result = simulate(loaded, values, settings, progress=bars)
+    bars.close()
     summary = write_report(result, settings, out)
     click.echo(json.dumps({k: summary[k] for k in ("full_supervision", "strategies")}, indent=2, default=float))
     click.echo(f"wrote {out / 'curve.csv'}, {out / 'summary.json'} and {out / 'curve.png'}")

@@ -10,31 +10,9 @@ import click
 from tqdm import tqdm
 
 from slidelabel.cli.errors import EXIT_FAILED, user_errors
+from slidelabel.cli.progress import StageBar
 from slidelabel.services.batch import Failure, expand_inputs, run_batch
 from slidelabel.services.superpixels import DEFAULT_MAGNIFICATION, SlideResult, SuperpixelOptions, SuperpixelSize
-
-
-class _SlideBar:
-    """One tqdm bar per slide over both passes' tiles."""
-
-    def __init__(self, slide: Path, enabled: bool) -> None:
-        self.name = slide.name
-        self.enabled = enabled
-        self.bar: tqdm | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None or self.bar.desc != f"{self.name} {stage}":
-            self.close()
-            self.bar = tqdm(total=total, desc=f"{self.name} {stage}", unit="tile", position=1, leave=False)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 @click.command()
@@ -82,10 +60,10 @@ def superpixels(
     paths = expand_inputs(slides)
     show = not quiet
     overall = tqdm(total=len(paths), desc="slides", unit="slide", position=0, disable=not show)
-    bars: list[_SlideBar] = []
+    bars: list[StageBar] = []
 
-    def progress_for(slide: Path) -> _SlideBar:
-        bars.append(_SlideBar(slide, show))
+    def progress_for(slide: Path) -> StageBar:
+        bars.append(StageBar(enabled=show, prefix=f"{slide.name} ", unit="tile", position=1, leave=False))
         return bars[-1]
 
     def on_result(outcome: SlideResult | Failure) -> None:

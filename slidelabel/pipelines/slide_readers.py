@@ -57,6 +57,11 @@ def list_sources() -> list[str]:
     return sorted(_registry())
 
 
+def slide_extensions() -> set[str]:
+    """File extensions (lower case, no dot) that some installed slide reader claims."""
+    return {ext.lower() for source in _registry().values() for ext in getattr(source, "extensions", {}) if ext}
+
+
 def open_reader(path: Path, source: str | None) -> tuple[str, tilesource.FileTileSource]:
     """Open ``path`` with the named reader, or the first that can: :data:`PREFERRED_READERS`,
     then large_image's order."""

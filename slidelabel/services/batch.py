@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from large_image import tilesource
-
 from slidelabel.errors import SlidelabelError, SlideNotFoundError
+from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.superpixels import ProgressFunction
 from slidelabel.services.superpixels import SlideResult, SuperpixelOptions, compute_slide_superpixels
 
@@ -40,18 +39,6 @@ class BatchReport:
             f"{total} slide{'s' if total != 1 else ''}: {self.count('done')} done, "
             f"{self.count('skipped')} already finished, {len(self.failures)} failed"
         )
-
-
-def slide_extensions() -> set[str]:
-    """File extensions (lower case, no dot) that some installed slide reader claims."""
-    if not tilesource.AvailableTileSources:
-        tilesource.loadTileSources()
-    return {
-        ext.lower()
-        for source in tilesource.AvailableTileSources.values()
-        for ext in getattr(source, "extensions", {})
-        if ext
-    }
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:

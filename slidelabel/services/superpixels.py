@@ -183,21 +183,23 @@ def _slide_record(slide: Slide, sha256: str) -> dict:
     }
 
 
-def is_finished(folder: Path, slide_path: Path, options: SuperpixelOptions) -> bool:
-    """True when ``folder`` holds superpixels of this very slide file made with these options."""
-    manifest = read_manifest(folder / MANIFEST_FILE)
+def finished_manifest(folder: Path, slide_path: Path, options: SuperpixelOptions) -> dict | None:
+    """The manifest of ``folder`` when it holds superpixels of this very slide file made with
+    these options, else None."""
+    manifest = read_manifest(folder / MANIFEST_FILE) if folder.exists() else None
     if manifest is None or manifest.get("algorithm") != ALGORITHM:
-        return False
+        return None
     if manifest.get("options") != options.as_dict():
-        return False
+        return None
     if not all((folder / name).exists() for name in (LABELS_FILE, TABLE_FILE)):
-        return False
+        return None
     recorded = manifest.get("slide", {})
     stat = slide_path.stat()
     if (recorded.get("size_bytes"), recorded.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
-        return True
+        return manifest
     # Touched or copied: the content decides.
-    return recorded.get("size_bytes") == stat.st_size and recorded.get("sha256") == file_sha256(slide_path)
+    same = recorded.get("size_bytes") == stat.st_size and recorded.get("sha256") == file_sha256(slide_path)
+    return manifest if same else None
 
 
 def compute_slide_superpixels(
@@ -210,9 +212,9 @@ def compute_slide_superpixels(
 ) -> SlideResult:
     """Superpixels of one slide into ``folder`` (created); skipped when already finished there."""
     started = time.perf_counter()
-    if folder.exists() and is_finished(folder, slide_path, options):
-        manifest = read_manifest(folder / MANIFEST_FILE) or {}
-        return SlideResult(slide_path, folder, "skipped", manifest.get("superpixels", 0), 0.0)
+    finished = finished_manifest(folder, slide_path, options)
+    if finished is not None:
+        return SlideResult(slide_path, folder, "skipped", finished.get("superpixels", 0), 0.0)
     with Slide(slide_path, base_mpp=options.base_mpp, source=options.source) as slide:
         scale = working_scale(slide, options)
         step = step_pixels(options.size, scale)
