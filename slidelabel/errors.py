@@ -40,3 +40,19 @@ class MissingMppError(SlideError):
 
 class OutputError(SlidelabelError):
     """An output folder or file cannot be written or read back."""
+
+
+class NotFoundError(SlidelabelError):
+    """A project, slide, user or job does not exist, or the caller may not know it does."""
+
+
+class PermissionDeniedError(SlidelabelError):
+    """The caller is known but their role does not allow the action."""
+
+
+class AuthenticationError(SlidelabelError):
+    """No valid login: wrong password, or a missing or expired token."""
+
+
+class ConflictError(SlidelabelError):
+    """The request clashes with what exists (a taken name, a job already running)."""

@@ -1,0 +1,42 @@
+"""The FastAPI application: ``create_app(settings)`` wires the database, error mapping and the
+routers under ``/api/v1``; OpenAPI docs are at ``/docs``."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from slidelabel import __version__
+from slidelabel.server import errors
+from slidelabel.server.routers import auth, projects, users
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database, migrate
+
+API_PREFIX = "/api/v1"
+ROUTERS = (auth.router, users.router, projects.router)
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    """The API over ``settings`` (default: from the environment). The schema is migrated to the
+    newest version on creation; ``database`` lets a caller share an open one."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = database or Database(settings.database_url)
+    migrate(database.engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        database.dispose()
+
+    app = FastAPI(title="slidelabel", version=__version__, lifespan=lifespan,
+                  description="Active-learning labelling of whole-slide images by superpixels.")
+    app.state.settings = settings
+    app.state.database = database
+    errors.install(app)
+    api = APIRouter(prefix=API_PREFIX)
+    for router in ROUTERS:
+        api.include_router(router)
+    app.include_router(api)
+    return app

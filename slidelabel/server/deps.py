@@ -1,0 +1,81 @@
+"""FastAPI dependencies: settings, database sessions, the logged-in user and project access.
+
+Routes declare what they need as ``Annotated`` aliases (``ReadSession``, ``CurrentUser``,
+``Viewer``, ``Annotator`` ...), so the access rule of a route is visible in its signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import AuthenticationError
+from slidelabel.services.access import Action, ProjectAccess, check_access
+from slidelabel.services.accounts import user_for_token
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database
+from slidelabel.store.models import User
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+def read_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    with database.session() as session:
+        yield session
+
+
+def write_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    with database.session(write=True) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+ReadSession = Annotated[Session, Depends(read_session)]
+WriteSession = Annotated[Session, Depends(write_session)]
+
+
+def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    """The bearer token, or the ``token`` query parameter for URLs a browser loads itself
+    (tile images, downloads)."""
+    token = credentials.credentials if credentials else request.query_params.get("token")
+    if not token:
+        raise AuthenticationError("not logged in: send the token from /api/v1/auth/login as 'Authorization: Bearer ...'")
+    return token
+
+
+Token = Annotated[str, Depends(token_of)]
+
+
+def current_user(session: ReadSession, token: Token) -> User:
+    return user_for_token(session, token)
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def _access(action: Action):
+    def dependency(session: ReadSession, user: CurrentUser,
+                   project_id: Annotated[int, Path(description="project id")]) -> ProjectAccess:
+        return check_access(session, user, project_id, action)
+
+    return dependency
+
+
+Viewer = Annotated[ProjectAccess, Depends(_access(Action.view))]
+Annotator = Annotated[ProjectAccess, Depends(_access(Action.label))]
+Trainer = Annotated[ProjectAccess, Depends(_access(Action.train))]
+Reviewer = Annotated[ProjectAccess, Depends(_access(Action.review))]
+Owner = Annotated[ProjectAccess, Depends(_access(Action.manage))]

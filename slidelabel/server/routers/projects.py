@@ -1,0 +1,121 @@
+"""Projects, their categories and members, and what the server can compute with."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from slidelabel.server.deps import CurrentUser, Owner, ReadSession, Viewer, WriteSession
+from slidelabel.server.schemas.projects import (
+    CategoryCreate,
+    CategoryMerge,
+    CategoryPublic,
+    CategoryUpdate,
+    MemberPublic,
+    MemberSet,
+    ProjectCreate,
+    ProjectPublic,
+    ProjectUpdate,
+)
+from slidelabel.services import projects as service
+from slidelabel.services.access import ProjectAccess
+from slidelabel.store.models import Membership, Project, Role, User
+
+router = APIRouter(tags=["projects"])
+
+
+def _public(project: Project, role: Role) -> ProjectPublic:
+    return ProjectPublic.model_validate({**{c: getattr(project, c) for c in (
+        "id", "name", "description", "extractor", "model", "strategy", "superpixel_options", "created_at")},
+        "role": role, "categories": project.categories})
+
+
+@router.get("/registry")
+def registry(_user: CurrentUser) -> dict[str, list[dict]]:
+    """Feature extractors, models and certainty strategies this server has."""
+    return service.registries()
+
+
+@router.get("/projects")
+def list_projects(session: ReadSession, user: CurrentUser) -> list[ProjectPublic]:
+    return [_public(project, role) for project, role in service.projects_of(session, user)]
+
+
+@router.post("/projects", status_code=201)
+def create_project(body: ProjectCreate, session: WriteSession, user: CurrentUser) -> ProjectPublic:
+    project = service.create_project(
+        session, session.merge(user), body.name, description=body.description,
+        choices=service.ProjectChoices(body.extractor, body.model, body.strategy), superpixels=body.superpixels,
+    )
+    for category in body.categories:
+        service.add_category(session, project, category.name, color=category.color, hotkey=category.hotkey,
+                             excluded=category.excluded)
+    session.refresh(project)
+    return _public(project, Role.owner)
+
+
+@router.get("/projects/{project_id}")
+def get_project(access: Viewer) -> ProjectPublic:
+    return _public(access.project, access.role)
+
+
+def _mine(session, access: ProjectAccess) -> Project:
+    """The access's project loaded in this (write) session."""
+    return session.get(Project, access.project.id)
+
+
+@router.patch("/projects/{project_id}")
+def update_project(body: ProjectUpdate, access: Owner, session: WriteSession) -> ProjectPublic:
+    project = _mine(session, access)
+    changes = body.model_dump(exclude_none=True)
+    service.check_choices(service.ProjectChoices(
+        changes.get("extractor", project.extractor), changes.get("model", project.model),
+        changes.get("strategy", project.strategy)))
+    for attribute, value in changes.items():
+        setattr(project, attribute, value)
+    session.flush()
+    return _public(project, access.role)
+
+
+@router.delete("/projects/{project_id}", status_code=204)
+def delete_project(access: Owner, session: WriteSession) -> None:
+    session.delete(_mine(session, access))
+
+
+@router.post("/projects/{project_id}/categories", status_code=201)
+def add_category(body: CategoryCreate, access: Owner, session: WriteSession) -> CategoryPublic:
+    category = service.add_category(session, _mine(session, access), body.name, color=body.color,
+                                    hotkey=body.hotkey, excluded=body.excluded)
+    return CategoryPublic.model_validate(category)
+
+
+@router.patch("/projects/{project_id}/categories/{category_id}")
+def update_category(category_id: int, body: CategoryUpdate, access: Owner, session: WriteSession) -> CategoryPublic:
+    category = service.get_category(session, _mine(session, access), category_id)
+    return CategoryPublic.model_validate(service.update_category(session, category, **body.model_dump(exclude_none=True)))
+
+
+@router.post("/projects/{project_id}/categories/{category_id}/merge")
+def merge_category(category_id: int, body: CategoryMerge, access: Owner, session: WriteSession) -> dict[str, int]:
+    project = _mine(session, access)
+    source = service.get_category(session, project, category_id)
+    target = service.get_category(session, project, body.into)
+    return {"moved_labels": service.merge_categories(session, source, target, access.user)}
+
+
+@router.get("/projects/{project_id}/members")
+def list_members(access: Viewer, session: ReadSession) -> list[MemberPublic]:
+    rows = session.execute(select(Membership, User).join(User, User.id == Membership.user_id)
+                           .where(Membership.project_id == access.project.id).order_by(User.username))
+    return [MemberPublic(user_id=user.id, username=user.username, role=m.role) for m, user in rows]
+
+
+@router.put("/projects/{project_id}/members")
+def set_member(body: MemberSet, access: Owner, session: WriteSession) -> MemberPublic:
+    membership = service.set_member(session, _mine(session, access), body.username, body.role)
+    return MemberPublic(user_id=membership.user_id, username=body.username, role=membership.role)
+
+
+@router.delete("/projects/{project_id}/members/{user_id}", status_code=204)
+def remove_member(user_id: int, access: Owner, session: WriteSession) -> None:
+    service.remove_member(session, _mine(session, access), user_id)

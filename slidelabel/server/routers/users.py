@@ -1,0 +1,26 @@
+"""User accounts: the admin creates them; everyone may list names (to add members)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from slidelabel.errors import PermissionDeniedError
+from slidelabel.server.deps import CurrentUser, ReadSession, WriteSession
+from slidelabel.server.schemas.accounts import UserCreate, UserPublic
+from slidelabel.services import accounts
+from slidelabel.store.models import User
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("")
+def list_users(session: ReadSession, _user: CurrentUser) -> list[UserPublic]:
+    return [UserPublic.model_validate(u) for u in session.scalars(select(User).order_by(User.username))]
+
+
+@router.post("", status_code=201)
+def create_user(body: UserCreate, session: WriteSession, user: CurrentUser) -> UserPublic:
+    if not user.is_admin:
+        raise PermissionDeniedError("only the admin creates users")
+    return UserPublic.model_validate(accounts.create_user(session, body.username, body.password, is_admin=body.is_admin))

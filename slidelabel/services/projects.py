@@ -1,0 +1,195 @@
+"""Projects, their categories and members: the rules the API and the Girder plugin share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import ConflictError, NotFoundError, ParameterError
+from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
+from slidelabel.store.models import Category, Label, LabelEvent, Membership, Project, Review, Role, User
+
+#: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
+#: because overlays are drawn on dark nuclei.
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+DEFAULT_EXTRACTOR = "color"
+DEFAULT_MODEL = "linear"
+DEFAULT_STRATEGY = "margin"
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class ProjectChoices:
+    """What a project computes with, by registry name."""
+
+    extractor: str = DEFAULT_EXTRACTOR
+    model: str = DEFAULT_MODEL
+    strategy: str = DEFAULT_STRATEGY
+
+
+def registries() -> dict[str, list[dict]]:
+    """What the server can compute with, for clients to offer: features, models, strategies."""
+    from slidelabel.pipelines.features import FEATURES
+    from slidelabel.pipelines.models import MODELS
+    from slidelabel.pipelines.strategies import STRATEGIES
+
+    return {
+        "features": [{"name": name, "dimensions": len(e.channel_names())} for name, e in FEATURES.items()],
+        "models": [{"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0]} for name, cls in MODELS.items()],
+        "strategies": [{"name": s.name, "description": s.description} for s in STRATEGIES.values()],
+    }
+
+
+def check_choices(choices: ProjectChoices) -> None:
+    """:class:`ParameterError` naming the registered alternatives for an unknown name."""
+    available = registries()
+    for kind, name in (("features", choices.extractor), ("models", choices.model), ("strategies", choices.strategy)):
+        names = [entry["name"] for entry in available[kind]]
+        if name not in names:
+            raise ParameterError(f"unknown {kind[:-1] if kind != 'features' else 'feature extractor'} {name!r}; registered: {', '.join(names)}")
+
+
+def superpixel_options(values: dict) -> SuperpixelOptions:
+    """Checked :class:`SuperpixelOptions` from a project's stored dict."""
+    values = dict(values)
+    if "size" in values:
+        values["size"] = SuperpixelSize.parse(str(values["size"]))
+    try:
+        return SuperpixelOptions(**values)
+    except TypeError as error:
+        raise ParameterError(f"bad superpixel options: {error}") from None
+
+
+def create_project(session: Session, owner: User, name: str, *, description: str = "",
+                   choices: ProjectChoices = ProjectChoices(), superpixels: dict | None = None) -> Project:
+    name = name.strip()
+    if not name:
+        raise ParameterError("a project needs a name")
+    if session.scalar(select(Project).where(Project.name == name)) is not None:
+        raise ConflictError(f"a project named {name!r} exists")
+    check_choices(choices)
+    options = superpixel_options(superpixels or {})
+    project = Project(name=name, description=description, extractor=choices.extractor, model=choices.model,
+                      strategy=choices.strategy, superpixel_options=options.as_dict())
+    session.add(project)
+    session.flush()
+    session.add(Membership(project_id=project.id, user_id=owner.id, role=Role.owner))
+    return project
+
+
+def projects_of(session: Session, user: User) -> list[tuple[Project, Role]]:
+    """The projects ``user`` belongs to (all of them for an admin), with the user's role."""
+    if user.is_admin:
+        return [(p, Role.owner) for p in session.scalars(select(Project).order_by(Project.id))]
+    rows = session.execute(
+        select(Project, Membership.role).join(Membership, Membership.project_id == Project.id)
+        .where(Membership.user_id == user.id).order_by(Project.id)
+    )
+    return [(project, role) for project, role in rows]
+
+
+def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
+    if not name.strip():
+        raise ParameterError("a category needs a name")
+    if color is not None and not _COLOR.match(color):
+        raise ParameterError(f"colour {color!r} is not of the form #rrggbb")
+    if hotkey is not None and (len(hotkey) != 1 or not hotkey.isprintable() or hotkey.isspace()):
+        raise ParameterError(f"hotkey {hotkey!r} must be one printable character")
+
+
+def _hotkey_taken(session: Session, project_id: int, hotkey: str | None, but: int | None = None) -> None:
+    if hotkey is None:
+        return
+    clash = session.scalar(select(Category).where(Category.project_id == project_id, Category.hotkey == hotkey,
+                                                  Category.id != (but or -1)))
+    if clash is not None:
+        raise ConflictError(f"hotkey {hotkey!r} is taken by {clash.name!r}")
+
+
+def add_category(session: Session, project: Project, name: str, *, color: str | None = None,
+                 hotkey: str | None = None, excluded: bool = False) -> Category:
+    """A new category; colour from :data:`PALETTE` and hotkey 1-9 by position when not given."""
+    _check_category(name, color, hotkey)
+    position = session.scalar(select(func.count()).where(Category.project_id == project.id)) or 0
+    if session.scalar(select(Category).where(Category.project_id == project.id, Category.name == name.strip())):
+        raise ConflictError(f"a category named {name.strip()!r} exists in this project")
+    if hotkey is None and position < 9:
+        free = str(position + 1)
+        taken = set(session.scalars(select(Category.hotkey).where(Category.project_id == project.id)))
+        hotkey = free if free not in taken else None
+    _hotkey_taken(session, project.id, hotkey)
+    category = Category(project_id=project.id, name=name.strip(), color=color or PALETTE[position % len(PALETTE)],
+                        hotkey=hotkey, excluded=excluded, position=position)
+    session.add(category)
+    session.flush()
+    return category
+
+
+def get_category(session: Session, project: Project, category_id: int) -> Category:
+    category = session.get(Category, category_id)
+    if category is None or category.project_id != project.id:
+        raise NotFoundError(f"no category {category_id} in this project")
+    return category
+
+
+def update_category(session: Session, category: Category, *, name: str | None = None, color: str | None = None,
+                    hotkey: str | None = None, excluded: bool | None = None) -> Category:
+    """Rename, recolour, re-key or (un)exclude a category; labels keep pointing at it."""
+    _check_category(name if name is not None else category.name, color, hotkey)
+    if name is not None and name.strip() != category.name:
+        if session.scalar(select(Category).where(Category.project_id == category.project_id, Category.name == name.strip())):
+            raise ConflictError(f"a category named {name.strip()!r} exists in this project")
+        category.name = name.strip()
+    _hotkey_taken(session, category.project_id, hotkey, but=category.id)
+    for attribute, value in (("color", color), ("hotkey", hotkey), ("excluded", excluded)):
+        if value is not None:
+            setattr(category, attribute, value)
+    return category
+
+
+def merge_categories(session: Session, source: Category, target: Category, user: User) -> int:
+    """Move every label and review of ``source`` to ``target`` and delete ``source``; the moves
+    enter the label history. Returns the labels moved."""
+    if source.id == target.id or source.project_id != target.project_id:
+        raise ParameterError("merge two different categories of the same project")
+    moved = session.execute(select(Label).where(Label.category_id == source.id)).scalars().all()
+    session.add_all(LabelEvent(project_id=l.project_id, slide_id=l.slide_id, user_id=l.user_id, superpixel=l.superpixel,
+                               category_id=target.id, previous_category_id=source.id, epoch=l.epoch) for l in moved)
+    session.execute(update(Label).where(Label.category_id == source.id).values(category_id=target.id))
+    session.execute(update(Review).where(Review.category_id == source.id).values(category_id=target.id))
+    session.delete(source)
+    return len(moved)
+
+
+def set_member(session: Session, project: Project, username: str, role: Role) -> Membership:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFoundError(f"no user {username!r}")
+    membership = session.get(Membership, (project.id, user.id))
+    if membership is None:
+        membership = Membership(project_id=project.id, user_id=user.id, role=role)
+        session.add(membership)
+    else:
+        _keep_an_owner(session, project, membership, role)
+        membership.role = role
+    session.flush()
+    return membership
+
+
+def remove_member(session: Session, project: Project, user_id: int) -> None:
+    membership = session.get(Membership, (project.id, user_id))
+    if membership is None:
+        raise NotFoundError(f"user {user_id} is not in this project")
+    _keep_an_owner(session, project, membership, None)
+    session.delete(membership)
+
+
+def _keep_an_owner(session: Session, project: Project, membership: Membership, new_role: Role | None) -> None:
+    if membership.role != Role.owner or new_role == Role.owner:
+        return
+    owners = session.scalar(select(func.count()).where(Membership.project_id == project.id, Membership.role == Role.owner))
+    if owners <= 1:
+        raise ConflictError("a project needs an owner: make someone else owner first")

@@ -1,0 +1,66 @@
+"""The one configuration object: :class:`Settings`, read from ``SLIDELABEL_*`` variables.
+
+CLI flags override the environment (``slidelabel serve --db ...``); every default is embedded, so
+a fresh machine needs no database or broker server: SQLite in the data folder, and Celery over
+kombu's SQLAlchemy transport on a second SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/slidelabel`` or ``~/.local/share/slidelabel``."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "slidelabel"
+
+
+class Settings(BaseSettings):
+    """Where slidelabel keeps its data and how its parts reach each other."""
+
+    model_config = SettingsConfigDict(env_prefix="SLIDELABEL_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Uploaded slides, superpixels, features, models, and the embedded database and broker."""
+    db: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///<data_dir>/slidelabel.sqlite``."""
+    broker: str | None = None
+    """Celery broker URL; default ``sqla+sqlite:///<data_dir>/broker.sqlite`` (no server)."""
+    slide_folders: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Server folders that projects may add slides from; nothing outside them is readable."""
+    upload_limit_mb: int = 20_000
+    """Largest slide upload (MB)."""
+    admin_password: str | None = None
+    """Password of the ``admin`` user created on first start; printed once when not given."""
+    token_hours: float = 24.0 * 14
+    """How long a login token lasts (hours)."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @field_validator("slide_folders", mode="before")
+    @classmethod
+    def _split_folders(cls, value: object) -> object:
+        """``SLIDELABEL_SLIDE_FOLDERS=/a:/b`` as well as a JSON list."""
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else [p for p in value.split(os.pathsep) if p]
+        return value
+
+    @property
+    def database_url(self) -> str:
+        return self.db or f"sqlite:///{self.data_dir / 'slidelabel.sqlite'}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.broker or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when the broker lives in the data folder, so ``serve`` runs the worker itself."""
+        return self.broker is None

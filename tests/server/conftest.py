@@ -1,0 +1,121 @@
+"""Fixtures of the API tests: a real app on a real database, a client and users per role.
+
+``database_url`` runs each test on SQLite and, when a PostgreSQL server answers on
+127.0.0.1:5432 (or ``SLIDELABEL_TEST_POSTGRES``), on a fresh PostgreSQL database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from slidelabel.server.app import create_app
+from slidelabel.services.accounts import create_user, ensure_admin
+from slidelabel.settings import Settings
+from slidelabel.store.models import Membership, Role, Slide
+
+POSTGRES = os.environ.get("SLIDELABEL_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+ADMIN_PASSWORD = "admin-password"
+PASSWORD = "user-password"
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with create_engine(POSTGRES, connect_args={"connect_timeout": 2}).connect():
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own: a SQLite file, or a new PostgreSQL database dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'slidelabel.sqlite'}"
+        return
+    if not _postgres_reachable():
+        pytest.skip(f"no PostgreSQL server at {POSTGRES}")
+    name = f"slidelabel_test_{secrets.token_hex(6)}"
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    slide_folder = tmp_path / "slides"
+    slide_folder.mkdir()
+    return Settings(data_dir=tmp_path / "data", db=database_url, broker="memory://",
+                    slide_folders=[slide_folder], admin_password=ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def app(settings: Settings):
+    app = create_app(settings)
+    with app.state.database.session(write=True) as session:
+        ensure_admin(session, settings.admin_password)
+    yield app
+    app.state.database.dispose()
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+def login(client: TestClient, username: str, password: str) -> dict[str, str]:
+    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@pytest.fixture
+def admin_headers(client: TestClient) -> dict[str, str]:
+    return login(client, "admin", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def project(client: TestClient, admin_headers: dict[str, str]) -> dict:
+    """A project with categories tumour, stroma and an excluded glass."""
+    response = client.post("/api/v1/projects", headers=admin_headers, json={
+        "name": "breast", "categories": [{"name": "tumour"}, {"name": "stroma"}, {"name": "glass", "excluded": True}]})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def member_headers(app, client: TestClient, project: dict) -> Callable[[Role | None], dict[str, str]]:
+    """Headers of a new user with ``role`` in ``project`` (None: a user outside it)."""
+
+    def make(role: Role | None) -> dict[str, str]:
+        username = f"{role.value if role else 'outsider'}-{secrets.token_hex(3)}"
+        with app.state.database.session(write=True) as session:
+            user = create_user(session, username, PASSWORD)
+            if role is not None:
+                session.add(Membership(project_id=project["id"], user_id=user.id, role=role))
+        return login(client, username, PASSWORD)
+
+    return make
+
+
+@pytest.fixture
+def slide_row(app, project: dict, cmu_slide: Path) -> int:
+    """A slide row of ``project`` pointing at the CMU sample, as if its 1000 superpixels were
+    computed (no files): for tests of labels that need no pixels."""
+    with app.state.database.session(write=True) as session:
+        slide = Slide(project_id=project["id"], name=cmu_slide.name, path=str(cmu_slide), width=2220, height=2967,
+                      mpp=0.499, superpixels=1000)
+        session.add(slide)
+        session.flush()
+        return slide.id

@@ -1,0 +1,71 @@
+"""Projects, categories, members and the role rules, through the HTTP API."""
+
+from __future__ import annotations
+
+import pytest
+
+from slidelabel.store.models import Role
+
+
+def test_login_rejects_wrong_password_and_missing_token(client):
+    assert client.post("/api/v1/auth/login", json={"username": "admin", "password": "nope-nope"}).status_code == 401
+    assert client.post("/api/v1/auth/login", json={"username": "nobody", "password": "nope-nope"}).status_code == 401
+    response = client.get("/api/v1/projects")
+    assert response.status_code == 401 and "log" in response.json()["detail"]
+    assert client.get("/api/v1/projects", headers={"Authorization": "Bearer forged"}).status_code == 401
+
+
+def test_logout_ends_the_token(client, admin_headers):
+    assert client.get("/api/v1/auth/me", headers=admin_headers).json()["username"] == "admin"
+    assert client.post("/api/v1/auth/logout", headers=admin_headers).status_code == 204
+    assert client.get("/api/v1/auth/me", headers=admin_headers).status_code == 401
+
+
+def test_project_gets_palette_colours_and_hotkeys(project):
+    categories = project["categories"]
+    assert [c["hotkey"] for c in categories] == ["1", "2", "3"]
+    assert len({c["color"] for c in categories}) == 3
+    assert [c["excluded"] for c in categories] == [False, False, True]
+    assert project["role"] == "owner"
+
+
+def test_unknown_registry_names_are_refused_with_the_alternatives(client, admin_headers):
+    response = client.post("/api/v1/projects", headers=admin_headers, json={"name": "x", "model": "svm"})
+    assert response.status_code == 422
+    assert "linear" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("role, can_view, can_manage", [
+    (None, False, False), (Role.viewer, True, False), (Role.annotator, True, False),
+    (Role.reviewer, True, False), (Role.owner, True, True)])
+def test_roles(client, project, member_headers, role, can_view, can_manage):
+    headers = member_headers(role)
+    url = f"/api/v1/projects/{project['id']}"
+    assert client.get(url, headers=headers).status_code == (200 if can_view else 404)
+    response = client.post(f"{url}/categories", headers=headers, json={"name": "necrosis"})
+    assert response.status_code == (201 if can_manage else 403 if can_view else 404)
+    listed = [p["id"] for p in client.get("/api/v1/projects", headers=headers).json()]
+    assert listed == ([project["id"]] if can_view else [])
+
+
+def test_merge_moves_labels_and_deletes_the_source(client, admin_headers, project):
+    tumour, stroma = project["categories"][0]["id"], project["categories"][1]["id"]
+    url = f"/api/v1/projects/{project['id']}/categories"
+    response = client.post(f"{url}/{tumour}/merge", headers=admin_headers, json={"into": stroma})
+    assert response.status_code == 200
+    names = [c["name"] for c in client.get(f"/api/v1/projects/{project['id']}", headers=admin_headers).json()["categories"]]
+    assert names == ["stroma", "glass"]
+
+
+def test_hotkeys_are_unique_within_a_project(client, admin_headers, project):
+    url = f"/api/v1/projects/{project['id']}/categories"
+    assert client.post(url, headers=admin_headers, json={"name": "fat", "hotkey": "1"}).status_code == 409
+    assert client.post(url, headers=admin_headers, json={"name": "fat", "color": "red"}).status_code == 422
+
+
+def test_the_last_owner_cannot_leave(client, admin_headers, project):
+    members = client.get(f"/api/v1/projects/{project['id']}/members", headers=admin_headers).json()
+    owner = members[0]
+    response = client.put(f"/api/v1/projects/{project['id']}/members", headers=admin_headers,
+                          json={"username": owner["username"], "role": "viewer"})
+    assert response.status_code == 409
