@@ -19,6 +19,8 @@ COMMANDS = {
     "render": "slidelabel.cli.render:render",
     "demo": "slidelabel.cli.demo:demo",
     "simulate": "slidelabel.cli.simulate:simulate_command",
+    "serve": "slidelabel.cli.serve:serve",
+    "worker": "slidelabel.cli.worker:worker",
 }
 
 
@@ -39,3 +41,7 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="slidelabel")
 def main() -> None:
     """Label whole-slide images by superpixels and teach a classifier what is in them."""
+
+
+if __name__ == "__main__":
+    main()

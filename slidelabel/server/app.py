@@ -9,12 +9,13 @@ from fastapi import APIRouter, FastAPI
 
 from slidelabel import __version__
 from slidelabel.server import errors
-from slidelabel.server.routers import auth, projects, users
+from slidelabel.server.routers import auth, jobs, projects, users
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
+from slidelabel.workers.app import make_celery
 
 API_PREFIX = "/api/v1"
-ROUTERS = (auth.router, users.router, projects.router)
+ROUTERS = (auth.router, users.router, projects.router, jobs.router)
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                   description="Active-learning labelling of whole-slide images by superpixels.")
     app.state.settings = settings
     app.state.database = database
+    app.state.celery = make_celery(settings)
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
     for router in ROUTERS:

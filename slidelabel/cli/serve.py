@@ -1,0 +1,72 @@
+"""``slidelabel serve``: the API (and web client), with an embedded worker unless a broker is given."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from slidelabel.cli.errors import user_errors
+from slidelabel.cli.server_options import server_options, settings_environment, settings_from
+from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
+from slidelabel.settings import Settings
+
+
+@contextmanager
+def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
+    """One worker per queue as child processes (a retrain never waits behind slide jobs)."""
+    env = {**os.environ, **settings_environment(settings)}
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--queues", queue, "--loglevel", "warning"],
+                         env=env)
+        for queue in (SLIDE_QUEUE, EPOCH_QUEUE)
+    ]
+    try:
+        yield workers
+    finally:
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@click.command("serve")
+@server_options
+@click.option("--host", default=None, help="Address to listen on [env SLIDELABEL_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [env SLIDELABEL_PORT; default 8000].")
+@click.option("--slide-folder", "slide_folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A server folder projects may add slides from (repeatable) [env SLIDELABEL_SLIDE_FOLDERS].")
+@click.option("--demo", is_flag=True, help="Create a demo project on a real sample slide.")
+@user_errors
+def serve(demo: bool, **options: object) -> None:
+    """Serve the API at http://HOST:PORT/api/v1 (docs at /docs) with a local job worker."""
+    import uvicorn
+
+    from slidelabel.server.app import create_app
+    from slidelabel.services.accounts import ensure_admin
+
+    settings = settings_from(**options)
+    app = create_app(settings)
+    with app.state.database.session(write=True) as session:
+        password = ensure_admin(session, settings.admin_password)
+    if password:
+        click.echo(f"created the user 'admin' with password {password} (shown once; set SLIDELABEL_ADMIN_PASSWORD to choose it)")
+    if demo:
+        from slidelabel.services.demo_project import create_demo_project
+
+        create_demo_project(app.state.database, app.state.celery, settings)
+    click.echo(f"slidelabel at http://{settings.host}:{settings.port}/ (API docs at /docs), data in {settings.data_dir}")
+    if settings.embedded_broker:
+        with embedded_workers(settings):
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    else:
+        click.echo("jobs go to the broker: start workers with 'slidelabel worker'")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

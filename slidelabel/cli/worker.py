@@ -1,0 +1,27 @@
+"""``slidelabel worker``: a Celery worker that runs slidelabel's jobs."""
+
+from __future__ import annotations
+
+import click
+
+from slidelabel.cli.errors import user_errors
+from slidelabel.cli.server_options import server_options, settings_from
+from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
+
+
+@click.command("worker")
+@server_options
+@click.option("--queues", default=f"{SLIDE_QUEUE},{EPOCH_QUEUE}", show_default=True,
+              help=f"Queues to take jobs from: {SLIDE_QUEUE} (superpixels, features) and {EPOCH_QUEUE} (training).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once.")
+@click.option("--loglevel", default="info", show_default=True)
+@user_errors
+def worker(queues: str, concurrency: int, loglevel: str, **options: object) -> None:
+    """Run jobs from the broker until stopped (Ctrl-C finishes the running job first)."""
+    from slidelabel.workers.app import make_celery
+
+    settings = settings_from(**options)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery = make_celery(settings)
+    celery.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
+                        "--pool", "prefork", "--without-gossip", "--without-mingle"])

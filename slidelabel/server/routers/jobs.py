@@ -1,0 +1,35 @@
+"""Background jobs of a project: list, progress and log, cancel and retry. Jobs are started by
+the routes of what they compute (slides, epochs)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+
+from slidelabel.server.deps import DatabaseDep, ReadSession, Trainer, Viewer
+from slidelabel.server.schemas.jobs import JobLog, JobPublic
+from slidelabel.services import jobs
+from slidelabel.store.models import Job
+
+router = APIRouter(prefix="/projects/{project_id}/jobs", tags=["jobs"])
+
+
+@router.get("")
+def list_jobs(access: Viewer, session: ReadSession, limit: int = 100) -> list[JobPublic]:
+    rows = session.scalars(select(Job).where(Job.project_id == access.project.id).order_by(Job.id.desc()).limit(limit))
+    return [JobPublic.model_validate(job) for job in rows]
+
+
+@router.get("/{job_id}")
+def get_job(job_id: int, access: Viewer, session: ReadSession) -> JobLog:
+    return JobLog.model_validate(jobs.find_job(session, access.project.id, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: int, access: Trainer, database: DatabaseDep) -> JobPublic:
+    return JobPublic.model_validate(jobs.cancel(database, access.project.id, job_id))
+
+
+@router.post("/{job_id}/retry", status_code=202)
+def retry_job(job_id: int, access: Trainer, database: DatabaseDep, request: Request) -> JobPublic:
+    return JobPublic.model_validate(jobs.retry(database, request.app.state.celery, access.project.id, job_id))

@@ -1,0 +1,251 @@
+"""Background jobs: what the API submits and what a Celery worker runs.
+
+A job is a row of the ``jobs`` table (state, progress, log) plus a Celery message carrying its id;
+the work itself is a function registered by kind with :func:`job_kind`, which gets a
+:class:`JobContext` to report progress and learn of cancellation. Rules:
+
+- *Idempotent*: a job has a ``key`` naming the work (kind, slide, options). Submitting a key that
+  is queued, running or done returns that job instead of a new one, and job functions skip work
+  whose outputs are finished (their files are written atomically), so a retry after a crash
+  redoes only what was not finished.
+- *Crash-safe*: messages are acknowledged after the job ends (``acks_late``), so a worker process
+  killed by the OS is redelivered; a job whose worker vanished altogether stops beating its
+  heartbeat and any live worker requeues it (:func:`requeue_stale`).
+- *Cancellable*: cancelling marks the row; the job function stops at its next progress report.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import select, update
+
+from slidelabel.errors import ConflictError, NotFoundError, SlidelabelError
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database
+from slidelabel.store.models import Job, JobState
+
+logger = logging.getLogger(__name__)
+
+#: Modules whose import registers job kinds (imported by the worker before it runs a job).
+JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs")
+#: Queues: slide work (superpixels, features) and model work (epochs), so that a retrain never
+#: waits behind a folder of slides.
+SLIDE_QUEUE, EPOCH_QUEUE = "slides", "epochs"
+TASK_NAME = "slidelabel.run_job"
+HEARTBEAT_S = 5.0
+#: A running job without a heartbeat for this long has lost its worker.
+STALE_S = 30.0
+#: Progress is written at most this often (s), so that fine-grained reports cost no database load.
+PROGRESS_EVERY_S = 0.5
+MAX_ATTEMPTS = 3
+
+
+class JobCancelled(Exception):
+    """Raised inside a job function when its job was cancelled."""
+
+
+class Sender(Protocol):
+    """What submits a Celery message: a Celery app's ``send_task``."""
+
+    def send_task(self, name: str, args: list, queue: str) -> object: ...
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    function: Callable[[JobContext], dict | None]
+    queue: str
+
+
+JOB_KINDS: dict[str, JobKind] = {}
+
+
+def job_kind(name: str, *, queue: str = SLIDE_QUEUE) -> Callable[[Callable], Callable]:
+    """Register ``function(context) -> result dict or None`` as the job kind ``name``."""
+
+    def decorator(function: Callable[[JobContext], dict | None]) -> Callable[[JobContext], dict | None]:
+        JOB_KINDS[name] = JobKind(name, function, queue)
+        return function
+
+    return decorator
+
+
+def load_job_kinds() -> dict[str, JobKind]:
+    for module in JOB_MODULES:
+        importlib.import_module(module)
+    return JOB_KINDS
+
+
+class JobContext:
+    """What a running job sees: its parameters, and where to report progress and log lines."""
+
+    def __init__(self, database: Database, settings: Settings, job: Job) -> None:
+        self.database, self.settings = database, settings
+        self.job_id, self.project_id, self.slide_id = job.id, job.project_id, job.slide_id
+        self.params = dict(job.params or {})
+        self._last_write = 0.0
+
+    def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
+        """Record ``fraction`` (0..1) done; raises :class:`JobCancelled` if the job was cancelled."""
+        now = time.monotonic()
+        if not force and now - self._last_write < PROGRESS_EVERY_S:
+            return
+        self._last_write = now
+        with self.database.session(write=True) as session:
+            job = session.get(Job, self.job_id)
+            if job.state == JobState.cancelled:
+                raise JobCancelled()
+            job.progress = min(max(float(fraction), 0.0), 1.0)
+            job.heartbeat_at = datetime.now(UTC)
+            if message:
+                job.message = message
+
+    def log(self, line: str) -> None:
+        with self.database.session(write=True) as session:
+            job = session.get(Job, self.job_id)
+            job.log = f"{job.log}{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {line}\n"
+
+
+def find_job(session, project_id: int, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != project_id:
+        raise NotFoundError(f"no job {job_id} in this project")
+    return job
+
+
+def submit(database: Database, sender: Sender, *, project_id: int, kind: str, key: str, params: dict | None = None,
+           slide_id: int | None = None, user_id: int | None = None) -> Job:
+    """Queue a job, or return the queued, running or finished one with the same ``key``."""
+    if kind not in load_job_kinds():
+        raise NotFoundError(f"no job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
+    with database.session(write=True) as session:
+        existing = session.scalar(
+            select(Job).where(Job.project_id == project_id, Job.key == key,
+                              Job.state.in_([JobState.queued, JobState.running, JobState.done]))
+            .order_by(Job.id.desc()))
+        if existing is not None:
+            return existing
+        job = Job(project_id=project_id, slide_id=slide_id, kind=kind, key=key, params=params or {},
+                  created_by=user_id)
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    return dispatch(database, sender, job_id)
+
+
+def dispatch(database: Database, sender: Sender, job_id: int) -> Job:
+    """Send the Celery message of a committed, queued job."""
+    with database.session(write=True) as session:
+        job = session.get(Job, job_id)
+        result = sender.send_task(TASK_NAME, args=[job.id], queue=JOB_KINDS[job.kind].queue)
+        job.celery_id = getattr(result, "id", None)
+        return job
+
+
+def cancel(database: Database, project_id: int, job_id: int) -> Job:
+    with database.session(write=True) as session:
+        job = find_job(session, project_id, job_id)
+        if job.state in (JobState.queued, JobState.running):
+            job.state = JobState.cancelled
+            job.message = "cancelled"
+        return job
+
+
+def retry(database: Database, sender: Sender, project_id: int, job_id: int) -> Job:
+    """Run a failed or cancelled job again, as a new job with the same work."""
+    with database.session() as session:
+        job = find_job(session, project_id, job_id)
+        if job.state not in (JobState.failed, JobState.cancelled):
+            raise ConflictError(f"job {job_id} is {job.state.value}; only failed or cancelled jobs are retried")
+        kind, key, params, slide_id, user_id = job.kind, job.key, job.params, job.slide_id, job.created_by
+    return submit(database, sender, project_id=project_id, kind=kind, key=key, params=params, slide_id=slide_id,
+                  user_id=user_id)
+
+
+def _claim(database: Database, job_id: int) -> Job | None:
+    """Mark the job running; None when there is nothing to run (unknown, cancelled, finished)."""
+    with database.session(write=True) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state in (JobState.cancelled, JobState.done, JobState.failed):
+            return None
+        job.state, job.attempts = JobState.running, job.attempts + 1
+        job.heartbeat_at = datetime.now(UTC)
+        return job
+
+
+def _finish(database: Database, job_id: int, state: JobState, message: str, log: str = "") -> None:
+    with database.session(write=True) as session:
+        job = session.get(Job, job_id)
+        if job.state == JobState.cancelled and state != JobState.cancelled:
+            return
+        job.state, job.message = state, message
+        if state == JobState.done:
+            job.progress = 1.0
+        if log:
+            job.log += log
+
+
+def _beat(database: Database, job_id: int, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        with database.session(write=True) as session:
+            session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.running)
+                            .values(heartbeat_at=datetime.now(UTC)))
+
+
+def run(database: Database, settings: Settings, job_id: int) -> None:
+    """Run a job in this process (the worker's side). Errors a user caused fail the job with
+    their message; anything else fails it with the traceback in its log."""
+    job = _claim(database, job_id)
+    if job is None:
+        return
+    kind = load_job_kinds()[job.kind]
+    stop = threading.Event()
+    heart = threading.Thread(target=_beat, args=(database, job_id, stop), daemon=True)
+    heart.start()
+    try:
+        result = kind.function(JobContext(database, settings, job)) or {}
+        _finish(database, job_id, JobState.done, result.get("message", "done"))
+    except JobCancelled:
+        _finish(database, job_id, JobState.cancelled, "cancelled")
+    except SlidelabelError as error:
+        _finish(database, job_id, JobState.failed, str(error))
+    except Exception as error:
+        logger.exception("job %s (%s) failed", job_id, job.kind)
+        _finish(database, job_id, JobState.failed, f"internal error: {error}", traceback.format_exc())
+    finally:
+        stop.set()
+        heart.join()
+
+
+def requeue_stale(database: Database, sender: Sender, *, stale_s: float = STALE_S) -> list[int]:
+    """Requeue running jobs whose worker stopped beating; give up after :data:`MAX_ATTEMPTS`.
+
+    Safe to call from several workers at once: a job is taken by one conditional update.
+    """
+    cutoff = datetime.now(UTC) - timedelta(seconds=stale_s)
+    with database.session() as session:
+        stale = list(session.scalars(select(Job.id).where(Job.state == JobState.running, Job.heartbeat_at < cutoff)))
+    requeued = []
+    for job_id in stale:
+        with database.session(write=True) as session:
+            job = session.get(Job, job_id)
+            give_up = job.attempts >= MAX_ATTEMPTS
+            taken = session.execute(
+                update(Job).where(Job.id == job_id, Job.state == JobState.running, Job.heartbeat_at < cutoff)
+                .values(state=JobState.failed if give_up else JobState.queued,
+                        message=f"its worker died {job.attempts} times" if give_up else "requeued: its worker died",
+                        heartbeat_at=None)
+            ).rowcount
+        if taken and not give_up:
+            dispatch(database, sender, job_id)
+            requeued.append(job_id)
+    return requeued

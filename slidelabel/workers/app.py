@@ -1,0 +1,47 @@
+"""The Celery application, configured from :class:`slidelabel.settings.Settings`.
+
+``celery -A slidelabel.workers.app worker`` and ``slidelabel worker`` use :data:`app`, built from
+the environment (``SLIDELABEL_BROKER``, ``SLIDELABEL_DB``, ``SLIDELABEL_DATA_DIR``); the API builds
+its own with :func:`make_celery` for sending. Results live in slidelabel's ``jobs`` table, not in
+a Celery result backend.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from slidelabel.services.jobs import SLIDE_QUEUE
+from slidelabel.settings import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app on ``settings.broker_url`` with slidelabel's delivery guarantees."""
+    celery = Celery("slidelabel", broker=settings.broker_url, include=["slidelabel.workers.tasks"])
+    celery.conf.update(
+        task_ignore_result=True,
+        # Acknowledge after the job, and requeue when the process running it dies, so a crash
+        # never loses a job; job functions are idempotent, so a second run is harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=SLIDE_QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        # The filesystem transport (tests, shared folders) needs its folders.
+        broker_transport_options=_transport_options(settings),
+    )
+    celery.conf.slidelabel_settings = settings
+    return celery
+
+
+def _transport_options(settings: Settings) -> dict:
+    if not settings.broker_url.startswith("filesystem://"):
+        return {}
+    folder = settings.data_dir / "broker"
+    for sub in ("out", "processed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {"data_folder_in": str(folder / "out"), "data_folder_out": str(folder / "out"),
+            "processed_folder": str(folder / "processed"), "store_processed": False}
+
+
+app = make_celery(Settings())

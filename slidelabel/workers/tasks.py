@@ -1,0 +1,59 @@
+"""The one Celery task: run a slidelabel job by id. The work lives in
+:mod:`slidelabel.services.jobs` and the job kinds it registers; this module only connects it to
+Celery, and keeps every worker watching for jobs whose worker died."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cache
+
+from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
+
+from slidelabel.services import jobs
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database
+
+logger = logging.getLogger(__name__)
+#: How often each worker looks for jobs that lost their worker (s).
+WATCH_EVERY_S = 10.0
+_stop_watching = threading.Event()
+
+
+@cache
+def _database(url: str) -> Database:
+    """One engine per worker process and database."""
+    return Database(url)
+
+
+def _settings(task) -> Settings:
+    return getattr(task.app.conf, "slidelabel_settings", None) or Settings()
+
+
+@shared_task(name=jobs.TASK_NAME, bind=True)
+def run_job(self, job_id: int) -> None:
+    settings = _settings(self)
+    jobs.run(_database(settings.database_url), settings, job_id)
+
+
+def _watch(sender_app) -> None:
+    settings = _settings(run_job)
+    while not _stop_watching.wait(WATCH_EVERY_S):
+        try:
+            requeued = jobs.requeue_stale(_database(settings.database_url), sender_app)
+            if requeued:
+                logger.warning("requeued jobs %s whose worker died", requeued)
+        except Exception:  # a database hiccup must not end the watch
+            logger.exception("looking for stale jobs failed")
+
+
+@worker_ready.connect
+def _start_watch(sender, **_kwargs) -> None:
+    jobs.load_job_kinds()
+    threading.Thread(target=_watch, args=(sender.app,), daemon=True, name="slidelabel-stale-jobs").start()
+
+
+@worker_shutdown.connect
+def _stop_watch(**_kwargs) -> None:
+    _stop_watching.set()
