@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     """Password of the ``admin`` user created on first start; printed once when not given."""
     token_hours: float = 24.0 * 14
     """How long a login token lasts (hours)."""
+    job_stale_seconds: float = 30.0
+    """A running job whose worker has not beaten its heartbeat for this long is requeued (s)."""
     host: str = "127.0.0.1"
     port: int = 8000
 

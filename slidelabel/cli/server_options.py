@@ -37,4 +37,5 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "SLIDELABEL_DB": settings.database_url,
         "SLIDELABEL_BROKER": settings.broker_url,
         "SLIDELABEL_SLIDE_FOLDERS": json.dumps([str(p) for p in settings.slide_folders]),
+        "SLIDELABEL_JOB_STALE_SECONDS": str(settings.job_stale_seconds),
     }

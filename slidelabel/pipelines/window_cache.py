@@ -20,7 +20,7 @@ class WindowCache:
     """Holds RGB windows by key until they are taken; a context manager that removes its folder."""
 
     def __init__(self, parent: str | Path | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="slidelabel-windows-", dir=parent))
+        self.folder = Path(tempfile.mkdtemp(prefix=".slidelabel-windows.", suffix=".tmp", dir=parent))
 
     def _path(self, key: tuple[int, int]) -> Path:
         return self.folder / f"{key[0]}_{key[1]}.npy"

@@ -41,9 +41,8 @@ JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs")
 #: waits behind a folder of slides.
 SLIDE_QUEUE, EPOCH_QUEUE = "slides", "epochs"
 TASK_NAME = "slidelabel.run_job"
-HEARTBEAT_S = 5.0
-#: A running job without a heartbeat for this long has lost its worker.
-STALE_S = 30.0
+#: Seconds between heartbeats of a running job; ``Settings.job_stale_seconds`` must be larger.
+HEARTBEAT_S = 2.0
 #: Progress is written at most this often (s), so that fine-grained reports cost no database load.
 PROGRESS_EVERY_S = 0.5
 MAX_ATTEMPTS = 3
@@ -171,12 +170,18 @@ def retry(database: Database, sender: Sender, project_id: int, job_id: int) -> J
                   user_id=user_id)
 
 
-def _claim(database: Database, job_id: int) -> Job | None:
-    """Mark the job running; None when there is nothing to run (unknown, cancelled, finished)."""
+def _claim(database: Database, job_id: int, stale_s: float) -> Job | None:
+    """Mark the job running; None when there is nothing to run: unknown, cancelled, finished, or
+    running elsewhere with a live heartbeat (a message redelivered after its process died waits
+    for :func:`requeue_stale`, so one job never runs twice at once)."""
     with database.session(write=True) as session:
         job = session.get(Job, job_id)
         if job is None or job.state in (JobState.cancelled, JobState.done, JobState.failed):
             return None
+        if job.state == JobState.running and job.heartbeat_at is not None:
+            beat = job.heartbeat_at if job.heartbeat_at.tzinfo else job.heartbeat_at.replace(tzinfo=UTC)
+            if beat > datetime.now(UTC) - timedelta(seconds=stale_s):
+                return None
         job.state, job.attempts = JobState.running, job.attempts + 1
         job.heartbeat_at = datetime.now(UTC)
         return job
@@ -198,13 +203,13 @@ def _beat(database: Database, job_id: int, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
         with database.session(write=True) as session:
             session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.running)
-                            .values(heartbeat_at=datetime.now(UTC)))
+                            .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
 
 
 def run(database: Database, settings: Settings, job_id: int) -> None:
     """Run a job in this process (the worker's side). Errors a user caused fail the job with
     their message; anything else fails it with the traceback in its log."""
-    job = _claim(database, job_id)
+    job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
     kind = load_job_kinds()[job.kind]
@@ -226,24 +231,25 @@ def run(database: Database, settings: Settings, job_id: int) -> None:
         heart.join()
 
 
-def requeue_stale(database: Database, sender: Sender, *, stale_s: float = STALE_S) -> list[int]:
+def requeue_stale(database: Database, sender: Sender, *, stale_s: float) -> list[int]:
     """Requeue running jobs whose worker stopped beating; give up after :data:`MAX_ATTEMPTS`.
 
     Safe to call from several workers at once: a job is taken by one conditional update.
     """
     cutoff = datetime.now(UTC) - timedelta(seconds=stale_s)
     with database.session() as session:
-        stale = list(session.scalars(select(Job.id).where(Job.state == JobState.running, Job.heartbeat_at < cutoff)))
+        stale = session.execute(select(Job.id, Job.attempts).where(Job.state == JobState.running,
+                                                                   Job.heartbeat_at < cutoff)).all()
     requeued = []
-    for job_id in stale:
+    for job_id, attempts in stale:
+        give_up = attempts >= MAX_ATTEMPTS
         with database.session(write=True) as session:
-            job = session.get(Job, job_id)
-            give_up = job.attempts >= MAX_ATTEMPTS
             taken = session.execute(
                 update(Job).where(Job.id == job_id, Job.state == JobState.running, Job.heartbeat_at < cutoff)
                 .values(state=JobState.failed if give_up else JobState.queued,
-                        message=f"its worker died {job.attempts} times" if give_up else "requeued: its worker died",
+                        message=f"its worker died {attempts} times" if give_up else "requeued: its worker died",
                         heartbeat_at=None)
+                .execution_options(synchronize_session=False)
             ).rowcount
         if taken and not give_up:
             dispatch(database, sender, job_id)

@@ -25,6 +25,7 @@ from slidelabel.pipelines.superpixel_stats import SuperpixelStatistics, Superpix
 from slidelabel.pipelines.superpixels import ProgressFunction, SuperpixelEngine, SuperpixelParams
 from slidelabel.pipelines.tissue import TissueMask, detect_tissue, mask_window, tissue_pixels
 from slidelabel.pipelines.window_cache import WindowCache
+from slidelabel.store.atomic import remove_temporaries
 from slidelabel.store.label_map import LabelMapWriter
 from slidelabel.store.superpixel_files import (
     LABELS_FILE,
@@ -226,6 +227,7 @@ def compute_slide_superpixels(
         tissue = detect_tissue(thumbnail, downsample=thumb_downsample, mpp=slide.info.mpp)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST_FILE).unlink(missing_ok=True)  # the folder is unfinished from here on
+        remove_temporaries(folder)  # left by a run that was killed
         with WindowCache(folder) as cache, LabelMapWriter(
             folder / LABELS_FILE, width=scale.width, height=scale.height, mpp=scale.mpp
         ) as writer:

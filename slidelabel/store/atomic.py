@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from slidelabel.errors import OutputError
 
-__all__ = ["atomic_path", "write_json_atomic"]
+__all__ = ["atomic_path", "remove_temporaries", "write_json_atomic"]
 
 
 @contextmanager
@@ -101,6 +102,20 @@ def write_json_atomic(path: Path, obj: object) -> None:
             tmp.write_text(text, encoding="utf-8")
         except OSError as error:
             raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Remove what interrupted writers left in ``folder``: hidden entries whose names contain
+    ``.tmp`` (the temporary files of :func:`atomic_path` and the scratch folders of writers).
+    Call it only where no other writer is working. Returns what was removed."""
+    removed = []
+    for entry in folder.glob(".*.tmp*") if folder.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _fsync_file(path: Path) -> None:

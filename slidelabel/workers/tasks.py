@@ -16,8 +16,6 @@ from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 
 logger = logging.getLogger(__name__)
-#: How often each worker looks for jobs that lost their worker (s).
-WATCH_EVERY_S = 10.0
 _stop_watching = threading.Event()
 
 
@@ -39,9 +37,11 @@ def run_job(self, job_id: int) -> None:
 
 def _watch(sender_app) -> None:
     settings = _settings(run_job)
-    while not _stop_watching.wait(WATCH_EVERY_S):
+    # Three looks per stale period: a dead worker's job waits at most 4/3 of the period.
+    while not _stop_watching.wait(settings.job_stale_seconds / 3):
         try:
-            requeued = jobs.requeue_stale(_database(settings.database_url), sender_app)
+            requeued = jobs.requeue_stale(_database(settings.database_url), sender_app,
+                                          stale_s=settings.job_stale_seconds)
             if requeued:
                 logger.warning("requeued jobs %s whose worker died", requeued)
         except Exception:  # a database hiccup must not end the watch

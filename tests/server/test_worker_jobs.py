@@ -1,0 +1,154 @@
+"""Jobs through real Celery workers (separate processes): the embedded SQLite broker and, when a
+server answers, Redis. Includes killing a worker in the middle of a job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from slidelabel.cli.server_options import settings_environment
+from slidelabel.server.app import create_app
+from slidelabel.services import jobs
+from slidelabel.services.accounts import ensure_admin
+from slidelabel.services.projects import create_project
+from slidelabel.services.slide_jobs import superpixel_job
+from slidelabel.settings import Settings
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Job, JobState, Slide, User
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
+from slidelabel.store.label_map import read_labels
+
+REDIS = os.environ.get("SLIDELABEL_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def _redis_reachable() -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def worker_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    broker = None
+    if request.param == "redis":
+        if not _redis_reachable():
+            pytest.skip(f"no Redis server at {REDIS}")
+        import redis
+
+        redis.Redis.from_url(REDIS).flushdb()
+        broker = REDIS
+    yield Settings(data_dir=tmp_path / "data", broker=broker, job_stale_seconds=6.0, admin_password="admin-password")
+    if broker:
+        import redis
+
+        redis.Redis.from_url(REDIS).flushdb()
+
+
+def start_worker(settings: Settings) -> subprocess.Popen:
+    env = {**os.environ, **settings_environment(settings)}
+    return subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--loglevel", "warning"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(worker: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(worker.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def wait_for(database, job_id: int, states: set[JobState], timeout: float) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            job = session.get(Job, job_id)
+            if job.state in states:
+                return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} is {job.state} ({job.message}) after {timeout} s, expected {states}")
+
+
+@pytest.fixture
+def slide_project(worker_settings: Settings, tcga_slide: Path):
+    app = create_app(worker_settings)
+    database = app.state.database
+    with database.session(write=True) as session:
+        ensure_admin(session, worker_settings.admin_password)
+        admin = session.query(User).one()
+        # Full resolution: a job long enough to be killed in the middle.
+        project = create_project(session, admin, "kill", superpixels={"magnification": 0, "size": "40px"})
+        slide = Slide(project_id=project.id, name=tcga_slide.name, path=str(tcga_slide), width=4443, height=3567)
+        session.add(slide)
+        session.flush()
+        submission = superpixel_job(session, project, slide)
+    yield app, submission
+    database.dispose()
+
+
+def test_a_worker_runs_a_job_and_a_finished_job_is_not_run_again(slide_project, worker_settings):
+    app, submission = slide_project
+    worker = start_worker(worker_settings)
+    try:
+        job = jobs.submit(app.state.database, app.state.celery, **submission)
+        done = wait_for(app.state.database, job.id, {JobState.done, JobState.failed}, timeout=240)
+        assert done.state == JobState.done, done.message
+        assert done.progress == 1.0 and done.attempts == 1
+        again = jobs.submit(app.state.database, app.state.celery, **submission)
+        assert again.id == job.id and again.state == JobState.done
+    finally:
+        stop(worker)
+    with app.state.database.session() as session:
+        assert session.get(Slide, submission["slide_id"]).superpixels == read_manifest(
+            ProjectFiles(worker_settings.data_dir, submission["project_id"]).superpixels(submission["slide_id"]) / MANIFEST_FILE
+        )["superpixels"]
+
+
+def test_a_job_whose_worker_is_killed_is_rerun_by_another_with_intact_outputs(slide_project, worker_settings):
+    app, submission = slide_project
+    database = app.state.database
+    folder = ProjectFiles(worker_settings.data_dir, submission["project_id"]).superpixels(submission["slide_id"])
+    first = start_worker(worker_settings)
+    job = jobs.submit(database, app.state.celery, **submission)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with database.session() as session:
+                running = session.get(Job, job.id)
+                if running.state == JobState.running and running.progress > 0.1:
+                    break
+            time.sleep(0.2)
+        assert running.state == JobState.running and running.progress < 1, "the job ended before it could be killed"
+    finally:
+        stop(first, signal.SIGKILL)
+    assert not (folder / MANIFEST_FILE).exists()
+    assert list(folder.glob(".*.tmp*")), "a killed run leaves its temporaries, not half-written outputs"
+    second = start_worker(worker_settings)
+    try:
+        finished = wait_for(database, job.id, {JobState.done, JobState.failed}, timeout=300)
+    finally:
+        stop(second)
+    assert finished.state == JobState.done, finished.message
+    assert finished.attempts == 2
+    assert not list(folder.glob(".*.tmp*"))
+    manifest = read_manifest(folder / MANIFEST_FILE)
+    assert manifest is not None and (folder / TABLE_FILE).exists()
+    working = manifest["working"]
+    labels = read_labels(folder / LABELS_FILE, left=working["width"] // 2 - 256, top=working["height"] // 2 - 256,
+                         width=512, height=512)
+    assert labels.max() <= manifest["superpixels"] and labels.any()
