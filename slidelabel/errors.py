@@ -56,3 +56,7 @@ class AuthenticationError(SlidelabelError):
 
 class ConflictError(SlidelabelError):
     """The request clashes with what exists (a taken name, a job already running)."""
+
+
+class TooLargeError(SlidelabelError):
+    """An upload is larger than the server accepts."""

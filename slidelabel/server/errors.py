@@ -18,6 +18,7 @@ from slidelabel.errors import (
     PermissionDeniedError,
     SlideError,
     SlidelabelError,
+    TooLargeError,
 )
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ STATUS = (
     (PermissionDeniedError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (TooLargeError, 413),
     (ParameterError, 422),
     (SlideError, 422),
     (OutputError, 500),

@@ -1,18 +1,34 @@
-"""Job kinds of one slide: its superpixels, then its features, into the project's folders."""
+"""Job kinds of one slide: its superpixels, then its features, into the project's folders.
+
+``superpixels`` and ``features`` run one step each; ``prepare`` runs both in order. A feature job
+needs finished superpixels, so "prepare every slide" cannot submit the two steps side by side:
+rather than teach the job queue about dependencies (and a worker to wait on another), a slide's
+preparation is one job that runs the two steps itself. Each step skips work that is finished (the
+superpixel manifest and the feature array's attributes say so), so preparing a slide that has
+superpixels goes straight to its features, and preparing it again is a no-op.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from slidelabel.services.jobs import JobContext, job_kind
+from slidelabel.errors import ConflictError
+from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
-from slidelabel.services.superpixels import compute_slide_superpixels
+from slidelabel.services.superpixels import compute_slide_superpixels, finished_manifest
+from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Project, Slide
+from slidelabel.store.models import Job, Project, Slide
+
+SUPERPIXELS, FEATURES, PREPARE = "superpixels", "features", "prepare"
+#: The job kinds whose latest job tells the state of each step of a slide.
+STEP_KINDS = {SUPERPIXELS: (SUPERPIXELS, PREPARE), FEATURES: (FEATURES, PREPARE)}
 
 
 def work_key(kind: str, slide_id: int, options: dict) -> str:
@@ -21,30 +37,101 @@ def work_key(kind: str, slide_id: int, options: dict) -> str:
     return f"{kind}:{slide_id}:{digest}"
 
 
-def superpixel_job(session: Session, project: Project, slide: Slide) -> dict:
+def step_job(kind: str, project: Project, slide: Slide) -> dict:
+    """``submit`` arguments of the job ``kind`` (superpixels, features or prepare) of ``slide``
+    with the project's current superpixel options and feature extractor."""
+    params = {"options": project.superpixel_options}
+    if kind != SUPERPIXELS:
+        params["extractor"] = project.extractor
+    return {"project_id": project.id, "slide_id": slide.id, "kind": kind, "key": work_key(kind, slide.id, params),
+            "params": params}
+
+
+def superpixel_job(_session: Session, project: Project, slide: Slide) -> dict:
     """``submit`` arguments of the superpixel job of ``slide``."""
-    return {"project_id": project.id, "slide_id": slide.id, "kind": "superpixels",
-            "key": work_key("superpixels", slide.id, project.superpixel_options),
-            "params": {"options": project.superpixel_options}}
+    return step_job(SUPERPIXELS, project, slide)
 
 
-@job_kind("superpixels")
+def superpixels_finished(data_dir: Path, project: Project, slide: Slide) -> bool:
+    """True when the slide's superpixel folder holds this slide file's superpixels made with the
+    project's current options (hashes the file only when it was touched since)."""
+    folder = ProjectFiles(data_dir, project.id).superpixels(slide.id)
+    return finished_manifest(folder, Path(slide.path), superpixel_options(project.superpixel_options)) is not None
+
+
+def submit_slide_job(database: Database, sender: Sender, data_dir: Path, project: Project, slide: Slide, kind: str,
+                     *, user_id: int | None) -> Job:
+    """Queue the ``kind`` job of one slide (or return the same work queued, running or done);
+    :class:`ConflictError` for features of a slide without finished superpixels."""
+    if kind == FEATURES and not superpixels_finished(data_dir, project, slide):
+        raise ConflictError(f"slide {slide.name!r} has no finished superpixels for the project's options; "
+                            f"compute them first (POST .../slides/{slide.id}/superpixels or .../jobs/prepare)")
+    return submit(database, sender, **step_job(kind, project, slide), user_id=user_id)
+
+
+def submit_prepare(database: Database, sender: Sender, project: Project, slides: Iterable[Slide], *,
+                   user_id: int | None) -> list[Job]:
+    """Queue a ``prepare`` job (superpixels, then features) for each slide."""
+    return [submit(database, sender, **step_job(PREPARE, project, slide), user_id=user_id) for slide in slides]
+
+
+def _slide_path(context: JobContext) -> Path:
+    with context.database.session() as session:
+        return Path(session.get(Slide, context.slide_id).path)
+
+
+def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, share: float) -> str:
+    """Compute the slide's superpixels, reporting progress in ``[start, start + share]``."""
+    folder = ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
+    context.progress(start, "computing superpixels", force=True)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        # Clustering and assignment take about as long as each other: half the share each.
+        fraction = (0.0 if stage == "cluster" else 0.5) + 0.5 * done / max(total, 1)
+        context.progress(start + share * fraction, f"superpixels, {stage}: tile {done} of {total}")
+
+    options = superpixel_options(context.params["options"])
+    result = compute_slide_superpixels(slide_path, folder, options, progress=progress)
+    with context.database.session(write=True) as session:
+        session.get(Slide, context.slide_id).superpixels = result.superpixels
+    return f"{result.superpixels} superpixels ({result.status})"
+
+
+def _feature_step(context: JobContext, slide_path: Path, *, start: float, share: float) -> str:
+    """Compute the features of the slide's finished superpixels, reporting progress in
+    ``[start, start + share]``."""
+    files = ProjectFiles(context.settings.data_dir, context.project_id)
+    folder, extractor = files.superpixels(context.slide_id), context.params["extractor"]
+    if finished_manifest(folder, slide_path, superpixel_options(context.params["options"])) is None:
+        raise ConflictError("the slide has no finished superpixels for these options; compute them first")
+    context.progress(start, f"computing {extractor} features", force=True)
+
+    def progress(done: int, total: int) -> None:
+        context.progress(start + share * done / max(total, 1), f"{extractor} features: tile {done} of {total}")
+
+    extract_slide_features(slide_path, folder, files.features(context.slide_id, extractor), extractor=extractor,
+                           progress=progress)
+    return f"{extractor} features"
+
+
+@job_kind(SUPERPIXELS)
 def superpixels(context: JobContext) -> dict:
     """Superpixels of the job's slide with the options it was submitted with; a finished folder
     with the same options is kept (the service checks its manifest)."""
-    with context.database.session() as session:
-        slide = session.get(Slide, context.slide_id)
-        path = slide.path
-    folder = ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
-    options = superpixel_options(context.params["options"])
-    context.progress(0.0, "computing superpixels", force=True)
+    return {"message": _superpixel_step(context, _slide_path(context), start=0.0, share=1.0)}
 
-    def progress(stage: str, done: int, total: int) -> None:
-        # Clustering and assignment take about as long as each other: half the bar each.
-        context.progress((0.0 if stage == "cluster" else 0.5) + 0.5 * done / max(total, 1),
-                         f"{stage}: tile {done} of {total}")
 
-    result = compute_slide_superpixels(Path(path), folder, options, progress=progress)
-    with context.database.session(write=True) as session:
-        session.get(Slide, context.slide_id).superpixels = result.superpixels
-    return {"message": f"{result.superpixels} superpixels ({result.status})"}
+@job_kind(FEATURES)
+def features(context: JobContext) -> dict:
+    """Features of the job's slide with the extractor it was submitted with; an array with the
+    same attributes is kept."""
+    return {"message": _feature_step(context, _slide_path(context), start=0.0, share=1.0)}
+
+
+@job_kind(PREPARE)
+def prepare(context: JobContext) -> dict:
+    """Superpixels, then features of the job's slide, each skipped when finished. The bar gives
+    each step half: which one takes longer depends on the extractor."""
+    slide_path = _slide_path(context)
+    done = _superpixel_step(context, slide_path, start=0.0, share=0.5)
+    return {"message": f"{done}; {_feature_step(context, slide_path, start=0.5, share=0.5)}"}

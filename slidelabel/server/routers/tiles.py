@@ -1,0 +1,112 @@
+"""What the web client draws of a slide: tiles, a thumbnail, superpixel index tiles, the superpixel
+table and pictures of single superpixels. Images carry an ``ETag`` (the file's version), so a
+client revalidates with ``If-None-Match`` and gets a 304 without the image being made again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
+from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
+from slidelabel.services import tiles
+from slidelabel.services.access import ProjectAccess
+from slidelabel.services.slides import get_slide
+from slidelabel.settings import Settings
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Slide
+
+router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}", tags=["tiles"])
+
+#: A slide file never changes under its id; an hour bounds what a reused id could show.
+SLIDE_CACHE = "private, max-age=3600"
+#: Superpixels change when recomputed: the client always revalidates (a 304 is cheap).
+SUPERPIXEL_CACHE = "private, no-cache"
+#: OpenAPI descriptions of image responses.
+JPEG = {200: {"content": {"image/jpeg": {}}}}
+PNG = {200: {"content": {"image/png": {}}}}
+
+
+def _cached(request: Request, etag: str, cache_control: str, media_type: str, make: Callable[[], bytes]) -> Response:
+    """``make()`` as the response, or a 304 when the client holds the version ``etag``."""
+    headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control}
+    if request.headers.get("if-none-match") in (headers["ETag"], f"W/{headers['ETag']}"):
+        return Response(status_code=304, headers=headers)
+    return Response(make(), media_type=media_type, headers=headers)
+
+
+def _slide(access: ProjectAccess, session: ReadSession, slide_id: int) -> Slide:
+    return get_slide(session, access.project.id, slide_id)
+
+
+def _superpixels(settings: Settings, slide: Slide) -> Path:
+    return ProjectFiles(settings.data_dir, slide.project_id).superpixels(slide.id)
+
+
+@router.get("/tiles")
+def tile_metadata(slide_id: int, access: Viewer, session: ReadSession) -> TileMetadata:
+    slide = _slide(access, session, slide_id)
+    grid = tiles.TileGrid.of(tiles.slide_source(Path(slide.path)))
+    return TileMetadata(levels=grid.levels, tile_width=grid.tile_width, tile_height=grid.tile_height,
+                        width=grid.width, height=grid.height, mpp=slide.mpp)
+
+
+@router.get("/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
+def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: ReadSession,
+               request: Request) -> Response:
+    """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge."""
+    path = Path(_slide(access, session, slide_id).path)
+    return _cached(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
+                   lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y))
+
+
+@router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
+def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request: Request,
+                    width: Annotated[int, Query(ge=16, le=tiles.MAX_PICTURE_PX)] = 256) -> Response:
+    path = Path(_slide(access, session, slide_id).path)
+    return _cached(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
+                   lambda: tiles.slide_thumbnail(tiles.slide_source(path), width))
+
+
+@router.get("/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG)
+def superpixel_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: ReadSession,
+                    settings: SettingsDep, request: Request) -> Response:
+    """The superpixel ids of slide tile (x, y) of level z as a lossless PNG: R = id & 255,
+    G = (id >> 8) & 255, B = (id >> 16) & 255; 0 = no superpixel."""
+    slide = _slide(access, session, slide_id)
+    labels = tiles.label_map(_superpixels(settings, slide))
+    return _cached(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
+        labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y))
+
+
+@router.get("/superpixels", response_model=SuperpixelTablePublic,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def superpixel_table(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep, request: Request,
+                     form: Annotated[Literal["json", "binary"], Query(alias="format")] = "json") -> Response:
+    """The superpixel table as JSON, or with ``format=binary`` as little-endian arrays one after
+    the other: ids uint32[N], bbox_level0 int32[N, 4], centroid_level0 float32[N, 2], area_px
+    uint32[N] (``X-Superpixels`` gives N)."""
+    folder = _superpixels(settings, _slide(access, session, slide_id))
+    table = tiles.superpixel_table(folder)
+    binary = form == "binary"
+    response = _cached(request, f"{form}-{tiles.superpixels_version(folder)}", SUPERPIXEL_CACHE,
+                       "application/octet-stream" if binary else "application/json",
+                       lambda: tiles.table_binary(table) if binary else tiles.table_json(table))
+    response.headers["X-Superpixels"] = str(table.ids.size)
+    if binary:
+        response.headers["X-Layout"] = tiles.BINARY_LAYOUT
+    return response
+
+
+@router.get("/superpixels/{superpixel}/thumbnail.png", response_class=Response, responses=PNG)
+def superpixel_picture(slide_id: int, superpixel: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+                       request: Request, size: Annotated[int, Query(ge=32, le=1024)] = 192) -> Response:
+    """A size x size picture of the superpixel's neighbourhood with the superpixel outlined."""
+    slide = _slide(access, session, slide_id)
+    folder = _superpixels(settings, slide)
+    labels = tiles.label_map(folder)
+    return _cached(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_picture(
+        tiles.slide_source(Path(slide.path)), labels, tiles.superpixel_table(folder), superpixel, size))

@@ -1,0 +1,290 @@
+"""Slides of a project: added from the server's slide folders or uploaded, listed, removed.
+
+Server folders (:attr:`Settings.slide_folders`) are the only places on the server's disk that a
+project may read: every path is resolved (``..`` and symlinks) before it is compared with them.
+An upload is streamed to a hidden file in the project's upload folder, checked and opened as a
+slide, and renamed to its name only then, so a refused upload leaves nothing behind. Removing a
+slide removes what slidelabel made of it, never a file of a server folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from anyio import to_thread
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import (
+    ConflictError,
+    NotFoundError,
+    ParameterError,
+    PermissionDeniedError,
+    SlideError,
+    SlidelabelError,
+)
+from slidelabel.pipelines.slide_readers import slide_extensions
+from slidelabel.pipelines.slides import SlideInfo, open_slide
+from slidelabel.services.batch import expand_inputs
+from slidelabel.services.slide_jobs import STEP_KINDS
+from slidelabel.services.uploads import MB, UploadReceiver
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Epoch, Job, JobState, Membership, Role, Slide, User
+
+logger = logging.getLogger(__name__)
+
+#: Most slide files listed per request of the folder browser.
+MAX_LISTED = 10_000
+
+
+@dataclass(frozen=True)
+class FolderSlide:
+    """A slide file in a server folder: ``path`` (as inside the folder), ``size_bytes``."""
+
+    path: Path
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    folder: Path
+    slides: list[FolderSlide]
+    truncated: bool
+    """True when the folder holds more than :data:`MAX_LISTED` slide files."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a folder or pattern that was not added, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Added:
+    slides: list[Slide]
+    skipped: list[Skipped]
+
+
+@dataclass(frozen=True)
+class SlideStatus:
+    """A slide with the latest job of each of its steps (superpixels, features), if any."""
+
+    slide: Slide
+    jobs: dict[str, Job | None]
+
+
+def allowed_folders(settings: Settings) -> list[Path]:
+    """The server's slide folders, resolved."""
+    return [Path(folder).resolve() for folder in settings.slide_folders]
+
+
+def _inside(path: Path, folders: list[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
+def resolve_in_folders(raw: str, folders: list[Path]) -> Path:
+    """``raw`` with ``..`` and symlinks resolved, when that lies inside one of ``folders``.
+
+    Raises :class:`ParameterError` for a relative path and :class:`PermissionDeniedError` for one
+    that leads outside (whether or not it exists, so that nothing is learnt about other files).
+    """
+    if not folders:
+        raise PermissionDeniedError("this server has no slide folders (SLIDELABEL_SLIDE_FOLDERS); upload the slide")
+    names = ", ".join(map(str, folders))
+    if not Path(raw).is_absolute():
+        raise ParameterError(f"{raw!r} is not an absolute path; give one inside {names}")
+    resolved = Path(raw).resolve()
+    if not _inside(resolved, folders):
+        raise PermissionDeniedError(f"{raw} is outside the slide folders this server may read: {names}")
+    return resolved
+
+
+def browse_folders(session: Session, user: User, settings: Settings) -> list[FolderListing]:
+    """The slide folders and the slide files in them (recursively, hidden ones left out), for the
+    admin and project owners to pick from."""
+    is_owner = session.scalar(select(Membership).where(Membership.user_id == user.id, Membership.role == Role.owner)
+                              .limit(1))
+    if not (user.is_admin or is_owner):
+        raise PermissionDeniedError("only the admin and project owners may browse the server's slide folders")
+    folders, extensions = allowed_folders(settings), slide_extensions()
+    listings = []
+    for folder in folders:
+        found: list[FolderSlide] = []
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                path = Path(root) / name
+                if name.startswith(".") or path.suffix.lower().lstrip(".") not in extensions:
+                    continue
+                if not path.is_file() or (path.is_symlink() and not _inside(path.resolve(), folders)):
+                    continue
+                found.append(FolderSlide(path, path.stat().st_size))
+            if len(found) > MAX_LISTED:
+                break
+        listings.append(FolderListing(folder, found[:MAX_LISTED], len(found) > MAX_LISTED))
+    return listings
+
+
+def _describe(path: Path, name: str) -> SlideInfo:
+    """Open the slide to check that it is readable; errors name the file as ``name``."""
+    try:
+        with open_slide(path) as slide:
+            return slide.info
+    except SlideError as error:
+        raise type(error)(name, str(error).removeprefix(f"{error.path}: ")) from None
+
+
+def _insert(session: Session, project_id: int, name: str, path: Path, info: SlideInfo, *, uploaded: bool) -> Slide:
+    """Add the slide row; :class:`ConflictError` when the project has a slide of that name."""
+    taken = f"the project has a slide named {name!r}; remove it first or rename the file"
+    if session.scalar(select(Slide.id).where(Slide.project_id == project_id, Slide.name == name)) is not None:
+        raise ConflictError(taken)
+    slide = Slide(project_id=project_id, name=name, path=str(path), uploaded=uploaded, width=info.width,
+                  height=info.height, mpp=info.mpp)
+    session.add(slide)
+    try:
+        session.flush()
+    except IntegrityError:  # added by a concurrent request since the check
+        raise ConflictError(taken) from None
+    return slide
+
+
+def _expand(raw: str, folders: list[Path]) -> list[Path]:
+    """The slide files a folder or glob pattern inside the slide folders names, unresolved."""
+    if ".." in Path(raw).parts:
+        raise ParameterError(f"{raw!r}: a folder or pattern may not contain '..'")
+    magic = next((i for i, part in enumerate(Path(raw).parts) if glob.has_magic(part)), None)
+    # The fixed part of a pattern must be inside, so that no pattern lists files elsewhere.
+    resolve_in_folders(str(Path(*Path(raw).parts[:magic])) if magic else raw, folders)
+    return [path for path in expand_inputs([raw]) if path.exists()]
+
+
+def add_from_server(database: Database, settings: Settings, project_id: int, raw: str) -> Added:
+    """Add the slide at ``raw``, or every slide file of a folder or glob pattern.
+
+    A single file that cannot be added raises (:class:`PermissionDeniedError` outside the slide
+    folders, :class:`SlideError` when unreadable, :class:`ConflictError` for a taken name); the
+    files of a folder or pattern that cannot be added are returned as :class:`Skipped`.
+    """
+    folders = allowed_folders(settings)
+    resolved = resolve_in_folders(raw, folders) if not glob.has_magic(raw) else None
+    if resolved is not None and not resolved.is_dir():
+        info = _describe(resolved, raw)
+        with database.session(write=True) as session:
+            return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
+    added, skipped = [], []
+    for path in _expand(raw, folders):
+        target = path.resolve()
+        if not _inside(target, folders):
+            skipped.append(Skipped(str(path), "it links to a file outside the slide folders"))
+            continue
+        try:
+            info = _describe(target, str(path))
+            with database.session(write=True) as session:
+                added.append(_insert(session, project_id, path.name, target, info, uploaded=False))
+        except SlidelabelError as error:
+            skipped.append(Skipped(str(path), str(error)))
+    return Added(added, skipped)
+
+
+def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path) -> Slide:
+    info = _describe(received, name)
+    final, moved = files.uploads / name, False
+    try:
+        with database.session(write=True) as session:
+            slide = _insert(session, project_id, name, final, info, uploaded=True)
+            # Renamed only once the row holds the name, so two uploads of one name never swap files.
+            os.replace(received, final)
+            moved = True
+    except BaseException:
+        if moved:  # the commit failed
+            final.unlink(missing_ok=True)
+        raise
+    return slide
+
+
+async def receive_upload(chunks: AsyncIterable[bytes], *, content_type: str, content_length: str | None,
+                         database: Database, settings: Settings, project_id: int) -> Slide:
+    """Stream an uploaded slide into the project's upload folder and add it to the project.
+
+    Raises :class:`TooLargeError` past :attr:`Settings.upload_limit_mb`, :class:`SlideError` when
+    the file is no readable slide and :class:`ConflictError` for a taken name; in each case no
+    file is left behind.
+    """
+    files = ProjectFiles(settings.data_dir, project_id)
+    declared = int(content_length) if content_length and content_length.isdigit() else None
+    receiver = UploadReceiver(content_type, files.uploads, limit_bytes=settings.upload_limit_mb * MB,
+                              declared_bytes=declared)
+    try:
+        async for chunk in chunks:
+            receiver.feed(chunk)
+        name, received = receiver.finish()
+        return await to_thread.run_sync(_add_upload, database, files, project_id, name, received)
+    finally:
+        receiver.discard()
+
+
+def get_slide(session: Session, project_id: int, slide_id: int) -> Slide:
+    slide = session.get(Slide, slide_id)
+    if slide is None or slide.project_id != project_id:
+        raise NotFoundError(f"no slide {slide_id} in this project")
+    return slide
+
+
+def slides_of(session: Session, project_id: int) -> list[Slide]:
+    """The project's slides by name."""
+    return list(session.scalars(select(Slide).where(Slide.project_id == project_id).order_by(Slide.name)))
+
+
+def list_slides(session: Session, project_id: int) -> list[SlideStatus]:
+    """The project's slides by name, each with the latest job of each step."""
+    kinds = {kind for kinds in STEP_KINDS.values() for kind in kinds}
+    latest_ids = (select(func.max(Job.id)).where(Job.project_id == project_id, Job.kind.in_(kinds))
+                  .group_by(Job.slide_id, Job.kind))
+    jobs: dict[int, list[Job]] = {}
+    for job in session.scalars(select(Job).where(Job.id.in_(latest_ids)).order_by(Job.id)):
+        jobs.setdefault(job.slide_id, []).append(job)
+
+    def latest(slide_id: int, step: str) -> Job | None:
+        return max((job for job in jobs.get(slide_id, []) if job.kind in STEP_KINDS[step]), key=lambda j: j.id,
+                   default=None)
+
+    return [SlideStatus(slide, {step: latest(slide.id, step) for step in STEP_KINDS})
+            for slide in slides_of(session, project_id)]
+
+
+def delete_slide(database: Database, settings: Settings, project_id: int, slide_id: int) -> None:
+    """Remove the slide, its labels and jobs, and its files under the data folder: superpixels,
+    features, predictions, and the slide file itself if it was uploaded. :class:`ConflictError`
+    while a job of the slide is queued or running."""
+    files = ProjectFiles(settings.data_dir, project_id)
+    with database.session(write=True) as session:
+        slide = get_slide(session, project_id, slide_id)
+        active = list(session.scalars(select(Job.id).where(
+            Job.slide_id == slide_id, Job.state.in_([JobState.queued, JobState.running]))))
+        if active:
+            raise ConflictError(f"jobs {', '.join(map(str, active))} of this slide are queued or running; "
+                                "cancel them first")
+        epochs = session.scalars(select(Epoch.number).where(Epoch.project_id == project_id))
+        remove = [files.predictions(number, slide_id) for number in epochs]
+        if slide.uploaded and Path(slide.path).resolve().is_relative_to(files.uploads.resolve()):
+            remove.append(Path(slide.path))
+        session.delete(slide)
+    # After the commit: a failed delete keeps the files, a failed removal only leaves files unread.
+    shutil.rmtree(files.slide_dir(slide_id), ignore_errors=True)
+    for path in remove:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            logger.warning("could not remove %s of deleted slide %s", path, slide_id, exc_info=True)

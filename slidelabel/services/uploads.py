@@ -1,0 +1,127 @@
+"""Receiving an uploaded file: a ``multipart/form-data`` body streamed to disk within a size limit.
+
+The body is parsed as it arrives (python-multipart's streaming parser), so a file of any size
+passes through a few kilobytes of memory, and an upload past the limit is stopped as soon as it
+is, not after it was received in full.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from slidelabel.errors import ParameterError, TooLargeError
+
+MB = 1 << 20
+#: Room for the multipart framing around the file when judging a declared body size (bytes).
+FORM_OVERHEAD_BYTES = 64 << 10
+
+
+@contextmanager
+def _parsing() -> Iterator[None]:
+    try:
+        yield
+    except FormParserError as error:
+        raise ParameterError(f"the upload is not valid multipart/form-data ({error}); send the slide in the "
+                             "form field 'file'") from None
+
+
+def upload_name(filename: str) -> str:
+    """The slide name of an uploaded file: its base name, which must be a plain visible file name."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name or name.startswith(".") or "\x00" in name or len(name.encode()) > 255:
+        raise ParameterError(f"{filename!r} is not a usable file name; rename the file (e.g. slide.svs)")
+    return name
+
+
+class UploadReceiver:
+    """Writes the file of a ``multipart/form-data`` body to a hidden file as the body arrives.
+
+    The first part with a file name goes to ``folder/.upload-<random>-<name>`` (the extension is
+    kept: readers are chosen by it) chunk by chunk; other parts are ignored. More than
+    ``limit_bytes`` of file, or a declared body that cannot fit, is a :class:`TooLargeError`.
+    """
+
+    def __init__(self, content_type: str, folder: Path, *, limit_bytes: int, declared_bytes: int | None) -> None:
+        mime, options = parse_options_header(content_type)
+        if mime != b"multipart/form-data" or not options.get(b"boundary"):
+            raise ParameterError("send the slide as multipart/form-data, the file in the field 'file'")
+        self.folder, self.limit_bytes = folder, limit_bytes
+        if declared_bytes is not None and declared_bytes > limit_bytes + FORM_OVERHEAD_BYTES:
+            self._refuse()
+        self.name: str | None = None
+        self.path: Path | None = None
+        self._file: BinaryIO | None = None
+        self._finished = False
+        self._written = 0
+        self._header: list[bytes] = [b"", b""]
+        self._headers: dict[bytes, bytes] = {}
+        self._parser = MultipartParser(options[b"boundary"], callbacks={
+            "on_part_begin": self._headers.clear,
+            "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
+            "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
+            "on_header_end": self._end_header,
+            "on_headers_finished": self._start_part,
+            "on_part_data": self._write,
+            "on_part_end": self._end_part,
+        })
+
+    def _refuse(self) -> None:
+        raise TooLargeError(f"the slide is larger than this server's upload limit of {self.limit_bytes // MB} MB; "
+                            "ask the admin to raise SLIDELABEL_UPLOAD_LIMIT_MB or to put it in a slide folder")
+
+    def _add_header(self, which: int, data: bytes) -> None:
+        self._header[which] += data
+
+    def _end_header(self) -> None:
+        self._headers[self._header[0].strip().lower()] = self._header[1].strip()
+        self._header = [b"", b""]
+
+    def _start_part(self) -> None:
+        _, disposition = parse_options_header(self._headers.get(b"content-disposition", b""))
+        filename = disposition.get(b"filename")
+        if filename and self.path is None:
+            self.name = upload_name(filename.decode("utf-8", "replace"))
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path = self.folder / f".upload-{secrets.token_hex(8)}-{self.name}"
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed at the part's end or by discard()
+
+    def _write(self, data: bytes, start: int, end: int) -> None:
+        if self._file is None:
+            return
+        self._written += end - start
+        if self._written > self.limit_bytes:
+            self._refuse()
+        # A local write of one chunk takes microseconds; a thread hop per chunk would cost more.
+        self._file.write(data[start:end])
+
+    def _end_part(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file, self._finished = None, True
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse the next chunk of the body, writing what it holds of the file."""
+        with _parsing():
+            self._parser.write(chunk)
+
+    def finish(self) -> tuple[str, Path]:
+        """The uploaded file's name and the hidden file holding it, once the body has ended."""
+        with _parsing():
+            self._parser.finalize()
+        if not self._finished:
+            raise ParameterError("the request holds no complete file; send the slide in the form field 'file'")
+        return self.name, self.path
+
+    def discard(self) -> None:
+        """Close and remove the hidden file (nothing happens once it was renamed into place)."""
+        if self._file is not None:
+            self._file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
