@@ -54,15 +54,18 @@ def serve(demo: bool, **options: object) -> None:
     from slidelabel.services.accounts import ensure_admin
 
     settings = settings_from(**options)
+    if demo:
+        from slidelabel.services.demo_project import create_demo_project, demo_settings
+
+        settings = demo_settings(settings)
     app = create_app(settings)
     with app.state.database.session(write=True) as session:
         password = ensure_admin(session, settings.admin_password)
     if password:
         click.echo(f"created the user 'admin' with password {password} (shown once; set SLIDELABEL_ADMIN_PASSWORD to choose it)")
     if demo:
-        from slidelabel.services.demo_project import create_demo_project
-
-        create_demo_project(app.state.database, app.state.celery, settings)
+        made = create_demo_project(app.state.database, app.state.celery, settings)
+        click.echo(f"demo project {made.project_id} is being prepared; log in as {made.username} / {made.password}")
     click.echo(f"slidelabel at http://{settings.host}:{settings.port}/ (API docs at /docs), data in {settings.data_dir}")
     if settings.embedded_broker:
         with embedded_workers(settings):

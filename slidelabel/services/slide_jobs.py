@@ -15,7 +15,6 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError
 from slidelabel.pipelines.features.extract import extract_slide_features
@@ -45,11 +44,6 @@ def step_job(kind: str, project: Project, slide: Slide) -> dict:
         params["extractor"] = project.extractor
     return {"project_id": project.id, "slide_id": slide.id, "kind": kind, "key": work_key(kind, slide.id, params),
             "params": params}
-
-
-def superpixel_job(_session: Session, project: Project, slide: Slide) -> dict:
-    """``submit`` arguments of the superpixel job of ``slide``."""
-    return step_job(SUPERPIXELS, project, slide)
 
 
 def superpixels_finished(data_dir: Path, project: Project, slide: Slide) -> bool:

@@ -18,7 +18,7 @@ from slidelabel.server.app import create_app
 from slidelabel.services import jobs
 from slidelabel.services.accounts import ensure_admin
 from slidelabel.services.projects import create_project
-from slidelabel.services.slide_jobs import superpixel_job
+from slidelabel.services.slide_jobs import SUPERPIXELS, step_job
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Slide, User
@@ -96,7 +96,7 @@ def slide_project(worker_settings: Settings, tcga_slide: Path):
         slide = Slide(project_id=project.id, name=tcga_slide.name, path=str(tcga_slide), width=4443, height=3567)
         session.add(slide)
         session.flush()
-        submission = superpixel_job(session, project, slide)
+        submission = step_job(SUPERPIXELS, project, slide)
     yield app, submission
     database.dispose()
 
