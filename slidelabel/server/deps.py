@@ -59,8 +59,18 @@ def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentia
 Token = Annotated[str, Depends(token_of)]
 
 
+def _release(session: Session) -> None:
+    """End a check's read transaction so that its connection goes back to the pool (what it
+    loaded stays usable: sessions do not expire on commit). Otherwise a write route holds two
+    connections, and as many concurrent writers as the pool has connections wait forever for
+    their second one."""
+    session.commit()
+
+
 def current_user(session: ReadSession, token: Token) -> User:
-    return user_for_token(session, token)
+    user = user_for_token(session, token)
+    _release(session)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -69,7 +79,9 @@ CurrentUser = Annotated[User, Depends(current_user)]
 def _access(action: Action):
     def dependency(session: ReadSession, user: CurrentUser,
                    project_id: Annotated[int, Path(description="project id")]) -> ProjectAccess:
-        return check_access(session, user, project_id, action)
+        access = check_access(session, user, project_id, action)
+        _release(session)
+        return access
 
     return dependency
 

@@ -1,0 +1,92 @@
+"""Labels of slides: a brush stroke at a time, as JSON or as the viewer's binary array, with the
+history for undo and counts for the dashboard."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+
+from slidelabel.errors import ParameterError
+from slidelabel.server.deps import Annotator, ReadSession, Viewer, WriteSession
+from slidelabel.server.schemas.labels import (
+    BatchResult,
+    CategoryCount,
+    LabelBatch,
+    LabelEventPublic,
+    LabelPublic,
+    LabelSummary,
+    UserCount,
+)
+from slidelabel.services import labels
+from slidelabel.services.access import ProjectAccess
+from slidelabel.services.reviews import effective_labels
+from slidelabel.services.slides import get_slide
+
+router = APIRouter(prefix="/projects/{project_id}", tags=["labels"])
+
+UserChoice = Annotated[str, Query(description="'me', 'all' or a user id")]
+
+
+def _user_id(user: str, access: ProjectAccess) -> int | None:
+    """The user id a ``user`` query parameter names; None for all users."""
+    if user == "me":
+        return access.user.id
+    if user == "all":
+        return None
+    if user.isdigit():
+        return int(user)
+    raise ParameterError(f"user={user!r}: give 'me', 'all' or a user id")
+
+
+@router.put("/slides/{slide_id}/labels")
+def set_labels(slide_id: int, body: LabelBatch, access: Annotator, session: WriteSession) -> BatchResult:
+    """Label superpixels of a slide as one category (null: remove your labels of them)."""
+    slide = labels.locked_slide(session, access.project.id, slide_id)
+    result = labels.set_labels(session, slide, access.user.id, body.superpixels, body.category_id, epoch=body.epoch)
+    return BatchResult.model_validate(result)
+
+
+@router.get("/slides/{slide_id}/labels")
+def get_labels(slide_id: int, access: Viewer, session: ReadSession, user: UserChoice = "me") -> list[LabelPublic]:
+    slide = get_slide(session, access.project.id, slide_id)
+    rows = labels.slide_labels(session, slide.id, _user_id(user, access))
+    return [LabelPublic.model_validate(label) for label in rows]
+
+
+@router.get("/slides/{slide_id}/labels.bin", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "little-endian uint16 category id per superpixel id (0: none), "
+                                            "N + 1 values"}})
+def get_label_array(slide_id: int, access: Viewer, session: ReadSession,
+                    view: Literal["mine", "effective"] = "mine") -> Response:
+    """Your labels of a slide, or its effective labels (review, else the users' majority), as
+    ``N + 1`` little-endian uint16: the category id at the index of each superpixel id."""
+    slide = get_slide(session, access.project.id, slide_id)
+    count = labels.superpixel_count(slide)
+    if view == "effective":
+        superpixels_M, categories_M = effective_labels(session, access.project.id, slide_id=slide.id).get(
+            slide.id, (np.empty(0, np.int64), np.empty(0, np.int64)))
+    else:
+        mine = labels.slide_labels(session, slide.id, access.user.id)
+        superpixels_M = np.array([label.superpixel for label in mine], np.int64)
+        categories_M = np.array([label.category_id for label in mine], np.int64)
+    array = labels.label_array(count, superpixels_M, categories_M)
+    return Response(array.tobytes(), media_type="application/octet-stream")
+
+
+@router.get("/labels/history")
+def get_history(access: Viewer, session: ReadSession, slide_id: int | None = None, user: UserChoice = "me",
+                limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[LabelEventPublic]:
+    """The latest label changes, newest first (yours unless ``user`` says otherwise), for undo."""
+    events = labels.history(session, access.project.id, slide_id=slide_id, user_id=_user_id(user, access), limit=limit)
+    return [LabelEventPublic.model_validate(event) for event in events]
+
+
+@router.get("/labels/summary")
+def get_summary(access: Viewer, session: ReadSession) -> LabelSummary:
+    """Label and review counts per category and label counts per user."""
+    categories, users = labels.summary(session, access.project.id)
+    return LabelSummary(categories=[CategoryCount.model_validate(c) for c in categories],
+                        users=[UserCount.model_validate(u) for u in users])
