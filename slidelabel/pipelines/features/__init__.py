@@ -1,8 +1,11 @@
 """Per-superpixel feature extractors, found by name.
 
 :data:`FEATURES` maps a name to an extractor (:class:`FeatureExtractor`): the built-in ``color``
-and ``filterbank``, plus any that installed packages declare under the entry-point group
-:data:`ENTRY_POINT_GROUP` (a broken one is logged and skipped).
+and ``filterbank``, ``patch`` (masked RGB patches for the ``cnn`` classifier), ``cnn``
+(EfficientNet-Lite0 embeddings) when its packages are installed, ``foundation`` (UNI, UNI2,
+Phikon or Phikon-v2, chosen by ``SLIDELABEL_FOUNDATION_MODEL``) when its weights are found, plus
+any that installed packages declare under the entry-point group :data:`ENTRY_POINT_GROUP` (a
+broken one is logged and skipped).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from importlib.metadata import entry_points
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
 from slidelabel.pipelines.features.color import ColorFeatures
+from slidelabel.pipelines.features.efficientnet import cnn_extractors
 from slidelabel.pipelines.features.filterbank import FilterbankFeatures
+from slidelabel.pipelines.features.foundation import foundation_extractors
+from slidelabel.pipelines.features.patches import PatchFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +27,8 @@ ENTRY_POINT_GROUP = "slidelabel.features"
 
 
 def _registry() -> dict[str, FeatureExtractor]:
-    found: dict[str, FeatureExtractor] = {e.name: e for e in (ColorFeatures(), FilterbankFeatures())}
+    built_in = (ColorFeatures(), FilterbankFeatures(), PatchFeatures(), *cnn_extractors(), *foundation_extractors())
+    found: dict[str, FeatureExtractor] = {e.name: e for e in built_in}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             extractor = entry.load()()

@@ -4,7 +4,8 @@ An extractor turns an RGB window into ``K`` per-pixel channels (:meth:`window_ch
 driver (:mod:`slidelabel.pipelines.features.extract`) pools them over each superpixel, over its
 context ring and, for the superpixel's shape, over its pixel coordinates, and the extractor's
 :meth:`features` turns those pools into its ``D`` features. Dense CNN feature maps fit the same
-mould later: their channels are the (upsampled) activations and ``margin_px`` the receptive field.
+mould (:mod:`slidelabel.pipelines.features.dense`): their channels are the upsampled activations,
+``margin_px`` the receptive field and ``grid_px`` the network's total stride.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class FeatureExtractor(Protocol):
     name: str
     margin_px: int
     """Context a window needs on each side so that no channel sees the window's edge (px)."""
+    grid_px: int
+    """Windows reach :meth:`window_channels` with their top-left corner on a multiple of this in
+    image px (1: anywhere), up to ``grid_px - 1`` px inside ``margin_px``."""
     ring_px: int
     """Width of the context ring around each superpixel (working px); 0 for none."""
     histogram_bins: HistogramBins | None
@@ -73,6 +77,7 @@ class PixelStatistics:
     percentiles: tuple[float, ...] = ()
     histogram_bins: HistogramBins | None = None
     shape: bool = False
+    grid_px: int = 1
 
     def __post_init__(self) -> None:
         if self.percentiles and self.histogram_bins is None:

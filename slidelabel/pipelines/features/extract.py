@@ -22,11 +22,13 @@ import zarr
 from slidelabel.errors import OutputError, ParameterError
 from slidelabel.pipelines.features import get_extractor
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
+from slidelabel.pipelines.features.patches import PatchExtractor, patch_image, patches_of_array, table_centroids
 from slidelabel.pipelines.features.pooling import Pools, boundary_pixels, ring_labels
 from slidelabel.pipelines.slides import Slide
 from slidelabel.pipelines.superpixels import Tile, core_tiles
 from slidelabel.store.label_map import label_map_shape, read_labels
-from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, file_sha256, read_manifest
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, file_sha256, read_manifest
+from slidelabel.store.superpixel_table import read_table
 
 FORMAT = "slidelabel-features/1"
 #: Rows per Zarr chunk: 65,536 rows of 100 float32 features are 26 MB before compression.
@@ -55,7 +57,11 @@ def _pool_block(extractor: FeatureExtractor, rgb: np.ndarray, labels: np.ndarray
     def window(grown: Tile) -> np.ndarray:
         return labels[grown.top : grown.top + grown.height, grown.left : grown.left + grown.width]
 
-    channels_outer = block.grown(extractor.margin_px, height, width)
+    # The channel window's corner goes onto the extractor's grid in image px (a CNN's cells are
+    # then the same in every tile), taking up to grid_px - 1 px off its top and left margins.
+    margin, grid = extractor.margin_px, extractor.grid_px
+    channels_outer = block.padded((margin - (margin - origin[0] - block.top) % grid,
+                                   margin - (margin - origin[1] - block.left) % grid, margin, margin), height, width)
     rgb_outer = rgb[channels_outer.top : channels_outer.top + channels_outer.height,
                     channels_outer.left : channels_outer.left + channels_outer.width]
     channels_h_w_k = crop(extractor.window_channels(rgb_outer), channels_outer)
@@ -182,6 +188,8 @@ def features_of_array(
     if labels_H_W.size and labels_H_W.min() < 0:
         raise ValueError(f"superpixel ids must be >= 0, got {labels_H_W.min()}")
     n = int(labels_H_W.max(initial=0)) if n_superpixels is None else n_superpixels
+    if isinstance(chosen, PatchExtractor):
+        return patches_of_array(chosen, rgb_H_W_3, labels_H_W, n_superpixels=n, tile_size=tile_size)
     feats_N_D = np.full((n, len(chosen.channel_names())), np.nan, np.float32)
 
     def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
@@ -193,6 +201,12 @@ def features_of_array(
         tile_size=tile_size,
     )
     return feats_N_D
+
+
+def _chunk_rows(n: int, n_features: int) -> int:
+    """Rows per Zarr chunk: :data:`CHUNK_ROWS`, fewer for wide features (a 32 px patch has 4096)
+    so that a chunk stays near the 26 MB of 100 features."""
+    return max(1, min(n, CHUNK_ROWS, CHUNK_ROWS * 100 // n_features))
 
 
 def _slide_sha256(slide_path: Path, manifest: dict) -> str:
@@ -281,9 +295,10 @@ def extract_slide_features(
         raise OutputError(f"{folder / LABELS_FILE} is {width} x {height} px, the manifest says {working['width']} x {working['height']}")
     options = manifest.get("options", {})
     tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(8)}.tmp")
+    n_features = len(attributes["feature_names"])
     try:
         array = zarr.create_array(
-            store=tmp, shape=(n, len(attributes["feature_names"])), chunks=(max(1, min(CHUNK_ROWS, n)), len(attributes["feature_names"])),
+            store=tmp, shape=(n, n_features), chunks=(_chunk_rows(n, n_features), n_features),
             dtype="float32", fill_value=np.nan, attributes=attributes,
         )
 
@@ -292,13 +307,15 @@ def extract_slide_features(
 
         with Slide(slide_path, base_mpp=base_mpp if base_mpp is not None else options.get("base_mpp"),
                    source=options.get("source")) as slide:
-            pool_image(
-                chosen,
-                lambda t, l, h, w: slide.read_region(l, t, w, h, downsample=working["downsample"]),
-                lambda t, l, h, w: read_labels(folder / LABELS_FILE, left=l, top=t, width=w, height=h),
-                height=height, width=width, n_superpixels=n, write_rows=write_rows, tile_size=tile_size,
-                progress=progress,
-            )
+            read_rgb = lambda t, l, h, w: slide.read_region(l, t, w, h, downsample=working["downsample"])
+            read_ids = lambda t, l, h, w: read_labels(folder / LABELS_FILE, left=l, top=t, width=w, height=h)
+            if isinstance(chosen, PatchExtractor):
+                ids_M, centroid_M_2 = table_centroids(read_table(folder / TABLE_FILE), working["downsample"])
+                patch_image(chosen, read_rgb, read_ids, ids_M=ids_M, centroid_M_2=centroid_M_2, height=height,
+                            width=width, write_rows=write_rows, tile_size=tile_size, progress=progress)
+            else:
+                pool_image(chosen, read_rgb, read_ids, height=height, width=width, n_superpixels=n,
+                           write_rows=write_rows, tile_size=tile_size, progress=progress)
         _replace_folder(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

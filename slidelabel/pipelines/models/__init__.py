@@ -59,6 +59,7 @@ BUILTIN_MODELS = {
     "linear": "slidelabel.pipelines.models.linear:LinearClassifier",
     "random_forest": "slidelabel.pipelines.models.forest:ForestClassifier",
     "mlp": "slidelabel.pipelines.models.mlp:MLPClassifier",
+    "cnn": "slidelabel.pipelines.models.cnn:CNNClassifier",
     "auto": "slidelabel.pipelines.models.auto:AutoClassifier",
 }
 

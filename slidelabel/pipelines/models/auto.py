@@ -1,8 +1,9 @@
 """``auto``: choose the registered model with the best cross-validated balanced accuracy.
 
-The AutoML idea without hours of search: every registered model that takes feature vectors is
-scored by stratified k-fold balanced accuracy on the current labels with its default settings,
-and the best is fitted on all labels. Balanced accuracy, because labels in a slide are usually
+The AutoML idea without hours of search: every registered model that takes feature vectors, and
+every one that takes patches (``cnn``) when the features are patches it accepts, is scored by
+stratified k-fold balanced accuracy on the current labels with its default settings, and the best
+is fitted on all labels. Balanced accuracy, because labels in a slide are usually
 dominated by one or two tissue classes and plain accuracy would reward ignoring the rare ones.
 """
 
@@ -28,8 +29,9 @@ class AutoClassifier:
     ----------
     candidates : sequence of str, optional
         Registered model names to compare; by default every registered model whose ``inputs``
-        is ``"vectors"``, except ``auto`` itself. On a tie the earlier one wins (the registry
-        lists cheaper models first).
+        is ``"vectors"``, and those whose ``inputs`` is ``"patches"`` and whose ``accepts(D)``
+        says they take the features' width, except ``auto`` itself. On a tie the earlier one wins
+        (the registry lists cheaper models first).
     max_folds : int, optional
         Folds at most; fewer when the rarest class has fewer labels (at least 2).
 
@@ -48,12 +50,12 @@ class AutoClassifier:
         if max_folds < 2:
             raise ParameterError(f"max_folds must be >= 2, got {max_folds!r}")
         if candidates is not None:
-            available = _vector_models()
+            available = _candidate_models(None)
             unknown = [name for name in candidates if name not in available]
             if unknown or not candidates:
                 raise ParameterError(
-                    f"auto candidates {unknown or list(candidates)} are not registered feature-vector "
-                    f"models (available: {', '.join(available)})"
+                    f"auto candidates {unknown or list(candidates)} are not registered models auto can "
+                    f"choose (available: {', '.join(available)})"
                 )
         self.candidates = None if candidates is None else tuple(candidates)
         self.max_folds = int(max_folds)
@@ -67,7 +69,7 @@ class AutoClassifier:
         """Score the candidates (unless a class has < 2 labels: then fit ``linear``), fit the best."""
         from slidelabel.pipelines.models import make_model  # the registry imports this module
 
-        candidates = self.candidates or tuple(_vector_models())
+        candidates = self.candidates or tuple(_candidate_models(feats_N_D.shape[1]))
         self.scores = {}
         for name in candidates:
             score = cross_validate(
@@ -122,20 +124,20 @@ class AutoClassifier:
         config = state.config
         model = cls(candidates=config["candidates"], max_folds=config["max_folds"])
         model.chosen, model.scores = config["chosen"], {k: float(v) for k, v in config["scores"].items()}
-        if model.chosen not in _vector_models():
-            raise ValueError(
-                f"auto chose {model.chosen!r}, which is not a registered feature-vector model here"
-            )
+        if model.chosen not in _candidate_models(None):
+            raise ValueError(f"auto chose {model.chosen!r}, which is not a registered model here")
         model.model = MODELS[model.chosen].from_state(ClassifierState(config["chosen_config"], state.arrays))
         return model
 
 
-def _vector_models() -> list[str]:
-    """Registered models that take feature vectors, in registry order, ``auto`` left out."""
+def _candidate_models(n_feats: int | None) -> list[str]:
+    """Registered models, in registry order, ``auto`` left out, that take feature vectors or
+    patches of ``n_feats`` columns (None: of any width)."""
     from slidelabel.pipelines.models import MODELS  # the registry imports this module
 
     return [
         name
         for name, factory in MODELS.items()
-        if factory.inputs == "vectors" and name != AutoClassifier.name
+        if name != AutoClassifier.name
+        and (factory.inputs == "vectors" or n_feats is None or factory.accepts(n_feats))
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slidelabel.pipelines.models import Category
+from slidelabel.pipelines.models import MODELS, Category
 
 #: tumour, stroma, necrosis (labelled), "blurry" (excluded, though some rows carry its label),
 #: lymphocytes (no labels yet).
@@ -42,3 +42,13 @@ def labelled_set():
 def query_feats():
     """``feats_N_D`` of 51 unlabelled superpixels from the same classes."""
     return gaussian_blobs(17, seed=1)[0]
+
+
+def model_inputs(name: str, feats_N_D: np.ndarray, *, side: int = 8) -> np.ndarray:
+    """``feats_N_D`` as the model ``name`` takes them: unchanged for feature-vector models; for
+    patch models (``cnn``) as flattened (4, side, side) patches whose channel k is feature k
+    everywhere (the first 4 features, constant so that flips and turns keep them)."""
+    if MODELS[name].inputs != "patches":
+        return feats_N_D
+    patches_N_C_S_S = np.broadcast_to(feats_N_D[:, :4, None, None], (len(feats_N_D), 4, side, side))
+    return np.ascontiguousarray(patches_N_C_S_S.reshape(len(feats_N_D), -1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_data import gaussian_blobs
+from model_data import gaussian_blobs, model_inputs
 from sklearn.metrics import balanced_accuracy_score
 
 from slidelabel.pipelines.models import MODELS, Category, make_model, train
@@ -16,6 +16,7 @@ WEIGHTABLE = ["linear", "random_forest"]
 def test_three_gaussian_classes_are_learnt(name):
     feats_N_D, classes_N = gaussian_blobs(40, n_feats=8)
     test_N_D, test_classes_N = gaussian_blobs(200, n_feats=8, seed=9)
+    feats_N_D, test_N_D = model_inputs(name, feats_N_D), model_inputs(name, test_N_D)
     categories = [Category("tumour"), Category("stroma"), Category("fat")]
     model = train(feats_N_D, classes_N.astype(np.int64), categories, model=name, feature_extractor="x")
     predicted_N = model.predict_proba(test_N_D).argmax(axis=1)
