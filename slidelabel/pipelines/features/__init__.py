@@ -16,19 +16,22 @@ from importlib.metadata import entry_points
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
 from slidelabel.pipelines.features.color import ColorFeatures
+from slidelabel.pipelines.features.context import ContextFeatures
 from slidelabel.pipelines.features.efficientnet import cnn_extractors
 from slidelabel.pipelines.features.filterbank import FilterbankFeatures
 from slidelabel.pipelines.features.foundation import foundation_extractors
-from slidelabel.pipelines.features.patches import PatchFeatures
+from slidelabel.pipelines.features.patches import PatchExtractor, PatchFeatures
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "slidelabel.features"
+#: Pooled extractors give statistics per superpixel; patch extractors give a fixed-size patch.
+Extractor = FeatureExtractor | PatchExtractor
 
 
-def _registry() -> dict[str, FeatureExtractor]:
-    built_in = (ColorFeatures(), FilterbankFeatures(), PatchFeatures(), *cnn_extractors(), *foundation_extractors())
-    found: dict[str, FeatureExtractor] = {e.name: e for e in built_in}
+def _registry() -> dict[str, Extractor]:
+    built_in = (ColorFeatures(), ContextFeatures(), FilterbankFeatures(), PatchFeatures(), *cnn_extractors(), *foundation_extractors())
+    found: dict[str, Extractor] = {e.name: e for e in built_in}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             extractor = entry.load()()
@@ -39,10 +42,10 @@ def _registry() -> dict[str, FeatureExtractor]:
     return found
 
 
-FEATURES: dict[str, FeatureExtractor] = _registry()
+FEATURES: dict[str, Extractor] = _registry()
 
 
-def get_extractor(name: str) -> FeatureExtractor:
+def get_extractor(name: str) -> Extractor:
     """The extractor registered as ``name``; :class:`ParameterError` listing the others if none."""
     try:
         return FEATURES[name]
@@ -50,4 +53,4 @@ def get_extractor(name: str) -> FeatureExtractor:
         raise ParameterError(f"unknown feature extractor {name!r}; registered: {', '.join(FEATURES)}") from None
 
 
-__all__ = ["ENTRY_POINT_GROUP", "FEATURES", "FeatureExtractor", "SuperpixelPools", "get_extractor"]
+__all__ = ["ENTRY_POINT_GROUP", "FEATURES", "Extractor", "FeatureExtractor", "PatchExtractor", "SuperpixelPools", "get_extractor"]

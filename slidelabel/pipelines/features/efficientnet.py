@@ -35,8 +35,6 @@ import importlib.util
 import io
 import logging
 import math
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -44,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from slidelabel.pipelines.features.dense import DenseEmbedding
+from slidelabel.pipelines.torch_threads import available_cpus, torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -106,23 +105,6 @@ def encoder_margin() -> int:
     while np.any(-(-(pixels - margin) // GRID_PX) * GRID_PX > first_seen):
         margin += 1
     return margin
-
-
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """Run torch on ``threads`` threads, then restore the caller's setting (it is process-wide)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -219,7 +201,7 @@ class EfficientNetLite0:
     def __init__(self, *, threads: int | None = None) -> None:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self.threads = threads if threads is not None else _available_cpus()
+        self.threads = threads if threads is not None else available_cpus()
 
     @cached_property
     def _trunk(self) -> _Trunk:
@@ -240,7 +222,7 @@ class EfficientNetLite0:
         inside = (slice(LEAD_PX, LEAD_PX + height), slice(LEAD_PX, LEAD_PX + width))
         scaled_H_W_3[inside] = (rgb_H_W_3 - np.float32(INPUT_MEAN)) / np.float32(INPUT_STD)
         x = torch.from_numpy(scaled_H_W_3).permute(2, 0, 1)[None]  # a channels-last view
-        with _torch_threads(self.threads), torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             taps = self._trunk(x)
         rows, cols = math.ceil(height / STRIDE_PX), math.ceil(width / STRIDE_PX)
         cells = []

@@ -25,8 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ import numpy as np
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features.dense import DenseEmbedding
+from slidelabel.pipelines.torch_threads import torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -288,19 +288,6 @@ def _reflected(rgb_h_w_3: np.ndarray, side_px: int) -> np.ndarray:
     return np.pad(rgb_h_w_3, ((0, side_px - height), (0, side_px - width), (0, 0)), mode="reflect")
 
 
-@contextmanager
-def _torch_threads(n_threads: int) -> Iterator[None]:
-    """Run torch on ``n_threads`` threads, restoring the process's setting afterwards."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 class FoundationEncoder:
     """A :class:`~slidelabel.pipelines.features.dense.DenseEncoder` over a foundation backbone.
 
@@ -367,7 +354,7 @@ class FoundationEncoder:
         grid_h, grid_w = math.ceil(height / crop) * cells, math.ceil(width / crop) * cells
         out_h_w_K = np.empty((grid_h, grid_w, self.channels), np.float32)
         net = self.network()
-        with _torch_threads(self.n_threads), torch.inference_mode():
+        with torch_threads(self.n_threads), torch.inference_mode():
             for first in range(0, len(origins), self.batch_crops):
                 batch = origins[first : first + self.batch_crops]
                 crops_B_H_W_3 = np.stack([_reflected(rgb_H_W_3[t : t + crop, l : l + crop], crop) for t, l in batch])

@@ -30,7 +30,7 @@ import torch
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.models.base import ClassifierState, balanced_weights, check_chunk_rows
-from slidelabel.pipelines.models.mlp import _torch_threads
+from slidelabel.pipelines.torch_threads import torch_threads
 
 __all__ = ["CNNClassifier", "patch_side"]
 
@@ -192,7 +192,7 @@ class CNNClassifier:
                 f"columns, 4096 for 32 px patches), got features of shape {feats_N_D.shape}"
             )
         self.side_px = side
-        with _torch_threads(FIT_THREADS):
+        with torch_threads(FIT_THREADS):
             self._train(self._patches(feats_N_D), classes_N, n_classes, rng)
 
     def _train(
@@ -264,7 +264,7 @@ class CNNClassifier:
             raise ParameterError(f"features must have shape (N, {n_feats}), got {feats_N_D.shape}")
         samples_S_N_K = np.empty((len(scales_S), len(feats_N_D), network.out.out_features), np.float32)
         step = min(chunk_rows, PREDICT_BATCH_ROWS)
-        with torch.no_grad(), _torch_threads(PREDICT_THREADS):
+        with torch.no_grad(), torch_threads(PREDICT_THREADS):
             for start in range(0, len(feats_N_D), step):
                 pooled_n_F = network.pooled(self._patches(feats_N_D[start : start + step]))
                 for s, scales in enumerate(scales_S):

@@ -14,8 +14,6 @@ need (see :class:`~.base.Classifier`). :meth:`~MLPClassifier.predict_proba` runs
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
@@ -23,6 +21,7 @@ import torch
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.models.base import ClassifierState, balanced_weights, check_chunk_rows
+from slidelabel.pipelines.torch_threads import torch_threads
 
 __all__ = ["MLPClassifier"]
 
@@ -33,17 +32,6 @@ _LAYERS = (("weights_1", "bias_1"), ("weights_2", "bias_2"), ("weights_3", "bias
 #: Torch threads while training. Minibatch matrices are too small to split: on 2 shared cores,
 #: fitting 300 labels took 7.6 s on 2 threads and 1.2 s on 1.
 FIT_THREADS = 1
-
-
-@contextmanager
-def _torch_threads(n_threads: int) -> Iterator[None]:
-    """Run torch on ``n_threads`` threads, restoring the process's setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class MLPClassifier:
@@ -116,7 +104,7 @@ class MLPClassifier:
         self, feats_N_D: np.ndarray, classes_N: np.ndarray, *, n_classes: int, rng: np.random.Generator
     ) -> None:
         """Train from weights initialised as ``torch.nn.Linear`` does, drawn from ``rng``."""
-        with _torch_threads(FIT_THREADS):
+        with torch_threads(FIT_THREADS):
             self._train(feats_N_D, classes_N, n_classes, rng)
 
     def _train(
