@@ -1,21 +1,26 @@
 """The FastAPI application: ``create_app(settings)`` wires the database, error mapping and the
-routers under ``/api/v1``; OpenAPI docs are at ``/docs``."""
+routers under ``/api/v1``; OpenAPI docs are at ``/docs``; the web client is served at ``/``."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from slidelabel import __version__
 from slidelabel.server import errors
-from slidelabel.server.routers import auth, jobs, projects, users
+from slidelabel.server.routers import auth, epochs, exports, jobs, labels, projects, reviews, slides, tiles, users
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
 from slidelabel.workers.app import make_celery
 
 API_PREFIX = "/api/v1"
-ROUTERS = (auth.router, users.router, projects.router, jobs.router)
+ROUTERS = (auth.router, users.router, projects.router, jobs.router, labels.router, reviews.router, slides.router,
+           tiles.router, epochs.router, exports.router)
+#: The web client's bundle, built from web_client/ by ``make web``.
+WEB_CLIENT = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
@@ -41,4 +46,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     for router in ROUTERS:
         api.include_router(router)
     app.include_router(api)
+    if (WEB_CLIENT / "index.html").is_file():  # after the API, so /api/v1 is never shadowed
+        app.mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web")
     return app

@@ -1,0 +1,153 @@
+"""Exports of labels and predictions (GeoJSON for QuPath, annotation JSON for the Digital Slide
+Archive, mask TIFFs, predictions CSV), per slide and per project, and imports of annotations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+
+from slidelabel.errors import ParameterError
+from slidelabel.server.deps import Annotator, ReadSession, SettingsDep, Viewer, WriteSession
+from slidelabel.server.schemas.exports import ImportReport
+from slidelabel.services import exports as service
+from slidelabel.services.exports import ArchiveFormat, Elements, Source
+from slidelabel.services.imports import import_labels
+from slidelabel.services.labels import locked_slide
+from slidelabel.services.slides import get_slide, slides_of
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Project, Slide
+
+router = APIRouter(prefix="/projects/{project_id}", tags=["exports"])
+
+EpochQuery = Annotated[int | None, Query(ge=1, description="epoch of the predictions; the latest when left out")]
+DissolveQuery = Annotated[bool, Query(description="merge neighbouring superpixels of a category into one shape")]
+ElementsQuery = Annotated[Elements, Query(description="polygon elements, the superpixel pixelmap, or both")]
+
+
+async def uploaded_json(request: Request) -> object:
+    """The request body parsed as JSON; :class:`ParameterError` (422) when it is not JSON."""
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ParameterError(f"the upload is not JSON ({error}); send a GeoJSON FeatureCollection or a Digital "
+                             "Slide Archive annotation JSON as the request body") from None
+
+
+UploadedJson = Annotated[object, Depends(uploaded_json)]
+
+
+def _json(document: dict, filename: str, media_type: str) -> Response:
+    return Response(json.dumps(document, separators=(",", ":")), media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _temporary_file(filename: str, media_type: str, write: Callable[[Path], None]) -> FileResponse:
+    """A download written by ``write`` into a temporary folder that is removed once sent."""
+    folder = Path(tempfile.mkdtemp(prefix="slidelabel-export-"))
+    try:
+        write(folder / filename)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(folder / filename, media_type=media_type, filename=filename,
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+
+@router.get("/slides/{slide_id}/export/geojson")
+def export_geojson(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+                   source: Source = Source.labels, epoch: EpochQuery = None,
+                   dissolve: DissolveQuery = True) -> Response:
+    """A GeoJSON FeatureCollection for QuPath (File > Import objects), level-0 pixels."""
+    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+    return _json(service.geojson(classes, access.project, dissolve=dissolve),
+                 f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json")
+
+
+@router.get("/slides/{slide_id}/export/annotation")
+def export_annotation(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+                      source: Source = Source.labels, epoch: EpochQuery = None, dissolve: DissolveQuery = True,
+                      elements: ElementsQuery = Elements.polygons,
+                      girder_id: Annotated[str | None, Query(description="Girder item of the superpixel image")] = None,
+                      ) -> Response:
+    """A Digital Slide Archive (large_image) annotation JSON, level-0 pixels."""
+    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+    document = service.annotation(classes, access.project, dissolve=dissolve, elements=elements, girder_id=girder_id)
+    return _json(document, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json")
+
+
+@router.get("/slides/{slide_id}/export/mask.tiff", response_class=FileResponse)
+def export_mask(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+                source: Source = Source.predictions, epoch: EpochQuery = None) -> FileResponse:
+    """A pyramidal uint8 TIFF at the working level: category position + 1, 0 = none."""
+    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+    return _temporary_file(f"{service.file_stem(classes.slide)}-{source}.mask.tiff", "image/tiff",
+                           lambda path: service.write_slide_mask(classes, access.project, path))
+
+
+@router.get("/slides/{slide_id}/export/predictions.csv")
+def export_slide_csv(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+                     epoch: EpochQuery = None) -> StreamingResponse:
+    """One row per superpixel: centroid, bbox and area (level-0), predicted category, certainty
+    and the probability of each category."""
+    slide = get_slide(session, access.project.id, slide_id)
+    return _csv(session, settings.data_dir, access.project, [slide], epoch, service.file_stem(slide))
+
+
+@router.get("/export/predictions.csv")
+def export_project_csv(access: Viewer, session: ReadSession, settings: SettingsDep,
+                       epoch: EpochQuery = None) -> StreamingResponse:
+    """The predictions CSV of every slide the epoch predicted."""
+    return _csv(session, settings.data_dir, access.project, slides_of(session, access.project.id), epoch,
+                f"project-{access.project.id}")
+
+
+@router.get("/export/{archive_format}.zip", response_class=FileResponse)
+def export_archive(archive_format: ArchiveFormat, access: Viewer, session: ReadSession, settings: SettingsDep,
+                   source: Source = Source.labels, epoch: EpochQuery = None,
+                   dissolve: DissolveQuery = True) -> FileResponse:
+    """A zip of one GeoJSON, annotation JSON or mask per slide, with ``slidelabel.json`` naming
+    the slides left out."""
+    files = ProjectFiles(settings.data_dir, access.project.id)
+    return _temporary_file(f"project-{access.project.id}-{source}-{archive_format}.zip", "application/zip",
+                           lambda path: service.write_archive(session, files, access.project, path, archive_format,
+                                                              source, epoch=epoch, dissolve=dissolve))
+
+
+@router.post("/slides/{slide_id}/import", openapi_extra={"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "description": "GeoJSON or DSA annotation JSON"}}}}})
+def import_annotations(slide_id: int, access: Annotator, session: WriteSession, settings: SettingsDep,
+                       document: UploadedJson, create_categories: bool = False) -> ImportReport:
+    """Label the superpixels whose centroid lies in the uploaded polygons as the caller's labels.
+
+    The body is a GeoJSON FeatureCollection (QuPath: classification name = category name) or a
+    Digital Slide Archive annotation (polygons by ``group`` or ``label``, pixelmaps by category
+    label). Unknown category names are refused with a list, unless ``create_categories`` (owners).
+    """
+    slide = locked_slide(session, access.project.id, slide_id)
+    project = session.get(Project, access.project.id)
+    result = import_labels(session, ProjectFiles(settings.data_dir, project.id), project, slide, access.user,
+                           access.role, document, create_categories=create_categories)
+    return ImportReport.model_validate(result)
+
+
+def _classes(session: Session, data_dir: Path, project: Project, slide_id: int, source: Source,
+             epoch: int | None) -> service.SlideClasses:
+    slide = get_slide(session, project.id, slide_id)
+    return service.slide_classes(session, ProjectFiles(data_dir, project.id), slide, source, epoch)
+
+
+def _csv(session: Session, data_dir: Path, project: Project, slides: list[Slide], epoch: int | None,
+         stem: str) -> StreamingResponse:
+    chunks = service.slide_predictions_csv(session, ProjectFiles(data_dir, project.id), project, slides, epoch)
+    return StreamingResponse(chunks, media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="{stem}-predictions.csv"'})

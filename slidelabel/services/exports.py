@@ -1,0 +1,372 @@
+"""Exports of a slide's labels or predictions in the formats the field reads.
+
+- **GeoJSON** for QuPath (0.4+): a FeatureCollection of ``Polygon``/``MultiPolygon`` features in
+  level-0 pixels, ``properties.objectType = "annotation"`` and
+  ``properties.classification = {"name", "color": [r, g, b]}``, as QuPath writes and reads them.
+- **Annotation JSON** for the Digital Slide Archive / HistomicsUI (large_image's annotation
+  schema): closed ``polyline`` elements per region and, on request, the ``pixelmap`` element of
+  the superpixels.
+- **Mask TIFF** (:mod:`slidelabel.services.masks`) and **predictions CSV**.
+
+Labels are the effective labels (:func:`slidelabel.services.reviews.effective_labels`: a review,
+else the majority of users' labels); predictions are those of an epoch, the latest by default.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import ConflictError, NotFoundError, ParameterError
+from slidelabel.services.epochs import get_epoch, slide_predictions
+from slidelabel.services.masks import category_values, write_mask
+from slidelabel.services.polygons import Polygon, label_map_polygons
+from slidelabel.services.reviews import effective_labels
+from slidelabel.services.slides import slides_of
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Category, Project, Slide
+from slidelabel.store.predictions import SlidePredictions, read_predictions
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
+from slidelabel.store.superpixel_table import SuperpixelTable, read_table
+
+#: Stands for the Girder item id of the superpixel image in a ``pixelmap`` element when none is
+#: given: 24 hex digits, as the schema demands, that no Girder item has. Replace it with the id of
+#: the item holding the superpixel image (pixel value = superpixel id, RGB-encoded as
+#: ``R + 256 G + 65536 B``, at the working level; the element's ``transform`` scales it to level 0).
+PLACEHOLDER_GIRDER_ID = "0" * 24
+_GIRDER_ID = re.compile(r"^[0-9a-f]{24}$")
+#: Superpixels traced per pass for one shape per superpixel (a few tens of MB of boundaries).
+SUPERPIXELS_PER_PASS = 2000
+
+
+class Source(enum.StrEnum):
+    labels = "labels"
+    predictions = "predictions"
+
+
+class ArchiveFormat(enum.StrEnum):
+    """What a project-wide zip holds per slide."""
+
+    geojson = "geojson"
+    annotation = "annotation"
+    mask = "mask"
+
+
+class Elements(enum.StrEnum):
+    """Which elements an annotation JSON holds."""
+
+    polygons = "polygons"
+    pixelmap = "pixelmap"
+    both = "both"
+
+
+@dataclass(frozen=True)
+class SlideClasses:
+    """The category of each classified superpixel of one slide, from labels or predictions.
+
+    ``superpixels_M`` (int64 ids) and ``category_ids_M`` (int64) pair up; ``certainty_M`` is set
+    for predictions. ``folder`` is the slide's superpixel folder, ``downsample`` level-0 pixels
+    per working pixel and ``mpp`` micrometres per working pixel (None when unknown).
+    """
+
+    slide: Slide
+    source: Source
+    epoch: int | None
+    superpixels_M: np.ndarray
+    category_ids_M: np.ndarray
+    certainty_M: np.ndarray | None
+    folder: Path
+    downsample: float
+    mpp: float | None
+
+    @property
+    def count(self) -> int:
+        """Superpixels of the slide (N)."""
+        return int(self.slide.superpixels or 0)
+
+
+def superpixel_folder(files: ProjectFiles, slide: Slide) -> tuple[Path, dict]:
+    """The slide's finished superpixel folder and its manifest; :class:`ConflictError` before
+    its superpixels are computed."""
+    folder = files.superpixels(slide.id)
+    manifest = read_manifest(folder / MANIFEST_FILE)
+    if manifest is None or not slide.superpixels:
+        raise ConflictError(f"slide {slide.name!r} has no superpixels yet: compute them before exporting it")
+    return folder, manifest
+
+
+def slide_classes(session: Session, files: ProjectFiles, slide: Slide, source: Source,
+                  epoch: int | None = None) -> SlideClasses:
+    """What ``slide``'s superpixels are by ``source``: its effective labels, or the predicted
+    category of every predicted superpixel of ``epoch`` (the latest when None)."""
+    folder, manifest = superpixel_folder(files, slide)
+    certainty = None
+    if source is Source.labels:
+        empty = np.empty(0, np.int64)
+        labels = effective_labels(session, slide.project_id, slide_id=slide.id)
+        superpixels, categories = labels.get(slide.id, (empty, empty))
+    else:
+        epoch, predictions = slide_predictions(session, files.data_dir, slide.project_id, slide.id, epoch)
+        predicted_N = predictions.predicted_N
+        superpixels = np.flatnonzero(predicted_N) + 1
+        categories, certainty = predicted_N[superpixels - 1], predictions.certainty_N[superpixels - 1]
+    working = manifest["working"]
+    return SlideClasses(slide, source, epoch if source is Source.predictions else None,
+                        np.asarray(superpixels, np.int64), np.asarray(categories, np.int64), certainty, folder,
+                        float(working["downsample"]), working.get("mpp"))
+
+
+def classified_polygons(classes: SlideClasses, *, dissolve: bool = True, tolerance: float = 1.0
+                        ) -> dict[int, list[Polygon]]:
+    """Polygons in level-0 pixels keyed by category id (``dissolve``: neighbouring superpixels of
+    one category merged) or by superpixel id (one shape per superpixel, traced
+    :data:`SUPERPIXELS_PER_PASS` at a time over the rows they span, so memory stays bounded on
+    fully labelled slides); ``tolerance`` in working pixels."""
+    labels_path = classes.folder / LABELS_FILE
+    region_of_id = np.zeros(classes.count + 1, np.int64)
+    if dissolve:
+        region_of_id[classes.superpixels_M] = classes.category_ids_M
+        return label_map_polygons(labels_path, region_of_id, downsample=classes.downsample, tolerance=tolerance)
+    region_of_id[classes.superpixels_M] = classes.superpixels_M
+    bbox_level0 = read_table(classes.folder / TABLE_FILE).bbox_level0
+    polygons: dict[int, list[Polygon]] = {}
+    ids_M = np.sort(classes.superpixels_M)
+    for start in range(0, ids_M.size, SUPERPIXELS_PER_PASS):
+        batch = ids_M[start:start + SUPERPIXELS_PER_PASS]
+        top = int(bbox_level0[batch - 1, 1].min() // classes.downsample)
+        bottom = int(-(-bbox_level0[batch - 1, 3].max() // classes.downsample))
+        polygons.update(label_map_polygons(labels_path, region_of_id, downsample=classes.downsample,
+                                           tolerance=tolerance, rows=(top - 1, bottom + 1),
+                                           regions=(int(batch[0]), int(batch[-1]) + 1)))
+    return polygons
+
+
+def rgb(color: str) -> list[int]:
+    """``#rrggbb`` as ``[r, g, b]``."""
+    return [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+
+
+def _coordinates(ring_K_2: np.ndarray, integral: bool) -> list:
+    return ring_K_2.astype(np.int64).tolist() if integral else np.round(ring_K_2, 2).tolist()
+
+
+def _shapes(classes: SlideClasses, categories: dict[int, Category], dissolve: bool
+            ) -> Iterator[tuple[Category, list[Polygon], dict]]:
+    """``(category, parts, extra properties)`` per exported region, in legend order."""
+    polygons = classified_polygons(classes, dissolve=dissolve)
+    category_of = dict(zip(classes.superpixels_M.tolist(), classes.category_ids_M.tolist()))
+    row_of = {superpixel: row for row, superpixel in enumerate(classes.superpixels_M.tolist())}
+    # A category deleted since the epoch predicted it has no entry and is left out.
+    shown = {region: categories[c] for region in polygons
+             if (c := region if dissolve else category_of[region]) in categories}
+    for region in sorted(shown, key=lambda region: (shown[region].position, region)):
+        category = shown[region]
+        if dissolve:
+            members = np.flatnonzero(classes.category_ids_M == category.id)
+            extra: dict = {"superpixels": int(members.size)}
+        else:
+            members = np.array([row_of[region]])
+            extra = {"superpixel": region}
+        if classes.certainty_M is not None:
+            extra["certainty"] = round(float(classes.certainty_M[members].mean()), 4)
+        yield category, polygons[region], extra
+
+
+def geojson(classes: SlideClasses, project: Project, *, dissolve: bool = True) -> dict:
+    """A GeoJSON FeatureCollection for QuPath: one feature per category (``dissolve``) or per
+    superpixel, ``Polygon`` or ``MultiPolygon`` in level-0 pixels, holes included.
+
+    Properties: ``objectType: "annotation"``, ``classification: {"name", "color": [r, g, b]}``,
+    ``excluded`` (the category is never trained on), ``measurements`` (``superpixels`` or
+    ``superpixel``, and the mean ``certainty`` for predictions) and ``source``.
+    """
+    categories = {category.id: category for category in project.categories}
+    integral = float(classes.downsample).is_integer()
+    features = []
+    for category, parts, extra in _shapes(classes, categories, dissolve):
+        rings = [[_coordinates(p.shell_K_2, integral), *(_coordinates(h, integral) for h in p.holes)] for p in parts]
+        geometry = ({"type": "Polygon", "coordinates": rings[0]} if len(rings) == 1
+                    else {"type": "MultiPolygon", "coordinates": rings})
+        features.append({"type": "Feature", "geometry": geometry, "properties": {
+            "objectType": "annotation", "classification": {"name": category.name, "color": rgb(category.color)},
+            "excluded": category.excluded, "source": classes.source.value, "measurements": extra}})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def annotation(classes: SlideClasses, project: Project, *, dissolve: bool = True,
+               elements: Elements = Elements.polygons, girder_id: str | None = None) -> dict:
+    """A Digital Slide Archive annotation (large_image's annotation schema) in level-0 pixels.
+
+    ``polygons``: a closed ``polyline`` element per region (``holes`` kept), ``group`` and
+    ``label`` set to the category name, so HistomicsUI shows it without any plugin.
+    ``pixelmap``: one element whose ``values[s]`` is the index in ``categories`` of superpixel
+    ``s`` (0, the first category ``default``, for unclassified ones and for index 0, which is no
+    superpixel); ``girderId`` is ``girder_id`` or :data:`PLACEHOLDER_GIRDER_ID`.
+    """
+    if girder_id is not None and not _GIRDER_ID.match(girder_id):
+        raise ParameterError(f"girder_id {girder_id!r} is not a Girder item id (24 lower-case hex digits)")
+    categories = {category.id: category for category in project.categories}
+    items: list[dict] = []
+    if elements is not Elements.pixelmap:
+        integral = float(classes.downsample).is_integer()
+        for category, parts, extra in _shapes(classes, categories, dissolve):
+            r, g, b = rgb(category.color)
+            for part in parts:
+                element = {"type": "polyline", "closed": True, "points": _points(part.shell_K_2, integral),
+                           "group": category.name, "label": {"value": category.name}, "lineColor": category.color,
+                           "fillColor": f"rgba({r}, {g}, {b}, 0.25)", "user": {**extra, "excluded": category.excluded}}
+                if part.holes:
+                    element["holes"] = [_points(hole, integral) for hole in part.holes]
+                items.append(element)
+    if elements is not Elements.polygons:
+        items.append(_pixelmap(classes, project.categories, girder_id or PLACEHOLDER_GIRDER_ID))
+    where = f"epoch {classes.epoch} predictions" if classes.source is Source.predictions else "effective labels"
+    description = f"{where} of {classes.slide.name} exported by slidelabel from project {project.name!r}"
+    if not girder_id and elements is not Elements.polygons:
+        description += (f"; the pixelmap's girderId {PLACEHOLDER_GIRDER_ID} is a placeholder for the Girder item of "
+                        "the superpixel image")
+    attributes = {"project": project.name, "slide": classes.slide.name, "source": classes.source.value,
+                  "epoch": classes.epoch, "downsample": classes.downsample}
+    return {"name": f"slidelabel {classes.source.value}", "description": description,
+            "attributes": {"slidelabel": attributes}, "elements": items}
+
+
+def _points(ring_K_2: np.ndarray, integral: bool) -> list:
+    """A closed ring as DSA points: ``[x, y, 0]``, the first point not repeated."""
+    ring = ring_K_2[:-1]
+    return np.column_stack([ring, np.zeros(len(ring))]).astype(np.int64 if integral else np.float64).round(2).tolist()
+
+
+def _pixelmap(classes: SlideClasses, categories: list[Category], girder_id: str) -> dict:
+    index_of = {category.id: i + 1 for i, category in enumerate(categories)}
+    values = np.zeros(classes.count + 1, np.int64)
+    values[classes.superpixels_M] = [index_of.get(c, 0) for c in classes.category_ids_M.tolist()]
+    legend = [{"label": "default", "fillColor": "rgba(0, 0, 0, 0)", "strokeColor": "rgba(0, 0, 0, 1)"}]
+    for category in categories:
+        r, g, b = rgb(category.color)
+        legend.append({"label": category.name, "fillColor": f"rgba({r}, {g}, {b}, 0.5)", "strokeColor": category.color})
+    d = classes.downsample
+    return {"type": "pixelmap", "girderId": girder_id, "boundaries": False, "values": values.tolist(),
+            "categories": legend, "transform": {"xoffset": 0, "yoffset": 0, "matrix": [[d, 0], [0, d]]},
+            "user": {"superpixel_image": "pixel value = slidelabel superpixel id at the working level",
+                     "excluded": [c.name for c in categories if c.excluded]}}
+
+
+def csv_header(category_ids_C: np.ndarray, categories: dict[int, Category]) -> list[str]:
+    """Columns of :func:`predictions_csv`, one ``p_<name>`` per model column."""
+    names = [categories[c].name if c in categories else f"category {c}" for c in category_ids_C.tolist()]
+    return ["slide", "superpixel", "centroid_x", "centroid_y", "x_min", "y_min", "x_max", "y_max", "area_um2",
+            "area_px_level0", "predicted", "certainty", *(f"p_{name}" for name in names)]
+
+
+def predictions_csv(slide: Slide, table: SuperpixelTable, predictions: SlidePredictions, downsample: float,
+                    categories: dict[int, Category], columns_C: np.ndarray, *, rows_per_chunk: int = 5000
+                    ) -> Iterator[str]:
+    """CSV text (no header) of every superpixel of a slide, ``rows_per_chunk`` rows at a time.
+
+    Coordinates and ``area_px_level0`` are level-0 pixels (bbox max exclusive), ``area_um2`` is
+    empty when the pixel size is unknown; ``predicted``, ``certainty`` and probabilities are
+    empty where nothing was predicted. Probabilities follow ``columns_C`` (category ids).
+    """
+    column_of = {c: i for i, c in enumerate(predictions.category_ids_C.tolist())}
+    probs_N_C = np.zeros((predictions.probs_N_C.shape[0], columns_C.size), np.float32)
+    for out, category_id in enumerate(columns_C.tolist()):
+        if category_id in column_of:
+            probs_N_C[:, out] = predictions.probs_N_C[:, column_of[category_id]]
+    predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
+    area_um2 = table.area_um2
+    for start in range(0, table.ids.size, rows_per_chunk):
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        for i in range(start, min(start + rows_per_chunk, table.ids.size)):
+            cx, cy = table.centroid_level0[i]
+            known = i < predicted_N.size and predicted_N[i] != 0
+            category = categories.get(int(predicted_N[i])) if known else None
+            writer.writerow([slide.name, int(table.ids[i]), f"{cx:.1f}", f"{cy:.1f}", *table.bbox_level0[i].tolist(),
+                             "" if area_um2 is None else f"{area_um2[i]:.1f}",
+                             f"{table.area_px[i] * downsample ** 2:.0f}",
+                             category.name if category else "", f"{certainty_N[i]:.4f}" if known else "",
+                             *((f"{p:.4f}" for p in probs_N_C[i]) if known else ("",) * columns_C.size)])
+        yield text.getvalue()
+
+
+def slide_predictions_csv(session: Session, files: ProjectFiles, project: Project, slides: list[Slide],
+                          epoch: int | None = None) -> Iterator[str]:
+    """The predictions CSV of ``slides`` (header first) as chunks of text, skipping slides the
+    epoch did not predict; :class:`NotFoundError` at once when none of them has predictions.
+
+    The database is read here; the chunks only read files, so they can be streamed after the
+    session has ended.
+    """
+    epoch = get_epoch(session, project.id, epoch).number
+    categories = {category.id: category for category in project.categories}
+    predicted = [slide for slide in slides if slide.superpixels and files.predictions(epoch, slide.id).exists()]
+    if not predicted:
+        which = "this slide" if len(slides) == 1 else "any slide"
+        raise NotFoundError(f"epoch {epoch} has no predictions for {which}: compute its features and train a new epoch")
+    return _csv_chunks(files, predicted, epoch, categories)
+
+
+def _csv_chunks(files: ProjectFiles, slides: list[Slide], epoch: int, categories: dict[int, Category]) -> Iterator[str]:
+    columns_C = None
+    for slide in slides:
+        folder, manifest = superpixel_folder(files, slide)
+        predictions = read_predictions(files.predictions(epoch, slide.id))
+        if columns_C is None:
+            columns_C = predictions.category_ids_C
+            yield ",".join(csv_header(columns_C, categories)) + "\n"
+        yield from predictions_csv(slide, read_table(folder / TABLE_FILE), predictions,
+                                   float(manifest["working"]["downsample"]), categories, columns_C)
+
+
+def write_slide_mask(classes: SlideClasses, project: Project, path: Path) -> None:
+    """The slide's category mask (position + 1, 0 = none) as a pyramidal uint8 TIFF at ``path``,
+    atomically (:func:`slidelabel.services.masks.write_mask`)."""
+    values = category_values(classes.superpixels_M, classes.category_ids_M,
+                             {category.id: category.position for category in project.categories}, classes.count)
+    write_mask(path, classes.folder / LABELS_FILE, values, mpp=classes.mpp)
+
+
+def file_stem(slide: Slide) -> str:
+    """A safe file name for a slide's exports: its id and its name without extension."""
+    return f"{slide.id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(slide.name).stem)}"
+
+
+def write_archive(session: Session, files: ProjectFiles, project: Project, out: Path, archive_format: ArchiveFormat,
+                  source: Source, *, epoch: int | None = None, dissolve: bool = True) -> None:
+    """A zip at ``out`` with one export per slide of the project in ``archive_format``, and
+    ``slidelabel.json`` listing the slides left out and why (no superpixels, no predictions).
+    Masks are written next to ``out`` before being stored."""
+    if source is Source.predictions:
+        epoch = get_epoch(session, project.id, epoch).number
+    skipped: dict[str, str] = {}
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for slide in slides_of(session, project.id):
+            try:
+                classes = slide_classes(session, files, slide, source, epoch)
+            except (ConflictError, NotFoundError) as error:
+                skipped[slide.name] = str(error)
+                continue
+            stem = file_stem(slide)
+            if archive_format is ArchiveFormat.mask:
+                mask = out.with_name(f"{stem}.mask.tiff")
+                write_slide_mask(classes, project, mask)
+                archive.write(mask, mask.name, compress_type=zipfile.ZIP_STORED)
+                mask.unlink()
+            else:
+                document = (geojson(classes, project, dissolve=dissolve) if archive_format is ArchiveFormat.geojson
+                            else annotation(classes, project, dissolve=dissolve))
+                suffix = "geojson" if archive_format is ArchiveFormat.geojson else "annotation.json"
+                archive.writestr(f"{stem}.{suffix}", json.dumps(document, separators=(",", ":")))
+        archive.writestr("slidelabel.json", json.dumps({"project": project.name, "source": source.value,
+                                                        "epoch": epoch, "skipped": skipped}, indent=2))
