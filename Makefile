@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv
+.PHONY: demo test venv web
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/slidelabel demo --out demo-output
 
+## The web client, built into slidelabel/server/static/ (committed, so installs need no node).
+web:
+	cd web_client && npm ci && npm run build
+
 ## Install what the tests need and run them.
 test: venv
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The browser tests drive Debian's Chromium with the web client's node modules.
+	[ -x /usr/bin/chromium ] || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "could not install chromium: the browser tests will be skipped"
+	[ -d web_client/node_modules ] || ! command -v npm >/dev/null || (cd web_client && npm ci) \
+		|| echo "npm ci failed: the web client's node tests will be skipped"
 	$(BIN)/python -m pytest

@@ -1,0 +1,230 @@
+// End-to-end test of the web client in headless Debian Chromium (playwright-core, no browser
+// download) against a real `slidelabel serve` on a real slide: log in, create a project, add the
+// slide, prepare it, label by click and brush, undo, retrain, label eight guided cards with keys,
+// filter in review, export GeoJSON. Screenshots of each mode go to the folder printed first;
+// timings (keypress -> next guided card, label click -> recoloured overlay) are printed as JSON.
+//
+//   node tests/web/e2e.mjs [--url http://127.0.0.1:8000 --password PW]   (reuse a running server)
+
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ADMIN_PASSWORD, startServer } from './server.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+const { chromium } = createRequire(join(repo, 'web_client/package.json'))('playwright-core');
+
+const SLIDE = process.env.SLIDELABEL_E2E_SLIDE ?? resolve(repo, '../shared/data/slides/CMU-1-Small-Region.svs');
+const CHROMIUM = process.env.SLIDELABEL_CHROMIUM ?? '/usr/bin/chromium';
+const args = Object.fromEntries(process.argv.slice(2).join('=').split('--').filter(Boolean)
+  .map((pair) => pair.replace(/=$/, '').split('=')));
+const shots = process.env.SLIDELABEL_E2E_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'slidelabel-screens-'));
+mkdirSync(shots, { recursive: true });
+console.log(`screenshots: ${shots}`);
+
+const failures = [];
+function check(condition, message) {
+  console.log(`${condition ? 'ok' : 'FAIL'}: ${message}`);
+  if (!condition) failures.push(message);
+}
+const step = (name) => console.log(`-- ${name}`);
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+const python = process.env.SLIDELABEL_E2E_PYTHON ?? join(repo, '.venv/bin/python');
+const server = args.url ? null : await startServer({ python, repo, slideFolder: dirname(SLIDE) });
+const base = args.url ?? server.url;
+const password = args.password ?? ADMIN_PASSWORD;
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist', '--no-sandbox'],
+});
+
+/** Calls the API from the page, with the page's login token. */
+const api = (page, method, path, body) => page.evaluate(async ([method, path, body]) => {
+  const response = await fetch(`/api/v1${path}`, {
+    method, body: body === undefined ? undefined : JSON.stringify(body),
+    headers: { Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}`, 'Content-Type': 'application/json' },
+  });
+  return { status: response.status, body: await response.json().catch(() => null) };
+}, [method, path, body]);
+
+/** Mean colour of a 5 x 5 patch of the screen around (x, y). */
+async function colourAt(page, x, y) {
+  const png = await page.screenshot({ clip: { x: x - 2, y: y - 2, width: 5, height: 5 } });
+  return page.evaluate(async (bytes) => {
+    const bitmap = await createImageBitmap(new Blob([new Uint8Array(bytes)], { type: 'image/png' }));
+    const canvas = new OffscreenCanvas(5, 5);
+    const context = canvas.getContext('2d');
+    context.drawImage(bitmap, 0, 0);
+    const data = context.getImageData(0, 0, 5, 5).data;
+    const sum = [0, 0, 0];
+    for (let i = 0; i < data.length; i += 4) for (let k = 0; k < 3; k += 1) sum[k] += data[i + k];
+    return sum.map((v) => v / 25);
+  }, [...png]);
+}
+
+/** The durations (ms) of the app's performance measures called `name`. */
+const durations = (page, name) => page.evaluate((name) => performance.getEntriesByName(name).map((e) => e.duration), name);
+
+const labelCount = async (page, projectId, slideId) => {
+  const summary = await api(page, 'GET', `/projects/${projectId}/labels/summary`);
+  return summary.body.categories.reduce((n, c) => n + c.labels, 0);
+};
+
+const timings = {};
+let exitCode = 1;
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(120_000); // a machine busy with other work; the first /registry imports the models
+  page.on('pageerror', (error) => failures.push(`page error: ${error.message}`));
+  page.on('console', (message) => message.type() === 'error' && console.log(`console: ${message.text()}`));
+
+  step('log in');
+  await page.goto(`${base}/`);
+  await page.fill('input[name=username]', 'admin');
+  await page.fill('input[name=password]', 'wrong password');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.notice.error');
+  check((await page.textContent('.notice.error')).includes('Could not log in'), 'a wrong password shows the server\'s refusal');
+  await page.screenshot({ path: join(shots, '01-login-refused.png') });
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('h1:text("Projects")');
+
+  step('create a project');
+  const name = `e2e ${new Date().toISOString()}`;
+  await page.fill('input[name=name]', name);
+  await page.fill('input[name=categories]', 'tumour, stroma, background');
+  await page.screenshot({ path: join(shots, '02-projects.png') });
+  await page.click('form.create button[type=submit]');
+  await page.waitForSelector(`h1:text("${name}")`);
+  const projectId = Number(/#\/p\/(\d+)/.exec(page.url())[1]);
+  check(projectId > 0, `project ${projectId} created`);
+
+  step('add the slide from the server folder and prepare it');
+  await page.selectOption('#server-slide', SLIDE);
+  await page.click('#add-slide');
+  await page.waitForSelector('tr[data-slide]');
+  await page.click('#prepare');
+  await page.waitForSelector('.progress, td .state.done', { timeout: 30_000 });
+  await page.screenshot({ path: join(shots, '03-project-preparing.png') });
+  await page.waitForFunction(() => [...document.querySelectorAll('tr[data-slide] td:nth-child(6) .state')]
+    .some((cell) => cell.textContent === 'done'), null, { timeout: 300_000 });
+  await page.screenshot({ path: join(shots, '04-project-prepared.png') });
+  const slideId = Number(await page.getAttribute('tr[data-slide]', 'data-slide'));
+
+  step('label by click');
+  await page.click(`tr[data-slide="${slideId}"] a`);
+  await page.waitForSelector('.legend .category');
+  await page.waitForTimeout(2500); // tiles
+  const viewer = await page.locator('#viewer').boundingBox();
+  const centre = { x: viewer.x + viewer.width / 2, y: viewer.y + viewer.height / 2 };
+  await page.keyboard.press('2');
+  const before = await colourAt(page, centre.x, centre.y);
+  await page.mouse.click(centre.x, centre.y);
+  await page.waitForTimeout(300);
+  const after = await colourAt(page, centre.x, centre.y);
+  const moved = before.reduce((d, v, k) => d + Math.abs(v - after[k]), 0);
+  check(moved > 20, `the clicked superpixel is recoloured (colour moved by ${moved.toFixed(0)})`);
+  await page.waitForTimeout(500);
+  check((await labelCount(page, projectId, slideId)) === 1, 'one label saved on the server');
+  await page.screenshot({ path: join(shots, '05-label-click.png') });
+  // More clicks, for the timing.
+  for (let i = 1; i <= 6; i += 1) {
+    await page.mouse.click(centre.x - 300 + i * 90, centre.y + 150);
+    await page.waitForTimeout(150);
+  }
+  timings.labelToOverlayMs = await durations(page, 'label-to-overlay');
+  timings.labelToTableMs = await durations(page, 'label-to-table');
+
+  step('brush, then undo and redo');
+  await page.keyboard.press('1');
+  await page.keyboard.press('b');
+  const labelsBeforeBrush = await labelCount(page, projectId, slideId);
+  await page.mouse.move(centre.x - 250, centre.y - 150);
+  await page.mouse.down();
+  for (let i = 0; i <= 20; i += 1) await page.mouse.move(centre.x - 250 + i * 25, centre.y - 150 + Math.sin(i / 3) * 40);
+  await page.mouse.up();
+  await page.waitForTimeout(800);
+  const brushed = (await labelCount(page, projectId, slideId)) - labelsBeforeBrush;
+  check(brushed >= 5, `one brush stroke labelled ${brushed} superpixels`);
+  await page.screenshot({ path: join(shots, '06-label-brush.png') });
+  await page.keyboard.press('Control+z');
+  await page.waitForTimeout(800);
+  check((await labelCount(page, projectId, slideId)) === labelsBeforeBrush, 'undo removes the whole stroke');
+  await page.keyboard.press('Control+y');
+  await page.waitForTimeout(800);
+  check((await labelCount(page, projectId, slideId)) === labelsBeforeBrush + brushed, 'redo puts it back');
+
+  step('retrain');
+  await page.click('#retrain');
+  await page.waitForSelector('.retrain-status .ok', { timeout: 300_000 });
+  check((await api(page, 'GET', `/projects/${projectId}/epochs`)).body.length === 1, 'epoch 1 trained');
+  await page.click('input[name=overlay-source][value=predictions]');
+  await page.waitForTimeout(1000);
+  await page.screenshot({ path: join(shots, '07-predictions.png') });
+  await page.click('input[name=overlay-source][value=certainty]');
+  await page.waitForTimeout(1000);
+  await page.screenshot({ path: join(shots, '08-certainty.png') });
+
+  step('guided: eight cards by keys');
+  await page.goto(`${base}/#/p/${projectId}/guided`);
+  await page.waitForSelector('.guided-strip .card.current img');
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: join(shots, '09-guided.png') });
+  const labelsBeforeGuided = await labelCount(page, projectId, slideId);
+  const seen = [];
+  for (let i = 0; i < 8; i += 1) {
+    const shown = await page.getAttribute('.card.current', 'data-superpixel');
+    seen.push(shown);
+    await page.keyboard.press(i % 3 === 2 ? 'Enter' : String(1 + (i % 2)));
+    // The next card, and a quiet moment, before the next key: one timing per key press.
+    await page.waitForFunction((shown) => document.querySelector('.card.current')?.getAttribute('data-superpixel') !== shown,
+      shown);
+    await page.waitForTimeout(400);
+  }
+  await page.waitForTimeout(800);
+  check(new Set(seen).size === 8, `eight different cards were shown (${seen.join(', ')})`);
+  check((await labelCount(page, projectId, slideId)) - labelsBeforeGuided === 8, 'eight guided labels saved');
+  await page.screenshot({ path: join(shots, '10-guided-after-8.png') });
+  timings.guidedNextMs = await durations(page, 'guided-next');
+  timings.guidedCardDomMs = await durations(page, 'guided-card-dom');
+
+  step('review');
+  await page.goto(`${base}/#/p/${projectId}/review`);
+  await page.waitForSelector('.review-item');
+  const all = await page.locator('.review-item').count();
+  const categories = (await api(page, 'GET', `/projects/${projectId}`)).body.categories;
+  await page.selectOption('select[name=category_id]', String(categories[0].id));
+  await page.waitForTimeout(800);
+  const filtered = await page.locator('.review-item').count();
+  check(filtered > 0 && filtered < all, `the category filter keeps ${filtered} of ${all}`);
+  await page.screenshot({ path: join(shots, '11-review.png') });
+
+  step('dashboard and export');
+  await page.goto(`${base}/#/p/${projectId}/dashboard`);
+  await page.waitForSelector('.exports a');
+  await page.waitForTimeout(800);
+  await page.screenshot({ path: join(shots, '12-dashboard.png'), fullPage: true });
+  const href = await page.getAttribute('.exports a[data-export="geojson-labels"]', 'href');
+  const geojson = await (await fetch(new URL(href, base))).json();
+  const names = new Set(geojson.features.map((f) => f.properties?.classification?.name));
+  check(geojson.type === 'FeatureCollection' && geojson.features.length > 0, `GeoJSON with ${geojson.features.length} features`);
+  check(names.has('tumour') && names.has('stroma'), `GeoJSON classes: ${[...names].join(', ')}`);
+  exitCode = failures.length ? 1 : 0;
+} catch (error) {
+  console.log(`FAIL: ${error.stack ?? error}`);
+} finally {
+  const medians = Object.fromEntries(Object.entries(timings).map(([key, values]) =>
+    [key.replace(/Ms$/, 'MedianMs'), values.length ? Number(median(values).toFixed(1)) : null]));
+  const summary = { ...medians, ...timings, failures };
+  writeFileSync(join(shots, 'timings.json'), JSON.stringify(summary, null, 1));
+  console.log(`timings: ${JSON.stringify(summary)}`);
+  await browser.close();
+  await server?.stop();
+}
+console.log(`${exitCode === 0 ? 'e2e passed' : 'e2e FAILED'}; screenshots in ${shots}`);
+process.exit(exitCode);

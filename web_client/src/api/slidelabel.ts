@@ -1,0 +1,85 @@
+// One typed function per server route the client uses.
+import type { ApiClient } from './client';
+import type * as T from './types';
+
+const project = (p: number) => `/projects/${p}`;
+const slide = (p: number, s: number) => `/projects/${p}/slides/${s}`;
+
+export class SlidelabelApi {
+  constructor(readonly http: ApiClient) {}
+
+  // accounts
+  async login(username: string, password: string): Promise<T.LoginResponse> {
+    const response = await this.http.json<T.LoginResponse>('POST', '/auth/login', { username, password });
+    this.http.setToken(response.token);
+    return response;
+  }
+  async logout(): Promise<void> {
+    await this.http.json('POST', '/auth/logout').catch(() => undefined);
+    this.http.setToken(null);
+  }
+  me = () => this.http.json<T.User>('GET', '/auth/me');
+  registry = () => this.http.json<T.Registry>('GET', '/registry');
+
+  // projects, categories, members
+  projects = () => this.http.json<T.Project[]>('GET', '/projects');
+  project = (p: number) => this.http.json<T.Project>('GET', project(p));
+  createProject = (body: T.ProjectCreate) => this.http.json<T.Project>('POST', '/projects', body);
+  updateProject = (p: number, body: T.ProjectUpdate) => this.http.json<T.Project>('PATCH', project(p), body);
+  addCategory = (p: number, body: T.CategoryCreate) =>
+    this.http.json<T.Category>('POST', `${project(p)}/categories`, body);
+  updateCategory = (p: number, c: number, body: T.CategoryUpdate) =>
+    this.http.json<T.Category>('PATCH', `${project(p)}/categories/${c}`, body);
+  members = (p: number) => this.http.json<T.Member[]>('GET', `${project(p)}/members`);
+
+  // slides and jobs
+  slideFolders = () => this.http.json<T.SlideFolder[]>('GET', '/slide-folders');
+  slides = (p: number) => this.http.json<T.Slide[]>('GET', `${project(p)}/slides`);
+  addSlides = (p: number, path: string) => this.http.json<T.SlidesAdded>('POST', `${project(p)}/slides`, { path });
+  uploadSlide(p: number, file: File): Promise<T.Slide> {
+    const form = new FormData();
+    form.append('file', file);
+    return this.http.json<T.Slide>('POST', `${project(p)}/slides/upload`, form);
+  }
+  deleteSlide = (p: number, s: number) => this.http.json<void>('DELETE', slide(p, s));
+  prepare = (p: number) => this.http.json<T.Job[]>('POST', `${project(p)}/jobs/prepare`);
+  jobs = (p: number) => this.http.json<T.Job[]>('GET', `${project(p)}/jobs`, undefined, { limit: 50 });
+  job = (p: number, id: number) => this.http.json<T.JobLog>('GET', `${project(p)}/jobs/${id}`);
+
+  // viewer data
+  tileMetadata = (p: number, s: number) => this.http.json<T.TileMetadata>('GET', `${slide(p, s)}/tiles`);
+  superpixels = (p: number, s: number) => this.http.json<T.SuperpixelTable>('GET', `${slide(p, s)}/superpixels`);
+  tileUrl = (p: number, s: number) => this.http.url(`${slide(p, s)}/tiles/{z}/{x}/{y}.jpg`);
+  indexTileUrl = (p: number, s: number) => this.http.url(`${slide(p, s)}/superpixel-tiles/{z}/{x}/{y}.png`);
+  thumbnailUrl = (p: number, s: number, width: number) => this.http.url(`${slide(p, s)}/thumbnail.jpg`, { width });
+  superpixelPictureUrl = (p: number, s: number, superpixel: number, size = 192) =>
+    this.http.url(`${slide(p, s)}/superpixels/${superpixel}/thumbnail.png`, { size });
+  async labelArray(p: number, s: number, view: 'mine' | 'effective' = 'mine'): Promise<Uint16Array> {
+    return new Uint16Array(await this.http.bytes(`${slide(p, s)}/labels.bin`, { view }));
+  }
+  async predictionArray(p: number, s: number): Promise<Uint16Array> {
+    return new Uint16Array(await this.http.bytes(`${slide(p, s)}/predictions.bin`));
+  }
+  async certaintyArray(p: number, s: number): Promise<Uint8Array> {
+    return new Uint8Array(await this.http.bytes(`${slide(p, s)}/certainty.bin`));
+  }
+
+  // labels, epochs, queue
+  setLabels = (p: number, s: number, body: T.LabelBatch) =>
+    this.http.json<T.BatchResult>('PUT', `${slide(p, s)}/labels`, body);
+  labelSummary = (p: number) => this.http.json<T.LabelSummary>('GET', `${project(p)}/labels/summary`);
+  train = (p: number) => this.http.json<T.Job>('POST', `${project(p)}/epochs`);
+  epochs = (p: number) => this.http.json<T.Epoch[]>('GET', `${project(p)}/epochs`);
+  queue = (p: number, n: number) => this.http.json<T.Queue>('GET', `${project(p)}/queue`, undefined, { n });
+
+  // review
+  review = (p: number, query: T.ReviewQuery) =>
+    this.http.json<T.ReviewPage>('GET', `${project(p)}/review`, undefined, { ...query });
+  relabel = (p: number, body: T.Relabel) => this.http.json<T.BatchResult>('POST', `${project(p)}/review/relabel`, body);
+  agreement = (p: number) => this.http.json<T.Agreement>('GET', `${project(p)}/agreement`);
+
+  // exports: downloads the browser fetches itself
+  exportUrl = (p: number, s: number, what: 'geojson' | 'annotation' | 'mask.tiff' | 'predictions.csv', source?: string) =>
+    this.http.url(`${slide(p, s)}/export/${what}`, source ? { source } : undefined);
+}
+

@@ -1,0 +1,56 @@
+// Names for the server's schemas, generated into schema.d.ts from its OpenAPI document
+// (`npm run api-types`), so a changed server schema fails the type check here.
+import type { components } from './schema';
+
+type Schemas = components['schemas'];
+
+export type User = Schemas['UserPublic'];
+export type LoginResponse = Schemas['LoginResponse'];
+export type Project = Schemas['ProjectPublic'];
+export type ProjectCreate = Schemas['ProjectCreate'];
+export type ProjectUpdate = Schemas['ProjectUpdate'];
+export type Category = Schemas['CategoryPublic'];
+export type CategoryCreate = Schemas['CategoryCreate'];
+export type CategoryUpdate = Schemas['CategoryUpdate'];
+export type Slide = Schemas['SlidePublic'];
+export type SlidesAdded = Schemas['SlidesAdded'];
+export type SlideFolder = Schemas['SlideFolderPublic'];
+export type Job = Schemas['JobPublic'];
+export type JobLog = Schemas['JobLog'];
+export type TileMetadata = Schemas['TileMetadata'];
+export type SuperpixelTable = Schemas['SuperpixelTablePublic'];
+export type LabelBatch = Schemas['LabelBatch'];
+export type BatchResult = Schemas['BatchResult'];
+export type LabelSummary = Schemas['LabelSummary'];
+export type Epoch = Schemas['EpochPublic'];
+export type QueueItem = Schemas['QueueItem'];
+export type Queue = Schemas['QueuePublic'];
+export type ReviewItem = Schemas['ReviewItemPublic'];
+export type ReviewPage = Schemas['ReviewPage'];
+export type Relabel = Schemas['Relabel'];
+export type Agreement = Schemas['Agreement'];
+export type Member = Schemas['MemberPublic'];
+
+/** What GET /registry lists: feature extractors, models and strategies by name. */
+export interface RegistryEntry {
+  name: string;
+  description?: string;
+  dimensions?: number;
+}
+export interface Registry {
+  features: RegistryEntry[];
+  models: RegistryEntry[];
+  strategies: RegistryEntry[];
+}
+
+/** Query of GET /review. */
+export interface ReviewQuery {
+  slide_id?: number;
+  user_id?: number;
+  category_id?: number;
+  mismatch?: boolean;
+  reviewed?: boolean;
+  sort?: string;
+  offset?: number;
+  limit?: number;
+}

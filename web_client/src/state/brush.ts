@@ -1,0 +1,118 @@
+// Brush strokes: which superpixels a stroke covers, gathered into one batch for the server.
+// Coordinates are level-0 pixels (`x_base`, `y_base`).
+
+export interface Point {
+  x: number;
+  y: number;
+}
+
+/**
+ * Superpixel centroids in a uniform grid of `cellPx` level-0 pixels, for "which superpixels lie
+ * within r of this point" in time proportional to the answer.
+ */
+export class CentroidIndex {
+  private readonly cells = new Map<number, number[]>();
+  private readonly columns: number;
+
+  /** `ids[i]` has its centroid at `centroids[i]` = [x_base, y_base]. */
+  constructor(
+    private readonly ids: readonly number[],
+    private readonly centroids: readonly (readonly number[])[],
+    private readonly cellPx = 256,
+  ) {
+    const maxX = centroids.reduce((m, c) => Math.max(m, c[0]), 0);
+    this.columns = Math.floor(maxX / cellPx) + 1;
+    centroids.forEach((c, i) => {
+      const key = this.key(Math.floor(c[0] / cellPx), Math.floor(c[1] / cellPx));
+      const cell = this.cells.get(key) ?? [];
+      cell.push(i);
+      this.cells.set(key, cell);
+    });
+  }
+
+  private key(column: number, row: number): number {
+    return row * this.columns + column;
+  }
+
+  /** Ids of the superpixels whose centroid is within `radius` of `point`. */
+  within(point: Point, radius: number): number[] {
+    return this.rowsWithin(point, radius).map((i) => this.ids[i]);
+  }
+
+  private rowsWithin(point: Point, radius: number): number[] {
+    const found: number[] = [];
+    const r2 = radius * radius;
+    const [c0, c1] = [Math.floor((point.x - radius) / this.cellPx), Math.floor((point.x + radius) / this.cellPx)];
+    const [r0, r1] = [Math.floor((point.y - radius) / this.cellPx), Math.floor((point.y + radius) / this.cellPx)];
+    for (let row = Math.max(0, r0); row <= r1; row += 1) {
+      for (let column = Math.max(0, c0); column <= Math.min(this.columns - 1, c1); column += 1) {
+        for (const i of this.cells.get(this.key(column, row)) ?? []) {
+          const dx = this.centroids[i][0] - point.x;
+          const dy = this.centroids[i][1] - point.y;
+          if (dx * dx + dy * dy <= r2) found.push(i);
+        }
+      }
+    }
+    return found;
+  }
+
+  /** The superpixel whose centroid is nearest to `point`, within `radius`; 0 when none is. */
+  nearest(point: Point, radius: number): number {
+    let best = 0;
+    let bestD2 = radius * radius;
+    for (const i of this.rowsWithin(point, radius)) {
+      const d2 = (this.centroids[i][0] - point.x) ** 2 + (this.centroids[i][1] - point.y) ** 2;
+      if (d2 <= bestD2) [best, bestD2] = [this.ids[i], d2];
+    }
+    return best;
+  }
+}
+
+/** Points from `from` to `to` at most `spacing` apart (`to` included, `from` not), so a fast stroke leaves no gaps. */
+export function strokePoints(from: Point, to: Point, spacing: number): Point[] {
+  const distance = Math.hypot(to.x - from.x, to.y - from.y);
+  const steps = Math.max(1, Math.ceil(distance / Math.max(spacing, 1e-9)));
+  return Array.from({ length: steps }, (_, i) => ({
+    x: from.x + ((to.x - from.x) * (i + 1)) / steps,
+    y: from.y + ((to.y - from.y) * (i + 1)) / steps,
+  }));
+}
+
+/** One stroke of the brush (or eraser): the superpixels it has covered so far, each once. */
+export class BrushStroke {
+  private readonly covered = new Set<number>();
+  private last: Point | null = null;
+
+  constructor(
+    private readonly index: CentroidIndex,
+    readonly radius: number,
+  ) {}
+
+  /**
+   * Moves the brush to `point`; `under` is the superpixel under the pointer (0: unknown), so
+   * a brush smaller than a superpixel still paints it. Returns the ids covered for the first time.
+   */
+  moveTo(point: Point, under = 0): number[] {
+    const points = this.last ? strokePoints(this.last, point, this.radius / 2) : [point];
+    this.last = point;
+    const added: number[] = [];
+    const add = (id: number) => {
+      if (id > 0 && !this.covered.has(id)) {
+        this.covered.add(id);
+        added.push(id);
+      }
+    };
+    add(under);
+    for (const p of points) this.index.within(p, this.radius).forEach(add);
+    return added;
+  }
+
+  get size(): number {
+    return this.covered.size;
+  }
+
+  /** The stroke's superpixels in increasing id order: the batch sent to the server. */
+  batch(): number[] {
+    return [...this.covered].sort((a, b) => a - b);
+  }
+}

@@ -1,0 +1,32 @@
+// A small element builder, so pages read as the structure they make.
+
+type Child = Node | string | number | null | undefined | false;
+type Attributes = Record<string, string | number | boolean | null | undefined | EventListener>;
+
+/** `<tag attrs>children</tag>`; `on*` attributes become listeners, false/null attributes are left out. */
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K, attributes: Attributes = {}, ...children: (Child | Child[])[]
+): HTMLElementTagNameMap[K] {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (typeof value === 'function') element.addEventListener(name.slice(2).toLowerCase(), value);
+    else if (name === 'value' && 'value' in element) (element as HTMLInputElement).value = String(value ?? '');
+    else if (name === 'checked' || name === 'disabled' || name === 'selected') (element as any)[name] = Boolean(value);
+    else if (value !== false && value !== null && value !== undefined) element.setAttribute(name, value === true ? '' : String(value));
+  }
+  append(element, children);
+  return element;
+}
+
+export function append(parent: Node, children: (Child | Child[])[]): void {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    parent.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** Replaces the children of `parent`. */
+export function replace(parent: Node, ...children: (Child | Child[])[]): void {
+  while (parent.firstChild) parent.removeChild(parent.firstChild);
+  append(parent, children);
+}

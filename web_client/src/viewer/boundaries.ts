@@ -1,0 +1,102 @@
+// Superpixel outlines drawn by the overlay's own fragment shader: a pixel whose id differs from
+// its right or lower neighbour's in the index tile is a boundary. GeoJS's pixelmap shader is
+// replaced by this one (same colour lookup) when the pixelmap installs it, and a uniform turns
+// the outlines on and off without rebuilding anything.
+
+import geo, { type Layer } from 'geojs';
+import type { TileMetadata } from '../api/types';
+
+/** Outline colour (dark grey, translucent): readable on H&E pink and purple and on category colours. */
+const OUTLINE = 'vec4(0.1, 0.1, 0.1, 0.55)';
+
+const FRAGMENT = `/* slidelabel pixelmap with outlines */
+varying highp vec2 iTextureCoord;
+uniform sampler2D sampler2d;
+uniform sampler2D lutSampler;
+uniform int lutWidth;
+uniform int lutHeight;
+uniform mediump float opacity;
+uniform highp vec2 crop;
+uniform mediump float outlines;
+uniform highp vec2 texel;
+
+highp float indexAt(highp vec2 coord) {
+  highp vec4 v = texture2D(sampler2d, coord);
+  return floor(v.r * 255.0 + 0.5) + floor(v.g * 255.0 + 0.5) * 256.0 + floor(v.b * 255.0 + 0.5) * 65536.0;
+}
+
+void main(void) {
+  if ((crop.s < 1.0 && iTextureCoord.s > crop.s) || (crop.t < 1.0 && 1.0 - iTextureCoord.t > crop.t)) {
+    discard;
+  }
+  highp float index = indexAt(iTextureCoord);
+  if (outlines > 0.5 && index > 0.0) {
+    highp float right = indexAt(iTextureCoord + vec2(texel.x, 0.0));
+    highp float below = indexAt(iTextureCoord + vec2(0.0, texel.y));
+    if (right != index || below != index) {
+      gl_FragColor = ${OUTLINE} * vec4(1.0, 1.0, 1.0, opacity);
+      return;
+    }
+  }
+  highp vec2 lutCoord;
+  lutCoord.s = (mod(index, float(lutWidth)) + 0.5) / float(lutWidth);
+  lutCoord.t = 1.0 - (floor(index / float(lutWidth)) + 0.5) / float(lutHeight);
+  if (lutCoord.t < 0.0) {
+    discard;
+  }
+  mediump vec4 color = texture2D(lutSampler, lutCoord);
+  color.a *= opacity;
+  gl_FragColor = color;
+}
+`;
+
+interface QuadFeature {
+  featureType: string;
+  setShader(kind: string, code: string): unknown;
+  _hookBuild?: (program: { addUniform(uniform: unknown): void }) => void;
+}
+
+interface Uniform {
+  set(value: unknown): void;
+}
+
+const installed = new WeakMap<Layer, Uniform>();
+
+/** Puts the outline shader into `overlay` (once, before its first draw) and turns outlines on or off. */
+export function boundaryShader(overlay: Layer, metadata: TileMetadata, visible: boolean): void {
+  let toggle = installed.get(overlay);
+  if (!toggle) {
+    toggle = install(overlay, metadata);
+    installed.set(overlay, toggle);
+  }
+  toggle.set(visible ? 1 : 0);
+}
+
+function install(overlay: Layer, metadata: TileMetadata): Uniform {
+  const vgl = (geo as unknown as { vgl: Record<string, any> }).vgl;
+  const quad = overlay.features().find((f) => f.featureType === 'quad') as unknown as QuadFeature;
+  const outlines: Uniform = new vgl.uniform(vgl.GL.FLOAT, 'outlines');
+  outlines.set(0);
+  // Both index-tile axes run 0..1 over one tile: one texel is 1 / tile size.
+  const texel: Uniform = new vgl.uniform(vgl.GL.FLOAT_VEC2, 'texel');
+  texel.set([1 / metadata.tile_width, -1 / metadata.tile_height]);
+  // The pixelmap may have set its shader and build hook already (when the layer drew at
+  // creation) or may set them later: take over in both cases. Its program is built once the
+  // first tile is loaded, after this.
+  const setShader = quad.setShader.bind(quad);
+  quad.setShader = (kind, code) => setShader(kind, kind === 'image_fragment' ? FRAGMENT : code);
+  quad.setShader('image_fragment', FRAGMENT);
+  let pixelmapHook = quad._hookBuild;
+  Object.defineProperty(quad, '_hookBuild', {
+    configurable: true,
+    get: () => (program: Parameters<NonNullable<QuadFeature['_hookBuild']>>[0]) => {
+      pixelmapHook?.(program);
+      program.addUniform(outlines);
+      program.addUniform(texel);
+    },
+    set: (hook: QuadFeature['_hookBuild']) => {
+      pixelmapHook = hook;
+    },
+  });
+  return outlines;
+}
