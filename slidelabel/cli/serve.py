@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -16,6 +18,18 @@ from slidelabel.cli.server_options import server_options, settings_environment, 
 from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
 from slidelabel.settings import Settings
 
+#: prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the server process ends, however it ends
+    (uvicorn re-raises the signal that stopped it, which skips Python's clean-up)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: the finally clause below is the only clean-up
+        pass
+
 
 @contextmanager
 def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
@@ -23,7 +37,7 @@ def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
     env = {**os.environ, **settings_environment(settings)}
     workers = [
         subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--queues", queue, "--loglevel", "warning"],
-                         env=env)
+                         env=env, preexec_fn=_die_with_parent)
         for queue in (SLIDE_QUEUE, EPOCH_QUEUE)
     ]
     try:
