@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from slidelabel.server.app import create_app
+from slidelabel.services import accounts
 from slidelabel.services.accounts import create_user, ensure_admin
 from slidelabel.settings import Settings
+from slidelabel.store.database import Database, migrate
 from slidelabel.store.models import Membership, Role, Slide
 
 POSTGRES = os.environ.get("SLIDELABEL_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -33,18 +37,59 @@ def _postgres_reachable() -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its smallest cost: the tests log in hundreds of times, and the cost parameters
+    travel inside each hash, so verification is the same code."""
+    monkeypatch.setattr(accounts, "_HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; each test copies it (migrating every test's database takes
+    longer than most tests)."""
+    path = tmp_path_factory.mktemp("template") / "slidelabel.sqlite"
+    database = Database(f"sqlite:///{path}")
+    migrate(database.engine)
+    database.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str | None]:
+    """A PostgreSQL database migrated once, the template of each test's database; None when no
+    server answers."""
+    if not _postgres_reachable():
+        yield None
+        return
+    name = f"slidelabel_template_{secrets.token_hex(6)}"
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    database = Database(POSTGRES.rsplit("/", 1)[0] + f"/{name}")
+    migrate(database.engine)
+    database.dispose()
+    yield name
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of the test's own: a SQLite file, or a new PostgreSQL database dropped after."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
+                 postgres_template: str | None) -> Iterator[str]:
+    """A migrated database of the test's own: a copy of the SQLite template, or a new PostgreSQL
+    database made from its template and dropped after."""
     if request.param == "sqlite":
+        shutil.copyfile(sqlite_template, tmp_path / "slidelabel.sqlite")
         yield f"sqlite:///{tmp_path / 'slidelabel.sqlite'}"
         return
-    if not _postgres_reachable():
+    if postgres_template is None:
         pytest.skip(f"no PostgreSQL server at {POSTGRES}")
     name = f"slidelabel_test_{secrets.token_hex(6)}"
     admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
     yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
