@@ -18,9 +18,9 @@ venv: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps batchbald-redux==2.0.5 toma==1.1.0
 	$(BIN)/pip install --quiet psutil
 
-## Superpixels of a real sample slide plus a PNG overlay, written to demo-output/.
+## The app at http://127.0.0.1:8000/ with a demo project on a real sample slide (Ctrl-C stops it).
 demo: venv
-	$(BIN)/slidelabel demo --out demo-output
+	$(BIN)/slidelabel serve --demo --data-dir demo-data
 
 ## The web client, built into slidelabel/server/static/ (committed, so installs need no node).
 web:
