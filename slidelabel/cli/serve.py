@@ -36,7 +36,8 @@ def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
     """One worker per queue as child processes (a retrain never waits behind slide jobs)."""
     env = {**os.environ, **settings_environment(settings)}
     workers = [
-        subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--queues", queue, "--loglevel", "warning"],
+        subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--queues", queue, "--loglevel", "warning",
+                          "--quiet"],
                          env=env, preexec_fn=_die_with_parent)
         for queue in (SLIDE_QUEUE, EPOCH_QUEUE)
     ]

@@ -15,13 +15,14 @@ from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
               help=f"Queues to take jobs from: {SLIDE_QUEUE} (superpixels, features) and {EPOCH_QUEUE} (training).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once.")
 @click.option("--loglevel", default="info", show_default=True)
+@click.option("--quiet", is_flag=True, help="No start-up banner.")
 @user_errors
-def worker(queues: str, concurrency: int, loglevel: str, **options: object) -> None:
+def worker(queues: str, concurrency: int, loglevel: str, quiet: bool, **options: object) -> None:
     """Run jobs from the broker until stopped (Ctrl-C finishes the running job first)."""
     from slidelabel.workers.app import make_celery
 
     settings = settings_from(**options)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     celery = make_celery(settings)
-    celery.worker_main(["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
+    celery.worker_main([*(["--quiet"] if quiet else []), "worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
                         "--pool", "prefork", "--without-gossip", "--without-mingle"])
