@@ -254,11 +254,13 @@ def superpixel_index_tile(labels: LabelMap, grid: TileGrid, z: int, x: int, y: i
 
 def table_json(table: SuperpixelTable) -> bytes:
     """The table as JSON: ``ids``, ``bbox_level0`` ([x_min, y_min, x_max, y_max], max exclusive),
-    ``centroid_level0`` ([x, y]), ``area_px`` (working px) and ``area_um2`` (null if unknown)."""
+    ``centroid_level0`` ([x, y]), ``area_px`` (working px), ``area_um2`` (null if unknown) and
+    ``tissue_fraction`` (0-1, share of the superpixel's pixels that are tissue)."""
     return json.dumps({
         "ids": table.ids.tolist(), "bbox_level0": table.bbox_level0.tolist(),
         "centroid_level0": np.round(table.centroid_level0, 2).tolist(), "area_px": table.area_px.tolist(),
         "area_um2": None if table.area_um2 is None else np.round(table.area_um2, 2).tolist(),
+        "tissue_fraction": np.round(table.tissue_fraction, 3).tolist(),
     }, separators=(",", ":")).encode()
 
 

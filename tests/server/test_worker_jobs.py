@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from slidelabel.cli.server_options import settings_environment
 from slidelabel.server.app import create_app
 from slidelabel.services import jobs
 from slidelabel.services.accounts import ensure_admin
@@ -24,6 +21,7 @@ from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Slide, User
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
 from slidelabel.store.label_map import read_labels
+from worker_process import start_worker, stop, wait_for
 
 REDIS = os.environ.get("SLIDELABEL_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
@@ -53,35 +51,6 @@ def worker_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         import redis
 
         redis.Redis.from_url(REDIS).flushdb()
-
-
-def start_worker(settings: Settings) -> subprocess.Popen:
-    env = {**os.environ, **settings_environment(settings)}
-    return subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--loglevel", "warning"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(worker: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    try:
-        os.killpg(worker.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-
-
-def wait_for(database, job_id: int, states: set[JobState], timeout: float) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with database.session() as session:
-            job = session.get(Job, job_id)
-            if job.state in states:
-                return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} is {job.state} ({job.message}) after {timeout} s, expected {states}")
 
 
 @pytest.fixture

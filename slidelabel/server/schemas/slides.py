@@ -83,3 +83,4 @@ class SuperpixelTablePublic(BaseModel):
     centroid_level0: list[list[float]] = Field(description="x, y in level-0 px")
     area_px: list[int] = Field(description="working-level pixels")
     area_um2: list[float] | None = Field(description="square micrometres; null when the slide has no pixel size")
+    tissue_fraction: list[float] = Field(description="share of the superpixel's pixels that are tissue, 0-1")

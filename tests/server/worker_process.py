@@ -1,0 +1,43 @@
+"""A real ``slidelabel worker`` in its own process group, for tests that run jobs through Celery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from slidelabel.cli.server_options import settings_environment
+from slidelabel.settings import Settings
+from slidelabel.store.models import Job, JobState
+
+
+def start_worker(settings: Settings) -> subprocess.Popen:
+    env = {**os.environ, **settings_environment(settings)}
+    return subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--loglevel", "warning", "--quiet"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(worker: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(worker.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def wait_for(database, job_id: int, states: set[JobState], timeout: float) -> Job:
+    """The job once it reaches one of ``states``; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            job = session.get(Job, job_id)
+            if job.state in states:
+                return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} is {job.state} ({job.message}) after {timeout} s, expected {states}")
