@@ -99,11 +99,11 @@ def retrain_to_queue(client: httpx.Client, pid: int) -> float:
 
 def tile_urls(pid: int, sid: int, meta: dict, kind: str) -> list[str]:
     """Every tile of the two highest-resolution levels (what a pathologist pans over)."""
-    levels, tile = meta["levels"], meta["tileWidth"]
+    levels, tile = meta["levels"], meta["tile_width"]
     urls = []
     for z in (levels - 1, levels - 2):
         scale = 2 ** (levels - 1 - z)
-        nx, ny = -(-meta["sizeX"] // (tile * scale)), -(-meta["sizeY"] // (tile * scale))
+        nx, ny = -(-meta["width"] // (tile * scale)), -(-meta["height"] // (tile * scale))
         suffix = "jpg" if kind == "tiles" else "png"
         urls += [f"/projects/{pid}/slides/{sid}/{kind}/{z}/{x}/{y}.{suffix}" for x in range(nx) for y in range(ny)]
     return urls

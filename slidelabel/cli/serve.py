@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import click
 from slidelabel.cli.errors import user_errors
 from slidelabel.cli.server_options import server_options, settings_environment, settings_from
 from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
+from slidelabel.pipelines.torch_threads import available_cpus
 from slidelabel.settings import Settings
 
 #: prctl option: the signal a process gets when its parent dies.
@@ -60,8 +62,10 @@ def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
 @click.option("--slide-folder", "slide_folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A server folder projects may add slides from (repeatable) [env SLIDELABEL_SLIDE_FOLDERS].")
 @click.option("--demo", is_flag=True, help="Create a demo project on a real sample slide.")
+@click.option("--http-workers", type=click.IntRange(min=1), default=min(4, available_cpus()), show_default=True,
+              help="API processes (Python runs one request at a time per process for CPU-bound work).")
 @user_errors
-def serve(demo: bool, **options: object) -> None:
+def serve(demo: bool, http_workers: int, **options: object) -> None:
     """Serve the API at http://HOST:PORT/api/v1 (docs at /docs) with a local job worker."""
     import uvicorn
 
@@ -81,10 +85,15 @@ def serve(demo: bool, **options: object) -> None:
     if demo:
         made = create_demo_project(app.state.database, app.state.celery, settings)
         click.echo(f"demo project {made.project_id} is being prepared; log in as {made.username} / {made.password}")
+    app.state.database.dispose()
     click.echo(f"slidelabel at http://{settings.host}:{settings.port}/ (API docs at /docs), data in {settings.data_dir}")
+    # The API processes build their app from the environment: the same settings as here.
+    os.environ.update(settings_environment(settings))
+    run = functools.partial(uvicorn.run, "slidelabel.server.app:app_from_environment", factory=True,
+                            host=settings.host, port=settings.port, workers=http_workers, log_level="warning")
     if settings.embedded_broker:
         with embedded_workers(settings):
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+            run()
     else:
         click.echo("jobs go to the broker: start workers with 'slidelabel worker'")
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        run()

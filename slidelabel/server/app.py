@@ -49,3 +49,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     if (WEB_CLIENT / "index.html").is_file():  # after the API, so /api/v1 is never shadowed
         app.mount("/", StaticFiles(directory=WEB_CLIENT, html=True), name="web")
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app over ``Settings()`` from ``SLIDELABEL_*`` variables: what each API process of
+    ``slidelabel serve`` runs (uvicorn's factory)."""
+    return create_app(Settings())
