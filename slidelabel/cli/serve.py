@@ -17,7 +17,6 @@ import click
 from slidelabel.cli.errors import user_errors
 from slidelabel.cli.server_options import server_options, settings_environment, settings_from
 from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
-from slidelabel.pipelines.torch_threads import available_cpus
 from slidelabel.settings import Settings
 
 #: prctl option: the signal a process gets when its parent dies.
@@ -62,8 +61,8 @@ def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
 @click.option("--slide-folder", "slide_folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A server folder projects may add slides from (repeatable) [env SLIDELABEL_SLIDE_FOLDERS].")
 @click.option("--demo", is_flag=True, help="Create a demo project on a real sample slide.")
-@click.option("--http-workers", type=click.IntRange(min=1), default=min(4, available_cpus()), show_default=True,
-              help="API processes (Python runs one request at a time per process for CPU-bound work).")
+@click.option("--http-workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="API processes; more use more cores for tiles and exports (each holds its own caches).")
 @user_errors
 def serve(demo: bool, http_workers: int, **options: object) -> None:
     """Serve the API at http://HOST:PORT/api/v1 (docs at /docs) with a local job worker."""
