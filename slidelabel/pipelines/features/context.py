@@ -20,8 +20,7 @@ import numpy as np
 
 from slidelabel.pipelines.features.base import PixelStatistics, SuperpixelPools, shape_features
 from slidelabel.pipelines.features.color import CHANNELS as COLOUR_CHANNELS
-from slidelabel.pipelines.features.color import colour_channels
-from slidelabel.pipelines.features.color import ColorFeatures
+from slidelabel.pipelines.features.color import ColorFeatures, colour_channels
 from slidelabel.pipelines.features.filterbank import FILTERS, SIGMAS_PX, filter_stack, filterbank_margin
 from slidelabel.pipelines.features.pooling import HistogramBins
 
