@@ -61,7 +61,7 @@ def slide_project(worker_settings: Settings, tcga_slide: Path):
         ensure_admin(session, worker_settings.admin_password)
         admin = session.query(User).one()
         # Full resolution: a job long enough to be killed in the middle.
-        project = create_project(session, admin, "kill", superpixels={"magnification": 0, "size": "40px"})
+        project = create_project(session, admin, "kill", superpixels={"magnification": 0, "size": "24px", "tile_size": 512})
         slide = Slide(project_id=project.id, name=tcga_slide.name, path=str(tcga_slide), width=4443, height=3567)
         session.add(slide)
         session.flush()
