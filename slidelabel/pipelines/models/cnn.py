@@ -30,6 +30,7 @@ import torch
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.models.base import ClassifierState, balanced_weights, check_chunk_rows
+from slidelabel.pipelines.models.mc_dropout import dropout_scales, kept_units
 from slidelabel.pipelines.torch_threads import torch_threads
 
 __all__ = ["CNNClassifier", "patch_side"]
@@ -237,22 +238,14 @@ class CNNClassifier:
 
     def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
         """Return ``probs_N_K`` (float32) with every unit kept (dropout off)."""
-        keep_all = [torch.ones(1, n) for n in (self.widths[-1], self.hidden)]
-        return self._forward(feats_N_D, [keep_all], chunk_rows)[0]
+        return self._forward(feats_N_D, kept_units((self.widths[-1], self.hidden)), chunk_rows)[0]
 
     def posterior_samples(
         self, feats_N_D: np.ndarray, *, n_samples: int, rng: np.random.Generator, chunk_rows: int = 65536
     ) -> np.ndarray:
         """Return ``samples_S_N_K`` (float32) under ``n_samples`` dropout masks drawn from ``rng``,
         each mask applied to every row."""
-        if n_samples < 1:
-            raise ParameterError(f"n_samples must be >= 1, got {n_samples!r}")
-        keep_scale = 1.0 / (1.0 - self.dropout)
-        scales_S = [
-            [torch.as_tensor((rng.random((1, n)) >= self.dropout) * keep_scale, dtype=torch.float32)
-             for n in (self.widths[-1], self.hidden)]
-            for _ in range(n_samples)
-        ]
+        scales_S = dropout_scales((self.widths[-1], self.hidden), self.dropout, n_samples, rng)
         return self._forward(feats_N_D, scales_S, chunk_rows)
 
     def _forward(self, feats_N_D: np.ndarray, scales_S: list[list[torch.Tensor]], chunk_rows: int) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.models.base import ClassifierState, balanced_weights, check_chunk_rows
+from slidelabel.pipelines.models.mc_dropout import dropout_scales, kept_units
 from slidelabel.pipelines.torch_threads import torch_threads
 
 __all__ = ["MLPClassifier"]
@@ -153,23 +154,14 @@ class MLPClassifier:
 
     def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
         """Return ``probs_N_C`` (float32) with every hidden unit kept (dropout off)."""
-        keep_all = [torch.ones(1, units) for units in self.hidden]
-        return self._forward(feats_N_D, [keep_all], chunk_rows)[0]
+        return self._forward(feats_N_D, kept_units(self.hidden), chunk_rows)[0]
 
     def posterior_samples(
         self, feats_N_D: np.ndarray, *, n_samples: int, rng: np.random.Generator, chunk_rows: int = 65536
     ) -> np.ndarray:
         """Return ``samples_S_N_C`` (float32) under ``n_samples`` dropout masks drawn from ``rng``,
         each mask applied to every row."""
-        if n_samples < 1:
-            raise ParameterError(f"n_samples must be >= 1, got {n_samples!r}")
-        keep_scale = 1.0 / (1.0 - self.dropout)
-        scales_S = [
-            [torch.as_tensor((rng.random((1, units)) >= self.dropout) * keep_scale, dtype=torch.float32)
-             for units in self.hidden]
-            for _ in range(n_samples)
-        ]
-        return self._forward(feats_N_D, scales_S, chunk_rows)
+        return self._forward(feats_N_D, dropout_scales(self.hidden, self.dropout, n_samples, rng), chunk_rows)
 
     def _forward(
         self, feats_N_D: np.ndarray, scales_S: list[list[torch.Tensor]], chunk_rows: int
