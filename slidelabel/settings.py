@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     """Server folders that projects may add slides from; nothing outside them is readable."""
     upload_limit_mb: int = 20_000
     """Largest slide upload (MB)."""
+    response_cache_mb: int = Field(default=256, ge=0)
+    """Memory for rendered tiles and pictures kept by each API process (MB); 0 keeps none."""
     admin_password: str | None = None
     """Password of the ``admin`` user created on first start; printed once when not given."""
     token_hours: float = 24.0 * 14

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from slidelabel import __version__
 from slidelabel.server import errors
+from slidelabel.server.response_cache import ResponseCache
 from slidelabel.server.routers import auth, epochs, exports, jobs, labels, projects, reviews, slides, tiles, users
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.database = database
     app.state.celery = make_celery(settings)
+    app.state.responses = ResponseCache(settings.response_cache_mb * 2**20)
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
     for router in ROUTERS:

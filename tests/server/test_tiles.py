@@ -4,6 +4,7 @@ sample with real superpixels (computed once for the module)."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from slidelabel.pipelines.render import BOUNDARY_RGB
 from slidelabel.pipelines.slides import Slide
+from slidelabel.services import tiles as tiles_service
 from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.layout import ProjectFiles
@@ -151,3 +153,21 @@ def test_viewers_read_tiles_and_outsiders_do_not_see_them(client, member_headers
         assert client.get(f"{slide_url}/{path}", headers=headers).status_code == (200 if role else 404), path
     token = headers["Authorization"].removeprefix("Bearer ")
     assert client.get(f"{slide_url}/tiles/0/0/0.jpg?token={token}").status_code == (200 if role else 404)
+
+
+def test_a_tile_is_made_once_per_version_and_still_checks_access(client, admin_headers, member_headers, project, slide_row,
+                                                               slide_url, monkeypatch):
+    made = []
+    real = tiles_service.superpixel_index_tile
+    monkeypatch.setattr(tiles_service, "superpixel_index_tile", lambda *args: made.append(args[2:]) or real(*args))
+    first = client.get(f"{slide_url}/superpixel-tiles/3/1/1.png", headers=admin_headers)
+    again = client.get(f"{slide_url}/superpixel-tiles/3/1/1.png?token=ignored", headers=admin_headers)
+    assert first.content == again.content and made == [(3, 1, 1)]
+    assert client.get(f"{slide_url}/superpixel-tiles/3/1/1.png", headers=member_headers(None)).status_code == 404
+    # Recomputed superpixels (files replaced, so newer) are a new version: the tile is made again.
+    folder = ProjectFiles(client.app.state.settings.data_dir, project["id"]).superpixels(slide_row)
+    for name in (LABELS_FILE, MANIFEST_FILE):
+        stat = (folder / name).stat()
+        os.utime(folder / name, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    client.get(f"{slide_url}/superpixel-tiles/3/1/1.png", headers=admin_headers)
+    assert made == [(3, 1, 1)] * 2

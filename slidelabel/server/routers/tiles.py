@@ -31,11 +31,14 @@ PNG = {200: {"content": {"image/png": {}}}}
 
 
 def _cached(request: Request, etag: str, cache_control: str, media_type: str, make: Callable[[], bytes]) -> Response:
-    """``make()`` as the response, or a 304 when the client holds the version ``etag``."""
+    """``make()`` as the response, or a 304 when the client holds the version ``etag``. The body
+    is kept in the API's response cache under the URL and ``etag``, so it is made once per version."""
     headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control}
     if request.headers.get("if-none-match") in (headers["ETag"], f"W/{headers['ETag']}"):
         return Response(status_code=304, headers=headers)
-    return Response(make(), media_type=media_type, headers=headers)
+    query = tuple(sorted((k, v) for k, v in request.query_params.multi_items() if k != "token"))  # the same for every user
+    body = request.app.state.responses.get_or_make((request.url.path, query, etag), make)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def _slide(access: ProjectAccess, session: ReadSession, slide_id: int) -> Slide:
