@@ -60,3 +60,7 @@ class ConflictError(SlidelabelError):
 
 class TooLargeError(SlidelabelError):
     """An upload is larger than the server accepts."""
+
+
+class BusyError(SlidelabelError):
+    """The server is too busy to take the request now; trying again later may succeed."""

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from slidelabel.errors import (
     AuthenticationError,
+    BusyError,
     ConflictError,
     NotFoundError,
     OutputError,
@@ -30,6 +31,7 @@ STATUS = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (TooLargeError, 413),
+    (BusyError, 503),
     (ParameterError, 422),
     (SlideError, 422),
     (OutputError, 500),

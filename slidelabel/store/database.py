@@ -2,14 +2,17 @@
 
 SQLite (the embedded default) runs in WAL mode so readers never wait for the writer, with foreign
 keys on and a generous busy timeout; a write transaction takes the write lock when it begins
-(``BEGIN IMMEDIATE``), so two writers queue instead of failing on a lock upgrade. PostgreSQL needs
-nothing special.
+(``BEGIN IMMEDIATE``), so two writers queue instead of failing on a lock upgrade. Writers of one
+process also queue on a lock of their own before that: SQLite's busy handler polls with sleeps of
+up to 100 ms, so under contention a waiting writer can miss the lock for seconds while newcomers
+take it; a process lock hands it over in order. PostgreSQL needs nothing special.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -18,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from slidelabel.errors import ParameterError
+from slidelabel.errors import BusyError, ParameterError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: How long a SQLite writer waits for the lock before giving up (ms).
@@ -77,18 +80,30 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writes = sessionmaker(self.engine.execution_options(write=True), expire_on_commit=False)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._write_turn = threading.Lock()
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A session committed on success, rolled back on error. ``write=True`` takes SQLite's
-        write lock at the start, for read-modify-write transactions."""
-        with (self._writes if write else self._sessions)() as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        write lock at the start, for read-modify-write transactions (one at a time per process)."""
+        with self._turn() if write and self._sqlite else nullcontext():
+            with (self._writes if write else self._sessions)() as session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        if not self._write_turn.acquire(timeout=SQLITE_BUSY_MS / 1000):
+            raise BusyError(f"the database stayed busy for {SQLITE_BUSY_MS / 1000:.0f} s; try again")
+        try:
+            yield
+        finally:
+            self._write_turn.release()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,64 @@
+"""The embedded SQLite database: concurrent writers of one process take turns, none fails."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from slidelabel.errors import BusyError
+from slidelabel.store import database as database_module
+from slidelabel.store.database import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite:///{tmp_path / 'test.sqlite'}")
+    with db.session(write=True) as session:
+        session.execute(text("CREATE TABLE counter (n INTEGER)"))
+        session.execute(text("INSERT INTO counter VALUES (0)"))
+    yield db
+    db.dispose()
+
+
+def test_twenty_threads_incrementing_lose_no_write(db: Database):
+    def increment() -> None:
+        for _ in range(10):
+            with db.session(write=True) as session:  # read-modify-write: needs the write lock from the start
+                n = session.execute(text("SELECT n FROM counter")).scalar_one()
+                session.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+
+    threads = [threading.Thread(target=increment) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with db.session() as session:
+        assert session.execute(text("SELECT n FROM counter")).scalar_one() == 200
+
+
+def test_readers_do_not_wait_for_a_writer(db: Database):
+    with db.session(write=True) as writer:
+        writer.execute(text("UPDATE counter SET n = 5"))
+        with db.session() as reader:  # WAL: the reader sees the last committed value at once
+            assert reader.execute(text("SELECT n FROM counter")).scalar_one() == 0
+
+
+def test_a_writer_kept_waiting_too_long_gets_a_busy_error(db: Database, monkeypatch):
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_MS", 50)
+    outcome: list[BaseException] = []
+
+    def second_writer() -> None:
+        try:
+            with db.session(write=True):
+                pass
+        except BusyError as error:
+            outcome.append(error)
+
+    with db.session(write=True):
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join()
+    assert len(outcome) == 1 and "busy" in str(outcome[0])
