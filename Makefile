@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The Girder plugin's environment: Girder 5's large_image plugins need a pre-release of
+# large_image that slidelabel's own environment must not be moved to.
+GIRDER_VENV := .venv-girder
+GIRDER_BIN := $(GIRDER_VENV)/bin
 
-.PHONY: demo test venv web
+.PHONY: demo test venv web plugin-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +39,16 @@ test: venv
 	[ -d web_client/node_modules ] || ! command -v npm >/dev/null || (cd web_client && npm ci) \
 		|| echo "npm ci failed: the web client's node tests will be skipped"
 	$(BIN)/python -m pytest
+	$(MAKE) plugin-test
+
+$(GIRDER_BIN)/python:
+	$(PYTHON) -m venv $(GIRDER_VENV)
+	$(GIRDER_BIN)/pip install --quiet --upgrade pip
+	$(GIRDER_BIN)/pip install --quiet torch==2.13.0
+
+## The Girder plugin (plugin/) and slidelabel in their own environment, and the plugin's tests
+## (Girder on mongomock: no MongoDB server is needed).
+plugin-test: $(GIRDER_BIN)/python
+	$(GIRDER_BIN)/pip install --quiet -c plugin/constraints.txt -e . -e './plugin[test]'
+	$(GIRDER_BIN)/pip check
+	$(GIRDER_BIN)/python -m pytest plugin/tests

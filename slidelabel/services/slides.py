@@ -160,6 +160,19 @@ def _insert(session: Session, project_id: int, name: str, path: Path, info: Slid
     return slide
 
 
+def add_slide_file(database: Database, project_id: int, name: str, path: Path) -> Slide:
+    """Add the slide file at ``path`` as ``name``, for a caller that has authorised the path itself
+    (the Girder plugin adds the files of Girder items the user may read); no slide-folder check.
+
+    Raises :class:`SlideError` when the file is no readable slide and :class:`ConflictError` for
+    a taken name.
+    """
+    path = Path(path).resolve()
+    info = _describe(path, name)
+    with database.session(write=True) as session:
+        return _insert(session, project_id, name, path, info, uploaded=False)
+
+
 def _expand(raw: str, folders: list[Path]) -> list[Path]:
     """The slide files a folder or glob pattern inside the slide folders names, unresolved."""
     if ".." in Path(raw).parts:

@@ -162,3 +162,23 @@ def test_the_slide_folders_list_their_slide_files(client, admin_headers, slide_f
     assert [Path(s["path"]).relative_to(slide_folder.resolve()).as_posix() for s in listing["slides"]] == [
         SLIDE_NAME, "sub/deeper.svs"]
     assert listing["slides"][0]["size_bytes"] == folder_slide.stat().st_size
+
+
+def test_a_slide_file_authorised_by_the_caller_is_added_without_a_slide_folder(app, client, admin_headers, project,
+                                                                               cmu_slide, tmp_path):
+    """``add_slide_file`` (the Girder plugin's hook) reads the file in place, outside any slide
+    folder, and refuses what is no slide and a taken name."""
+    from slidelabel.errors import ConflictError, SlideError
+    from slidelabel.services.slides import add_slide_file
+
+    database = app.state.database
+    slide = add_slide_file(database, project["id"], "item.svs", cmu_slide)
+    assert (slide.path, slide.uploaded, slide.width) == (str(cmu_slide.resolve()), False, 2220)
+    listed = client.get(slides_url(project), headers=admin_headers).json()
+    assert [s["name"] for s in listed] == ["item.svs"]
+    with pytest.raises(ConflictError):
+        add_slide_file(database, project["id"], "item.svs", cmu_slide)
+    not_a_slide = tmp_path / "notes.svs"
+    not_a_slide.write_text("no pixels here")
+    with pytest.raises(SlideError):
+        add_slide_file(database, project["id"], "notes.svs", not_a_slide)
