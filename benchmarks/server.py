@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import socket
 import subprocess
 import sys
@@ -27,7 +28,8 @@ import numpy as np
 
 SLIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
 SLIDE = "TCGA-CR-7395-01A-01-TS1.svs"
-PASSWORD = "benchmark-password"
+#: Unique per run, so a login proves the server on the port is this run's own.
+PASSWORD = f"benchmark-{secrets.token_hex(8)}"
 
 
 def free_port() -> int:
@@ -165,7 +167,10 @@ def main() -> None:
         server = start_server(Path(tmp), port)
         try:
             wait_ready(f"http://127.0.0.1:{port}")
-            token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD}).json()["token"]
+            login = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD})
+            if login.status_code != 200:
+                raise RuntimeError(f"another server took port {port}: run the benchmark again")
+            token = login.json()["token"]
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
                 pid, sid, meta, n = set_up(client)
