@@ -5,7 +5,7 @@ queue under ``--clients`` concurrent clients, label writes per second, the time 
 new queue on the TCGA sample slide, and the targets of the server issue (tile p95 < 100 ms when
 cached, queue p95 < 200 ms, no error).
 
-    python benchmarks/server.py [--clients 20] [--seconds 10]
+    python benchmarks/server.py [--clients 20] [--seconds 10] [--http-workers 1]
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, http_workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD}
     command = [sys.executable, "-m", "slidelabel.cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port),
-               "--slide-folder", str(SLIDES)]
+               "--slide-folder", str(SLIDES), "--http-workers", str(http_workers)]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -160,11 +160,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--http-workers", type=int, default=1, help="API processes of the server (serve --http-workers)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}/api/v1"
-        server = start_server(Path(tmp), port)
+        server = start_server(Path(tmp), port, args.http_workers)
         try:
             wait_ready(f"http://127.0.0.1:{port}")
             login = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD})
@@ -185,7 +186,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=60)
     result = {
-        "clients": args.clients, "seconds": args.seconds, "superpixels": n,
+        "clients": args.clients, "seconds": args.seconds, "http_workers": args.http_workers, "superpixels": n,
         "tile": percentiles_ms(times["tiles"]), "index_tile": percentiles_ms(times["superpixel-tiles"]),
         "queue": percentiles_ms(times["queue"]), "label_write": percentiles_ms(times["labels"]),
         "label_writes_per_s": round(writes / args.seconds, 1), "errors": errors,
