@@ -1,8 +1,11 @@
 // End-to-end test of the web client in headless Debian Chromium (playwright-core, no browser
 // download) against a real `slidelabel serve` on a real slide: log in, create a project, add the
-// slide, prepare it, label by click and brush, undo, retrain, label eight guided cards with keys,
-// filter in review, export GeoJSON. Screenshots of each mode go to the folder printed first;
-// timings (keypress -> next guided card, label click -> recoloured overlay) are printed as JSON.
+// slide, prepare it, label by click and brush, undo, pan and zoom by keys, retrain, label eight
+// guided cards with keys, filter in review, export GeoJSON. Screenshots of each mode go to the
+// folder printed first; timings (keypress -> next guided card, label click -> recoloured overlay) are printed as JSON.
+// guidedNextMs ends when the frame after the one that draws the new card begins;
+// guidedCardRafMs, the same key presses measured at the start of the card's own frame (the
+// definition used before), and guidedCardDomMs when the strip's DOM was updated.
 //
 //   node tests/web/e2e.mjs [--url http://127.0.0.1:8000 --password PW]   (reuse a running server)
 
@@ -65,6 +68,20 @@ async function colourAt(page, x, y) {
     return sum.map((v) => v / 25);
   }, [...png]);
 }
+
+/** Mean absolute difference (0-255) between two screenshots (PNG buffers) of the same size. */
+const pictureDifference = (page, a, b) => page.evaluate(async ([a, b]) => {
+  const pixels = async (bytes) => {
+    const bitmap = await createImageBitmap(new Blob([new Uint8Array(bytes)], { type: 'image/png' }));
+    const context = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d');
+    context.drawImage(bitmap, 0, 0);
+    return context.getImageData(0, 0, bitmap.width, bitmap.height).data;
+  };
+  const [pa, pb] = [await pixels(a), await pixels(b)];
+  let sum = 0;
+  for (let i = 0; i < pa.length; i += 4) for (let k = 0; k < 3; k += 1) sum += Math.abs(pa[i + k] - pb[i + k]);
+  return sum / (pa.length / 4 * 3);
+}, [[...a], [...b]]);
 
 /** The durations (ms) of the app's performance measures called `name`. */
 const durations = (page, name) => page.evaluate((name) => performance.getEntriesByName(name).map((e) => e.duration), name);
@@ -159,6 +176,42 @@ try {
   await page.waitForTimeout(800);
   check((await labelCount(page, projectId, slideId)) === labelsBeforeBrush + brushed, 'redo puts it back');
 
+  step('keyboard pan and zoom');
+  // The minimap's frame is the visible part of the slide: it shrinks on zoom in and moves on a pan.
+  const viewFrame = () => page.evaluate(() => {
+    const r = document.querySelector('.minimap-view').getBoundingClientRect();
+    return { x: r.x, y: r.y, w: r.width, h: r.height };
+  });
+  await page.keyboard.press('0');
+  await page.waitForTimeout(300);
+  const fitted = await viewFrame();
+  for (let i = 0; i < 4; i += 1) await page.keyboard.press('+');
+  await page.waitForTimeout(300);
+  const zoomed = await viewFrame();
+  check(zoomed.w * zoomed.h < 0.5 * fitted.w * fitted.h,
+    `+ zooms in (visible part ${(fitted.w * fitted.h).toFixed(0)} -> ${(zoomed.w * zoomed.h).toFixed(0)} px² of the minimap)`);
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('ArrowDown');
+  await page.waitForTimeout(300);
+  const panned = await viewFrame();
+  check(panned.x > zoomed.x + 1 && panned.y > zoomed.y + 1,
+    `arrows pan (view moved by ${(panned.x - zoomed.x).toFixed(0)}, ${(panned.y - zoomed.y).toFixed(0)} minimap px)`);
+  await page.waitForTimeout(1500); // tiles
+  await page.screenshot({ path: join(shots, '06b-keyboard-zoom.png') });
+  await page.keyboard.press('-');
+  await page.keyboard.press('0');
+  await page.waitForTimeout(300);
+  const refitted = await viewFrame();
+  check(Math.abs(refitted.w - fitted.w) < 2 && Math.abs(refitted.h - fitted.h) < 2, '0 shows the whole slide again');
+  const withOverlay = await page.screenshot({ clip: viewer });
+  await page.keyboard.press('o');
+  await page.waitForTimeout(500);
+  const withoutOverlay = await page.screenshot({ clip: viewer });
+  await page.keyboard.press('o');
+  const hidden = await pictureDifference(page, withOverlay, withoutOverlay);
+  check(hidden > 1, `O hides the overlay (the view changed by ${hidden.toFixed(1)} on average)`);
+  check((await labelCount(page, projectId, slideId)) === labelsBeforeBrush + brushed, 'view keys label nothing');
+
   step('retrain');
   await page.click('#retrain');
   await page.waitForSelector('.retrain-status .ok', { timeout: 300_000 });
@@ -192,6 +245,7 @@ try {
   await page.screenshot({ path: join(shots, '10-guided-after-8.png') });
   timings.guidedNextMs = await durations(page, 'guided-next');
   timings.guidedCardDomMs = await durations(page, 'guided-card-dom');
+  timings.guidedCardRafMs = await durations(page, 'guided-card-raf');
 
   step('review');
   await page.goto(`${base}/#/p/${projectId}/review`);

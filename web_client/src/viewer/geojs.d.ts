@@ -36,12 +36,17 @@ declare module 'geojs' {
     createLayer(kind: string, options: Record<string, unknown>): Layer;
     deleteLayer(layer: Layer): void;
     center(point?: GeoPoint, gcs?: string | null, ignoreDiscreteZoom?: boolean): GeoPoint;
-    zoom(value?: number): number;
+    zoom(value?: number, origin?: unknown, ignoreDiscreteZoom?: boolean, ignoreClampBounds?: boolean,
+      noTrigger?: boolean): number;
     bounds(value?: Bounds, gcs?: string | null): Bounds;
+    gcs(): string;
+    ingcs(): string;
+    boundsFromZoomAndCenter(zoom: number, center: GeoPoint, rotation?: number, gcs?: string | null): Bounds;
     zoomAndCenterFromBounds(bounds: Bounds, rotation?: number): { zoom: number; center: GeoPoint };
     displayToGcs(point: GeoPoint, gcs?: string | null): GeoPoint;
     gcsToDisplay(point: GeoPoint, gcs?: string | null): GeoPoint;
     geoOn(event: string, handler: (event: GeoEvent) => void): Map;
+    pan(delta: GeoPoint): Map;
     size(value?: { width: number; height: number }): { width: number; height: number };
     draw(): Map;
     exit(): void;
@@ -56,6 +61,8 @@ declare module 'geojs' {
   }
   interface Geo {
     map(options: Record<string, unknown>): Map;
+    mapInteractor(options: Record<string, unknown>): unknown;
+    transform: { transformCoordinates(from: string, to: string, point: GeoPoint): GeoPoint };
     util: {
       pixelCoordinateParams(node: HTMLElement | string, width: number, height: number, tileWidth: number,
         tileHeight: number): PixelParams;

@@ -1,13 +1,24 @@
-// Superpixel outlines drawn by the overlay's own fragment shader: a pixel whose id differs from
-// its right or lower neighbour's in the index tile is a boundary. GeoJS's pixelmap shader is
-// replaced by this one (same colour lookup) when the pixelmap installs it, and a uniform turns
-// the outlines on and off without rebuilding anything.
+// The overlay's own fragment shader: GeoJS's pixelmap colour lookup plus superpixel outlines (a
+// pixel whose id differs from its right or lower neighbour's in the index tile is a boundary)
+// and the overlay's opacity. GeoJS's pixelmap shader is replaced by this one when the pixelmap
+// installs it; uniforms turn the outlines on and off and set the opacity without rebuilding
+// anything.
+//
+// The opacity is the shader's, not the layer's: GeoJS moves a layer whose opacity differs from
+// the slide layer's to a WebGL context of its own, which costs a second full-size canvas to
+// composite every frame; and the move (on the first opacity change, racing the first tiles)
+// cleans the layer's shader programs up against the other context, the likely source of the
+// intermittent "detachShader: object does not belong to this context" errors.
 
 import geo, { type Layer } from 'geojs';
 import type { TileMetadata } from '../api/types';
 
-/** Outline colour (dark grey, translucent): readable on H&E pink and purple and on category colours. */
-const OUTLINE = 'vec4(0.1, 0.1, 0.1, 0.55)';
+/**
+ * Outline colour (dark grey, translucent, times the overlay's opacity): readable on H&E pink and
+ * purple and on category colours. The lines are one index-tile pixel wide, so they need more
+ * weight than a wide outline would.
+ */
+const OUTLINE = 'vec4(0.1, 0.1, 0.1, 0.85)';
 
 const FRAGMENT = `/* slidelabel pixelmap with outlines */
 varying highp vec2 iTextureCoord;
@@ -18,6 +29,7 @@ uniform int lutHeight;
 uniform mediump float opacity;
 uniform highp vec2 crop;
 uniform mediump float outlines;
+uniform mediump float overlayOpacity;
 uniform highp vec2 texel;
 
 highp float indexAt(highp vec2 coord) {
@@ -34,7 +46,7 @@ void main(void) {
     highp float right = indexAt(iTextureCoord + vec2(texel.x, 0.0));
     highp float below = indexAt(iTextureCoord + vec2(0.0, texel.y));
     if (right != index || below != index) {
-      gl_FragColor = ${OUTLINE} * vec4(1.0, 1.0, 1.0, opacity);
+      gl_FragColor = ${OUTLINE} * vec4(1.0, 1.0, 1.0, opacity * overlayOpacity);
       return;
     }
   }
@@ -45,7 +57,7 @@ void main(void) {
     discard;
   }
   mediump vec4 color = texture2D(lutSampler, lutCoord);
-  color.a *= opacity;
+  color.a *= opacity * overlayOpacity;
   gl_FragColor = color;
 }
 `;
@@ -60,23 +72,28 @@ interface Uniform {
   set(value: unknown): void;
 }
 
-const installed = new WeakMap<Layer, Uniform>();
-
-/** Puts the outline shader into `overlay` (once, before its first draw) and turns outlines on or off. */
-export function boundaryShader(overlay: Layer, metadata: TileMetadata, visible: boolean): void {
-  let toggle = installed.get(overlay);
-  if (!toggle) {
-    toggle = install(overlay, metadata);
-    installed.set(overlay, toggle);
-  }
-  toggle.set(visible ? 1 : 0);
+/** The overlay's switches: outlines on or off, opacity 0..1. */
+export interface OverlayShader {
+  setOutlines(visible: boolean): void;
+  setOpacity(opacity: number): void;
 }
 
-function install(overlay: Layer, metadata: TileMetadata): Uniform {
+/** Puts the overlay shader into `overlay` (call once, before its first draw). */
+export function installOverlayShader(overlay: Layer, metadata: TileMetadata): OverlayShader {
+  const { outlines, opacity } = install(overlay, metadata);
+  return {
+    setOutlines: (visible) => outlines.set(visible ? 1 : 0),
+    setOpacity: (value) => opacity.set(Math.min(1, Math.max(0, value))),
+  };
+}
+
+function install(overlay: Layer, metadata: TileMetadata): { outlines: Uniform; opacity: Uniform } {
   const vgl = (geo as unknown as { vgl: Record<string, any> }).vgl;
   const quad = overlay.features().find((f) => f.featureType === 'quad') as unknown as QuadFeature;
   const outlines: Uniform = new vgl.uniform(vgl.GL.FLOAT, 'outlines');
   outlines.set(0);
+  const opacity: Uniform = new vgl.uniform(vgl.GL.FLOAT, 'overlayOpacity');
+  opacity.set(1);
   // Both index-tile axes run 0..1 over one tile: one texel is 1 / tile size.
   const texel: Uniform = new vgl.uniform(vgl.GL.FLOAT_VEC2, 'texel');
   texel.set([1 / metadata.tile_width, -1 / metadata.tile_height]);
@@ -92,11 +109,12 @@ function install(overlay: Layer, metadata: TileMetadata): Uniform {
     get: () => (program: Parameters<NonNullable<QuadFeature['_hookBuild']>>[0]) => {
       pixelmapHook?.(program);
       program.addUniform(outlines);
+      program.addUniform(opacity);
       program.addUniform(texel);
     },
     set: (hook: QuadFeature['_hookBuild']) => {
       pixelmapHook = hook;
     },
   });
-  return outlines;
+  return { outlines, opacity };
 }

@@ -3,10 +3,11 @@
 // looks its colour up in a table of one RGBA per superpixel, so a new label recolours by
 // updating one table entry, with no tile fetched again. Coordinates are level-0 pixels.
 
-import geo, { type GeoPoint, type Layer, type Map as GeoMap } from 'geojs';
+import geo, { type Bounds, type GeoPoint, type Layer, type Map as GeoMap } from 'geojs';
 import type { TileMetadata } from '../api/types';
 import type { Point } from '../state/brush';
-import { boundaryShader } from './boundaries';
+import type { ViewAction } from '../state/viewKeys';
+import { installOverlayShader, type OverlayShader } from './overlayShader';
 
 export interface ViewerSource {
   metadata: TileMetadata;
@@ -25,6 +26,12 @@ interface QuadSearch {
     index: number[];
     extra: Record<number, { basis?: GeoPoint; _quad?: { image?: HTMLImageElement; m_srcImage?: HTMLImageElement } }>;
   };
+}
+
+/** GeoJS tile layer internals used to fetch the tiles of a view before moving there. */
+interface PrefetchingLayer {
+  _options: { tileRounding(zoom: number): number; maxLevel: number };
+  prefetch(level: number, bounds: Bounds): unknown;
 }
 
 const tilePixels = new WeakMap<HTMLImageElement, Uint8ClampedArray>();
@@ -46,7 +53,9 @@ function indexPixels(image: HTMLImageElement): Uint8ClampedArray {
 
 export class SlideViewer {
   readonly map: GeoMap;
+  private readonly slideLayer: Layer;
   private readonly overlay: Layer;
+  private readonly shader: OverlayShader;
   private table: Uint8ClampedArray;
   private readonly viewListeners: (() => void)[] = [];
   private ring: HTMLElement | null = null;
@@ -57,14 +66,30 @@ export class SlideViewer {
     const params = geo.util.pixelCoordinateParams(node, metadata.width, metadata.height, metadata.tile_width,
       metadata.tile_height);
     params.map.max = (params.map.max as number) + 2; // zoom past full resolution, to click small superpixels
-    this.map = geo.map({ ...params.map, node });
-    this.map.createLayer('osm', { ...params.layer, url: source.tileUrl, crossDomain: undefined });
+    // GeoJS reads WebGL context options from this global (its only way in). Tiles are
+    // axis-aligned quads that multisampling cannot improve; without it a software GPU renders
+    // and resolves a quarter of the samples.
+    (window as { overrideContextAttributes?: WebGLContextAttributes }).overrideContextAttributes = { antialias: false };
+    // GeoJS's own keys (digits zoom to fixed levels, arrows pan while the map has focus) would
+    // clash with the category keys: the workspace maps keys to `apply` instead (state/viewKeys).
+    const interactor = geo.mapInteractor({ keyboard: { actions: {}, focusHighlight: false } });
+    this.map = geo.map({ ...params.map, node, interactor });
+    // Both layers keep one level of tiles (GeoJS keeps the coarser ones by default and draws them
+    // all, one under the other): each redraw then shades the view once per layer instead of once
+    // per level and layer, which on a software GPU held every frame, the guided cards' too, back
+    // by hundreds of ms. Old tiles stay until the new ones cover them; an area never seen before
+    // is blank until its tiles arrive (guided mode fetches them before moving there).
+    this.slideLayer = this.map.createLayer('osm', {
+      ...params.layer, url: source.tileUrl, crossDomain: undefined, keepLower: false });
     this.table = new Uint8ClampedArray((source.superpixels + 1) * 4);
     const table = () => this.table;
     this.overlay = this.map.createLayer('pixelmap', {
       ...params.layer,
       url: source.indexUrl,
       crossDomain: undefined,
+      // Coarser index tiles drawn under the finest would also stack translucent colours and
+      // outlines (thick blocky outlines).
+      keepLower: false,
       data: new Array(source.superpixels + 1).fill(0),
       style: {
         color: (_d: unknown, i: number) => {
@@ -73,7 +98,7 @@ export class SlideViewer {
         },
       },
     });
-    boundaryShader(this.overlay, metadata, false); // before the first draw builds the overlay's shader
+    this.shader = installOverlayShader(this.overlay, metadata); // before the first draw builds the shader
     for (const event of [geo.event.pan, geo.event.zoom]) this.map.geoOn(event, () => this.viewChanged());
   }
 
@@ -89,7 +114,8 @@ export class SlideViewer {
   }
 
   setOpacity(opacity: number): void {
-    this.overlay.opacity(opacity);
+    this.shader.setOpacity(opacity);
+    this.overlay.draw();
   }
 
   setOverlayVisible(visible: boolean): void {
@@ -99,7 +125,7 @@ export class SlideViewer {
 
   /** Outlines superpixels (a shader that compares each pixel's id with its neighbours'). */
   setBoundaries(visible: boolean): void {
-    boundaryShader(this.overlay, this.source.metadata, visible);
+    this.shader.setOutlines(visible);
     this.overlay.draw();
   }
 
@@ -141,11 +167,60 @@ export class SlideViewer {
 
   /** Shows `box` (level-0 x_min, y_min, x_max, y_max) with `context` times its size around it. */
   focus(box: Box, context = 4): void {
-    const [cx, cy] = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2];
+    const view = this.viewOf(box, context);
+    // The zoom is set without events and the centre with them, so the layers fetch and draw
+    // tiles once, for the final view (map.zoom alone would fetch around the old centre first).
+    if (view.zoom !== this.map.zoom()) this.map.zoom(view.zoom, undefined, false, false, true);
+    this.map.center(view.center);
+  }
+
+  /**
+   * Fetches the slide and index tiles that `focus(box, context)` will show, so that moving there
+   * later draws at once, in one frame, instead of once per tile as they arrive. Starts once the
+   * tiles of the current view are in, so it never delays them.
+   */
+  prefetch(box: Box, context = 4): void {
+    this.map.onIdle(() => this.fetchTilesOf(box, context));
+  }
+
+  private fetchTilesOf(box: Box, context: number): void {
+    const view = this.viewOf(box, context);
+    const mapGcs = this.map.gcs();
+    const centre = geo.transform.transformCoordinates(this.map.ingcs(), mapGcs, view.center);
+    const bounds = this.map.boundsFromZoomAndCenter(view.zoom, centre, 0, null);
+    for (const layer of [this.slideLayer, this.overlay] as unknown as PrefetchingLayer[]) {
+      const level = Math.min(layer._options.tileRounding(view.zoom), layer._options.maxLevel);
+      layer.prefetch(level, bounds);
+    }
+  }
+
+  /**
+   * The zoom and centre that show `box` with `context` times its size around it. A zoom within
+   * half a level of the current one is kept: following cards of alike size then only pans, on
+   * the tiles already loaded.
+   */
+  private viewOf(box: Box, context: number): { zoom: number; center: GeoPoint } {
+    const center = { x: (box[0] + box[2]) / 2, y: (box[1] + box[3]) / 2 };
     const half = (Math.max(box[2] - box[0], box[3] - box[1], 16) * context) / 2;
-    const view = this.map.zoomAndCenterFromBounds({ left: cx - half, right: cx + half, top: cy - half, bottom: cy + half });
-    this.map.zoom(view.zoom);
-    this.map.center({ x: cx, y: cy });
+    const fit = this.map.zoomAndCenterFromBounds({
+      left: center.x - half, right: center.x + half, top: center.y - half, bottom: center.y + half });
+    const zoom = Math.abs(fit.zoom - this.map.zoom()) < 0.5 ? this.map.zoom() : fit.zoom;
+    return { zoom, center };
+  }
+
+  /** Pans, zooms or fits the view at once (no animation: a key press shows its result in the next frame). */
+  apply(action: ViewAction): void {
+    if (action.kind === 'pan') {
+      const size = this.map.size();
+      this.map.pan({ x: -action.dx * size.width, y: -action.dy * size.height });
+    } else if (action.kind === 'zoom') {
+      this.map.zoom(this.map.zoom() + action.levels);
+    } else {
+      const { width, height } = this.source.metadata;
+      const view = this.map.zoomAndCenterFromBounds({ left: 0, top: 0, right: width, bottom: height });
+      this.map.zoom(view.zoom, undefined, false, false, true);
+      this.map.center({ x: width / 2, y: height / 2 });
+    }
   }
 
   /** Shows the point (level-0 px) at the centre, keeping the zoom. */

@@ -1,6 +1,7 @@
 // The labelling and guided page: the slide viewer with its controls, and in guided mode the
 // strip of cards. Keys: a category's key labels (guided) or picks it (labelling); B/E/V tools,
-// [ and ] brush size, Ctrl+Z/Ctrl+Y undo/redo, O overlay, L outlines; guided: arrows, Enter,
+// [ and ] brush size, Ctrl+Z/Ctrl+Y undo/redo, O overlay, L outlines; the view: arrows
+// (Shift+arrows in guided mode) pan, + and - zoom, 0 the whole slide; guided: arrows, Enter,
 // Ctrl+Enter.
 
 import type { App } from '../../app';
@@ -8,6 +9,7 @@ import type { Category, Project, Slide } from '../../api/types';
 import { hrefOf } from '../../router';
 import type { Card } from '../../state/guidedQueue';
 import { categoryForKey } from '../../state/hotkeys';
+import { viewActionForKey, viewKeysHelp } from '../../state/viewKeys';
 import { h, replace } from '../../ui/dom';
 import { header } from '../../ui/layout';
 import { showError } from '../../ui/notices';
@@ -25,6 +27,11 @@ function typing(target: EventTarget | null): boolean {
   if (!element) return false;
   if (element instanceof HTMLInputElement) return !['range', 'checkbox', 'radio', 'button'].includes(element.type);
   return element instanceof HTMLTextAreaElement || element instanceof HTMLSelectElement || element.isContentEditable;
+}
+
+/** Whether `target` is a control that the arrow keys adjust (a slider, a radio button). */
+function adjusting(target: EventTarget | null): boolean {
+  return target instanceof HTMLInputElement && (target.type === 'range' || target.type === 'radio');
 }
 
 export function workspacePage(mode: 'label' | 'guided', projectId: number, slideId?: number) {
@@ -77,6 +84,10 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
       });
     };
 
+    const prefetch = (card: Card) => {
+      if (session?.slide.id === card.slide_id) session.viewer.prefetch(card.bbox_level0);
+    };
+
     const save = (card: Card, category: number, epoch: number) => {
       if (session && labelling && session.slide.id === card.slide_id) {
         labelling.epoch = epoch;
@@ -109,12 +120,13 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
         minimap(session.viewer, app.api.thumbnailUrl(projectId, session.slide.id, 256), session.slide.width,
           session.slide.height),
         h('p', { class: 'keys' }, mode === 'guided'
-          ? 'Keys: a category key labels the card and moves on; ← → move; Enter accepts the prediction; Ctrl+Enter accepts the page.'
-          : 'Keys: category keys pick; V click, B brush, E erase; [ ] brush size; Ctrl+Z / Ctrl+Y; O overlay; L outlines.'));
+          ? `Keys: a category key labels the card and moves on; ← → move; Enter accepts the prediction; Ctrl+Enter accepts the page; ${viewKeysHelp(mode)}.`
+          : `Keys: category keys pick; V click, B brush, E erase; [ ] brush size; Ctrl+Z / Ctrl+Y; O overlay; L outlines; ${viewKeysHelp(mode)}.`));
     };
 
     const onKey = (event: KeyboardEvent) => {
       if (typing(event.target) || !labelling || !session) return;
+      if (event.key.startsWith('Arrow') && adjusting(event.target)) return; // a slider or radio keeps its arrows
       const key = event.key;
       const ctrl = event.ctrlKey || event.metaKey;
       if (ctrl && key.toLowerCase() === 'z') event.shiftKey ? labelling.redo() : labelling.undo();
@@ -122,7 +134,9 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
       else if (ctrl && key !== 'Enter') return;
       else {
         const category = event.altKey ? null : categoryForKey(key, project.categories);
-        if (strip && strip.onKey(event, category)) {
+        const view = category === null ? viewActionForKey(event, mode) : null;
+        if (view) session.viewer.apply(view);
+        else if (strip && strip.onKey(event, category)) {
           // handled by the strip
         } else if (category !== null) labelling.setCategory(category);
         else if (TOOL_KEYS[key.toLowerCase()]) labelling.setTool(TOOL_KEYS[key.toLowerCase()]);
@@ -141,7 +155,7 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
       replace(root, header(app, project, mode === 'guided' ? 'guided' : 'label'), main);
       const ready = slides.filter((s) => s.superpixels);
       if (mode === 'guided') {
-        strip = new GuidedStrip(app.api, projectId, categories(), { follow, save });
+        strip = new GuidedStrip(app.api, projectId, categories(), { follow, prefetch, save });
         main.querySelector('.stage')!.appendChild(strip.element);
         await strip.reload();
         const first = strip.queue.current;
