@@ -24,9 +24,12 @@ __all__ = ["batchbald_selection"]
 
 #: BatchBALD runs on the ``max(CANDIDATES_PER_PICK * k, MIN_CANDIDATES)`` unlabelled rows with the
 #: highest BALD score: its cost grows with the candidates times the joint configurations, and a
-#: row that is uninformative alone is rarely worth a place in a batch.
+#: row that is uninformative alone is rarely worth a place in a batch. Once the joint
+#: configurations are sampled (beyond 12 picks with two classes) each pick loops over every
+#: candidate (about 3 ms each), so candidates dominate: 300 instead of 1000 took a batch of 20 from
+#: 60,000 rows (16 samples, 2 classes) from 14.0 s to 4.7 s with the same first picks.
 CANDIDATES_PER_PICK = 10
-MIN_CANDIDATES = 1000
+MIN_CANDIDATES = 300
 #: Joint label configurations kept, exactly or sampled (``num_samples`` of ``batchbald_redux``).
 #: The candidates' joint probabilities take ``min(candidates, 1024) x JOINT_SAMPLES x C`` float64:
 #: 98 MB for 4,096 and 3 classes.
