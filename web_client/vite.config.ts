@@ -2,13 +2,14 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 import { sourceDigest } from './scripts/sourceDigest';
 
-// The bundle is written into the Python package, which serves it at "/" (slidelabel serve).
+// The bundle is written into the Python package, which serves it at "/" (slidelabel serve) or,
+// in the Girder plugin, at "/slidelabel/": asset URLs are relative to the page.
 const absent = fileURLToPath(new URL('./src/viewer/absent.ts', import.meta.url));
 
 const root = fileURLToPath(new URL('.', import.meta.url));
 
 export default defineConfig({
-  base: '/',
+  base: './',
   plugins: [{
     name: 'slidelabel-build-info',
     apply: 'build',

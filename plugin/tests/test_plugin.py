@@ -4,6 +4,7 @@ Girder's job list, and the export is a valid large_image annotation on the item.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -87,6 +88,17 @@ def test_the_plugin_serves_slidelabel_and_its_navigation_entry(http, server):
     assert http.get(f"/{script}").status_code == 200
     assert http.get("/slidelabel/docs").status_code == 200
     assert http.get(f"{SL}/projects").status_code == 401  # no Girder token, no slidelabel
+
+
+def test_the_web_client_loads_under_the_mount_with_the_girder_login(http, server, user):
+    page = http.get("/slidelabel/")
+    assert page.status_code == 200 and "<title>slidelabel</title>" in page.text
+    # The bundle's URLs are relative to the page, so they resolve under /slidelabel/.
+    scripts = re.findall(r'src="\./(assets/[^"]+\.js)"', page.text)
+    assert scripts and http.get(f"/slidelabel/{scripts[0]}").status_code == 200
+    # The client reads Girder's login cookie and sends it as its token: no second login.
+    token = headers(user)["Girder-Token"]
+    assert http.get(f"{SL}/auth/me", headers={"Authorization": f"Bearer {token}"}).json()["username"] == user["login"]
 
 
 def test_a_girder_folder_is_labelled_trained_and_exported_by_girder_users(http, admin, user, project, slide_folder):

@@ -1,7 +1,21 @@
 // The HTTP transport: JSON in and out, the login token, and the server's `detail` as the
 // error message a person reads.
 
-export const API_PREFIX = '/api/v1';
+/**
+ * The API's path: `api/v1` beside the page, so the client works wherever it is mounted (`/` under
+ * `slidelabel serve`, `/slidelabel/` in the Digital Slide Archive's Girder plugin).
+ */
+export function apiPrefix(baseURI: string | undefined): string {
+  return baseURI ? new URL('api/v1', baseURI).pathname : '/api/v1';
+}
+
+export const API_PREFIX = apiPrefix(globalThis.document?.baseURI);
+
+/** The token of the Girder session the page was opened from (the Girder plugin), if any. */
+export function girderToken(cookie: string | undefined): string | null {
+  const entry = (cookie ?? '').split(';').map((part) => part.trim()).find((part) => part.startsWith('girderToken='));
+  return entry ? decodeURIComponent(entry.slice('girderToken='.length)) || null : null;
+}
 
 /** A refusal by the server, with its status and its own words (`detail`). */
 export class ApiError extends Error {
@@ -43,8 +57,12 @@ const TOKEN_KEY = 'slidelabel.token';
 export class ApiClient {
   private token: string | null;
 
-  constructor(private readonly storage: Storage | null = globalThis.localStorage ?? null) {
-    this.token = storage?.getItem(TOKEN_KEY) ?? null;
+  constructor(
+    private readonly storage: Storage | null = globalThis.localStorage ?? null,
+    cookie: string | undefined = globalThis.document?.cookie,
+  ) {
+    // Under Girder, its login is the login: no second one (the plugin accepts Girder tokens).
+    this.token = storage?.getItem(TOKEN_KEY) ?? girderToken(cookie);
   }
 
   get loggedIn(): boolean {
