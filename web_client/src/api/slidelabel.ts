@@ -20,6 +20,8 @@ export class SlidelabelApi {
   }
   me = () => this.http.json<T.User>('GET', '/auth/me');
   registry = () => this.http.json<T.Registry>('GET', '/registry');
+  users = () => this.http.json<T.User[]>('GET', '/users');
+  createUser = (body: T.UserCreate) => this.http.json<T.User>('POST', '/users', body);
 
   // projects, categories, members
   projects = () => this.http.json<T.Project[]>('GET', '/projects');
@@ -30,7 +32,12 @@ export class SlidelabelApi {
     this.http.json<T.Category>('POST', `${project(p)}/categories`, body);
   updateCategory = (p: number, c: number, body: T.CategoryUpdate) =>
     this.http.json<T.Category>('PATCH', `${project(p)}/categories/${c}`, body);
+  mergeCategory = (p: number, c: number, into: number) =>
+    this.http.json<{ moved_labels: number }>('POST', `${project(p)}/categories/${c}/merge`, { into });
   members = (p: number) => this.http.json<T.Member[]>('GET', `${project(p)}/members`);
+  /** Adds the user to the project with `role`, or changes their role. */
+  setMember = (p: number, body: T.MemberSet) => this.http.json<T.Member>('PUT', `${project(p)}/members`, body);
+  removeMember = (p: number, userId: number) => this.http.json<void>('DELETE', `${project(p)}/members/${userId}`);
 
   // slides and jobs
   slideFolders = () => this.http.json<T.SlideFolder[]>('GET', '/slide-folders');
@@ -45,6 +52,9 @@ export class SlidelabelApi {
   prepare = (p: number) => this.http.json<T.Job[]>('POST', `${project(p)}/jobs/prepare`);
   jobs = (p: number) => this.http.json<T.Job[]>('GET', `${project(p)}/jobs`, undefined, { limit: 50 });
   job = (p: number, id: number) => this.http.json<T.JobLog>('GET', `${project(p)}/jobs/${id}`);
+  cancelJob = (p: number, id: number) => this.http.json<T.Job>('POST', `${project(p)}/jobs/${id}/cancel`);
+  /** A failed or cancelled job runs again as a new job (the answer) with the same work. */
+  retryJob = (p: number, id: number) => this.http.json<T.Job>('POST', `${project(p)}/jobs/${id}/retry`);
 
   // viewer data
   tileMetadata = (p: number, s: number) => this.http.json<T.TileMetadata>('GET', `${slide(p, s)}/tiles`);

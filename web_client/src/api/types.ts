@@ -30,6 +30,8 @@ export type ReviewPage = Schemas['ReviewPage'];
 export type Relabel = Schemas['Relabel'];
 export type Agreement = Schemas['Agreement'];
 export type Member = Schemas['MemberPublic'];
+export type MemberSet = Schemas['MemberSet'];
+export type UserCreate = Schemas['UserCreate'];
 
 /** What GET /registry lists: feature extractors, models and strategies by name. */
 export interface RegistryEntry {

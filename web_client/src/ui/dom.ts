@@ -30,3 +30,14 @@ export function replace(parent: Node, ...children: (Child | Child[])[]): void {
   while (parent.firstChild) parent.removeChild(parent.firstChild);
   append(parent, children);
 }
+
+/**
+ * `replace`, giving focus back to the new element with the `data-focus` key of the one that had
+ * it: parts of a page redrawn while it follows a job must not throw a keyboard user out.
+ */
+export function replaceKeepingFocus(parent: HTMLElement, ...children: (Child | Child[])[]): void {
+  const active = document.activeElement;
+  const key = active instanceof HTMLElement && parent.contains(active) ? active.dataset.focus : undefined;
+  replace(parent, ...children);
+  if (key) parent.querySelector<HTMLElement>(`[data-focus="${CSS.escape(key)}"]`)?.focus();
+}
