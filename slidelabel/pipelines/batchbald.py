@@ -15,6 +15,10 @@ It lives here rather than in :mod:`~slidelabel.pipelines.strategies` to keep tha
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from slidelabel.errors import ParameterError
@@ -36,6 +40,22 @@ MIN_CANDIDATES = 300
 JOINT_SAMPLES = 4096
 #: Seed of the configuration sampling, fixed so a selection depends only on the evidence.
 SAMPLING_SEED = 0
+
+
+@contextmanager
+def _collections_skip_older_objects() -> Iterator[None]:
+    """Hide the objects alive now from the garbage collector while inside.
+
+    ``batchbald_redux`` chunks its work with ``toma``, which runs a full ``gc.collect()`` after
+    every chunk (about 40 per batch of 20). In a worker or the simulator, with millions of Python
+    objects alive, each takes about 0.5 s; frozen objects are not traversed, so a collection then
+    only visits what the selection itself made.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @register(
@@ -109,7 +129,7 @@ def batchbald_selection(
     log_probs_M_K_C = np.ascontiguousarray(log_probs_M_K_C.transpose(1, 0, 2))
     # Joint configurations beyond the exact range are drawn with torch's global generator:
     # fork it so the draw is seeded here and the caller's torch state is left as it was.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _collections_skip_older_objects():
         torch.manual_seed(SAMPLING_SEED)
         batch = get_batchbald_batch(
             torch.from_numpy(log_probs_M_K_C), min(k, len(candidates.indices)), joint_samples,
