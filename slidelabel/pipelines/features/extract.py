@@ -1,8 +1,10 @@
 """Features of every superpixel of an image or a slide, reading the pixels once, tile by tile.
 
 Each core tile is read with a margin of context (the extractor's ``margin_px``, and the context
-ring's width), its channels are computed block by block and pooled over the core only, and the
-pools of superpixels cut by tile borders are merged. Tiles go in raster order; after each row of
+ring's width), its channels are computed block by block and pooled over the core only, in one
+pass per block (:mod:`~slidelabel.pipelines.features.window_pooling`), and the pools of
+superpixels cut by tile borders are merged. Tiles are read and pooled by :data:`WORKERS` threads
+and merged in raster order, so the result does not depend on the number of threads. Tiles go in raster order; after each row of
 tiles the superpixels that cannot reach the next row are finished, turned into features and
 written, so memory holds one row of tiles' superpixels, not the slide's.
 """
@@ -13,8 +15,12 @@ import itertools
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import zarr
@@ -23,7 +29,8 @@ from slidelabel.errors import OutputError, ParameterError
 from slidelabel.pipelines.features import get_extractor
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
 from slidelabel.pipelines.features.patches import PatchExtractor, patch_image, patches_of_array, table_centroids
-from slidelabel.pipelines.features.pooling import Pools, boundary_pixels, ring_labels
+from slidelabel.pipelines.features.pooling import Pools
+from slidelabel.pipelines.features.window_pooling import WindowAccumulators, pool_window_block
 from slidelabel.pipelines.slides import Slide
 from slidelabel.pipelines.superpixels import Tile, core_tiles
 from slidelabel.store.label_map import label_map_shape, read_labels
@@ -31,11 +38,20 @@ from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_
 from slidelabel.store.superpixel_table import read_table
 
 FORMAT = "slidelabel-features/1"
+#: What the pooled values mean, beyond the extractor's name: 2 since context rings are exact (an
+#: array made before, with rings of two ids per pixel, is recomputed rather than resumed).
+POOLING_VERSION = 2
 #: Rows per Zarr chunk: 65,536 rows of 100 float32 features are 26 MB before compression.
 CHUNK_ROWS = 65_536
 #: Channels are computed in blocks of at most this side (px) plus margins, which bounds the
 #: per-pixel stack: the filter bank's 32 float32 channels on (512 + 2 x 40)^2 px take 45 MB.
 BLOCK_PX = 512
+
+#: Tiles read and pooled at once: decoding (OpenSlide), OpenCV and the numba kernels release the
+#: GIL, so threads use the cores (and overlap reading one tile with pooling another).
+WORKERS = min(os.cpu_count() or 1, 4)
+
+T = TypeVar("T")
 
 #: Reads a window (top, left, height, width) in working pixels.
 WindowReader = Callable[[int, int, int, int], np.ndarray]
@@ -45,41 +61,29 @@ RowWriter = Callable[[np.ndarray, np.ndarray], None]
 TileProgress = Callable[[int, int], None]
 
 
-def _pool_block(extractor: FeatureExtractor, rgb: np.ndarray, labels: np.ndarray, block: Tile,
-                origin: tuple[int, int]) -> SuperpixelPools:
-    """Pools of the pixels of ``block`` (window pixels) of a window whose corner is ``origin``."""
+def _pool_window(extractor: FeatureExtractor, rgb: np.ndarray, labels: np.ndarray, core: Tile,
+                 origin: tuple[int, int]) -> SuperpixelPools:
+    """Pools of the pixels of ``core`` (window pixels) of a window whose corner is ``origin``
+    (image px), its channels computed block by block (:data:`BLOCK_PX`) and pooled in one pass each."""
     height, width = labels.shape
-
-    def crop(array: np.ndarray, outer: Tile) -> np.ndarray:
-        top, left = block.top - outer.top, block.left - outer.left
-        return array[top : top + block.height, left : left + block.width]
-
-    def window(grown: Tile) -> np.ndarray:
-        return labels[grown.top : grown.top + grown.height, grown.left : grown.left + grown.width]
-
-    # The channel window's corner goes onto the extractor's grid in image px (a CNN's cells are
-    # then the same in every tile), taking up to grid_px - 1 px off its top and left margins.
     margin, grid = extractor.margin_px, extractor.grid_px
-    channels_outer = block.padded((margin - (margin - origin[0] - block.top) % grid,
-                                   margin - (margin - origin[1] - block.left) % grid, margin, margin), height, width)
-    rgb_outer = rgb[channels_outer.top : channels_outer.top + channels_outer.height,
-                    channels_outer.left : channels_outer.left + channels_outer.width]
-    channels_h_w_k = crop(extractor.window_channels(rgb_outer), channels_outer)
-    labels_h_w = window(block)
-    pixels = Pools.of_pixels(labels_h_w, channels_h_w_k, bins=extractor.histogram_bins)
-    if extractor.ring_px:
-        ring_outer = block.grown(extractor.ring_px, height, width)
-        rings = ring_labels(window(ring_outer), radius=extractor.ring_px)
-        ring = Pools.merged([Pools.of_pixels(crop(r, ring_outer), channels_h_w_k) for r in rings])
-    else:
-        ring = Pools.empty(channels_h_w_k.shape[2])
-    edge_outer = block.grown(1, height, width)
-    y_h_w, x_h_w = np.indices(labels_h_w.shape, dtype=np.float64)
-    y_h_w += origin[0] + block.top
-    x_h_w += origin[1] + block.left
-    on_edge = crop(boundary_pixels(window(edge_outer)), edge_outer)
-    shape = Pools.of_pixels(labels_h_w, np.stack([x_h_w, y_h_w, x_h_w + y_h_w, on_edge], axis=-1))
-    return SuperpixelPools(pixels, ring, shape)
+    acc = None
+    for b in core_tiles(core.height, core.width, BLOCK_PX):
+        block = Tile(core.top + b.top, core.left + b.left, b.height, b.width)
+        # The channel window's corner goes onto the extractor's grid in image px (a CNN's cells are
+        # then the same in every tile), taking up to grid_px - 1 px off its top and left margins.
+        outer = block.padded((margin - (margin - origin[0] - block.top) % grid,
+                              margin - (margin - origin[1] - block.left) % grid, margin, margin), height, width)
+        channels_H_W_K = extractor.window_channels(rgb[outer.top : outer.top + outer.height,
+                                                       outer.left : outer.left + outer.width])
+        top, left = block.top - outer.top, block.left - outer.left
+        if acc is None:
+            acc = WindowAccumulators.of_labels(labels, channels_H_W_K.shape[2], extractor.histogram_bins)
+        pool_window_block(acc, channels_H_W_K[top : top + block.height, left : left + block.width],
+                          top=block.top, left=block.left, ring_px=extractor.ring_px, origin=origin)
+    if acc is None:
+        raise ValueError(f"empty core {core}")
+    return acc.pools()
 
 
 def _merged(parts: list[SuperpixelPools]) -> SuperpixelPools:
@@ -88,6 +92,46 @@ def _merged(parts: list[SuperpixelPools]) -> SuperpixelPools:
 
 def _aligned(pools: SuperpixelPools, ids_M: np.ndarray) -> SuperpixelPools:
     return SuperpixelPools(pools.pixels.aligned(ids_M), pools.ring.aligned(ids_M), pools.shape.aligned(ids_M))
+
+
+def _pool_tile(extractor: FeatureExtractor, read_rgb: WindowReader, read_ids: WindowReader, tile: Tile, *,
+               height: int, width: int, n_superpixels: int) -> tuple[SuperpixelPools | None, np.ndarray]:
+    """(pools of the pixels of ``tile``, None on glass; ids that may gain pixels in the next band)."""
+    margin = max(extractor.margin_px, extractor.ring_px + 1)
+    window = tile.grown(margin, height, width)
+    labels = np.asarray(read_ids(window.top, window.left, window.height, window.width), np.int64)
+    if labels.max(initial=0) > n_superpixels:
+        raise ValueError(f"superpixel id {labels.max()} in window {window} is above {n_superpixels}")
+    core = Tile(tile.top - window.top, tile.left - window.left, tile.height, tile.width)
+    pools = None
+    if labels.any():  # glass without superpixels is never read
+        rgb = read_rgb(window.top, window.left, window.height, window.width)
+        pools = _pool_window(extractor, rgb, labels, core, (window.top, window.left))
+    # Ids within a ring's width of the band's lower edge may gain pixels in the next band.
+    seam_top = max(core.top + core.height - extractor.ring_px - 1, 0)
+    open_ids = np.unique(labels[seam_top : core.top + core.height + extractor.ring_px, core.left : core.left + core.width])
+    return pools, open_ids
+
+
+def _in_order(work: Callable[[Tile], T], tiles: list[Tile], workers: int) -> Iterator[T]:
+    """``work(tile)`` of each tile, in order, computed by ``workers`` threads at most
+    ``2 * workers`` tiles ahead of the consumer (reading one tile while pooling another)."""
+    if workers <= 1:
+        yield from map(work, tiles)
+        return
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="slidelabel-features")
+    try:
+        ahead: deque[Future[T]] = deque()
+        upcoming = iter(tiles)
+        for tile in itertools.islice(upcoming, 2 * workers):
+            ahead.append(executor.submit(work, tile))
+        while ahead:
+            result = ahead.popleft().result()
+            for tile in itertools.islice(upcoming, 1):
+                ahead.append(executor.submit(work, tile))
+            yield result
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def pool_image(
@@ -101,42 +145,44 @@ def pool_image(
     write_rows: RowWriter,
     tile_size: int = 2048,
     progress: TileProgress | None = None,
+    workers: int = WORKERS,
 ) -> None:
     """Features of the superpixels 1..``n_superpixels`` of a ``height`` x ``width`` image (working
     px), handed to ``write_rows`` as their superpixels are finished (each id once, in no order).
 
-    ``read_rgb`` gives uint8 (h, w, 3) and ``read_ids`` integer (h, w) superpixel ids of a window.
+    ``read_rgb`` gives uint8 (h, w, 3) and ``read_ids`` integer (h, w) superpixel ids of a window;
+    with ``workers`` > 1 both are called from that many threads at once. Tiles are read and
+    pooled in parallel but merged in raster order, so the result does not depend on ``workers``.
     Superpixels must be connected: one seen again after it was finished is a ``ValueError``.
     """
     if tile_size < 16:
         raise ParameterError(f"tile_size must be >= 16 px, got {tile_size}")
-    margin = max(extractor.margin_px, extractor.ring_px + 1)
     tiles = core_tiles(height, width, tile_size)
+    results = _in_order(lambda tile: _pool_tile(extractor, read_rgb, read_ids, tile, height=height, width=width,
+                                                n_superpixels=n_superpixels), tiles, workers)
+    with closing(results):  # on an error, stop the threads before returning
+        _finish_bands(extractor, tiles, results, tile_size=tile_size, height=height, n_superpixels=n_superpixels,
+                      write_rows=write_rows, progress=progress)
+
+
+def _finish_bands(extractor: FeatureExtractor, tiles: list[Tile],
+                  results: Iterator[tuple[SuperpixelPools | None, np.ndarray]], *, tile_size: int, height: int,
+                  n_superpixels: int, write_rows: RowWriter, progress: TileProgress | None) -> None:
+    """Merge the tiles' pools band by band and write the superpixels each band finishes."""
     finished = np.zeros(n_superpixels + 1, bool)
     pending: list[SuperpixelPools] = []
     done = 0
-    for band_top, band in itertools.groupby(tiles, key=lambda tile: tile.top):
+    for band_top, band in itertools.groupby(zip(tiles, results), key=lambda pair: pair[0].top):
         open_ids = []
-        for tile in band:
-            window = tile.grown(margin, height, width)
-            labels = np.asarray(read_ids(window.top, window.left, window.height, window.width), np.int64)
-            if labels.max(initial=0) > n_superpixels:
-                raise ValueError(f"superpixel id {labels.max()} in window {window} is above {n_superpixels}")
-            core = Tile(tile.top - window.top, tile.left - window.left, tile.height, tile.width)
-            if labels.any():  # glass without superpixels is never read
-                rgb = read_rgb(window.top, window.left, window.height, window.width)
-                pending += [
-                    _pool_block(extractor, rgb, labels, Tile(core.top + b.top, core.left + b.left, b.height, b.width),
-                                (window.top, window.left))
-                    for b in core_tiles(core.height, core.width, BLOCK_PX)
-                ]
-            # Ids within a ring's width of the band's lower edge may gain pixels in the next band.
-            seam_top = max(core.top + core.height - extractor.ring_px - 1, 0)
-            open_ids.append(np.unique(labels[seam_top : core.top + core.height + extractor.ring_px,
-                                             core.left : core.left + core.width]))
+        for _, (tile_pools, tile_open_ids) in band:
+            if tile_pools is not None:
+                pending.append(tile_pools)
+            open_ids.append(tile_open_ids)
             done += 1
             if progress is not None:
                 progress(done, len(tiles))
+        if not pending:
+            continue
         pools = _merged(pending)
         ids_M = pools.ids()
         if finished[ids_M].any():
@@ -226,7 +272,7 @@ def _attributes(extractor: FeatureExtractor, manifest: dict, sha256: str) -> dic
     return {
         "format": FORMAT, "extractor": extractor.name, "feature_names": extractor.channel_names(),
         "superpixels": {key: manifest.get(key) for key in ("algorithm", "options", "working", "superpixels")},
-        "slide_sha256": sha256,
+        "slide_sha256": sha256, "pooling_version": POOLING_VERSION,
     }
 
 

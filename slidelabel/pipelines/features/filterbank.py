@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
 
 from slidelabel.pipelines.features.base import PixelStatistics
@@ -39,11 +40,44 @@ def _derivative(image_H_W: np.ndarray, dx: int, dy: int) -> np.ndarray:
                      borderType=cv2.BORDER_REFLECT)
 
 
-def _eigenvalues(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (high, low) of the symmetric 2 x 2 matrices [[a, b], [b, c]], per pixel."""
-    half_trace = (a + c) / 2.0
-    gap = np.sqrt(((a - c) / 2.0) ** 2 + b**2)
+@numba.njit(cache=True, nogil=True)
+def _scaled_products(ix_H_W, iy_H_W, sigma):  # pragma: no cover
+    """(ix^2, ix iy, iy^2) of the gradients scaled by ``sigma``, float32 as numpy would give."""
+    s = np.float32(sigma)
+    xx, xy, yy = np.empty_like(ix_H_W), np.empty_like(ix_H_W), np.empty_like(ix_H_W)
+    for i in range(ix_H_W.shape[0]):
+        for j in range(ix_H_W.shape[1]):
+            a, b = ix_H_W[i, j] * s, iy_H_W[i, j] * s
+            xx[i, j], xy[i, j], yy[i, j] = a * a, a * b, b * b
+    return xx, xy, yy
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _eigenvalues(a, b, c):  # pragma: no cover
+    """Eigenvalues (high, low) of the symmetric 2 x 2 matrix [[a, b], [b, c]] (float32)."""
+    two = np.float32(2.0)
+    half_trace = (a + c) / two
+    half_gap = (a - c) / two
+    gap = np.sqrt(half_gap * half_gap + b * b)
     return half_trace + gap, half_trace - gap
+
+
+@numba.njit(cache=True, nogil=True)
+def _combine(smooth, d10, d01, d20, d02, d11, wide, txx, txy, tyy, sigma, out_H_W_C, first):  # pragma: no cover
+    """Write the :data:`FILTERS` of one scale into channels ``first..first + 7`` of ``out_H_W_C``,
+    from the smoothed image, its unscaled Sobel derivatives, the DoG's wider Gaussian and the
+    smoothed structure tensor; one pass, no temporaries (float32 throughout, as numpy's)."""
+    s1, s2 = np.float32(sigma), np.float32(sigma**2)
+    for i in range(smooth.shape[0]):
+        for j in range(smooth.shape[1]):
+            gx, gy = d10[i, j] * s1, d01[i, j] * s1
+            dxx, dyy, dxy = d20[i, j] * s2, d02[i, j] * s2, d11[i, j] * s2
+            out_H_W_C[i, j, first] = smooth[i, j]
+            out_H_W_C[i, j, first + 1] = np.sqrt(gx * gx + gy * gy)
+            out_H_W_C[i, j, first + 2] = dxx + dyy
+            out_H_W_C[i, j, first + 3] = smooth[i, j] - wide[i, j]
+            out_H_W_C[i, j, first + 4], out_H_W_C[i, j, first + 5] = _eigenvalues(dxx, dxy, dyy)
+            out_H_W_C[i, j, first + 6], out_H_W_C[i, j, first + 7] = _eigenvalues(txx[i, j], txy[i, j], tyy[i, j])
 
 
 def filter_stack(grey_H_W: np.ndarray, *, sigmas: tuple[float, ...] = SIGMAS_PX) -> np.ndarray:
@@ -53,22 +87,22 @@ def filter_stack(grey_H_W: np.ndarray, *, sigmas: tuple[float, ...] = SIGMAS_PX)
         raise ValueError(f"expected a 2-D image, got shape {grey_H_W.shape}")
     if not sigmas or min(sigmas) <= 0:
         raise ValueError(f"sigmas must be positive pixels, got {sigmas}")
-    grey_H_W = grey_H_W.astype(np.float32, copy=False)
+    grey_H_W = np.ascontiguousarray(grey_H_W, np.float32)
     out = np.empty((*grey_H_W.shape, len(FILTERS) * len(sigmas)), np.float32)
+    smoothed: dict[float, np.ndarray] = {}  # the structure tensor's sigma / 2 is often a smaller scale
+
+    def gaussian(sigma: float) -> np.ndarray:
+        if sigma not in smoothed:
+            smoothed[sigma] = _gaussian(grey_H_W, sigma)
+        return smoothed[sigma]
+
     for s, sigma in enumerate(sigmas):
-        smooth = _gaussian(grey_H_W, sigma)
-        gx, gy = _derivative(smooth, 1, 0) * sigma, _derivative(smooth, 0, 1) * sigma
-        dxx = _derivative(smooth, 2, 0) * sigma**2
-        dyy = _derivative(smooth, 0, 2) * sigma**2
-        dxy = _derivative(smooth, 1, 1) * sigma**2
-        inner = _gaussian(grey_H_W, sigma / 2.0)
-        ix, iy = _derivative(inner, 1, 0) * sigma, _derivative(inner, 0, 1) * sigma
-        tensor = [_gaussian(product, sigma) for product in (ix * ix, ix * iy, iy * iy)]
-        channels = [
-            smooth, np.sqrt(gx**2 + gy**2), dxx + dyy, smooth - _gaussian(grey_H_W, DOG_RATIO * sigma),
-            *_eigenvalues(dxx, dxy, dyy), *_eigenvalues(*tensor),
-        ]
-        out[..., s * len(FILTERS) : (s + 1) * len(FILTERS)] = np.stack(channels, axis=-1)
+        smooth = gaussian(sigma)
+        inner = gaussian(sigma / 2.0)
+        products = _scaled_products(_derivative(inner, 1, 0), _derivative(inner, 0, 1), sigma)
+        tensor = [_gaussian(product, sigma) for product in products]
+        derivatives = [_derivative(smooth, dx, dy) for dx, dy in ((1, 0), (0, 1), (2, 0), (0, 2), (1, 1))]
+        _combine(smooth, *derivatives, _gaussian(grey_H_W, DOG_RATIO * sigma), *tensor, sigma, out, s * len(FILTERS))
     return out
 
 

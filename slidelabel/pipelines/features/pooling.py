@@ -5,8 +5,8 @@ sums, sums of squares and (optionally) fixed-bin histograms. Pools of disjoint p
 by adding, so a superpixel cut by tile borders gets exactly the statistics of the whole image:
 means and standard deviations up to float64 rounding, histograms (hence percentiles) exactly.
 
-Also here: the label maps that say which superpixel's *context ring* a pixel belongs to, and
-which pixels lie on a superpixel boundary (both need a margin of context around the pixels).
+Extraction fills these pools in one pass per block, with the exact context rings
+(:mod:`~slidelabel.pipelines.features.window_pooling`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from scipy import ndimage
 
 #: Id compaction uses a lookup table when the ids of a window span at most this many times its
 #: pixel count (ids of one tile are nearly contiguous), else a sort.
@@ -56,19 +55,41 @@ def _accumulate(index_H_W, values_H_W_K, low_K, scale_K, sums_M_K, sumsq_M_K, hi
                     hist_M_K_B[m, k, min(max(b, 0), bins - 1)] += 1
 
 
-def _compact(labels_H_W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@numba.njit(cache=True, nogil=True)
+def _id_range(labels_H_W):  # pragma: no cover
+    """(smallest, largest) id > 0 of ``labels_H_W``; (0, -1) if none."""
+    low, high = np.iinfo(np.int64).max, -1
+    for label in labels_H_W.ravel():
+        if label > 0:
+            low, high = min(low, np.int64(label)), max(high, np.int64(label))
+    return (low, high) if high > 0 else (0, -1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact_by_lookup(labels_H_W, low, high):  # pragma: no cover
+    row_of = np.zeros(high - low + 1, np.int64)
+    flat = labels_H_W.ravel()
+    for label in flat:
+        if label > 0:
+            row_of[label - low] = 1
+    ids_M = np.flatnonzero(row_of) + low
+    row_of[ids_M - low] = np.arange(ids_M.size)
+    index_P = np.empty(flat.size, np.int64)
+    for p in range(flat.size):
+        index_P[p] = row_of[flat[p] - low] if flat[p] > 0 else -1
+    return ids_M, index_P.reshape(labels_H_W.shape)
+
+
+def compact_ids(labels_H_W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ids > 0 present in ``labels_H_W`` (sorted int64) and each pixel's row among them (-1 for 0)."""
+    labels_H_W = np.ascontiguousarray(labels_H_W)
+    low, high = _id_range(labels_H_W)
+    if high < 0:
+        return np.zeros(0, np.int64), np.full(labels_H_W.shape, -1, np.int64)
+    if high - low < _LOOKUP_SPAN_PER_PIXEL * labels_H_W.size:
+        return _compact_by_lookup(labels_H_W, low, high)
     labels_H_W = labels_H_W.astype(np.int64, copy=False)
     present = labels_H_W[labels_H_W > 0]
-    if present.size == 0:
-        return np.zeros(0, np.int64), np.full(labels_H_W.shape, -1, np.int64)
-    low, high = int(present.min()), int(present.max())
-    if high - low < _LOOKUP_SPAN_PER_PIXEL * labels_H_W.size:
-        seen = np.zeros(high - low + 2, bool)
-        seen[present - low + 1] = True
-        ids_M = np.flatnonzero(seen) + low - 1
-        row_of = np.cumsum(seen) - 1  # slot 0 stands for "no superpixel" and maps to -1
-        return ids_M, row_of[np.clip(labels_H_W - low + 1, 0, None)]
     ids_M, inverse = np.unique(present, return_inverse=True)
     index_H_W = np.full(labels_H_W.shape, -1, np.int64)
     index_H_W[labels_H_W > 0] = inverse
@@ -113,7 +134,7 @@ class Pools:
         channels = values_H_W_K.shape[2]
         if bins is not None and bins.low_K.shape != (channels,):
             raise ValueError(f"histogram ranges are for {bins.low_K.shape} channels, values have {channels}")
-        ids_M, index_H_W = _compact(labels_H_W)
+        ids_M, index_H_W = compact_ids(labels_H_W)
         n_bins = bins.bins if bins is not None else 0
         sums_M_K = np.zeros((ids_M.size, channels))
         sumsq_M_K = np.zeros((ids_M.size, channels))
@@ -194,37 +215,3 @@ class Pools:
             out_M_K_Q[..., q] = self.bins.low_K + (bin_M_K + fraction_M_K) * width_K
         out_M_K_Q[self.counts_M == 0] = np.nan
         return out_M_K_Q
-
-
-def ring_labels(labels_H_W: np.ndarray, *, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which superpixels' context rings each pixel belongs to.
-
-    The ring of a superpixel is the set of pixels within ``radius`` (Chebyshev distance, px) of it
-    but not in it. A pixel near several superpixels is assigned to the rings of the largest and
-    the smallest id around it: exact wherever at most two superpixels meet within ``radius``, and
-    at junctions of three or more the middle ids lose those pixels.
-
-    Returns
-    -------
-    (ring_high_H_W, ring_low_H_W) : int64, 0 where the pixel adds to no ring; pool the channels
-    with both. Exact for pixels at least ``radius`` inside the window.
-    """
-    if radius < 1:
-        raise ValueError(f"radius must be >= 1 px, got {radius}")
-    labels_H_W = labels_H_W.astype(np.int64, copy=False)
-    size = 2 * radius + 1
-    high_H_W = ndimage.maximum_filter(labels_H_W, size=size, mode="nearest")
-    no_id = int(labels_H_W.max(initial=0)) + 1  # so that "no superpixel" never wins the minimum
-    low_H_W = ndimage.minimum_filter(np.where(labels_H_W > 0, labels_H_W, no_id), size=size, mode="nearest")
-    low_H_W[low_H_W == no_id] = 0
-    ring_high = np.where(high_H_W != labels_H_W, high_H_W, 0)
-    ring_low = np.where((low_H_W != labels_H_W) & (low_H_W != high_H_W), low_H_W, 0)
-    return ring_high, ring_low
-
-
-def boundary_pixels(labels_H_W: np.ndarray) -> np.ndarray:
-    """(H, W) bool: a 4-neighbour has another id (the window's edge counts as the same id)."""
-    padded = np.pad(labels_H_W, 1, mode="edge")
-    centre = padded[1:-1, 1:-1]
-    return ((padded[:-2, 1:-1] != centre) | (padded[2:, 1:-1] != centre)
-            | (padded[1:-1, :-2] != centre) | (padded[1:-1, 2:] != centre))

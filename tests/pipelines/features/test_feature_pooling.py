@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from slidelabel.pipelines.features import FEATURES
-from slidelabel.pipelines.features.extract import features_of_array
-from slidelabel.pipelines.features.pooling import HistogramBins, Pools, ring_labels
+from slidelabel.pipelines.features.extract import features_of_array, pool_image
+from slidelabel.pipelines.features.pooling import HistogramBins, Pools
 from slidelabel.pipelines.superpixels import SuperpixelParams, superpixel_array
 
 
@@ -34,14 +35,6 @@ def test_pools_of_split_pixels_merge_to_the_pools_of_all() -> None:
         # Percentiles from 16 bins over 6 units: within one bin of the exact value.
         exact = np.percentile(pixels, 50, axis=0)
         assert np.all(np.abs(whole.percentiles((50.0,))[k, :, 0] - exact) <= 6 / 16)
-
-
-def test_ring_is_the_dilation_minus_the_superpixel_where_two_meet() -> None:
-    labels = np.zeros((9, 12), np.int64)
-    labels[:, :5], labels[:, 5:] = 1, 2
-    high, low = ring_labels(labels, radius=2)
-    assert set(np.flatnonzero((high == 1).any(0) | (low == 1).any(0))) == {5, 6}
-    assert set(np.flatnonzero((high == 2).any(0) | (low == 2).any(0))) == {3, 4}
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +64,40 @@ def test_tiles_without_enough_margin_would_differ(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(FEATURES, "filterbank", dataclasses.replace(FEATURES["filterbank"], margin_px=0))
     tiled = features_of_array(rgb, labels, extractor="filterbank", tile_size=256)
     assert np.nanmax(np.abs(tiled - whole)) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["color", "filterbank"])
+def test_rings_of_8px_superpixels_are_the_exact_dilation(name: str, monuseg_dir: Path) -> None:
+    """With 8 px superpixels (``slidelabel simulate --superpixel-px 8``) slivers at junctions of
+    three or more got no ring pixels when a pixel joined only the rings of the largest and the
+    smallest id around it, and their ring means were NaN (superpixel 4417 of this image)."""
+    rgb = np.asarray(Image.open(monuseg_dir / "images" / "TCGA-AR-A1AS-01Z-00-DX1.png").convert("RGB"))
+    labels = superpixel_array(rgb, SuperpixelParams(step=8))
+    feats_N_D = features_of_array(rgb, labels, extractor=name, tile_size=384)
+    present_N = np.isin(np.arange(1, feats_N_D.shape[0] + 1), labels)
+    assert np.isfinite(feats_N_D[present_N]).all()
+    extractor = FEATURES[name]
+    ring_columns = [i for i, n in enumerate(extractor.channel_names()) if "_ring" in n]
+    channels_H_W_K = extractor.window_channels(rgb).astype(np.float64)
+    size = 2 * extractor.ring_px + 1
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    for label in [*ids[np.argsort(counts)[:5]], *ids[:: max(1, ids.size // 20)]]:  # the smallest and a sample
+        mask = labels == label
+        ring = ndimage.binary_dilation(mask, np.ones((size, size), bool)) & ~mask
+        np.testing.assert_allclose(feats_N_D[label - 1, ring_columns], channels_H_W_K[ring].mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["color", "filterbank"])
+def test_threads_give_the_features_of_one_thread(name: str, monuseg_image: tuple[np.ndarray, np.ndarray]) -> None:
+    rgb, labels = monuseg_image
+    n = int(labels.max())
+
+    def features(workers: int) -> np.ndarray:
+        feats_N_D = np.full((n, len(FEATURES[name].channel_names())), np.nan, np.float32)
+        pool_image(FEATURES[name], lambda t, l, h, w: rgb[t : t + h, l : l + w],
+                   lambda t, l, h, w: labels[t : t + h, l : l + w], height=labels.shape[0], width=labels.shape[1],
+                   n_superpixels=n, write_rows=lambda ids_M, feats_M_D: feats_N_D.__setitem__(ids_M - 1, feats_M_D),
+                   tile_size=128, workers=workers)
+        return feats_N_D
+
+    np.testing.assert_array_equal(features(3), features(1))
