@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 # large_image that slidelabel's own environment must not be moved to.
 GIRDER_VENV := .venv-girder
 GIRDER_BIN := $(GIRDER_VENV)/bin
+# PyTorch's own wheel index, e.g. https://download.pytorch.org/whl/cpu for a CPU-only build
+# (PyPI's Linux wheels are the CUDA build); empty: pip's configured index.
+TORCH_INDEX_URL ?=
+TORCH := torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 
 .PHONY: demo test venv web plugin-test
 
@@ -13,7 +17,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of PyTorch first: a bare torch requirement would download a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(TORCH)
 
 venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
@@ -44,7 +48,7 @@ test: venv
 $(GIRDER_BIN)/python:
 	$(PYTHON) -m venv $(GIRDER_VENV)
 	$(GIRDER_BIN)/pip install --quiet --upgrade pip
-	$(GIRDER_BIN)/pip install --quiet torch==2.13.0
+	$(GIRDER_BIN)/pip install --quiet $(TORCH)
 
 ## The Girder plugin (plugin/) and slidelabel in their own environment, and the plugin's tests
 ## (Girder on mongomock: no MongoDB server is needed).
