@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SLIDES = SHARED_DATA / "slides"
@@ -33,3 +36,15 @@ def tcga_slide() -> Path:
 def monuseg_dir() -> Path:
     """30 MoNuSeg H&E crops (images/NAME.png) with nuclei masks (masks/NAME.png, 255 = nucleus)."""
     return _require(MONUSEG)
+
+
+@pytest.fixture(scope="session")
+def monuseg_pair(monuseg_dir: Path) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """``monuseg_pair(i)``: (RGB uint8, bool nucleus mask) of the i-th MoNuSeg image by name."""
+
+    def load(index: int) -> tuple[np.ndarray, np.ndarray]:
+        path = sorted((monuseg_dir / "images").glob("*.png"))[index]
+        mask = np.asarray(Image.open(monuseg_dir / "masks" / path.name)) > 127
+        return np.asarray(Image.open(path).convert("RGB")), mask if mask.ndim == 2 else mask[..., 0]
+
+    return load

@@ -80,14 +80,14 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writes = sessionmaker(self.engine.execution_options(write=True), expire_on_commit=False)
-        self._sqlite = self.engine.dialect.name == "sqlite"
-        self._write_turn = threading.Lock()
+        # SQLite has one writer at a time; PostgreSQL's row locks need no turns.
+        self._write_turn = threading.Lock() if self.engine.dialect.name == "sqlite" else None
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A session committed on success, rolled back on error. ``write=True`` takes SQLite's
         write lock at the start, for read-modify-write transactions (one at a time per process)."""
-        with self._turn() if write and self._sqlite else nullcontext():
+        with self._turn() if write and self._write_turn else nullcontext():
             with (self._writes if write else self._sessions)() as session:
                 try:
                     yield session

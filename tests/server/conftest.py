@@ -164,3 +164,21 @@ def slide_row(app, project: dict, cmu_slide: Path) -> int:
         session.add(slide)
         session.flush()
         return slide.id
+
+
+class StubSender:
+    """Records what would have been sent to Celery."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list, str]] = []
+
+    def send_task(self, name: str, args: list, queue: str) -> object:
+        self.sent.append((name, args, queue))
+        return None
+
+
+@pytest.fixture
+def sender(app) -> StubSender:
+    """The app's Celery replaced by a :class:`StubSender`: jobs are submitted, never run."""
+    app.state.celery = StubSender()
+    return app.state.celery

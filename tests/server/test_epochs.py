@@ -26,17 +26,6 @@ from slidelabel.store.superpixel_files import TABLE_FILE
 from slidelabel.store.superpixel_table import read_table
 
 
-class StubSender:
-    """Records what would have been sent to Celery."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, list, str]] = []
-
-    def send_task(self, name: str, args: list, queue: str) -> object:
-        self.sent.append((name, args, queue))
-        return None
-
-
 @pytest.fixture(scope="module")
 def cmu_files(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> tuple[Path, Path]:
     """Superpixels (default options) and ``color`` features of the CMU slide, made once."""
@@ -44,12 +33,6 @@ def cmu_files(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> tupl
     compute_slide_superpixels(cmu_slide, folder / "superpixels", superpixel_options({}))
     extract_slide_features(cmu_slide, folder / "superpixels", folder / "color.zarr", extractor="color")
     return folder / "superpixels", folder / "color.zarr"
-
-
-@pytest.fixture
-def sender(app) -> StubSender:
-    app.state.celery = StubSender()
-    return app.state.celery
 
 
 @pytest.fixture

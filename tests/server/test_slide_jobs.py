@@ -16,23 +16,6 @@ from slidelabel.store.superpixel_files import MANIFEST_FILE, read_manifest
 OPTIONS = {"magnification": 5, "size": "100um"}
 
 
-class StubSender:
-    """Records what would have been sent to Celery."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, list, str]] = []
-
-    def send_task(self, name: str, args: list, queue: str) -> object:
-        self.sent.append((name, args, queue))
-        return None
-
-
-@pytest.fixture
-def sender(app) -> StubSender:
-    app.state.celery = StubSender()
-    return app.state.celery
-
-
 @pytest.fixture
 def slide_id(app, project: dict, slide_row: int) -> int:
     """The CMU sample in a project of coarse superpixels, not computed yet."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
@@ -20,16 +19,9 @@ from slidelabel.pipelines.superpixels import SuperpixelParams, superpixel_array
 N_COLOUR = len(FEATURES["color"].channel_names())
 
 
-def _image(monuseg_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB, bool nucleus mask) of the index-th MoNuSeg image, by name."""
-    path = sorted((monuseg_dir / "images").glob("*.png"))[index]
-    mask = np.asarray(Image.open(monuseg_dir / "masks" / path.name)) > 127
-    return np.asarray(Image.open(path).convert("RGB")), mask if mask.ndim == 2 else mask[..., 0]
-
-
 @pytest.fixture(scope="module")
-def crop(monuseg_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    rgb = np.ascontiguousarray(_image(monuseg_dir, 2)[0][:256, :240])
+def crop(monuseg_pair: Callable) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.ascontiguousarray(monuseg_pair(2)[0][:256, :240])
     return rgb, superpixel_array(rgb, SuperpixelParams(step=16))
 
 
@@ -62,10 +54,10 @@ def test_tiles_give_the_features_of_the_whole_image(crop: tuple[np.ndarray, np.n
                                rtol=1e-4, atol=1e-5)
 
 
-def _texture(monuseg_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _texture(monuseg_pair: Callable, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Texture features of one image's superpixels, z-scored within it, and whether most of each
     superpixel is nucleus."""
-    rgb, mask = _image(monuseg_dir, index)
+    rgb, mask = monuseg_pair(index)
     rgb, mask = rgb[:500, :500], mask[:500, :500]
     labels = superpixel_array(rgb, SuperpixelParams(step=16))
     feats_N_D = features_of_array(rgb, labels, extractor="context")[:, N_COLOUR:]
@@ -76,9 +68,9 @@ def _texture(monuseg_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
     return (feats_M_D - feats_M_D.mean(0)) / (feats_M_D.std(0) + 1e-6), nucleus_N[present_N]
 
 
-def test_haematoxylin_texture_alone_finds_nuclei_in_other_images(monuseg_dir: Path) -> None:
-    train = [_texture(monuseg_dir, i) for i in (5, 6, 7)]
-    test = [_texture(monuseg_dir, i) for i in (20, 21)]
+def test_haematoxylin_texture_alone_finds_nuclei_in_other_images(monuseg_pair: Callable) -> None:
+    train = [_texture(monuseg_pair, i) for i in (5, 6, 7)]
+    test = [_texture(monuseg_pair, i) for i in (20, 21)]
     model = LogisticRegression(max_iter=2000, class_weight="balanced")
     model.fit(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]))
     truth = np.concatenate([y for _, y in test])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
@@ -18,16 +17,9 @@ from slidelabel.pipelines.features.extract import features_of_array
 from slidelabel.pipelines.superpixels import SuperpixelParams, superpixel_array
 
 
-def _monuseg(monuseg_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB image, bool nucleus mask) of the index-th MoNuSeg image, by name."""
-    path = sorted((monuseg_dir / "images").glob("*.png"))[index]
-    mask = np.asarray(Image.open(monuseg_dir / "masks" / path.name)) > 127
-    return np.asarray(Image.open(path).convert("RGB")), mask if mask.ndim == 2 else mask[..., 0]
-
-
 @pytest.fixture(scope="module")
-def crop(monuseg_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    rgb = np.ascontiguousarray(_monuseg(monuseg_dir, 1)[0][:300, :260])
+def crop(monuseg_pair: Callable) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.ascontiguousarray(monuseg_pair(1)[0][:300, :260])
     labels = superpixel_array(rgb, SuperpixelParams(step=12))
     labels[labels == labels.max()] = 0  # an absent id gives a NaN row
     return rgb, labels
@@ -63,10 +55,10 @@ def test_bad_inputs_are_refused(crop: tuple[np.ndarray, np.ndarray]) -> None:
         features_of_array(rgb, labels, extractor="color", n_superpixels=3)
 
 
-def _labelled(monuseg_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(monuseg_pair: Callable, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Colour features of the superpixels of one image, z-scored within the image (what a model
     trained on one slide sees), and whether most of each superpixel is nucleus."""
-    rgb, mask = _monuseg(monuseg_dir, index)
+    rgb, mask = monuseg_pair(index)
     labels = superpixel_array(rgb, SuperpixelParams(step=12))
     feats_N_D = features_of_array(rgb, labels, extractor="color")
     present_N = ~np.isnan(feats_N_D[:, 0])
@@ -76,9 +68,9 @@ def _labelled(monuseg_dir: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
     return (feats_M_D - feats_M_D.mean(0)) / (feats_M_D.std(0) + 1e-6), nucleus_N[present_N]
 
 
-def test_colour_features_separate_nuclei_from_background(monuseg_dir: Path) -> None:
-    train = [_labelled(monuseg_dir, i) for i in (5, 6, 7)]
-    test = [_labelled(monuseg_dir, i) for i in (8, 9)]
+def test_colour_features_separate_nuclei_from_background(monuseg_pair: Callable) -> None:
+    train = [_labelled(monuseg_pair, i) for i in (5, 6, 7)]
+    test = [_labelled(monuseg_pair, i) for i in (8, 9)]
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
     model.fit(np.vstack([x for x, _ in train]), np.concatenate([y for _, y in train]))
     predicted = model.predict(np.vstack([x for x, _ in test]))
