@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import large_image.config
 import numpy as np
 from large_image import tilesource
 from large_image.constants import TILE_FORMAT_NUMPY
@@ -30,6 +31,7 @@ from slidelabel.errors import (
 )
 from slidelabel.pipelines.slide_files import check_slide_file
 from slidelabel.pipelines.slide_readers import list_sources, open_reader
+from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +179,11 @@ class Slide:
             )
         check_slide_file(self.path)
         source_name, self._source = open_reader(self.path, source)
+        self._direct: TiffTiles | None = None
         with _reading(self.path, "its metadata"):
             self.info = self._read_info(source_name, base_mpp)
         self._check_pixels()
+        self._direct = self._open_direct()
 
     def _read_info(self, source_name: str, base_mpp: float | None) -> SlideInfo:
         metadata = self._source.getMetadata()
@@ -227,6 +231,35 @@ class Slide:
         left = (info.width - 1) // info.tile_width * info.tile_width
         top = (info.height - 1) // info.tile_height * info.tile_height
         self.read_region(left, top, info.width - left, info.height - top)
+
+    def _open_direct(self) -> TiffTiles | None:
+        """The fast read path for the levels of a tiled TIFF where it gives large_image's pixels.
+
+        Each stored level is probed with one tile from its middle, decoded both ways; a level
+        whose pixels differ (or a file that is no tiled TIFF) is left to large_image.
+        """
+        icc = self._reader.getICCProfiles(0) if large_image.config.getConfig("icc_correction") else None
+        direct = TiffTiles.open(self.path, self.info.width, self.info.height, icc)
+        if direct is None:
+            return None
+        for level in direct.levels():
+            if level >= self._reader.levels:
+                direct.drop_level(level)
+                continue
+            width, height = direct.stored_size(level)
+            x0, y0 = width // 2 // self.info.tile_width * self.info.tile_width, height // 2
+            x1, y1 = min(x0 + self.info.tile_width, width), min(y0 + self.info.tile_height, height)
+            try:
+                same = np.array_equal(direct.window(level, x0, y0, x1, y1), self._tiled_window(level, x0, y0, x1, y1))
+            except (TileDecodeError, TileSourceError, OSError):
+                same = False  # a damaged tile: reading it later says so, through large_image
+            if not same:
+                logger.debug("%s: level %d read directly differs from large_image's; not used", self.path, level)
+                direct.drop_level(level)
+        if not direct.levels():
+            direct.close()
+            return None
+        return direct
 
     @property
     def _reader(self) -> tilesource.FileTileSource:
@@ -315,7 +348,13 @@ class Slide:
         if x1 <= x0 or y1 <= y0:
             return rgb
         level = math.log2(downsample)
-        if level == int(level) and int(level) < self._reader.levels:
+        stored = self._direct.stored_size(int(level)) if self._direct and level == int(level) else None
+        if stored is not None and x1 <= stored[0] and y1 <= stored[1]:
+            try:
+                pixels = self._direct.window(int(level), x0, y0, x1, y1)
+            except TileDecodeError as error:
+                raise SlideUnreadableError(self.path, f"cannot read {error}") from error
+        elif level == int(level) and int(level) < self._reader.levels:
             pixels = self._tiled_window(int(level), x0, y0, x1, y1)
         else:
             pixels = self._resampled_window(downsample, x0, y0, x1, y1)
@@ -393,8 +432,11 @@ class Slide:
         return _to_rgb(result[0])
 
     def close(self) -> None:
-        """Let the reader go; large_image sources have no close, so this drops the reference."""
+        """Let the readers go; large_image sources have no close, so this drops the reference."""
         self._source = None
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
 
     def __enter__(self) -> Slide:
         return self
