@@ -32,9 +32,9 @@ from PIL import ImageCms
 
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
 
-#: Decoded tiles kept per slide: the margins that neighbouring windows share are decoded once
-#: (a 256 px RGB tile is 192 KB, so 128 of them take 25 MB).
-CACHED_TILES = 128
+#: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
+#: decoded once: 170 tiles of 256 px (192 KB each), 10 of 1024 px.
+CACHE_BYTES = 32 * 2**20
 
 
 class TileDecodeError(OSError):
@@ -111,7 +111,8 @@ class TiffTiles:
         self._levels = levels
         self._icc = icc
         self._fd = os.open(path, os.O_RDONLY)
-        self._tile = functools.lru_cache(maxsize=CACHED_TILES)(self._decode_tile)
+        largest = max(stored.tile_width * stored.tile_height * 3 for stored in levels.values())
+        self._tile = functools.lru_cache(maxsize=max(4, CACHE_BYTES // largest))(self._decode_tile)
 
     @classmethod
     def open(cls, path: str | Path, width: int, height: int,
