@@ -315,7 +315,8 @@ class Slide:
         )
 
     def read_region(
-        self, left: int, top: int, width: int, height: int, *, downsample: float = 1.0
+        self, left: int, top: int, width: int, height: int, *, downsample: float = 1.0,
+        needed: np.ndarray | None = None,
     ) -> np.ndarray:
         """Pixels of a window given in working pixels of ``downsample``.
 
@@ -330,6 +331,9 @@ class Slide:
             :meth:`working_scale` gives) the window is assembled from large_image's tiles of that
             level, so overlapping windows agree exactly; at any other downsample large_image
             resamples the region as a whole.
+        needed : numpy.ndarray, optional
+            bool ``(height, width)``: the pixels the caller will use. Stored tiles that hold none
+            of them are not decoded and come back white (glass around tissue, say); default all.
 
         Returns
         -------
@@ -341,41 +345,50 @@ class Slide:
             raise ParameterError(f"window size must be >= 0, got {width} x {height}")
         if not downsample >= 1.0:
             raise ParameterError(f"downsample must be >= 1, got {downsample}")
+        if needed is not None and needed.shape != (height, width):
+            raise ParameterError(f"needed must be ({height}, {width}), got {needed.shape}")
         rgb = np.full((height, width, 3), 255, np.uint8)
         x0, y0 = max(left, 0), max(top, 0)
         x1 = min(left + width, _working_size(self.info.width, downsample))
         y1 = min(top + height, _working_size(self.info.height, downsample))
         if x1 <= x0 or y1 <= y0:
             return rgb
+        if needed is not None:
+            needed = needed[y0 - top : y1 - top, x0 - left : x1 - left]
         level = math.log2(downsample)
         stored = self._direct.stored_size(int(level)) if self._direct and level == int(level) else None
         if stored is not None and x1 <= stored[0] and y1 <= stored[1]:
             try:
-                pixels = self._direct.window(int(level), x0, y0, x1, y1)
+                pixels = self._direct.window(int(level), x0, y0, x1, y1, needed=needed)
             except TileDecodeError as error:
                 raise SlideUnreadableError(self.path, f"cannot read {error}") from error
         elif level == int(level) and int(level) < self._reader.levels:
-            pixels = self._tiled_window(int(level), x0, y0, x1, y1)
+            pixels = self._tiled_window(int(level), x0, y0, x1, y1, needed=needed)
         else:
             pixels = self._resampled_window(downsample, x0, y0, x1, y1)
         rgb[y0 - top : y1 - top, x0 - left : x1 - left] = pixels
         return rgb
 
-    def _tiled_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    def _tiled_window(self, level: int, x0: int, y0: int, x1: int, y1: int, *,
+                      needed: np.ndarray | None = None) -> np.ndarray:
         """RGB of ``[x0, x1) x [y0, y1)`` at downsample ``2**level``, assembled from large_image's
         tiles of that level: every pixel comes from one fixed tile, so any two windows agree on
-        the pixels they share (large_image's regions are resampled as a whole and do not)."""
+        the pixels they share (large_image's regions are resampled as a whole and do not). Tiles
+        with no ``needed`` pixel are white."""
         reader = self._reader
         z = reader.levels - 1 - level
         tile_w, tile_h = reader.tileWidth, reader.tileHeight
         out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
         for ty in range(y0 // tile_h, (y1 - 1) // tile_h + 1):
             for tx in range(x0 // tile_w, (x1 - 1) // tile_w + 1):
-                with _reading(self.path, f"tile ({tx}, {ty}) of level {z}"):
-                    tile = reader.getTile(tx, ty, z, numpyAllowed="always")
                 left, top = tx * tile_w, ty * tile_h
                 a_x, a_y = max(x0, left), max(y0, top)
                 b_x, b_y = min(x1, left + tile_w), min(y1, top + tile_h)
+                if needed is not None and not needed[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0].any():
+                    out[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0] = 255
+                    continue
+                with _reading(self.path, f"tile ({tx}, {ty}) of level {z}"):
+                    tile = reader.getTile(tx, ty, z, numpyAllowed="always")
                 part = _to_rgb(np.asarray(tile)[a_y - top : b_y - top, a_x - left : b_x - left])
                 out[a_y - y0 : a_y - y0 + part.shape[0], a_x - x0 : a_x - x0 + part.shape[1]] = part
         return out

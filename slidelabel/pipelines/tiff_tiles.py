@@ -142,9 +142,10 @@ class TiffTiles:
         stored = self._levels.get(level)
         return None if stored is None else (stored.width, stored.height)
 
-    def window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    def window(self, level: int, x0: int, y0: int, x1: int, y1: int, *, needed: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(y1 - y0, x1 - x0, 3)`` RGB of ``[x0, x1) x [y0, y1)`` of a stored ``level``,
-        within its :meth:`stored_size`."""
+        within its :meth:`stored_size`; tiles where the bool ``needed`` (same height and width,
+        default all) holds no pixel are not decoded and come back white."""
         stored = self._levels[level]
         if not (0 <= x0 < x1 <= stored.width and 0 <= y0 < y1 <= stored.height):
             raise ValueError(f"window [{x0}, {x1}) x [{y0}, {y1}) is outside level {level} "
@@ -153,10 +154,13 @@ class TiffTiles:
         out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
         for ty in range(y0 // th, (y1 - 1) // th + 1):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1):
-                tile = self._tile(level, tx, ty)
                 left, top = tx * tw, ty * th
                 a_x, a_y, b_x, b_y = max(x0, left), max(y0, top), min(x1, left + tw), min(y1, top + th)
-                out[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0] = tile[a_y - top : b_y - top, a_x - left : b_x - left]
+                part = out[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0]
+                if needed is None or needed[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0].any():
+                    part[...] = self._tile(level, tx, ty)[a_y - top : b_y - top, a_x - left : b_x - left]
+                else:
+                    part.fill(255)
         return out
 
     def _decode_tile(self, level: int, tx: int, ty: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
+import cv2
 import numpy as np
 import zarr
 
@@ -55,6 +56,9 @@ T = TypeVar("T")
 
 #: Reads a window (top, left, height, width) in working pixels.
 WindowReader = Callable[[int, int, int, int], np.ndarray]
+#: Reads the RGB of a window (top, left, height, width); the last argument, bool (height, width),
+#: marks the pixels that will be used: the others may be anything (a slide leaves glass white).
+RgbReader = Callable[[int, int, int, int, np.ndarray], np.ndarray]
 #: Receives finished rows: (ids_M, feats_M_D).
 RowWriter = Callable[[np.ndarray, np.ndarray], None]
 #: Called with (tiles done, tiles in all).
@@ -94,7 +98,13 @@ def _aligned(pools: SuperpixelPools, ids_M: np.ndarray) -> SuperpixelPools:
     return SuperpixelPools(pools.pixels.aligned(ids_M), pools.ring.aligned(ids_M), pools.shape.aligned(ids_M))
 
 
-def _pool_tile(extractor: FeatureExtractor, read_rgb: WindowReader, read_ids: WindowReader, tile: Tile, *,
+def _used_pixels(labels_H_W: np.ndarray, reach_px: int) -> np.ndarray:
+    """bool (H, W): the pixels within ``reach_px`` (Chebyshev) of a superpixel."""
+    kernel = np.ones((2 * reach_px + 1, 2 * reach_px + 1), np.uint8)
+    return cv2.dilate((labels_H_W > 0).view(np.uint8), kernel).view(bool)
+
+
+def _pool_tile(extractor: FeatureExtractor, read_rgb: RgbReader, read_ids: WindowReader, tile: Tile, *,
                height: int, width: int, n_superpixels: int) -> tuple[SuperpixelPools | None, np.ndarray]:
     """(pools of the pixels of ``tile``, None on glass; ids that may gain pixels in the next band)."""
     margin = max(extractor.margin_px, extractor.ring_px + 1)
@@ -105,7 +115,10 @@ def _pool_tile(extractor: FeatureExtractor, read_rgb: WindowReader, read_ids: Wi
     core = Tile(tile.top - window.top, tile.left - window.left, tile.height, tile.width)
     pools = None
     if labels.any():  # glass without superpixels is never read
-        rgb = read_rgb(window.top, window.left, window.height, window.width)
+        # A pixel counts if it is in a superpixel or its ring, or feeds their channels: those of
+        # pixels margin_px away, or of a network's cells (grid_px) that far.
+        used = _used_pixels(labels, extractor.ring_px + extractor.margin_px + extractor.grid_px)
+        rgb = read_rgb(window.top, window.left, window.height, window.width, used)
         pools = _pool_window(extractor, rgb, labels, core, (window.top, window.left))
     # Ids within a ring's width of the band's lower edge may gain pixels in the next band.
     seam_top = max(core.top + core.height - extractor.ring_px - 1, 0)
@@ -136,7 +149,7 @@ def _in_order(work: Callable[[Tile], T], tiles: list[Tile], workers: int) -> Ite
 
 def pool_image(
     extractor: FeatureExtractor,
-    read_rgb: WindowReader,
+    read_rgb: RgbReader,
     read_ids: WindowReader,
     *,
     height: int,
@@ -150,7 +163,8 @@ def pool_image(
     """Features of the superpixels 1..``n_superpixels`` of a ``height`` x ``width`` image (working
     px), handed to ``write_rows`` as their superpixels are finished (each id once, in no order).
 
-    ``read_rgb`` gives uint8 (h, w, 3) and ``read_ids`` integer (h, w) superpixel ids of a window;
+    ``read_rgb`` gives uint8 (h, w, 3) (see :data:`RgbReader`) and ``read_ids`` integer (h, w)
+    superpixel ids of a window;
     with ``workers`` > 1 both are called from that many threads at once. Tiles are read and
     pooled in parallel but merged in raster order, so the result does not depend on ``workers``.
     Superpixels must be connected: one seen again after it was finished is a ``ValueError``.
@@ -242,7 +256,7 @@ def features_of_array(
         feats_N_D[ids_M - 1] = feats_M_D
 
     pool_image(
-        chosen, lambda t, l, h, w: rgb_H_W_3[t : t + h, l : l + w], lambda t, l, h, w: labels_H_W[t : t + h, l : l + w],
+        chosen, lambda t, l, h, w, used: rgb_H_W_3[t : t + h, l : l + w], lambda t, l, h, w: labels_H_W[t : t + h, l : l + w],
         height=labels_H_W.shape[0], width=labels_H_W.shape[1], n_superpixels=n, write_rows=write_rows,
         tile_size=tile_size,
     )
@@ -353,15 +367,17 @@ def extract_slide_features(
 
         with Slide(slide_path, base_mpp=base_mpp if base_mpp is not None else options.get("base_mpp"),
                    source=options.get("source")) as slide:
-            read_rgb = lambda t, l, h, w: slide.read_region(l, t, w, h, downsample=working["downsample"])
             read_ids = lambda t, l, h, w: read_labels(folder / LABELS_FILE, left=l, top=t, width=w, height=h)
             if isinstance(chosen, PatchExtractor):
                 ids_M, centroid_M_2 = table_centroids(read_table(folder / TABLE_FILE), working["downsample"])
-                patch_image(chosen, read_rgb, read_ids, ids_M=ids_M, centroid_M_2=centroid_M_2, height=height,
-                            width=width, write_rows=write_rows, tile_size=tile_size, progress=progress)
+                patch_image(chosen, lambda t, l, h, w: slide.read_region(l, t, w, h, downsample=working["downsample"]),
+                            read_ids, ids_M=ids_M, centroid_M_2=centroid_M_2, height=height, width=width,
+                            write_rows=write_rows, tile_size=tile_size, progress=progress)
             else:
-                pool_image(chosen, read_rgb, read_ids, height=height, width=width, n_superpixels=n,
-                           write_rows=write_rows, tile_size=tile_size, progress=progress)
+                pool_image(chosen, lambda t, l, h, w, used: slide.read_region(l, t, w, h, downsample=working["downsample"],
+                                                                              needed=used),
+                           read_ids, height=height, width=width, n_superpixels=n, write_rows=write_rows,
+                           tile_size=tile_size, progress=progress)
         _replace_folder(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

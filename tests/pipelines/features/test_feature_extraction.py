@@ -80,3 +80,28 @@ def test_another_file_at_the_output_is_not_overwritten(cmu_slide: Path, cmu_supe
     with pytest.raises(OutputError, match="not a slidelabel feature array"):
         extract_slide_features(cmu_slide, cmu_superpixels, tmp_path / "f.zarr", extractor="color")
     assert (tmp_path / "f.zarr").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["color", "filterbank"])
+def test_tiles_out_of_every_superpixels_reach_are_not_decoded(
+    name: str, cmu_slide: Path, cmu_superpixels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Glass beyond the extractor's reach (ring + margin) stays white instead of being decoded,
+    and the features are exactly those of reading every tile."""
+    import large_image_source_openslide
+
+    decoded: list[tuple[int, int, int]] = []
+    get_tile = large_image_source_openslide.OpenslideFileTileSource.getTile
+
+    def counting_get_tile(self, x, y, z, *args, **kwargs):
+        decoded.append((x, y, z))
+        return get_tile(self, x, y, z, *args, **kwargs)
+
+    monkeypatch.setattr(large_image_source_openslide.OpenslideFileTileSource, "getTile", counting_get_tile)
+    skipping = read_features(extract_slide_features(cmu_slide, cmu_superpixels, tmp_path / "a.zarr", extractor=name))
+    decoded_when_skipping = len(set(decoded))
+    decoded.clear()
+    monkeypatch.setattr(extract, "_used_pixels", lambda labels, reach_px: np.ones(labels.shape, bool))
+    every = read_features(extract_slide_features(cmu_slide, cmu_superpixels, tmp_path / "b.zarr", extractor=name))
+    assert decoded_when_skipping < len(set(decoded))
+    np.testing.assert_array_equal(skipping, every)

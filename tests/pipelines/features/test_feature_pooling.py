@@ -94,7 +94,7 @@ def test_threads_give_the_features_of_one_thread(name: str, monuseg_image: tuple
 
     def features(workers: int) -> np.ndarray:
         feats_N_D = np.full((n, len(FEATURES[name].channel_names())), np.nan, np.float32)
-        pool_image(FEATURES[name], lambda t, l, h, w: rgb[t : t + h, l : l + w],
+        pool_image(FEATURES[name], lambda t, l, h, w, used: rgb[t : t + h, l : l + w],
                    lambda t, l, h, w: labels[t : t + h, l : l + w], height=labels.shape[0], width=labels.shape[1],
                    n_superpixels=n, write_rows=lambda ids_M, feats_M_D: feats_N_D.__setitem__(ids_M - 1, feats_M_D),
                    tile_size=128, workers=workers)
