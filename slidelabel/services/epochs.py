@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
-from slidelabel.pipelines.models import Category, TrainedModel, make_model, save_model, train
+from slidelabel.pipelines.models import Category, TrainedModel, make_model, out_of_fold, save_model, train
 from slidelabel.services import reviews
 from slidelabel.services.jobs import EPOCH_QUEUE, JobContext, Sender, job_kind, submit
 from slidelabel.services.queue import (
@@ -183,10 +183,9 @@ def cross_validated(model: TrainedModel, data: TrainingSet) -> dict:
     predicted_L = np.empty_like(classes_L)
     name = model.metrics.get("auto_chosen", model.model_name)
     folds = StratifiedKFold(min(MAX_FOLDS, smallest), shuffle=True, random_state=SEED)
-    for train_rows, test_rows in folds.split(z_L_D, classes_L):
-        classifier = make_model(name)
-        classifier.fit(z_L_D[train_rows], classes_L[train_rows], n_classes=n_classes, rng=np.random.default_rng(SEED))
-        predicted_L[test_rows] = classifier.predict_proba(z_L_D[test_rows]).argmax(axis=1)
+    for test_rows, predicted in out_of_fold(lambda: make_model(name), z_L_D, classes_L, folds, n_classes=n_classes,
+                                            fold_rng=lambda: np.random.default_rng(SEED)):
+        predicted_L[test_rows] = predicted
     return {"cv_balanced_accuracy": float(balanced_accuracy_score(classes_L, predicted_L)),
             "cv_macro_f1": float(f1_score(classes_L, predicted_L, average="macro")), "cv_folds": folds.n_splits}
 

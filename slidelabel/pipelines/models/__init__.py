@@ -33,6 +33,7 @@ from slidelabel.pipelines.models.base import (
     TrainedModel,
     cross_validate,
     load_model,
+    out_of_fold,
     read_header,
     save_model,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "load_model",
     "load_registry",
     "make_model",
+    "out_of_fold",
     "read_header",
     "save_model",
     "train",

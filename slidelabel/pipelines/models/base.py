@@ -38,6 +38,7 @@ __all__ = [
     "check_chunk_rows",
     "cross_validate",
     "load_model",
+    "out_of_fold",
     "read_header",
     "save_model",
 ]
@@ -121,6 +122,23 @@ def balanced_weights(classes_N: np.ndarray, n_classes: int) -> np.ndarray:
     return (len(classes_N) / (present * counts_C[classes_N])).astype(np.float64)
 
 
+def out_of_fold(
+    make: Callable[[], Classifier],
+    feats_N_D: np.ndarray,
+    classes_N: np.ndarray,
+    folds: StratifiedKFold,
+    *,
+    n_classes: int,
+    fold_rng: Callable[[], np.random.Generator],
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per fold of ``folds``: (rows held out, the classes ``make()`` predicts for them when fitted on
+    the other rows with the generator ``fold_rng()`` gives)."""
+    for train_idx, test_idx in folds.split(feats_N_D, classes_N):
+        classifier = make()
+        classifier.fit(feats_N_D[train_idx], classes_N[train_idx], n_classes=n_classes, rng=fold_rng())
+        yield test_idx, classifier.predict_proba(feats_N_D[test_idx]).argmax(axis=1)
+
+
 def cross_validate(
     make: Callable[[], Classifier],
     feats_N_D: np.ndarray,
@@ -140,12 +158,9 @@ def cross_validate(
     if smallest < 2:
         return None
     folds = StratifiedKFold(min(max_folds, smallest), shuffle=True, random_state=_seed(rng))
-    scores = []
-    for train_idx, test_idx in folds.split(feats_N_D, classes_N):
-        classifier = make()
-        classifier.fit(feats_N_D[train_idx], classes_N[train_idx], n_classes=n_classes, rng=rng)
-        predicted = classifier.predict_proba(feats_N_D[test_idx]).argmax(axis=1)
-        scores.append(balanced_accuracy_score(classes_N[test_idx], predicted))
+    scores = [balanced_accuracy_score(classes_N[test_idx], predicted)
+              for test_idx, predicted in out_of_fold(make, feats_N_D, classes_N, folds, n_classes=n_classes,
+                                                     fold_rng=lambda: rng)]
     return float(np.mean(scores))
 
 
