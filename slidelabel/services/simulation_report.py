@@ -46,7 +46,8 @@ def summarise(result: SimulationResult, options: SimulationOptions) -> dict:
         summary["strategies"][strategy] = {
             "labels_to_95_percent": int(labels[reached[0]]) if reached.size else None,
             "area_under_curve": float(np.trapezoid(mean, labels) / span) if span else float(mean[0]),
-            "macro_f1_at": {str(n): float(mean[labels <= n][-1]) for n in CHECKPOINTS if labels[0] <= n},
+            # Checkpoints the run reached only: beyond the budget the last value says nothing.
+            "macro_f1_at": {str(n): float(mean[labels <= n][-1]) for n in CHECKPOINTS if labels[0] <= n <= labels[-1]},
             "final_macro_f1": float(mean[-1]),
             "final_macro_f1_std": float(std[-1]),
         }
