@@ -247,7 +247,9 @@ class Slide:
                 direct.drop_level(level)
                 continue
             width, height = direct.stored_size(level)
-            x0, y0 = width // 2 // self.info.tile_width * self.info.tile_width, height // 2
+            # One of large_image's tiles, from the middle (a window across tiles would read four).
+            x0 = width // 2 // self.info.tile_width * self.info.tile_width
+            y0 = height // 2 // self.info.tile_height * self.info.tile_height
             x1, y1 = min(x0 + self.info.tile_width, width), min(y0 + self.info.tile_height, height)
             try:
                 same = np.array_equal(direct.window(level, x0, y0, x1, y1), self._tiled_window(level, x0, y0, x1, y1))
