@@ -31,7 +31,7 @@ from slidelabel.errors import (
 )
 from slidelabel.pipelines.slide_files import check_slide_file
 from slidelabel.pipelines.slide_readers import list_sources, open_reader
-from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError
+from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError, assemble_window
 
 logger = logging.getLogger(__name__)
 
@@ -357,15 +357,16 @@ class Slide:
             return rgb
         if needed is not None:
             needed = needed[y0 - top : y1 - top, x0 - left : x1 - left]
-        level = math.log2(downsample)
-        stored = self._direct.stored_size(int(level)) if self._direct and level == int(level) else None
+        log2 = math.log2(downsample)
+        level = int(log2) if log2 == int(log2) and log2 < self._reader.levels else None
+        stored = self._direct.stored_size(level) if self._direct and level is not None else None
         if stored is not None and x1 <= stored[0] and y1 <= stored[1]:
             try:
-                pixels = self._direct.window(int(level), x0, y0, x1, y1, needed=needed)
+                pixels = self._direct.window(level, x0, y0, x1, y1, needed=needed)
             except TileDecodeError as error:
                 raise SlideUnreadableError(self.path, f"cannot read {error}") from error
-        elif level == int(level) and int(level) < self._reader.levels:
-            pixels = self._tiled_window(int(level), x0, y0, x1, y1, needed=needed)
+        elif level is not None:
+            pixels = self._tiled_window(level, x0, y0, x1, y1, needed=needed)
         else:
             pixels = self._resampled_window(downsample, x0, y0, x1, y1)
         rgb[y0 - top : y1 - top, x0 - left : x1 - left] = pixels
@@ -379,21 +380,13 @@ class Slide:
         with no ``needed`` pixel are white."""
         reader = self._reader
         z = reader.levels - 1 - level
-        tile_w, tile_h = reader.tileWidth, reader.tileHeight
-        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-        for ty in range(y0 // tile_h, (y1 - 1) // tile_h + 1):
-            for tx in range(x0 // tile_w, (x1 - 1) // tile_w + 1):
-                left, top = tx * tile_w, ty * tile_h
-                a_x, a_y = max(x0, left), max(y0, top)
-                b_x, b_y = min(x1, left + tile_w), min(y1, top + tile_h)
-                if needed is not None and not needed[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0].any():
-                    out[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0] = 255
-                    continue
-                with _reading(self.path, f"tile ({tx}, {ty}) of level {z}"):
-                    tile = reader.getTile(tx, ty, z, numpyAllowed="always")
-                part = _to_rgb(np.asarray(tile)[a_y - top : b_y - top, a_x - left : b_x - left])
-                out[a_y - y0 : a_y - y0 + part.shape[0], a_x - x0 : a_x - x0 + part.shape[1]] = part
-        return out
+
+        def part(tx: int, ty: int, rows: slice, cols: slice) -> np.ndarray:
+            with _reading(self.path, f"tile ({tx}, {ty}) of level {z}"):
+                tile = reader.getTile(tx, ty, z, numpyAllowed="always")
+            return _to_rgb(np.asarray(tile)[rows, cols])
+
+        return assemble_window(x0, y0, x1, y1, reader.tileWidth, reader.tileHeight, part, needed)
 
     def _resampled_window(self, downsample: float, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """RGB of ``[x0, x1) x [y0, y1)`` at any ``downsample``, resampled by large_image (fine for

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,31 @@ from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
 #: decoded once: 170 tiles of 256 px (192 KB each), 10 of 1024 px.
 CACHE_BYTES = 32 * 2**20
+
+
+#: Gives rows ``[r0, r1)`` and columns ``[c0, c1)`` (slices within the tile) of tile ``(tx, ty)``
+#: as uint8 RGB.
+TilePart = Callable[[int, int, slice, slice], np.ndarray]
+
+
+def assemble_window(x0: int, y0: int, x1: int, y1: int, tile_width: int, tile_height: int, part: TilePart,
+                    needed: np.ndarray | None = None) -> np.ndarray:
+    """uint8 ``(y1 - y0, x1 - x0, 3)`` RGB of ``[x0, x1) x [y0, y1)`` from fixed tiles of
+    ``tile_width`` x ``tile_height`` px, each asked of ``part`` for what the window covers; a tile
+    where the bool ``needed`` (the window's shape, default all) holds no pixel is not asked for
+    and comes back white."""
+    out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    for ty in range(y0 // tile_height, (y1 - 1) // tile_height + 1):
+        for tx in range(x0 // tile_width, (x1 - 1) // tile_width + 1):
+            left, top = tx * tile_width, ty * tile_height
+            a_x, a_y = max(x0, left), max(y0, top)
+            b_x, b_y = min(x1, left + tile_width), min(y1, top + tile_height)
+            inside = (slice(a_y - y0, b_y - y0), slice(a_x - x0, b_x - x0))
+            if needed is None or needed[inside].any():
+                out[inside] = part(tx, ty, slice(a_y - top, b_y - top), slice(a_x - left, b_x - left))
+            else:
+                out[inside] = 255
+    return out
 
 
 class TileDecodeError(OSError):
@@ -52,23 +77,6 @@ def level_size(size_level0: int, level: int) -> int:
     return math.ceil(size_level0 / 2**level)
 
 
-@dataclass(frozen=True)
-class _Level:
-    """Where one pyramid level's tiles lie in the file."""
-
-    page: tifffile.TiffPage
-    width: int
-    height: int
-    tile_width: int
-    tile_height: int
-    offsets: tuple[int, ...]
-    counts: tuple[int, ...]
-
-    @property
-    def tiles_across(self) -> int:
-        return -(-self.width // self.tile_width)
-
-
 def _readable(page: tifffile.TiffPage) -> bool:
     """8-bit RGB in tiles of one plane, without padding tricks tifffile's decoder leaves to us."""
     return (
@@ -78,9 +86,9 @@ def _readable(page: tifffile.TiffPage) -> bool:
     )
 
 
-def _levels(tiff: tifffile.TiffFile, width: int, height: int) -> dict[int, _Level]:
-    """Stored levels of the main image whose size matches a power-of-two working level."""
-    levels: dict[int, _Level] = {}
+def _levels(tiff: tifffile.TiffFile, width: int, height: int) -> dict[int, tifffile.TiffPage]:
+    """The pages of the main image's stored levels whose size matches a power-of-two working level."""
+    levels: dict[int, tifffile.TiffPage] = {}
     for series_level in tiff.series[0].levels if tiff.series else ():
         page = series_level.keyframe
         if not isinstance(page, tifffile.TiffPage) or not _readable(page):
@@ -92,8 +100,7 @@ def _levels(tiff: tifffile.TiffFile, width: int, height: int) -> dict[int, _Leve
             if not 0 <= level_size(size, level) - stored <= 1:
                 break
         else:
-            levels[level] = _Level(page, page.imagewidth, page.imagelength, page.tilewidth, page.tilelength,
-                                   tuple(page.dataoffsets), tuple(page.databytecounts))
+            levels[level] = page
     return levels
 
 
@@ -104,14 +111,14 @@ class TiffTiles:
     Safe to use from several threads at once.
     """
 
-    def __init__(self, path: Path, tiff: tifffile.TiffFile, levels: dict[int, _Level],
+    def __init__(self, path: Path, tiff: tifffile.TiffFile, levels: dict[int, tifffile.TiffPage],
                  icc: ProfileTable | None) -> None:
         self.path = path
         self._tiff = tiff
         self._levels = levels
         self._icc = icc
         self._fd = os.open(path, os.O_RDONLY)
-        largest = max(stored.tile_width * stored.tile_height * 3 for stored in levels.values())
+        largest = max(page.tilewidth * page.tilelength * 3 for page in levels.values())
         self._tile = functools.lru_cache(maxsize=max(4, CACHE_BYTES // largest))(self._decode_tile)
 
     @classmethod
@@ -139,40 +146,30 @@ class TiffTiles:
 
     def stored_size(self, level: int) -> tuple[int, int] | None:
         """(width, height) of ``level`` as stored, or None when it is not read directly."""
-        stored = self._levels.get(level)
-        return None if stored is None else (stored.width, stored.height)
+        page = self._levels.get(level)
+        return None if page is None else (page.imagewidth, page.imagelength)
 
     def window(self, level: int, x0: int, y0: int, x1: int, y1: int, *, needed: np.ndarray | None = None) -> np.ndarray:
         """uint8 ``(y1 - y0, x1 - x0, 3)`` RGB of ``[x0, x1) x [y0, y1)`` of a stored ``level``,
         within its :meth:`stored_size`; tiles where the bool ``needed`` (same height and width,
         default all) holds no pixel are not decoded and come back white."""
-        stored = self._levels[level]
-        if not (0 <= x0 < x1 <= stored.width and 0 <= y0 < y1 <= stored.height):
+        page = self._levels[level]
+        if not (0 <= x0 < x1 <= page.imagewidth and 0 <= y0 < y1 <= page.imagelength):
             raise ValueError(f"window [{x0}, {x1}) x [{y0}, {y1}) is outside level {level} "
-                             f"({stored.width} x {stored.height} px)")
-        tw, th = stored.tile_width, stored.tile_height
-        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-        for ty in range(y0 // th, (y1 - 1) // th + 1):
-            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
-                left, top = tx * tw, ty * th
-                a_x, a_y, b_x, b_y = max(x0, left), max(y0, top), min(x1, left + tw), min(y1, top + th)
-                part = out[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0]
-                if needed is None or needed[a_y - y0 : b_y - y0, a_x - x0 : b_x - x0].any():
-                    part[...] = self._tile(level, tx, ty)[a_y - top : b_y - top, a_x - left : b_x - left]
-                else:
-                    part.fill(255)
-        return out
+                             f"({page.imagewidth} x {page.imagelength} px)")
+        return assemble_window(x0, y0, x1, y1, page.tilewidth, page.tilelength,
+                               lambda tx, ty, rows, cols: self._tile(level, tx, ty)[rows, cols], needed)
 
     def _decode_tile(self, level: int, tx: int, ty: int) -> np.ndarray:
-        stored = self._levels[level]
-        index = ty * stored.tiles_across + tx
-        count = stored.counts[index]
+        page = self._levels[level]
+        index = ty * -(-page.imagewidth // page.tilewidth) + tx
+        count = page.databytecounts[index]
         if not count:  # a tile never written (sparse TIFF): white, as large_image shows it
-            return np.full((stored.tile_height, stored.tile_width, 3), 255, np.uint8)
+            return np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8)
         try:
-            data = os.pread(self._fd, count, stored.offsets[index])
-            pixels = stored.page.decode(data, index, jpegtables=stored.page.jpegtables)[0]
-            rgb = np.ascontiguousarray(pixels.reshape(stored.tile_height, stored.tile_width, 3))
+            data = os.pread(self._fd, count, page.dataoffsets[index])
+            pixels = page.decode(data, index, jpegtables=page.jpegtables)[0]
+            rgb = np.ascontiguousarray(pixels.reshape(page.tilelength, page.tilewidth, 3))
         except Exception as error:  # the codecs' own error types (imagecodecs, tifffile, zlib...)
             raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: {error}") from error
         if self._icc is not None:

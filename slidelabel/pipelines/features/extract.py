@@ -367,17 +367,16 @@ def extract_slide_features(
 
         with Slide(slide_path, base_mpp=base_mpp if base_mpp is not None else options.get("base_mpp"),
                    source=options.get("source")) as slide:
+            read_rgb = lambda t, l, h, w, used=None: slide.read_region(l, t, w, h, downsample=working["downsample"],
+                                                                       needed=used)
             read_ids = lambda t, l, h, w: read_labels(folder / LABELS_FILE, left=l, top=t, width=w, height=h)
             if isinstance(chosen, PatchExtractor):
                 ids_M, centroid_M_2 = table_centroids(read_table(folder / TABLE_FILE), working["downsample"])
-                patch_image(chosen, lambda t, l, h, w: slide.read_region(l, t, w, h, downsample=working["downsample"]),
-                            read_ids, ids_M=ids_M, centroid_M_2=centroid_M_2, height=height, width=width,
-                            write_rows=write_rows, tile_size=tile_size, progress=progress)
+                patch_image(chosen, read_rgb, read_ids, ids_M=ids_M, centroid_M_2=centroid_M_2, height=height,
+                            width=width, write_rows=write_rows, tile_size=tile_size, progress=progress)
             else:
-                pool_image(chosen, lambda t, l, h, w, used: slide.read_region(l, t, w, h, downsample=working["downsample"],
-                                                                              needed=used),
-                           read_ids, height=height, width=width, n_superpixels=n, write_rows=write_rows,
-                           tile_size=tile_size, progress=progress)
+                pool_image(chosen, read_rgb, read_ids, height=height, width=width, n_superpixels=n,
+                           write_rows=write_rows, tile_size=tile_size, progress=progress)
         _replace_folder(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
