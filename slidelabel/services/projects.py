@@ -18,6 +18,7 @@ PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#C
 DEFAULT_EXTRACTOR = "color"
 DEFAULT_MODEL = "linear"
 DEFAULT_STRATEGY = "margin"
+DEFAULT_NORMALISATION = "slide"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -28,25 +29,33 @@ class ProjectChoices:
     extractor: str = DEFAULT_EXTRACTOR
     model: str = DEFAULT_MODEL
     strategy: str = DEFAULT_STRATEGY
+    normalisation: str = DEFAULT_NORMALISATION
 
 
 def registries() -> dict[str, list[dict]]:
     """What the server can compute with, for clients to offer: features, models, strategies."""
     from slidelabel.pipelines.features import FEATURES
     from slidelabel.pipelines.models import MODELS
+    from slidelabel.pipelines.normalisation import NORMALISATIONS
     from slidelabel.pipelines.strategies import STRATEGIES
 
     return {
-        "features": [{"name": name, "dimensions": len(e.channel_names())} for name, e in FEATURES.items()],
-        "models": [{"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0]} for name, cls in MODELS.items()],
-        "strategies": [{"name": s.name, "description": s.description} for s in STRATEGIES.values()],
+        "features": [{"name": name, "dimensions": len(e.channel_names()), "default": name == DEFAULT_EXTRACTOR}
+                     for name, e in FEATURES.items()],
+        "models": [{"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0],
+                    "default": name == DEFAULT_MODEL} for name, cls in MODELS.items()],
+        "strategies": [{"name": s.name, "description": s.description, "default": s.name == DEFAULT_STRATEGY}
+                       for s in STRATEGIES.values()],
+        "normalisations": [{"name": n.name, "description": n.description, "default": n.name == DEFAULT_NORMALISATION}
+                           for n in NORMALISATIONS.values()],
     }
 
 
 def check_choices(choices: ProjectChoices) -> None:
     """:class:`ParameterError` naming the registered alternatives for an unknown name."""
     available = registries()
-    for kind, name in (("features", choices.extractor), ("models", choices.model), ("strategies", choices.strategy)):
+    for kind, name in (("features", choices.extractor), ("models", choices.model), ("strategies", choices.strategy),
+                       ("normalisations", choices.normalisation)):
         names = [entry["name"] for entry in available[kind]]
         if name not in names:
             raise ParameterError(f"unknown {kind[:-1] if kind != 'features' else 'feature extractor'} {name!r}; registered: {', '.join(names)}")
@@ -73,7 +82,8 @@ def create_project(session: Session, owner: User, name: str, *, description: str
     check_choices(choices)
     options = superpixel_options(superpixels or {})
     project = Project(name=name, description=description, extractor=choices.extractor, model=choices.model,
-                      strategy=choices.strategy, superpixel_options=options.as_dict())
+                      strategy=choices.strategy, normalisation=choices.normalisation,
+                      superpixel_options=options.as_dict())
     session.add(project)
     session.flush()
     session.add(Membership(project_id=project.id, user_id=owner.id, role=Role.owner))

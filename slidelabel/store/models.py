@@ -95,6 +95,9 @@ class Project(Base):
     extractor: Mapped[str] = mapped_column(String(100))
     model: Mapped[str] = mapped_column(String(100))
     strategy: Mapped[str] = mapped_column(String(100))
+    normalisation: Mapped[str] = mapped_column(String(100), server_default="none")
+    """How differences of stain and scanner between slides are removed (a name of
+    :data:`slidelabel.pipelines.normalisation.NORMALISATIONS`)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     categories: Mapped[list[Category]] = relationship(

@@ -26,7 +26,8 @@ router = APIRouter(tags=["projects"])
 
 def _public(project: Project, role: Role) -> ProjectPublic:
     return ProjectPublic.model_validate({**{c: getattr(project, c) for c in (
-        "id", "name", "description", "extractor", "model", "strategy", "superpixel_options", "created_at")},
+        "id", "name", "description", "extractor", "model", "strategy", "normalisation", "superpixel_options",
+        "created_at")},
         "role": role, "categories": project.categories})
 
 
@@ -45,7 +46,7 @@ def list_projects(session: ReadSession, user: CurrentUser) -> list[ProjectPublic
 def create_project(body: ProjectCreate, session: WriteSession, user: CurrentUser) -> ProjectPublic:
     project = service.create_project(
         session, session.merge(user), body.name, description=body.description,
-        choices=service.ProjectChoices(body.extractor, body.model, body.strategy), superpixels=body.superpixels,
+        choices=service.ProjectChoices(body.extractor, body.model, body.strategy, body.normalisation), superpixels=body.superpixels,
     )
     for category in body.categories:
         service.add_category(session, project, category.name, color=category.color, hotkey=category.hotkey,
@@ -70,7 +71,7 @@ def update_project(body: ProjectUpdate, access: Owner, session: WriteSession) ->
     changes = body.model_dump(exclude_none=True)
     service.check_choices(service.ProjectChoices(
         changes.get("extractor", project.extractor), changes.get("model", project.model),
-        changes.get("strategy", project.strategy)))
+        changes.get("strategy", project.strategy), changes.get("normalisation", project.normalisation)))
     for attribute, value in changes.items():
         setattr(project, attribute, value)
     session.flush()

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slidelabel.services.projects import DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_STRATEGY
+from slidelabel.services.projects import DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_NORMALISATION, DEFAULT_STRATEGY
 from slidelabel.store.models import Role
 
 
@@ -45,6 +45,8 @@ class ProjectCreate(BaseModel):
     extractor: str = DEFAULT_EXTRACTOR
     model: str = DEFAULT_MODEL
     strategy: str = DEFAULT_STRATEGY
+    normalisation: str = Field(DEFAULT_NORMALISATION, description="how stain and scanner differences between "
+                               "slides are removed; GET /registry lists the choices")
     superpixels: dict = Field(default_factory=dict, description="superpixel options, e.g. {'size': '50um', 'magnification': 10}")
     categories: list[CategoryCreate] = Field(default_factory=list)
 
@@ -55,6 +57,7 @@ class ProjectUpdate(BaseModel):
     extractor: str | None = None
     model: str | None = None
     strategy: str | None = None
+    normalisation: str | None = None
 
 
 class ProjectPublic(BaseModel):
@@ -66,6 +69,7 @@ class ProjectPublic(BaseModel):
     extractor: str
     model: str
     strategy: str
+    normalisation: str
     superpixel_options: dict
     created_at: datetime
     role: Role
