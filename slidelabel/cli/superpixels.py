@@ -55,8 +55,6 @@ def superpixels(
         magnification=magnification, mpp=mpp, size=SuperpixelSize.parse(size), compactness=compactness,
         iterations=iterations, tile_size=tile_size, tissue_only=not all_pixels, base_mpp=base_mpp, source=source,
     )
-    if mpp is not None and magnification is not None:
-        raise click.UsageError("give either --mpp or --magnification, not both")
     paths = expand_inputs(slides)
     show = not quiet
     overall = tqdm(total=len(paths), desc="slides", unit="slide", position=0, disable=not show)

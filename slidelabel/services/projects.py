@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -62,14 +62,16 @@ def check_choices(choices: ProjectChoices) -> None:
 
 
 def superpixel_options(values: dict) -> SuperpixelOptions:
-    """Checked :class:`SuperpixelOptions` from a project's stored dict."""
+    """Checked :class:`SuperpixelOptions` from a project's stored dict (or a request's):
+    :class:`ParameterError` naming an unknown option, or one out of its range."""
     values = dict(values)
+    known = [f.name for f in fields(SuperpixelOptions)]
+    unknown = sorted(set(values) - set(known), key=str)
+    if unknown:
+        raise ParameterError(f"unknown superpixel option {unknown[0]!r}; the options are {', '.join(known)}")
     if "size" in values:
         values["size"] = SuperpixelSize.parse(str(values["size"]))
-    try:
-        return SuperpixelOptions(**values)
-    except TypeError as error:
-        raise ParameterError(f"bad superpixel options: {error}") from None
+    return SuperpixelOptions(**values)
 
 
 def create_project(session: Session, owner: User, name: str, *, description: str = "",

@@ -47,6 +47,44 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(um|µm|px)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric option may take: ``low`` to ``high``, ``low`` itself excluded when
+    ``low_open``."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def __str__(self) -> str:
+        return f"{'above' if self.low_open else 'from'} {self.low:g} to {self.high:g}"
+
+    def field(self) -> dict[str, float]:
+        """The bounds as pydantic ``Field`` keywords."""
+        return {"gt" if self.low_open else "ge": self.low, "le": self.high}
+
+
+#: Where the numeric options must lie, so that one request cannot occupy a worker for hours:
+#: SLIC settles within 10 iterations; a working tile's memory grows with its square.
+OPTION_RANGES: dict[str, Range] = {
+    "magnification": Range(0, 200),  # 0: the slide's own level 0
+    "mpp": Range(0.05, 100),
+    "compactness": Range(0, 1000, low_open=True),
+    "iterations": Range(1, 100),
+    "tile_size": Range(64, 8192),
+    "base_mpp": Range(0.01, 100),
+}
+#: Where a superpixel side must lie in each unit; with the working resolution it must also give
+#: at most :data:`MAX_STEP_PX` working pixels.
+SIZE_RANGES: dict[str, Range] = {"um": Range(0.1, 5000), "px": Range(4, 512)}
+MAX_STEP_PX = 512
+_INTEGER_OPTIONS = ("iterations", "tile_size")
+_OPTIONAL = ("magnification", "mpp", "base_mpp")
+
+
+@dataclass(frozen=True)
 class SuperpixelSize:
     """A superpixel side length in micrometres (``"um"``) or working pixels (``"px"``)."""
 
@@ -62,8 +100,17 @@ class SuperpixelSize:
         unit = "px" if match.group(2).lower() == "px" else "um"
         return cls(float(match.group(1)), unit)
 
+    def check(self) -> None:
+        """:class:`ParameterError` when the size lies outside :data:`SIZE_RANGES`."""
+        allowed = SIZE_RANGES.get(self.unit)
+        if allowed is None:
+            raise ParameterError(f"superpixel size unit {self.unit!r} is neither um nor px")
+        if not (isinstance(self.value, (int, float)) and self.value in allowed):
+            raise ParameterError(f"superpixel option size={self} is out of range: {self.unit} sizes go {allowed}")
+
     def __str__(self) -> str:
-        return f"{self.value:g}{self.unit}"
+        # Positional, never exponent notation ("1e+06um" would not parse) and never rounded.
+        return f"{np.format_float_positional(self.value, trim='-')}{self.unit}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +128,26 @@ class SuperpixelOptions:
     tissue_only: bool = True
     base_mpp: float | None = None
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse options outside :data:`OPTION_RANGES` and :data:`SIZE_RANGES`, naming the
+        option and its range (:class:`ParameterError`)."""
+        for name, allowed in OPTION_RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            number = isinstance(value, int if name in _INTEGER_OPTIONS else (int, float)) and not isinstance(value, bool)
+            if not (number and value in allowed):
+                raise ParameterError(f"superpixel option {name}={value!r} is out of range: it goes {allowed}")
+        if self.magnification is not None and self.mpp is not None:
+            raise ParameterError("give either the superpixel option mpp or magnification, not both")
+        if not isinstance(self.size, SuperpixelSize):
+            raise ParameterError(f"superpixel option size={self.size!r} is not a size such as 50um or 32px")
+        self.size.check()
+        if not isinstance(self.tissue_only, bool):
+            raise ParameterError(f"superpixel option tissue_only={self.tissue_only!r} must be true or false")
+        if self.source is not None and not isinstance(self.source, str):
+            raise ParameterError(f"superpixel option source={self.source!r} must be a slide reader's name")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -101,8 +168,6 @@ class SlideResult:
 
 def working_scale(slide: Slide, options: SuperpixelOptions) -> WorkingScale:
     """The working resolution of ``slide`` for ``options``."""
-    if options.mpp is not None and options.magnification is not None:
-        raise ParameterError("give either --mpp or --magnification, not both")
     if options.mpp is not None:
         return slide.working_scale(mpp=options.mpp)
     magnification = DEFAULT_MAGNIFICATION if options.magnification is None else options.magnification
@@ -123,6 +188,9 @@ def step_pixels(size: SuperpixelSize, scale: WorkingScale) -> int:
         step = round(size.value / scale.mpp)
     if step < 4:
         raise ParameterError(f"superpixel size {size} is {step} px at this resolution; it must be at least 4 px")
+    if step > MAX_STEP_PX:
+        raise ParameterError(f"superpixel size {size} is {step} px at this resolution; it must be at most "
+                             f"{MAX_STEP_PX} px: choose a smaller size or a lower magnification")
     return step
 
 
@@ -157,7 +225,7 @@ def _segment_mask(tissue: TissueMask, scale: WorkingScale, step: int) -> Callabl
     return mask
 
 
-def _table(summary: SuperpixelSummary, slide: Slide, scale: WorkingScale) -> SuperpixelTable:
+def summary_table(summary: SuperpixelSummary, slide: Slide, scale: WorkingScale) -> SuperpixelTable:
     """The table in level-0 pixels: working pixel x covers level-0 pixels [x * ds, (x + 1) * ds)."""
     ds = scale.downsample
     low = np.floor(summary.bbox[:, :2] * ds).astype(np.int64)
@@ -174,7 +242,7 @@ def _table(summary: SuperpixelSummary, slide: Slide, scale: WorkingScale) -> Sup
     )
 
 
-def _slide_record(slide: Slide, sha256: str) -> dict:
+def slide_record(slide: Slide, sha256: str) -> dict:
     stat = slide.path.stat()
     info = slide.info
     return {
@@ -243,14 +311,14 @@ def compute_slide_superpixels(
                 writer.write_block(block.tile.top, block.tile.left, block.labels.astype(np.uint32))
             summary = stats.summary()
             writer.finish(summary.lut(engine.grid.size))
-        write_table(folder / TABLE_FILE, _table(summary, slide, scale))
+        write_table(folder / TABLE_FILE, summary_table(summary, slide, scale))
         seconds = time.perf_counter() - started
         write_manifest(folder / MANIFEST_FILE, {
             "format": MANIFEST_FORMAT,
             "algorithm": ALGORITHM,
             "slidelabel_version": __version__,
             "options": options.as_dict(),
-            "slide": _slide_record(slide, file_sha256(slide_path)),
+            "slide": slide_record(slide, file_sha256(slide_path)),
             "working": {"width": scale.width, "height": scale.height, "downsample": scale.downsample,
                         "mpp": scale.mpp, "step_px": step, "tile_size": params.tile_size},
             "tissue": {"od_threshold": tissue.od_threshold, "fraction": tissue.fraction},

@@ -46,7 +46,7 @@ def list_projects(session: ReadSession, user: CurrentUser) -> list[ProjectPublic
 def create_project(body: ProjectCreate, session: WriteSession, user: CurrentUser) -> ProjectPublic:
     project = service.create_project(
         session, session.merge(user), body.name, description=body.description,
-        choices=service.ProjectChoices(body.extractor, body.model, body.strategy, body.normalisation), superpixels=body.superpixels,
+        choices=service.ProjectChoices(body.extractor, body.model, body.strategy, body.normalisation), superpixels=body.superpixels.chosen(),
     )
     for category in body.categories:
         service.add_category(session, project, category.name, color=category.color, hotkey=category.hotkey,

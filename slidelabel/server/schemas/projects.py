@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
-from slidelabel.services.projects import DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_NORMALISATION, DEFAULT_STRATEGY
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from slidelabel.services.projects import (
+    DEFAULT_EXTRACTOR,
+    DEFAULT_MODEL,
+    DEFAULT_NORMALISATION,
+    DEFAULT_STRATEGY,
+    superpixel_options,
+)
+from slidelabel.services.superpixels import OPTION_RANGES, SIZE_RANGES, SuperpixelSize
 from slidelabel.store.models import Role
 
 
@@ -39,6 +48,47 @@ class CategoryPublic(BaseModel):
     position: int
 
 
+def _bounded(name: str, description: str) -> Any:
+    """An optional numeric option with its range from :data:`OPTION_RANGES`."""
+    return Field(None, **OPTION_RANGES[name].field(), description=description)
+
+
+class SuperpixelChoices(BaseModel):
+    """A project's superpixel options, each in its range; left out: the default of
+    ``slidelabel superpixels``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    magnification: float | None = _bounded("magnification", "objective power to work at; 0: the slide's level 0")
+    mpp: float | None = _bounded("mpp", "um per working pixel, instead of magnification")
+    size: str | None = Field(None, max_length=32, description=f"superpixel side: um {SIZE_RANGES['um']}, "
+                             f"px {SIZE_RANGES['px']}, e.g. 50um or 32px")
+    compactness: float | None = _bounded("compactness", "higher: squarer superpixels")
+    iterations: int | None = _bounded("iterations", "SLIC iterations")
+    tile_size: int | None = _bounded("tile_size", "working tile side (px)")
+    tissue_only: bool | None = None
+    base_mpp: float | None = _bounded("base_mpp", "um per level-0 pixel, for slides without it")
+    source: str | None = Field(None, max_length=100, description="slide reader to force")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        size = SuperpixelSize.parse(value)
+        size.check()
+        return str(size)
+
+    @model_validator(mode="after")
+    def _together(self) -> SuperpixelChoices:
+        superpixel_options(self.chosen())  # what no single field shows: mpp and magnification both
+        return self
+
+    def chosen(self) -> dict:
+        """The options given, as a project stores them."""
+        return self.model_dump(exclude_none=True)
+
+
 class ProjectCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
@@ -47,7 +97,8 @@ class ProjectCreate(BaseModel):
     strategy: str = DEFAULT_STRATEGY
     normalisation: str = Field(DEFAULT_NORMALISATION, description="how stain and scanner differences between "
                                "slides are removed; GET /registry lists the choices")
-    superpixels: dict = Field(default_factory=dict, description="superpixel options, e.g. {'size': '50um', 'magnification': 10}")
+    superpixels: SuperpixelChoices = Field(default_factory=SuperpixelChoices,
+                                           description="superpixel options, e.g. {'size': '50um', 'magnification': 10}")
     categories: list[CategoryCreate] = Field(default_factory=list)
 
 
