@@ -1,0 +1,42 @@
+"""Shapes drawn in the viewer, as superpixels: which ones a polygon or lasso covers, and the
+region grown from a superpixel to similar ones. Read-only: the client labels what it accepts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query
+
+from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
+from slidelabel.server.schemas.shapes import GrowthPublic, ShapeCover, ShapeCoverPublic
+from slidelabel.services import shapes as service
+from slidelabel.services.slides import get_slide
+from slidelabel.store.layout import ProjectFiles
+
+router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}/shapes", tags=["shapes"])
+
+
+@router.post("/cover")
+def cover(slide_id: int, body: ShapeCover, access: Viewer, session: ReadSession, settings: SettingsDep) -> ShapeCoverPublic:
+    """The superpixels the polygon covers by at least half of their pixels, counted at the
+    resolution the viewer shows (``downsample``)."""
+    slide = get_slide(session, access.project.id, slide_id)
+    found = service.slide_cover(ProjectFiles(settings.data_dir, slide.project_id).superpixels(slide.id),
+                                np.asarray(body.polygon_level0), downsample=body.downsample)
+    return ShapeCoverPublic(superpixels=found.superpixels.tolist(), level=found.level)
+
+
+@router.get("/grow")
+def grow(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+         superpixel: Annotated[int, Query(ge=1, description="the seed superpixel id")],
+         threshold: Annotated[float, Query(ge=0, lt=1, description="least certainty of the seed's predicted "
+                                           "category; by features: 1 - the share of the slide taken as similar")] = 0.8,
+         steps: Annotated[int, Query(ge=0, le=1000, description="most neighbour steps from the seed")] = 50,
+         ) -> GrowthPublic:
+    """The connected region of superpixels like ``superpixel`` (see services.shapes.grow_to_similar)."""
+    slide = get_slide(session, access.project.id, slide_id)
+    found = service.grow_to_similar(session, settings.data_dir, access.project, slide, seed=superpixel,
+                                    threshold=threshold, max_steps=steps)
+    return GrowthPublic(superpixels=found.superpixels.tolist(), steps=found.steps.tolist(), basis=found.basis,
+                        epoch=found.epoch, category_id=found.category_id)

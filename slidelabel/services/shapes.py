@@ -1,0 +1,325 @@
+"""Shapes drawn over a slide, as superpixels: the superpixels a polygon or lasso covers by at least
+half, and the connected region of like superpixels grown from one (grow to similar).
+
+Coverage is counted on the label map itself, at the pyramid level the viewer shows (the one its
+superpixel index tiles are cut from), so "covered by at least half" means what the pathologist
+sees: a pixel counts as covered when its centre lies inside the polygon (even-odd rule), and a
+superpixel is taken when its covered pixels are at least :data:`MIN_COVER` of all its pixels at
+that level. A polygon over thousands of superpixels reads a window of the label map the size of
+its bounding box (cached blocks), so the answer costs milliseconds once the viewer's tiles were cut.
+
+Adjacency (superpixels sharing a pixel edge at the working level) is computed tile by tile and
+kept per slide in ``adjacency.npz`` beside the label map, as CSR arrays indexed by superpixel id.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import NotFoundError, ParameterError
+from slidelabel.pipelines.features.extract import read_features
+from slidelabel.services.epochs import slide_predictions
+from slidelabel.services.tiles import LabelMap, label_map, superpixel_table, superpixels_version
+from slidelabel.store.atomic import atomic_path
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Project, Slide
+
+#: Share of a superpixel's pixels a shape must cover for the superpixel to take its category.
+MIN_COVER = 0.5
+#: The adjacency cache of a slide, in its superpixel folder.
+ADJACENCY_FILE = "adjacency.npz"
+#: Side of the label-map tiles read at a time while finding neighbours (memory ~ 12 bytes x side²).
+ADJACENCY_TILE_PX = 2048
+#: Most vertices a drawn shape may have.
+MAX_VERTICES = 20_000
+
+
+def rasterise_polygon(polygon_V_2: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pixels of a ``height x width`` grid whose centre lies inside a polygon (even-odd rule).
+
+    Parameters
+    ----------
+    polygon_V_2 : (V, 2) float ``x, y`` vertices in pixels of the grid (pixel ``(i, j)`` spans
+        ``[j, j + 1) x [i, i + 1)``, its centre is ``(j + 0.5, i + 0.5)``); open or closed ring.
+    height, width : size of the grid.
+
+    Returns
+    -------
+    (height, width) bool.
+
+    Notes
+    -----
+    A scanline fill: every edge adds one crossing per pixel row whose centre line it spans
+    (half-open in y, so a vertex on a row is counted once), at the first pixel whose centre is
+    right of the crossing; the cumulative parity along each row is the inside. Memory: one byte
+    per pixel, time: the number of crossings plus the pixels.
+
+    Examples
+    --------
+    >>> rasterise_polygon(np.array([[1, 1], [3, 1], [3, 3], [1, 3]]), 4, 4).astype(int)
+    array([[0, 0, 0, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 0, 0, 0]])
+    """
+    points_V_2 = np.asarray(polygon_V_2, np.float64)
+    if points_V_2.ndim != 2 or points_V_2.shape[1] != 2 or len(points_V_2) < 3:
+        raise ParameterError(f"a polygon needs at least 3 (x, y) vertices, got an array of shape {points_V_2.shape}")
+    if not np.isfinite(points_V_2).all():
+        raise ParameterError("polygon vertices must be finite numbers")
+    a_E_2, b_E_2 = points_V_2, np.roll(points_V_2, -1, axis=0)
+    y_lo, y_hi = np.minimum(a_E_2[:, 1], b_E_2[:, 1]), np.maximum(a_E_2[:, 1], b_E_2[:, 1])
+    # Rows whose centre line y = i + 0.5 lies in [y_lo, y_hi).
+    first = np.clip(np.ceil(y_lo - 0.5), 0, height).astype(np.int64)
+    stop = np.clip(np.ceil(y_hi - 0.5), 0, height).astype(np.int64)
+    runs_E = stop - first
+    edge_X = np.repeat(np.arange(len(a_E_2)), runs_E)
+    row_X = first[edge_X] + np.arange(edge_X.size) - np.repeat(np.cumsum(runs_E) - runs_E, runs_E)
+    a_X_2, b_X_2 = a_E_2[edge_X], b_E_2[edge_X]
+    t_X = (row_X + 0.5 - a_X_2[:, 1]) / (b_X_2[:, 1] - a_X_2[:, 1])
+    x_X = a_X_2[:, 0] + t_X * (b_X_2[:, 0] - a_X_2[:, 0])
+    column_X = np.clip(np.ceil(x_X - 0.5), 0, width).astype(np.int64)
+    toggles_H_W = np.zeros((height, width + 1), np.uint8)
+    np.add.at(toggles_H_W, (row_X, column_X), 1)
+    # uint8 sums wrap at 256, which keeps their parity.
+    return (np.cumsum(toggles_H_W[:, :width], axis=1, dtype=np.uint8) & 1).astype(bool)
+
+
+def _window_of(box: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``left, top, width, height`` of the pixels of a level that ``box`` (x0, y0, x1, y1 in the
+    level's pixels) touches, clipped to the level's ``shape``; None when it misses the level."""
+    left, top = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    right, bottom = min(shape[1], int(np.ceil(box[2]))), min(shape[0], int(np.ceil(box[3])))
+    return (left, top, right - left, bottom - top) if right > left and bottom > top else None
+
+
+@dataclass(frozen=True)
+class Cover:
+    """What a shape covers: superpixel ids taken, and the label-map level it was counted at."""
+
+    superpixels: np.ndarray
+    level: int
+
+
+def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, polygon_level0_V_2: np.ndarray, *,
+                        downsample: float = 1.0, min_cover: float = MIN_COVER) -> Cover:
+    """The superpixels covered by at least ``min_cover`` of their pixels by a polygon.
+
+    Parameters
+    ----------
+    labels : the slide's label map.
+    bbox_level0_N_4 : (N, 4) ``x_min, y_min, x_max, y_max`` of superpixel ``i + 1`` in level-0
+        px, max exclusive (the superpixel table's).
+    polygon_level0_V_2 : (V, 2) vertices ``x, y`` in level-0 px.
+    downsample : level-0 px per screen pixel of the view the shape was drawn on: coverage is
+        counted on the coarsest label-map level no coarser than that (1: the working level).
+    min_cover : share (0-1] of a superpixel's pixels that must be inside.
+
+    Returns
+    -------
+    :class:`Cover` with the ids in increasing order.
+    """
+    if not 0 < min_cover <= 1:
+        raise ParameterError(f"min_cover must be in (0, 1], got {min_cover}")
+    if not downsample > 0:
+        raise ParameterError(f"downsample must be > 0 level-0 px per screen pixel, got {downsample}")
+    polygon_V_2 = np.asarray(polygon_level0_V_2, np.float64)
+    if polygon_V_2.ndim != 2 or polygon_V_2.shape[1:] != (2,) or not 3 <= len(polygon_V_2) <= MAX_VERTICES:
+        raise ParameterError(f"a shape needs 3 to {MAX_VERTICES} (x, y) vertices, got an array of shape "
+                             f"{polygon_V_2.shape}")
+    level = labels.level_for(downsample)
+    scale = labels.downsample * 2**level  # level-0 px per pixel of the level
+    shape = labels.shapes[level]
+    points_V_2 = polygon_V_2 / scale
+    window = _window_of((*points_V_2.min(axis=0), *points_V_2.max(axis=0)), shape)
+    none = Cover(np.zeros(0, np.int64), level)
+    if window is None:
+        return none
+    left, top, width, height = window
+    inside_H_W = rasterise_polygon(points_V_2 - (left, top), height, width)
+    covered = np.bincount(labels.window(level, left, top, width, height)[inside_H_W].astype(np.int64))
+    candidates_M = np.flatnonzero(covered)
+    candidates_M = candidates_M[candidates_M > 0]
+    if candidates_M.size == 0:
+        return none
+    # Their whole extent, to count all their pixels at this level.
+    boxes_M_4 = bbox_level0_N_4[candidates_M - 1] / scale
+    extent = _window_of((*boxes_M_4[:, :2].min(axis=0) - 1, *boxes_M_4[:, 2:].max(axis=0) + 1), shape)
+    assert extent is not None  # the candidates were found inside the level
+    total = np.bincount(labels.window(level, *extent).ravel().astype(np.int64), minlength=candidates_M.max() + 1)
+    taken_M = covered[candidates_M] >= min_cover * total[candidates_M]
+    return Cover(candidates_M[taken_M], level)
+
+
+def slide_cover(folder: Path, polygon_level0_V_2: np.ndarray, *, downsample: float = 1.0) -> Cover:
+    """:func:`covered_superpixels` on the finished superpixel folder of a slide."""
+    return covered_superpixels(label_map(folder), superpixel_table(folder).bbox_level0, polygon_level0_V_2,
+                               downsample=downsample)
+
+
+def _edge_pairs(ids_H_W: np.ndarray) -> np.ndarray:
+    """(P, 2) unique ``a < b`` pairs of different non-zero ids that touch along a pixel edge."""
+    pairs = []
+    for a, b in ((ids_H_W[:, :-1], ids_H_W[:, 1:]), (ids_H_W[:-1, :], ids_H_W[1:, :])):
+        differ = (a != b) & (a > 0) & (b > 0)
+        low, high = np.minimum(a[differ], b[differ]), np.maximum(a[differ], b[differ])
+        pairs.append(np.stack([low, high], axis=1).astype(np.int64))
+    found = np.concatenate(pairs)
+    return np.unique(found, axis=0) if found.size else found.reshape(0, 2)
+
+
+@dataclass(frozen=True)
+class Adjacency:
+    """Superpixel neighbours as CSR arrays: the neighbours of id ``i`` are
+    ``indices[indptr[i]:indptr[i + 1]]`` (row 0, no superpixel, has none)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def neighbours(self, superpixel: int) -> np.ndarray:
+        return self.indices[self.indptr[superpixel]:self.indptr[superpixel + 1]]
+
+
+def adjacency_of(labels: LabelMap, count: int, *, tile_px: int = ADJACENCY_TILE_PX) -> Adjacency:
+    """Which of superpixels ``1..count`` share a pixel edge at the working level, read tile by
+    tile (each tile with one more column and row, so pairs across tile borders are found)."""
+    if tile_px < 2:
+        raise ParameterError(f"tile_px must be >= 2, got {tile_px}")
+    height, width = labels.shapes[0]
+    found = [np.zeros((0, 2), np.int64)]
+    for top in range(0, height, tile_px):
+        for left in range(0, width, tile_px):
+            ids = labels.window(0, left, top, min(tile_px + 1, width - left), min(tile_px + 1, height - top))
+            found.append(_edge_pairs(ids))
+    pairs_P_2 = np.unique(np.concatenate(found), axis=0)
+    pairs_P_2 = pairs_P_2[pairs_P_2.max(axis=1, initial=0) <= count] if pairs_P_2.size else pairs_P_2
+    both_Q_2 = np.concatenate([pairs_P_2, pairs_P_2[:, ::-1]])
+    both_Q_2 = both_Q_2[np.lexsort((both_Q_2[:, 1], both_Q_2[:, 0]))]
+    indptr = np.zeros(count + 2, np.int64)
+    np.cumsum(np.bincount(both_Q_2[:, 0], minlength=count + 1), out=indptr[1:])
+    return Adjacency(indptr, both_Q_2[:, 1].astype(np.int32))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_adjacency(folder: str, version: str) -> Adjacency:
+    path = Path(folder) / ADJACENCY_FILE
+    if path.is_file():
+        with np.load(path) as stored:
+            if str(stored["version"]) == version:
+                return Adjacency(stored["indptr"], stored["indices"])
+    adjacency = adjacency_of(label_map(Path(folder)), superpixel_table(Path(folder)).ids.size)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, indptr=adjacency.indptr, indices=adjacency.indices, version=np.array(version))
+    return adjacency
+
+
+def slide_adjacency(folder: Path) -> Adjacency:
+    """The adjacency of a finished superpixel folder, computed once per version of its superpixels."""
+    return _cached_adjacency(str(folder), superpixels_version(folder))
+
+
+def grow(adjacency: Adjacency, seed: int, similar_N: np.ndarray, *, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The superpixels reached from ``seed`` through neighbours that are all ``similar``.
+
+    Parameters
+    ----------
+    adjacency : the slide's neighbours.
+    seed : the superpixel id grown from (always part of the region).
+    similar_N : (N + 1,) bool, index = superpixel id: which superpixels the region may take.
+    max_steps : most neighbour steps from the seed.
+
+    Returns
+    -------
+    ``(ids, steps)``: the region's ids in the order reached and each one's number of steps from
+    the seed (0 for the seed), both (M,) int64.
+    """
+    if not 1 <= seed < len(adjacency.indptr) - 1:
+        raise ParameterError(f"no superpixel {seed}; this slide has 1..{len(adjacency.indptr) - 2}")
+    steps_N = np.full(len(adjacency.indptr) - 1, -1, np.int64)
+    steps_N[seed] = 0
+    order, queue = [seed], deque([seed])
+    while queue:
+        here = queue.popleft()
+        if steps_N[here] >= max_steps:
+            continue
+        for there in adjacency.neighbours(here):
+            if steps_N[there] < 0 and similar_N[there]:
+                steps_N[there] = steps_N[here] + 1
+                order.append(int(there))
+                queue.append(int(there))
+    ids = np.asarray(order, np.int64)
+    return ids, steps_N[ids]
+
+
+def similar_by_prediction(predicted_N: np.ndarray, certainty_N: np.ndarray, seed: int,
+                          min_certainty: float) -> np.ndarray:
+    """(N + 1,) bool: predicted as the seed's category with at least ``min_certainty`` (0-1).
+    ``predicted_N``/``certainty_N`` are per superpixel ``1..N`` (row ``i`` = id ``i + 1``)."""
+    category = predicted_N[seed - 1]
+    similar = (predicted_N == category) & (certainty_N >= min_certainty) & (category != 0)
+    return np.concatenate([[False], similar])
+
+
+def similar_by_features(feats_N_D: np.ndarray, seed: int, share: float) -> np.ndarray:
+    """(N + 1,) bool: the ``share`` (0-1] of the slide's superpixels nearest to the seed in
+    standardised features (each column z-scored over the slide); rows with NaN are never similar."""
+    if not 0 < share <= 1:
+        raise ParameterError(f"share must be in (0, 1], got {share}")
+    finite_N = np.isfinite(feats_N_D).all(axis=1)
+    if not finite_N[seed - 1]:
+        raise ParameterError(f"superpixel {seed} has no features; pick one on tissue")
+    rows_M_D = feats_N_D[finite_N]
+    scale_D = rows_M_D.std(axis=0)
+    z_N_D = (feats_N_D - rows_M_D.mean(axis=0)) / np.where(scale_D > 0, scale_D, 1)
+    distance_N = np.where(finite_N, np.linalg.norm(np.nan_to_num(z_N_D - z_N_D[seed - 1]), axis=1), np.inf)
+    cutoff = np.quantile(distance_N[finite_N], share)
+    return np.concatenate([[False], distance_N <= cutoff])
+
+
+@dataclass(frozen=True)
+class Growth:
+    """A proposed region: its ids in the order reached and their steps from the seed; what made
+    superpixels alike (``"predictions"`` of ``epoch``, or ``"features"`` before any epoch) and the
+    category the seed is predicted as (None by features)."""
+
+    superpixels: np.ndarray
+    steps: np.ndarray
+    basis: str
+    epoch: int | None
+    category_id: int | None
+
+
+def grow_to_similar(session: Session, data_dir: Path, project: Project, slide: Slide, *, seed: int,
+                    threshold: float, max_steps: int) -> Growth:
+    """The connected region of superpixels like ``seed``: predicted by the latest epoch as the
+    seed's category with certainty >= ``threshold`` (0-1); before any epoch (or for a slide the
+    epoch did not predict), the ``1 - threshold`` share of the slide nearest to the seed in the
+    project's standardised features. At most ``max_steps`` neighbour steps from the seed."""
+    if not 0 <= threshold < 1:
+        raise ParameterError(f"threshold must be in [0, 1), got {threshold}")
+    files = ProjectFiles(data_dir, project.id)
+    folder = files.superpixels(slide.id)
+    adjacency = slide_adjacency(folder)
+    if not 1 <= seed < len(adjacency.indptr) - 1:
+        raise ParameterError(f"no superpixel {seed}; this slide has 1..{len(adjacency.indptr) - 2}")
+    try:
+        epoch, predictions = slide_predictions(session, data_dir, project.id, slide.id)
+    except NotFoundError:
+        features = files.features(slide.id, project.extractor)
+        if not features.exists():
+            raise NotFoundError(f"slide {slide.id} has neither predictions nor {project.extractor} features yet: "
+                                "prepare it (POST .../jobs/prepare) first") from None
+        similar = similar_by_features(read_features(features), seed, 1 - threshold)
+        ids, steps = grow(adjacency, seed, similar, max_steps=max_steps)
+        return Growth(ids, steps, "features", None, None)
+    predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
+    similar = similar_by_prediction(predicted_N, certainty_N, seed, threshold)
+    ids, steps = grow(adjacency, seed, similar, max_steps=max_steps)
+    category = int(predicted_N[seed - 1])
+    return Growth(ids, steps, "predictions", epoch, category or None)
