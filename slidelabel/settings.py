@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     """Server folders that projects may add slides from; nothing outside them is readable."""
     upload_limit_mb: int = 20_000
     """Largest slide upload (MB)."""
+    max_slide_megapixels: int = Field(default=40_000, ge=1)
+    """Most level-0 pixels a slide added to a project may declare (millions)."""
+    max_unpyramided_megapixels: int = Field(default=500, ge=1)
+    """Most pixels of a slide's smallest stored level (millions): a thumbnail decodes all of it."""
+    max_decoded_mb: int = Field(default=128, ge=1)
+    """Largest stored strip or tile of a slide, decoded (MB): readers decode each one whole."""
+    max_body_mb: int = Field(default=10, ge=1)
+    """Largest request body other than a slide upload (MB)."""
     response_cache_mb: int = Field(default=256, ge=0)
     """Memory for rendered tiles and pictures kept by each API process (MB); 0 keeps none."""
     admin_password: str | None = None

@@ -1,9 +1,12 @@
-"""Checks of a slide file before any reader opens it: missing, a folder, empty, truncated."""
+"""Checks of a slide file before any reader opens it: missing, a folder, empty, truncated, and
+(where a server admits slides) larger than it may decode."""
 
 from __future__ import annotations
 
 import logging
+import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import tifffile
@@ -63,6 +66,73 @@ def check_slide_file(path: Path) -> None:
         if size == 0:
             raise SlideUnreadableError(path, "the file is empty (0 bytes)")
         problem = _tiff_problem(path, size)
+    except OSError as error:
+        raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
+    if problem:
+        raise SlideUnreadableError(path, problem)
+
+
+MEGAPIXEL = 10**6
+
+
+@dataclass(frozen=True)
+class SlideLimits:
+    """What a slide file may declare, judged from its headers before any reader decodes it."""
+
+    max_pixels: int = 40_000 * MEGAPIXEL
+    """Level-0 pixels."""
+    max_unpyramided_pixels: int = 500 * MEGAPIXEL
+    """Pixels of the smallest stored level: a thumbnail of the whole slide decodes all of it."""
+    max_chunk_bytes: int = 128 << 20
+    """Decoded bytes of one stored strip or tile: readers decode each one whole."""
+
+
+def _size(page: tifffile.TiffPage) -> str:
+    return f"{page.imagewidth} x {page.imagelength} px"
+
+
+def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | None:
+    """Why the TIFF declares more than ``limits`` allow, else None; reads headers only."""
+    pages = [page for page in tiff.pages if isinstance(page, tifffile.TiffPage)]
+    for page in list(pages):
+        pages.extend(page.pages or ())
+    if not pages:
+        return None
+    base = pages[0]
+    if base.imagewidth * base.imagelength > limits.max_pixels:
+        return (f"is {_size(base)}, more than the {limits.max_pixels // MEGAPIXEL} megapixels this server takes "
+                "(SLIDELABEL_MAX_SLIDE_MEGAPIXELS)")
+    levels = tiff.series[0].levels if tiff.series else [base]
+    smallest = min(levels, key=lambda level: math.prod(level.shape[:2]))
+    if math.prod(smallest.shape[:2]) > limits.max_unpyramided_pixels:
+        return (f"is {_size(base)} without a pyramid of smaller levels (its smallest is "
+                f"{smallest.shape[1]} x {smallest.shape[0]} px), so every thumbnail would decode all of it; this "
+                f"server takes at most {limits.max_unpyramided_pixels // MEGAPIXEL} megapixels without one "
+                "(SLIDELABEL_MAX_UNPYRAMIDED_MEGAPIXELS): convert it to a tiled pyramidal TIFF, e.g. "
+                "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+    if tiff.is_ndpi:  # OpenSlide reads NDPI's one-strip JPEGs piecewise, by their restart markers
+        return None
+    for page in pages:
+        itemsize = page.dtype.itemsize if page.dtype is not None else 1
+        chunk_bytes = math.prod(page.chunks) * itemsize
+        if chunk_bytes > limits.max_chunk_bytes:
+            stored = "tile" if page.is_tiled else "strip"
+            return (f"stores an image of {_size(page)} in {stored}s of {chunk_bytes // 2**20} MB decoded each, "
+                    f"more than the {limits.max_chunk_bytes // 2**20} MB this server decodes at once "
+                    "(SLIDELABEL_MAX_DECODED_MB): convert it to a tiled pyramidal TIFF, e.g. "
+                    "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+    return None
+
+
+def check_slide_limits(path: Path, limits: SlideLimits) -> None:
+    """Raise :class:`SlideUnreadableError` when the TIFF-based file at ``path`` (SVS, TIFF, NDPI...)
+    declares more pixels, a larger level without a pyramid, or larger strips or tiles than
+    ``limits`` allow. Only headers are read; other formats pass (their readers decode tiles)."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            problem = _tiff_limit_problem(tiff, limits)
+    except (ValueError, struct.error, IndexError):  # TiffFileError is a ValueError
+        return  # not a TIFF, or one tifffile cannot parse: the readers judge it
     except OSError as error:
         raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
     if problem:

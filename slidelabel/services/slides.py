@@ -30,6 +30,7 @@ from slidelabel.errors import (
     SlideError,
     SlidelabelError,
 )
+from slidelabel.pipelines.slide_files import MEGAPIXEL, SlideLimits, check_slide_limits
 from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.slides import SlideInfo, open_slide
 from slidelabel.services.batch import expand_inputs
@@ -136,9 +137,18 @@ def browse_folders(session: Session, user: User, settings: Settings) -> list[Fol
     return listings
 
 
-def _describe(path: Path, name: str) -> SlideInfo:
-    """Open the slide to check that it is readable; errors name the file as ``name``."""
+def slide_limits(settings: Settings) -> SlideLimits:
+    """What the server lets a slide declare, from its settings."""
+    return SlideLimits(max_pixels=settings.max_slide_megapixels * MEGAPIXEL,
+                       max_unpyramided_pixels=settings.max_unpyramided_megapixels * MEGAPIXEL,
+                       max_chunk_bytes=settings.max_decoded_mb * MB)
+
+
+def _describe(path: Path, name: str, limits: SlideLimits) -> SlideInfo:
+    """Check the slide's declared size against ``limits`` (headers only), then open it to check
+    that it is readable; errors name the file as ``name``."""
     try:
+        check_slide_limits(path, limits)
         with open_slide(path) as slide:
             return slide.info
     except SlideError as error:
@@ -160,15 +170,16 @@ def _insert(session: Session, project_id: int, name: str, path: Path, info: Slid
     return slide
 
 
-def add_slide_file(database: Database, project_id: int, name: str, path: Path) -> Slide:
+def add_slide_file(database: Database, project_id: int, name: str, path: Path, *,
+                   limits: SlideLimits = SlideLimits()) -> Slide:
     """Add the slide file at ``path`` as ``name``, for a caller that has authorised the path itself
     (the Girder plugin adds the files of Girder items the user may read); no slide-folder check.
 
-    Raises :class:`SlideError` when the file is no readable slide and :class:`ConflictError` for
-    a taken name.
+    Raises :class:`SlideError` when the file is no readable slide or declares more than
+    ``limits`` allow, and :class:`ConflictError` for a taken name.
     """
     path = Path(path).resolve()
-    info = _describe(path, name)
+    info = _describe(path, name, limits)
     with database.session(write=True) as session:
         return _insert(session, project_id, name, path, info, uploaded=False)
 
@@ -190,10 +201,10 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
     folders, :class:`SlideError` when unreadable, :class:`ConflictError` for a taken name); the
     files of a folder or pattern that cannot be added are returned as :class:`Skipped`.
     """
-    folders = allowed_folders(settings)
+    folders, limits = allowed_folders(settings), slide_limits(settings)
     resolved = resolve_in_folders(raw, folders) if not glob.has_magic(raw) else None
     if resolved is not None and not resolved.is_dir():
-        info = _describe(resolved, raw)
+        info = _describe(resolved, raw, limits)
         with database.session(write=True) as session:
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
     added, skipped = [], []
@@ -203,7 +214,7 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
             skipped.append(Skipped(str(path), "it links to a file outside the slide folders"))
             continue
         try:
-            info = _describe(target, str(path))
+            info = _describe(target, str(path), limits)
             with database.session(write=True) as session:
                 added.append(_insert(session, project_id, path.name, target, info, uploaded=False))
         except SlidelabelError as error:
@@ -211,8 +222,9 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
     return Added(added, skipped)
 
 
-def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path) -> Slide:
-    info = _describe(received, name)
+def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path,
+                limits: SlideLimits) -> Slide:
+    info = _describe(received, name, limits)
     final, moved = files.uploads / name, False
     try:
         with database.session(write=True) as session:
@@ -243,7 +255,8 @@ async def receive_upload(chunks: AsyncIterable[bytes], *, content_type: str, con
         async for chunk in chunks:
             receiver.feed(chunk)
         name, received = receiver.finish()
-        return await to_thread.run_sync(_add_upload, database, files, project_id, name, received)
+        return await to_thread.run_sync(_add_upload, database, files, project_id, name, received,
+                                         slide_limits(settings))
     finally:
         receiver.discard()
 

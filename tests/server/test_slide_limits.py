@@ -1,0 +1,92 @@
+"""A slide file is judged by what it declares before any reader decodes a pixel of it: a
+300 KB TIFF claiming 100,000 x 100,000 px without a pyramid, or one strip that would decode to
+gigabytes, is refused with a message saying what to do."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from slidelabel.errors import SlideUnreadableError
+from slidelabel.pipelines.slide_files import SlideLimits, check_slide_limits
+from slidelabel.services import slides as slide_service
+
+
+def strip_bomb(path: Path, *, width: int, height: int, rows_per_strip: int) -> Path:
+    """A deflated RGB TIFF of zeros whose strips all point at one compressed strip: a few KB on
+    disk for any declared size. Writes ``path`` and returns it."""
+    packer, chunk, left, parts = zlib.compressobj(9), bytes(1 << 22), rows_per_strip * width * 3, []
+    while left > 0:
+        parts.append(packer.compress(chunk[:min(left, len(chunk))]))
+        left -= len(chunk)
+    blob = b"".join(parts) + packer.flush()
+    n = -(-height // rows_per_strip)
+    blob_at, bits_at = 8, 8 + len(blob)
+    offsets_at = bits_at + 6
+    counts_at = offsets_at + 4 * n
+    ifd_at = counts_at + 4 * n
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 8), (262, 3, 1, 2),
+            (273, 4, n, offsets_at if n > 1 else blob_at), (277, 3, 1, 3), (278, 4, 1, rows_per_strip),
+            (279, 4, n, counts_at if n > 1 else len(blob)), (284, 3, 1, 1)]
+    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_at)) + blob + struct.pack("<3H", 8, 8, 8)
+    out += struct.pack(f"<{n}I", *[blob_at] * n) + struct.pack(f"<{n}I", *[len(blob)] * n)
+    out += struct.pack("<H", len(tags))
+    for tag, kind, count, value in tags:
+        inline = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, count) + inline
+    path.write_bytes(bytes(out + struct.pack("<I", 0)))
+    return path
+
+
+@pytest.fixture
+def no_reader(monkeypatch):
+    """Fail the test if a slide reader opens any file: the refusal must come first."""
+    def refuse(path, *args, **kwargs):
+        raise AssertionError(f"a reader opened {path}")
+
+    monkeypatch.setattr(slide_service, "open_slide", refuse)
+
+
+def test_a_huge_tiff_without_a_pyramid_is_refused_unopened(tmp_path, no_reader):
+    bomb = strip_bomb(tmp_path / "bomb.tif", width=100_000, height=100_000, rows_per_strip=64)
+    assert bomb.stat().st_size < 300_000
+    with pytest.raises(SlideUnreadableError, match="pyramid"):
+        check_slide_limits(bomb, SlideLimits())
+
+
+def test_one_strip_that_would_decode_to_gigabytes_is_refused(tmp_path):
+    bomb = strip_bomb(tmp_path / "strip.tif", width=20_000, height=20_000, rows_per_strip=20_000)
+    with pytest.raises(SlideUnreadableError, match="MB"):
+        check_slide_limits(bomb, SlideLimits())
+
+
+def test_the_sample_slides_pass(cmu_slide, tcga_slide):
+    for slide in (cmu_slide, tcga_slide):
+        check_slide_limits(slide, SlideLimits())
+
+
+def test_the_upload_of_a_bomb_is_a_422_before_any_reader(client, admin_headers, project, tmp_path, no_reader):
+    bomb = strip_bomb(tmp_path / "bomb.tif", width=100_000, height=100_000, rows_per_strip=64)
+    response = client.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
+                           files={"file": ("bomb.tif", bomb.read_bytes(), "image/tiff")})
+    assert response.status_code == 422, response.text
+    assert "100000 x 100000" in response.json()["detail"]
+    assert client.get(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers).json() == []
+
+
+def test_a_bomb_in_a_slide_folder_is_skipped_and_the_limit_is_a_setting(app, client, admin_headers, project, settings,
+                                                                        cmu_slide):
+    folder = settings.slide_folders[0]
+    strip_bomb(folder / "bomb.tif", width=20_000, height=20_000, rows_per_strip=20_000)
+    shutil.copy(cmu_slide, folder / "cmu.svs")
+    app.state.settings = settings.model_copy(update={"max_slide_megapixels": 5})  # CMU has 6.6
+    response = client.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers, json={"path": str(folder)})
+    assert response.status_code == 201, response.text
+    skipped = {Path(s["path"]).name: s["reason"] for s in response.json()["skipped"]}
+    assert set(skipped) == {"bomb.tif", "cmu.svs"}
+    assert "SLIDELABEL_MAX_" in skipped["bomb.tif"]
+    assert "SLIDELABEL_MAX_SLIDE_MEGAPIXELS" in skipped["cmu.svs"]
