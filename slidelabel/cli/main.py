@@ -21,6 +21,8 @@ COMMANDS = {
     "simulate": "slidelabel.cli.simulate:simulate_command",
     "serve": "slidelabel.cli.serve:serve",
     "worker": "slidelabel.cli.worker:worker",
+    "import-segments": "slidelabel.cli.import_segments:import_segments_command",
+    "import-features": "slidelabel.cli.import_features:import_features_command",
 }
 
 

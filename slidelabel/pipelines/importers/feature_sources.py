@@ -1,0 +1,241 @@
+"""Features made by other tools, turned into rows of a slide's segments.
+
+- :class:`PatchFeatures`: TRIDENT or CLAM patch features, an HDF5 file with ``coords`` (P, 2)
+  (level-0 top-left corners) and ``features`` (P, D). The patch side in level-0 pixels is the
+  ``coords`` attribute ``patch_size_level0`` (TRIDENT), else ``patch_size`` at ``patch_level``
+  times that level's ``downsample`` (CLAM; level 0 needs no downsample). Segments get the
+  area-weighted mean of the patches they overlap (:mod:`.patch_means`).
+- :class:`TableFeatures`: a Parquet or CSV table with an ``id`` column (slidelabel's segment ids)
+  or a ``source_id`` column (the ids of the segment source, see
+  :mod:`slidelabel.store.segment_sources`); every other column is a feature and must be numeric.
+- :class:`HistomicsFeatures`: Histomics Label's ``feature.h5``, ``images`` (M, D) with
+  ``used_indices`` (M,), the 0-based segment index of each row (all segments in order without it).
+
+Values must be finite: a NaN or infinity is an error naming the file and the row. Segments no row
+reaches (no overlapping patch, no table row) stay NaN, as computed extractors leave segments
+without pixels, and the learning loop skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from slidelabel.errors import ParameterError
+from slidelabel.pipelines.importers.patch_means import area_weighted_means
+from slidelabel.store.label_map import read_labels
+from slidelabel.store.segment_sources import SegmentSources
+
+#: Rows read from a file at a time.
+BATCH_ROWS = 65_536
+#: Receives rows: (ids_M segment ids 1..N, feats_M_D float32).
+RowWriter = Callable[[np.ndarray, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class Segments:
+    """The segments features are imported for: ``count`` N, the label map (``labels_path`` at
+    ``downsample``, ``height`` x ``width`` px), ``bbox_level0_N_4`` from the table and, for
+    imported segments, their ``sources``."""
+
+    count: int
+    labels_path: Path
+    downsample: float
+    height: int
+    width: int
+    bbox_level0_N_4: np.ndarray
+    sources: SegmentSources | None
+
+
+def _checked(path: Path, rows_M: np.ndarray, feats_M_D: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(feats_M_D).all(axis=1)
+    if not finite.all():
+        row = int(rows_M[np.argmin(finite)])
+        raise ParameterError(f"{path}: row {row} holds NaN or infinite features; fill or drop it (slidelabel needs "
+                             f"finite features, and leaves segments without any row empty)")
+    return feats_M_D.astype(np.float32, copy=False)
+
+
+class PatchFeatures:
+    """TRIDENT / CLAM patch features (see the module's docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        import h5py
+
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise ParameterError(f"{self.path} is not a readable HDF5 file ({error})") from None
+        file = self._file
+        if "coords" not in file or "features" not in file:
+            missing = " and ".join(name for name in ("coords", "features") if name not in file)
+            self.close()
+            raise ParameterError(f"{self.path} has no {missing} dataset: a TRIDENT/CLAM patch-feature file holds "
+                                 f"coords (P x 2, level-0 top-left corners) and features (P x D)")
+        coords, features = file["coords"], file["features"]
+        if coords.ndim != 2 or coords.shape[1] != 2 or features.ndim != 2 or features.shape[0] != coords.shape[0]:
+            self.close()
+            raise ParameterError(f"{self.path}: coords {coords.shape} and features {features.shape} must be "
+                                 f"P x 2 and P x D")
+        self.patch_level0 = self._patch_side(dict(coords.attrs))
+        self.corners_P_2 = np.asarray(coords[:], np.float64)
+        self._features = features
+        self.feature_names = [f"feature_{j}" for j in range(features.shape[1])]
+        self.provenance = {"patches": int(coords.shape[0]), "patch_size_level0": self.patch_level0,
+                           "coords_attributes": {k: _plain(v) for k, v in coords.attrs.items()}}
+
+    def _patch_side(self, attrs: dict) -> float:
+        if "patch_size_level0" in attrs:
+            return float(attrs["patch_size_level0"])
+        if "patch_size" in attrs and int(attrs.get("patch_level", 0)) == 0:
+            return float(attrs["patch_size"])
+        if "patch_size" in attrs and "downsample" in attrs:
+            return float(attrs["patch_size"]) * float(np.ravel(attrs["downsample"])[0])
+        self.close()
+        raise ParameterError(f"{self.path}: cannot tell the patches' size in level-0 pixels: coords needs the "
+                             f"attribute patch_size_level0 (TRIDENT) or patch_size with patch_level 0 or downsample (CLAM)")
+
+    def _read(self, indices_M: np.ndarray) -> np.ndarray:
+        """Rows ``indices_M`` (ascending), read as runs of nearby rows rather than one by one."""
+        parts, start = [], 0
+        breaks = np.flatnonzero(np.diff(indices_M) > 4096) + 1
+        for stop in [*breaks, indices_M.size]:
+            run = indices_M[start:stop]
+            block = np.asarray(self._features[int(run[0]) : int(run[-1]) + 1], np.float64)
+            parts.append(_checked(self.path, run, block[run - run[0]]))
+            start = stop
+        return np.concatenate(parts)
+
+    def write(self, segments: Segments, write_rows: RowWriter,
+              progress: Callable[[int, int], None] | None) -> dict[str, int]:
+        """Hand every segment a patch overlaps to ``write_rows``; returns counts for the record."""
+        written = area_weighted_means(
+            lambda t, l, h, w: read_labels(segments.labels_path, left=l, top=t, width=w, height=h),
+            self._read, corners_level0_P_2=self.corners_P_2, patch_level0=self.patch_level0,
+            downsample=segments.downsample, height=segments.height, width=segments.width,
+            bbox_level0_N_4=segments.bbox_level0_N_4, write_rows=write_rows, progress=progress)
+        return {"segments overlapping a patch": written}
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _plain(value: object) -> object:
+    """An HDF5 attribute as JSON-friendly Python."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _keyed_rows(path: Path, segments: Segments, keys_M: np.ndarray, by_source: bool, first_row: int,
+                feats_M_D: np.ndarray, write_rows: RowWriter) -> int:
+    """Write rows keyed by segment or source ids; returns the rows that match no segment."""
+    rows_M = np.arange(first_row, first_row + keys_M.size)
+    feats_M_D = _checked(path, rows_M, feats_M_D)
+    if by_source:
+        if segments.sources is None:
+            raise ParameterError(f"{path} is keyed by source_id, but these segments were not imported")
+        ids_M = segments.sources.ids_of(keys_M)
+    else:
+        ids_M = np.where((keys_M >= 1) & (keys_M <= segments.count), keys_M, 0).astype(np.int64)
+    matched = ids_M > 0
+    if matched.any():
+        write_rows(ids_M[matched], feats_M_D[matched])
+    return int((~matched).sum())
+
+
+class TableFeatures:
+    """A Parquet or CSV table of features keyed by ``id`` or ``source_id``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        schema = self._schema()
+        names = schema.names
+        key = "id" if "id" in names else "source_id" if "source_id" in names else None
+        if key is None:
+            raise ParameterError(f"{self.path} needs an id column (segment ids 1..N) or a source_id column "
+                                 f"(the ids of the imported segments' source)")
+        self.key = key
+        self.feature_names = [name for name in names if name != key]
+        bad = [f.name for f in schema if f.name != key and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+        if bad or not self.feature_names:
+            raise ParameterError(f"{self.path}: feature columns must be numbers; "
+                                 + (f"not: {', '.join(bad)}" if bad else "the table has none besides its key"))
+        self.provenance = {"key": key, "columns": len(self.feature_names)}
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            if self.path.suffix.lower() == ".parquet":
+                yield from pq.ParquetFile(self.path).iter_batches(batch_size=BATCH_ROWS)
+            else:
+                yield from pa_csv.open_csv(self.path, read_options=pa_csv.ReadOptions(block_size=16 << 20))
+        except (OSError, pa.ArrowException) as error:
+            raise ParameterError(f"{self.path} is not a readable table ({error})") from None
+
+    def _schema(self) -> pa.Schema:
+        try:
+            if self.path.suffix.lower() == ".parquet":
+                return pq.read_schema(self.path)
+            with pa_csv.open_csv(self.path) as reader:
+                return reader.schema
+        except (OSError, pa.ArrowException) as error:
+            raise ParameterError(f"{self.path} is not a readable table ({error})") from None
+
+    def write(self, segments: Segments, write_rows: RowWriter,
+              progress: Callable[[int, int], None] | None) -> dict[str, int]:
+        unmatched, first = 0, 0
+        for batch in self._batches():
+            keys = batch.column(self.key).to_numpy(zero_copy_only=False).astype(np.int64)
+            feats = np.stack([batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
+                              for n in self.feature_names], axis=1)
+            unmatched += _keyed_rows(self.path, segments, keys, self.key == "source_id", first, feats, write_rows)
+            first += batch.num_rows
+        return {"rows matching no segment": unmatched}
+
+    def close(self) -> None:
+        pass
+
+
+class HistomicsFeatures:
+    """Histomics Label's ``feature.h5`` (see the module's docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        import h5py
+
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise ParameterError(f"{self.path} is not a readable HDF5 file ({error})") from None
+        images = self._file.get("images")
+        if images is None or images.ndim != 2:
+            shape = None if images is None else images.shape
+            self.close()
+            raise ParameterError(f"{self.path}: expected an images dataset of feature vectors (M x D), got {shape}; "
+                                 f"image patches cannot be imported, compute features from the slide instead")
+        self._images = images
+        self._indices = self._file.get("used_indices")
+        self.feature_names = [f"feature_{j}" for j in range(images.shape[1])]
+        self.provenance = {"rows": int(images.shape[0]), "used_indices": self._indices is not None}
+
+    def write(self, segments: Segments, write_rows: RowWriter,
+              progress: Callable[[int, int], None] | None) -> dict[str, int]:
+        unmatched = 0
+        for start in range(0, self._images.shape[0], BATCH_ROWS):
+            stop = min(start + BATCH_ROWS, self._images.shape[0])
+            keys = np.asarray(self._indices[start:stop], np.int64) if self._indices is not None else np.arange(start, stop)
+            feats = np.asarray(self._images[start:stop], np.float64)
+            unmatched += _keyed_rows(self.path, segments, keys, True, start, feats, write_rows)
+        return {"rows matching no segment": unmatched}
+
+    def close(self) -> None:
+        self._file.close()

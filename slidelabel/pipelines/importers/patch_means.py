@@ -1,0 +1,168 @@
+"""Per-segment features from patch features: each segment gets the mean of the patches it
+overlaps, weighted by how many of its pixels each patch covers, computed tile by tile over the
+label map.
+
+Within a tile, the patch edges cut the plane into *cells* covered by a fixed set of patches.
+Counting each segment's pixels per cell (one ``np.unique``) and summing the covering patches'
+features per cell (a 2-D prefix sum) gives, for segment ``s``,
+``sum_p w_sp f_p = sum_c n_sc F_c`` and ``sum_p w_sp = sum_c n_sc C_c``, where ``n_sc`` counts
+its pixels in cell ``c``, ``F_c`` sums the features of the patches covering ``c`` and ``C_c``
+counts them: no loop over patches per pixel, and overlapping patches are exact. A segment is
+finished, and handed on, once every tile its bounding box reaches has been seen, so memory holds
+the segments of one band of tiles, not the slide's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from slidelabel.pipelines.importers.polygons import tile_buckets
+from slidelabel.pipelines.superpixels import Tile, core_tiles
+
+#: Reads the (M, D) features of the patches ``indices_M`` (ascending).
+FeatureReader = Callable[[np.ndarray], np.ndarray]
+#: Reads the uint32 ids of a working-level window (top, left, height, width).
+LabelReader = Callable[[int, int, int, int], np.ndarray]
+#: Receives finished segments: (ids_M, feats_M_D float32).
+RowWriter = Callable[[np.ndarray, np.ndarray], None]
+
+
+@dataclass
+class _Open:
+    """Sums of the segments still open: ``ids_M`` ascending, ``num_M_D``, ``den_M``."""
+
+    ids_M: np.ndarray
+    num_M_D: np.ndarray
+    den_M: np.ndarray
+
+    def add(self, ids_m: np.ndarray, num_m_D: np.ndarray, den_m: np.ndarray) -> None:
+        ids = np.union1d(self.ids_M, ids_m)
+        num = np.zeros((ids.size, num_m_D.shape[1]))
+        den = np.zeros(ids.size)
+        for part_ids, part_num, part_den in ((self.ids_M, self.num_M_D, self.den_M), (ids_m, num_m_D, den_m)):
+            at = np.searchsorted(ids, part_ids)
+            num[at] += part_num
+            den[at] += part_den
+        self.ids_M, self.num_M_D, self.den_M = ids, num, den
+
+    def take(self, done_M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        taken = self.ids_M[done_M], self.num_M_D[done_M], self.den_M[done_M]
+        self.ids_M, self.num_M_D, self.den_M = self.ids_M[~done_M], self.num_M_D[~done_M], self.den_M[~done_M]
+        return taken
+
+
+def _edges(starts: np.ndarray, ends: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell edges of one axis, and each patch's first and end cell on it."""
+    edges = np.unique(np.concatenate([[0, size], starts, ends]))
+    return edges, np.searchsorted(edges, starts), np.searchsorted(edges, ends)
+
+
+def _tile_sums(ids_H_W: np.ndarray, rect_P_4: np.ndarray, feats_P_D: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids_m, sum of w f (m, D), sum of w (m,)) of the segments in one tile; ``rect_P_4`` are the
+    patches' x0, y0, x1, y1 in tile pixels, clipped and non-empty."""
+    height, width = ids_H_W.shape
+    xs, cx0, cx1 = _edges(rect_P_4[:, 0], rect_P_4[:, 2], width)
+    ys, cy0, cy1 = _edges(rect_P_4[:, 1], rect_P_4[:, 3], height)
+    nx, ny = xs.size - 1, ys.size - 1
+    # Features summed per cell through a 2-D difference array and its prefix sums.
+    diff = np.zeros((ny + 1, nx + 1, feats_P_D.shape[1] + 1))
+    values = np.concatenate([feats_P_D, np.ones((feats_P_D.shape[0], 1))], axis=1)
+    for rows, cols, sign in ((cy0, cx0, 1), (cy0, cx1, -1), (cy1, cx0, -1), (cy1, cx1, 1)):
+        np.add.at(diff, (rows, cols), sign * values)
+    cell_sums = np.cumsum(np.cumsum(diff, axis=0), axis=1)[:ny, :nx].reshape(ny * nx, -1)
+    col_cell = np.searchsorted(xs, np.arange(width), side="right") - 1
+    row_cell = np.searchsorted(ys, np.arange(height), side="right") - 1
+    inside = ids_H_W > 0
+    cells = (row_cell[:, None] * nx + col_cell[None, :])[inside]
+    keys, counts = np.unique(ids_H_W[inside].astype(np.int64) * (ny * nx) + cells, return_counts=True)
+    ids, cells = np.divmod(keys, ny * nx)
+    weighted = cell_sums[cells] * counts[:, None]
+    first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    sums = np.add.reduceat(weighted, first, axis=0)
+    return ids[first], sums[:, :-1], sums[:, -1]
+
+
+def area_weighted_means(
+    read_ids: LabelReader,
+    read_features: FeatureReader,
+    *,
+    corners_level0_P_2: np.ndarray,
+    patch_level0: float,
+    downsample: float,
+    height: int,
+    width: int,
+    bbox_level0_N_4: np.ndarray,
+    write_rows: RowWriter,
+    tile_size: int = 2048,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Area-weighted mean patch features of every segment of a label map.
+
+    Parameters
+    ----------
+    read_ids, read_features : see :data:`LabelReader`, :data:`FeatureReader`.
+    corners_level0_P_2 : (P, 2) x, y of each patch's top-left corner in level-0 px.
+    patch_level0 : side of the square patches in level-0 px.
+    downsample : level-0 px per label-map px; ``height``, ``width``: the label map's size.
+    bbox_level0_N_4 : (N, 4) segment boxes (the superpixel table), to know when one is finished.
+    write_rows : receives each segment overlapping a patch once; the others are never written.
+
+    Returns
+    -------
+    int : segments written.
+    """
+    d = float(downsample)
+    boxes_P_4 = np.concatenate([corners_level0_P_2, corners_level0_P_2 + patch_level0], axis=1).astype(np.float64)
+    # Pixel-centre rule: pixel c is in [x0, x1) when its centre (c + 0.5) d is.
+    rect_P_4 = np.ceil(boxes_P_4 / d - 0.5).astype(np.int64)
+    tiles = core_tiles(height, width, tile_size)
+    tiles_x = -(-width // tile_size)
+    starts, patches = tile_buckets(boxes_P_4, downsample=d, tile_size=tile_size, tiles_x=tiles_x,
+                                   tiles_y=-(-height // tile_size))
+    last_row_N = (np.ceil(bbox_level0_N_4[:, 3] / d).astype(np.int64) - 1) // tile_size
+    last_col_N = (np.ceil(bbox_level0_N_4[:, 2] / d).astype(np.int64) - 1) // tile_size
+    dim = None
+    open_sums: _Open | None = None
+    written = 0
+    band_features: tuple[np.ndarray, np.ndarray] | None = None
+    for index, tile in enumerate(tiles):
+        band, column = divmod(index, tiles_x)
+        if column == 0:  # read the features of the whole band of tiles at once
+            needed = np.unique(patches[starts[index] : starts[min(index + tiles_x, len(tiles))]])
+            band_features = (needed, read_features(needed) if needed.size else None)
+        which = patches[starts[index] : starts[index + 1]]
+        sums = _tile_patch_sums(read_ids, tile, rect_P_4, which, band_features) if which.size else None
+        if sums is not None:
+            if open_sums is None:
+                dim = sums[1].shape[1]
+                open_sums = _Open(np.zeros(0, np.int64), np.zeros((0, dim)), np.zeros(0))
+            open_sums.add(*sums)
+        if open_sums is not None and open_sums.ids_M.size:
+            rows, cols = last_row_N[open_sums.ids_M - 1], last_col_N[open_sums.ids_M - 1]
+            ids, num, den = open_sums.take((rows < band) | ((rows == band) & (cols <= column)))
+            covered = den > 0
+            if covered.any():
+                write_rows(ids[covered], (num[covered] / den[covered, None]).astype(np.float32))
+                written += int(covered.sum())
+        if progress is not None:
+            progress(index + 1, len(tiles))
+    return written
+
+
+def _tile_patch_sums(read_ids: LabelReader, tile: Tile, rect_P_4: np.ndarray, which: np.ndarray,
+                     band_features: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    rect = rect_P_4[which] - [tile.left, tile.top, tile.left, tile.top]
+    rect[:, [0, 2]] = np.clip(rect[:, [0, 2]], 0, tile.width)
+    rect[:, [1, 3]] = np.clip(rect[:, [1, 3]], 0, tile.height)
+    keep = (rect[:, 2] > rect[:, 0]) & (rect[:, 3] > rect[:, 1])
+    if not keep.any():
+        return None
+    ids_H_W = read_ids(tile.top, tile.left, tile.height, tile.width)
+    if not ids_H_W.any():
+        return None
+    needed, feats = band_features
+    return _tile_sums(ids_H_W, rect[keep], feats[np.searchsorted(needed, which[keep])])

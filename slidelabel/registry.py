@@ -1,0 +1,105 @@
+"""One way to register things by name: extractors, models, strategies, readers, importers.
+
+A :class:`Registry` is built on first use (never at import): its ``load`` function adds the
+built-in entries, then the entry points of ``entry_point_group`` are added; a plugin that fails
+to load is logged and skipped, as large_image does with its tile sources.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from slidelabel.errors import ParameterError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a registry lists about one item: its ``name``, a one-line ``description`` and whether
+    it is the ``default``."""
+
+    name: str
+    description: str
+    default: bool
+
+
+class Registry(Generic[T]):
+    """Items of one ``kind`` ("segment format", "feature extractor") by name.
+
+    Parameters
+    ----------
+    kind : str
+        What the items are, in the user's words; error messages use it.
+    entry_point_group : str or None
+        Entry-point group third-party packages declare their items under (each entry point
+        loads to a zero-argument callable returning the item); None: built-ins only.
+    load : callable, optional
+        Called once with the registry, on first use, to :meth:`add` the built-in items.
+
+    Examples
+    --------
+    >>> colours = Registry("colour", None, load=lambda r: r.add("red", (255, 0, 0), description="warm"))
+    >>> colours.get("red")
+    (255, 0, 0)
+    >>> [e.name for e in colours.entries()]
+    ['red']
+    """
+
+    def __init__(self, kind: str, entry_point_group: str | None,
+                 *, load: Callable[[Registry[T]], None] | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._load = load
+        self._items: dict[str, tuple[T, Entry]] | None = None
+
+    def add(self, name: str, item: T, *, description: str = "", default: bool = False) -> None:
+        """Register ``item`` as ``name``; a name already taken keeps its first item."""
+        items = self._built()
+        if name in items:
+            logger.warning("%s %r is registered twice; the first one is kept", self.kind, name)
+            return
+        items[name] = (item, Entry(name, description, default))
+
+    def get(self, name: str) -> T:
+        """The item registered as ``name``; a :class:`ParameterError` listing the names if none."""
+        items = self._built()
+        if name not in items:
+            raise ParameterError(f"unknown {self.kind} {name!r}; registered: {', '.join(items) or 'none'}")
+        return items[name][0]
+
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return list(self._built())
+
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, item)`` pairs, in registration order."""
+        return [(name, item) for name, (item, _) in self._built().items()]
+
+    def entries(self) -> list[Entry]:
+        """What to list about each item, in registration order."""
+        return [entry for _, entry in self._built().values()]
+
+    def _built(self) -> dict[str, tuple[T, Entry]]:
+        if self._items is None:
+            self._items = {}
+            if self._load is not None:
+                self._load(self)
+            if self.entry_point_group is not None:
+                self._add_plugins(self.entry_point_group)
+        return self._items
+
+    def _add_plugins(self, group: str) -> None:
+        for entry in entry_points(group=group):
+            try:
+                item = entry.load()()
+            except Exception:  # a third-party plugin must not break the built-in ones
+                logger.exception("%s %r from %s failed to load", self.kind, entry.name, entry.value)
+                continue
+            self.add(entry.name, item, description=getattr(item, "description", ""))

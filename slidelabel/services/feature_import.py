@@ -1,0 +1,133 @@
+"""Features made by other tools into the Zarr array a computed extractor writes.
+
+The array (N x D float32, row ``i`` = segment ``i + 1``, NaN for segments no source row reaches)
+carries the attributes of :func:`~slidelabel.pipelines.features.extract.extract_slide_features`
+with the chosen ``name`` as its extractor, plus ``provenance`` (the source file, its format and
+what was matched), so the learning loop, strategies and exports use it like a computed one. Rows
+go first to a scratch file next to the output, whose pages are written in any order, then to the
+array chunk by chunk; the array appears under its name only when complete.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from slidelabel import __version__
+from slidelabel.errors import OutputError, ParameterError
+from slidelabel.pipelines.features.extract import FORMAT, POOLING_VERSION, _chunk_rows, _replace_folder, _slide_sha256
+from slidelabel.pipelines.importers import FEATURE_FORMATS, choose
+from slidelabel.pipelines.importers.feature_sources import Segments
+from slidelabel.services.segment_import import file_record
+from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
+from slidelabel.store.superpixel_table import read_table
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class FeatureImportResult:
+    """What an import wrote: the array at ``path``, its ``dim``ension, the ``segments`` with
+    features out of ``total``, and ``counts`` from the source."""
+
+    path: Path
+    format: str
+    dim: int
+    segments: int
+    total: int
+    counts: dict[str, int]
+
+    def summary(self) -> str:
+        lines = [f"{self.segments:,} of {self.total:,} segments got {self.dim} features ({self.format}) -> {self.path}"]
+        return "\n".join(lines + [f"  {n:,} {what}" for what, n in self.counts.items()])
+
+
+def _segments(folder: Path, manifest: dict) -> Segments:
+    working = manifest["working"]
+    sources = read_segment_sources(folder / SOURCES_FILE) if (folder / SOURCES_FILE).exists() else None
+    return Segments(int(manifest["superpixels"]), folder / LABELS_FILE, float(working["downsample"]),
+                    int(working["height"]), int(working["width"]), read_table(folder / TABLE_FILE).bbox_level0, sources)
+
+
+def import_features(
+    slide_path: str | Path,
+    source_path: str | Path,
+    segments_folder: str | Path,
+    out_folder: str | Path,
+    *,
+    name: str,
+    format: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureImportResult:
+    """Import the features of ``source_path`` for the segments in ``segments_folder`` as
+    ``out_folder / f"{name}.zarr"``.
+
+    Raises
+    ------
+    ParameterError : a bad name or format, a source that is unreadable, lacks what its format
+        needs or holds non-finite values, or ``slide_path`` is not the segments' slide.
+    OutputError : ``segments_folder`` is unfinished, or the array cannot be written.
+    """
+    if not _NAME.match(name):
+        raise ParameterError(f"feature name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (e.g. uni-trident)")
+    slide_path, source_path = Path(slide_path), Path(source_path)
+    folder, out_path = Path(segments_folder), Path(out_folder) / f"{name}.zarr"
+    manifest = read_manifest(folder / MANIFEST_FILE)
+    if manifest is None:
+        raise OutputError(f"{folder} holds no finished segments (no {MANIFEST_FILE}); import or compute them first")
+    sha256 = _slide_sha256(slide_path, manifest)
+    fmt = choose(FEATURE_FORMATS, source_path, format)
+    segments = _segments(folder, manifest)
+    source = fmt.open(source_path)
+    Path(out_folder).mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    tmp, scratch_path = out_path.with_name(f".{out_path.name}.{token}.tmp"), out_path.with_name(f".{name}.{token}.rows.npy")
+    n, dim = segments.count, len(source.feature_names)
+    try:
+        scratch = np.lib.format.open_memmap(scratch_path, mode="w+", dtype=np.float32, shape=(n, dim))
+        seen = np.zeros(n + 1, bool)
+
+        def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
+            if seen[ids_M].any():
+                raise ParameterError(f"{source_path}: segment {int(ids_M[seen[ids_M]][0])} gets more than one row")
+            seen[ids_M] = True
+            scratch[ids_M - 1] = feats_M_D
+
+        counts = source.write(segments, write_rows, progress)
+        attributes = {
+            "format": FORMAT, "extractor": name, "feature_names": source.feature_names,
+            "superpixels": {key: manifest.get(key) for key in ("algorithm", "options", "working", "superpixels")},
+            "slide_sha256": sha256, "pooling_version": POOLING_VERSION,
+            "provenance": {"imported": True, "format": fmt.name, "source": file_record(source_path),
+                           "slidelabel_version": __version__, "segments_with_features": int(seen.sum()),
+                           **counts, **source.provenance},
+        }
+        _write_array(tmp, scratch, seen[1:], attributes)
+        del scratch
+        _replace_folder(tmp, out_path)
+    except OSError as error:
+        raise OutputError(f"cannot write {out_path}: {error.strerror or error}") from error
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        scratch_path.unlink(missing_ok=True)
+        source.close()
+    return FeatureImportResult(out_path, fmt.name, dim, int(seen.sum()), n, counts)
+
+
+def _write_array(path: Path, rows_N_D: np.ndarray, written_N: np.ndarray, attributes: dict) -> None:
+    n, dim = rows_N_D.shape
+    chunk = _chunk_rows(max(n, 1), dim)
+    array = zarr.create_array(store=path, shape=(n, dim), chunks=(chunk, dim), dtype="float32",
+                              fill_value=np.nan, attributes=attributes)
+    for start in range(0, n, chunk):
+        block = np.array(rows_N_D[start : start + chunk])
+        block[~written_N[start : start + chunk]] = np.nan
+        array[start : start + chunk] = block
