@@ -12,7 +12,9 @@ from slidelabel.cli.progress import StageBar
 from slidelabel.pipelines.features import FEATURES
 from slidelabel.pipelines.models import MODELS
 from slidelabel.pipelines.strategies import STRATEGIES
-from slidelabel.services.simulation import SimulationOptions, load_images, simulate
+from slidelabel.pipelines.normalisation import NORMALISATIONS
+from slidelabel.services.simulation import SimulationOptions, simulate
+from slidelabel.services.simulation_inputs import load_inputs
 from slidelabel.services.simulation_report import write_report
 
 _DEFAULTS = SimulationOptions.__dataclass_fields__
@@ -31,8 +33,14 @@ def _default(name: str):
               help=f"Comma-separated strategies; registered: {', '.join(STRATEGIES)}.")
 @click.option("--features", "extractor", type=click.Choice(sorted(FEATURES)), default=_default("extractor"), show_default=True)
 @click.option("--model", type=click.Choice(sorted(MODELS)), default=_default("model"), show_default=True)
+@click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=_default("normalisation"),
+              show_default=True, help="How stain and scanner differences between slides are removed.")
 @click.option("--superpixel-px", type=click.IntRange(min=4), default=_default("superpixel_px"), show_default=True,
-              help="Superpixel side in image pixels.")
+              help="Superpixel side in image pixels (images).")
+@click.option("--size", default=_default("size"), show_default=True,
+              help="Superpixel side for slides, e.g. 50um or 32px.")
+@click.option("--magnification", type=click.FloatRange(min=0), default=_default("magnification"), show_default=True,
+              help="Objective power slides are worked at (0: level 0).")
 @click.option("--initial-labels", type=click.IntRange(min=1), default=_default("initial_labels"), show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_default("batch_size"), show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=_default("budget"), show_default=True,
@@ -42,20 +50,22 @@ def _default(name: str):
 @click.option("--test-fraction", type=float, default=_default("test_fraction"), show_default=True,
               help="Share of the images held out for testing; they never give labels.")
 @click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--normalise-per-image/--no-normalise-per-image", default=_default("normalise_per_image"), show_default=True,
-              help="z-score features within each image (uses no labels), against stain differences.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def simulate_command(images: Path, masks: Path, out: Path, strategies: str, quiet: bool, **options: object) -> None:
-    """Simulate labelling IMAGES whose truth is in MASKS (same file names; mask value = class).
+    """Simulate labelling IMAGES whose truth is in MASKS (mask value = class).
 
-    Every superpixel gets the majority class of its pixels; the strategies choose which to
-    reveal, batch by batch, and every round is scored on held-out images.
+    IMAGES holds images (PNG, JPEG; masks of the same name and size) or whole slides (SVS,
+    TIFF, ...; masks aligned to level 0, named after the slide, PNG or TIFF), which go through
+    the product's own tiled superpixels and feature extraction (kept in OUT/work). Every
+    superpixel gets the majority class of its pixels; each round runs the server's own loop and
+    reveals the head of its ranking; every round is scored on held-out images. With no options
+    it runs a new project's defaults.
     """
     chosen = tuple(name.strip() for name in strategies.split(",") if name.strip())
     settings = SimulationOptions(strategies=chosen, **options)  # type: ignore[arg-type]
     bars = StageBar(enabled=not quiet)
-    loaded, values = load_images(images, masks, settings, progress=bars)
+    loaded, values = load_inputs(images, masks, settings, work=out / "work", progress=bars)
     result = simulate(loaded, values, settings, progress=bars)
     bars.close()
     summary = write_report(result, settings, out)

@@ -1,22 +1,19 @@
 """Epochs: train on a project's labels, predict every superpixel and rank the unlabelled ones.
 
-The ``epoch`` job (queue ``epochs``) runs five steps, each timed into the epoch's
-``metrics["seconds"]``:
+The ``epoch`` job (queue ``epochs``) gathers the effective labels (a review, else the users'
+majority: :func:`~slidelabel.services.reviews.effective_labels`) of the slides whose features
+exist, and runs one round of the learning loop on them
+(:func:`~slidelabel.services.learning_loop.run_epoch`, the code ``slidelabel simulate`` runs):
+normalise, train on the categories that are not excluded, in legend order (model column ``c`` is
+category ``category_ids_C[c]``), assess and calibrate by out-of-fold predictions, predict every
+superpixel into one predictions file per slide, rank the unlabelled ones by the project's strategy
+into the ranking the queue serves from. It adds what a labeller needs to know whether to go on:
+the share of predictions that changed since the previous epoch and a sentence saying so.
 
-1. *gather*: the effective labels (a review, else the users' majority:
-   :func:`~slidelabel.services.reviews.effective_labels`) of the slides whose features exist,
-   and the features of those superpixels only;
-2. *train*: the project's model on the categories that are not excluded, in legend order (model
-   column ``c`` is category ``category_ids_C[c]``); labels of excluded categories are left out.
-   The models weight classes inversely to their counts. Balanced accuracy and macro F1 come from
-   out-of-fold predictions of the chosen model once every class has 2 labels;
-3. *predict*: every superpixel of every slide, a block of feature rows at a time, into one
-   predictions file per slide;
-4. *rank*: the superpixels without an effective label, by the project's strategy
-   (:func:`~slidelabel.services.queue.rank`), into the ranking the queue serves from;
-5. *publish*: all files are written under a staging folder that is renamed to ``epochs/<n>`` in
-   the transaction adding the :class:`Epoch` row, with the project's row locked: two epochs never
-   share a number, and a job that dies leaves no half epoch.
+All files are written under a staging folder that is renamed to ``epochs/<n>`` in the
+transaction adding the :class:`Epoch` row, with the project's row locked: two epochs never share
+a number, and a job that dies leaves no half epoch. Each step is timed into
+``metrics["seconds"]``.
 """
 
 from __future__ import annotations
@@ -26,32 +23,26 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
-from slidelabel.pipelines.models import Category, TrainedModel, make_model, out_of_fold, save_model, train
+from slidelabel.pipelines.models import Category, save_model
+from slidelabel.pipelines.models.base import tempered
 from slidelabel.services import reviews
 from slidelabel.services.jobs import EPOCH_QUEUE, JobContext, Sender, job_kind, submit
-from slidelabel.services.queue import (
-    Pool, SlideFeatures, feature_rows, open_features, rank, ranking_of, slides_with_features, write_ranking)
+from slidelabel.services.learning_loop import EpochOutcome, FileFeatures, LoopChoices, SlideLabels, run_epoch
+from slidelabel.services.queue import SlideFeatures, ranking_of, slides_with_features, write_ranking
 from slidelabel.services.slides import get_slide
+from slidelabel.services.stopping import stopping_signal
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Job, Project
 from slidelabel.store.predictions import SlidePredictions, read_predictions, write_predictions
-
-MAX_FOLDS = 5
-#: Feature bytes read and predicted at once.
-PREDICT_BYTES = 64 << 20
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -59,9 +50,7 @@ class EpochPlan:
     """What an epoch of a project trains on, read in one transaction."""
 
     project_id: int
-    model: str
-    strategy: str
-    extractor: str
+    choices: LoopChoices
     categories: list[tuple[int, str, bool]]
     """``(id, name, excluded)`` of every category, in legend order."""
     slides: list[SlideFeatures]
@@ -91,7 +80,8 @@ class EpochPlan:
     def digest(self) -> str:
         """A hash of everything an epoch's result depends on: labels, choices, categories and
         the versions of the feature files."""
-        sha = hashlib.sha256(json.dumps([self.model, self.strategy, self.extractor, self.categories, [
+        sha = hashlib.sha256(json.dumps([self.choices.model, self.choices.strategy, self.choices.extractor,
+                                         self.choices.normalisation, self.categories, [
             (s.slide_id, s.superpixels, s.path.stat().st_mtime_ns) for s in self.slides]]).encode())
         for slide_id in sorted(self.labels):
             superpixels_M, category_ids_M = self.labels[slide_id]
@@ -102,8 +92,8 @@ class EpochPlan:
 
 def plan_epoch(session: Session, data_dir: Path, project_id: int) -> EpochPlan:
     project = session.get(Project, project_id)
-    return EpochPlan(project.id, project.model, project.strategy, project.extractor,
-                     [(c.id, c.name, c.excluded) for c in project.categories],
+    choices = LoopChoices(project.extractor, project.model, project.strategy, project.normalisation)
+    return EpochPlan(project.id, choices, [(c.id, c.name, c.excluded) for c in project.categories],
                      slides_with_features(session, ProjectFiles(data_dir, project_id), project.extractor),
                      reviews.effective_labels(session, project_id))
 
@@ -124,39 +114,28 @@ def start_epoch(database: Database, sender: Sender, data_dir: Path, project_id: 
                   user_id=user_id)
 
 
-@dataclass(frozen=True)
-class TrainingSet:
-    feats_L_D: np.ndarray
-    """float32 features of the L labelled superpixels of trainable categories."""
-    columns_L: np.ndarray
-    """int64 model column of each."""
-    counts: dict[int, int]
-    """Labelled superpixels with features per category id, excluded categories included."""
+def loop_labels(plan: EpochPlan) -> SlideLabels:
+    """The plan's labels as the loop takes them: model columns, -1 for excluded categories."""
+    return {slide_id: (superpixels_M, plan.columns(category_ids_M))
+            for slide_id, (superpixels_M, category_ids_M) in plan.labels.items()}
 
 
-def training_set(plan: EpochPlan) -> TrainingSet:
-    """The features and columns of the labelled superpixels; :class:`ParameterError` saying what
-    to label when fewer than 2 trainable categories have labels."""
-    if not plan.slides:
-        raise ConflictError(f"no slide of this project has {plan.extractor!r} features yet: compute them "
-                            "(POST .../slides/{slide_id}/features) before training")
-    feats, columns, counts = [], [], dict.fromkeys((cid for cid, _n, _e in plan.categories), 0)
+def label_counts(plan: EpochPlan) -> dict[int, int]:
+    """Labelled superpixels per category id on the slides with features, excluded ones included."""
+    counts = dict.fromkeys((cid for cid, _n, _e in plan.categories), 0)
     for slide in plan.slides:
-        array = open_features(slide.path)
-        superpixels_M, category_ids_M = plan.labels_of(slide.slide_id, array.shape[0])
-        feats_M_D = feature_rows(array, superpixels_M - 1)
-        finite_M = np.isfinite(feats_M_D).all(axis=1)  # superpixels without pixels have NaN rows
-        feats_M_D, category_ids_M = feats_M_D[finite_M], category_ids_M[finite_M]
+        _superpixels_M, category_ids_M = plan.labels_of(slide.slide_id, slide.superpixels)
         for cid, count in zip(*np.unique(category_ids_M, return_counts=True)):
             counts[int(cid)] = counts.get(int(cid), 0) + int(count)
-        columns_M = plan.columns(category_ids_M)
-        feats.append(feats_M_D[columns_M >= 0])
-        columns.append(columns_M[columns_M >= 0])
-    _check_trainable(plan, counts)
-    return TrainingSet(np.concatenate(feats), np.concatenate(columns), counts)
+    return counts
 
 
-def _check_trainable(plan: EpochPlan, counts: dict[int, int]) -> None:
+def check_trainable(plan: EpochPlan, counts: dict[int, int]) -> None:
+    """:class:`ConflictError` without features, :class:`ParameterError` saying what to label when
+    fewer than 2 trainable categories have labels."""
+    if not plan.slides:
+        raise ConflictError(f"no slide of this project has {plan.choices.extractor!r} features yet: compute them "
+                            "(POST .../slides/{slide_id}/features) before training")
     trainable = [(name, counts[cid]) for cid, name, excluded in plan.categories if not excluded]
     if len(trainable) < 2:
         raise ParameterError("training needs at least 2 categories that are not excluded; add one to the project")
@@ -169,52 +148,30 @@ def _check_trainable(plan: EpochPlan, counts: dict[int, int]) -> None:
             "then train again")
 
 
-def cross_validated(model: TrainedModel, data: TrainingSet) -> dict:
-    """Balanced accuracy and macro F1 of the out-of-fold predictions of ``model``'s classifier
-    (the one ``auto`` chose) over stratified folds; Nones with a note when a class has < 2 labels."""
-    column_K = np.full(len(model.categories), -1)
-    column_K[model.trained_classes] = np.arange(len(model.trained_classes))
-    classes_L, n_classes = column_K[data.columns_L], len(model.trained_classes)
-    smallest = int(np.bincount(classes_L, minlength=n_classes).min())
-    if smallest < 2:
-        return {"cv_balanced_accuracy": None, "cv_macro_f1": None,
-                "cv_note": "not cross-validated: a category has fewer than 2 labels"}
-    z_L_D = ((data.feats_L_D - model.feature_mean_D) / model.feature_scale_D).astype(np.float32)
-    predicted_L = np.empty_like(classes_L)
-    name = model.metrics.get("auto_chosen", model.model_name)
-    folds = StratifiedKFold(min(MAX_FOLDS, smallest), shuffle=True, random_state=SEED)
-    for test_rows, predicted in out_of_fold(lambda: make_model(name), z_L_D, classes_L, folds, n_classes=n_classes,
-                                            fold_rng=lambda: np.random.default_rng(SEED)):
-        predicted_L[test_rows] = predicted
-    return {"cv_balanced_accuracy": float(balanced_accuracy_score(classes_L, predicted_L)),
-            "cv_macro_f1": float(f1_score(classes_L, predicted_L, average="macro")), "cv_folds": folds.n_splits}
+class PredictionWriter:
+    """The loop's sink: writes each slide's predictions into the staged epoch and counts how many
+    predicted categories differ from the previous epoch's."""
 
+    def __init__(self, staged: ProjectFiles, files: ProjectFiles, category_ids_C: np.ndarray,
+                 previous: int | None) -> None:
+        self.staged, self.files, self.category_ids_C, self.previous = staged, files, category_ids_C, previous
+        self.compared = 0
+        self.changed = 0
 
-def predict_slides(plan: EpochPlan, model: TrainedModel, staged: ProjectFiles,
-                   progress: Callable[[float, str], None]) -> Pool:
-    """Predict every superpixel of the plan's slides into ``staged``'s predictions files."""
-    category_ids_C = plan.category_ids_C
-    rows = max(1024, PREDICT_BYTES // (4 * model.feature_mean_D.size))
-    parts = []
-    for done, slide in enumerate(plan.slides):
-        progress(done / len(plan.slides), f"predicting slide {done + 1} of {len(plan.slides)}")
-        array = open_features(slide.path)
-        probs_N_C = np.zeros((array.shape[0], category_ids_C.size), np.float32)
-        has_N = np.zeros(array.shape[0], bool)
-        for start in range(0, array.shape[0], rows):
-            feats_n_D = feature_rows(array, slice(start, start + rows))
-            finite_n = np.isfinite(feats_n_D).all(axis=1)
-            probs_N_C[start:start + finite_n.size][finite_n] = model.predict_proba(feats_n_D[finite_n])
-            has_N[start:start + finite_n.size] = finite_n
-        write_predictions(staged.predictions(0, slide.slide_id), SlidePredictions(category_ids_C, probs_N_C))
-        superpixels_M, category_ids_M = plan.labels_of(slide.slide_id, array.shape[0])
-        columns_N = np.full(array.shape[0], -1, np.int64)
-        labelled_N = np.zeros(array.shape[0], bool)
-        columns_N[superpixels_M - 1] = plan.columns(category_ids_M)
-        labelled_N[superpixels_M - 1] = True
-        parts.append((np.full(int(has_N.sum()), slide.slide_id, np.int64), np.flatnonzero(has_N) + 1,
-                      probs_N_C[has_N], labelled_N[has_N], columns_N[has_N]))
-    return Pool(*(np.concatenate(arrays) for arrays in zip(*parts)))
+    def __call__(self, slide_id: int, probs_N_C: np.ndarray, has_N: np.ndarray) -> None:
+        predictions = SlidePredictions(self.category_ids_C, probs_N_C)
+        write_predictions(self.staged.predictions(0, slide_id), predictions)
+        before = self.files.predictions(self.previous, slide_id) if self.previous is not None else None
+        if before is None or not before.exists():
+            return
+        old_N, new_N = read_predictions(before).predicted_N, predictions.predicted_N
+        both_N = (old_N[: new_N.size] > 0) & (new_N[: old_N.size] > 0)
+        self.compared += int(both_N.sum())
+        self.changed += int((old_N[: new_N.size] != new_N[: old_N.size])[both_N].sum())
+
+    @property
+    def changed_fraction(self) -> float | None:
+        return self.changed / self.compared if self.compared else None
 
 
 class Stopwatch:
@@ -237,49 +194,62 @@ def epoch(context: JobContext) -> dict:
     context.progress(0.0, "gathering labels", force=True)
     with context.database.session() as session:
         plan = plan_epoch(session, files.data_dir, context.project_id)
+        previous = session.scalar(select(Epoch).where(Epoch.project_id == context.project_id)
+                                  .order_by(Epoch.number.desc()))
+        before = (previous.number, previous.labels, previous.metrics) if previous is not None else None
     state = plan.digest()
-    data = training_set(plan)
+    counts = label_counts(plan)
+    check_trainable(plan, counts)
+    features = FileFeatures({slide.slide_id: slide.path for slide in plan.slides}, plan.choices.normalisation)
     watch.lap("gather")
-    context.progress(0.05, f"training {plan.model} on {data.columns_L.size} labels", force=True)
     categories = [Category(name) for _cid, name, excluded in plan.categories if not excluded]
-    model = train(data.feats_L_D, data.columns_L, categories, model=plan.model, feature_extractor=plan.extractor,
-                  rng=np.random.default_rng(SEED), cross_validate_model=False)
-    watch.lap("train")
-    context.progress(0.15, "cross-validating", force=True)
-    scores = cross_validated(model, data)
-    watch.lap("cross_validate")
     # A folder laid out like the data folder, so that ProjectFiles names the staged files too.
     staged = ProjectFiles(files.root / "epochs" / f".job-{context.job_id}.tmp", context.project_id)
     shutil.rmtree(staged.data_dir, ignore_errors=True)
     try:
         staged.epoch_dir(0).mkdir(parents=True)
-        save_model(model, staged.model(0))
-        pool = predict_slides(plan, model, staged, lambda f, message: context.progress(0.25 + 0.6 * f, message))
-        watch.lap("predict")
-        context.progress(0.85, f"ranking by {plan.strategy}", force=True)
-        rows_R, scores_R, picks = rank(plan.strategy, model, pool, plan.slides)
-        probs_R_C = pool.probs_P_C[rows_R]
-        write_ranking(staged.ranking(0), ranking_of(
-            files, pool.slide_ids_P[rows_R], pool.superpixels_P[rows_R], scores_R,
-            plan.category_ids_C[probs_R_C.argmax(axis=1)] if rows_R.size else np.empty(0, np.int64),
-            probs_R_C.max(axis=1, initial=0)))
+        writer = PredictionWriter(staged, files, plan.category_ids_C, before[0] if before else None)
+        outcome = run_epoch(features, loop_labels(plan), categories, plan.choices, assessed=True, sink=writer,
+                            progress=lambda share, message: context.progress(share, message, force=True))
+        watch.lap("learn")
+        save_model(outcome.model, staged.model(0))
+        _write_ranking(files, staged, plan, outcome)
         watch.lap("rank")
-        names = {cid: (name, excluded) for cid, name, excluded in plan.categories}
-        metrics = {
-            "model": plan.model, "model_chosen": model.metrics.get("auto_chosen", plan.model),
-            "auto_scores": model.metrics.get("auto_scores"), "extractor": plan.extractor, "strategy": plan.strategy,
-            "label_counts": [{"category_id": cid, "name": names[cid][0], "excluded": names[cid][1], "labels": n}
-                             for cid, n in data.counts.items() if cid in names],
-            "n_training_labels": int(data.columns_L.size), **scores, "slides": len(plan.slides),
-            "superpixels_predicted": int(pool.slide_ids_P.size), "ranked": int(rows_R.size),
-            "strategy_picks": picks, "seconds": watch.seconds, "label_state": state, "job_id": context.job_id,
-        }
+        metrics = _metrics(plan, outcome, counts, writer.changed_fraction, before) | {
+            "seconds": watch.seconds, "label_state": state, "job_id": context.job_id}
         number = _publish(context.database, files, staged, metrics)
     finally:
         shutil.rmtree(staged.data_dir, ignore_errors=True)
-    accuracy = scores["cv_balanced_accuracy"]
-    return {"message": f"epoch {number}: {data.columns_L.size} labels" +
+    accuracy = outcome.assessment.get("cv_balanced_accuracy")
+    return {"message": f"epoch {number}: {outcome.training.columns_L.size} labels" +
             (f", cross-validated balanced accuracy {accuracy:.2f}" if accuracy is not None else "")}
+
+
+def _write_ranking(files: ProjectFiles, staged: ProjectFiles, plan: EpochPlan, outcome: EpochOutcome) -> None:
+    pool, rows_R = outcome.pool, outcome.ranked_R
+    probs_R_C = tempered(pool.probs_P_C[rows_R], outcome.model.temperature)
+    write_ranking(staged.ranking(0), ranking_of(
+        files, pool.slide_ids_P[rows_R], pool.superpixels_P[rows_R], outcome.scores_R,
+        plan.category_ids_C[probs_R_C.argmax(axis=1)] if rows_R.size else np.empty(0, np.int64),
+        probs_R_C.max(axis=1, initial=0)))
+
+
+def _metrics(plan: EpochPlan, outcome: EpochOutcome, counts: dict[int, int], changed: float | None,
+             before: tuple[int, int, dict] | None) -> dict:
+    names = {cid: (name, excluded) for cid, name, excluded in plan.categories}
+    n_labels = int(outcome.training.columns_L.size)
+    return {
+        "model": plan.choices.model, "model_chosen": outcome.model.metrics.get("auto_chosen", plan.choices.model),
+        "auto_scores": outcome.model.metrics.get("auto_scores"), "extractor": plan.choices.extractor,
+        "strategy": plan.choices.strategy, "normalisation": plan.choices.normalisation,
+        "label_counts": [{"category_id": cid, "name": names[cid][0], "excluded": names[cid][1], "labels": n}
+                         for cid, n in counts.items() if cid in names],
+        "n_training_labels": n_labels, **outcome.assessment, "slides": len(plan.slides),
+        "superpixels_predicted": int(outcome.pool.slide_ids_P.size), "ranked": int(outcome.ranked_R.size),
+        "strategy_picks": outcome.picks, "changed_fraction": changed,
+        "stopping": stopping_signal(n_labels - before[1] if before else None, changed,
+                                    outcome.assessment.get("estimated_accuracy")),
+    }
 
 
 def _publish(database: Database, files: ProjectFiles, staged: ProjectFiles, metrics: dict) -> int:

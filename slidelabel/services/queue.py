@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
-import zarr
 from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
@@ -29,10 +29,14 @@ from slidelabel.pipelines.strategies import select as choose
 from slidelabel.services.labels import superpixel_keys
 from slidelabel.services.slides import get_slide
 from slidelabel.store.atomic import atomic_path
+from slidelabel.store.feature_files import feature_rows, open_features
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Label, Project, Review, Slide
 from slidelabel.store.superpixel_files import TABLE_FILE
 from slidelabel.store.superpixel_table import read_table
+
+if TYPE_CHECKING:  # the loop imports this module
+    from slidelabel.services.learning_loop import FeatureSource
 
 #: Rankings kept in memory per process: a few thousand rows (~100 kB) each.
 CACHED_RANKINGS = 32
@@ -144,23 +148,6 @@ def slides_with_features(session: Session, files: ProjectFiles, extractor: str) 
     return [slide for slide in found if slide.path.exists()]
 
 
-def open_features(path: Path) -> zarr.Array:
-    """The ``(N, D)`` float32 feature array at ``path``, opened lazily (rows ``i`` = superpixel
-    ``i + 1``; NaN rows for superpixels without pixels)."""
-    try:
-        return zarr.open_array(path, mode="r")
-    except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError) as error:
-        raise OutputError(f"{path} is not a readable feature array ({error}); compute the features again") from None
-
-
-def feature_rows(array: zarr.Array, rows: np.ndarray | slice) -> np.ndarray:
-    """``(M, D)`` float32 features of ``rows`` (a slice, or increasing row indices = superpixel
-    - 1), reading only the Zarr chunks that hold them."""
-    if isinstance(rows, slice):
-        return np.asarray(array[rows], np.float32)
-    return np.asarray(array.get_orthogonal_selection((np.asarray(rows, np.int64), slice(None))), np.float32)
-
-
 def ranking_of(files: ProjectFiles, slide_ids_R: np.ndarray, superpixels_R: np.ndarray, scores_R: np.ndarray,
                predicted_R: np.ndarray, certainty_R: np.ndarray) -> Ranking:
     """A :class:`Ranking` of the given superpixels, with boxes and centroids read from their
@@ -240,11 +227,11 @@ class Pool:
     """int64 model column of the label, -1 where unlabelled or excluded."""
 
 
-def rank(strategy: str, model: TrainedModel, pool: Pool, slides: list[SlideFeatures]
+def rank(strategy: str, model: TrainedModel, pool: Pool, features: FeatureSource
          ) -> tuple[np.ndarray, np.ndarray, int]:
     """Rows of ``pool`` to show, best first, by the strategy registered as ``strategy``, with
-    their scores, and how many of them the strategy picked itself (``slides``: where the pool's
-    features are).
+    their scores, and how many of them the strategy picked itself (``features``: the pool's
+    normalised features).
 
     Strategies of predictions alone rank :data:`RANKING_SIZE` rows over the whole project.
     Those needing posterior samples or features would need them for every superpixel (16 x N x
@@ -263,7 +250,7 @@ def rank(strategy: str, model: TrainedModel, pool: Pool, slides: list[SlideFeatu
     candidates = top_k(cheap(pool.probs_P_C[unlabelled_U]), unlabelled_U, k=CANDIDATES)
     if candidates.indices.size == 0:
         return candidates.indices, candidates.scores, 0
-    feats_M_D = _pool_features(slides, pool, candidates.indices, model.feature_mean_D.size)
+    feats_M_D = _pool_features(features, pool, candidates.indices, model.feature_mean_D.size)
     samples_S_M_C = model.posterior_samples(feats_M_D, n_samples=POSTERIOR_SAMPLES,
                                             rng=np.random.default_rng(RANK_SEED)) if info.needs_samples else None
     z_M_D = (feats_M_D - model.feature_mean_D) / model.feature_scale_D if info.needs_features else None
@@ -277,14 +264,14 @@ def rank(strategy: str, model: TrainedModel, pool: Pool, slides: list[SlideFeatu
     return rows, scores, picked.indices.size
 
 
-def _pool_features(slides: list[SlideFeatures], pool: Pool, rows_M: np.ndarray, dims: int) -> np.ndarray:
+def _pool_features(features: FeatureSource, pool: Pool, rows_M: np.ndarray, dims: int) -> np.ndarray:
     """``(M, dims)`` float32 features of the pool rows ``rows_M``, read slide by slide."""
     feats_M_D = np.empty((rows_M.size, dims), np.float32)
-    for slide in slides:
-        mine = np.flatnonzero(pool.slide_ids_P[rows_M] == slide.slide_id)
+    for slide_id in features.slide_ids:
+        mine = np.flatnonzero(pool.slide_ids_P[rows_M] == slide_id)
         mine = mine[np.argsort(pool.superpixels_P[rows_M[mine]])]  # increasing rows for Zarr
         if mine.size:
-            feats_M_D[mine] = feature_rows(open_features(slide.path), pool.superpixels_P[rows_M[mine]] - 1)
+            feats_M_D[mine] = features.rows(slide_id, pool.superpixels_P[rows_M[mine]] - 1)
     return feats_M_D
 
 

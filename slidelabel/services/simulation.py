@@ -6,27 +6,31 @@ images never contribute a label. Per strategy and repeat, rounds of train, predi
 batch and reveal its truth run until the label budget is spent, and every round is scored on the
 test images. A repeat starts every strategy from the same initial labels, so the strategies are
 compared on equal terms.
+
+Each round is one round of the product's own loop
+(:func:`~slidelabel.services.learning_loop.run_epoch`, what the server's epoch job runs): the same
+normalisation, training, candidate pre-filters and ranking, with images in the place of slides;
+the next batch is the head of its ranking, as a labeller takes the guided queue's first cards.
+Inputs are read by :mod:`~slidelabel.services.simulation_inputs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from slidelabel.errors import ParameterError
-from slidelabel.pipelines.features.extract import features_of_array
 from slidelabel.pipelines.models import Category, train
-from slidelabel.pipelines.strategies import STRATEGIES, Evidence, select
-from slidelabel.pipelines.superpixels import SuperpixelParams, superpixel_array
+from slidelabel.pipelines.normalisation import NORMALISATIONS
+from slidelabel.pipelines.strategies import STRATEGIES
+from slidelabel.services.learning_loop import ArrayFeatures, LoopChoices, SlideLabels, run_epoch, training_set
+from slidelabel.services.projects import DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_NORMALISATION, DEFAULT_STRATEGY
 
 #: Called with (what, done, total).
 Progress = Callable[[str, int, int], None]
-IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 
 
 @dataclass(frozen=True)
@@ -34,21 +38,20 @@ class SimulationOptions:
     """What to simulate; sizes in image pixels, label counts in superpixels."""
 
     superpixel_px: int = 16
-    # The best measured on MoNuSeg (benchmarks/monuseg_quality.py, docs/learning.md): "context"
-    # over "color" adds 0.01 to 0.013 macro F1 from 250 labels on, and the forest over "linear"
-    # 0.03 at 100 labels; 16 px superpixels keep 90% of nuclei (24 px: 76%).
-    extractor: str = "context"
-    model: str = "random_forest"
-    strategies: tuple[str, ...] = ("random", "margin", "entropy", "bald", "diversity", "class_balanced")
+    """Superpixel side for images (pixels); slides use ``size`` at ``magnification``."""
+    size: str = "50um"
+    magnification: float = 10.0
+    # The project defaults: a simulation with no options runs what a new project runs.
+    extractor: str = DEFAULT_EXTRACTOR
+    model: str = DEFAULT_MODEL
+    strategies: tuple[str, ...] = (DEFAULT_STRATEGY, "random")
+    normalisation: str = DEFAULT_NORMALISATION
     initial_labels: int = 10
     batch_size: int = 10
-    budget: int = 500
-    repeats: int = 5
+    budget: int = 300
+    repeats: int = 3
     test_fraction: float = 0.3
     seed: int = 0
-    normalise_per_image: bool = True
-    """z-score each feature over each image's own superpixels (no labels used, so test images
-    can do it too): stain and scanner differences between images otherwise dominate."""
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.strategies if name not in STRATEGIES]
@@ -60,6 +63,12 @@ class SimulationOptions:
             raise ParameterError(f"initial labels ({self.initial_labels}) must be between 1 and the budget ({self.budget})")
         if self.batch_size < 1 or self.repeats < 1:
             raise ParameterError("batch size and repeats must be at least 1")
+        if self.normalisation not in NORMALISATIONS:
+            raise ParameterError(f"unknown normalisation {self.normalisation!r}; choose one of {', '.join(NORMALISATIONS)}")
+
+    def choices(self, strategy: str) -> LoopChoices:
+        """What the loop learns with under ``strategy``."""
+        return LoopChoices(self.extractor, self.model, strategy, self.normalisation)
 
 
 @dataclass(frozen=True)
@@ -83,51 +92,6 @@ class SimulationResult:
     test_images: list[str] = field(default_factory=list)
 
 
-def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
-    found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise ParameterError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {images}")
-    missing = [p.name for p in found if not (masks / p.name).exists()]
-    if missing:
-        raise ParameterError(f"{len(missing)} images have no mask of the same name in {masks}, e.g. {missing[0]}")
-    return [(p, masks / p.name) for p in found]
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    mask = np.asarray(Image.open(path))
-    return mask[..., 0] if mask.ndim == 3 else mask
-
-
-def load_images(images: Path, masks: Path, options: SimulationOptions, *, progress: Progress | None = None) -> tuple[list[LabelledImage], list[int]]:
-    """Superpixels, their majority classes and features for every image with a mask.
-
-    Returns the images and the mask values that the classes 0..C-1 stand for.
-    """
-    pairs = _pairs(images, masks)
-    values = sorted(set().union(*(np.unique(_read_mask(m)).tolist() for _, m in pairs)))
-    lookup = np.zeros(max(values) + 1, np.int64)
-    lookup[values] = np.arange(len(values))
-    loaded = []
-    for done, (image_path, mask_path) in enumerate(pairs, 1):
-        rgb = np.asarray(Image.open(image_path).convert("RGB"))
-        mask_H_W = lookup[_read_mask(mask_path)]
-        if mask_H_W.shape != rgb.shape[:2]:
-            raise ParameterError(f"{mask_path.name}: mask is {mask_H_W.shape}, image is {rgb.shape[:2]}")
-        seeds = superpixel_array(rgb, SuperpixelParams(step=options.superpixel_px))
-        _, dense = np.unique(seeds, return_inverse=True)
-        superpixels_H_W = (dense.reshape(seeds.shape) + 1).astype(np.int32)
-        n = int(superpixels_H_W.max())
-        votes = np.bincount((superpixels_H_W.ravel() - 1) * len(values) + mask_H_W.ravel(), minlength=n * len(values))
-        classes_N = votes.reshape(n, len(values)).argmax(axis=1)
-        feats_N_D = features_of_array(rgb, superpixels_H_W, extractor=options.extractor, n_superpixels=n)
-        if options.normalise_per_image:
-            feats_N_D = _standardised(feats_N_D)
-        loaded.append(LabelledImage(image_path.name, superpixels_H_W, classes_N, feats_N_D, mask_H_W))
-        if progress:
-            progress("images", done, len(pairs))
-    return loaded, values
-
-
 def split_images(n_images: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Image indices (train, test), at least one of each."""
     if n_images < 2:
@@ -137,18 +101,18 @@ def split_images(n_images: int, test_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def _scores(model, test: list[LabelledImage], n_classes: int) -> dict:
+def _scores(model, test: list[LabelledImage], features: ArrayFeatures, n_classes: int) -> dict:
     """Superpixel accuracy, balanced accuracy and macro F1, and macro pixel Dice, on ``test``."""
     truth = np.concatenate([image.classes_N for image in test])
-    predicted_per_image = [model.predict_proba(image.feats_N_D).argmax(axis=1) for image in test]
+    predicted_per_image = [_predicted(model, features.all(i)) for i in range(len(test))]
     predicted = np.concatenate(predicted_per_image)
     intersections = np.zeros(n_classes)
     sizes = np.zeros(n_classes)
     for image, predicted_N in zip(test, predicted_per_image):
-        pixels = predicted_N[image.superpixels_H_W - 1]
+        pixels = np.where(image.superpixels_H_W > 0, predicted_N[np.maximum(image.superpixels_H_W, 1) - 1], -1)
         for c in range(n_classes):
             intersections[c] += np.count_nonzero((pixels == c) & (image.mask_H_W == c))
-            sizes[c] += np.count_nonzero(pixels == c) + np.count_nonzero(image.mask_H_W == c)
+            sizes[c] += np.count_nonzero(pixels == c) + np.count_nonzero((image.mask_H_W == c) & (pixels >= 0))
     present = sizes > 0
     return {
         "accuracy": accuracy_score(truth, predicted),
@@ -156,6 +120,14 @@ def _scores(model, test: list[LabelledImage], n_classes: int) -> dict:
         "macro_f1": f1_score(truth, predicted, average="macro", labels=np.arange(n_classes), zero_division=0),
         "pixel_dice": float(np.mean(2 * intersections[present] / sizes[present])),
     }
+
+
+def _predicted(model, feats_N_D: np.ndarray) -> np.ndarray:
+    """Predicted class per row; -1 (always wrong) for superpixels without features."""
+    finite_N = np.isfinite(feats_N_D).all(axis=1)
+    predicted_N = np.full(finite_N.size, -1, np.int64)
+    predicted_N[finite_N] = model.predict_proba(feats_N_D[finite_N]).argmax(axis=1)
+    return predicted_N
 
 
 def _initial(classes_N: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -166,57 +138,72 @@ def _initial(classes_N: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
     return np.concatenate([firsts, rng.choice(rest, n - len(firsts), replace=False)]).astype(np.int64)
 
 
-def _standardised(feats_N_D: np.ndarray) -> np.ndarray:
-    std = feats_N_D.std(axis=0)
-    return ((feats_N_D - feats_N_D.mean(axis=0)) / np.where(std > 0, std, 1)).astype(np.float32)
+@dataclass(frozen=True)
+class Pool:
+    """The training images as the loop sees them: image ``i`` is slide id ``i``."""
+
+    images: list[LabelledImage]
+    features: ArrayFeatures
+    offsets: np.ndarray
+    """Row of each image's first superpixel in the concatenated pool, and the total last."""
+
+    @classmethod
+    def of(cls, images: list[LabelledImage], normalisation: str) -> Pool:
+        features = ArrayFeatures({i: image.feats_N_D for i, image in enumerate(images)}, normalisation)
+        return cls(images, features, np.cumsum([0] + [image.classes_N.size for image in images]))
+
+    @property
+    def classes_N(self) -> np.ndarray:
+        return np.concatenate([image.classes_N for image in self.images])
+
+    def labels(self, labelled_N: np.ndarray) -> SlideLabels:
+        """The revealed truth as the loop takes labels: per image, superpixel ids and classes."""
+        labels = {}
+        for i, image in enumerate(self.images):
+            mine = np.flatnonzero(labelled_N[self.offsets[i]:self.offsets[i + 1]])
+            labels[i] = (mine + 1, image.classes_N[mine].astype(np.int64))
+        return labels
 
 
-def _curve(strategy: str, repeat: int, pool_X: np.ndarray, pool_y: np.ndarray, test: list[LabelledImage],
+def _curve(strategy: str, repeat: int, pool: Pool, test: list[LabelledImage], test_features: ArrayFeatures,
            categories: list[Category], options: SimulationOptions) -> list[dict]:
     """One run of a strategy: a row of test scores per round, from initial labels to the budget."""
-    rng = np.random.default_rng([options.seed, repeat])
-    labelled = np.zeros(pool_y.size, bool)
-    labelled[_initial(pool_y, options.initial_labels, np.random.default_rng([options.seed, repeat, 0]))] = True
-    info = STRATEGIES[strategy]
-    # Distances in feature space want comparable scales: z-scores over the pool.
-    feats_N_D = _standardised(pool_X) if info.needs_features else None
+    classes_N = pool.classes_N
+    labelled_N = np.zeros(classes_N.size, bool)
+    labelled_N[_initial(classes_N, options.initial_labels, np.random.default_rng([options.seed, repeat, 0]))] = True
     rows = []
     while True:
-        model = train(pool_X[labelled], pool_y[labelled], categories, model=options.model,
-                      feature_extractor=options.extractor, rng=rng, cross_validate_model=False)
-        n_labels = int(labelled.sum())
+        outcome = run_epoch(pool.features, pool.labels(labelled_N), categories, options.choices(strategy),
+                            assessed=False)
+        n_labels = int(labelled_N.sum())
         rows.append({"strategy": strategy, "repeat": repeat, "labels": n_labels,
-                     **_scores(model, test, len(categories))})
-        if n_labels >= options.budget or labelled.all():
+                     **_scores(outcome.model, test, test_features, len(categories))})
+        if n_labels >= options.budget or labelled_N.all():
             return rows
-        evidence = Evidence(
-            probs_N_C=model.predict_proba(pool_X),
-            labelled_N=labelled,
-            samples_S_N_C=model.posterior_samples(pool_X, n_samples=16, rng=rng) if info.needs_samples else None,
-            feats_N_D=feats_N_D,
-            labels_N=np.where(labelled, pool_y, -1),
-        )
-        chosen = select(strategy, evidence, k=min(options.batch_size, options.budget - n_labels), rng=rng)
-        labelled[chosen.indices] = True
+        head_R = outcome.ranked_R[:min(options.batch_size, options.budget - n_labels)]
+        image_R, superpixel_R = outcome.pool.slide_ids_P[head_R], outcome.pool.superpixels_P[head_R]
+        labelled_N[pool.offsets[image_R] + superpixel_R - 1] = True
 
 
 def simulate(images: list[LabelledImage], class_values: list[int], options: SimulationOptions,
              *, progress: Progress | None = None) -> SimulationResult:
     """Run every strategy ``options.repeats`` times; returns one row per round."""
     train_idx, test_idx = split_images(len(images), options.test_fraction, options.seed)
-    pool = [images[i] for i in train_idx]
+    pool = Pool.of([images[i] for i in train_idx], options.normalisation)
     test = [images[i] for i in test_idx]
-    pool_X = np.concatenate([image.feats_N_D for image in pool])
-    pool_y = np.concatenate([image.classes_N for image in pool])
+    test_features = ArrayFeatures({i: image.feats_N_D for i, image in enumerate(test)}, options.normalisation)
     categories = [Category(str(value)) for value in class_values]
-    result = SimulationResult(class_values=class_values, train_images=[i.name for i in pool],
+    result = SimulationResult(class_values=class_values, train_images=[i.name for i in pool.images],
                               test_images=[i.name for i in test])
-    everything = train(pool_X, pool_y, categories, model=options.model, feature_extractor=options.extractor,
-                       rng=np.random.default_rng(options.seed), cross_validate_model=False)
-    result.full_supervision = {"labels": int(pool_y.size), **_scores(everything, test, len(categories))}
+    everything = training_set(pool.features, pool.labels(np.ones(pool.classes_N.size, bool)))
+    full = train(everything.feats_L_D, everything.columns_L, categories, model=options.model,
+                 feature_extractor=options.extractor, rng=np.random.default_rng(options.seed),
+                 cross_validate_model=False)
+    result.full_supervision = {"labels": int(everything.columns_L.size),
+                               **_scores(full, test, test_features, len(categories))}
     runs = [(s, r) for s in options.strategies for r in range(options.repeats)]
     for done, (strategy, repeat) in enumerate(runs, 1):
-        result.rows += _curve(strategy, repeat, pool_X, pool_y, test, categories, options)
+        result.rows += _curve(strategy, repeat, pool, test, test_features, categories, options)
         if progress:
             progress("runs", done, len(runs))
     return result

@@ -16,10 +16,12 @@ from importlib.metadata import entry_points
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
 from slidelabel.pipelines.features.color import ColorFeatures
-from slidelabel.pipelines.features.context import ContextFeatures
+from slidelabel.pipelines.features.color import CHANNELS as COLOUR_CHANNELS
+from slidelabel.pipelines.features.context import TEXTURE_CHANNELS, ContextFeatures
 from slidelabel.pipelines.features.efficientnet import cnn_extractors
 from slidelabel.pipelines.features.filterbank import FilterbankFeatures
 from slidelabel.pipelines.features.foundation import foundation_extractors
+from slidelabel.pipelines.features.neighbourhood import NeighbourhoodFeatures
 from slidelabel.pipelines.features.patches import PatchExtractor, PatchFeatures
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,17 @@ ENTRY_POINT_GROUP = "slidelabel.features"
 Extractor = FeatureExtractor | PatchExtractor
 
 
+def tissue_features() -> NeighbourhoodFeatures:
+    """``tissue``: ``context``'s 121 features, then the means of its colour means and standard
+    deviations and of its texture means around each superpixel at 2, 4 and 8 superpixel sizes."""
+    columns = (*(f"{c}_mean" for c in COLOUR_CHANNELS), *(f"{c}_std" for c in COLOUR_CHANNELS),
+               *(f"{c}_mean" for c in TEXTURE_CHANNELS))
+    return NeighbourhoodFeatures("tissue", ContextFeatures(), columns)
+
+
 def _registry() -> dict[str, Extractor]:
-    built_in = (ColorFeatures(), ContextFeatures(), FilterbankFeatures(), PatchFeatures(), *cnn_extractors(), *foundation_extractors())
+    built_in = (ColorFeatures(), ContextFeatures(), tissue_features(), FilterbankFeatures(), PatchFeatures(),
+                *cnn_extractors(), *foundation_extractors())
     found: dict[str, Extractor] = {e.name: e for e in built_in}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:

@@ -29,6 +29,7 @@ import zarr
 from slidelabel.errors import OutputError, ParameterError
 from slidelabel.pipelines.features import get_extractor
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
+from slidelabel.pipelines.features.neighbourhood import NeighbourhoodFeatures
 from slidelabel.pipelines.features.patches import PatchExtractor, patch_image, patches_of_array, table_centroids
 from slidelabel.pipelines.features.pooling import Pools
 from slidelabel.pipelines.features.window_pooling import WindowAccumulators, pool_window_block
@@ -250,7 +251,8 @@ def features_of_array(
     n = int(labels_H_W.max(initial=0)) if n_superpixels is None else n_superpixels
     if isinstance(chosen, PatchExtractor):
         return patches_of_array(chosen, rgb_H_W_3, labels_H_W, n_superpixels=n, tile_size=tile_size)
-    feats_N_D = np.full((n, len(chosen.channel_names())), np.nan, np.float32)
+    width = chosen.base_width if isinstance(chosen, NeighbourhoodFeatures) else len(chosen.channel_names())
+    feats_N_D = np.full((n, width), np.nan, np.float32)
 
     def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
         feats_N_D[ids_M - 1] = feats_M_D
@@ -260,7 +262,21 @@ def features_of_array(
         height=labels_H_W.shape[0], width=labels_H_W.shape[1], n_superpixels=n, write_rows=write_rows,
         tile_size=tile_size,
     )
+    if isinstance(chosen, NeighbourhoodFeatures):
+        return chosen.with_neighbourhood(feats_N_D, *_array_geometry(labels_H_W, n))
     return feats_N_D
+
+
+def _array_geometry(labels_H_W: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(centroid_N_2, area_N)``: ``x, y`` centroids and areas (px) of superpixels 1..n of an
+    image; NaN centroids for absent ids."""
+    ids = labels_H_W.ravel().astype(np.int64)
+    area_N = np.bincount(ids, minlength=n + 1)[1 : n + 1].astype(np.float64)
+    rows, cols = np.indices(labels_H_W.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid_N_2 = np.stack([np.bincount(ids, cols.ravel(), n + 1)[1:], np.bincount(ids, rows.ravel(), n + 1)[1:]],
+                                axis=1) / area_N[:, None]
+    return centroid_N_2, area_N
 
 
 def _chunk_rows(n: int, n_features: int) -> int:
@@ -363,7 +379,7 @@ def extract_slide_features(
         )
 
         def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
-            array.oindex[ids_M - 1, :] = feats_M_D
+            array.oindex[ids_M - 1, : feats_M_D.shape[1]] = feats_M_D
 
         with Slide(slide_path, base_mpp=base_mpp if base_mpp is not None else options.get("base_mpp"),
                    source=options.get("source")) as slide:
@@ -377,11 +393,21 @@ def extract_slide_features(
             else:
                 pool_image(chosen, read_rgb, read_ids, height=height, width=width, n_superpixels=n,
                            write_rows=write_rows, tile_size=tile_size, progress=progress)
+        if isinstance(chosen, NeighbourhoodFeatures):
+            _add_neighbourhood(chosen, array, read_table(folder / TABLE_FILE), working["downsample"])
         _replace_folder(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_path
+
+
+def _add_neighbourhood(extractor: NeighbourhoodFeatures, array: zarr.Array, table, downsample: float) -> None:
+    """Fill the neighbourhood columns of ``array`` from its base columns and the superpixel table."""
+    base_N_B = np.asarray(array[:, : extractor.base_width], np.float32)
+    _ids, centroid_N_2 = table_centroids(table, downsample)
+    array[:, extractor.base_width :] = extractor.with_neighbourhood(
+        base_N_B, centroid_N_2, table.area_px.astype(np.float64))[:, extractor.base_width :]
 
 
 def read_features(path: str | Path) -> np.ndarray:

@@ -131,12 +131,12 @@ def out_of_fold(
     n_classes: int,
     fold_rng: Callable[[], np.random.Generator],
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Per fold of ``folds``: (rows held out, the classes ``make()`` predicts for them when fitted on
-    the other rows with the generator ``fold_rng()`` gives)."""
+    """Per fold of ``folds``: (rows held out, ``(rows, n_classes)`` probabilities ``make()`` gives
+    them when fitted on the other rows with the generator ``fold_rng()`` gives)."""
     for train_idx, test_idx in folds.split(feats_N_D, classes_N):
         classifier = make()
         classifier.fit(feats_N_D[train_idx], classes_N[train_idx], n_classes=n_classes, rng=fold_rng())
-        yield test_idx, classifier.predict_proba(feats_N_D[test_idx]).argmax(axis=1)
+        yield test_idx, classifier.predict_proba(feats_N_D[test_idx])
 
 
 def cross_validate(
@@ -158,10 +158,20 @@ def cross_validate(
     if smallest < 2:
         return None
     folds = StratifiedKFold(min(max_folds, smallest), shuffle=True, random_state=_seed(rng))
-    scores = [balanced_accuracy_score(classes_N[test_idx], predicted)
-              for test_idx, predicted in out_of_fold(make, feats_N_D, classes_N, folds, n_classes=n_classes,
+    scores = [balanced_accuracy_score(classes_N[test_idx], probs.argmax(axis=1))
+              for test_idx, probs in out_of_fold(make, feats_N_D, classes_N, folds, n_classes=n_classes,
                                                      fold_rng=lambda: rng)]
     return float(np.mean(scores))
+
+
+def tempered(probs_N_C: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 ``probs ** (1 / temperature)``, renormalised per row (softmax of the log
+    probabilities divided by ``temperature``); ``temperature`` 1 returns the input."""
+    if temperature == 1.0:
+        return np.asarray(probs_N_C, np.float32)
+    powered = np.power(np.asarray(probs_N_C, np.float64), 1.0 / temperature)
+    total = powered.sum(axis=1, keepdims=True)
+    return np.divide(powered, total, out=np.zeros_like(powered), where=total > 0).astype(np.float32)
 
 
 def _seed(rng: np.random.Generator) -> int:
@@ -189,6 +199,13 @@ class TrainedModel:
         Category indices the classifier's columns stand for.
     feature_mean_D, feature_scale_D : ndarray
         Standardisation applied before the classifier: ``(feats - mean) / scale``.
+    normalisation : str
+        How the features were normalised per slide before all this
+        (:data:`slidelabel.pipelines.normalisation.NORMALISATIONS`); a user of the model applies
+        it to new slides' features first.
+    temperature : float
+        Calibration: :meth:`predict_proba` raises the classifier's probabilities to ``1 /
+        temperature`` and renormalises (temperature scaling; 1 leaves them as they are).
     """
 
     model_name: str
@@ -199,18 +216,23 @@ class TrainedModel:
     trained_classes: list[int]
     feature_mean_D: np.ndarray
     feature_scale_D: np.ndarray
+    normalisation: str = "none"
+    temperature: float = 1.0
 
-    def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int | None = None) -> np.ndarray:
+    def predict_proba(
+        self, feats_N_D: np.ndarray, *, chunk_rows: int | None = None, calibrated: bool = True
+    ) -> np.ndarray:
         """Return ``probs_N_K`` (float32) over all K categories; 0 for untrained and excluded ones.
 
-        ``chunk_rows`` defaults to :data:`CHUNK_BYTES` worth of features."""
+        ``calibrated`` applies :attr:`temperature`. ``chunk_rows`` defaults to
+        :data:`CHUNK_BYTES` worth of features."""
         chunk_rows = chunk_rows or self._chunk_rows()
         self._check_feats(feats_N_D, chunk_rows)
         probs_N_K = np.zeros((len(feats_N_D), len(self.categories)), np.float32)
         for rows, z_n_D in self._standardised_chunks(feats_N_D, chunk_rows):
-            probs_N_K[rows, self.trained_classes] = self.classifier.predict_proba(
-                z_n_D, chunk_rows=chunk_rows
-            )
+            probs_n_C = self.classifier.predict_proba(z_n_D, chunk_rows=chunk_rows)
+            probs_N_K[rows, self.trained_classes] = (
+                tempered(probs_n_C, self.temperature) if calibrated else probs_n_C)
         return probs_N_K
 
     def posterior_samples(
@@ -289,6 +311,8 @@ def save_model(model: TrainedModel, path: str | Path) -> None:
         "metrics": model.metrics,
         "trained_classes": [int(k) for k in model.trained_classes],
         "classifier": state.config,
+        "normalisation": model.normalisation,
+        "temperature": float(model.temperature),
     }
     arrays = {f"classifier/{name}": array for name, array in state.arrays.items()}
     arrays |= {"feature_mean": model.feature_mean_D, "feature_scale": model.feature_scale_D}
@@ -355,6 +379,8 @@ def load_model(path: str | Path) -> TrainedModel:
                 trained_classes=[int(k) for k in header["trained_classes"]],
                 feature_mean_D=arrays["feature_mean"],
                 feature_scale_D=arrays["feature_scale"],
+                normalisation=str(header.get("normalisation", "none")),
+                temperature=float(header.get("temperature", 1.0)),
             )
         except (KeyError, IndexError, ValueError, TypeError, OSError, zipfile.BadZipFile) as error:
             raise ModelFileError(f"{path}: corrupt slidelabel model file ({error!r})") from error

@@ -1,0 +1,53 @@
+"""The feature arrays of a slide: ``(N, D)`` float32 Zarr arrays, row ``i`` = superpixel ``i + 1``.
+
+Written by :func:`slidelabel.pipelines.features.extract.extract_slide_features`; this module
+opens them, reads rows, and gives each array's per-slide statistics (for the ``slide``
+normalisation), computed once per version of the file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from slidelabel.errors import OutputError
+from slidelabel.pipelines.normalisation import SlideStatistics
+
+#: Rows read at once when a whole array is scanned.
+SCAN_ROWS = 65_536
+#: Per-slide statistics kept in memory per process (a few KB each).
+CACHED_STATISTICS = 256
+
+
+def open_features(path: Path) -> zarr.Array:
+    """The ``(N, D)`` float32 feature array at ``path``, opened lazily (rows ``i`` = superpixel
+    ``i + 1``; NaN rows for superpixels without pixels)."""
+    try:
+        return zarr.open_array(path, mode="r")
+    except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError) as error:
+        raise OutputError(f"{path} is not a readable feature array ({error}); compute the features again") from None
+
+
+def feature_rows(array: zarr.Array, rows: np.ndarray | slice) -> np.ndarray:
+    """``(M, D)`` float32 features of ``rows`` (a slice, or increasing row indices = superpixel
+    - 1), reading only the Zarr chunks that hold them."""
+    if isinstance(rows, slice):
+        return np.asarray(array[rows], np.float32)
+    return np.asarray(array.get_orthogonal_selection((np.asarray(rows, np.int64), slice(None))), np.float32)
+
+
+def slide_statistics(path: Path) -> SlideStatistics:
+    """Mean and scale of every feature over the slide's superpixels with features, read once per
+    version (modification time) of the array at ``path``."""
+    return _statistics(path, path.stat().st_mtime_ns)
+
+
+# Memoisation, not state: an array never changes under the same path and mtime.
+@lru_cache(maxsize=CACHED_STATISTICS)
+def _statistics(path: Path, _mtime_ns: int) -> SlideStatistics:
+    array = open_features(path)
+    return SlideStatistics.of_chunks(
+        feature_rows(array, slice(start, start + SCAN_ROWS)) for start in range(0, array.shape[0], SCAN_ROWS))
