@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,39 +46,81 @@ class GeoJsonPolygons:
 
 
 class _Batches:
-    """Accumulates rings feature by feature and packs them into arrays every :data:`_BATCH`."""
+    """Gathers the rings of :data:`_BATCH` features as Python lists, then converts and checks them
+    all at once: a numpy call per ring would cost more than parsing the JSON."""
 
     def __init__(self) -> None:
-        self.rings: list[np.ndarray] = []
+        self.rings: list[list] = []
         self.rings_per_polygon: list[int] = []
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.feature_index: list[int] = []
+        self.classes: list[int] = []
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.invalid = 0
 
-    def add(self, rings: list[np.ndarray]) -> None:
+    def add(self, rings: list[list], feature_index: int, class_index: int) -> None:
         self.rings.extend(rings)
         self.rings_per_polygon.append(len(rings))
+        self.feature_index.append(feature_index)
+        self.classes.append(class_index)
         if len(self.rings_per_polygon) >= _BATCH:
             self.pack()
 
     def pack(self) -> None:
         if not self.rings_per_polygon:
             return
-        lengths = np.fromiter((len(r) for r in self.rings), np.int64, len(self.rings))
-        self.parts.append((np.concatenate(self.rings), lengths, np.asarray(self.rings_per_polygon, np.int64)))
-        self.rings, self.rings_per_polygon = [], []
+        lengths = np.fromiter(map(len, self.rings), np.int64, len(self.rings))
+        rings_per_polygon = np.asarray(self.rings_per_polygon, np.int64)
+        xy, bad_ring = _points(self.rings, lengths)
+        first = np.cumsum(lengths) - lengths
+        low_x, low_y = np.minimum.reduceat(xy[:, 0], first), np.minimum.reduceat(xy[:, 1], first)
+        high_x, high_y = np.maximum.reduceat(xy[:, 0], first), np.maximum.reduceat(xy[:, 1], first)
+        # Non-finite numbers, or a ring without area (all points on a line): invalid.
+        bad_ring |= ~np.isfinite(low_x + low_y + high_x + high_y) | (high_x <= low_x) | (high_y <= low_y)
+        polygon_of_ring = np.repeat(np.arange(rings_per_polygon.size), rings_per_polygon)
+        bad_polygon = np.zeros(rings_per_polygon.size, bool)
+        bad_polygon[polygon_of_ring[bad_ring]] = True
+        keep_ring = ~bad_polygon[polygon_of_ring]
+        keep_vertex = np.repeat(keep_ring, lengths)
+        self.parts.append((xy[keep_vertex], lengths[keep_ring], rings_per_polygon[~bad_polygon],
+                           np.asarray(self.feature_index, np.int64)[~bad_polygon],
+                           np.asarray(self.classes, np.int32)[~bad_polygon]))
+        self.invalid += int(bad_polygon.sum())
+        self.rings, self.rings_per_polygon, self.feature_index, self.classes = [], [], [], []
 
-    def polygons(self) -> PolygonSet:
+    def polygons(self) -> tuple[PolygonSet, np.ndarray, np.ndarray]:
+        """The polygons, each one's feature index and class index."""
         self.pack()
         if not self.parts:
             empty = np.zeros(0, np.int64)
-            return PolygonSet(np.zeros((0, 2)), empty, empty, np.zeros((0, 4)))
-        xy = np.concatenate([p[0] for p in self.parts])
-        ring_end = np.cumsum(np.concatenate([p[1] for p in self.parts]))
-        polygon_ring_end = np.cumsum(np.concatenate([p[2] for p in self.parts]))
+            return PolygonSet(np.zeros((0, 2)), empty, empty, np.zeros((0, 4))), empty, empty.astype(np.int32)
+        xy, lengths, per_polygon, feature_index, classes = (np.concatenate(a) for a in zip(*self.parts))
         self.parts = []
+        ring_end, polygon_ring_end = np.cumsum(lengths), np.cumsum(per_polygon)
         first_vertex = np.concatenate([[0], ring_end[polygon_ring_end[:-1] - 1]])
         bbox = np.stack([np.minimum.reduceat(xy[:, 0], first_vertex), np.minimum.reduceat(xy[:, 1], first_vertex),
                          np.maximum.reduceat(xy[:, 0], first_vertex), np.maximum.reduceat(xy[:, 1], first_vertex)], 1)
-        return PolygonSet(xy, ring_end, polygon_ring_end, bbox)
+        return PolygonSet(xy, ring_end, polygon_ring_end, bbox), feature_index, classes
+
+
+def _points(rings: list[list], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 2) float64 x, y of all rings' points and (R,) bool rings whose points are not numbers."""
+    try:
+        xy = np.array(list(chain.from_iterable(rings)), np.float64)
+        if xy.ndim == 2 and xy.shape[1] == 2:
+            return xy, np.zeros(len(rings), bool)
+    except (TypeError, ValueError):
+        pass
+    # Some points have a z, or are not numbers: ring by ring.
+    parts, bad = [], np.zeros(len(rings), bool)
+    for r, ring in enumerate(rings):
+        try:
+            part = np.array([point[:2] for point in ring], np.float64)
+            if part.shape != (len(ring), 2):
+                raise ValueError
+        except (TypeError, ValueError, IndexError):
+            part, bad[r] = np.full((len(ring), 2), np.nan), True
+        parts.append(part)
+    return np.concatenate(parts), bad
 
 
 def read_geojson(path: Path) -> GeoJsonPolygons:
@@ -91,8 +134,6 @@ def read_geojson(path: Path) -> GeoJsonPolygons:
     """
     path = Path(path)
     batches = _Batches()
-    feature_index: list[int] = []
-    classes: list[int] = []
     class_names: dict[str, int] = {}
     skipped: dict[str, int] = {}
     count = 0
@@ -102,16 +143,16 @@ def read_geojson(path: Path) -> GeoJsonPolygons:
         if reason is not None:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        batches.add(rings)
-        feature_index.append(index)
         name = _class_name(feature.get("properties"))
-        classes.append(-1 if name is None else class_names.setdefault(name, len(class_names)))
-    return GeoJsonPolygons(batches.polygons(), np.asarray(feature_index, np.int64), np.asarray(classes, np.int32),
-                           list(class_names), count, skipped)
+        batches.add(rings, index, -1 if name is None else class_names.setdefault(name, len(class_names)))
+    polygons, feature_index, classes = batches.polygons()
+    if batches.invalid:
+        skipped["invalid geometry"] = skipped.get("invalid geometry", 0) + batches.invalid
+    return GeoJsonPolygons(polygons, feature_index, classes, list(class_names), count, skipped)
 
 
-def _rings(feature: object) -> tuple[str | None, list[np.ndarray]]:
-    """(None, the (K, 2) rings of all parts) or (why the feature is skipped, [])."""
+def _rings(feature: object) -> tuple[str | None, list[list]]:
+    """(None, the rings of all parts as lists of points) or (why the feature is skipped, [])."""
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         return "not a GeoJSON Feature", []
     geometry = feature.get("geometry")
@@ -121,21 +162,11 @@ def _rings(feature: object) -> tuple[str | None, list[np.ndarray]]:
     if kind not in ("Polygon", "MultiPolygon"):
         return f"{kind} geometry (not a polygon)", []
     parts = [geometry["coordinates"]] if kind == "Polygon" else geometry["coordinates"]
-    rings = []
-    for part in parts:
-        if not isinstance(part, list):
-            return "invalid geometry", []
-        for ring in part:
-            try:
-                xy = np.asarray(ring, np.float64)
-                if xy.ndim != 2 or xy.shape[1] < 2:
-                    raise ValueError
-            except (TypeError, ValueError):
-                return "invalid geometry", []
-            xy = xy[:, :2]
-            if len(np.unique(xy, axis=0)) < 3 or not np.isfinite(xy).all():
-                return "invalid geometry", []
-            rings.append(xy)
+    rings = [ring for part in parts if isinstance(part, list) for ring in part]
+    if len(rings) != sum(len(part) if isinstance(part, list) else 1 for part in parts):
+        return "invalid geometry", []
+    if not all(isinstance(ring, list) and len(ring) >= 3 for ring in rings):
+        return "invalid geometry", []
     return (None, rings) if rings else ("empty geometry", [])
 
 
