@@ -105,4 +105,6 @@ def accuracy_interval(correct_N: np.ndarray) -> dict:
     denominator = 1 + Z_95**2 / n
     centre = (share + Z_95**2 / (2 * n)) / denominator
     half = Z_95 * np.sqrt(share * (1 - share) / n + Z_95**2 / (4 * n * n)) / denominator
-    return {"value": share, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "n": n}
+    # Clipped to hold the share itself: at 0 or 1 rounding can leave it a hair outside.
+    return {"value": share, "low": float(min(share, max(0.0, centre - half))),
+            "high": float(max(share, min(1.0, centre + half))), "n": n}

@@ -229,3 +229,57 @@ def test_viewers_cannot_train_and_outsiders_see_nothing(client, project, sender,
     assert client.get(url(project, "/epochs"), headers=headers).status_code == (200 if role else 404)
     assert client.get(url(project, "/queue"), headers=headers).status_code == (200 if role else 404)
     assert sender.sent == []
+
+
+def test_epochs_report_calibration_estimated_accuracy_and_a_stopping_signal(
+        app, client, project, slide_id, rule, annotator, trained):
+    first = client.get(url(project, "/epochs/1"), headers=annotator).json()["metrics"]
+    calibration, estimate = first["calibration"], first["estimated_accuracy"]
+    assert calibration["method"] == "temperature" and calibration["temperature"] > 0
+    assert sum(b["count"] for b in calibration["bins"]) == first["n_training_labels"]
+    assert all(0.5 <= b["confidence"] <= 1 and 0 <= b["accuracy"] <= 1 for b in calibration["bins"])
+    # Temperature scaling minimises the log loss; on out-of-fold predictions that seldom worsens the ECE much.
+    assert calibration["ece"] <= calibration["ece_before"] + 0.05
+    assert estimate["low"] <= estimate["value"] <= estimate["high"] and estimate["n"] == first["n_training_labels"]
+    assert first["changed_fraction"] is None and first["stopping"]["plateau"] is False
+    assert first["normalisation"] == "slide"
+
+    label(client, annotator, project, slide_id, rule["held_tumour"][:20], "tumour")
+    assert run_epoch(app, client, annotator, project)["state"] == JobState.done
+    second = client.get(url(project, "/epochs/2"), headers=annotator).json()["metrics"]
+    assert 0 <= second["changed_fraction"] < 0.5
+    assert second["stopping"]["sentence"].startswith("The last 20 labels changed")
+    assert second["stopping"]["plateau"] == (second["changed_fraction"] < 0.01)
+    print(f"\nsecond epoch: {second['stopping']['sentence']}")
+
+
+@pytest.mark.parametrize("strategy", ["margin", "diversity"])
+def test_the_server_and_the_simulator_rank_the_same_superpixels_first(
+        app, client, project, admin_headers, slide_id, rule, annotator, cmu_files, strategy):
+    """The server's epoch job and ``slidelabel simulate``'s round, given the same features and
+    labels, ask about the same superpixels in the same order."""
+    from slidelabel.services.learning_loop import run_epoch as loop_round
+    from slidelabel.services.simulation import LabelledImage, Pool, SimulationOptions
+    from slidelabel.store.feature_files import open_features
+    from slidelabel.services.queue import read_ranking
+
+    assert client.patch(url(project), headers=admin_headers, json={"strategy": strategy}).status_code == 200
+    for name in ("tumour", "stroma"):
+        label(client, annotator, project, slide_id, rule[name], name)
+    assert run_epoch(app, client, annotator, project)["state"] == JobState.done
+    server = read_ranking(ProjectFiles(app.state.settings.data_dir, project["id"]).ranking(1))
+
+    feats_N_D = np.asarray(open_features(cmu_files[1])[:], np.float32)
+    classes_N = np.zeros(feats_N_D.shape[0], np.int64)
+    classes_N[rule["stroma"] - 1] = 1
+    labelled_N = np.zeros(feats_N_D.shape[0], bool)
+    labelled_N[np.concatenate([rule["tumour"], rule["stroma"]]) - 1] = True
+    pool = Pool.of([LabelledImage("cmu", np.zeros((1, 1), np.int32), classes_N, feats_N_D, np.zeros((1, 1)))], "slide")
+    options = SimulationOptions(extractor="color", model="linear", strategies=(strategy,), normalisation="slide")
+    from slidelabel.pipelines.models import Category
+    outcome = loop_round(pool.features, pool.labels(labelled_N), [Category("tumour"), Category("stroma")],
+                         options.choices(strategy), assessed=False)
+    simulated = outcome.pool.superpixels_P[outcome.ranked_R]
+    assert simulated.size == server.superpixels_R.size > 100
+    assert simulated[:50].tolist() == server.superpixels_R[:50].tolist()
+    assert (simulated == server.superpixels_R).mean() > 0.99
