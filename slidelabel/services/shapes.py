@@ -87,8 +87,10 @@ def rasterise_polygon(polygon_V_2: np.ndarray, height: int, width: int) -> np.nd
     column_X = np.clip(np.ceil(x_X - 0.5), 0, width).astype(np.int64)
     toggles_H_W = np.zeros((height, width + 1), np.uint8)
     np.add.at(toggles_H_W, (row_X, column_X), 1)
-    # uint8 sums wrap at 256, which keeps their parity.
-    return (np.cumsum(toggles_H_W[:, :width], axis=1, dtype=np.uint8) & 1).astype(bool)
+    # uint8 sums wrap at 256, which keeps their parity; 0/1 bytes are read as bools in place.
+    parity_H_W = np.cumsum(toggles_H_W[:, :width], axis=1, dtype=np.uint8)
+    np.bitwise_and(parity_H_W, 1, out=parity_H_W)
+    return parity_H_W.view(bool)
 
 
 def _window_of(box: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -107,8 +109,17 @@ class Cover:
     level: int
 
 
-def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, polygon_level0_V_2: np.ndarray, *,
-                        downsample: float = 1.0, min_cover: float = MIN_COVER) -> Cover:
+def level_shown(labels: LabelMap, downsample: float) -> int:
+    """The label-map level nearest (in scale) to ``downsample`` level-0 px per screen pixel: the
+    resolution of the superpixel index tiles a viewer at that zoom draws."""
+    if not downsample > 0:
+        raise ParameterError(f"downsample must be > 0 level-0 px per screen pixel, got {downsample}")
+    return int(np.clip(np.round(np.log2(max(downsample / labels.downsample, 1.0))), 0, len(labels.shapes) - 1))
+
+
+def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, area_px_N: np.ndarray,
+                        polygon_level0_V_2: np.ndarray, *, downsample: float = 1.0,
+                        min_cover: float = MIN_COVER) -> Cover:
     """The superpixels covered by at least ``min_cover`` of their pixels by a polygon.
 
     Parameters
@@ -116,9 +127,11 @@ def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, polygon_l
     labels : the slide's label map.
     bbox_level0_N_4 : (N, 4) ``x_min, y_min, x_max, y_max`` of superpixel ``i + 1`` in level-0
         px, max exclusive (the superpixel table's).
+    area_px_N : (N,) pixels of each superpixel at the working level (the table's ``area_px``).
     polygon_level0_V_2 : (V, 2) vertices ``x, y`` in level-0 px.
     downsample : level-0 px per screen pixel of the view the shape was drawn on: coverage is
-        counted on the coarsest label-map level no coarser than that (1: the working level).
+        counted on the label-map level nearest to it (:func:`level_shown`; the working level
+        when it is finer).
     min_cover : share (0-1] of a superpixel's pixels that must be inside.
 
     Returns
@@ -127,13 +140,11 @@ def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, polygon_l
     """
     if not 0 < min_cover <= 1:
         raise ParameterError(f"min_cover must be in (0, 1], got {min_cover}")
-    if not downsample > 0:
-        raise ParameterError(f"downsample must be > 0 level-0 px per screen pixel, got {downsample}")
     polygon_V_2 = np.asarray(polygon_level0_V_2, np.float64)
     if polygon_V_2.ndim != 2 or polygon_V_2.shape[1:] != (2,) or not 3 <= len(polygon_V_2) <= MAX_VERTICES:
         raise ParameterError(f"a shape needs 3 to {MAX_VERTICES} (x, y) vertices, got an array of shape "
                              f"{polygon_V_2.shape}")
-    level = labels.level_for(downsample)
+    level = level_shown(labels, downsample)
     scale = labels.downsample * 2**level  # level-0 px per pixel of the level
     shape = labels.shapes[level]
     points_V_2 = polygon_V_2 / scale
@@ -143,23 +154,25 @@ def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, polygon_l
         return none
     left, top, width, height = window
     inside_H_W = rasterise_polygon(points_V_2 - (left, top), height, width)
-    covered = np.bincount(labels.window(level, left, top, width, height)[inside_H_W].astype(np.int64))
+    covered = np.bincount(labels.window(level, left, top, width, height)[inside_H_W])
     candidates_M = np.flatnonzero(covered)
     candidates_M = candidates_M[candidates_M > 0]
     if candidates_M.size == 0:
         return none
-    # Their whole extent, to count all their pixels at this level.
-    boxes_M_4 = bbox_level0_N_4[candidates_M - 1] / scale
-    extent = _window_of((*boxes_M_4[:, :2].min(axis=0) - 1, *boxes_M_4[:, 2:].max(axis=0) + 1), shape)
-    assert extent is not None  # the candidates were found inside the level
-    total = np.bincount(labels.window(level, *extent).ravel().astype(np.int64), minlength=candidates_M.max() + 1)
-    taken_M = covered[candidates_M] >= min_cover * total[candidates_M]
-    return Cover(candidates_M[taken_M], level)
+    if level == 0:
+        total_M = area_px_N[candidates_M - 1]
+    else:  # count all their pixels at this level, over their whole extent
+        boxes_M_4 = bbox_level0_N_4[candidates_M - 1] / scale
+        extent = _window_of((*boxes_M_4[:, :2].min(axis=0) - 1, *boxes_M_4[:, 2:].max(axis=0) + 1), shape)
+        assert extent is not None  # the candidates were found inside the level
+        total_M = np.bincount(labels.window(level, *extent).ravel(), minlength=candidates_M.max() + 1)[candidates_M]
+    return Cover(candidates_M[covered[candidates_M] >= min_cover * total_M], level)
 
 
 def slide_cover(folder: Path, polygon_level0_V_2: np.ndarray, *, downsample: float = 1.0) -> Cover:
     """:func:`covered_superpixels` on the finished superpixel folder of a slide."""
-    return covered_superpixels(label_map(folder), superpixel_table(folder).bbox_level0, polygon_level0_V_2,
+    table = superpixel_table(folder)
+    return covered_superpixels(label_map(folder), table.bbox_level0, table.area_px, polygon_level0_V_2,
                                downsample=downsample)
 
 

@@ -34,12 +34,13 @@ def test_cover_answers_the_superpixels_the_polygon_covers(client, member_headers
     angles = np.linspace(0, 2 * np.pi, 500, endpoint=False)
     polygon = np.stack([1100 + 600 * np.cos(angles), 1500 + 400 * np.sin(3 * angles) + 300 * np.sin(angles)], axis=1)
     viewer = member_headers(Role.viewer)
-    for downsample, level in ((1.0, 0), (4.5, 1)):
+    for downsample, level in ((1.0, 0), (3.5, 1), (16.0, 3)):
         response = client.post(f"{slide_url}/shapes/cover", headers=viewer,
                                json={"polygon_level0": polygon.tolist(), "downsample": downsample})
         assert response.status_code == 200, response.text
-        expected = shapes.covered_superpixels(label_map(cmu_superpixels), superpixel_table(cmu_superpixels).bbox_level0,
-                                              polygon, downsample=downsample)
+        table = superpixel_table(cmu_superpixels)
+        expected = shapes.covered_superpixels(label_map(cmu_superpixels), table.bbox_level0, table.area_px, polygon,
+                                              downsample=downsample)
         assert response.json() == {"superpixels": expected.superpixels.tolist(), "level": level}
         assert len(response.json()["superpixels"]) > 20
 

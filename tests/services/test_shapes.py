@@ -75,7 +75,7 @@ def test_cover_takes_superpixels_at_least_half_inside_at_the_level_shown(cmu_sup
     table = superpixel_table(cmu_superpixels)
     scale = labels.downsample * 2**level
     polygon_level0 = star(np.random.default_rng(seed), (1100.0, 1500.0), 700.0, 500)
-    found = shapes.covered_superpixels(labels, table.bbox_level0, polygon_level0, downsample=scale)
+    found = shapes.covered_superpixels(labels, table.bbox_level0, table.area_px, polygon_level0, downsample=scale)
     assert found.level == level
     level_ids = read_labels(cmu_superpixels / LABELS_FILE, level=level)
     expected = expected_cover(level_ids, polygon_level0 / scale)
@@ -93,14 +93,15 @@ def test_the_outline_of_superpixels_covers_exactly_them(cmu_superpixels):
         window = labels_H_W[y0:y1 + 1, x0:x1 + 1] == superpixel
         traced = array_polygons(window.astype(np.int32), downsample=labels.downsample, tolerance=0)[1]
         shell = max(traced, key=lambda p: p.area).shell_K_2 + np.array([x0, y0]) * labels.downsample
-        found = shapes.covered_superpixels(labels, table.bbox_level0, shell)
+        found = shapes.covered_superpixels(labels, table.bbox_level0, table.area_px, shell)
         assert found.superpixels.tolist() == [superpixel]
 
 
 def test_cover_of_a_shape_off_the_slide_is_empty(cmu_superpixels):
     labels = label_map(cmu_superpixels)
+    table = superpixel_table(cmu_superpixels)
     polygon = np.array([[-500.0, -500.0], [-100.0, -500.0], [-100.0, -100.0]])
-    assert shapes.covered_superpixels(labels, superpixel_table(cmu_superpixels).bbox_level0, polygon).superpixels.size == 0
+    assert shapes.covered_superpixels(labels, table.bbox_level0, table.area_px, polygon).superpixels.size == 0
 
 
 def brute_force_pairs(labels_H_W: np.ndarray) -> set[tuple[int, int]]:
