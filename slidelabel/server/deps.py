@@ -43,8 +43,11 @@ def write_session(database: Annotated[Database, Depends(get_database)]) -> Itera
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-ReadSession = Annotated[Session, Depends(read_session)]
-WriteSession = Annotated[Session, Depends(write_session)]
+# Scope "function": a session ends (a write session commits) when the route returns, before the
+# answer is sent. FastAPI's default ends it after the answer, so a client could be told 201 and
+# then read the old state, or lose the write to a crash in between.
+ReadSession = Annotated[Session, Depends(read_session, scope="function")]
+WriteSession = Annotated[Session, Depends(write_session, scope="function")]
 
 
 def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
