@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass, fields
 
 from sqlalchemy import func, select, update
@@ -10,7 +11,12 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
-from slidelabel.store.models import Category, Label, LabelEvent, Membership, Project, Review, Role, User
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import (
+    Category, Job, JobState, Label, LabelEvent, Membership, Project, Review, Role, User,
+)
 
 #: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
 #: because overlays are drawn on dark nuclei.
@@ -90,6 +96,27 @@ def create_project(session: Session, owner: User, name: str, *, description: str
     session.flush()
     session.add(Membership(project_id=project.id, user_id=owner.id, role=Role.owner))
     return project
+
+
+def delete_project(database: Database, settings: Settings, *, project_id: int) -> None:
+    """Remove the project with everything it holds, then its files (superpixels, features,
+    models, uploads) once that is committed. :class:`ConflictError` while a job of it is queued
+    or running: cancel those first."""
+    with database.session(write=True) as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"no project {project_id}")
+        active = list(session.scalars(select(Job.id).where(
+            Job.project_id == project_id, Job.state.in_([JobState.queued, JobState.running])).order_by(Job.id)))
+        if active:
+            raise ConflictError(f"jobs {', '.join(map(str, active))} of this project are queued or running; "
+                                "cancel them first")
+        session.delete(project)
+    # After the commit: a failed delete keeps the files; a failed removal leaves files nobody reads,
+    # as no later project gets this id.
+    files = ProjectFiles(settings.data_dir, project_id)
+    for folder in (files.root, files.uploads):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def projects_of(session: Session, user: User) -> list[tuple[Project, Role]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,11 +64,30 @@ def make_engine(url: str) -> Engine:
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction for migrations. On SQLite its foreign keys are off meanwhile
+    (Alembic rebuilds tables, and dropping a table with them on deletes every row referring to
+    it) and checked before the commit."""
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:  # on the driver's connection: the pragma does nothing inside a transaction
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("a migration left rows referring to missing ones; nothing was changed")
+        finally:
+            if sqlite:
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (creates it on an empty database)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

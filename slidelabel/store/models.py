@@ -45,6 +45,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+#: SQLite hands a deleted row's id to the next row unless the table is AUTOINCREMENT; the ids of
+#: these tables name folders and URLs, so they are never reused (PostgreSQL's sequences never do).
+NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 class Role(enum.StrEnum):
     """A user's role in a project, weakest first."""
 
@@ -64,6 +69,7 @@ class JobState(enum.StrEnum):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
@@ -86,6 +92,7 @@ class Token(Base):
 
 class Project(Base):
     __tablename__ = "projects"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -120,7 +127,7 @@ class Category(Base):
     suggested; ``position`` orders the legend and gives the default hotkeys."""
 
     __tablename__ = "categories"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (UniqueConstraint("project_id", "name"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -136,7 +143,7 @@ class Category(Base):
 
 class Slide(Base):
     __tablename__ = "slides"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (UniqueConstraint("project_id", "name"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -212,7 +219,7 @@ class Epoch(Base):
     """One trained model of a project and the predictions and ranking made with it."""
 
     __tablename__ = "epochs"
-    __table_args__ = (UniqueConstraint("project_id", "number"),)
+    __table_args__ = (UniqueConstraint("project_id", "number"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -232,6 +239,7 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)

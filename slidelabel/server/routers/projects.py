@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from slidelabel.server.deps import CurrentUser, Owner, ReadSession, Viewer, WriteSession
+from slidelabel.server.deps import CurrentUser, DatabaseDep, Owner, ReadSession, SettingsDep, Viewer, WriteSession
 from slidelabel.server.schemas.projects import (
     CategoryCreate,
     CategoryMerge,
@@ -79,8 +79,9 @@ def update_project(body: ProjectUpdate, access: Owner, session: WriteSession) ->
 
 
 @router.delete("/projects/{project_id}", status_code=204)
-def delete_project(access: Owner, session: WriteSession) -> None:
-    session.delete(_mine(session, access))
+def delete_project(access: Owner, database: DatabaseDep, settings: SettingsDep) -> None:
+    """Remove the project, its slides, labels and files; 409 while its jobs are queued or running."""
+    service.delete_project(database, settings, project_id=access.project.id)
 
 
 @router.post("/projects/{project_id}/categories", status_code=201)

@@ -9,9 +9,9 @@ config = context.config
 connection = config.attributes.get("connection")
 if connection is None:
     from slidelabel.settings import Settings
-    from slidelabel.store.database import make_engine
+    from slidelabel.store.database import make_engine, migration_connection
 
-    with make_engine(Settings().database_url).begin() as own:
+    with migration_connection(make_engine(Settings().database_url)) as own:
         context.configure(connection=own, target_metadata=Base.metadata, render_as_batch=True)
         context.run_migrations()
 else:

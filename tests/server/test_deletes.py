@@ -1,0 +1,46 @@
+"""Deleting a project or slide: refused while its jobs run, its files go with it, and its id is
+never given to a new one (so no file of it can be served to the wrong project)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Job, JobState, Slide
+
+
+def _leave_files(settings, project_id: int) -> list[Path]:
+    files = ProjectFiles(settings.data_dir, project_id)
+    made = [files.superpixels(1) / "superpixels.parquet", files.model(1), files.uploads / "slide.svs"]
+    for path in made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"made for the deleted project")
+    return made
+
+
+def test_a_deleted_projects_files_go_and_its_id_is_not_reused(client, admin_headers, project, settings):
+    made = _leave_files(settings, project["id"])
+    assert client.delete(f"/api/v1/projects/{project['id']}", headers=admin_headers).status_code == 204
+    assert not any(path.exists() for path in made)
+    again = client.post("/api/v1/projects", headers=admin_headers, json={"name": "next"})
+    assert again.status_code == 201 and again.json()["id"] != project["id"]
+
+
+def test_a_project_with_a_running_job_is_not_deleted(app, client, admin_headers, project, settings):
+    made = _leave_files(settings, project["id"])
+    with app.state.database.session(write=True) as session:
+        session.add(Job(project_id=project["id"], kind="superpixels", key="k", state=JobState.running))
+    response = client.delete(f"/api/v1/projects/{project['id']}", headers=admin_headers)
+    assert response.status_code == 409 and "cancel" in response.json()["detail"]
+    assert client.get(f"/api/v1/projects/{project['id']}", headers=admin_headers).status_code == 200
+    assert all(path.exists() for path in made)
+
+
+def test_a_deleted_slides_id_is_not_reused(app, client, admin_headers, project, slide_row, cmu_slide):
+    url = f"/api/v1/projects/{project['id']}/slides"
+    assert client.delete(f"{url}/{slide_row}", headers=admin_headers).status_code == 204
+    with app.state.database.session(write=True) as session:
+        slide = Slide(project_id=project["id"], name="again", path=str(cmu_slide), width=2220, height=2967)
+        session.add(slide)
+        session.flush()
+        assert slide.id != slide_row
