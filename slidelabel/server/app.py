@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from slidelabel import __version__
 from slidelabel.server import errors
+from slidelabel.server.request_checks import RequestChecks
 from slidelabel.server.response_cache import ResponseCache
 from slidelabel.server.routers import (auth, epochs, exports, jobs, labels, projects, reviews, shapes, slides, tiles,
                                        users)
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         database.dispose()
 
     app = FastAPI(title="slidelabel", version=__version__, lifespan=lifespan,
-                  description="Active-learning labelling of whole-slide images by superpixels.")
+                  description="Active-learning labelling of whole-slide images by superpixels.",
+                  max_body_size=settings.max_body_mb * 2**20)  # uploads: their own limit (routers/slides.py)
+    app.add_middleware(RequestChecks)
     app.state.settings = settings
     app.state.database = database
     app.state.celery = make_celery(settings)

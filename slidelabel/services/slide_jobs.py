@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from sqlalchemy import select
 
 from slidelabel.errors import ConflictError
 from slidelabel.pipelines.features.extract import extract_slide_features
@@ -23,7 +25,7 @@ from slidelabel.services.projects import superpixel_options
 from slidelabel.services.superpixels import compute_slide_superpixels, finished_manifest
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Job, Project, Slide
+from slidelabel.store.models import Job, JobState, Project, Slide
 
 SUPERPIXELS, FEATURES, PREPARE = "superpixels", "features", "prepare"
 #: The job kinds whose latest job tells the state of each step of a slide.
@@ -69,6 +71,29 @@ def submit_prepare(database: Database, sender: Sender, project: Project, slides:
     return [submit(database, sender, **step_job(PREPARE, project, slide), user_id=user_id) for slide in slides]
 
 
+def remove_unfinished_features(out_path: Path) -> list[Path]:
+    """Remove the scratch folders (``.<name>.zarr.<hex>.tmp``) that killed extractions of the
+    feature array ``out_path`` left. Returns what was removed."""
+    leftovers = list(out_path.parent.glob(f".{out_path.name}.*.tmp")) if out_path.parent.is_dir() else []
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return leftovers
+
+
+def sweep_unfinished_features(database: Database, data_dir: Path) -> list[Path]:
+    """At a worker's start: remove what killed extractions left for every slide with no running
+    job (a running one may still be writing its scratch folder)."""
+    with database.session() as session:
+        busy = set(session.scalars(select(Job.slide_id).where(Job.state == JobState.running)))
+    removed = []
+    for features in (data_dir / "projects").glob("*/slides/*/features"):
+        if features.parent.name.isdigit() and int(features.parent.name) not in busy:
+            for leftover in features.glob(".*.zarr.*.tmp"):
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+    return removed
+
+
 def _slide_path(context: JobContext) -> Path:
     with context.database.session() as session:
         return Path(session.get(Slide, context.slide_id).path)
@@ -103,8 +128,9 @@ def _feature_step(context: JobContext, slide_path: Path, *, start: float, share:
     def progress(done: int, total: int) -> None:
         context.progress(start + share * done / max(total, 1), f"{extractor} features: tile {done} of {total}")
 
-    extract_slide_features(slide_path, folder, files.features(context.slide_id, extractor), extractor=extractor,
-                           progress=progress)
+    out_path = files.features(context.slide_id, extractor)
+    remove_unfinished_features(out_path)  # left by an attempt whose worker was killed
+    extract_slide_features(slide_path, folder, out_path, extractor=extractor, progress=progress)
     return f"{extractor} features"
 
 

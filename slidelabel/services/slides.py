@@ -61,6 +61,26 @@ class FolderListing:
     slides: list[FolderSlide]
     truncated: bool
     """True when the folder holds more than :data:`MAX_LISTED` slide files."""
+    warnings: list[str]
+    """Files that cannot be offered, and why (names that are not UTF-8)."""
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` as text for a person: bytes of a name that are not UTF-8 appear as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _undecodable(path: Path | str) -> bool:
+    """True when the file system gave ``path`` bytes that are not UTF-8 (Python keeps them as
+    surrogates, which no JSON answer or database can hold)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_RENAME = "its name is not valid UTF-8; rename the file to add it"
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,7 @@ def browse_folders(session: Session, user: User, settings: Settings) -> list[Fol
     listings = []
     for folder in folders:
         found: list[FolderSlide] = []
+        warnings: list[str] = []
         for root, dirs, names in os.walk(folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
@@ -130,10 +151,13 @@ def browse_folders(session: Session, user: User, settings: Settings) -> list[Fol
                     continue
                 if not path.is_file() or (path.is_symlink() and not _inside(path.resolve(), folders)):
                     continue
+                if _undecodable(path):
+                    warnings.append(f"{shown_path(path)}: {_RENAME}")
+                    continue
                 found.append(FolderSlide(path, path.stat().st_size))
             if len(found) > MAX_LISTED:
                 break
-        listings.append(FolderListing(folder, found[:MAX_LISTED], len(found) > MAX_LISTED))
+        listings.append(FolderListing(folder, found[:MAX_LISTED], len(found) > MAX_LISTED, warnings))
     return listings
 
 
@@ -209,6 +233,9 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
     added, skipped = [], []
     for path in _expand(raw, folders):
+        if _undecodable(path):
+            skipped.append(Skipped(shown_path(path), _RENAME))
+            continue
         target = path.resolve()
         if not _inside(target, folders):
             skipped.append(Skipped(str(path), "it links to a file outside the slide folders"))

@@ -19,6 +19,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from slidelabel.errors import ParameterError, TooLargeError
 
 MB = 1 << 20
+#: Longest slide file name: the hidden name it is received under adds 25 bytes, and file systems
+#: take 255.
+MAX_NAME_BYTES = 200
 #: Room for the multipart framing around the file when judging a declared body size (bytes).
 FORM_OVERHEAD_BYTES = 64 << 10
 
@@ -35,8 +38,9 @@ def _parsing() -> Iterator[None]:
 def upload_name(filename: str) -> str:
     """The slide name of an uploaded file: its base name, which must be a plain visible file name."""
     name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not name or name.startswith(".") or "\x00" in name or len(name.encode()) > 255:
-        raise ParameterError(f"{filename!r} is not a usable file name; rename the file (e.g. slide.svs)")
+    if not name or name.startswith(".") or "\x00" in name or len(name.encode()) > MAX_NAME_BYTES:
+        raise ParameterError(f"{filename[:80]!r} is not a usable file name (at most {MAX_NAME_BYTES} bytes, not hidden); "
+                             "rename the file (e.g. slide.svs)")
     return name
 
 

@@ -51,6 +51,12 @@ def _watch(sender_app) -> None:
 @worker_ready.connect
 def _start_watch(sender, **_kwargs) -> None:
     jobs.load_job_kinds()
+    from slidelabel.services.slide_jobs import sweep_unfinished_features  # registered by load_job_kinds
+
+    settings = _settings(run_job)
+    removed = sweep_unfinished_features(_database(settings.database_url), settings.data_dir)
+    if removed:
+        logger.warning("removed %d unfinished feature arrays left by killed jobs", len(removed))
     threading.Thread(target=_watch, args=(sender.app,), daemon=True, name="slidelabel-stale-jobs").start()
 
 

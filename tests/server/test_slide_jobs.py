@@ -83,3 +83,18 @@ def test_annotators_may_start_jobs_and_viewers_may_not(client, project, member_h
     assert client.post(url, headers=member_headers(Role.annotator)).status_code == 202
     assert client.post(f"/api/v1/projects/{project['id']}/slides/999/superpixels",
                        headers=member_headers(Role.owner)).status_code == 404
+
+
+def test_unfinished_features_of_a_killed_job_are_removed_on_retry_and_at_worker_start(app, project, slide_row, settings):
+    from slidelabel.services.slide_jobs import remove_unfinished_features, sweep_unfinished_features
+    from slidelabel.store.layout import ProjectFiles
+
+    out = ProjectFiles(settings.data_dir, project["id"]).features(slide_row, "color")
+    leftovers = [out.with_name(f".{out.name}.{tag}.tmp") for tag in ("0a1b", "2c3d")]
+    for leftover in leftovers:
+        (leftover / "c").mkdir(parents=True)
+    remove_unfinished_features(out)
+    assert not any(leftover.exists() for leftover in leftovers)
+    (leftovers[0] / "c").mkdir(parents=True)
+    assert sweep_unfinished_features(app.state.database, settings.data_dir) == [leftovers[0]]
+    assert not leftovers[0].exists()

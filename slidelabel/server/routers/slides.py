@@ -35,7 +35,7 @@ def _public(slide: Slide, jobs: dict | None = None) -> SlidePublic:
 def list_slide_folders(session: ReadSession, user: CurrentUser, settings: SettingsDep) -> list[SlideFolderPublic]:
     """The server folders slides may be added from, with the slide files in them (admin and owners)."""
     return [SlideFolderPublic(
-        path=str(listing.folder), truncated=listing.truncated,
+        path=str(listing.folder), truncated=listing.truncated, warnings=listing.warnings,
         slides=[FolderSlidePublic(path=str(s.path), size_bytes=s.size_bytes) for s in listing.slides])
         for listing in slides.browse_folders(session, user, settings)]
 
@@ -54,7 +54,8 @@ def add_slides(body: SlideAdd, access: Owner, database: DatabaseDep, settings: S
                        skipped=[SkippedPath(path=s.path, reason=s.reason) for s in added.skipped])
 
 
-@router.post("/projects/{project_id}/slides/upload", status_code=201)
+# The app's body limit is for JSON; an upload is bounded by Settings.upload_limit_mb as it streams.
+@router.post("/projects/{project_id}/slides/upload", status_code=201, max_body_size=2**62)
 async def upload_slide(request: Request, access: Owner, session: ReadSession, database: DatabaseDep,
                        settings: SettingsDep) -> SlidePublic:
     """Upload a slide file as multipart/form-data (field ``file``); streamed to disk, checked, added."""

@@ -10,7 +10,7 @@ from slidelabel.store.models import JobState
 
 
 class SlideAdd(BaseModel):
-    path: str = Field(description="absolute path of a slide file, a folder (its slide files) or a glob pattern, "
+    path: str = Field(max_length=4096, description="absolute path of a slide file, a folder (its slide files) or a glob pattern, "
                                   "inside one of the server's slide folders")
 
 
@@ -60,6 +60,7 @@ class SlideFolderPublic(BaseModel):
     path: str
     slides: list[FolderSlidePublic]
     truncated: bool = Field(description="more slide files exist than are listed")
+    warnings: list[str] = Field(default_factory=list, description="files that cannot be offered, and why")
 
 
 class TileMetadata(BaseModel):

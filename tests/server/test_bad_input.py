@@ -1,0 +1,63 @@
+"""Malformed input is a 4xx with a short message, never a 500: ids beyond any id, numbers that
+are not JSON, broken Unicode, long names, undecodable file names, bodies past the limit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def anything(client):
+    """The client answering 500s instead of raising the server's exceptions."""
+    client.raise_server_exceptions = False
+    return client
+
+
+@pytest.mark.parametrize("path", ["/projects/{huge}", "/projects/{p}/jobs/{huge}", "/projects/{p}/jobs?limit={huge}",
+                                  "/projects/{p}/slides/{huge}/tiles/0/0/0.jpg"])
+def test_ids_beyond_any_id_are_not_a_500(anything, admin_headers, project, path):
+    url = "/api/v1" + path.format(p=project["id"], huge=2**63)
+    assert anything.get(url, headers=admin_headers).status_code in (404, 422)
+
+
+@pytest.mark.parametrize("body", [b'{"username": NaN, "password": "x"}', b'{"username": "a", "password": Infinity}',
+                                  b'{"username": "\\ud800", "password": "x"}', b'{"username": "a\\u0000", "password": "x"}',
+                                  b'{"username": ' + b"[" * 5000 + b"]" * 5000 + b', "password": "x"}',
+                                  b'{"username": ' + b"9" * 5000 + b', "password": "x"}'])
+def test_bodies_that_are_not_plain_json_are_a_422_even_on_login(anything, body):
+    assert anything.post("/api/v1/auth/login", content=body, headers=JSON).status_code == 422
+
+
+def test_a_422_does_not_echo_a_large_input(anything, admin_headers):
+    response = anything.post("/api/v1/projects", headers=admin_headers, json={"name": "x" * 100_000})
+    assert response.status_code == 422 and len(response.content) < 2_000
+
+
+def test_bodies_past_the_limit_are_a_413(app, anything, admin_headers):
+    body = b'{"name": "' + b"x" * (app.state.settings.max_body_mb << 20) + b'"}'
+    assert anything.post("/api/v1/projects", headers={**admin_headers, **JSON}, content=body).status_code == 413
+
+
+def test_a_long_upload_name_is_a_422(anything, admin_headers, project):
+    response = anything.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
+                             files={"file": ("a" * 240 + ".svs", b"not a slide", "image/tiff")})
+    assert response.status_code == 422 and "name" in response.json()["detail"]
+
+
+def test_an_undecodable_file_name_is_a_warning_not_a_failure(anything, admin_headers, project, settings, cmu_slide):
+    folder = settings.slide_folders[0]
+    shutil.copy(cmu_slide, folder / "cmu.svs")
+    with open(os.path.join(os.fsencode(folder), b"bad-\xff.svs"), "wb") as file:
+        file.write(b"junk")
+    listing = anything.get("/api/v1/slide-folders", headers=admin_headers)
+    assert listing.status_code == 200, listing.text
+    assert [s["path"].rsplit("/", 1)[1] for s in listing.json()[0]["slides"]] == ["cmu.svs"]
+    assert "UTF-8" in listing.json()[0]["warnings"][0]
+    added = anything.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers, json={"path": str(folder)})
+    assert added.status_code == 201, added.text
+    assert [s["name"] for s in added.json()["added"]] == ["cmu.svs"] and len(added.json()["skipped"]) == 1
