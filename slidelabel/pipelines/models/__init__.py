@@ -24,7 +24,7 @@ import logging
 import numpy as np
 
 from slidelabel.errors import ParameterError
-from slidelabel.pipelines.models.auto import AutoClassifier
+from slidelabel.pipelines.models.auto import AutoClassifier, config_key, scoring_options
 from slidelabel.pipelines.models.base import (
     Category,
     Classifier,
@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_MODELS = {
     "linear": "slidelabel.pipelines.models.linear:LinearClassifier",
     "random_forest": "slidelabel.pipelines.models.forest:ForestClassifier",
+    "boosting": "slidelabel.pipelines.models.boosting:BoostingClassifier",
     "mlp": "slidelabel.pipelines.models.mlp:MLPClassifier",
     "cnn": "slidelabel.pipelines.models.cnn:CNNClassifier",
     "auto": "slidelabel.pipelines.models.auto:AutoClassifier",
@@ -104,6 +105,7 @@ def train(
     categories: list[Category],
     *,
     model: str = "auto",
+    model_options: dict | None = None,
     feature_extractor: str,
     rng: np.random.Generator | None = None,
     cross_validate_model: bool = True,
@@ -124,6 +126,9 @@ def train(
         All categories of the project, in index order, with unique names.
     model : str, optional
         Registered model name (see :data:`MODELS`).
+    model_options : dict, optional
+        Options of the model's constructor, as :func:`make_model` takes them (``auto``:
+        ``time_budget_s``).
     feature_extractor : str
         Name of the feature extractor that produced ``feats_N_D``, stored with the model.
     rng : numpy.random.Generator, optional
@@ -138,7 +143,10 @@ def train(
     TrainedModel
         With ``metrics``: ``n_labels`` (per category name, excluded ones included),
         ``n_training_labels``, ``cv_balanced_accuracy`` (None, with ``cv_note``, when a class
-        has fewer than 2 labels) and, for ``auto``, ``auto_chosen`` and ``auto_scores``. For
+        has fewer than 2 labels) and, for ``auto``, ``auto_chosen`` (a registered model name),
+        ``auto_params`` (its options), ``auto_scores`` (balanced accuracy by configuration, as
+        :func:`~.auto.config_key` names it) and ``auto_trials`` (``model``, ``params``,
+        ``balanced_accuracy``, ``seconds`` of each configuration scored, in order). For
         ``auto`` the accuracy is the chosen model's score in the selection, slightly optimistic.
 
     Raises
@@ -170,7 +178,7 @@ def train(
     # labels, and the small optimism it adds is shared by all models compared.
     z_N_D = (kept_N_D - mean_D) / scale_D
 
-    classifier = make_model(model)
+    classifier = make_model(model, **(model_options or {}))
     classifier.fit(z_N_D, classes_N, n_classes=len(trained_classes), rng=rng)
     metrics: dict = {
         "n_labels": {c.name: int(n) for c, n in zip(categories, counts_K)},
@@ -178,11 +186,14 @@ def train(
     }
     if isinstance(classifier, AutoClassifier):
         scores = classifier.scores
-        metrics |= {"auto_chosen": classifier.chosen, "auto_scores": scores}
-        accuracy = scores[classifier.chosen] if scores else None
+        metrics |= {"auto_chosen": classifier.chosen, "auto_params": classifier.chosen_options,
+                    "auto_scores": scores, "auto_trials": classifier.trials}
+        accuracy = scores[config_key(classifier.chosen, classifier.chosen_options)] if scores else None
     elif cross_validate_model:
+        # Options that predict the same for less work (the boosting bag serves only samples).
+        fold_options, _ = scoring_options(model, model_options or {})
         accuracy = cross_validate(
-            lambda: make_model(model), z_N_D, classes_N, n_classes=len(trained_classes), rng=rng
+            lambda: make_model(model, **fold_options), z_N_D, classes_N, n_classes=len(trained_classes), rng=rng
         )
     else:
         accuracy = None

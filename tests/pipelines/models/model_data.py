@@ -15,6 +15,9 @@ CATEGORIES = [
     Category("blurry", excluded=True),
     Category("lymphocytes"),
 ]
+#: Options the tests train each model with: ``auto`` searches a short plan with time to finish
+#: it, so that its choice does not depend on the machine's speed.
+MODEL_OPTIONS = {"auto": {"candidates": ("linear", "boosting"), "time_budget_s": 600.0}}
 LABELLED = [0, 1, 2]
 EXCLUDED = 3
 UNLABELLED = 4

@@ -14,6 +14,7 @@ from sklearn.metrics import balanced_accuracy_score
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features.extract import features_of_array
 from slidelabel.pipelines.models import Category, load_model, make_model, save_model, train
+from slidelabel.pipelines.models.auto import search_plan
 from slidelabel.pipelines.superpixels import SuperpixelParams, superpixel_array
 
 CATEGORIES = [Category("background"), Category("nucleus")]
@@ -107,7 +108,9 @@ def test_features_that_are_not_patches_are_refused_by_name() -> None:
 
 def test_auto_tries_the_cnn_only_on_patches() -> None:
     feats_N_D, classes_N = gaussian_blobs(12)
-    for feats, with_cnn in ((feats_N_D, False), (model_inputs("cnn", feats_N_D), True)):
-        auto = make_model("auto", max_folds=2)
-        auto.fit(feats, classes_N, n_classes=3, rng=np.random.default_rng(0))
-        assert ("cnn" in auto.scores) == with_cnn and "linear" in auto.scores
+    patches_N_D = model_inputs("cnn", feats_N_D)
+    for feats, with_cnn in ((feats_N_D, False), (patches_N_D, True)):
+        assert ("cnn" in {name for name, _ in search_plan(None, feats.shape[1])}) == with_cnn
+    auto = make_model("auto", max_folds=2, candidates=("linear", "cnn"), time_budget_s=600)
+    auto.fit(patches_N_D, classes_N, n_classes=3, rng=np.random.default_rng(0))
+    assert {"cnn", "linear"} <= set(auto.scores)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_data import gaussian_blobs, model_inputs
+from model_data import MODEL_OPTIONS, gaussian_blobs, model_inputs
 from sklearn.metrics import balanced_accuracy_score
 
 from slidelabel.pipelines.models import MODELS, Category, make_model, train
 
-WEIGHTABLE = ["linear", "random_forest"]
+WEIGHTABLE = ["linear", "random_forest", "boosting"]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -18,7 +18,8 @@ def test_three_gaussian_classes_are_learnt(name):
     test_N_D, test_classes_N = gaussian_blobs(200, n_feats=8, seed=9)
     feats_N_D, test_N_D = model_inputs(name, feats_N_D), model_inputs(name, test_N_D)
     categories = [Category("tumour"), Category("stroma"), Category("fat")]
-    model = train(feats_N_D, classes_N.astype(np.int64), categories, model=name, feature_extractor="x")
+    model = train(feats_N_D, classes_N.astype(np.int64), categories, model=name, model_options=MODEL_OPTIONS.get(name),
+                  feature_extractor="x")
     predicted_N = model.predict_proba(test_N_D).argmax(axis=1)
     assert balanced_accuracy_score(test_classes_N, predicted_N) > 0.9
     assert model.metrics["cv_balanced_accuracy"] > 0.9
