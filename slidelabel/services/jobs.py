@@ -28,7 +28,7 @@ from typing import Protocol
 
 from sqlalchemy import select, update
 
-from slidelabel.errors import ConflictError, NotFoundError, SlidelabelError
+from slidelabel.errors import ConflictError, NotFoundError, PermissionDeniedError, SlidelabelError
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -114,6 +114,20 @@ class JobContext:
             job.log = f"{job.log}{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {line}\n"
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+_INTERNAL = "internal error"
+
+
+def shown_to(job: Job, *, admin: bool) -> tuple[str, str]:
+    """The job's message and log as ``admin`` or another viewer may see them: a failure that is a
+    bug keeps its traceback and error text (server paths, code) for the admin only."""
+    if admin:
+        return job.message, job.log
+    message = _INTERNAL + "; the admin can see the details" if job.message.startswith(_INTERNAL) else job.message
+    log, _, traceback_part = job.log.partition(_TRACEBACK)
+    return message, log + ("(an internal error; the admin can see its details)\n" if traceback_part else "")
+
+
 def find_job(session, project_id: int, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None or job.project_id != project_id:
@@ -150,9 +164,14 @@ def dispatch(database: Database, sender: Sender, job_id: int) -> Job:
         return job
 
 
-def cancel(database: Database, project_id: int, job_id: int) -> Job:
+def cancel(database: Database, project_id: int, job_id: int, *, user_id: int, is_owner: bool) -> Job:
+    """Mark the job cancelled (it stops at its next progress report). Only who started it and the
+    project's owners (the admin among them) may: :class:`PermissionDeniedError` for others."""
     with database.session(write=True) as session:
         job = find_job(session, project_id, job_id)
+        if not is_owner and job.created_by != user_id:
+            raise PermissionDeniedError(f"job {job_id} was started by someone else; only they and the project's "
+                                        "owners may cancel it")
         if job.state in (JobState.queued, JobState.running):
             job.state = JobState.cancelled
             job.message = "cancelled"
@@ -225,7 +244,7 @@ def run(database: Database, settings: Settings, job_id: int) -> None:
         _finish(database, job_id, JobState.failed, str(error))
     except Exception as error:
         logger.exception("job %s (%s) failed", job_id, job.kind)
-        _finish(database, job_id, JobState.failed, f"internal error: {error}", traceback.format_exc())
+        _finish(database, job_id, JobState.failed, f"{_INTERNAL}: {error}", traceback.format_exc())
     finally:
         stop.set()
         heart.join()

@@ -123,3 +123,35 @@ def test_queue_size_is_bounded(client, project, admin_headers):
     assert client.get(queue_url(project), headers=admin_headers, params={"n": 101}).status_code == 422
     empty = client.get(queue_url(project), headers=admin_headers).json()
     assert empty == {"epoch": None, "items": []}
+
+
+def test_annotators_cancel_only_the_jobs_they_started(app, client, project, member_headers, admin_headers, sender):
+    from slidelabel.store.models import Job, Role
+
+    annotator = member_headers(Role.annotator)
+    me = client.get("/api/v1/auth/me", headers=annotator).json()["id"]
+    with app.state.database.session(write=True) as session:
+        theirs, mine = Job(project_id=project["id"], kind="superpixels", key="a"), Job(
+            project_id=project["id"], kind="superpixels", key="b", created_by=me)
+        session.add_all([theirs, mine])
+        session.flush()
+        ids = theirs.id, mine.id
+    url = f"/api/v1/projects/{project['id']}/jobs"
+    assert client.post(f"{url}/{ids[0]}/cancel", headers=annotator).status_code == 403
+    assert client.post(f"{url}/{ids[1]}/cancel", headers=annotator).json()["state"] == "cancelled"
+    assert client.post(f"{url}/{ids[0]}/cancel", headers=admin_headers).json()["state"] == "cancelled"
+
+
+def test_job_logs_show_tracebacks_to_the_admin_only(app, client, project, member_headers, admin_headers):
+    from slidelabel.store.models import Job, JobState, Role
+
+    with app.state.database.session(write=True) as session:
+        job = Job(project_id=project["id"], kind="superpixels", key="t", state=JobState.failed,
+                  message="internal error: [Errno 2] /srv/secret/path", log="2026 started\nTraceback (most recent "
+                  "call last):\n  File \"/srv/slidelabel/x.py\", line 1\nOSError: /srv/secret/path\n")
+        session.add(job)
+        session.flush()
+        url = f"/api/v1/projects/{project['id']}/jobs/{job.id}"
+    owner = client.get(url, headers=member_headers(Role.owner)).json()
+    assert "/srv" not in owner["log"] + owner["message"] and "started" in owner["log"]
+    assert "/srv/secret" in client.get(url, headers=admin_headers).json()["log"]

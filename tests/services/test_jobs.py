@@ -81,7 +81,7 @@ def test_failure_keeps_the_traceback_and_retry_makes_a_new_job(database, ran):
 def test_a_cancelled_job_stops_at_its_next_progress_report(database, ran):
     sender = Recorder()
     job = jobs.submit(database, sender, project_id=1, kind="echo", key="c")
-    jobs.cancel(database, 1, job.id)
+    jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
     jobs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
     with database.session() as session:
         assert session.get(Job, job.id).state == JobState.cancelled

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from slidelabel.server.deps import DatabaseDep, ReadSession, Trainer, Viewer
 from slidelabel.server.schemas.jobs import JobLog, JobPublic
 from slidelabel.services import jobs
-from slidelabel.store.models import Job
+from slidelabel.store.models import Job, Role
 
 router = APIRouter(prefix="/projects/{project_id}/jobs", tags=["jobs"])
 
@@ -22,12 +22,16 @@ def list_jobs(access: Viewer, session: ReadSession, limit: int = 100) -> list[Jo
 
 @router.get("/{job_id}")
 def get_job(job_id: int, access: Viewer, session: ReadSession) -> JobLog:
-    return JobLog.model_validate(jobs.find_job(session, access.project.id, job_id))
+    job = jobs.find_job(session, access.project.id, job_id)
+    message, log = jobs.shown_to(job, admin=access.user.is_admin)
+    return JobLog.model_validate(job).model_copy(update={"message": message, "log": log})
 
 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: int, access: Trainer, database: DatabaseDep) -> JobPublic:
-    return JobPublic.model_validate(jobs.cancel(database, access.project.id, job_id))
+    """Cancel a queued or running job: its starter, the project's owners and the admin may."""
+    return JobPublic.model_validate(jobs.cancel(database, access.project.id, job_id, user_id=access.user.id,
+                                                is_owner=access.role == Role.owner))
 
 
 @router.post("/{job_id}/retry", status_code=202)
