@@ -136,7 +136,8 @@ class SuperpixelOptions:
             value = getattr(self, name)
             if value is None and name in _OPTIONAL:
                 continue
-            number = isinstance(value, int if name in _INTEGER_OPTIONS else (int, float)) and not isinstance(value, bool)
+            kind = int if name in _INTEGER_OPTIONS else (int, float)
+            number = isinstance(value, kind) and not isinstance(value, bool)
             if not (number and value in allowed):
                 raise ParameterError(f"superpixel option {name}={value!r} is out of range: it goes {allowed}")
         if self.magnification is not None and self.mpp is not None:
