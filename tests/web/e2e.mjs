@@ -11,49 +11,23 @@
 //   node tests/web/e2e.mjs [--url http://127.0.0.1:8000 --password PW]   (reuse a running server)
 
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import {
+  PYTHON, SLIDE, api, check, durations, failures, launchBrowser, median, repo, step,
+} from './browser.mjs';
 import { ADMIN_PASSWORD, startServer } from './server.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '../..');
-const { chromium } = createRequire(join(repo, 'web_client/package.json'))('playwright-core');
-
-const SLIDE = process.env.SLIDELABEL_E2E_SLIDE ?? resolve(repo, '../shared/data/slides/CMU-1-Small-Region.svs');
-const CHROMIUM = process.env.SLIDELABEL_CHROMIUM ?? '/usr/bin/chromium';
 const args = Object.fromEntries(process.argv.slice(2).join('=').split('--').filter(Boolean)
   .map((pair) => pair.replace(/=$/, '').split('=')));
 const shots = process.env.SLIDELABEL_E2E_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'slidelabel-screens-'));
 mkdirSync(shots, { recursive: true });
 console.log(`screenshots: ${shots}`);
 
-const failures = [];
-function check(condition, message) {
-  console.log(`${condition ? 'ok' : 'FAIL'}: ${message}`);
-  if (!condition) failures.push(message);
-}
-const step = (name) => console.log(`-- ${name}`);
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-
-const python = process.env.SLIDELABEL_E2E_PYTHON ?? join(repo, '.venv/bin/python');
-const server = args.url ? null : await startServer({ python, repo, slideFolder: dirname(SLIDE) });
+const server = args.url ? null : await startServer({ python: PYTHON, repo, slideFolder: dirname(SLIDE) });
 const base = args.url ?? server.url;
 const password = args.password ?? ADMIN_PASSWORD;
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist', '--no-sandbox'],
-});
-
-/** Calls the API from the page, with the page's login token. */
-const api = (page, method, path, body) => page.evaluate(async ([method, path, body]) => {
-  const response = await fetch(`/api/v1${path}`, {
-    method, body: body === undefined ? undefined : JSON.stringify(body),
-    headers: { Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}`, 'Content-Type': 'application/json' },
-  });
-  return { status: response.status, body: await response.json().catch(() => null) };
-}, [method, path, body]);
+const browser = await launchBrowser();
 
 /** Mean colour of a 5 x 5 patch of the screen around (x, y). */
 async function colourAt(page, x, y) {
@@ -83,9 +57,6 @@ const pictureDifference = (page, a, b) => page.evaluate(async ([a, b]) => {
   for (let i = 0; i < pa.length; i += 4) for (let k = 0; k < 3; k += 1) sum += Math.abs(pa[i + k] - pb[i + k]);
   return sum / (pa.length / 4 * 3);
 }, [[...a], [...b]]);
-
-/** The durations (ms) of the app's performance measures called `name`. */
-const durations = (page, name) => page.evaluate((name) => performance.getEntriesByName(name).map((e) => e.duration), name);
 
 const labelCount = async (page, projectId, slideId) => {
   const summary = await api(page, 'GET', `/projects/${projectId}/labels/summary`);

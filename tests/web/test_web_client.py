@@ -82,3 +82,18 @@ def test_in_the_browser(tmp_path: Path) -> None:
                          text=True, timeout=900)
     print(run.stdout[-6000:], run.stderr[-3000:])
     assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+def test_shapes_and_learning_dashboard_in_the_browser(tmp_path: Path) -> None:
+    """Polygon and lasso label exactly the superpixels the server says they cover, Alt subtracts,
+    undo restores, a 500-vertex polygon over ~7,000 superpixels is timed, Shift-click grows to
+    similar and Enter accepts; the dashboard draws calibration, learning curve and stopping
+    sentence of seeded epochs; the project page changes the normalisation (see shapes.mjs)."""
+    screenshots = tmp_path / "screenshots"
+    env = {**os.environ, "SLIDELABEL_E2E_SCREENSHOTS": str(screenshots), "SLIDELABEL_E2E_SLIDE": str(SLIDE),
+           "SLIDELABEL_E2E_PYTHON": sys.executable}
+    run = subprocess.run(["node", str(REPO / "tests" / "web" / "shapes.mjs")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    print(run.stdout[-6000:], run.stderr[-3000:])
+    assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"

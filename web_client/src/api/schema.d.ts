@@ -956,6 +956,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/shapes/cover": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cover
+         * @description The superpixels the polygon covers by at least half of their pixels, counted at the
+         *     resolution the viewer shows (``downsample``).
+         */
+        post: operations["cover_api_v1_projects__project_id__slides__slide_id__shapes_cover_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/shapes/grow": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Grow
+         * @description The connected region of superpixels like ``superpixel`` (see services.shapes.grow_to_similar).
+         */
+        get: operations["grow_api_v1_projects__project_id__slides__slide_id__shapes_grow_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1091,6 +1132,32 @@ export interface components {
             path: string;
             /** Size Bytes */
             size_bytes: number;
+        };
+        /** GrowthPublic */
+        GrowthPublic: {
+            /**
+             * Superpixels
+             * @description ids of the region, the seed first, in the order reached
+             */
+            superpixels: number[];
+            /**
+             * Steps
+             * @description neighbour steps of each from the seed (0 for the seed)
+             */
+            steps: number[];
+            /**
+             * Basis
+             * @description what made superpixels alike: the latest epoch's predictions, or features before any epoch
+             * @enum {string}
+             */
+            basis: "predictions" | "features";
+            /** Epoch */
+            epoch: number | null;
+            /**
+             * Category Id
+             * @description the seed's predicted category; null when grown by features
+             */
+            category_id: number | null;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -1362,12 +1429,13 @@ export interface components {
              */
             strategy: string;
             /**
-             * Superpixels
-             * @description superpixel options, e.g. {'size': '50um', 'magnification': 10}
+             * Normalisation
+             * @description how stain and scanner differences between slides are removed; GET /registry lists the choices
+             * @default slide
              */
-            superpixels?: {
-                [key: string]: unknown;
-            };
+            normalisation: string;
+            /** @description superpixel options, e.g. {'size': '50um', 'magnification': 10} */
+            superpixels?: components["schemas"]["SuperpixelChoices"];
             /** Categories */
             categories?: components["schemas"]["CategoryCreate"][];
         };
@@ -1385,6 +1453,8 @@ export interface components {
             model: string;
             /** Strategy */
             strategy: string;
+            /** Normalisation */
+            normalisation: string;
             /** Superpixel Options */
             superpixel_options: {
                 [key: string]: unknown;
@@ -1410,6 +1480,8 @@ export interface components {
             model?: string | null;
             /** Strategy */
             strategy?: string | null;
+            /** Normalisation */
+            normalisation?: string | null;
         };
         /** QueueItem */
         QueueItem: {
@@ -1538,6 +1610,36 @@ export interface components {
          * @enum {string}
          */
         Role: "viewer" | "annotator" | "reviewer" | "owner";
+        /** ShapeCover */
+        ShapeCover: {
+            /**
+             * Polygon Level0
+             * @description vertices x, y in level-0 px (closed or not)
+             */
+            polygon_level0: [
+                number,
+                number
+            ][];
+            /**
+             * Downsample
+             * @description level-0 px per screen pixel of the view: coverage is counted at the label-map level the viewer shows
+             * @default 1
+             */
+            downsample: number;
+        };
+        /** ShapeCoverPublic */
+        ShapeCoverPublic: {
+            /**
+             * Superpixels
+             * @description ids covered by at least half of their pixels, ascending
+             */
+            superpixels: number[];
+            /**
+             * Level
+             * @description label-map level the pixels were counted at (0 = the working level)
+             */
+            level: number;
+        };
         /** SkippedPath */
         SkippedPath: {
             /** Path */
@@ -1631,6 +1733,55 @@ export interface components {
             /** Message */
             message: string;
         };
+        /**
+         * SuperpixelChoices
+         * @description A project's superpixel options, each in its range; left out: the default of
+         *     ``slidelabel superpixels``.
+         */
+        SuperpixelChoices: {
+            /**
+             * Magnification
+             * @description objective power to work at; 0: the slide's level 0
+             */
+            magnification?: number | null;
+            /**
+             * Mpp
+             * @description um per working pixel, instead of magnification
+             */
+            mpp?: number | null;
+            /**
+             * Size
+             * @description superpixel side: um from 0.1 to 5000, px from 4 to 512, e.g. 50um or 32px
+             */
+            size?: string | null;
+            /**
+             * Compactness
+             * @description higher: squarer superpixels
+             */
+            compactness?: number | null;
+            /**
+             * Iterations
+             * @description SLIC iterations
+             */
+            iterations?: number | null;
+            /**
+             * Tile Size
+             * @description working tile side (px)
+             */
+            tile_size?: number | null;
+            /** Tissue Only */
+            tissue_only?: boolean | null;
+            /**
+             * Base Mpp
+             * @description um per level-0 pixel, for slides without it
+             */
+            base_mpp?: number | null;
+            /**
+             * Source
+             * @description slide reader to force
+             */
+            source?: string | null;
+        };
         /** SuperpixelRef */
         SuperpixelRef: {
             /** Slide Id */
@@ -1665,6 +1816,11 @@ export interface components {
              * @description square micrometres; null when the slide has no pixel size
              */
             area_um2: number[] | null;
+            /**
+             * Tissue Fraction
+             * @description share of the superpixel's pixels that are tissue, 0-1
+             */
+            tissue_fraction: number[];
         };
         /**
          * TileMetadata
@@ -3680,6 +3836,83 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ImportReport"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    cover_api_v1_projects__project_id__slides__slide_id__shapes_cover_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShapeCover"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShapeCoverPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    grow_api_v1_projects__project_id__slides__slide_id__shapes_grow_get: {
+        parameters: {
+            query: {
+                /** @description the seed superpixel id */
+                superpixel: number;
+                /** @description least certainty of the seed's predicted category; by features: 1 - the share of the slide taken as similar */
+                threshold?: number;
+                /** @description most neighbour steps from the seed */
+                steps?: number;
+            };
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrowthPublic"];
                 };
             };
             /** @description Validation Error */

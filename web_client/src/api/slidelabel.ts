@@ -74,6 +74,12 @@ export class SlidelabelApi {
     return new Uint8Array(await this.http.bytes(`${slide(p, s)}/certainty.bin`));
   }
 
+  // shapes: what a polygon covers, and grow to similar
+  shapeCover = (p: number, s: number, body: T.ShapeCover) =>
+    this.http.json<T.ShapeCoverResult>('POST', `${slide(p, s)}/shapes/cover`, body);
+  grow = (p: number, s: number, superpixel: number, threshold: number, steps: number) =>
+    this.http.json<T.Growth>('GET', `${slide(p, s)}/shapes/grow`, undefined, { superpixel, threshold, steps });
+
   // labels, epochs, queue
   setLabels = (p: number, s: number, body: T.LabelBatch) =>
     this.http.json<T.BatchResult>('PUT', `${slide(p, s)}/labels`, body);

@@ -32,17 +32,24 @@ export type Agreement = Schemas['Agreement'];
 export type Member = Schemas['MemberPublic'];
 export type MemberSet = Schemas['MemberSet'];
 export type UserCreate = Schemas['UserCreate'];
+export type ShapeCover = Schemas['ShapeCover'];
+export type ShapeCoverResult = Schemas['ShapeCoverPublic'];
+export type Growth = Schemas['GrowthPublic'];
 
-/** What GET /registry lists: feature extractors, models and strategies by name. */
+/** What GET /registry lists: feature extractors, models, strategies and normalisations by name. */
 export interface RegistryEntry {
   name: string;
   description?: string;
   dimensions?: number;
+  /** The entry a new project gets (one per list; a server may not mark any). */
+  default?: boolean;
 }
 export interface Registry {
   features: RegistryEntry[];
   models: RegistryEntry[];
   strategies: RegistryEntry[];
+  /** Absent on servers older than the project setting. */
+  normalisations?: RegistryEntry[];
 }
 
 /** Query of GET /review. */

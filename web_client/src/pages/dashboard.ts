@@ -1,10 +1,15 @@
-// A project's dashboard: the model's cross-validated accuracy per epoch, labels per category and
-// per user, labels against the latest predictions, and the exports.
+// A project's dashboard: whether more labels still pay (the stopping signal, the project's own
+// learning curve, how far the shown certainty can be trusted), the model's cross-validated
+// accuracy per epoch, labels per category and per user, labels against the latest predictions,
+// and the exports.
 
 import type { App, Page } from '../app';
 import type { Category, Epoch, Project, ReviewItem, Slide } from '../api/types';
 import { confusionMatrix } from '../state/confusion';
-import { barChart, confusionTable, lineChart } from '../ui/charts';
+import {
+  accuracyText, calibrationOf, changedFractionOf, estimatedAccuracyOf, learningCurve, percentText, stoppingOf,
+} from '../state/epochMetrics';
+import { barChart, confusionTable, learningCurveChart, lineChart, reliabilityDiagram } from '../ui/charts';
 import { h, replace } from '../ui/dom';
 import { header } from '../ui/layout';
 import { showError } from '../ui/notices';
@@ -37,6 +42,49 @@ function accuracyChart(epochs: Epoch[]): HTMLElement {
       h('td', {}, String(e.metrics.cv_note ?? '')))))));
 }
 
+/** The latest epoch's stopping sentence, prominent when labels buy little, and the figures behind it. */
+function stoppingPanel(latest: Epoch): HTMLElement | null {
+  const stopping = stoppingOf(latest.metrics);
+  const changed = changedFractionOf(latest.metrics);
+  const accuracy = estimatedAccuracyOf(latest.metrics);
+  if (!stopping && changed === null && !accuracy) return null;
+  return h('div', { class: `stopping${stopping?.plateau ? ' plateau' : ''}`, role: 'status', id: 'stopping' },
+    h('p', { class: 'sentence' }, stopping?.plateau && h('strong', {}, 'More labels are buying little. '),
+      stopping?.sentence ?? `Epoch ${latest.number}.`),
+    h('p', { class: 'figures' }, `Epoch ${latest.number}, ${latest.labels} labels`,
+      changed !== null && h('span', { class: 'changed', 'data-changed': changed },
+        ` · predictions changed since the previous epoch: ${percentText(changed)}`),
+      accuracy && h('span', { class: 'accuracy' }, ` · estimated accuracy ${accuracyText(accuracy)}` +
+        `${accuracy.n !== null ? ` (${accuracy.n} out-of-fold predictions)` : ''}`)));
+}
+
+/** The reliability diagram of the latest calibrated epoch, or a line saying why there is none. */
+function calibrationFigure(latest: Epoch): HTMLElement {
+  const calibration = calibrationOf(latest.metrics);
+  if (!calibration || calibration.bins.length === 0) {
+    return h('p', { class: 'muted' }, 'No calibration yet: epochs report it once every category has enough labels for out-of-fold predictions.');
+  }
+  const ece = (value: number | null) => (value === null ? '—' : value.toFixed(3));
+  const how = calibration.method === 'temperature' && calibration.temperature !== null
+    ? `temperature scaling, T = ${calibration.temperature.toFixed(2)}` : calibration.method;
+  return reliabilityDiagram(`Reliability of the shown certainty (epoch ${latest.number})`, calibration.bins,
+    `Expected calibration error ${ece(calibration.eceBefore)} before, ${ece(calibration.ece)} after calibration ` +
+    `(${how}); a calibrated model's bars reach the diagonal.`);
+}
+
+function learningSection(epochs: Epoch[]): HTMLElement | null {
+  if (epochs.length === 0) return null;
+  const latest = epochs.reduce((a, b) => (b.number > a.number ? b : a));
+  const curve = learningCurve(epochs);
+  const last = curve[curve.length - 1];
+  return h('section', { class: 'learning' }, h('h2', {}, 'Are more labels paying?'),
+    stoppingPanel(latest),
+    h('div', { class: 'charts' },
+      curve.length ? learningCurveChart(`Learning curve: estimated accuracy${last ? ` (now ${accuracyText(last.accuracy)})` : ''}`, curve)
+        : h('p', { class: 'muted' }, 'No estimated accuracy yet: epochs report it from out-of-fold predictions.'),
+      calibrationFigure(latest)));
+}
+
 function exportLinks(app: App, project: Project, slides: Slide[]): HTMLElement {
   const link = (label: string, href: string, key: string) => h('a', { href, download: '', 'data-export': key }, label);
   return h('div', {}, slides.map((slide) => h('div', { class: 'exports' }, h('strong', {}, slide.name),
@@ -62,6 +110,7 @@ export function dashboardPage(projectId: number): Page {
       const predicted = labels.filter((l) => l.predicted_category_id !== null);
       replace(root, header(app, project, 'dashboard'), h('main', { class: 'page' },
         h('h1', {}, `${project.name}: dashboard`),
+        learningSection(epochs),
         h('section', { class: 'charts' },
           accuracyChart(epochs),
           barChart('Labels per category (all users)', summary.categories.map((c) => ({

@@ -1,6 +1,6 @@
 // A project: its slides (add from a server folder or upload; prepare them), its jobs (follow,
 // cancel, retry, read the log), its categories (colour, name, key, excluded; merge), its people
-// and its choice of features, model and strategy. The sections live in ./project/.
+// and its choice of features, model, strategy and normalisation. The sections live in ./project/.
 
 import type { App, Page } from '../app';
 import type { Job, Project, Registry, Slide, SlideFolder } from '../api/types';
@@ -18,12 +18,19 @@ function choices(app: App, project: Project, registry: Registry, refresh: () => 
   const extractor = registrySelect('features', registry.features, project.extractor);
   const model = registrySelect('model', registry.models, project.model);
   const strategy = registrySelect('strategy', registry.strategies, project.strategy);
-  const form = h('form', { class: 'row' }, h('label', {}, 'Features', extractor), h('label', {}, 'Model', model),
-    h('label', {}, 'Strategy', strategy), h('button', { type: 'submit', disabled: project.role !== 'owner' }, 'Save'));
+  // A server without the setting lists no normalisations: the choice is then left out.
+  const normalisation = registry.normalisations?.length
+    ? registrySelect('normalisation', registry.normalisations, project.normalisation) : null;
+  const owner = project.role === 'owner';
+  for (const select of [extractor, model, strategy, normalisation]) if (select) select.disabled = !owner;
+  const form = h('form', { class: 'row choices' }, h('label', {}, 'Features', extractor), h('label', {}, 'Model', model),
+    h('label', {}, 'Strategy', strategy), normalisation && h('label', {}, 'Normalisation', normalisation),
+    h('button', { type: 'submit', disabled: !owner, title: owner ? null : 'only an owner changes these' }, 'Save'));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    if (await attempt('Could not save', () => app.api.updateProject(project.id,
-      { extractor: extractor.value, model: model.value, strategy: strategy.value }))) {
+    if (await attempt('Could not save', () => app.api.updateProject(project.id, {
+      extractor: extractor.value, model: model.value, strategy: strategy.value,
+      ...(normalisation ? { normalisation: normalisation.value } : {}) }))) {
       notify('Saved');
       refresh();
     }
@@ -88,7 +95,7 @@ export function projectPage(projectId: number): Page {
           project.role === 'owner' && h('p', { class: 'muted' }, 'Type a new name and press Enter to rename. ' +
             'Merging moves every label and review of a category into another one, then deletes it.')),
         membersSection(app, project),
-        h('section', {}, h('h2', {}, 'Features, model and strategy'), choices(app, project, registry, refresh)));
+        h('section', {}, h('h2', {}, 'Features, model, strategy and normalisation'), choices(app, project, registry, refresh)));
       await follow();
     };
     draw().catch((error) => showError('Could not load the project', error));

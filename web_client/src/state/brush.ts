@@ -39,6 +39,11 @@ export class CentroidIndex {
     return this.rowsWithin(point, radius).map((i) => this.ids[i]);
   }
 
+  /** `within`, with each one's centroid. */
+  withPoints(point: Point, radius: number): [number, Point][] {
+    return this.rowsWithin(point, radius).map((i) => [this.ids[i], { x: this.centroids[i][0], y: this.centroids[i][1] }]);
+  }
+
   private rowsWithin(point: Point, radius: number): number[] {
     const found: number[] = [];
     const r2 = radius * radius;

@@ -1,6 +1,7 @@
 // Labelling on the slide: click a superpixel to label or unlabel it, paint with the brush, erase,
-// undo and redo. Every change recolours the overlay at once and goes to the server as one
-// request per category; a refused request is taken back and its reason shown.
+// undo and redo (polygon, lasso and grow to similar: ./shapeTools). Every change recolours the
+// overlay at once and goes to the server as one request per category, in the order made; a
+// refused request is taken back and its reason shown.
 
 import type { SlidelabelApi } from '../../api/slidelabel';
 import { BrushStroke, type Point } from '../../state/brush';
@@ -9,7 +10,7 @@ import { perf } from '../../perf';
 import { showError } from '../../ui/notices';
 import type { SlideSession } from './slideSession';
 
-export type Tool = 'click' | 'brush' | 'erase';
+export type Tool = 'click' | 'brush' | 'erase' | 'polygon' | 'lasso';
 
 export class Labelling {
   tool: Tool = 'click';
@@ -19,6 +20,8 @@ export class Labelling {
   /** The epoch whose predictions were on screen, sent with each label. */
   epoch = 0;
   private stroke: BrushStroke | null = null;
+  /** The label writes in flight, chained: an undo sent right after a large batch must reach the server after it. */
+  private writes: Promise<unknown> = Promise.resolve();
   private readonly listeners: (() => void)[] = [];
   private readonly cursor: HTMLElement;
 
@@ -28,7 +31,7 @@ export class Labelling {
     private readonly session: SlideSession,
   ) {
     const { viewer } = session;
-    viewer.onClick((point) => this.tool === 'click' && this.click(point));
+    viewer.onClick((point, event) => this.tool === 'click' && !event?.shiftKey && this.click(point));
     this.cursor = document.createElement('div');
     this.cursor.className = 'brush-cursor';
     viewer.node.parentElement!.appendChild(this.cursor);
@@ -98,14 +101,17 @@ export class Labelling {
     this.send([{ superpixels: change.superpixels, category: change.after }], change.superpixels, change);
   }
 
-  /** Recolours at once, then sends `writes`; on refusal takes `change` back (or reloads, for undo). */
+  /**
+   * Recolours at once, then sends `writes` after those already sent (the server applies them in
+   * the order made); on refusal takes `change` back (or reloads, for undo).
+   */
   private send(writes: LabelWrite[], ids: number[], change: LabelChange | null): void {
     this.session.recolour(ids);
     this.changed();
     for (const write of writes) {
-      this.api.setLabels(this.projectId, this.session.slide.id, {
+      this.writes = this.writes.then(() => this.api.setLabels(this.projectId, this.session.slide.id, {
         superpixels: write.superpixels, category_id: write.category || null, epoch: this.epoch,
-      }).catch((error) => {
+      })).catch((error) => {
         showError('The label was not saved', error);
         if (change) this.session.store.discard(change);
         this.session.recolour(ids);
@@ -115,7 +121,7 @@ export class Labelling {
   }
 
   private readonly strokeStart = (event: MouseEvent): void => {
-    if (this.tool === 'click' || event.button !== 0) return;
+    if (!this.painting || event.button !== 0 || event.shiftKey) return;
     const category = this.tool === 'erase' ? 0 : this.category;
     if (this.tool === 'brush' && !category) return;
     event.stopPropagation();
@@ -142,8 +148,13 @@ export class Labelling {
     paint(event);
   };
 
+  /** Whether the tool paints with the brush cursor (brush, eraser). */
+  private get painting(): boolean {
+    return this.tool === 'brush' || this.tool === 'erase';
+  }
+
   private readonly hover = (event: MouseEvent): void => {
-    if (this.tool === 'click') {
+    if (!this.painting) {
       this.cursor.style.display = 'none';
       return;
     }

@@ -11,6 +11,9 @@ import {
 import { LabelStore } from '../../state/labelStore';
 import { SlideViewer } from '../../viewer/slideViewer';
 
+/** RGBA of superpixels proposed by grow to similar: white, unlike any category colour, bright on stained tissue. */
+const HIGHLIGHT = [255, 255, 255, 235];
+
 export class SlideSession {
   source: OverlaySource = 'labels';
   private table: Uint8ClampedArray;
@@ -87,6 +90,17 @@ export class SlideSession {
     const overPredictions = this.style.source === 'predictions';
     const valueOf = (id: number) => preview ?? (this.store.get(id) || (overPredictions ? this.predictions![id] : 0));
     const range = updateColourTable(this.table, ids, valueOf, this.style);
+    if (range) this.viewer.coloursChanged(range[0], range[1]);
+  }
+
+  /** Paints `ids` in the highlight colour (a proposal); `recolour` gives them their own colours back. */
+  highlight(ids: readonly number[]): void {
+    let range: [number, number] | null = null;
+    for (const id of ids) {
+      if (id < 1 || id * 4 >= this.table.length) continue;
+      this.table.set(HIGHLIGHT, id * 4);
+      range = range ? [Math.min(range[0], id), Math.max(range[1], id)] : [id, id];
+    }
     if (range) this.viewer.coloursChanged(range[0], range[1]);
   }
 

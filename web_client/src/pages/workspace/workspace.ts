@@ -1,8 +1,8 @@
 // The labelling and guided page: the slide viewer with its controls, and in guided mode the
-// strip of cards. Keys: a category's key labels (guided) or picks it (labelling); B/E/V tools,
+// strip of cards. Keys: a category's key labels (guided) or picks it (labelling); V/B/E/P/F tools,
 // [ and ] brush size, Ctrl+Z/Ctrl+Y undo/redo, O overlay, L outlines; the view: arrows
 // (Shift+arrows in guided mode) pan, + and - zoom, 0 the whole slide; guided: arrows, Enter,
-// Ctrl+Enter.
+// Ctrl+Enter; polygon and grow to similar: Enter, Esc, Backspace.
 
 import type { App } from '../../app';
 import type { Category, Project, Slide } from '../../api/types';
@@ -18,9 +18,10 @@ import { GuidedStrip } from './guided';
 import { Labelling, type Tool } from './labelling';
 import { retrainControl } from './retrain';
 import { legend, overlayControls, toolBar } from './sidePanel';
+import { ShapeTools } from './shapeTools';
 import { SlideSession } from './slideSession';
 
-const TOOL_KEYS: Record<string, Tool> = { v: 'click', b: 'brush', e: 'erase' };
+const TOOL_KEYS: Record<string, Tool> = { v: 'click', b: 'brush', e: 'erase', p: 'polygon', f: 'lasso' };
 
 function typing(target: EventTarget | null): boolean {
   const element = target as HTMLElement | null;
@@ -38,6 +39,7 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
   return (app: App, root: HTMLElement): (() => void) => {
     let session: SlideSession | null = null;
     let labelling: Labelling | null = null;
+    let shapes: ShapeTools | null = null;
     let strip: GuidedStrip | null = null;
     let project: Project;
     let slides: Slide[] = [];
@@ -59,13 +61,16 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
     const open = (slide: Slide): Promise<void> => {
       opening = opening.then(async () => {
         if (left || session?.slide.id === slide.id) return;
+        shapes?.destroy();
         labelling?.destroy();
         session?.destroy();
-        session = labelling = null;
+        session = labelling = shapes = null;
         const node = h('div', { class: 'map' });
         replace(viewerBox, node);
         session = await SlideSession.open(app.api, projectId, slide, project.categories, node);
         labelling = new Labelling(app.api, projectId, session);
+        shapes = new ShapeTools(app.api, projectId, session, labelling,
+          (id) => project.categories.find((c) => c.id === id)?.name ?? `#${id}`);
         labelling.setCategory(categories()[0]?.id ?? 0);
         drawPanel();
       }).catch((error) => {
@@ -121,12 +126,18 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
           session.slide.height),
         h('p', { class: 'keys' }, mode === 'guided'
           ? `Keys: a category key labels the card and moves on; ← → move; Enter accepts the prediction; Ctrl+Enter accepts the page; ${viewKeysHelp(mode)}.`
-          : `Keys: category keys pick; V click, B brush, E erase; [ ] brush size; Ctrl+Z / Ctrl+Y; O overlay; L outlines; ${viewKeysHelp(mode)}.`));
+          : `Keys: category keys pick; V click, B brush, E erase, P polygon (double-click or Enter closes), F lasso ` +
+            `(Alt: remove labels); Shift-click grows to similar (Enter accepts, Esc cancels); [ ] brush size; ` +
+            `Ctrl+Z / Ctrl+Y; O overlay; L outlines; ${viewKeysHelp(mode)}.`));
     };
 
     const onKey = (event: KeyboardEvent) => {
       if (typing(event.target) || !labelling || !session) return;
       if (event.key.startsWith('Arrow') && adjusting(event.target)) return; // a slider or radio keeps its arrows
+      if (shapes?.onKey(event)) {
+        event.preventDefault();
+        return;
+      }
       const key = event.key;
       const ctrl = event.ctrlKey || event.metaKey;
       if (ctrl && key.toLowerCase() === 'z') event.shiftKey ? labelling.redo() : labelling.undo();
@@ -174,6 +185,7 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
       left = true;
       document.removeEventListener('keydown', onKey);
       retrain.stop();
+      shapes?.destroy();
       labelling?.destroy();
       session?.destroy();
     };

@@ -1,0 +1,39 @@
+// What the browser tests share: Debian Chromium through playwright-core, checks that collect
+// failures, the API called from a page with its login, and the app's performance measures.
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const { chromium } = createRequire(join(repo, 'web_client/package.json'))('playwright-core');
+
+export const SLIDE = process.env.SLIDELABEL_E2E_SLIDE ?? resolve(repo, '../shared/data/slides/CMU-1-Small-Region.svs');
+export const PYTHON = process.env.SLIDELABEL_E2E_PYTHON ?? join(repo, '.venv/bin/python');
+
+/** Headless Chromium with a software GPU (the overlay is WebGL). */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.SLIDELABEL_CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist', '--no-sandbox'],
+  });
+}
+
+export const failures = [];
+export function check(condition, message) {
+  console.log(`${condition ? 'ok' : 'FAIL'}: ${message}`);
+  if (!condition) failures.push(message);
+}
+export const step = (name) => console.log(`-- ${name}`);
+export const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+/** Calls the API from the page, with the page's login token. */
+export const api = (page, method, path, body) => page.evaluate(async ([method, path, body]) => {
+  const response = await fetch(`/api/v1${path}`, {
+    method, body: body === undefined ? undefined : JSON.stringify(body),
+    headers: { Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}`, 'Content-Type': 'application/json' },
+  });
+  return { status: response.status, body: await response.json().catch(() => null) };
+}, [method, path, body]);
+
+/** The durations (ms) of the app's performance measures called `name`. */
+export const durations = (page, name) => page.evaluate((name) => performance.getEntriesByName(name).map((e) => e.duration), name);
