@@ -177,14 +177,14 @@ def slide_cover(folder: Path, polygon_level0_V_2: np.ndarray, *, downsample: flo
 
 
 def _edge_pairs(ids_H_W: np.ndarray) -> np.ndarray:
-    """(P, 2) unique ``a < b`` pairs of different non-zero ids that touch along a pixel edge."""
-    pairs = []
+    """(P,) unique keys ``a << 32 | b`` of the pairs ``a < b`` of different non-zero ids that touch
+    along a pixel edge (one int64 per pair: sorting them is several times faster than pairs)."""
+    keys = []
     for a, b in ((ids_H_W[:, :-1], ids_H_W[:, 1:]), (ids_H_W[:-1, :], ids_H_W[1:, :])):
         differ = (a != b) & (a > 0) & (b > 0)
-        low, high = np.minimum(a[differ], b[differ]), np.maximum(a[differ], b[differ])
-        pairs.append(np.stack([low, high], axis=1).astype(np.int64))
-    found = np.concatenate(pairs)
-    return np.unique(found, axis=0) if found.size else found.reshape(0, 2)
+        a_P, b_P = a[differ].astype(np.int64), b[differ].astype(np.int64)
+        keys.append(np.minimum(a_P, b_P) << 32 | np.maximum(a_P, b_P))
+    return np.unique(np.concatenate(keys))
 
 
 @dataclass(frozen=True)
@@ -205,14 +205,15 @@ def adjacency_of(labels: LabelMap, count: int, *, tile_px: int = ADJACENCY_TILE_
     if tile_px < 2:
         raise ParameterError(f"tile_px must be >= 2, got {tile_px}")
     height, width = labels.shapes[0]
-    found = [np.zeros((0, 2), np.int64)]
+    found = [np.zeros(0, np.int64)]
     for top in range(0, height, tile_px):
         for left in range(0, width, tile_px):
             ids = labels.window(0, left, top, min(tile_px + 1, width - left), min(tile_px + 1, height - top))
             found.append(_edge_pairs(ids))
-    pairs_P_2 = np.unique(np.concatenate(found), axis=0)
-    pairs_P_2 = pairs_P_2[pairs_P_2.max(axis=1, initial=0) <= count] if pairs_P_2.size else pairs_P_2
-    both_Q_2 = np.concatenate([pairs_P_2, pairs_P_2[:, ::-1]])
+    keys_P = np.unique(np.concatenate(found))
+    low_P, high_P = keys_P >> 32, keys_P & 0xFFFFFFFF
+    keep_P = high_P <= count
+    both_Q_2 = np.concatenate([np.stack([low_P, high_P], 1)[keep_P], np.stack([high_P, low_P], 1)[keep_P]])
     both_Q_2 = both_Q_2[np.lexsort((both_Q_2[:, 1], both_Q_2[:, 0]))]
     indptr = np.zeros(count + 2, np.int64)
     np.cumsum(np.bincount(both_Q_2[:, 0], minlength=count + 1), out=indptr[1:])
