@@ -21,6 +21,7 @@ COMMANDS = {
     "simulate": "slidelabel.cli.simulate:simulate_command",
     "serve": "slidelabel.cli.serve:serve",
     "worker": "slidelabel.cli.worker:worker",
+    "export-model": "slidelabel.cli.export_model:export_model",
     "import-segments": "slidelabel.cli.import_segments:import_segments_command",
     "import-features": "slidelabel.cli.import_features:import_features_command",
 }
