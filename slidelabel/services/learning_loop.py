@@ -32,6 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from slidelabel.pipelines.calibration import accuracy_interval, fit_temperature, reliability
 from slidelabel.pipelines.models import Category, TrainedModel, make_model, out_of_fold, train
+from slidelabel.pipelines.models.auto import scoring_options
 from slidelabel.pipelines.models.base import tempered
 from slidelabel.pipelines.normalisation import SlideStatistics, get_normalisation
 from slidelabel.services.queue import Pool, rank
@@ -187,9 +188,11 @@ def assess(model: TrainedModel, data: TrainingSet, n_classes: int) -> dict:
     z_L_D = ((data.feats_L_D - model.feature_mean_D) / model.feature_scale_D).astype(np.float32)
     probs_L_C = np.zeros((classes_L.size, n_trained))
     name = model.metrics.get("auto_chosen", model.model_name)
+    # auto's chosen settings, with the options that predict the same for less work (boosting's bag)
+    options, _ = scoring_options(name, model.metrics.get("auto_params", {}))
     folds = StratifiedKFold(min(MAX_FOLDS, smallest), shuffle=True, random_state=SEED)
-    for test_rows, probs in out_of_fold(lambda: make_model(name), z_L_D, classes_L, folds, n_classes=n_trained,
-                                        fold_rng=lambda: np.random.default_rng(SEED)):
+    for test_rows, probs in out_of_fold(lambda: make_model(name, **options), z_L_D, classes_L, folds,
+                                        n_classes=n_trained, fold_rng=lambda: np.random.default_rng(SEED)):
         probs_L_C[test_rows] = probs
     predicted_L = probs_L_C.argmax(axis=1)
     temperature = fit_temperature(probs_L_C, classes_L)
