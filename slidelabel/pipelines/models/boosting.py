@@ -8,8 +8,11 @@ more than 255 distinct values) took 7 s of a 7.4 s fit on 300 labels x 121 featu
 quantiles and the code of each value make the same kind of bins in milliseconds.
 
 Only the trees are kept, as plain node arrays with thresholds on the (standardised) features, so
-model files need no pickle and no scikit-learn internals; prediction walks them in compiled numba
-code (:func:`_add_leaf_values`), comparing in float64 as scikit-learn does.
+model files need no pickle and no scikit-learn; prediction walks them in compiled numba code
+(:func:`_add_leaf_values`), comparing in float64 as scikit-learn does. The trees are read from the
+fitted booster's private ``_predictors`` and ``_baseline_prediction``: a scikit-learn that changes
+them breaks fitting (the tests that compare with scikit-learn's own predictions catch it), never
+the model files already written.
 
 The main booster, fitted on every label, gives :meth:`~BoostingClassifier.predict_proba`. Posterior
 samples are the class probabilities of the members of a bag: the main booster and ``n_boosters - 1``
@@ -117,15 +120,14 @@ class BoostingClassifier:
             raise ParameterError(f"boosting needs labels of at least 2 classes, got {seen_classes.tolist()}")
         self.n_classes, self.n_feats = int(n_classes), feats_N_D.shape[1]
         main_seed = int(rng.integers(2**31 - 1))  # drawn first, so the bag's size does not change it
-        bag_rngs = [np.random.default_rng(seed) for seed in rng.integers(2**31 - 1, size=self.n_boosters - 1)]
+        bag_seeds = rng.integers(2**31 - 1, size=self.n_boosters - 1)
         edges_D = bin_edges(feats_N_D)
         codes_N_D = bin_codes(feats_N_D, edges_D)
         parts, baselines = [], []
-        for booster in range(self.n_boosters):
-            rows = np.arange(len(classes_N)) if booster == 0 else _stratified_bootstrap(classes_N, bag_rngs[booster - 1])
+        for booster, seed in enumerate([main_seed, *bag_seeds]):
+            rows = _stratified_bootstrap(classes_N, np.random.default_rng(seed)) if booster else slice(None)
             weights = balanced_weights(classes_N[rows], n_classes) if self.balanced else None
-            seed = main_seed if booster == 0 else int(bag_rngs[booster - 1].integers(2**31 - 1))
-            estimator = fit_booster(codes_N_D[rows], classes_N[rows], weights, seed=seed, **self.options)
+            estimator = fit_booster(codes_N_D[rows], classes_N[rows], weights, seed=int(seed), **self.options)
             parts.append(tree_arrays(estimator, edges_D, booster=booster))
             baselines.append(estimator._baseline_prediction[0])
         offsets = np.cumsum([0] + [len(part["value"]) for part in parts[:-1]])
