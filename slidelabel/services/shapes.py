@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,31 +310,51 @@ class Growth:
     category_id: int | None
 
 
+#: The smart tool's three scales without a model: (threshold, most neighbour steps), strict and
+#: near to loose and far.
+SCALES = ((0.9, 3), (0.8, 10), (0.6, 30))
+
+
+def _likeness(session: Session, data_dir: Path, project: Project, slide: Slide,
+              seed: int) -> tuple[Adjacency, Callable[[float], np.ndarray], str, int | None, int | None]:
+    """The slide's adjacency, a function threshold -> which superpixels are like ``seed`` ((N + 1,)
+    bool), and what it judges by: ``"predictions"`` of the latest epoch (its number and the seed's
+    predicted category) or, before any epoch or for a slide it did not predict, ``"features"``."""
+    files = ProjectFiles(data_dir, project.id)
+    adjacency = slide_adjacency(files.superpixels(slide.id))
+    if not 1 <= seed < len(adjacency.indptr) - 1:
+        raise ParameterError(f"no superpixel {seed}; this slide has 1..{len(adjacency.indptr) - 2}")
+    try:
+        epoch, predictions = slide_predictions(session, data_dir, project.id, slide.id)
+    except NotFoundError:
+        path = files.features(slide.id, project.extractor)
+        if not path.exists():
+            raise NotFoundError(f"slide {slide.id} has neither predictions nor {project.extractor} features yet: "
+                                "prepare it (POST .../jobs/prepare) first") from None
+        feats_N_D = read_features(path)
+        return adjacency, lambda threshold: similar_by_features(feats_N_D, seed, 1 - threshold), "features", None, None
+    predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
+    category = int(predicted_N[seed - 1]) or None
+    return (adjacency, lambda threshold: similar_by_prediction(predicted_N, certainty_N, seed, threshold),
+            "predictions", epoch, category)
+
+
 def grow_to_similar(session: Session, data_dir: Path, project: Project, slide: Slide, *, seed: int,
                     threshold: float, max_steps: int) -> Growth:
     """The connected region of superpixels like ``seed``: predicted by the latest epoch as the
     seed's category with certainty >= ``threshold`` (0-1); before any epoch (or for a slide the
     epoch did not predict), the ``1 - threshold`` share of the slide nearest to the seed in the
     project's standardised features. At most ``max_steps`` neighbour steps from the seed."""
-    if not 0 <= threshold < 1:
-        raise ParameterError(f"threshold must be in [0, 1), got {threshold}")
-    files = ProjectFiles(data_dir, project.id)
-    folder = files.superpixels(slide.id)
-    adjacency = slide_adjacency(folder)
-    if not 1 <= seed < len(adjacency.indptr) - 1:
-        raise ParameterError(f"no superpixel {seed}; this slide has 1..{len(adjacency.indptr) - 2}")
-    try:
-        epoch, predictions = slide_predictions(session, data_dir, project.id, slide.id)
-    except NotFoundError:
-        features = files.features(slide.id, project.extractor)
-        if not features.exists():
-            raise NotFoundError(f"slide {slide.id} has neither predictions nor {project.extractor} features yet: "
-                                "prepare it (POST .../jobs/prepare) first") from None
-        similar = similar_by_features(read_features(features), seed, 1 - threshold)
-        ids, steps = grow(adjacency, seed, similar, max_steps=max_steps)
-        return Growth(ids, steps, "features", None, None)
-    predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
-    similar = similar_by_prediction(predicted_N, certainty_N, seed, threshold)
-    ids, steps = grow(adjacency, seed, similar, max_steps=max_steps)
-    category = int(predicted_N[seed - 1])
-    return Growth(ids, steps, "predictions", epoch, category or None)
+    return grow_at_scales(session, data_dir, project, slide, seed=seed, scales=((threshold, max_steps),))[0]
+
+
+def grow_at_scales(session: Session, data_dir: Path, project: Project, slide: Slide, *, seed: int,
+                   scales: tuple[tuple[float, int], ...] = SCALES) -> list[Growth]:
+    """:func:`grow_to_similar` at each ``(threshold, max_steps)`` of ``scales``, reading the
+    predictions (or features) and the adjacency once."""
+    for threshold, steps in scales:
+        if not 0 <= threshold < 1 or steps < 0:
+            raise ParameterError(f"a scale needs a threshold in [0, 1) and steps >= 0, got ({threshold}, {steps})")
+    adjacency, like, basis, epoch, category = _likeness(session, data_dir, project, slide, seed)
+    return [Growth(*grow(adjacency, seed, like(threshold), max_steps=steps), basis, epoch, category)
+            for threshold, steps in scales]

@@ -88,3 +88,11 @@ def test_grow_follows_confident_predictions_of_the_seed_s_category(app, client, 
     assert strict.json()["superpixels"] == [seed]
     assert client.get(f"{slide_url}/shapes/grow", headers=viewer,
                       params={"superpixel": n + 1}).status_code == 422
+    # The smart tool's three scales: nested regions, each the one grow gives at that scale.
+    scales = client.get(f"{slide_url}/shapes/scales", headers=viewer, params={"superpixel": seed})
+    assert scales.status_code == 200, scales.text
+    regions = [set(region["superpixels"]) for region in scales.json()]
+    assert len(regions) == len(shapes.SCALES) and regions[0] <= regions[1] <= regions[2] and len(regions[2]) > 1
+    for region, (threshold, steps) in zip(regions, shapes.SCALES):
+        assert region == set(client.get(f"{slide_url}/shapes/grow", headers=viewer, params={
+            "superpixel": seed, "threshold": threshold, "steps": steps}).json()["superpixels"])

@@ -3,7 +3,8 @@
 // a lasso label exactly the superpixels the server says they cover (checked against the labels
 // the server stored), Alt subtracts, undo restores; a 500-vertex polygon over the whole slide is
 // timed from double-click to recoloured overlay; Shift-click grows to similar (by features before
-// any epoch, by predictions after one), Enter accepts; the dashboard draws the reliability
+// any epoch, by predictions after one), Enter accepts; the smart tool (no model: the same regions
+// at three scales) proposes where the cursor rests, the wheel and right-click cycle, a click labels; the dashboard draws the reliability
 // diagram, the learning curve and the stopping sentence of seeded epochs; the project page
 // changes the normalisation. Screenshots go to SLIDELABEL_E2E_SCREENSHOTS (or a new folder).
 //
@@ -278,6 +279,40 @@ try {
   await page.keyboard.press('Control+z');
   labels = await labelsWhen(page, project.id, slide.id, (l) => sameLabels(l, already));
   check(sameLabels(labels, already), 'undo takes the grown region back in one step');
+
+  step('smart tool without a model: regions at three scales where the cursor rests');
+  const scaleAnswers = [];
+  page.on('response', async (r) => {
+    if (r.url().includes('/shapes/scales') && r.ok()) scaleAnswers.push(await r.json());
+  });
+  await page.keyboard.press('1');
+  await page.keyboard.press('s');
+  const rests = (await durations(page, 'smart-rest-to-outline')).length;
+  for (let i = 0; i < 7; i += 1) {
+    await page.mouse.move(centre.x - 240 + i * 70, centre.y - 160 + (i % 2) * 60, { steps: 2 });
+    await page.waitForFunction((n) => performance.getEntriesByName('smart-rest-to-outline').length > n, rests + i,
+      { timeout: 15_000 }).catch(() => undefined);
+    await page.waitForTimeout(150);
+  }
+  timings.smartRestToOutlineMs = (await durations(page, 'smart-rest-to-outline')).slice(rests);
+  // A rest on glass, or on the superpixel already proposed, asks for nothing.
+  check(timings.smartRestToOutlineMs.length >= 5, `7 rests gave ${timings.smartRestToOutlineMs.length} proposals`);
+  const hint = async () => page.$eval('#smart-hint', (e) => [Number(e.dataset.scale), Number(e.dataset.count)]);
+  const scales = scaleAnswers[scaleAnswers.length - 1].map((g) => g.superpixels);
+  check(JSON.stringify(await hint()) === JSON.stringify([1, scales[0].length]) && scales[0].length >= 1,
+    `resting shows scale 1: ${scales[0].length} superpixels`);
+  await page.mouse.wheel(0, 100);
+  check(JSON.stringify(await hint()) === JSON.stringify([2, scales[1].length]), `the wheel shows scale 2: ${scales[1].length}`);
+  await page.mouse.click(centre.x - 240 + 6 * 70, centre.y - 160, { button: 'right' });
+  check(JSON.stringify(await hint()) === JSON.stringify([3, scales[2].length]) && scales[2].length >= scales[0].length,
+    `a right-click shows scale 3: ${scales[2].length}`);
+  await page.screenshot({ path: join(shots, 'smart-scale-3.png') });
+  const beforeSmart = await serverLabels(page, project.id, slide.id);
+  await page.mouse.click(centre.x - 240 + 6 * 70, centre.y - 160);
+  labels = await labelsWhen(page, project.id, slide.id, (l) => scales[2].every((id) => l.get(id) === tumour));
+  const smartAdded = [...labels.keys()].filter((id) => beforeSmart.get(id) !== labels.get(id));
+  check(scales[2].every((id) => labels.get(id) === tumour) && smartAdded.every((id) => scales[2].includes(id)),
+    `a click labelled the ${scales[2].length} superpixels of scale 3 as tumour, and nothing else`);
 
   step('dashboard: seeded epochs with calibration, estimated accuracy and the stopping signal');
   const bins = [[0.55, 0.5, 12], [0.65, 0.61, 20], [0.75, 0.77, 31], [0.85, 0.83, 64], [0.95, 0.94, 150]]

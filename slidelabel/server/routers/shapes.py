@@ -38,5 +38,19 @@ def grow(slide_id: int, access: Viewer, session: ReadSession, settings: Settings
     slide = get_slide(session, access.project.id, slide_id)
     found = service.grow_to_similar(session, settings.data_dir, access.project, slide, seed=superpixel,
                                     threshold=threshold, max_steps=steps)
+    return _public(found)
+
+
+@router.get("/scales")
+def scales(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+           superpixel: Annotated[int, Query(ge=1, description="the superpixel under the cursor")]) -> list[GrowthPublic]:
+    """The smart tool's proposals without a model: the regions grown from ``superpixel`` at the
+    three scales of services.shapes.SCALES (threshold, steps), strict and near to loose and far."""
+    slide = get_slide(session, access.project.id, slide_id)
+    return [_public(found) for found in service.grow_at_scales(session, settings.data_dir, access.project, slide,
+                                                               seed=superpixel)]
+
+
+def _public(found: service.Growth) -> GrowthPublic:
     return GrowthPublic(superpixels=found.superpixels.tolist(), steps=found.steps.tolist(), basis=found.basis,
                         epoch=found.epoch, category_id=found.category_id)

@@ -122,7 +122,10 @@ export interface paths {
         get: operations["get_project_api_v1_projects__project_id__get"];
         put?: never;
         post?: never;
-        /** Delete Project */
+        /**
+         * Delete Project
+         * @description Remove the project, its slides, labels and files; 409 while its jobs are queued or running.
+         */
         delete: operations["delete_project_api_v1_projects__project_id__delete"];
         options?: never;
         head?: never;
@@ -259,7 +262,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cancel Job */
+        /**
+         * Cancel Job
+         * @description Cancel a queued or running job: its starter, the project's owners and the admin may.
+         */
         post: operations["cancel_job_api_v1_projects__project_id__jobs__job_id__cancel_post"];
         delete?: never;
         options?: never;
@@ -997,6 +1003,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/shapes/scales": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Scales
+         * @description The smart tool's proposals without a model: the regions grown from ``superpixel`` at the
+         *     three scales of services.shapes.SCALES (threshold, steps), strict and near to loose and far.
+         */
+        get: operations["scales_api_v1_projects__project_id__slides__slide_id__shapes_scales_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1666,6 +1693,11 @@ export interface components {
              * @description more slide files exist than are listed
              */
             truncated: boolean;
+            /**
+             * Warnings
+             * @description files that cannot be offered, and why
+             */
+            warnings?: string[];
         };
         /** SlidePublic */
         SlidePublic: {
@@ -3913,6 +3945,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["GrowthPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    scales_api_v1_projects__project_id__slides__slide_id__shapes_scales_get: {
+        parameters: {
+            query: {
+                /** @description the superpixel under the cursor */
+                superpixel: number;
+            };
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrowthPublic"][];
                 };
             };
             /** @description Validation Error */

@@ -79,6 +79,9 @@ export class SlidelabelApi {
     this.http.json<T.ShapeCoverResult>('POST', `${slide(p, s)}/shapes/cover`, body);
   grow = (p: number, s: number, superpixel: number, threshold: number, steps: number) =>
     this.http.json<T.Growth>('GET', `${slide(p, s)}/shapes/grow`, undefined, { superpixel, threshold, steps });
+  /** The smart tool's regions from `superpixel` at the server's three scales, strict to loose. */
+  growScales = (p: number, s: number, superpixel: number) =>
+    this.http.json<T.Growth[]>('GET', `${slide(p, s)}/shapes/scales`, undefined, { superpixel });
 
   // labels, epochs, queue
   setLabels = (p: number, s: number, body: T.LabelBatch) =>

@@ -1,5 +1,5 @@
 // Labelling on the slide: click a superpixel to label or unlabel it, paint with the brush, erase,
-// undo and redo (polygon, lasso and grow to similar: ./shapeTools). Every change recolours the
+// undo and redo (polygon, lasso and grow to similar: ./shapeTools; smart: ./smartTool). Every change recolours the
 // overlay at once and goes to the server as one request per category, in the order made; a
 // refused request is taken back and its reason shown.
 
@@ -10,7 +10,7 @@ import { perf } from '../../perf';
 import { showError } from '../../ui/notices';
 import type { SlideSession } from './slideSession';
 
-export type Tool = 'click' | 'brush' | 'erase' | 'polygon' | 'lasso';
+export type Tool = 'click' | 'brush' | 'erase' | 'polygon' | 'lasso' | 'smart';
 
 export class Labelling {
   tool: Tool = 'click';

@@ -7,7 +7,7 @@ import type { Labelling, Tool } from './labelling';
 import type { SlideSession } from './slideSession';
 
 const TOOLS: [Tool, string, string][] = [['click', 'Click', 'V'], ['brush', 'Brush', 'B'], ['erase', 'Erase', 'E'],
-  ['polygon', 'Polygon', 'P'], ['lasso', 'Lasso', 'F']];
+  ['polygon', 'Polygon', 'P'], ['lasso', 'Lasso', 'F'], ['smart', 'Smart', 'S']];
 const SOURCES: [OverlaySource, string][] = [['labels', 'My labels'], ['predictions', 'Predictions'], ['certainty', 'Certainty']];
 
 /** The category legend: a button per category (key, colour, name, count); the active one pressed. */

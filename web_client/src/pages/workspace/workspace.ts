@@ -1,5 +1,5 @@
 // The labelling and guided page: the slide viewer with its controls, and in guided mode the
-// strip of cards. Keys: a category's key labels (guided) or picks it (labelling); V/B/E/P/F tools,
+// strip of cards. Keys: a category's key labels (guided) or picks it (labelling); V/B/E/P/F/S tools,
 // [ and ] brush size, Ctrl+Z/Ctrl+Y undo/redo, O overlay, L outlines; the view: arrows
 // (Shift+arrows in guided mode) pan, + and - zoom, 0 the whole slide; guided: arrows, Enter,
 // Ctrl+Enter; polygon and grow to similar: Enter, Esc, Backspace.
@@ -19,9 +19,10 @@ import { Labelling, type Tool } from './labelling';
 import { retrainControl } from './retrain';
 import { legend, overlayControls, toolBar } from './sidePanel';
 import { ShapeTools } from './shapeTools';
+import { SmartTool } from './smartTool';
 import { SlideSession } from './slideSession';
 
-const TOOL_KEYS: Record<string, Tool> = { v: 'click', b: 'brush', e: 'erase', p: 'polygon', f: 'lasso' };
+const TOOL_KEYS: Record<string, Tool> = { v: 'click', b: 'brush', e: 'erase', p: 'polygon', f: 'lasso', s: 'smart' };
 
 function typing(target: EventTarget | null): boolean {
   const element = target as HTMLElement | null;
@@ -40,6 +41,7 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
     let session: SlideSession | null = null;
     let labelling: Labelling | null = null;
     let shapes: ShapeTools | null = null;
+    let smart: SmartTool | null = null;
     let strip: GuidedStrip | null = null;
     let project: Project;
     let slides: Slide[] = [];
@@ -61,16 +63,18 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
     const open = (slide: Slide): Promise<void> => {
       opening = opening.then(async () => {
         if (left || session?.slide.id === slide.id) return;
+        smart?.destroy();
         shapes?.destroy();
         labelling?.destroy();
         session?.destroy();
-        session = labelling = shapes = null;
+        session = labelling = shapes = smart = null;
         const node = h('div', { class: 'map' });
         replace(viewerBox, node);
         session = await SlideSession.open(app.api, projectId, slide, project.categories, node);
         labelling = new Labelling(app.api, projectId, session);
         shapes = new ShapeTools(app.api, projectId, session, labelling,
           (id) => project.categories.find((c) => c.id === id)?.name ?? `#${id}`);
+        smart = new SmartTool(app.api, projectId, session, labelling);
         labelling.setCategory(categories()[0]?.id ?? 0);
         drawPanel();
       }).catch((error) => {
@@ -127,7 +131,8 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
         h('p', { class: 'keys' }, mode === 'guided'
           ? `Keys: a category key labels the card and moves on; ← → move; Enter accepts the prediction; Ctrl+Enter accepts the page; ${viewKeysHelp(mode)}.`
           : `Keys: category keys pick; V click, B brush, E erase, P polygon (double-click or Enter closes), F lasso ` +
-            `(Alt: remove labels); Shift-click grows to similar (Enter accepts, Esc cancels); [ ] brush size; ` +
+            `(Alt: remove labels); S smart: rest on tissue, wheel or right-click for another scale, click labels; ` +
+            `Shift-click grows to similar (Enter accepts, Esc cancels); [ ] brush size; ` +
             `Ctrl+Z / Ctrl+Y; O overlay; L outlines; ${viewKeysHelp(mode)}.`));
     };
 
@@ -185,6 +190,7 @@ export function workspacePage(mode: 'label' | 'guided', projectId: number, slide
       left = true;
       document.removeEventListener('keydown', onKey);
       retrain.stop();
+      smart?.destroy();
       shapes?.destroy();
       labelling?.destroy();
       session?.destroy();
