@@ -5,6 +5,13 @@ Prints one JSON object:
 * ``linear_loop``: retrain a ``linear`` model on 2,000 labels, predict 1,000,000 superpixels of
   1024-dimensional features and rank them by margin (what happens after every batch of labels);
   seconds per step and in total (target: under 2 s on 2 cores);
+* ``server_epoch``: the whole epoch of the server's loop
+  (:func:`slidelabel.services.learning_loop.run_epoch` over the project's feature files, as the
+  epoch job runs it: normalise per slide, train, assess and calibrate, predict, rank, write the
+  predictions and the ranking) for 1,000,000 superpixels over 5 slides and 5 categories, with 300
+  labels: at the project defaults (features of their width, their model) and, in the same run,
+  at the first defaults (``color``'s 57 features, ``linear``, no normalisation) as the baseline
+  (target: under 10 s);
 * ``batchbald``: a batch of 10 from a pool of 100,000 with 16 posterior samples (target: under
   10 s), when the ``batchbald`` strategy is installed;
 * ``extraction``: superpixels per second of every registered feature extractor on the TCGA sample
@@ -17,7 +24,7 @@ Prints one JSON object:
   same on the CMU sample (JPEG tiles, as most SVS files have), where decoding costs a sixth as
   much per pixel.
 
-Run: ``.venv/bin/python benchmarks/learning.py [--parts linear_loop,batchbald,extraction]``.
+Run: ``.venv/bin/python benchmarks/learning.py [--parts linear_loop,server_epoch,batchbald,extraction]``.
 """
 
 from __future__ import annotations
@@ -80,6 +87,61 @@ def linear_loop(n: int = 1_000_000, dims: int = 1024, labels: int = 2000) -> dic
     total = train_s + predict_s + rank_s
     return {"superpixels": n, "dims": dims, "labels": labels, "train_s": train_s, "predict_s": predict_s,
             "rank_s": rank_s, "total_s": total, "target_s": 2.0, "meets_target": bool(total < 2.0)}
+
+
+def server_epoch(n: int = 1_000_000, slides: int = 5, labels: int = 300, classes: int = 5) -> dict:
+    """The server's epoch, labels to a new queue, at the defaults and at the first defaults."""
+    from slidelabel.services.epochs import PredictionWriter
+    from slidelabel.services.learning_loop import FileFeatures, LoopChoices, run_epoch
+    from slidelabel.services.projects import DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_NORMALISATION, DEFAULT_STRATEGY
+    from slidelabel.services.queue import ranking_of, write_ranking
+    from slidelabel.store.layout import ProjectFiles
+    from slidelabel.store.superpixel_table import SuperpixelTable, write_table
+    import zarr
+
+    def run(choices: LoopChoices) -> dict:
+        dims = len(FEATURES[choices.extractor].channel_names())
+        rng = np.random.default_rng(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            files = ProjectFiles(Path(tmp), 1)
+            paths, labelled = {}, {}
+            per_slide = n // slides
+            log(f"server epoch ({choices.extractor}, {dims} features, {choices.model}): writing {n} rows ...")
+            for slide_id in range(1, slides + 1):
+                classes_N = rng.integers(0, classes, per_slide)
+                feats_N_D = rng.standard_normal((per_slide, dims), dtype=np.float32)
+                feats_N_D[:, :classes] += 2 * np.eye(classes, dtype=np.float32)[classes_N]
+                paths[slide_id] = files.features(slide_id, choices.extractor)
+                paths[slide_id].parent.mkdir(parents=True)
+                zarr.create_array(store=paths[slide_id], data=feats_N_D, chunks=(65_536, dims))
+                centres = rng.uniform(0, 100_000, (per_slide, 2))
+                write_table(files.superpixels(slide_id) / TABLE_FILE, SuperpixelTable(
+                    np.arange(1, per_slide + 1, dtype=np.uint32), np.c_[centres - 8, centres + 8].astype(np.int64),
+                    centres, np.full(per_slide, 256, np.int64), None, np.ones(per_slide, np.float32)))
+                chosen = np.sort(rng.choice(per_slide, labels // slides, replace=False))
+                labelled[slide_id] = (chosen + 1, classes_N[chosen])
+            categories = [Category(f"class {c}") for c in range(classes)]
+            log("server epoch: normalise, train, assess, predict, rank, write ...")
+            start = time.perf_counter()
+            staged = ProjectFiles(Path(tmp) / "staged", 1)
+            staged.epoch_dir(0).mkdir(parents=True)
+            writer = PredictionWriter(staged, files, np.arange(1, classes + 1), None)
+            outcome = run_epoch(FileFeatures(paths, choices.normalisation), labelled, categories, choices,
+                                assessed=True, sink=writer)
+            pool, rows_R = outcome.pool, outcome.ranked_R
+            write_ranking(staged.ranking(0), ranking_of(files, pool.slide_ids_P[rows_R], pool.superpixels_P[rows_R],
+                                                        outcome.scores_R, np.zeros(rows_R.size, np.int64),
+                                                        pool.probs_P_C[rows_R].max(axis=1)))
+            seconds = time.perf_counter() - start
+        return {"features": choices.extractor, "dims": dims, "model": choices.model,
+                "model_chosen": outcome.model.metrics.get("auto_chosen", choices.model),
+                "normalisation": choices.normalisation, "strategy": choices.strategy, "seconds": seconds}
+
+    defaults = run(LoopChoices(DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_STRATEGY, DEFAULT_NORMALISATION))
+    first = run(LoopChoices("color", "linear", "margin", "none"))
+    return {"superpixels": n, "slides": slides, "labels": labels, "defaults": defaults, "first_defaults": first,
+            "ratio_to_first_defaults": defaults["seconds"] / first["seconds"], "target_s": 10.0,
+            "meets_target": bool(defaults["seconds"] < 10.0)}
 
 
 def batchbald(pool: int = 100_000, samples: int = 16, classes: int = 3, k: int = 10) -> dict:
@@ -197,7 +259,7 @@ def extraction() -> dict:
     return {"tcga_jpeg2000": _extraction_rates(TCGA), "cmu_jpeg": _extraction_rates(CMU)}
 
 
-PARTS = {"linear_loop": linear_loop, "batchbald": batchbald, "extraction": extraction}
+PARTS = {"linear_loop": linear_loop, "server_epoch": server_epoch, "batchbald": batchbald, "extraction": extraction}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -283,3 +283,17 @@ def test_the_server_and_the_simulator_rank_the_same_superpixels_first(
     assert simulated.size == server.superpixels_R.size > 100
     assert simulated[:50].tolist() == server.superpixels_R[:50].tolist()
     assert (simulated == server.superpixels_R).mean() > 0.99
+
+
+def test_the_epoch_model_downloads_as_onnx_with_its_sidecar(client, project, annotator, trained):
+    import io
+    import json
+    import zipfile
+    response = client.get(url(project, "/epochs/1/model.onnx.zip"), headers=annotator)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    names = sorted(archive.namelist())
+    assert [n.rsplit(".", 1)[1] for n in names] == ["json", "onnx"]
+    sidecar = json.loads(archive.read(names[0]))
+    assert sidecar["normalisation"] == "slide" and [c["name"] for c in sidecar["categories"]][:2] == ["tumour", "stroma"]
+    assert client.get(url(project, "/epochs/7/model.onnx.zip"), headers=annotator).status_code == 404

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
@@ -84,13 +85,16 @@ class LinearClassifier:
             grad_b = residual_N_C.sum(axis=0) + alpha * bias_C
             return loss * scale, np.concatenate([grad_W.ravel(), grad_b]) * scale
 
-        result = minimize(
-            loss_and_grad,
-            np.zeros((n_feats + 1) * n_classes),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": self.max_iter},
-        )
+        # Labelled sets are small: BLAS threads only contend (a busy 2-core machine fitted 240
+        # labels in 2.0 s on two threads, 0.08 s on one).
+        with threadpool_limits(1):
+            result = minimize(
+                loss_and_grad,
+                np.zeros((n_feats + 1) * n_classes),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": self.max_iter},
+            )
         self.weights_D_C = result.x[:-n_classes].reshape(n_feats, n_classes)
         self.bias_C = result.x[-n_classes:]
         probs_N_C = softmax(feats_N_D @ self.weights_D_C + self.bias_C, axis=1)

@@ -11,6 +11,7 @@ from slidelabel.server.deps import DatabaseDep, ReadSession, SettingsDep, Traine
 from slidelabel.server.schemas.epochs import EpochPublic, QueueItem, QueuePublic
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import epochs as service
+from slidelabel.services.model_export import epoch_onnx_archive
 from slidelabel.services.queue import next_superpixels
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["epochs"])
@@ -43,6 +44,16 @@ def download_model(number: int, access: Viewer, session: ReadSession, settings: 
     path = service.model_file(session, settings.data_dir, access.project.id, number)
     return FileResponse(path, media_type="application/zip",
                         filename=f"project-{access.project.id}-epoch-{number}-model.zip")
+
+
+@router.get("/epochs/{number}/model.onnx.zip", response_class=Response)
+def download_onnx_model(number: int, access: Viewer, session: ReadSession, settings: SettingsDep) -> Response:
+    """The epoch's model as ONNX (standardisation and calibration included) with a JSON sidecar
+    naming the features, the normalisation to apply first and the categories with their colours."""
+    archive = epoch_onnx_archive(session, settings.data_dir, access.project.id, number)
+    name = f"project-{access.project.id}-epoch-{number}-model.onnx.zip"
+    return Response(archive, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/queue")
