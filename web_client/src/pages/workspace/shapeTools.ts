@@ -202,22 +202,30 @@ export class ShapeTools {
     }
   }
 
+  /** The panel of a new proposal; the reach slider then only repaints (the panel stays, so a drag goes on). */
   private showProposal(found: Growth): void {
     const proposal = this.proposal!;
-    this.session.recolour(proposal.superpixels);
-    const shown = proposal.within(this.reach);
-    this.session.highlight(shown);
+    const count = h('span', { class: 'grow-count' });
+    const steps = h('span', {});
     const reach = h('input', { type: 'range', min: 0, max: proposal.maxSteps, value: this.reach, name: 'grow-reach',
       'aria-label': 'how far it grows (neighbour steps)' });
+    const paint = () => {
+      this.session.recolour(proposal.superpixels);
+      const shown = proposal.within(this.reach);
+      this.session.highlight(shown);
+      count.dataset.count = String(shown.length);
+      count.textContent = `${shown.length} superpixels`;
+      steps.textContent = `${this.reach} steps`;
+    };
     reach.addEventListener('input', () => {
       this.reach = Number(reach.value);
-      this.showProposal(found);
+      paint();
     });
     const threshold = h('input', { type: 'range', min: 50, max: 99, value: Math.round(this.threshold * 100),
       name: 'grow-threshold', 'aria-label': found.basis === 'predictions' ? 'least certainty' : 'least similarity' });
     threshold.addEventListener('change', () => {
       this.threshold = Number(threshold.value) / 100;
-      if (this.proposal) void this.growFrom(this.proposal.seed);
+      void this.growFrom(proposal.seed);
     });
     const category = this.labelling.category;
     const why = found.basis === 'predictions'
@@ -225,15 +233,15 @@ export class ShapeTools {
       : `nearest ${Math.round((1 - this.threshold) * 100)}% of the slide in features (no epoch yet)`;
     this.panel.style.display = 'block';
     replace(this.panel,
-      h('strong', {}, 'Grow to similar: '), h('span', { class: 'grow-count', 'data-count': shown.length },
-        `${shown.length} superpixels`), h('div', { class: 'muted' }, why),
-      h('label', {}, 'Reach', reach, h('span', {}, `${this.reach} steps`)),
+      h('strong', {}, 'Grow to similar: '), count, h('div', { class: 'muted' }, why),
+      h('label', {}, 'Reach', reach, steps),
       h('label', {}, found.basis === 'predictions' ? 'Certainty ≥' : 'Similarity', threshold,
         h('span', {}, this.threshold.toFixed(2))),
       h('div', { class: 'grow-actions' },
         h('button', { type: 'button', class: 'primary', id: 'grow-accept', disabled: !category,
           onclick: () => this.acceptGrow() }, category ? `Label them ${this.categoryName(category)} (Enter)` : 'Pick a category'),
         h('button', { type: 'button', id: 'grow-cancel', onclick: () => this.cancelGrow() }, 'Cancel (Esc)')));
+    paint();
   }
 
   private acceptGrow(): void {
