@@ -756,6 +756,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/projects/{project_id}/epochs/{number}/model.onnx.zip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Onnx Model
+         * @description The epoch's model as ONNX (standardisation and calibration included) with a JSON sidecar
+         *     naming the features, the normalisation to apply first and the categories with their colours.
+         */
+        get: operations["download_onnx_model_api_v1_projects__project_id__epochs__number__model_onnx_zip_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/projects/{project_id}/queue": {
         parameters: {
             query?: never;
@@ -1442,7 +1463,7 @@ export interface components {
             description: string;
             /**
              * Extractor
-             * @default color
+             * @default tissue
              */
             extractor: string;
             /**
@@ -3484,6 +3505,37 @@ export interface operations {
         };
     };
     download_model_api_v1_projects__project_id__epochs__number__model_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                number: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_onnx_model_api_v1_projects__project_id__epochs__number__model_onnx_zip_get: {
         parameters: {
             query?: never;
             header?: never;
