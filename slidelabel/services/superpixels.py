@@ -244,6 +244,7 @@ def summary_table(summary: SuperpixelSummary, slide: Slide, scale: WorkingScale)
 
 
 def slide_record(slide: Slide, sha256: str) -> dict:
+    """The manifest's ``slide`` record: the file (path, size, mtime, SHA-256) and its level 0."""
     stat = slide.path.stat()
     info = slide.info
     return {

@@ -132,9 +132,10 @@ def admin_headers(client: TestClient) -> dict[str, str]:
 
 @pytest.fixture
 def project(client: TestClient, admin_headers: dict[str, str]) -> dict:
-    """A project with categories tumour, stroma and an excluded glass."""
+    """A project with categories tumour, stroma and an excluded glass, on ``color`` features (the
+    cheapest to compute: the tests link or make them)."""
     response = client.post("/api/v1/projects", headers=admin_headers, json={
-        "name": "breast", "categories": [{"name": "tumour"}, {"name": "stroma"}, {"name": "glass", "excluded": True}]})
+        "name": "breast", "extractor": "color", "categories": [{"name": "tumour"}, {"name": "stroma"}, {"name": "glass", "excluded": True}]})
     assert response.status_code == 201, response.text
     return response.json()
 
