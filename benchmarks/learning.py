@@ -9,7 +9,7 @@ Prints one JSON object:
   (:func:`slidelabel.services.learning_loop.run_epoch` over the project's feature files, as the
   epoch job runs it: normalise per slide, train, assess and calibrate, predict, rank, write the
   predictions and the ranking) for 1,000,000 superpixels over 5 slides and 5 categories, with 300
-  labels: at the project defaults (features of their width, their model) and, in the same run,
+  labels, from feature files as extraction writes them (their per-slide statistics included): at the project defaults (features of their width, their model) and, in the same run,
   at the first defaults (``color``'s 57 features, ``linear``, no normalisation) as the baseline
   (target: under 10 s);
 * ``batchbald``: a batch of 10 from a pool of 100,000 with 16 posterior samples (target: under
@@ -95,6 +95,7 @@ def server_epoch(n: int = 1_000_000, slides: int = 5, labels: int = 300, classes
     from slidelabel.services.learning_loop import FileFeatures, LoopChoices, run_epoch
     from slidelabel.services.projects import DEFAULT_EXTRACTOR, DEFAULT_MODEL, DEFAULT_NORMALISATION, DEFAULT_STRATEGY
     from slidelabel.services.queue import ranking_of, write_ranking
+    from slidelabel.store.feature_files import store_statistics
     from slidelabel.store.layout import ProjectFiles
     from slidelabel.store.superpixel_table import SuperpixelTable, write_table
     import zarr
@@ -113,8 +114,10 @@ def server_epoch(n: int = 1_000_000, slides: int = 5, labels: int = 300, classes
                 feats_N_D[:, :classes] += 2 * np.eye(classes, dtype=np.float32)[classes_N]
                 paths[slide_id] = files.features(slide_id, choices.extractor)
                 paths[slide_id].parent.mkdir(parents=True)
-                zarr.create_array(store=paths[slide_id], data=feats_N_D, chunks=(65_536, dims))
-                centres = rng.uniform(0, 100_000, (per_slide, 2))
+                # As extraction leaves them: with the per-slide statistics in the attributes.
+                store_statistics(zarr.create_array(store=paths[slide_id], data=feats_N_D, chunks=(65_536, dims)))
+                centres = rng.uniform(8, 100_000, (per_slide, 2))
+                files.superpixels(slide_id).mkdir(parents=True)
                 write_table(files.superpixels(slide_id) / TABLE_FILE, SuperpixelTable(
                     np.arange(1, per_slide + 1, dtype=np.uint32), np.c_[centres - 8, centres + 8].astype(np.int64),
                     centres, np.full(per_slide, 256, np.int64), None, np.ones(per_slide, np.float32)))

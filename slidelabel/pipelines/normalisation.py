@@ -57,27 +57,39 @@ class SlideStatistics:
 
     @classmethod
     def of_chunks(cls, chunks: Iterable[np.ndarray]) -> SlideStatistics:
-        """Statistics of the finite rows of ``(n, D)`` chunks, accumulated in float64.
+        """Statistics of the finite rows of ``(n, D)`` chunks, summed in float64.
 
         Sums are taken around the first chunk's mean, so that features with a large offset
         (log areas, optical densities near 1) keep their precision."""
         count, shift_D, sum_D, squares_D = 0, None, None, None
         for feats_n_D in chunks:
-            finite_n_D = np.asarray(feats_n_D, np.float64)[np.isfinite(feats_n_D).all(axis=1)]
+            feats_n_D = np.asarray(feats_n_D, np.float32)
+            finite_n = np.isfinite(feats_n_D).all(axis=1)
+            finite_n_D = feats_n_D if finite_n.all() else feats_n_D[finite_n]
             if not finite_n_D.size:
                 continue
             if shift_D is None:
-                shift_D = finite_n_D.mean(axis=0)
-                sum_D, squares_D = np.zeros_like(shift_D), np.zeros_like(shift_D)
+                shift_D = finite_n_D.mean(axis=0, dtype=np.float64).astype(np.float32)
+                sum_D, squares_D = np.zeros(shift_D.size), np.zeros(shift_D.size)
             centred_n_D = finite_n_D - shift_D
             count += finite_n_D.shape[0]
-            sum_D += centred_n_D.sum(axis=0)
-            squares_D += np.square(centred_n_D).sum(axis=0)
+            sum_D += centred_n_D.sum(axis=0, dtype=np.float64)
+            np.square(centred_n_D, out=centred_n_D)
+            squares_D += centred_n_D.sum(axis=0, dtype=np.float64)
         if shift_D is None:
             raise ParameterError("a slide without superpixels that have features cannot be normalised")
         mean_D = shift_D + sum_D / count
         std_D = np.sqrt(np.maximum(squares_D / count - np.square(sum_D / count), 0.0))
         return cls(mean_D.astype(np.float32), np.where(std_D > 1e-12, std_D, 1.0).astype(np.float32), count)
+
+    def as_dict(self) -> dict:
+        """JSON-able, for a feature array's attributes."""
+        return {"mean": self.mean_D.tolist(), "scale": self.scale_D.tolist(), "count": self.count}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SlideStatistics:
+        return cls(np.asarray(values["mean"], np.float32), np.asarray(values["scale"], np.float32),
+                   int(values["count"]))
 
     def apply(self, feats_n_D: np.ndarray) -> np.ndarray:
         """float32 z-scores of ``(n, D)`` features (NaN rows stay NaN)."""

@@ -26,6 +26,7 @@ from slidelabel.pipelines.features.extract import FORMAT, POOLING_VERSION, _chun
 from slidelabel.pipelines.importers import FEATURE_FORMATS, choose
 from slidelabel.pipelines.importers.feature_sources import Segments
 from slidelabel.services.segment_import import file_record
+from slidelabel.store.feature_files import store_statistics
 from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
 from slidelabel.store.superpixel_table import read_table
@@ -131,3 +132,4 @@ def _write_array(path: Path, rows_N_D: np.ndarray, written_N: np.ndarray, attrib
         block = np.array(rows_N_D[start : start + chunk])
         block[~written_N[start : start + chunk]] = np.nan
         array[start : start + chunk] = block
+    store_statistics(array)

@@ -1,8 +1,10 @@
 """The feature arrays of a slide: ``(N, D)`` float32 Zarr arrays, row ``i`` = superpixel ``i + 1``.
 
-Written by :func:`slidelabel.pipelines.features.extract.extract_slide_features`; this module
-opens them, reads rows, and gives each array's per-slide statistics (for the ``slide``
-normalisation), computed once per version of the file.
+Written by :func:`slidelabel.pipelines.features.extract.extract_slide_features` (and the feature
+importers); this module opens them, reads rows, and gives each array's per-slide statistics (for
+the ``slide`` normalisation). Writers store the statistics in the array's attributes
+(:func:`store_statistics`), so an epoch need not read a slide twice; an array without them (made
+before) has them computed once per version of the file and process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from slidelabel.errors import OutputError
+from slidelabel.errors import OutputError, ParameterError
 from slidelabel.pipelines.normalisation import SlideStatistics
 
 #: Rows read at once when a whole array is scanned.
@@ -39,9 +41,29 @@ def feature_rows(array: zarr.Array, rows: np.ndarray | slice) -> np.ndarray:
     return np.asarray(array.get_orthogonal_selection((np.asarray(rows, np.int64), slice(None))), np.float32)
 
 
+STATISTICS_ATTRIBUTE = "slide_statistics"
+
+
+def scanned_statistics(array: zarr.Array) -> SlideStatistics:
+    """The statistics of every finite row of ``array``, read :data:`SCAN_ROWS` at a time."""
+    return SlideStatistics.of_chunks(
+        feature_rows(array, slice(start, start + SCAN_ROWS)) for start in range(0, array.shape[0], SCAN_ROWS))
+
+
+def store_statistics(array: zarr.Array) -> None:
+    """Compute the array's per-slide statistics and keep them in its attributes (writers call
+    this on the finished array, before it is moved into place); an array without finite rows
+    gets none."""
+    try:
+        statistics = scanned_statistics(array)
+    except ParameterError:
+        return
+    array.attrs[STATISTICS_ATTRIBUTE] = statistics.as_dict()
+
+
 def slide_statistics(path: Path) -> SlideStatistics:
-    """Mean and scale of every feature over the slide's superpixels with features, read once per
-    version (modification time) of the array at ``path``."""
+    """Mean and scale of every feature over the slide's superpixels with features: from the
+    array's attributes, or read once per version (modification time) of the array at ``path``."""
     return _statistics(path, path.stat().st_mtime_ns)
 
 
@@ -49,5 +71,7 @@ def slide_statistics(path: Path) -> SlideStatistics:
 @lru_cache(maxsize=CACHED_STATISTICS)
 def _statistics(path: Path, _mtime_ns: int) -> SlideStatistics:
     array = open_features(path)
-    return SlideStatistics.of_chunks(
-        feature_rows(array, slice(start, start + SCAN_ROWS)) for start in range(0, array.shape[0], SCAN_ROWS))
+    stored = array.attrs.get(STATISTICS_ATTRIBUTE)
+    if isinstance(stored, dict) and len(stored.get("mean", ())) == array.shape[1]:
+        return SlideStatistics.from_dict(stored)
+    return scanned_statistics(array)

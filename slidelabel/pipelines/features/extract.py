@@ -35,6 +35,7 @@ from slidelabel.pipelines.features.pooling import Pools
 from slidelabel.pipelines.features.window_pooling import WindowAccumulators, pool_window_block
 from slidelabel.pipelines.slides import Slide
 from slidelabel.pipelines.superpixels import Tile, core_tiles
+from slidelabel.store.feature_files import store_statistics
 from slidelabel.store.label_map import label_map_shape, read_labels
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, file_sha256, read_manifest
 from slidelabel.store.superpixel_table import read_table
@@ -363,7 +364,7 @@ def extract_slide_features(
         stored = _stored_attributes(out_path)
         if stored is None:
             raise OutputError(f"{out_path} exists and is not a slidelabel feature array; remove it or choose another path")
-        if stored == attributes:
+        if {key: stored.get(key) for key in attributes} == attributes:
             return out_path
     working, n = manifest["working"], int(manifest["superpixels"])
     height, width = label_map_shape(folder / LABELS_FILE)
@@ -395,6 +396,7 @@ def extract_slide_features(
                            write_rows=write_rows, tile_size=tile_size, progress=progress)
         if isinstance(chosen, NeighbourhoodFeatures):
             _add_neighbourhood(chosen, array, read_table(folder / TABLE_FILE), working["downsample"])
+        store_statistics(array)
         _replace_folder(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
