@@ -62,17 +62,22 @@ def _checked(path: Path, rows_M: np.ndarray, feats_M_D: np.ndarray) -> np.ndarra
     return feats_M_D.astype(np.float32, copy=False)
 
 
+def _open_hdf5(path: Path):
+    """The HDF5 file at ``path``, read-only; :class:`ParameterError` when it is not one."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise ParameterError(f"{path} is not a readable HDF5 file ({error})") from None
+
+
 class PatchFeatures:
     """TRIDENT / CLAM patch features (see the module's docstring)."""
 
     def __init__(self, path: Path) -> None:
-        import h5py
-
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as error:
-            raise ParameterError(f"{self.path} is not a readable HDF5 file ({error})") from None
+        self._file = _open_hdf5(self.path)
         file = self._file
         if "coords" not in file or "features" not in file:
             missing = " and ".join(name for name in ("coords", "features") if name not in file)
@@ -209,13 +214,8 @@ class HistomicsFeatures:
     """Histomics Label's ``feature.h5`` (see the module's docstring)."""
 
     def __init__(self, path: Path) -> None:
-        import h5py
-
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as error:
-            raise ParameterError(f"{self.path} is not a readable HDF5 file ({error})") from None
+        self._file = _open_hdf5(self.path)
         images = self._file.get("images")
         if images is None or images.ndim != 2:
             shape = None if images is None else images.shape
