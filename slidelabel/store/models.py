@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -76,6 +77,12 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A disabled account cannot log in and its tokens are refused at the next request."""
+    can_create_projects: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Granted by the admin (or by ``Settings.open_project_creation`` for every account)."""
+    can_read_slide_folders: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Granted by the admin: may list and add slides from the server's slide folders."""
 
 
 class Token(Base):
