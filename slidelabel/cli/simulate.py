@@ -33,6 +33,8 @@ def _default(name: str):
               help=f"Comma-separated strategies; registered: {', '.join(STRATEGIES)}.")
 @click.option("--features", "extractor", type=click.Choice(sorted(FEATURES)), default=_default("extractor"), show_default=True)
 @click.option("--model", type=click.Choice(sorted(MODELS)), default=_default("model"), show_default=True)
+@click.option("--auto-budget", "auto_budget_s", type=click.FloatRange(min=0.5), default=None,
+              help="Seconds of auto's model search per round (default: auto's own, 20 s).")
 @click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=_default("normalisation"),
               show_default=True, help="How stain and scanner differences between slides are removed.")
 @click.option("--superpixel-px", type=click.IntRange(min=4), default=_default("superpixel_px"), show_default=True,

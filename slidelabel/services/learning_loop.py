@@ -127,6 +127,12 @@ class LoopChoices:
     model: str
     strategy: str
     normalisation: str
+    auto_budget_s: float | None = None
+    """``auto``'s search time per round (its own default, 20 s, when None)."""
+
+    def model_options(self) -> dict:
+        """Options for :func:`~slidelabel.pipelines.models.train`'s model."""
+        return {"time_budget_s": self.auto_budget_s} if self.model == "auto" and self.auto_budget_s else {}
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ def run_epoch(features: FeatureSource, labels: SlideLabels, categories: list[Cat
     report = progress or (lambda _share, _message: None)
     data = training_set(features, labels)
     report(0.05, f"training {choices.model} on {data.columns_L.size} labels")
-    model = train(data.feats_L_D, data.columns_L, categories, model=choices.model,
+    model = train(data.feats_L_D, data.columns_L, categories, model=choices.model, model_options=choices.model_options(),
                   feature_extractor=choices.extractor, rng=np.random.default_rng(SEED), cross_validate_model=False)
     model.normalisation = choices.normalisation
     assessment = {}

@@ -52,6 +52,8 @@ class SimulationOptions:
     repeats: int = 3
     test_fraction: float = 0.3
     seed: int = 0
+    auto_budget_s: float | None = None
+    """``auto``'s search time per round; None: its default."""
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.strategies if name not in STRATEGIES]
@@ -68,7 +70,7 @@ class SimulationOptions:
 
     def choices(self, strategy: str) -> LoopChoices:
         """What the loop learns with under ``strategy``."""
-        return LoopChoices(self.extractor, self.model, strategy, self.normalisation)
+        return LoopChoices(self.extractor, self.model, strategy, self.normalisation, self.auto_budget_s)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ def simulate(images: list[LabelledImage], class_values: list[int], options: Simu
                               test_images=[i.name for i in test])
     everything = training_set(pool.features, pool.labels(np.ones(pool.classes_N.size, bool)))
     full = train(everything.feats_L_D, everything.columns_L, categories, model=options.model,
+                 model_options=options.choices(options.strategies[0]).model_options(),
                  feature_extractor=options.extractor, rng=np.random.default_rng(options.seed),
                  cross_validate_model=False)
     result.full_supervision = {"labels": int(everything.columns_L.size),
