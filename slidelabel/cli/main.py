@@ -24,6 +24,8 @@ COMMANDS = {
     "export-model": "slidelabel.cli.export_model:export_model",
     "import-segments": "slidelabel.cli.import_segments:import_segments_command",
     "import-features": "slidelabel.cli.import_features:import_features_command",
+    "predict": "slidelabel.cli.predict:predict",
+    "features": "slidelabel.cli.predict:features",
 }
 
 

@@ -83,6 +83,23 @@ def run_batch(
     on_result: Callable[[SlideResult | Failure], None] | None = None,
 ) -> BatchReport:
     """Superpixels of every slide into ``out/NAME/``; one slide's failure does not stop the others."""
+
+    def work(slide: Path, folder: Path) -> SlideResult:
+        progress = progress_for(slide) if progress_for else None
+        return compute_slide_superpixels(slide, folder, options, workers=workers, progress=progress)
+
+    return run_each(slides, out, work, on_result=on_result)
+
+
+def run_each(
+    slides: list[Path],
+    out: Path,
+    work: Callable[[Path, Path], SlideResult],
+    *,
+    on_result: Callable[[SlideResult | Failure], None] | None = None,
+) -> BatchReport:
+    """``work(slide, out/NAME)`` for every slide (names by :func:`output_names`); a slide that
+    fails becomes a one-line :class:`Failure` and the others go on."""
     report = BatchReport()
     names = output_names(slides)
     for slide in slides:
@@ -90,8 +107,7 @@ def run_batch(
         try:
             if not slide.exists():
                 raise SlideNotFoundError(slide, "no such file")
-            progress = progress_for(slide) if progress_for else None
-            outcome = compute_slide_superpixels(slide, out / names[slide], options, workers=workers, progress=progress)
+            outcome = work(slide, out / names[slide])
             report.results.append(outcome)
         except SlidelabelError as error:
             outcome = Failure(slide, str(error) if str(slide) in str(error) else f"{slide}: {error}")
