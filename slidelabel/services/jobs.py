@@ -36,7 +36,7 @@ from slidelabel.store.models import Job, JobState
 logger = logging.getLogger(__name__)
 
 #: Modules whose import registers job kinds (imported by the worker before it runs a job).
-JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs")
+JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs", "slidelabel.services.project_imports")
 #: Queues: slide work (superpixels, features) and model work (epochs), so that a retrain never
 #: waits behind a folder of slides.
 SLIDE_QUEUE, EPOCH_QUEUE = "slides", "epochs"

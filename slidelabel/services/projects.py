@@ -28,6 +28,9 @@ DEFAULT_MODEL = "linear"
 DEFAULT_STRATEGY = "margin"
 DEFAULT_NORMALISATION = "slide"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+#: A project extractor naming features imported from other tools (services/project_imports.py)
+#: rather than a registered extractor.
+IMPORTED_EXTRACTOR = re.compile(r"^imported-[a-z0-9][a-z0-9_-]{0,54}$")
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ def check_choices(choices: ProjectChoices) -> None:
     for kind, name in (("features", choices.extractor), ("models", choices.model), ("strategies", choices.strategy),
                        ("normalisations", choices.normalisation)):
         names = [entry["name"] for entry in available[kind]]
-        if name not in names:
-            raise ParameterError(f"unknown {kind[:-1] if kind != 'features' else 'feature extractor'} {name!r}; registered: {', '.join(names)}")
+        if name not in names and not (kind == "features" and IMPORTED_EXTRACTOR.match(name)):
+            raise ParameterError(f"unknown {kind[:-1] if kind != 'features' else 'feature extractor'} {name!r}; registered: {', '.join(names)}"
+                                 + (" or imported-<name> for imported features" if kind == "features" else ""))
 
 
 def superpixel_options(values: dict) -> SuperpixelOptions:

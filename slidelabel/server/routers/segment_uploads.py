@@ -1,0 +1,86 @@
+"""Segments and features of a slide made by other tools: an uploaded file or a file of the server's
+slide folders, imported by a job (``import-segments``, ``import-features``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from slidelabel.errors import ParameterError
+from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep
+from slidelabel.server.schemas.jobs import JobPublic
+from slidelabel.services import project_imports as service
+from slidelabel.services.slides import get_slide
+from slidelabel.settings import Settings
+
+router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}", tags=["slides"])
+
+_FORMS = {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
+                                                                                      "format": "binary"}}}}}
+
+
+class ServerSource(BaseModel):
+    """A source file of the server's slide folders (with a pixelmap, its bounding-box CSV)."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    bboxes: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
+FormatQuery = Annotated[str, Query(pattern=r"^[a-z0-9_-]{1,32}$", description="the source's format; auto: by its file")]
+
+
+async def _source(request: Request, settings: Settings, project_id: int, slide_id: int) -> tuple[str, str | None]:
+    """The source's server-side path and bounding-box CSV: an upload (multipart/form-data, field
+    ``file``) or a JSON :class:`ServerSource`."""
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        path = await service.receive_source(
+            request.stream(), content_type=request.headers["content-type"],
+            content_length=request.headers.get("content-length"), settings=settings, project_id=project_id,
+            slide_id=slide_id)
+        return str(path), None
+    try:
+        body = ServerSource.model_validate(json.loads(await request.body()))
+    except (ValueError, ValidationError) as error:
+        raise ParameterError("send the source as multipart/form-data (field 'file') or JSON {\"path\": ...} of a file "
+                             f"in the slide folders ({str(error).splitlines()[0][:80]})") from None
+    return (str(service.server_source(settings, body.path)),
+            None if body.bboxes is None else str(service.server_source(settings, body.bboxes)))
+
+
+# The app's body limit is for JSON; an upload is bounded by Settings.upload_limit_mb as it streams.
+@router.post("/segments", status_code=202, max_body_size=2**62, openapi_extra={"requestBody": {"content": {
+    **_FORMS, "application/json": {"schema": ServerSource.model_json_schema()}}}})
+async def import_segments(slide_id: int, request: Request, access: Owner, session: ReadSession, database: DatabaseDep,
+                          settings: SettingsDep, format: FormatQuery = "auto",
+                          downsample: Annotated[float | None, Query(ge=1, le=1024)] = None) -> JobPublic:
+    """Replace the slide's superpixels by the segments of a GeoJSON, label-mask TIFF or Histomics
+    Label pixelmap, then compute the project's features on them (one job); 409 while the slide
+    has labels."""
+    slide = get_slide(session, access.project.id, slide_id)
+    service.refuse_labelled(session, slide)  # before the upload; the job checks again
+    session.close()  # ends the read transaction of the access check: an upload may last minutes
+    path, bboxes = await _source(request, settings, access.project.id, slide_id)
+    source = service.SegmentSource(path, format, downsample, bboxes)
+    with database.session() as check:
+        job = service.submit_segment_import(database, request.app.state.celery, check, access.project, slide, source,
+                                            user_id=access.user.id)
+    return JobPublic.model_validate(job)
+
+
+@router.post("/features/{name}", status_code=202, max_body_size=2**62, openapi_extra={"requestBody": {"content": {
+    **_FORMS, "application/json": {"schema": ServerSource.model_json_schema()}}}})
+async def import_features(slide_id: int, name: Annotated[str, Path(max_length=64)], request: Request, access: Owner,
+                          session: ReadSession, database: DatabaseDep, settings: SettingsDep,
+                          format: FormatQuery = "auto") -> JobPublic:
+    """Import a TRIDENT/CLAM HDF5, a Parquet or CSV table or a Histomics Label ``feature.h5`` as the
+    slide's features named ``name`` (``imported-...``), for the slide's current segments."""
+    service.check_feature_name(name)
+    slide = get_slide(session, access.project.id, slide_id)
+    session.close()
+    path, _ = await _source(request, settings, access.project.id, slide_id)
+    job = service.submit_feature_import(database, request.app.state.celery, access.project, slide, path, name=name,
+                                        format=format, user_id=access.user.id)
+    return JobPublic.model_validate(job)

@@ -1,0 +1,192 @@
+"""Segments and features made by other tools, imported into a project's slide as jobs.
+
+``import-segments`` replaces the slide's superpixel folder by the imported segments (the files of
+:func:`~slidelabel.services.segment_import.import_segments`), removes the slide's feature arrays
+(their rows were the old superpixels) and computes the project's extractor on the new segments,
+as the ``prepare`` job would: the ``features`` job cannot, since it only trusts superpixels made
+with the project's options. A slide with labels is refused, because a label names a superpixel
+id and the ids would then name other segments.
+
+``import-features`` writes an imported array under the name ``imported-<name>``
+(:data:`~slidelabel.services.projects.IMPORTED_EXTRACTOR`), which a project may choose as its
+extractor. Sources are an uploaded file (kept under the slide's ``sources/`` folder, whose
+path the manifest records) or a file of the server's slide folders.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from anyio import to_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import ConflictError, ParameterError
+from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.pipelines.importers.segments import ImportOptions
+from slidelabel.services.feature_import import import_features
+from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
+from slidelabel.services.projects import IMPORTED_EXTRACTOR
+from slidelabel.services.segment_import import import_segments
+from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
+from slidelabel.services.slides import allowed_folders, resolve_in_folders
+from slidelabel.services.uploads import MB, UploadReceiver
+from slidelabel.settings import Settings
+from slidelabel.store.database import Database
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Job, Label, Project, Slide
+
+IMPORT_SEGMENTS, IMPORT_FEATURES = "import-segments", "import-features"
+
+
+@dataclass(frozen=True)
+class SegmentSource:
+    """Where imported segments come from: ``path`` (server-side), its ``format`` ("auto" or a
+    segment format's name), ``downsample`` (level-0 px per source px; None: the source's own) and
+    the ``bboxes`` CSV of a Histomics Label pixelmap."""
+
+    path: str
+    format: str = "auto"
+    downsample: float | None = None
+    bboxes: str | None = None
+
+
+def sources_dir(files: ProjectFiles, slide_id: int) -> Path:
+    """The folder that keeps a slide's uploaded segment and feature sources."""
+    return files.slide_dir(slide_id) / "sources"
+
+
+async def receive_source(chunks: AsyncIterable[bytes], *, content_type: str, content_length: str | None,
+                         settings: Settings, project_id: int, slide_id: int) -> Path:
+    """Stream an uploaded source file (form field ``file``) into the slide's ``sources/`` folder
+    under a name of its own (its extension kept: formats are told by it); its path is returned.
+    :class:`TooLargeError` past :attr:`Settings.upload_limit_mb`, with nothing left behind."""
+    folder = sources_dir(ProjectFiles(settings.data_dir, project_id), slide_id)
+    declared = int(content_length) if content_length and content_length.isdigit() else None
+    receiver = UploadReceiver(content_type, folder, limit_bytes=settings.upload_limit_mb * MB, declared_bytes=declared)
+    try:
+        async for chunk in chunks:
+            receiver.feed(chunk)
+        name, received = receiver.finish()
+        kept = folder / f"{secrets.token_hex(8)}-{name}"
+        await to_thread.run_sync(os.replace, received, kept)
+        return kept
+    finally:
+        receiver.discard()
+
+
+def server_source(settings: Settings, raw: str) -> Path:
+    """A source file of the server's slide folders (:class:`PermissionDeniedError` outside them)."""
+    path = resolve_in_folders(raw, allowed_folders(settings))
+    if not path.is_file():
+        raise ParameterError(f"{raw} is not a file; give a GeoJSON, label-mask TIFF, pixelmap or feature file")
+    return path
+
+
+def refuse_labelled(session: Session, slide: Slide) -> None:
+    """:class:`ConflictError` when ``slide`` has labels (they name its current superpixel ids)."""
+    labels = session.scalar(select(Label.id).where(Label.slide_id == slide.id).limit(1))
+    if labels is not None:
+        raise ConflictError(f"slide {slide.name!r} has labels, which name its current superpixels; remove them "
+                            "(or the slide) before importing segments")
+
+
+def submit_segment_import(database: Database, sender: Sender, session: Session, project: Project, slide: Slide,
+                          source: SegmentSource, *, user_id: int | None) -> Job:
+    """Queue the ``import-segments`` job of ``slide``; :class:`ConflictError` when it has labels."""
+    refuse_labelled(session, slide)
+    params = {"source": asdict(source), "extractor": project.extractor}
+    # Each request is new work: the same file imported again after another must run again.
+    key = work_key(IMPORT_SEGMENTS, slide.id, {**params, "request": secrets.token_hex(8)})
+    return submit(database, sender, project_id=project.id, slide_id=slide.id, kind=IMPORT_SEGMENTS, key=key,
+                  params=params, user_id=user_id)
+
+
+def check_feature_name(name: str) -> None:
+    """:class:`ParameterError` unless ``name`` is ``imported-<name>``."""
+    if not IMPORTED_EXTRACTOR.match(name):
+        raise ParameterError(f"imported feature name {name[:80]!r} must be 'imported-' and then 1-55 lower-case "
+                             "letters, digits, '_' or '-' (e.g. imported-uni)")
+
+
+def submit_feature_import(database: Database, sender: Sender, project: Project, slide: Slide, source: Path, *,
+                          name: str, format: str = "auto", user_id: int | None) -> Job:
+    """Queue the ``import-features`` job writing ``source`` as the slide's ``name`` features."""
+    check_feature_name(name)
+    params = {"source": str(source), "name": name, "format": format}
+    key = work_key(IMPORT_FEATURES, slide.id, {**params, "request": secrets.token_hex(8)})
+    return submit(database, sender, project_id=project.id, slide_id=slide.id, kind=IMPORT_FEATURES, key=key,
+                  params=params, user_id=user_id)
+
+
+def _slide(context: JobContext) -> tuple[Path, Path]:
+    """The slide file and superpixel folder of the job's slide."""
+    with context.database.session() as session:
+        slide_path = Path(session.get(Slide, context.slide_id).path)
+    return slide_path, ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Put ``new`` in the place of ``folder`` (a real folder or the link to one)."""
+    old = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.old")
+    if folder.is_symlink() or folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@job_kind(IMPORT_SEGMENTS)
+def import_segments_job(context: JobContext) -> dict:
+    """Import the segments into a scratch folder, swap it in for the superpixels, drop the old
+    feature arrays and compute the project's (computed) extractor on the new segments."""
+    source = SegmentSource(**context.params["source"])
+    slide_path, folder = _slide(context)
+    files = ProjectFiles(context.settings.data_dir, context.project_id)
+    with context.database.session() as session:
+        refuse_labelled(session, session.get(Slide, context.slide_id))
+    context.progress(0.0, "importing segments", force=True)
+    scratch = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.import")
+    options = ImportOptions(source.downsample, Path(source.bboxes) if source.bboxes else None)
+    try:
+        result = import_segments(slide_path, source.path, scratch, format=source.format, options=options,
+                                 progress=lambda done, total: context.progress(0.5 * done / max(total, 1),
+                                                                               f"segments: tile {done} of {total}"))
+        with context.database.session(write=True) as session:
+            refuse_labelled(session, session.get(Slide, context.slide_id))  # labelled while importing
+            _replace_folder(scratch, folder)
+            shutil.rmtree(files.slide_dir(context.slide_id) / "features", ignore_errors=True)
+            session.get(Slide, context.slide_id).superpixels = result.segments
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    message = result.summary().replace(str(scratch), "the slide's superpixels")
+    extractor = context.params["extractor"]
+    if IMPORTED_EXTRACTOR.match(extractor):
+        return {"message": f"{message}\nimport the {extractor} features of these segments next"}
+    context.progress(0.5, f"computing {extractor} features", force=True)
+    out_path = files.features(context.slide_id, extractor)
+    remove_unfinished_features(out_path)
+    extract_slide_features(slide_path, folder, out_path, extractor=extractor, progress=lambda done, total: (
+        context.progress(0.5 + 0.5 * done / max(total, 1), f"{extractor} features: tile {done} of {total}")))
+    return {"message": f"{message}\n{extractor} features"}
+
+
+@job_kind(IMPORT_FEATURES)
+def import_features_job(context: JobContext) -> dict:
+    """Import the features of the job's source for the slide's current segments."""
+    slide_path, folder = _slide(context)
+    files = ProjectFiles(context.settings.data_dir, context.project_id)
+    name = context.params["name"]
+    context.progress(0.0, f"importing {name} features", force=True)
+    result = import_features(slide_path, context.params["source"], folder, files.features(context.slide_id, name).parent,
+                             name=name, format=context.params["format"],
+                             progress=lambda done, total: context.progress(done / max(total, 1),
+                                                                           f"{name}: {done} of {total}"))
+    return {"message": result.summary().replace(str(result.path), f"{name} features")}
