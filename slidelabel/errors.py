@@ -64,3 +64,11 @@ class TooLargeError(SlidelabelError):
 
 class BusyError(SlidelabelError):
     """The server is too busy to take the request now; trying again later may succeed."""
+
+
+class TooManyAttemptsError(SlidelabelError):
+    """Too many failed attempts (logins) in a while; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

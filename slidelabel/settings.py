@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     """Password of the ``admin`` user created on first start; printed once when not given."""
     token_hours: float = 24.0 * 14
     """How long a login token lasts (hours)."""
+    open_project_creation: bool = False
+    """Every account may create projects; otherwise the admin and the accounts it grants it to."""
+    login_failures_per_account: int = Field(default=10, ge=1)
+    """Failed logins to one account within ``login_window_s`` before its logins get 429."""
+    login_failures_per_address: int = Field(default=50, ge=1)
+    """Failed logins from one client address within ``login_window_s`` before its logins get 429."""
+    login_window_s: float = Field(default=300.0, gt=0)
+    """How long failed logins are counted (s), from the first one of a run of failures."""
     job_stale_seconds: float = 30.0
     """A running job whose worker has not beaten its heartbeat for this long is requeued (s)."""
     host: str = "127.0.0.1"

@@ -15,6 +15,7 @@ from slidelabel.server.request_checks import RequestChecks
 from slidelabel.server.response_cache import ResponseCache
 from slidelabel.server.routers import (auth, epochs, exports, jobs, labels, projects, reviews, segment_uploads, shapes,
                                        slides, tiles, users)
+from slidelabel.services.login_limits import LoginThrottle
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
 from slidelabel.workers.app import make_celery
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.database = database
     app.state.celery = make_celery(settings)
     app.state.responses = ResponseCache(settings.response_cache_mb * 2**20)
+    app.state.login_throttle = LoginThrottle.from_settings(settings)
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
     for router in ROUTERS:

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
 from slidelabel.services.access import Action, ProjectAccess, check_access
-from slidelabel.services.accounts import user_for_token
+from slidelabel.services.accounts import require_project_creation, user_for_token
+from slidelabel.services.login_limits import LoginThrottle
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import User
@@ -77,6 +78,22 @@ def current_user(session: ReadSession, token: Token) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def project_creator(user: CurrentUser, settings: SettingsDep) -> User:
+    """The logged-in user, when it may create projects (403 otherwise)."""
+    require_project_creation(user, open_creation=settings.open_project_creation)
+    return user
+
+
+ProjectCreator = Annotated[User, Depends(project_creator)]
+
+
+def get_login_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.login_throttle
+
+
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
 def _access(action: Action):

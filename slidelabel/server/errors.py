@@ -23,6 +23,7 @@ from slidelabel.errors import (
     SlideError,
     SlidelabelError,
     TooLargeError,
+    TooManyAttemptsError,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ STATUS = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (TooLargeError, 413),
+    (TooManyAttemptsError, 429),
     (BusyError, 503),
     (ParameterError, 422),
     (SlideError, 422),
@@ -48,6 +50,8 @@ def status_of(error: SlidelabelError) -> int:
 
 async def _slidelabel_error(_request: Request, error: SlidelabelError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
+    if isinstance(error, TooManyAttemptsError):
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s)))}
     return JSONResponse({"detail": str(error)}, status_code=status_of(error), headers=headers)
 
 

@@ -1,7 +1,9 @@
-"""Users, passwords and login tokens.
+"""Users, passwords, login tokens, and the rights the admin grants beyond project roles.
 
 Passwords are hashed with Argon2id; a token is 32 random bytes shown to the user once and stored
-as its SHA-256 only.
+as its SHA-256 only. A disabled account cannot log in and its tokens are refused at their next
+request. Creating projects and reading the server's slide folders are rights of the admin and of
+the accounts it grants them to (:func:`update_user`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import AuthenticationError, ConflictError, ParameterError
+from slidelabel.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    ParameterError,
+    PermissionDeniedError,
+)
 from slidelabel.store.models import Token, User
 
 ADMIN = "admin"
+DISABLED = "this account is disabled: ask the admin to enable it"
 MIN_PASSWORD = 8
 _HASHER = PasswordHasher()
 # Verifying against a real hash when the user does not exist keeps the time of a failed login
@@ -65,6 +74,8 @@ def login(session: Session, username: str, password: str, *, hours: float) -> st
         user = None
     if user is None:
         raise AuthenticationError("wrong username or password")
+    if user.disabled:  # said only to whoever knows the password
+        raise AuthenticationError(DISABLED)
     now = datetime.now(UTC)
     session.execute(delete(Token).where(Token.expires_at < now))
     token = secrets.token_urlsafe(32)
@@ -81,7 +92,55 @@ def user_for_token(session: Session, token: str) -> User:
     row = session.get(Token, _digest(token))
     if row is None or _aware(row.expires_at) < datetime.now(UTC):
         raise AuthenticationError("not logged in, or the session expired: log in again")
+    if row.user.disabled:
+        raise AuthenticationError(DISABLED)
     return row.user
+
+
+def update_user(session: Session, actor: User, user_id: int, *, disabled: bool | None = None,
+                can_create_projects: bool | None = None, can_read_slide_folders: bool | None = None) -> User:
+    """Enable or disable an account and grant or withdraw its rights (None leaves one as it is).
+
+    Only the admin may (:class:`PermissionDeniedError`), and never disable its own account
+    (:class:`ParameterError`); :class:`NotFoundError` for an unknown id. A disabled account's
+    tokens are refused with a message that says so; enabling it again deletes them, so that it
+    logs in afresh.
+    """
+    if not actor.is_admin:
+        raise PermissionDeniedError("only the admin changes accounts")
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"there is no user {user_id}")
+    if disabled and user.id == actor.id:
+        raise ParameterError("the admin cannot disable its own account: another admin may")
+    if disabled is False and user.disabled:
+        session.execute(delete(Token).where(Token.user_id == user.id))
+    changes = {"disabled": disabled, "can_create_projects": can_create_projects,
+               "can_read_slide_folders": can_read_slide_folders}
+    for name, value in changes.items():
+        if value is not None:
+            setattr(user, name, value)
+    session.flush()
+    return user
+
+
+def require_project_creation(user: User, *, open_creation: bool) -> None:
+    """:class:`PermissionDeniedError` unless ``user`` may create projects (the admin, an account
+    granted it, or everyone when ``open_creation``, i.e. ``Settings.open_project_creation``)."""
+    if not (open_creation or user.is_admin or user.can_create_projects):
+        raise PermissionDeniedError("creating projects is a right the admin grants: ask the admin")
+
+
+def may_read_slide_folders(user: User) -> bool:
+    """True for the admin and the accounts granted the server's slide folders."""
+    return user.is_admin or user.can_read_slide_folders
+
+
+def require_slide_folders(user: User) -> None:
+    """:class:`PermissionDeniedError` unless ``user`` may read the server's slide folders."""
+    if not may_read_slide_folders(user):
+        raise PermissionDeniedError("reading the server's slide folders is a right the admin grants: ask the admin, "
+                                    "or upload the slide")
 
 
 def _aware(moment: datetime) -> datetime:

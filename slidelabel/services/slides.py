@@ -33,13 +33,14 @@ from slidelabel.errors import (
 from slidelabel.pipelines.slide_files import MEGAPIXEL, SlideLimits, check_slide_limits
 from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.slides import SlideInfo, open_slide
+from slidelabel.services.accounts import may_read_slide_folders
 from slidelabel.services.batch import expand_inputs
 from slidelabel.services.slide_jobs import STEP_KINDS
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Epoch, Job, JobState, Membership, Role, Slide, User
+from slidelabel.store.models import Epoch, Job, JobState, Slide, User
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +132,11 @@ def resolve_in_folders(raw: str, folders: list[Path]) -> Path:
     return resolved
 
 
-def browse_folders(session: Session, user: User, settings: Settings) -> list[FolderListing]:
-    """The slide folders and the slide files in them (recursively, hidden ones left out), for the
-    admin and project owners to pick from."""
-    is_owner = session.scalar(select(Membership).where(Membership.user_id == user.id, Membership.role == Role.owner)
-                              .limit(1))
-    if not (user.is_admin or is_owner):
-        raise PermissionDeniedError("only the admin and project owners may browse the server's slide folders")
+def browse_folders(user: User, settings: Settings) -> list[FolderListing]:
+    """The slide folders ``user`` may read and the slide files in them (recursively, hidden ones
+    left out): all for the admin and the accounts granted them, none for others."""
+    if not may_read_slide_folders(user):
+        return []
     folders, extensions = allowed_folders(settings), slide_extensions()
     listings = []
     for folder in folders:

@@ -1,10 +1,11 @@
-"""Login, logout and who am I."""
+"""Login (rate-limited per account and client address), logout and who am I."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from slidelabel.server.deps import CurrentUser, SettingsDep, Token, WriteSession
+from slidelabel.errors import AuthenticationError
+from slidelabel.server.deps import CurrentUser, LoginThrottleDep, SettingsDep, Token, WriteSession
 from slidelabel.server.schemas.accounts import LoginRequest, LoginResponse, UserPublic
 from slidelabel.services import accounts
 
@@ -12,8 +13,17 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login")
-def login(body: LoginRequest, session: WriteSession, settings: SettingsDep) -> LoginResponse:
-    token = accounts.login(session, body.username, body.password, hours=settings.token_hours)
+def login(body: LoginRequest, session: WriteSession, settings: SettingsDep, throttle: LoginThrottleDep,
+          request: Request) -> LoginResponse:
+    """A token for the account; 429 with Retry-After after too many failures of the account or address."""
+    address = request.client.host if request.client else "unknown"
+    throttle.check(body.username, address)
+    try:
+        token = accounts.login(session, body.username, body.password, hours=settings.token_hours)
+    except AuthenticationError:
+        throttle.failed(body.username, address)
+        raise
+    throttle.succeeded(body.username)
     return LoginResponse(token=token, user=UserPublic.model_validate(accounts.user_for_token(session, token)))
 
 

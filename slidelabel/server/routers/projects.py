@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from slidelabel.server.deps import CurrentUser, DatabaseDep, Owner, ReadSession, SettingsDep, Viewer, WriteSession
+from slidelabel.server.deps import (
+    CurrentUser,
+    DatabaseDep,
+    Owner,
+    ProjectCreator,
+    ReadSession,
+    SettingsDep,
+    Viewer,
+    WriteSession,
+)
 from slidelabel.server.schemas.projects import (
     CategoryCreate,
     CategoryMerge,
@@ -43,7 +52,7 @@ def list_projects(session: ReadSession, user: CurrentUser) -> list[ProjectPublic
 
 
 @router.post("/projects", status_code=201)
-def create_project(body: ProjectCreate, session: WriteSession, user: CurrentUser) -> ProjectPublic:
+def create_project(body: ProjectCreate, session: WriteSession, user: ProjectCreator) -> ProjectPublic:
     project = service.create_project(
         session, session.merge(user), body.name, description=body.description,
         choices=service.ProjectChoices(body.extractor, body.model, body.strategy, body.normalisation), superpixels=body.superpixels.chosen(),

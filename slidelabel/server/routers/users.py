@@ -1,4 +1,5 @@
-"""User accounts: the admin creates them; everyone may list names (to add members)."""
+"""User accounts: the admin creates, disables and grants rights to them; everyone may list names (to add
+members)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from sqlalchemy import select
 
 from slidelabel.errors import PermissionDeniedError
 from slidelabel.server.deps import CurrentUser, ReadSession, WriteSession
-from slidelabel.server.schemas.accounts import UserCreate, UserPublic
+from slidelabel.server.schemas.accounts import UserCreate, UserPublic, UserUpdate
 from slidelabel.services import accounts
 from slidelabel.store.models import User
 
@@ -24,3 +25,10 @@ def create_user(body: UserCreate, session: WriteSession, user: CurrentUser) -> U
     if not user.is_admin:
         raise PermissionDeniedError("only the admin creates users")
     return UserPublic.model_validate(accounts.create_user(session, body.username, body.password, is_admin=body.is_admin))
+
+
+@router.patch("/{user_id}")
+def update_user(user_id: int, body: UserUpdate, session: WriteSession, user: CurrentUser) -> UserPublic:
+    """Disable or enable an account, grant or withdraw creating projects and reading slide folders (admin)."""
+    return UserPublic.model_validate(accounts.update_user(session, session.merge(user), user_id,
+                                                          **body.model_dump(exclude_none=True)))

@@ -19,6 +19,9 @@ class UserPublic(BaseModel):
     username: str
     is_admin: bool
     created_at: datetime
+    disabled: bool
+    can_create_projects: bool
+    can_read_slide_folders: bool
 
 
 class LoginResponse(BaseModel):
@@ -31,3 +34,13 @@ class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=150)
     password: str = Field(min_length=8)
     is_admin: bool = False
+
+
+class UserUpdate(BaseModel):
+    """What the admin changes of an account; a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool | None = None
+    can_create_projects: bool | None = None
+    can_read_slide_folders: bool | None = None

@@ -1,0 +1,104 @@
+"""Who may do what beyond a project's roles: disabled accounts, and the rights the admin grants
+(creating projects, reading the server's slide folders)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from slidelabel.server.app import create_app
+from slidelabel.services.accounts import ensure_admin
+from slidelabel.store.models import Role
+from conftest import ADMIN_PASSWORD, PASSWORD, login
+
+USERS = "/api/v1/users"
+
+
+def new_user(client: TestClient, admin_headers: dict, name: str) -> tuple[int, dict[str, str]]:
+    """A new account made by the admin: its id and logged-in headers."""
+    response = client.post(USERS, headers=admin_headers, json={"username": name, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return response.json()["id"], login(client, name, PASSWORD)
+
+
+def me(client: TestClient, headers: dict) -> dict:
+    response = client.get("/api/v1/auth/me", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def grant(client: TestClient, admin_headers: dict, user_id: int, **flags: bool) -> dict:
+    response = client.patch(f"{USERS}/{user_id}", headers=admin_headers, json=flags)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_disabled_account_loses_its_tokens_and_cannot_log_in(client, admin_headers):
+    user_id, headers = new_user(client, admin_headers, "leaver")
+    assert me(client, headers)["disabled"] is False
+    assert grant(client, admin_headers, user_id, disabled=True)["disabled"] is True
+    refused = client.get("/api/v1/projects", headers=headers)
+    assert refused.status_code == 401 and "disabled" in refused.json()["detail"]
+    again = client.post("/api/v1/auth/login", json={"username": "leaver", "password": PASSWORD})
+    assert again.status_code == 401 and "disabled" in again.json()["detail"]
+    # A wrong password says nothing about the account.
+    wrong = client.post("/api/v1/auth/login", json={"username": "leaver", "password": "not-the-password"})
+    assert wrong.status_code == 401 and "disabled" not in wrong.json()["detail"]
+    grant(client, admin_headers, user_id, disabled=False)
+    assert client.get("/api/v1/auth/me", headers=headers).status_code == 401  # enabled again: a new login
+    assert me(client, login(client, "leaver", PASSWORD))["username"] == "leaver"
+
+
+def test_only_the_admin_changes_accounts_and_never_disables_itself(client, admin_headers):
+    user_id, headers = new_user(client, admin_headers, "someone")
+    assert client.patch(f"{USERS}/{user_id}", headers=headers, json={"can_create_projects": True}).status_code == 403
+    admin_id = me(client, admin_headers)["id"]
+    refused = client.patch(f"{USERS}/{admin_id}", headers=admin_headers, json={"disabled": True})
+    assert refused.status_code == 422 and "own" in refused.json()["detail"]
+    assert me(client, admin_headers)["disabled"] is False
+    assert client.patch(f"{USERS}/987654", headers=admin_headers, json={"disabled": True}).status_code == 404
+
+
+def test_creating_projects_is_granted_by_the_admin(client, admin_headers):
+    user_id, headers = new_user(client, admin_headers, "creator")
+    body = {"name": "granted"}
+    refused = client.post("/api/v1/projects", headers=headers, json=body)
+    assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+    assert grant(client, admin_headers, user_id, can_create_projects=True)["can_create_projects"] is True
+    created = client.post("/api/v1/projects", headers=headers, json=body)
+    assert created.status_code == 201 and created.json()["role"] == "owner"
+
+
+def test_open_project_creation_lets_every_account_create(settings):
+    app = create_app(settings.model_copy(update={"open_project_creation": True}))
+    with app.state.database.session(write=True) as session:
+        ensure_admin(session, ADMIN_PASSWORD)
+    try:
+        with TestClient(app) as client:
+            _, headers = new_user(client, login(client, "admin", ADMIN_PASSWORD), "anyone")
+            assert client.post("/api/v1/projects", headers=headers, json={"name": "open"}).status_code == 201
+    finally:
+        app.state.database.dispose()
+
+
+@pytest.fixture
+def folder_slide(settings, cmu_slide: Path) -> Path:
+    """A copy of the CMU sample in the server's slide folder."""
+    return Path(shutil.copy(cmu_slide, settings.slide_folders[0] / "cmu.svs"))
+
+
+def test_slide_folders_are_read_only_by_those_granted(client, admin_headers, project, member_headers, folder_slide):
+    headers = member_headers(Role.owner)
+    user_id = me(client, headers)["id"]
+    folders_url, slides_url = "/api/v1/slide-folders", f"/api/v1/projects/{project['id']}/slides"
+    everything = client.get(folders_url, headers=admin_headers).json()
+    assert [s["path"] for s in everything[0]["slides"]] == [str(folder_slide.resolve())]
+    assert client.get(folders_url, headers=headers).json() == []
+    refused = client.post(slides_url, headers=headers, json={"path": str(folder_slide)})
+    assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+    grant(client, admin_headers, user_id, can_read_slide_folders=True)
+    assert client.get(folders_url, headers=headers).json() == everything
+    assert client.post(slides_url, headers=headers, json={"path": str(folder_slide)}).status_code == 201
