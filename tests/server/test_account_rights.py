@@ -102,3 +102,14 @@ def test_slide_folders_are_read_only_by_those_granted(client, admin_headers, pro
     grant(client, admin_headers, user_id, can_read_slide_folders=True)
     assert client.get(folders_url, headers=headers).json() == everything
     assert client.post(slides_url, headers=headers, json={"path": str(folder_slide)}).status_code == 201
+
+
+def test_imported_segments_come_from_the_slide_folders_only_for_those_granted(client, admin_headers, project,
+                                                                               member_headers, slide_row, settings):
+    headers = member_headers(Role.owner)
+    source = settings.slide_folders[0] / "cells.geojson"
+    source.write_text('{"type": "FeatureCollection", "features": []}')
+    url = f"/api/v1/projects/{project['id']}/slides/{slide_row}"
+    for route in ("segments", "features/imported-uni"):
+        refused = client.post(f"{url}/{route}", headers=headers, json={"path": str(source)})
+        assert refused.status_code == 403 and "admin" in refused.json()["detail"], route

@@ -13,6 +13,8 @@ from slidelabel.errors import ParameterError
 from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import project_imports as service
+from slidelabel.services.access import ProjectAccess
+from slidelabel.services.accounts import require_slide_folders
 from slidelabel.services.slides import get_slide
 from slidelabel.settings import Settings
 
@@ -32,13 +34,13 @@ class ServerSource(BaseModel):
 FormatQuery = Annotated[str, Query(pattern=r"^[a-z0-9_-]{1,32}$", description="the source's format; auto: by its file")]
 
 
-async def _source(request: Request, settings: Settings, project_id: int, slide_id: int) -> tuple[str, str | None]:
+async def _source(request: Request, settings: Settings, access: ProjectAccess, slide_id: int) -> tuple[str, str | None]:
     """The source's server-side path and bounding-box CSV: an upload (multipart/form-data, field
-    ``file``) or a JSON :class:`ServerSource`."""
+    ``file``) or a JSON :class:`ServerSource` (for accounts granted the slide folders)."""
     if request.headers.get("content-type", "").startswith("multipart/"):
         path = await service.receive_source(
             request.stream(), content_type=request.headers["content-type"],
-            content_length=request.headers.get("content-length"), settings=settings, project_id=project_id,
+            content_length=request.headers.get("content-length"), settings=settings, project_id=access.project.id,
             slide_id=slide_id)
         return str(path), None
     try:
@@ -46,6 +48,7 @@ async def _source(request: Request, settings: Settings, project_id: int, slide_i
     except (ValueError, ValidationError) as error:
         raise ParameterError("send the source as multipart/form-data (field 'file') or JSON {\"path\": ...} of a file "
                              f"in the slide folders ({str(error).splitlines()[0][:80]})") from None
+    require_slide_folders(access.user)
     return (str(service.server_source(settings, body.path)),
             None if body.bboxes is None else str(service.server_source(settings, body.bboxes)))
 
@@ -62,7 +65,7 @@ async def import_segments(slide_id: int, request: Request, access: Owner, sessio
     slide = get_slide(session, access.project.id, slide_id)
     service.refuse_labelled(session, slide)  # before the upload; the job checks again
     session.close()  # ends the read transaction of the access check: an upload may last minutes
-    path, bboxes = await _source(request, settings, access.project.id, slide_id)
+    path, bboxes = await _source(request, settings, access, slide_id)
     source = service.SegmentSource(path, format, downsample, bboxes)
     with database.session() as check:
         job = service.submit_segment_import(database, request.app.state.celery, check, access.project, slide, source,
@@ -80,7 +83,7 @@ async def import_features(slide_id: int, name: Annotated[str, Path(max_length=64
     service.check_feature_name(name)
     slide = get_slide(session, access.project.id, slide_id)
     session.close()
-    path, _ = await _source(request, settings, access.project.id, slide_id)
+    path, _ = await _source(request, settings, access, slide_id)
     job = service.submit_feature_import(database, request.app.state.celery, access.project, slide, path, name=name,
                                         format=format, user_id=access.user.id)
     return JobPublic.model_validate(job)
