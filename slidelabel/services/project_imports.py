@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from anyio import to_thread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import ConflictError, ParameterError
+from slidelabel.errors import ConflictError, OutputError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.importers.segments import ImportOptions
 from slidelabel.services.feature_import import import_features
@@ -39,7 +40,7 @@ from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Job, Label, Project, Slide
+from slidelabel.store.models import Epoch, Job, Label, Project, Slide
 
 IMPORT_SEGMENTS, IMPORT_FEATURES = "import-segments", "import-features"
 
@@ -124,6 +125,19 @@ def submit_feature_import(database: Database, sender: Sender, project: Project, 
                   params=params, user_id=user_id)
 
 
+@contextmanager
+def _named_as_uploaded(path: str) -> Iterator[None]:
+    """Errors about an uploaded source name the file as uploaded: the server's paths are the
+    admin's to see (a slide-folder path, which the user gave, stays)."""
+    try:
+        yield
+    except (ParameterError, OutputError) as error:  # what a source's readers raise
+        kept = Path(path)
+        if kept.parent.name != "sources" or str(path) not in str(error):
+            raise
+        raise type(error)(str(error).replace(str(path), kept.name.split("-", 1)[1])) from None
+
+
 def _slide(context: JobContext) -> tuple[Path, Path]:
     """The slide file and superpixel folder of the job's slide."""
     with context.database.session() as session:
@@ -143,6 +157,14 @@ def _replace_folder(new: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _forget_superpixels(session: Session, files: ProjectFiles, slide_id: int) -> None:
+    """Remove the slide's feature arrays and its predictions of every epoch: their rows were the
+    superpixels just replaced."""
+    shutil.rmtree(files.slide_dir(slide_id) / "features", ignore_errors=True)
+    for number in session.scalars(select(Epoch.number).where(Epoch.project_id == files.project_id)):
+        files.predictions(number, slide_id).unlink(missing_ok=True)
+
+
 @job_kind(IMPORT_SEGMENTS)
 def import_segments_job(context: JobContext) -> dict:
     """Import the segments into a scratch folder, swap it in for the superpixels, drop the old
@@ -156,13 +178,14 @@ def import_segments_job(context: JobContext) -> dict:
     scratch = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.import")
     options = ImportOptions(source.downsample, Path(source.bboxes) if source.bboxes else None)
     try:
-        result = import_segments(slide_path, source.path, scratch, format=source.format, options=options,
-                                 progress=lambda done, total: context.progress(0.5 * done / max(total, 1),
-                                                                               f"segments: tile {done} of {total}"))
+        with _named_as_uploaded(source.path):
+            result = import_segments(slide_path, source.path, scratch, format=source.format, options=options,
+                                     progress=lambda done, total: context.progress(
+                                         0.5 * done / max(total, 1), f"segments: tile {done} of {total}"))
         with context.database.session(write=True) as session:
             refuse_labelled(session, session.get(Slide, context.slide_id))  # labelled while importing
             _replace_folder(scratch, folder)
-            shutil.rmtree(files.slide_dir(context.slide_id) / "features", ignore_errors=True)
+            _forget_superpixels(session, files, context.slide_id)
             session.get(Slide, context.slide_id).superpixels = result.segments
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -185,8 +208,9 @@ def import_features_job(context: JobContext) -> dict:
     files = ProjectFiles(context.settings.data_dir, context.project_id)
     name = context.params["name"]
     context.progress(0.0, f"importing {name} features", force=True)
-    result = import_features(slide_path, context.params["source"], folder, files.features(context.slide_id, name).parent,
-                             name=name, format=context.params["format"],
-                             progress=lambda done, total: context.progress(done / max(total, 1),
-                                                                           f"{name}: {done} of {total}"))
+    with _named_as_uploaded(context.params["source"]):
+        result = import_features(slide_path, context.params["source"], folder,
+                                 files.features(context.slide_id, name).parent, name=name,
+                                 format=context.params["format"], progress=lambda done, total: context.progress(
+                                     done / max(total, 1), f"{name}: {done} of {total}"))
     return {"message": result.summary().replace(str(result.path), f"{name} features")}

@@ -97,10 +97,7 @@ def test_imported_segments_round_trip_through_a_second_project(app, client, sett
     assert epoch.state == JobState.done, epoch.message
     first = labels_by_name(client, admin_headers, project, slide_id)
 
-    # Segments of a labelled slide are not replaced.
-    refused = client.post(url(project, f"/slides/{slide_id}/segments"), headers=admin_headers,
-                          files={"file": ("cells.geojson", nuclei_geojson, "application/geo+json")})
-    assert refused.status_code == 409 and "has labels" in refused.json()["detail"]
+    assert files.predictions(1, slide_id).exists()
 
     exported = client.get(url(project, f"/slides/{slide_id}/export/geojson"), headers=admin_headers,
                           params={"dissolve": "false"})
@@ -140,6 +137,20 @@ def test_imported_segments_round_trip_through_a_second_project(app, client, sett
         covered.append((inside == majority).mean())
     assert np.mean(covered) > 0.9  # a re-traced outline loses some edge pixels of the smallest nuclei
 
+    # Segments of a labelled slide are not replaced; without labels they are, and the slide's
+    # predictions of the old superpixels go.
+    refused = client.post(url(project, f"/slides/{slide_id}/segments"), headers=admin_headers,
+                          files={"file": ("cells.geojson", exported.content, "application/geo+json")})
+    assert refused.status_code == 409 and "has labels" in refused.json()["detail"]
+    response = client.put(url(project, f"/slides/{slide_id}/labels"), headers=admin_headers,
+                          json={"superpixels": list(first), "category_id": None})
+    assert response.status_code == 200, response.text
+    job = import_segments(app, client, admin_headers, project, slide_id, exported.content)
+    assert job.state == JobState.done, job.message
+    assert not files.predictions(1, slide_id).exists() and files.features(slide_id, "color").exists()
+    with app.state.database.session() as session:
+        assert session.get(Slide, slide_id).superpixels == len(first)
+
 
 def test_imported_features_become_a_project_extractor(app, client, settings, sender, admin_headers, project,
                                                        cmu_slide, nuclei_geojson, tmp_path):
@@ -147,6 +158,12 @@ def test_imported_features_become_a_project_extractor(app, client, settings, sen
     assert import_segments(app, client, admin_headers, project, slide_id, nuclei_geojson).state == JobState.done
     with app.state.database.session() as session:
         n = session.get(Slide, slide_id).superpixels
+    # A bad source fails its job with the cause, and the slide keeps its segments.
+    failed = import_segments(app, client, admin_headers, project, slide_id, b'{"type": "FeatureCollection", "features": [')
+    assert failed.state == JobState.failed and failed.message.startswith("cells.geojson is not valid GeoJSON")
+    assert "\n" not in failed.message and str(settings.data_dir) not in failed.message
+    folder = ProjectFiles(settings.data_dir, project["id"]).superpixels(slide_id)
+    assert read_labels(folder / LABELS_FILE).max() == n
     ids = np.arange(1, n + 1)
     table = "id,area,parity\n" + "".join(f"{i},{i * 3.5},{i % 2}\n" for i in ids)
     bad = client.post(url(project, f"/slides/{slide_id}/features/uni"), headers=admin_headers,
