@@ -72,3 +72,12 @@ class TooManyAttemptsError(SlidelabelError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class JobCancelled(SlidelabelError):
+    """A running job stopped at its next progress report: it was cancelled, or it ran past its
+    kind's time limit (then ``time_limit_s`` is that limit and the message names its setting)."""
+
+    def __init__(self, message: str = "cancelled", *, time_limit_s: float | None = None) -> None:
+        self.time_limit_s = time_limit_s
+        super().__init__(message)

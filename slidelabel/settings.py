@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     """How long failed logins are counted (s), from the first one of a run of failures."""
     job_stale_seconds: float = 30.0
     """A running job whose worker has not beaten its heartbeat for this long is requeued (s)."""
+    job_time_limit_slide_s: float = Field(default=6 * 3600.0, gt=0)
+    """Longest run of a slide job (superpixels, features, prepare), in s; it then stops as failed."""
+    job_time_limit_epoch_s: float = Field(default=3600.0, gt=0)
+    """Longest run of an epoch job (train, predict, rank), in s; it then stops as failed."""
     host: str = "127.0.0.1"
     port: int = 8000
 

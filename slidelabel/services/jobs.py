@@ -11,7 +11,12 @@ the work itself is a function registered by kind with :func:`job_kind`, which ge
 - *Crash-safe*: messages are acknowledged after the job ends (``acks_late``), so a worker process
   killed by the OS is redelivered; a job whose worker vanished altogether stops beating its
   heartbeat and any live worker requeues it (:func:`requeue_stale`).
-- *Cancellable*: cancelling marks the row; the job function stops at its next progress report.
+- *Bounded*: cancelling marks the row, and :meth:`JobContext.progress` (which every long loop
+  calls, per tile or per slide) reads the row at most every :data:`PROGRESS_EVERY_S` and raises
+  :class:`~slidelabel.errors.JobCancelled`; it also stops a job past its kind's time limit
+  (``Settings.job_time_limit_slide_s``, ``job_time_limit_epoch_s``). Writers remove their
+  temporary outputs on that exception. Celery's soft and hard time limits (the longest kind's
+  limit plus :data:`HARD_LIMIT_GRACE_S`, then twice that) stop a job stuck where it reports nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Protocol
 
 from sqlalchemy import select, update
 
-from slidelabel.errors import ConflictError, NotFoundError, PermissionDeniedError, SlidelabelError
+from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -46,10 +51,11 @@ HEARTBEAT_S = 2.0
 #: Progress is written at most this often (s), so that fine-grained reports cost no database load.
 PROGRESS_EVERY_S = 0.5
 MAX_ATTEMPTS = 3
-
-
-class JobCancelled(Exception):
-    """Raised inside a job function when its job was cancelled."""
+#: The time limit of each queue's jobs: (what the jobs are called, the Settings field).
+TIME_LIMITS = {SLIDE_QUEUE: ("slide", "job_time_limit_slide_s"), EPOCH_QUEUE: ("epoch", "job_time_limit_epoch_s")}
+#: Seconds past the longest time limit before Celery's soft limit interrupts a job that reports
+#: no progress, and again before its hard limit kills the worker process running it.
+HARD_LIMIT_GRACE_S = 60.0
 
 
 class Sender(Protocol):
@@ -78,6 +84,21 @@ def job_kind(name: str, *, queue: str = SLIDE_QUEUE) -> Callable[[Callable], Cal
     return decorator
 
 
+def time_limit(settings: Settings, queue: str) -> tuple[float, str]:
+    """``(seconds, rule)``: the time limit of ``queue``'s jobs and the sentence naming it and its
+    setting, for the message of a job it stopped."""
+    name, field = TIME_LIMITS[queue]
+    seconds = float(getattr(settings, field))
+    return seconds, f"the time limit for {name} jobs is {seconds:g} s (SLIDELABEL_{field.upper()})"
+
+
+def celery_time_limits(settings: Settings) -> tuple[float, float]:
+    """``(soft, hard)`` seconds for Celery, the backstop of the cooperative limits: one task runs
+    every kind, so both follow the longest limit."""
+    soft = max(time_limit(settings, queue)[0] for queue in TIME_LIMITS) + HARD_LIMIT_GRACE_S
+    return soft, soft + HARD_LIMIT_GRACE_S
+
+
 def load_job_kinds() -> dict[str, JobKind]:
     for module in JOB_MODULES:
         importlib.import_module(module)
@@ -87,14 +108,29 @@ def load_job_kinds() -> dict[str, JobKind]:
 class JobContext:
     """What a running job sees: its parameters, and where to report progress and log lines."""
 
-    def __init__(self, database: Database, settings: Settings, job: Job) -> None:
+    def __init__(self, database: Database, settings: Settings, job: Job, *, queue: str) -> None:
         self.database, self.settings = database, settings
         self.job_id, self.project_id, self.slide_id = job.id, job.project_id, job.slide_id
         self.params = dict(job.params or {})
+        self.time_limit_s, self._time_limit_rule = time_limit(settings, queue)
+        self._started = time.monotonic()
         self._last_write = 0.0
 
+    def over_time(self) -> bool:
+        """True once the job has run longer than its kind's time limit."""
+        return time.monotonic() - self._started > self.time_limit_s
+
+    def over_time_message(self) -> str:
+        """What a job stopped by its time limit says: how long it ran and which setting to raise."""
+        return f"stopped after {time.monotonic() - self._started:.0f} s: {self._time_limit_rule}"
+
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
-        """Record ``fraction`` (0..1) done; raises :class:`JobCancelled` if the job was cancelled."""
+        """Record ``fraction`` (0..1) done (at most every :data:`PROGRESS_EVERY_S` unless
+        ``force``). Raises :class:`~slidelabel.errors.JobCancelled` when the job was cancelled
+        or ran past its time limit: call it often (per tile, per slide) so that either stops
+        the job within seconds."""
+        if self.over_time():
+            raise JobCancelled(self.over_time_message(), time_limit_s=self.time_limit_s)
         now = time.monotonic()
         if not force and now - self._last_write < PROGRESS_EVERY_S:
             return
@@ -165,7 +201,8 @@ def dispatch(database: Database, sender: Sender, job_id: int) -> Job:
 
 
 def cancel(database: Database, project_id: int, job_id: int, *, user_id: int, is_owner: bool) -> Job:
-    """Mark the job cancelled (it stops at its next progress report). Only who started it and the
+    """Mark the job cancelled (it stops at its next progress report, within seconds: see
+    :meth:`JobContext.progress`). Only who started it and the
     project's owners (the admin among them) may: :class:`PermissionDeniedError` for others."""
     with database.session(write=True) as session:
         job = find_job(session, project_id, job_id)
@@ -226,28 +263,43 @@ def _beat(database: Database, job_id: int, stop: threading.Event) -> None:
 
 
 def run(database: Database, settings: Settings, job_id: int) -> None:
-    """Run a job in this process (the worker's side). Errors a user caused fail the job with
-    their message; anything else fails it with the traceback in its log."""
+    """Run a job in this process (the worker's side). A cancelled job ends cancelled; one past
+    its time limit fails saying so (also when Celery's soft limit interrupted it); errors a user
+    caused fail the job with their message; anything else fails it with the traceback in its log."""
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
     kind = load_job_kinds()[job.kind]
+    context = JobContext(database, settings, job, queue=kind.queue)
     stop = threading.Event()
     heart = threading.Thread(target=_beat, args=(database, job_id, stop), daemon=True)
     heart.start()
     try:
-        result = kind.function(JobContext(database, settings, job)) or {}
+        result = kind.function(context) or {}
         _finish(database, job_id, JobState.done, result.get("message", "done"))
-    except JobCancelled:
-        _finish(database, job_id, JobState.cancelled, "cancelled")
+    except JobCancelled as error:
+        _finish(database, job_id, JobState.cancelled if error.time_limit_s is None else JobState.failed, str(error))
     except SlidelabelError as error:
         _finish(database, job_id, JobState.failed, str(error))
     except Exception as error:
-        logger.exception("job %s (%s) failed", job_id, job.kind)
-        _finish(database, job_id, JobState.failed, f"{_INTERNAL}: {error}", traceback.format_exc())
+        if context.over_time():  # Celery's soft limit, where the job reported no progress
+            _finish(database, job_id, JobState.failed, context.over_time_message())
+        else:
+            logger.exception("job %s (%s) failed", job_id, job.kind)
+            _finish(database, job_id, JobState.failed, f"{_INTERNAL}: {error}", traceback.format_exc())
     finally:
         stop.set()
         heart.join()
+
+
+def fail_running(database: Database, job_id: int, message: str) -> bool:
+    """Fail the job if it is still running (a worker process killed by Celery's hard time limit
+    cannot say so itself); True when it was."""
+    with database.session(write=True) as session:
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, Job.state == JobState.running)
+            .values(state=JobState.failed, message=message, heartbeat_at=None)
+            .execution_options(synchronize_session=False)).rowcount)
 
 
 def requeue_stale(database: Database, sender: Sender, *, stale_s: float) -> list[int]:

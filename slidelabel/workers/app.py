@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from celery import Celery
 
-from slidelabel.services.jobs import SLIDE_QUEUE
+from slidelabel.services.jobs import SLIDE_QUEUE, celery_time_limits
 from slidelabel.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on ``settings.broker_url`` with slidelabel's delivery guarantees."""
     celery = Celery("slidelabel", broker=settings.broker_url, include=["slidelabel.workers.tasks"])
+    soft_limit_s, hard_limit_s = celery_time_limits(settings)
     celery.conf.update(
         task_ignore_result=True,
         # Acknowledge after the job, and requeue when the process running it dies, so a crash
@@ -27,6 +28,10 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=SLIDE_QUEUE,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # A backstop behind the jobs' own time limits, for a job stuck where it reports nothing:
+        # the soft limit raises inside it, the hard one kills its process.
+        task_soft_time_limit=soft_limit_s,
+        task_time_limit=hard_limit_s,
         # The filesystem transport (tests, shared folders) needs its folders.
         broker_transport_options=_transport_options(settings),
     )

@@ -9,7 +9,8 @@ import threading
 from functools import cache
 
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutdown
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure, worker_ready, worker_shutdown
 
 from slidelabel.services import jobs
 from slidelabel.settings import Settings
@@ -33,6 +34,20 @@ def _settings(task) -> Settings:
 def run_job(self, job_id: int) -> None:
     settings = _settings(self)
     jobs.run(_database(settings.database_url), settings, job_id)
+
+
+@task_failure.connect
+def _record_hard_time_limit(sender=None, exception=None, args=None, **_kwargs) -> None:
+    """Celery's hard time limit killed the process running a job (which then cannot record
+    anything): fail the job, saying which limit stopped it."""
+    if getattr(sender, "name", None) != jobs.TASK_NAME or not isinstance(exception, TimeLimitExceeded) or not args:
+        return
+    settings = _settings(run_job)
+    hard_limit_s = jobs.celery_time_limits(settings)[1]
+    variables = ", ".join(f"SLIDELABEL_{field.upper()}" for _name, field in jobs.TIME_LIMITS.values())
+    jobs.fail_running(_database(settings.database_url), int(args[0]),
+                      f"stopped after {hard_limit_s:g} s by the worker's hard time limit (it reported no progress "
+                      f"past its own time limit); see {variables}")
 
 
 def _watch(sender_app) -> None:

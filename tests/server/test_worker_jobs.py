@@ -15,7 +15,7 @@ from slidelabel.server.app import create_app
 from slidelabel.services import jobs
 from slidelabel.services.accounts import ensure_admin
 from slidelabel.services.projects import create_project
-from slidelabel.services.slide_jobs import SUPERPIXELS, step_job
+from slidelabel.services.slide_jobs import SUPERPIXELS, step_job, work_key
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Slide, User
@@ -121,3 +121,41 @@ def test_a_job_whose_worker_is_killed_is_rerun_by_another_with_intact_outputs(sl
     labels = read_labels(folder / LABELS_FILE, left=working["width"] // 2 - 256, top=working["height"] // 2 - 256,
                          width=512, height=512)
     assert labels.max() <= manifest["superpixels"] and labels.any()
+
+
+def test_cancel_stops_a_running_job_and_its_worker_takes_the_next(slide_project, worker_settings, cmu_slide):
+    app, submission = slide_project
+    database = app.state.database
+    with database.session(write=True) as session:
+        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
+                      height=2967)
+        session.add(quick)
+        session.flush()
+        params = {"options": {"magnification": 5, "size": "100um"}}
+        next_submission = {**submission, "slide_id": quick.id, "params": params,
+                           "key": work_key(SUPERPIXELS, quick.id, params)}
+    worker = start_worker(worker_settings)  # one process: the next job runs once the first stopped
+    try:
+        long = jobs.submit(database, app.state.celery, **submission)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with database.session() as session:
+                running = session.get(Job, long.id)
+                if running.state == JobState.running and running.progress > 0.05:
+                    break
+            time.sleep(0.1)
+        assert running.state == JobState.running and running.progress < 1, (
+            f"the job is {running.state} at {running.progress:.0%} ({running.message}), expected it running")
+        jobs.cancel(database, submission["project_id"], long.id, user_id=1, is_owner=True)
+        cancelled_at = time.monotonic()
+        following = jobs.submit(database, app.state.celery, **next_submission)
+        done = wait_for(database, following.id, {JobState.done, JobState.failed}, timeout=120)
+        print(f"Cancel -> the next job done: {time.monotonic() - cancelled_at:.1f} s")
+    finally:
+        stop(worker)
+    assert done.state == JobState.done, done.message
+    with database.session() as session:
+        assert session.get(Job, long.id).state == JobState.cancelled
+    folder = ProjectFiles(worker_settings.data_dir, submission["project_id"]).superpixels(submission["slide_id"])
+    assert not (folder / MANIFEST_FILE).exists(), "the cancelled computation went on to the end"
+    assert not list(folder.glob(".*.tmp*"))

@@ -1,7 +1,10 @@
-"""The job rules without a worker: idempotent submission, claim, cancel, retry and requeue."""
+"""The job rules without a worker: idempotent submission, claim, cancel, retry and requeue, and
+bounded work: a cancelled or overlong job stops within seconds, leaving no outputs behind."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,9 +14,17 @@ from slidelabel.errors import ConflictError
 from slidelabel.services import jobs
 from slidelabel.services.accounts import ensure_admin
 from slidelabel.services.projects import create_project
+from slidelabel.services.slide_jobs import SUPERPIXELS, step_job
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
-from slidelabel.store.models import Job, JobState, User
+from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Job, JobState, Project, Slide, User
+from slidelabel.store.superpixel_files import MANIFEST_FILE
+from slidelabel.workers.app import make_celery
+
+#: Superpixels of the CMU slide at full resolution with the most iterations: about 10 s of work
+#: on this project's CI machine, reporting progress per 256 px tile (under a second each).
+LONG_SUPERPIXELS = {"magnification": 0, "size": "8px", "tile_size": 256, "iterations": 100}
 
 
 class Recorder:
@@ -109,3 +120,90 @@ def test_only_silent_running_jobs_are_requeued_and_only_a_few_times(database, ra
     # A redelivered message of a job that still beats is not run a second time.
     jobs.run(database, Settings(data_dir=Path("/nonexistent"), job_stale_seconds=10), alive)
     assert ran == []
+
+
+@pytest.fixture
+def long_job(database, cmu_slide: Path) -> dict:
+    """``submit`` arguments of a long superpixel job of the CMU slide (see :data:`LONG_SUPERPIXELS`)."""
+    with database.session(write=True) as session:
+        admin = session.query(User).one()
+        project = create_project(session, admin, "long", superpixels=LONG_SUPERPIXELS)
+        slide = Slide(project_id=project.id, name=cmu_slide.name, path=str(cmu_slide), width=2220, height=2967)
+        session.add(slide)
+        session.flush()
+        return step_job(SUPERPIXELS, session.get(Project, project.id), slide) | {"user_id": admin.id}
+
+
+def _outputs(settings: Settings, submission: dict) -> tuple[bool, list[Path]]:
+    """(whether the slide's superpixels are finished, the temporaries left in its folders)."""
+    folder = ProjectFiles(settings.data_dir, submission["project_id"]).superpixels(submission["slide_id"])
+    return (folder / MANIFEST_FILE).exists(), sorted(folder.parent.rglob("*.tmp*"))
+
+
+def _wait_running(database, job_id: int) -> None:
+    """Until the job has done some of its work (AssertionError after a minute)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with database.session() as session:
+            job = session.get(Job, job_id)
+            if job.state == JobState.running and job.progress > 0.05:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} is {job.state} at {job.progress:.0%}, expected it running")
+
+
+def test_cancel_stops_a_running_job_within_seconds_and_frees_its_worker(database, ran, long_job, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    sender = Recorder()
+    first = jobs.submit(database, sender, **long_job)
+    after = jobs.submit(database, sender, project_id=1, kind="echo", key="after", params={"next": True})
+    # One worker thread running the two jobs in turn, as a worker process of concurrency 1 does.
+    worker = threading.Thread(target=lambda: [jobs.run(database, settings, i) for i in (first.id, after.id)])
+    worker.start()
+    _wait_running(database, first.id)
+    jobs.cancel(database, long_job["project_id"], first.id, user_id=long_job["user_id"], is_owner=False)
+    cancelled_at = time.monotonic()
+    while worker.is_alive() and ran == [] and time.monotonic() - cancelled_at < 5:
+        time.sleep(0.05)
+    assert ran == [{"next": True}], "the worker was still busy with the cancelled job 5 s after Cancel"
+    worker.join()
+    with database.session() as session:
+        stopped = session.get(Job, first.id)
+        assert (stopped.state, stopped.message) == (JobState.cancelled, "cancelled")
+        assert stopped.progress < 1
+        assert session.get(Job, after.id).state == JobState.done
+    assert _outputs(settings, long_job) == (False, [])
+
+
+def test_a_job_past_its_time_limit_fails_naming_the_limit_and_its_setting(database, long_job, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", job_time_limit_slide_s=1.0)
+    job = jobs.submit(database, Recorder(), **long_job)
+    jobs.run(database, settings, job.id)
+    with database.session() as session:
+        stopped = session.get(Job, job.id)
+    assert stopped.state == JobState.failed and stopped.progress < 1
+    assert stopped.message.startswith("stopped after ")
+    assert stopped.message.endswith(": the time limit for slide jobs is 1 s (SLIDELABEL_JOB_TIME_LIMIT_SLIDE_S)")
+    assert _outputs(settings, long_job) == (False, [])
+    # The epoch queue keeps its own limit.
+    assert jobs.time_limit(settings, jobs.EPOCH_QUEUE)[0] == Settings().job_time_limit_epoch_s
+
+
+def test_celery_limits_back_the_longest_kind_soft_then_hard(tmp_path):
+    settings = Settings(data_dir=tmp_path, job_time_limit_slide_s=100, job_time_limit_epoch_s=500)
+    celery = make_celery(settings)
+    celery.loader.import_default_modules()  # the worker's task module, as a worker imports it
+    task = celery.tasks[jobs.TASK_NAME]
+    assert task.soft_time_limit == 500 + jobs.HARD_LIMIT_GRACE_S
+    assert task.time_limit == 500 + 2 * jobs.HARD_LIMIT_GRACE_S
+
+
+def test_a_job_killed_by_the_hard_limit_is_failed_once(database, ran):
+    job = jobs.submit(database, Recorder(), project_id=1, kind="echo", key="hard")
+    assert not jobs.fail_running(database, job.id, "killed")  # queued, not running
+    with database.session(write=True) as session:
+        session.get(Job, job.id).state = JobState.running
+    assert jobs.fail_running(database, job.id, "killed")
+    with database.session() as session:
+        assert (session.get(Job, job.id).state, session.get(Job, job.id).message) == (JobState.failed, "killed")
+    assert not jobs.fail_running(database, job.id, "again")
