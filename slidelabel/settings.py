@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     """Celery broker URL; default ``sqla+sqlite:///<data_dir>/broker.sqlite`` (no server)."""
     slide_folders: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     """Server folders that projects may add slides from; nothing outside them is readable."""
+    slide_folder_readers: dict[Path, list[str]] = Field(default_factory=dict)
+    """Slide folders shared with chosen accounts (folder -> usernames), besides the admin and the
+    accounts granted every folder; JSON, e.g. ``{"/data/lab-a": ["alice", "bob"]}``."""
     upload_limit_mb: int = 20_000
     """Largest slide upload (MB)."""
     max_slide_megapixels: int = Field(default=40_000, ge=1)
@@ -75,6 +78,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.lstrip().startswith("[") else [p for p in value.split(os.pathsep) if p]
         return value
+
+    @model_validator(mode="after")
+    def _shared_folders_are_slide_folders(self) -> Settings:
+        folders = {Path(folder).resolve() for folder in self.slide_folders}
+        if strays := [str(folder) for folder in self.slide_folder_readers if Path(folder).resolve() not in folders]:
+            raise ValueError(f"SLIDELABEL_SLIDE_FOLDER_READERS names {', '.join(strays)}, not among "
+                             "SLIDELABEL_SLIDE_FOLDERS: add it there or remove it")
+        return self
 
     @property
     def database_url(self) -> str:

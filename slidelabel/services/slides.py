@@ -33,7 +33,7 @@ from slidelabel.errors import (
 from slidelabel.pipelines.slide_files import MEGAPIXEL, SlideLimits, check_slide_limits
 from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.slides import SlideInfo, open_slide
-from slidelabel.services.accounts import may_read_slide_folders
+from slidelabel.services.accounts import may_read_slide_folders, require_slide_folders
 from slidelabel.services.batch import expand_inputs
 from slidelabel.services.slide_jobs import STEP_KINDS
 from slidelabel.services.uploads import MB, UploadReceiver
@@ -132,12 +132,27 @@ def resolve_in_folders(raw: str, folders: list[Path]) -> Path:
     return resolved
 
 
+def readable_folders(user: User, settings: Settings) -> list[Path]:
+    """The slide folders ``user`` may read, resolved: all for the admin and the accounts granted
+    them, else those shared with it (:attr:`Settings.slide_folder_readers`)."""
+    if may_read_slide_folders(user):
+        return allowed_folders(settings)
+    return [Path(folder).resolve() for folder, names in settings.slide_folder_readers.items() if user.username in names]
+
+
+def require_readable_folders(user: User, settings: Settings) -> list[Path]:
+    """:func:`readable_folders`, or :class:`PermissionDeniedError` when ``user`` may read none of
+    the server's slide folders (while it has some)."""
+    folders = readable_folders(user, settings)
+    if settings.slide_folders and not folders:
+        require_slide_folders(user)
+    return folders
+
+
 def browse_folders(user: User, settings: Settings) -> list[FolderListing]:
-    """The slide folders ``user`` may read and the slide files in them (recursively, hidden ones
-    left out): all for the admin and the accounts granted them, none for others."""
-    if not may_read_slide_folders(user):
-        return []
-    folders, extensions = allowed_folders(settings), slide_extensions()
+    """The slide folders ``user`` may read (:func:`readable_folders`) and the slide files in them
+    (recursively, hidden ones left out)."""
+    folders, extensions = readable_folders(user, settings), slide_extensions()
     listings = []
     for folder in folders:
         found: list[FolderSlide] = []
@@ -217,14 +232,17 @@ def _expand(raw: str, folders: list[Path]) -> list[Path]:
     return [path for path in expand_inputs([raw]) if path.exists()]
 
 
-def add_from_server(database: Database, settings: Settings, project_id: int, raw: str) -> Added:
-    """Add the slide at ``raw``, or every slide file of a folder or glob pattern.
+def add_from_server(database: Database, settings: Settings, project_id: int, raw: str, *,
+                    folders: list[Path] | None = None) -> Added:
+    """Add the slide at ``raw``, or every slide file of a folder or glob pattern, inside
+    ``folders`` (resolved; default all the server's slide folders, for callers acting as the
+    server: routes pass the caller's :func:`require_readable_folders`).
 
     A single file that cannot be added raises (:class:`PermissionDeniedError` outside the slide
     folders, :class:`SlideError` when unreadable, :class:`ConflictError` for a taken name); the
     files of a folder or pattern that cannot be added are returned as :class:`Skipped`.
     """
-    folders, limits = allowed_folders(settings), slide_limits(settings)
+    folders, limits = allowed_folders(settings) if folders is None else folders, slide_limits(settings)
     resolved = resolve_in_folders(raw, folders) if not glob.has_magic(raw) else None
     if resolved is not None and not resolved.is_dir():
         info = _describe(resolved, raw, limits)

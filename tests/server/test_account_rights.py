@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from slidelabel.server.app import create_app
 from slidelabel.services.accounts import ensure_admin
+from slidelabel.settings import Settings
 from slidelabel.store.models import Role
 from conftest import ADMIN_PASSWORD, PASSWORD, login
 
@@ -113,3 +114,37 @@ def test_imported_segments_come_from_the_slide_folders_only_for_those_granted(cl
     for route in ("segments", "features/imported-uni"):
         refused = client.post(f"{url}/{route}", headers=headers, json={"path": str(source)})
         assert refused.status_code == 403 and "admin" in refused.json()["detail"], route
+
+
+def test_a_folder_shared_with_chosen_accounts_is_listed_and_read_by_them_only(settings, cmu_slide, tmp_path):
+    lab_a, lab_b = tmp_path / "lab-a", tmp_path / "lab-b"
+    for folder in (lab_a, lab_b):
+        folder.mkdir()
+        shutil.copy(cmu_slide, folder / f"{folder.name}.svs")
+    app = create_app(settings.model_copy(update={"slide_folders": [lab_a, lab_b],
+                                                 "slide_folder_readers": {lab_a: ["alice"]}}))
+    with app.state.database.session(write=True) as session:
+        ensure_admin(session, ADMIN_PASSWORD)
+    try:
+        with TestClient(app) as client:
+            admin = login(client, "admin", ADMIN_PASSWORD)
+            project = client.post("/api/v1/projects", headers=admin, json={"name": "shared"}).json()
+            for name in ("alice", "bob"):
+                new_user(client, admin, name)
+                client.put(f"/api/v1/projects/{project['id']}/members", headers=admin,
+                           json={"username": name, "role": "owner"}).raise_for_status()
+            alice, bob = login(client, "alice", PASSWORD), login(client, "bob", PASSWORD)
+            assert [f["path"] for f in client.get("/api/v1/slide-folders", headers=alice).json()] == [str(lab_a.resolve())]
+            assert client.get("/api/v1/slide-folders", headers=bob).json() == []
+            assert len(client.get("/api/v1/slide-folders", headers=admin).json()) == 2
+            slides_url = f"/api/v1/projects/{project['id']}/slides"
+            assert client.post(slides_url, headers=alice, json={"path": str(lab_b / "lab-b.svs")}).status_code == 403
+            assert client.post(slides_url, headers=bob, json={"path": str(lab_a / "lab-a.svs")}).status_code == 403
+            assert client.post(slides_url, headers=alice, json={"path": str(lab_a / "lab-a.svs")}).status_code == 201
+    finally:
+        app.state.database.dispose()
+
+
+def test_a_shared_folder_must_be_a_slide_folder(tmp_path):
+    with pytest.raises(ValueError, match="SLIDELABEL_SLIDE_FOLDERS"):
+        Settings(data_dir=tmp_path, slide_folders=[tmp_path / "a"], slide_folder_readers={tmp_path / "b": ["alice"]})

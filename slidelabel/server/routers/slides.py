@@ -16,7 +16,7 @@ from slidelabel.server.schemas.slides import (
     SlidePublic,
     SlidesAdded,
 )
-from slidelabel.services import accounts, slide_jobs, slides
+from slidelabel.services import slide_jobs, slides
 from slidelabel.services.access import ProjectAccess
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
@@ -34,7 +34,7 @@ def _public(slide: Slide, jobs: dict | None = None) -> SlidePublic:
 @router.get("/slide-folders")
 def list_slide_folders(user: CurrentUser, settings: SettingsDep) -> list[SlideFolderPublic]:
     """The server folders the caller may add slides from, with the slide files in them (all for the
-    admin and the accounts granted them, none for others)."""
+    admin and the accounts granted them, those shared with the caller for others)."""
     return [SlideFolderPublic(
         path=str(listing.folder), truncated=listing.truncated, warnings=listing.warnings,
         slides=[FolderSlidePublic(path=str(s.path), size_bytes=s.size_bytes) for s in listing.slides])
@@ -49,10 +49,10 @@ def list_slides(access: Viewer, session: ReadSession) -> list[SlidePublic]:
 
 @router.post("/projects/{project_id}/slides", status_code=201)
 def add_slides(body: SlideAdd, access: Owner, database: DatabaseDep, settings: SettingsDep) -> SlidesAdded:
-    """Add a slide file of a server folder, or every slide file of a folder or glob pattern (for
-    the admin and the accounts granted the slide folders)."""
-    accounts.require_slide_folders(access.user)
-    added = slides.add_from_server(database, settings, access.project.id, body.path)
+    """Add a slide file of a server folder the caller may read, or every slide file of a folder or
+    glob pattern in one."""
+    folders = slides.require_readable_folders(access.user, settings)
+    added = slides.add_from_server(database, settings, access.project.id, body.path, folders=folders)
     return SlidesAdded(added=[_public(slide) for slide in added.slides],
                        skipped=[SkippedPath(path=s.path, reason=s.reason) for s in added.skipped])
 
