@@ -247,11 +247,13 @@ def predict_pool(features: FeatureSource, labels: SlideLabels, model: TrainedMod
     n_classes = len(model.categories)
     parts = []
     for done, slide_id in enumerate(features.slide_ids):
-        progress(done / len(features.slide_ids), f"predicting slide {done + 1} of {len(features.slide_ids)}")
         count = features.count(slide_id)
         probs_N_C = np.zeros((count, n_classes), np.float32)
         has_N = np.zeros(count, bool)
         for start, feats_n_D in features.blocks(slide_id, rows):
+            # Per block, not per slide: a job's progress report is where a Cancel stops it.
+            progress((done + start / count) / len(features.slide_ids),
+                     f"predicting slide {done + 1} of {len(features.slide_ids)}")
             finite_n = np.isfinite(feats_n_D).all(axis=1)
             probs_N_C[start:start + finite_n.size][finite_n] = model.predict_proba(feats_n_D[finite_n],
                                                                                   calibrated=False)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
 from slidelabel.errors import ConflictError
 from slidelabel.services import jobs
@@ -207,3 +208,18 @@ def test_a_job_killed_by_the_hard_limit_is_failed_once(database, ran):
     with database.session() as session:
         assert (session.get(Job, job.id).state, session.get(Job, job.id).message) == (JobState.failed, "killed")
     assert not jobs.fail_running(database, job.id, "again")
+
+
+def test_a_job_interrupted_by_celerys_soft_limit_fails_naming_the_time_limit(database, monkeypatch, tmp_path):
+    def silent(context: jobs.JobContext) -> dict:
+        time.sleep(0.2)  # past the limit without a progress report, until Celery interrupts it
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setitem(jobs.JOB_KINDS, "silent", jobs.JobKind("silent", silent, jobs.SLIDE_QUEUE))
+    monkeypatch.setattr(jobs, "JOB_MODULES", ())
+    job = jobs.submit(database, Recorder(), project_id=1, kind="silent", key="silent")
+    jobs.run(database, Settings(data_dir=tmp_path, job_time_limit_slide_s=0.1), job.id)
+    with database.session() as session:
+        stopped = session.get(Job, job.id)
+    assert stopped.state == JobState.failed and "Traceback" not in stopped.log
+    assert stopped.message.startswith("stopped after ") and "(SLIDELABEL_JOB_TIME_LIMIT_SLIDE_S)" in stopped.message
