@@ -29,7 +29,7 @@ import zarr
 from slidelabel.errors import OutputError, ParameterError
 from slidelabel.pipelines.features import get_extractor
 from slidelabel.pipelines.features.base import FeatureExtractor, SuperpixelPools
-from slidelabel.pipelines.features.neighbourhood import NeighbourhoodFeatures
+from slidelabel.pipelines.features.neighbourhood import NeighbourhoodFeatures, array_geometry
 from slidelabel.pipelines.features.patches import PatchExtractor, patch_image, patches_of_array, table_centroids
 from slidelabel.pipelines.features.pooling import Pools
 from slidelabel.pipelines.features.window_pooling import WindowAccumulators, pool_window_block
@@ -264,20 +264,8 @@ def features_of_array(
         tile_size=tile_size,
     )
     if isinstance(chosen, NeighbourhoodFeatures):
-        return chosen.with_neighbourhood(feats_N_D, *_array_geometry(labels_H_W, n))
+        return chosen.with_neighbourhood(feats_N_D, *array_geometry(labels_H_W, n))
     return feats_N_D
-
-
-def _array_geometry(labels_H_W: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(centroid_N_2, area_N)``: ``x, y`` centroids and areas (px) of superpixels 1..n of an
-    image; NaN centroids for absent ids."""
-    ids = labels_H_W.ravel().astype(np.int64)
-    area_N = np.bincount(ids, minlength=n + 1)[1 : n + 1].astype(np.float64)
-    rows, cols = np.indices(labels_H_W.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centroid_N_2 = np.stack([np.bincount(ids, cols.ravel(), n + 1)[1:], np.bincount(ids, rows.ravel(), n + 1)[1:]],
-                                axis=1) / area_N[:, None]
-    return centroid_N_2, area_N
 
 
 def _chunk_rows(n: int, n_features: int) -> int:

@@ -99,6 +99,18 @@ def neighbourhood_features(
     return out_N_R
 
 
+def array_geometry(labels_H_W: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(centroid_N_2, area_N)``: ``x, y`` centroids and areas (px) of superpixels 1..n of an
+    image; NaN centroids for absent ids."""
+    ids = labels_H_W.ravel().astype(np.int64)
+    area_N = np.bincount(ids, minlength=n + 1)[1 : n + 1].astype(np.float64)
+    rows, cols = np.indices(labels_H_W.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid_N_2 = np.stack([np.bincount(ids, cols.ravel(), n + 1)[1:], np.bincount(ids, rows.ravel(), n + 1)[1:]],
+                                axis=1) / area_N[:, None]
+    return centroid_N_2, area_N
+
+
 def _blurred(grid_H_W_B: np.ndarray, sigma: float) -> np.ndarray:
     """``(H * W, B)``: each channel of the grid convolved with a Gaussian of ``sigma`` cells,
     zero outside (truncated at 3 sigma)."""
