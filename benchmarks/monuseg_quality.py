@@ -89,7 +89,7 @@ class Cache:
         return (mask[..., 0] if mask.ndim == 3 else mask).astype(np.int64) // 255
 
     def superpixels(self, name: str, step: int) -> np.ndarray:
-        """(H, W) int32 ids 1..N, as :func:`slidelabel.services.simulation.load_images` makes them."""
+        """(H, W) int32 ids 1..N, as :mod:`slidelabel.services.simulation_inputs` makes them for images."""
         def compute() -> np.ndarray:
             seeds = superpixel_array(self.rgb(name), SuperpixelParams(step=step))
             _, dense = np.unique(seeds, return_inverse=True)
