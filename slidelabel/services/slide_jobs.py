@@ -22,10 +22,12 @@ from slidelabel.errors import ConflictError
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
+from slidelabel.services.segment_import import ALGORITHM as IMPORTED_ALGORITHM
 from slidelabel.services.superpixels import compute_slide_superpixels, finished_manifest
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Project, Slide
+from slidelabel.store.superpixel_files import MANIFEST_FILE, read_manifest
 
 SUPERPIXELS, FEATURES, PREPARE = "superpixels", "features", "prepare"
 #: The job kinds whose latest job tells the state of each step of a slide.
@@ -94,6 +96,13 @@ def sweep_unfinished_features(database: Database, data_dir: Path) -> list[Path]:
     return removed
 
 
+def imported_segments(folder: Path) -> bool:
+    """Whether the finished segments in ``folder`` were imported (``import-segments``) rather
+    than computed: a prepare job keeps them and computes its features on them."""
+    manifest = read_manifest(folder / MANIFEST_FILE)
+    return manifest is not None and manifest.get("algorithm") == IMPORTED_ALGORITHM
+
+
 def _slide_path(context: JobContext) -> Path:
     with context.database.session() as session:
         return Path(session.get(Slide, context.slide_id).path)
@@ -109,6 +118,8 @@ def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, sha
         fraction = (0.0 if stage == "cluster" else 0.5) + 0.5 * done / max(total, 1)
         context.progress(start + share * fraction, f"superpixels, {stage}: tile {done} of {total}")
 
+    if imported_segments(folder):
+        return "imported segments kept"  # the user's own segments are never recomputed away
     options = superpixel_options(context.params["options"])
     result = compute_slide_superpixels(slide_path, folder, options, progress=progress)
     with context.database.session(write=True) as session:
@@ -121,7 +132,8 @@ def _feature_step(context: JobContext, slide_path: Path, *, start: float, share:
     ``[start, start + share]``."""
     files = ProjectFiles(context.settings.data_dir, context.project_id)
     folder, extractor = files.superpixels(context.slide_id), context.params["extractor"]
-    if finished_manifest(folder, slide_path, superpixel_options(context.params["options"])) is None:
+    if not imported_segments(folder) and finished_manifest(
+            folder, slide_path, superpixel_options(context.params["options"])) is None:
         raise ConflictError("the slide has no finished superpixels for these options; compute them first")
     context.progress(start, f"computing {extractor} features", force=True)
 

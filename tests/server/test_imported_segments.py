@@ -16,7 +16,7 @@ from slidelabel.store.label_map import read_labels
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Slide
 from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
-from slidelabel.store.superpixel_files import LABELS_FILE
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, read_manifest
 
 #: Where the 1000 x 1000 MoNuSeg crop sits on the 2220 x 2967 px CMU slide (level-0 px).
 LEFT, TOP = 300, 400
@@ -86,6 +86,18 @@ def test_imported_segments_round_trip_through_a_second_project(app, client, sett
         segments = session.get(Slide, slide_id).superpixels
     assert 0.9 * n_polygons <= segments <= n_polygons
     assert files.features(slide_id, "color").exists()
+
+    # Preparing the project's slides keeps the imported segments (their features stay computed).
+    before = read_labels(files.superpixels(slide_id) / LABELS_FILE)
+    prepared = client.post(url(project, "/jobs/prepare"), headers=admin_headers)
+    assert prepared.status_code == 202, prepared.text
+    for submitted in prepared.json():
+        jobs.run(app.state.database, app.state.settings, submitted["id"])
+    with app.state.database.session() as session:
+        assert session.get(Job, prepared.json()[0]["id"]).state == JobState.done
+        assert session.get(Slide, slide_id).superpixels == segments
+    np.testing.assert_array_equal(read_labels(files.superpixels(slide_id) / LABELS_FILE), before)
+    assert read_manifest(files.superpixels(slide_id) / MANIFEST_FILE)["algorithm"] == "imported-segments/1"
 
     # Label 40 nuclei in two categories, then train.
     categories = {c["name"]: c["id"] for c in project["categories"]}
