@@ -22,13 +22,14 @@ import zarr
 
 from slidelabel import __version__
 from slidelabel.errors import OutputError, ParameterError
-from slidelabel.pipelines.features.extract import FORMAT, POOLING_VERSION, _chunk_rows, _replace_folder, _slide_sha256
+from slidelabel.pipelines.features.extract import FORMAT, POOLING_VERSION
 from slidelabel.pipelines.importers import FEATURE_FORMATS, choose
 from slidelabel.pipelines.importers.feature_sources import Segments
 from slidelabel.services.segment_import import file_record
-from slidelabel.store.feature_files import store_statistics
+from slidelabel.store.atomic import replace_folder
+from slidelabel.store.feature_files import chunk_rows, store_statistics
 from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
-from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest, slide_sha256
 from slidelabel.store.superpixel_table import read_table
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -84,7 +85,7 @@ def import_features(
     manifest = read_manifest(folder / MANIFEST_FILE)
     if manifest is None:
         raise OutputError(f"{folder} holds no finished segments (no {MANIFEST_FILE}); import or compute them first")
-    sha256 = _slide_sha256(slide_path, manifest)
+    sha256 = slide_sha256(slide_path, manifest)
     fmt = choose(FEATURE_FORMATS, source_path, format)
     segments = _segments(folder, manifest)
     source = fmt.open(source_path)
@@ -113,7 +114,7 @@ def import_features(
         }
         _write_array(tmp, scratch, seen[1:], attributes)
         del scratch
-        _replace_folder(tmp, out_path)
+        replace_folder(tmp, out_path)
     except OSError as error:
         raise OutputError(f"cannot write {out_path}: {error.strerror or error}") from error
     finally:
@@ -125,7 +126,7 @@ def import_features(
 
 def _write_array(path: Path, rows_N_D: np.ndarray, written_N: np.ndarray, attributes: dict) -> None:
     n, dim = rows_N_D.shape
-    chunk = _chunk_rows(max(n, 1), dim)
+    chunk = chunk_rows(max(n, 1), dim)
     array = zarr.create_array(store=path, shape=(n, dim), chunks=(chunk, dim), dtype="float32",
                               fill_value=np.nan, attributes=attributes)
     for start in range(0, n, chunk):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -34,7 +35,7 @@ from slidelabel.pipelines.calibration import accuracy_interval, fit_temperature,
 from slidelabel.pipelines.models import Category, TrainedModel, make_model, out_of_fold, train
 from slidelabel.pipelines.models.auto import scoring_options
 from slidelabel.pipelines.models.base import tempered
-from slidelabel.pipelines.normalisation import SlideStatistics, get_normalisation
+from slidelabel.pipelines.normalisation import get_normalisation, normalised
 from slidelabel.services.queue import Pool, rank
 from slidelabel.store.feature_files import feature_rows, open_features, slide_statistics
 
@@ -70,7 +71,7 @@ class FeatureSource(Protocol):
 class FileFeatures:
     """The feature arrays of a project's slides (``{slide_id: path}``), normalised as asked."""
 
-    def __init__(self, paths: dict[int, object], normalisation: str) -> None:
+    def __init__(self, paths: dict[int, Path], normalisation: str) -> None:
         self.slide_ids = list(paths)
         self._arrays = {slide_id: open_features(path) for slide_id, path in paths.items()}
         per_slide = get_normalisation(normalisation).per_slide
@@ -97,10 +98,8 @@ class ArrayFeatures:
     """Features held in memory (``{slide_id: (N, D) array}``), normalised as asked."""
 
     def __init__(self, feats: dict[int, np.ndarray], normalisation: str) -> None:
-        per_slide = get_normalisation(normalisation).per_slide
         self.slide_ids = list(feats)
-        self._feats = {slide_id: SlideStatistics.of_chunks([f]).apply(f) if per_slide else np.asarray(f, np.float32)
-                       for slide_id, f in feats.items()}
+        self._feats = {slide_id: normalised(f, normalisation) for slide_id, f in feats.items()}
         self.dimensions = int(next(iter(self._feats.values())).shape[1]) if self._feats else 0
 
     def count(self, slide_id: int) -> int:
@@ -176,7 +175,7 @@ def training_set(features: FeatureSource, labels: SlideLabels) -> TrainingSet:
     return TrainingSet(np.concatenate(feats), np.concatenate(columns))
 
 
-def assess(model: TrainedModel, data: TrainingSet, n_classes: int) -> dict:
+def assess(model: TrainedModel, data: TrainingSet) -> dict:
     """Out-of-fold figures of ``model``'s classifier (the one ``auto`` chose) on ``data``.
 
     Returns ``cv_balanced_accuracy``, ``cv_macro_f1``, ``cv_folds``, ``calibration`` (the
@@ -231,7 +230,7 @@ def run_epoch(features: FeatureSource, labels: SlideLabels, categories: list[Cat
     assessment = {}
     if assessed:
         report(0.15, "cross-validating")
-        assessment = assess(model, data, len(categories))
+        assessment = assess(model, data)
         if assessment["calibration"] is not None:
             model.temperature = assessment["calibration"]["temperature"]
     pool = predict_pool(features, labels, model, sink, lambda share, message: report(0.25 + 0.6 * share, message))

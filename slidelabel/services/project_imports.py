@@ -38,6 +38,7 @@ from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
 from slidelabel.services.slides import allowed_folders, resolve_in_folders
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
+from slidelabel.store.atomic import replace_folder
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Job, Label, Project, Slide
@@ -145,18 +146,6 @@ def _slide(context: JobContext) -> tuple[Path, Path]:
     return slide_path, ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
 
 
-def _replace_folder(new: Path, folder: Path) -> None:
-    """Put ``new`` in the place of ``folder`` (a real folder or the link to one)."""
-    old = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.old")
-    if folder.is_symlink() or folder.exists():
-        os.replace(folder, old)
-    os.replace(new, folder)
-    if old.is_symlink():
-        old.unlink()
-    else:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _forget_superpixels(session: Session, files: ProjectFiles, slide_id: int) -> None:
     """Remove the slide's feature arrays and its predictions of every epoch: their rows were the
     superpixels just replaced."""
@@ -184,7 +173,7 @@ def import_segments_job(context: JobContext) -> dict:
                                          0.5 * done / max(total, 1), f"segments: tile {done} of {total}"))
         with context.database.session(write=True) as session:
             refuse_labelled(session, session.get(Slide, context.slide_id))  # labelled while importing
-            _replace_folder(scratch, folder)
+            replace_folder(scratch, folder)
             _forget_superpixels(session, files, context.slide_id)
             session.get(Slide, context.slide_id).superpixels = result.segments
     finally:

@@ -104,6 +104,19 @@ def write_json_atomic(path: Path, obj: object) -> None:
             raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
+def replace_folder(new: Path, folder: Path) -> None:
+    """Put the finished folder ``new`` in the place of ``folder`` (a real folder, a link to one,
+    or nothing); the old one is removed only after the swap, so readers always find one."""
+    old = folder.with_name(f".{folder.name}.{secrets.token_hex(8)}.old")
+    if folder.is_symlink() or folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def remove_temporaries(folder: Path) -> list[Path]:
     """Remove what interrupted writers left in ``folder``: hidden entries whose names contain
     ``.tmp`` (the temporary files of :func:`atomic_path` and the scratch folders of writers).

@@ -18,10 +18,18 @@ import zarr
 from slidelabel.errors import OutputError, ParameterError
 from slidelabel.pipelines.normalisation import SlideStatistics
 
+#: Rows per Zarr chunk: 65,536 rows of 100 float32 features are 26 MB before compression.
+CHUNK_ROWS = 65_536
 #: Rows read at once when a whole array is scanned.
 SCAN_ROWS = 65_536
 #: Per-slide statistics kept in memory per process (a few KB each).
 CACHED_STATISTICS = 256
+
+
+def chunk_rows(n: int, n_features: int) -> int:
+    """Rows per Zarr chunk of an ``(n, n_features)`` array: :data:`CHUNK_ROWS`, fewer for wide
+    features (a 32 px patch has 4096) so that a chunk stays near the 26 MB of 100 features."""
+    return max(1, min(n, CHUNK_ROWS, CHUNK_ROWS * 100 // n_features))
 
 
 def open_features(path: Path) -> zarr.Array:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from slidelabel.errors import OutputError, SlideNotFoundError
+from slidelabel.errors import OutputError, ParameterError, SlideNotFoundError
 from slidelabel.store.atomic import write_json_atomic
 
 LABELS_FILE = "labels.tiff"
@@ -72,3 +72,17 @@ def file_sha256(path: Path, *, chunk_bytes: int = 8 << 20) -> str:
         while chunk := file.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def slide_sha256(slide_path: Path, manifest: dict) -> str:
+    """The SHA-256 of the slide a superpixel ``manifest`` was made from: the recorded one when the
+    file's size and mtime match, else hashed; :class:`ParameterError` when ``slide_path`` is
+    another file."""
+    recorded = manifest.get("slide", {})
+    stat = slide_path.stat()
+    if (recorded.get("size_bytes"), recorded.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
+        return recorded["sha256"]
+    sha256 = file_sha256(slide_path)
+    if sha256 != recorded.get("sha256"):
+        raise ParameterError(f"{slide_path} is not the slide these superpixels were made from ({recorded.get('path')})")
+    return sha256

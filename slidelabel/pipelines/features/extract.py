@@ -35,17 +35,16 @@ from slidelabel.pipelines.features.pooling import Pools
 from slidelabel.pipelines.features.window_pooling import WindowAccumulators, pool_window_block
 from slidelabel.pipelines.slides import Slide
 from slidelabel.pipelines.superpixels import Tile, core_tiles
-from slidelabel.store.feature_files import store_statistics
+from slidelabel.store.atomic import replace_folder
+from slidelabel.store.feature_files import chunk_rows, store_statistics
 from slidelabel.store.label_map import label_map_shape, read_labels
-from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, file_sha256, read_manifest
+from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest, slide_sha256
 from slidelabel.store.superpixel_table import read_table
 
 FORMAT = "slidelabel-features/1"
 #: What the pooled values mean, beyond the extractor's name: 2 since context rings are exact (an
 #: array made before, with rings of two ids per pixel, is recomputed rather than resumed).
 POOLING_VERSION = 2
-#: Rows per Zarr chunk: 65,536 rows of 100 float32 features are 26 MB before compression.
-CHUNK_ROWS = 65_536
 #: Channels are computed in blocks of at most this side (px) plus margins, which bounds the
 #: per-pixel stack: the filter bank's 32 float32 channels on (512 + 2 x 40)^2 px take 45 MB.
 BLOCK_PX = 512
@@ -268,25 +267,6 @@ def features_of_array(
     return feats_N_D
 
 
-def _chunk_rows(n: int, n_features: int) -> int:
-    """Rows per Zarr chunk: :data:`CHUNK_ROWS`, fewer for wide features (a 32 px patch has 4096)
-    so that a chunk stays near the 26 MB of 100 features."""
-    return max(1, min(n, CHUNK_ROWS, CHUNK_ROWS * 100 // n_features))
-
-
-def _slide_sha256(slide_path: Path, manifest: dict) -> str:
-    """The slide's SHA-256, from the manifest when size and mtime match, else hashed; a
-    :class:`ParameterError` when the superpixels were made from another file."""
-    recorded = manifest.get("slide", {})
-    stat = slide_path.stat()
-    if (recorded.get("size_bytes"), recorded.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
-        return recorded["sha256"]
-    sha256 = file_sha256(slide_path)
-    if sha256 != recorded.get("sha256"):
-        raise ParameterError(f"{slide_path} is not the slide these superpixels were made from ({recorded.get('path')})")
-    return sha256
-
-
 def _attributes(extractor: FeatureExtractor, manifest: dict, sha256: str) -> dict:
     return {
         "format": FORMAT, "extractor": extractor.name, "feature_names": extractor.channel_names(),
@@ -304,15 +284,6 @@ def _stored_attributes(path: Path) -> dict | None:
     return attributes if attributes.get("format") == FORMAT else None
 
 
-def _replace_folder(tmp: Path, path: Path) -> None:
-    """Put the finished folder ``tmp`` at ``path``; an older one there goes only after."""
-    old = path.with_name(f".{path.name}.{secrets.token_hex(8)}.old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def extract_slide_features(
     slide_path: str | Path,
     superpixel_folder: str | Path,
@@ -327,7 +298,7 @@ def extract_slide_features(
 
     Reads the slide at the working level of ``superpixel_folder`` tile by tile, with the label
     map window of each tile. The (N, D) float32 array (row ``i`` = superpixel ``i + 1``, chunks
-    of :data:`CHUNK_ROWS` rows) appears at ``out_path`` only when complete, with attributes
+    of :data:`~slidelabel.store.feature_files.CHUNK_ROWS` rows) appears at ``out_path`` only when complete, with attributes
     ``format``, ``extractor``, ``feature_names``, ``superpixels`` (the folder's algorithm,
     options, working level and count) and ``slide_sha256``. When ``out_path`` already holds an
     array with the same attributes it is returned untouched.
@@ -347,7 +318,7 @@ def extract_slide_features(
     manifest = read_manifest(folder / MANIFEST_FILE)
     if manifest is None:
         raise OutputError(f"{folder} holds no finished superpixels (no {MANIFEST_FILE})")
-    attributes = _attributes(chosen, manifest, _slide_sha256(slide_path, manifest))
+    attributes = _attributes(chosen, manifest, slide_sha256(slide_path, manifest))
     if out_path.exists():
         stored = _stored_attributes(out_path)
         if stored is None:
@@ -363,7 +334,7 @@ def extract_slide_features(
     n_features = len(attributes["feature_names"])
     try:
         array = zarr.create_array(
-            store=tmp, shape=(n, n_features), chunks=(_chunk_rows(n, n_features), n_features),
+            store=tmp, shape=(n, n_features), chunks=(chunk_rows(n, n_features), n_features),
             dtype="float32", fill_value=np.nan, attributes=attributes,
         )
 
@@ -385,7 +356,7 @@ def extract_slide_features(
         if isinstance(chosen, NeighbourhoodFeatures):
             _add_neighbourhood(chosen, array, read_table(folder / TABLE_FILE), working["downsample"])
         store_statistics(array)
-        _replace_folder(tmp, out_path)
+        replace_folder(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
