@@ -266,3 +266,31 @@ class Job(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class GalleryOverlay(enum.StrEnum):
+    """What a gallery link draws over its slides."""
+
+    labels = "labels"
+    predictions = "predictions"
+
+
+class GalleryLink(Base):
+    """A read-only link to a project, or to some of its slides, that opens without an account.
+
+    Only the SHA-256 of the link's token is stored (as for :class:`Token`): a database leak gives
+    no link away, and a lost token cannot be shown again, only revoked and replaced.
+    """
+
+    __tablename__ = "gallery_links"
+    __table_args__ = NEVER_REUSED
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    slide_ids: Mapped[list] = mapped_column(JSON, default=list)
+    """Ids of the slides shown; empty: every slide of the project, those added later included."""
+    overlay: Mapped[GalleryOverlay] = mapped_column(Enum(GalleryOverlay, native_enum=False, length=20))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
