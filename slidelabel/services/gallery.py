@@ -1,0 +1,159 @@
+"""Gallery links: read-only views of a project, or of some of its slides, that open without an
+account.
+
+An owner publishes a link (:func:`publish`) and is shown its token once; only the token's SHA-256
+is stored. Whoever holds the token sees, through :func:`resolve`, the project's name, its
+categories, the chosen slides with the labels or the latest predictions over them, and the
+learning figures of its epochs, and nothing else: no other project, no slide file, no user. An
+unknown token and a revoked one get the same answer, so a link's past existence does not leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from slidelabel.errors import NotFoundError, ParameterError, PermissionDeniedError
+from slidelabel.services import epochs, labels
+from slidelabel.services.access import ProjectAccess
+from slidelabel.services.reviews import effective_labels
+from slidelabel.services.slides import slides_of
+from slidelabel.store.models import Epoch, GalleryLink, GalleryOverlay, Project, Role, Slide, utcnow
+
+#: The answer to every token that opens nothing (never issued, revoked, or its project deleted).
+UNKNOWN = "this gallery link was revoked or never existed"
+#: Metrics of an epoch that the gallery's figures draw: scores, calibration, learning signals and
+#: label counts per category; the rest (timings, strategy picks, options) stays with members.
+FIGURE_METRICS = ("model_chosen", "cv_balanced_accuracy", "cv_macro_f1", "cv_note", "estimated_accuracy",
+                  "calibration", "changed_fraction", "stopping", "label_counts")
+#: Most slides a link may name (a project's slides are listed on one page).
+MAX_SLIDES = 1000
+
+
+def token_digest(token: str) -> str:
+    """The hex SHA-256 of a link's token: what the database holds."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Published:
+    """A new link and its token, which is shown this once and never stored."""
+
+    link: GalleryLink
+    token: str
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    """What one token opens: a project, the slides shown (by name) and the overlay drawn."""
+
+    link: GalleryLink
+    project: Project
+    slides: list[Slide]
+
+    @property
+    def overlay(self) -> GalleryOverlay:
+        return self.link.overlay
+
+    def slide(self, slide_id: int) -> Slide:
+        """The shown slide ``slide_id``; :class:`NotFoundError` for any other, whatever project
+        it is in."""
+        for slide in self.slides:
+            if slide.id == slide_id:
+                return slide
+        raise NotFoundError(f"no slide {slide_id} in this gallery")
+
+
+def _chosen_slides(session: Session, project_id: int, slide_ids: Sequence[int]) -> list[int]:
+    """``slide_ids`` sorted without repeats, each checked to be a slide of the project."""
+    chosen = sorted(set(slide_ids))
+    if len(chosen) > MAX_SLIDES:
+        raise ParameterError(f"a gallery link names at most {MAX_SLIDES} slides ({len(chosen)} given); "
+                             "leave the list empty to show every slide")
+    known = set(session.scalars(select(Slide.id).where(Slide.project_id == project_id, Slide.id.in_(chosen))))
+    missing = [slide_id for slide_id in chosen if slide_id not in known]
+    if missing:
+        raise NotFoundError(f"no slide {', '.join(map(str, missing[:10]))} in this project: choose among its slides")
+    return chosen
+
+
+def publish(session: Session, access: ProjectAccess, *, overlay: GalleryOverlay,
+            slide_ids: Sequence[int] = ()) -> Published:
+    """A new link to the project's slides ``slide_ids`` (empty: all, those added later too) with
+    ``overlay`` drawn over them. Only an owner publishes (:class:`PermissionDeniedError`)."""
+    if access.role != Role.owner:
+        raise PermissionDeniedError(f"only an owner publishes gallery links; you are {access.role.value}")
+    token = secrets.token_urlsafe(32)
+    link = GalleryLink(project_id=access.project.id, token_sha256=token_digest(token), overlay=GalleryOverlay(overlay),
+                       slide_ids=_chosen_slides(session, access.project.id, slide_ids), created_by=access.user.id)
+    session.add(link)
+    session.flush()
+    return Published(link, token)
+
+
+def links_of(session: Session, project_id: int) -> list[GalleryLink]:
+    """The project's links, revoked ones included, newest first."""
+    return list(session.scalars(select(GalleryLink).where(GalleryLink.project_id == project_id)
+                                .order_by(GalleryLink.id.desc())))
+
+
+def revoke(session: Session, *, project_id: int, link_id: int) -> GalleryLink:
+    """Stop link ``link_id`` of the project from opening anything (again: a no-op)."""
+    link = session.get(GalleryLink, link_id)
+    if link is None or link.project_id != project_id:
+        raise NotFoundError(f"no gallery link {link_id} in this project")
+    if link.revoked_at is None:
+        link.revoked_at = utcnow()
+    return link
+
+
+def resolve(session: Session, token: str) -> GalleryView:
+    """What ``token`` opens; :class:`NotFoundError` with :data:`UNKNOWN` when it opens nothing."""
+    digest = token_digest(token)
+    link = session.scalar(select(GalleryLink).where(GalleryLink.token_sha256 == digest))
+    # The row is found by the digest; comparing it again in constant time costs nothing and keeps
+    # the check independent of how the database compares strings.
+    if link is None or link.revoked_at is not None or not hmac.compare_digest(link.token_sha256, digest):
+        raise NotFoundError(UNKNOWN)
+    project = session.get(Project, link.project_id)
+    if project is None:
+        raise NotFoundError(UNKNOWN)
+    shown = set(link.slide_ids)
+    slides = [slide for slide in slides_of(session, project.id) if not shown or slide.id in shown]
+    return GalleryView(link, project, slides)
+
+
+def figure_epochs(session: Session, project_id: int) -> list[tuple[Epoch, dict]]:
+    """Every epoch of the project, oldest first, with the part of its metrics the figures draw."""
+    return [(epoch, {key: epoch.metrics[key] for key in FIGURE_METRICS if key in epoch.metrics})
+            for epoch in epochs.list_epochs(session, project_id)]
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The category drawn on each superpixel of a slide: little-endian uint16, index =
+    superpixel id (0 = none), ``N + 1`` values; ``epoch`` is the predictions' epoch number."""
+
+    content: bytes
+    epoch: int | None
+
+
+def slide_overlay(session: Session, data_dir: Path, view: GalleryView, slide_id: int) -> Overlay:
+    """The link's overlay of a shown slide: its effective labels (review, else the users'
+    majority) or the latest epoch's predicted categories."""
+    slide = view.slide(slide_id)
+    if view.overlay == GalleryOverlay.predictions:
+        number, predictions = epochs.slide_predictions(session, data_dir, view.project.id, slide.id)
+        return Overlay(epochs.predicted_bytes(predictions), number)
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64))
+    superpixels_M, categories_M = effective_labels(session, view.project.id, slide_id=slide.id).get(slide.id, empty)
+    return Overlay(labels.label_array(labels.superpixel_count(slide), superpixels_M, categories_M).tobytes(), None)
+
