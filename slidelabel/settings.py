@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     """Longest run of an epoch job (train, predict, rank), in s; it then stops as failed."""
     host: str = "127.0.0.1"
     port: int = 8000
+    sam_model: Path | None = None
+    """Folder of a Segment Anything model (``transformers`` ``SamModel``: ``config.json``, weights
+    and the processor's config) for the smart tool; default ``$SLIDELABEL_MODELS/sam/``, else the
+    Hugging Face cache of facebook/sam-vit-base. Without one the smart tool proposes superpixels
+    grown to similar ones."""
 
     @field_validator("slide_folders", mode="before")
     @classmethod

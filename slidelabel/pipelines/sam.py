@@ -1,0 +1,196 @@
+"""Segment Anything (``transformers`` ``SamModel``) from local weights: the image embedding of an
+RGB region, then, per point prompt, the model's three masks with their predicted IoU and the
+outline of each.
+
+The weights folder is the one passed in (the ``sam_model`` setting, ``SLIDELABEL_SAM_MODEL``),
+else ``$SLIDELABEL_MODELS/sam/``, else the cache's ``models/sam/``, else a Hugging Face cache
+snapshot of facebook/sam-vit-base (:func:`slidelabel.pipelines.weights.find_weights`); it holds
+``config.json``, the weights and the processor's config, as ``save_pretrained`` of a ``SamModel``
+and a ``SamProcessor`` writes them. Nothing is ever downloaded.
+
+Frames: the *image* is the RGB region as read (``H x W`` px); the processor resizes it so that its
+long side is the model's input side (1024 px for the published models) and pads it at the bottom
+and right to a square, the *input* frame; the low-resolution masks cover that square with cells of
+``input_px / mask side`` px (4 px for the published models). Coordinates are continuous: pixel
+``(i, j)`` spans ``[j, j + 1) x [i, i + 1)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from slidelabel.errors import ParameterError
+from slidelabel.pipelines.torch_threads import torch_threads
+from slidelabel.pipelines.weights import find_weights
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["SAM", "SAM_ENV", "ImageEmbedding", "Masks", "SamPredictor", "load_sam", "mask_outline", "sam_folder"]
+
+logger = logging.getLogger(__name__)
+
+SAM_ENV = "SLIDELABEL_SAM_MODEL"
+#: The processor's config: ``processor_config.json`` as transformers 5 saves it, or the
+#: ``preprocessor_config.json`` of the published repositories.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+#: Torch threads of the image encoder on the CPU, and of the prompt decoder (a hover).
+EMBED_THREADS = min(4, os.cpu_count() or 1)
+DECODE_THREADS = min(2, os.cpu_count() or 1)
+#: Outlines are simplified to within this share of a mask cell.
+OUTLINE_TOLERANCE_CELLS = 0.5
+
+
+@dataclass(frozen=True)
+class SamWeights:
+    """Where a Segment Anything model is published (see :class:`~slidelabel.pipelines.weights.PublishedWeights`)."""
+
+    name: str = "sam"
+    repo_id: str = "facebook/sam-vit-base"
+    config_files: tuple[str, ...] = ("config.json",)
+    weight_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+    gated: bool = False
+
+
+SAM = SamWeights()
+
+
+def sam_folder(weights_dir: Path | None = None) -> Path:
+    """The folder of the SAM weights (see the module's docstring); :class:`ParameterError` saying
+    where to put which files when there is none, or when it lacks the processor's config."""
+    folder = find_weights(SAM, weights_dir, kind="Segment Anything model", setting=SAM_ENV)
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise ParameterError(f"{folder} holds SAM weights but not its processor's config ({' or '.join(PROCESSOR_FILES)}):"
+                             f" run `hf download {SAM.repo_id} --local-dir {folder}` or save the SamProcessor there")
+    return folder
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """A region's image embedding ``(1, C, h, w)`` and the size of the image it was computed from
+    (``height x width`` px) and of that image resized into the model's input (``input_hw``)."""
+
+    embeddings: torch.Tensor
+    height: int
+    width: int
+    input_hw: tuple[int, int]
+
+    def to_input(self, x: float, y: float) -> tuple[float, float]:
+        """Image px to input px (continuous)."""
+        return x * self.input_hw[1] / self.width, y * self.input_hw[0] / self.height
+
+    def to_image(self, points_V_2: np.ndarray) -> np.ndarray:
+        """(V, 2) ``x, y`` input px to image px (continuous)."""
+        return points_V_2 * (self.width / self.input_hw[1], self.height / self.input_hw[0])
+
+
+@dataclass(frozen=True)
+class Masks:
+    """The model's masks for one prompt: ``logits_3_h_w`` (float32, > 0 is inside) over the input
+    square in cells of ``cell_px`` input px, and each mask's predicted IoU ``scores_3``."""
+
+    logits_3_h_w: np.ndarray
+    scores_3: np.ndarray
+    cell_px: float
+
+
+class SamPredictor:
+    """A loaded SAM model and its processor, on ``device`` (None: ``cuda`` when available)."""
+
+    def __init__(self, folder: Path, *, device: str | None = None) -> None:
+        import torch
+        from transformers import SamModel, SamProcessor
+
+        self.folder = folder
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = SamProcessor.from_pretrained(folder, local_files_only=True)
+        model, info = SamModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
+                                               output_loading_info=True)
+        missing = sorted(info["missing_keys"]) + sorted(map(str, info["mismatched_keys"]))
+        if missing:  # transformers would initialise them at random, silently
+            raise ParameterError(f"{folder} lacks SAM weights: {', '.join(missing[:5])}")
+        self.model = model.eval().to(self.device)
+
+    @property
+    def input_px(self) -> int:
+        """Long side (px) of the model's input: images are resized to it."""
+        return int(self.processor.image_processor.size["longest_edge"])
+
+    def embed(self, rgb_H_W_3: np.ndarray) -> ImageEmbedding:
+        """The image embedding of a uint8 ``(H, W, 3)`` RGB image."""
+        if rgb_H_W_3.ndim != 3 or rgb_H_W_3.shape[2] != 3 or rgb_H_W_3.dtype != np.uint8 or 0 in rgb_H_W_3.shape:
+            raise ParameterError(f"expected a non-empty (H, W, 3) uint8 image, got {rgb_H_W_3.shape} {rgb_H_W_3.dtype}")
+        import torch
+
+        inputs = self.processor(images=rgb_H_W_3, return_tensors="pt")
+        with torch_threads(EMBED_THREADS), torch.inference_mode():
+            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
+        height, width = rgb_H_W_3.shape[:2]
+        input_h, input_w = (int(v) for v in inputs["reshaped_input_sizes"][0])
+        return ImageEmbedding(embeddings, height, width, (input_h, input_w))
+
+    def masks(self, embedding: ImageEmbedding, x: float, y: float) -> Masks:
+        """The three masks for a foreground point at ``(x, y)`` image px (continuous)."""
+        if not (0 <= x < embedding.width and 0 <= y < embedding.height):
+            raise ParameterError(f"the point ({x:.1f}, {y:.1f}) is outside the {embedding.width} x "
+                                 f"{embedding.height} px image")
+        import torch
+
+        x_in, y_in = embedding.to_input(x, y)
+        # SAM's prompt encoder adds half a pixel itself: it takes pixel indices.
+        point_1_1_1_2 = torch.tensor([[[[x_in - 0.5, y_in - 0.5]]]], dtype=torch.float32, device=self.device)
+        with torch_threads(DECODE_THREADS), torch.inference_mode():
+            out = self.model(image_embeddings=embedding.embeddings, input_points=point_1_1_1_2,
+                             multimask_output=True)
+        logits_3_h_w = out.pred_masks[0, 0].float().cpu().numpy()
+        return Masks(logits_3_h_w, out.iou_scores[0, 0].float().cpu().numpy(), self.input_px / logits_3_h_w.shape[-1])
+
+
+@functools.lru_cache(maxsize=2)
+def load_sam(folder: Path, device: str | None = None) -> SamPredictor:
+    """The predictor of ``folder`` (see :func:`sam_folder`), loaded once per process."""
+    logger.info("loading Segment Anything from %s", folder)
+    return SamPredictor(folder, device=device)
+
+
+def mask_outline(logits_h_w: np.ndarray, x: float, y: float, *, cell_px: float,
+                 valid_hw: tuple[float, float]) -> np.ndarray:
+    """The outline of one mask, as a ring of input px.
+
+    Parameters
+    ----------
+    logits_h_w : a mask's logits over the input square (> 0 is inside), cells of ``cell_px`` input px.
+    x, y : the prompt, input px: of the mask's outer boundaries, the one around it is taken, else
+        the one enclosing the most cells (holes are filled).
+    valid_hw : height and width (input px) of the resized image; the padding beyond is outside.
+
+    Returns
+    -------
+    (V, 2) float ``x, y`` vertices (input px) of a ring simplified to within half a cell,
+    ``V >= 3``; (0, 2) when the mask is empty.
+    """
+    from skimage.measure import approximate_polygon, find_contours, points_in_poly
+
+    rows = min(logits_h_w.shape[0], int(np.ceil(valid_hw[0] / cell_px)))
+    cols = min(logits_h_w.shape[1], int(np.ceil(valid_hw[1] / cell_px)))
+    # A border of "outside" closes every contour.
+    padded = np.pad(logits_h_w[:rows, :cols], 1, constant_values=-1.0)
+    rings = [ring for ring in find_contours(padded, 0.0) if len(ring) >= 4]
+    if not rings:
+        return np.zeros((0, 2))
+    # (row, col) of padded cell centres to input px: centre of cell (i, j) is ((j + 0.5) c, (i + 0.5) c).
+    rings_xy = [(ring[:, ::-1] - 0.5) * cell_px for ring in rings]
+    areas = [0.5 * abs(np.dot(r[:, 0], np.roll(r[:, 1], 1)) - np.dot(r[:, 1], np.roll(r[:, 0], 1))) for r in rings_xy]
+    around = [i for i, r in enumerate(rings_xy) if points_in_poly(np.array([[x, y]]), r)[0]]
+    # The innermost ring around the point is a hole's when the point is outside the mask.
+    chosen = max(around, key=lambda i: areas[i]) if around else int(np.argmax(areas))
+    ring = approximate_polygon(rings_xy[chosen], tolerance=OUTLINE_TOLERANCE_CELLS * cell_px)
+    ring = ring[:-1] if len(ring) > 1 and np.array_equal(ring[0], ring[-1]) else ring
+    return ring if len(ring) >= 3 else np.zeros((0, 2))
