@@ -16,6 +16,10 @@ Cells are anchored to the image, as a dense encoder's must be: ``grid_px`` is on
 window whose corner the driver puts on that grid cuts its crops from the same image pixels. A ViT
 token sees its whole crop, so only the cells of a crop cut short by the window's far edge differ
 between windows; they lie within one crop of that edge, hence ``margin_px`` is one crop (224 px).
+
+Speed (:mod:`~slidelabel.pipelines.features.foundation_runtime`): crops run in batches sized to the
+free memory, under bfloat16 autocast on a GPU (and on a CPU with AMX), while a helper thread cuts
+the next batch; one network per backbone, weights folder and device is loaded per process.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +39,16 @@ import numpy as np
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features.dense import DenseEmbedding
+from slidelabel.pipelines.features.foundation_runtime import (
+    LoadedNetwork,
+    Precision,
+    autocast_dtype,
+    batch_crops_for,
+    default_device,
+    free_memory_bytes,
+    loaded_network,
+    prefetched,
+)
 from slidelabel.pipelines.torch_threads import torch_threads
 
 if TYPE_CHECKING:
@@ -53,8 +68,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Torch threads while encoding on the CPU; the process's setting is restored afterwards.
 ENCODE_THREADS = min(4, os.cpu_count() or 1)
-#: Crops per forward pass: 8 crops of ViT-H/14 hold about 1 GB of activations.
-BATCH_CROPS = 8
 
 #: Images in [0, 1] (not yet normalised), ``(B, 3, H, W)``, to final patch tokens ``(B, H / p, W / p, K)``.
 TokenNet = Callable[["torch.Tensor"], "torch.Tensor"]
@@ -91,6 +104,15 @@ class VitArchitecture:
     def mlp_hidden(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
 
+    def crop_bytes(self, value_bytes: int) -> int:
+        """Bytes of activations one ``img_px`` crop holds at the peak of a block in inference:
+        ``T (8 D + 2 mlp_hidden)`` values (residual, norm, q, k, v, attention and projection
+        outputs, the MLP's two hidden tensors) plus two ``heads x T x T`` attention maps, for the
+        attention kernels that build them, ``T`` tokens (patches, class and registers)."""
+        tokens = self.grid**2 + 1 + self.reg_tokens
+        values = tokens * (8 * self.embed_dim + 2 * self.mlp_hidden) + 2 * self.num_heads * tokens**2
+        return values * value_bytes
+
 
 def _normalised(tokens_of: TokenNet, mean_3: tuple[float, ...], std_3: tuple[float, ...], device: str) -> TokenNet:
     import torch
@@ -123,6 +145,10 @@ class TimmBackbone:
     @property
     def crop_px(self) -> int:
         return self.vit.img_px
+
+    def crop_bytes(self, value_bytes: int) -> int:
+        """Peak activation bytes per crop (:meth:`VitArchitecture.crop_bytes`)."""
+        return self.vit.crop_bytes(value_bytes)
 
     def load(self, folder: Path, device: str) -> TokenNet:
         """The network with the weights of ``folder``; every key must match (strict)."""
@@ -167,6 +193,12 @@ class TransformersBackbone:
     weight_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
     config_files: tuple[str, ...] = ("config.json",)
     packages: tuple[str, ...] = ("torch", "transformers")
+
+    def crop_bytes(self, value_bytes: int) -> int:
+        """Peak activation bytes per crop, sized as the plain ViT of this width (heads of 64
+        channels, MLP 4 x wide, as ViT-B and ViT-L) with up to 4 register tokens."""
+        return VitArchitecture(img_px=self.crop_px, patch_px=self.patch_px, embed_dim=self.channels,
+                               num_heads=max(self.channels // 64, 1), reg_tokens=4).crop_bytes(value_bytes)
 
     def load(self, folder: Path, device: str) -> TokenNet:
         """The model of ``folder``, refused unless its config is this backbone's and every weight
@@ -296,19 +328,27 @@ class FoundationEncoder:
     backbone : Backbone
         Which model (an entry of :data:`BACKBONES`, or one built like them).
     weights_dir : Path, optional
-        Folder of its weights; None looks where :func:`weights_folder` says. Read on first encode.
+        Folder of its weights; None looks where :func:`weights_folder` says. Read on first encode,
+        once per process (:func:`~slidelabel.pipelines.features.foundation_runtime.loaded_network`).
     device : str, optional
         Torch device; None is ``cuda`` when available, else ``cpu``.
-    batch_crops, n_threads : int, optional
-        Crops per forward pass; torch threads on the CPU.
+    batch_crops : int, optional
+        Crops per forward pass; None sizes batches to the device's free memory on first encode
+        (:func:`~slidelabel.pipelines.features.foundation_runtime.batch_crops_for`).
+    n_threads : int, optional
+        Torch threads on the CPU.
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Autocast dtype (:func:`~slidelabel.pipelines.features.foundation_runtime.autocast_dtype`);
+        the features are float32 whatever it is.
     """
 
     def __init__(self, backbone: Backbone, weights_dir: Path | None = None, *, device: str | None = None,
-                 batch_crops: int = BATCH_CROPS, n_threads: int = ENCODE_THREADS) -> None:
+                 batch_crops: int | None = None, n_threads: int = ENCODE_THREADS,
+                 precision: Precision = "auto") -> None:
         if backbone.crop_px % backbone.patch_px:
             raise ValueError(f"{backbone.name}: crop {backbone.crop_px} px is not a multiple of "
                              f"patch {backbone.patch_px} px")
-        if batch_crops < 1 or n_threads < 1:
+        if (batch_crops is not None and batch_crops < 1) or n_threads < 1:
             raise ParameterError(f"batch_crops and n_threads must be >= 1, got {batch_crops} and {n_threads}")
         self.backbone = backbone
         self.name = backbone.name
@@ -318,8 +358,8 @@ class FoundationEncoder:
         self.weights_dir = weights_dir
         self.batch_crops = batch_crops
         self.n_threads = n_threads
+        self.precision = precision
         self._device = device
-        self._net: TokenNet | None = None
 
     def __repr__(self) -> str:
         return f"FoundationEncoder({self.name!r}, weights_dir={self.weights_dir!r})"
@@ -327,18 +367,33 @@ class FoundationEncoder:
     @property
     def device(self) -> str:
         if self._device is None:
-            import torch
-
-            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._device = default_device()
         return self._device
 
     def network(self) -> TokenNet:
-        """The loaded network, loading it on first use."""
-        if self._net is None:
-            folder = weights_folder(self.backbone, self.weights_dir)
+        """The network, loaded on first use in this process (shared by every encoder of the same
+        backbone, weights folder and device)."""
+        return self._loaded().net
+
+    def _loaded(self) -> LoadedNetwork:
+        folder = weights_folder(self.backbone, self.weights_dir)
+
+        def load() -> TokenNet:
             logger.info("loading foundation model %s from %s onto %s", self.name, folder, self.device)
-            self._net = self.backbone.load(folder, self.device)
-        return self._net
+            return self.backbone.load(folder, self.device)
+
+        return loaded_network(self.backbone, folder, self.device, load)
+
+    def crops_per_batch(self) -> int:
+        """``batch_crops``; if None, the batch that the device's free memory held on first call."""
+        if self.batch_crops is None:
+            import torch
+
+            dtype = autocast_dtype(self.device, self.precision)
+            value_bytes = 4 if dtype is None else dtype.itemsize
+            self.batch_crops = batch_crops_for(self.backbone.crop_bytes(value_bytes), free_memory_bytes(self.device),
+                                               torch.device(self.device).type)
+        return self.batch_crops
 
     def encode(self, rgb_H_W_3: np.ndarray) -> np.ndarray:
         """float32 ``(ceil(H / p), ceil(W / p), K)`` patch features of a uint8 ``(H, W, 3)`` window,
@@ -351,15 +406,26 @@ class FoundationEncoder:
         height, width = rgb_H_W_3.shape[:2]
         origins = [(top, left) for top in range(0, height, crop) for left in range(0, width, crop)]
         cells = crop // patch
-        grid_h, grid_w = math.ceil(height / crop) * cells, math.ceil(width / crop) * cells
-        out_h_w_K = np.empty((grid_h, grid_w, self.channels), np.float32)
-        net = self.network()
-        with torch_threads(self.n_threads), torch.inference_mode():
-            for first in range(0, len(origins), self.batch_crops):
-                batch = origins[first : first + self.batch_crops]
-                crops_B_H_W_3 = np.stack([_reflected(rgb_H_W_3[t : t + crop, l : l + crop], crop) for t, l in batch])
-                unit_B_3_H_W = torch.from_numpy(crops_B_H_W_3).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-                tokens_B_c_c_K = net(unit_B_3_H_W).float().cpu().numpy()
+        out_h_w_K = np.empty((math.ceil(height / crop) * cells, math.ceil(width / crop) * cells, self.channels),
+                             np.float32)
+        loaded = self._loaded()
+        size = self.crops_per_batch()
+        dtype = autocast_dtype(self.device, self.precision)
+        on_gpu = torch.device(self.device).type == "cuda"
+
+        def crops_of(batch: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], torch.Tensor]:
+            crops_B_H_W_3 = torch.from_numpy(np.stack([_reflected(rgb_H_W_3[t : t + crop, l : l + crop], crop)
+                                                       for t, l in batch]))
+            return batch, crops_B_H_W_3.pin_memory() if on_gpu else crops_B_H_W_3
+
+        batches = prefetched(crops_of(origins[first : first + size]) for first in range(0, len(origins), size))
+        # One forward pass at a time per network: a batch is sized to the free memory, and the
+        # driver's other threads read and decode tiles meanwhile.
+        with closing(batches), loaded.lock, torch_threads(self.n_threads), torch.inference_mode(), \
+                torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None):
+            for batch, crops_B_H_W_3 in batches:
+                unit_B_3_H_W = crops_B_H_W_3.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+                tokens_B_c_c_K = loaded.net(unit_B_3_H_W).float().cpu().numpy()
                 if tokens_B_c_c_K.shape[1:] != (cells, cells, self.channels):
                     raise ParameterError(f"{self.name} gave tokens {tokens_B_c_c_K.shape[1:]}, "
                                          f"expected {(cells, cells, self.channels)}")
