@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from anyio import to_thread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,16 +33,20 @@ from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.importers.segments import ImportOptions
 from slidelabel.services.feature_import import import_features
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
-from slidelabel.services.projects import IMPORTED_EXTRACTOR
-from slidelabel.services.segment_import import import_segments
+from slidelabel.services.labels import locked_slide, set_labels
+from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category
+from slidelabel.services.segment_import import ALGORITHM, import_segments
 from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
 from slidelabel.services.slides import allowed_folders, resolve_in_folders
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
 from slidelabel.store.atomic import replace_folder
 from slidelabel.store.database import Database
+from slidelabel.store.feature_files import open_features
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Epoch, Job, Label, Project, Slide
+from slidelabel.store.models import Category, Epoch, Job, Label, Project, Slide
+from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
+from slidelabel.store.superpixel_files import MANIFEST_FILE, read_manifest
 
 IMPORT_SEGMENTS, IMPORT_FEATURES = "import-segments", "import-features"
 
@@ -99,10 +104,13 @@ def refuse_labelled(session: Session, slide: Slide) -> None:
 
 
 def submit_segment_import(database: Database, sender: Sender, session: Session, project: Project, slide: Slide,
-                          source: SegmentSource, *, user_id: int | None) -> Job:
-    """Queue the ``import-segments`` job of ``slide``; :class:`ConflictError` when it has labels."""
+                          source: SegmentSource, *, user_id: int | None, labels: bool = False) -> Job:
+    """Queue the ``import-segments`` job of ``slide``; :class:`ConflictError` when it has labels.
+    With ``labels``, the source's classes become ``user_id``'s labels (:func:`label_classes`)."""
     refuse_labelled(session, slide)
-    params = {"source": asdict(source), "extractor": project.extractor}
+    if labels and user_id is None:
+        raise ParameterError("importing classes as labels needs a user to own the labels")
+    params = {"source": asdict(source), "extractor": project.extractor, "labels_for": user_id if labels else None}
     # Each request is new work: the same file imported again after another must run again.
     key = work_key(IMPORT_SEGMENTS, slide.id, {**params, "request": secrets.token_hex(8)})
     return submit(database, sender, project_id=project.id, slide_id=slide.id, kind=IMPORT_SEGMENTS, key=key,
@@ -126,6 +134,12 @@ def submit_feature_import(database: Database, sender: Sender, project: Project, 
                   params=params, user_id=user_id)
 
 
+def _uploaded_name(path: str) -> str | None:
+    """The name a source kept in a ``sources/`` folder was uploaded under (None: not uploaded)."""
+    kept = Path(path)
+    return kept.name.split("-", 1)[1] if kept.parent.name == "sources" and "-" in kept.name else None
+
+
 @contextmanager
 def _named_as_uploaded(path: str) -> Iterator[None]:
     """Errors about an uploaded source name the file as uploaded: the server's paths are the
@@ -133,10 +147,54 @@ def _named_as_uploaded(path: str) -> Iterator[None]:
     try:
         yield
     except (ParameterError, OutputError) as error:  # what a source's readers raise
-        kept = Path(path)
-        if kept.parent.name != "sources" or str(path) not in str(error):
+        name = _uploaded_name(path)
+        if name is None or str(path) not in str(error):
             raise
-        raise type(error)(str(error).replace(str(path), kept.name.split("-", 1)[1])) from None
+        raise type(error)(str(error).replace(str(path), name)) from None
+
+
+@dataclass(frozen=True)
+class ImportedSegments:
+    """A slide's imported segments: the ``source`` file (as uploaded, or its slide-folder path),
+    its ``format``, the ``segments`` kept, what was ``dropped`` by reason and the ``classes``
+    with their segment counts."""
+
+    source: str
+    format: str
+    segments: int
+    dropped: dict[str, int]
+    classes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ImportedFeatures:
+    """An imported feature array of a slide: its ``name`` (``imported-...``), ``dimensions`` and
+    the ``segments`` that got features (the others are NaN rows)."""
+
+    name: str
+    dimensions: int
+    segments: int
+
+
+def slide_imports(files: ProjectFiles, slide_id: int) -> tuple[ImportedSegments | None, list[ImportedFeatures]]:
+    """What a slide holds from other tools, read from its manifests: its imported segments
+    (None when its superpixels are computed, or not made yet) and its imported feature arrays
+    by name."""
+    manifest = read_manifest(files.superpixels(slide_id) / MANIFEST_FILE)
+    segments = None
+    if manifest is not None and manifest.get("algorithm") == ALGORITHM:
+        record = manifest["import"]
+        path = record["source"]["path"]
+        segments = ImportedSegments(_uploaded_name(path) or path, manifest["options"]["format"],
+                                    int(manifest["superpixels"]), record["dropped"], record["classes"])
+    features = []
+    folder = files.slide_dir(slide_id) / "features"
+    for path in sorted(folder.glob("imported-*.zarr")) if folder.is_dir() else []:
+        if IMPORTED_EXTRACTOR.match(path.stem):
+            array = open_features(path)
+            written = array.attrs.get("provenance", {}).get("segments_with_features", array.shape[0])
+            features.append(ImportedFeatures(path.stem, int(array.shape[1]), int(written)))
+    return segments, features
 
 
 def _slide(context: JobContext) -> tuple[Path, Path]:
@@ -152,6 +210,40 @@ def _forget_superpixels(session: Session, files: ProjectFiles, slide_id: int) ->
     shutil.rmtree(files.slide_dir(slide_id) / "features", ignore_errors=True)
     for number in session.scalars(select(Epoch.number).where(Epoch.project_id == files.project_id)):
         files.predictions(number, slide_id).unlink(missing_ok=True)
+
+
+def label_classes(session: Session, slide: Slide, folder: Path, *, user_id: int) -> dict[str, int]:
+    """Label each segment of ``folder`` that has an imported class (its ``classification``) as
+    ``user_id``'s label of the category of that name, adding the categories the project lacks.
+    ``slide`` must come from :func:`~slidelabel.services.labels.locked_slide`; returns the
+    segments labelled by class name."""
+    sources = read_segment_sources(folder / SOURCES_FILE)
+    if sources.class_names_N is None:
+        return {}
+    names_N = np.asarray(sources.class_names_N, dtype=object)
+    known = {c.name: c.id for c in session.scalars(select(Category).where(Category.project_id == slide.project_id))}
+    project = session.get(Project, slide.project_id)
+    labelled = {}
+    for name in sorted({name for name in sources.class_names_N if name}):
+        ids_M = sources.ids_N[names_N == name]
+        category_id = known.get(name) or add_category(session, project, name).id
+        set_labels(session, slide, user_id, ids_M.tolist(), category_id)
+        labelled[name] = int(ids_M.size)
+    return labelled
+
+
+def _labels_from_classes(context: JobContext, folder: Path) -> str:
+    """The job's summary line of :func:`label_classes` (the segments stay imported when the
+    classes cannot be labels: the line then says why)."""
+    try:
+        with context.database.session(write=True) as session:
+            slide = locked_slide(session, context.project_id, context.slide_id)
+            labelled = label_classes(session, slide, folder, user_id=int(context.params["labels_for"]))
+    except ParameterError as error:
+        return f"classes not imported as labels: {error}"
+    if not labelled:
+        return "no classes to import as labels"
+    return "labels: " + ", ".join(f"{count:,} {name}" for name, count in labelled.items())
 
 
 @job_kind(IMPORT_SEGMENTS)
@@ -179,6 +271,8 @@ def import_segments_job(context: JobContext) -> dict:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     message = result.summary().replace(str(scratch), "the slide's superpixels")
+    if context.params.get("labels_for") is not None:
+        message += "\n" + _labels_from_classes(context, folder)
     extractor = context.params["extractor"]
     if IMPORTED_EXTRACTOR.match(extractor):
         return {"message": f"{message}\nimport the {extractor} features of these segments next"}

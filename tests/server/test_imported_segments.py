@@ -190,3 +190,45 @@ def test_imported_features_become_a_project_extractor(app, client, settings, sen
     assert response.status_code == 200, response.text
     response = client.patch(url(project), headers=admin_headers, json={"extractor": "imported-Morph!"})
     assert response.status_code == 422
+
+
+def test_classes_become_labels_and_the_imports_are_listed(app, client, settings, sender, admin_headers, project,
+                                                           cmu_slide, nuclei_geojson):
+    """QuPath classifications imported as the caller's labels (a class the project lacks becomes
+    a category); GET /imports names the source, what was dropped and the imported features."""
+    document = json.loads(nuclei_geojson)
+    cells = document["features"]
+    for k, feature in enumerate(cells[:30]):
+        feature["properties"]["classification"] = {"name": ("tumour", "lymphocyte")[k % 2], "color": [200, 0, 0]}
+    outside = {"type": "Polygon", "coordinates": [[[5000, 5000], [5010, 5000], [5010, 5010], [5000, 5000]]]}
+    cells += [{"type": "Feature", "properties": {}, "geometry": outside},
+              {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": []}}]
+    slide_id = add_slide(app, project, cmu_slide)
+    response = client.post(url(project, f"/slides/{slide_id}/segments"), headers=admin_headers, params={"labels": "true"},
+                           files={"file": ("qupath cells.geojson", json.dumps(document).encode(), "application/geo+json")})
+    job = run_job(app, response)
+    assert job.state == JobState.done, job.message
+    assert "labels: 15 lymphocyte, 15 tumour" in job.message
+    response = client.get(url(project), headers=admin_headers)
+    project = response.json()
+    assert {c["name"] for c in project["categories"]} >= {"tumour", "stroma", "lymphocyte"}
+    labelled = labels_by_name(client, admin_headers, project, slide_id)
+    assert sorted(labelled.values()).count("tumour") == 15 and len(labelled) == 30
+
+    listed = client.get(url(project, "/imports"), headers=admin_headers)
+    assert listed.status_code == 200, listed.text
+    (slide,) = listed.json()["slides"]
+    segments = slide["segments"]
+    assert segments["source"] == "qupath cells.geojson" and segments["format"] == "geojson"
+    assert segments["classes"] == {"lymphocyte": 15, "tumour": 15}
+    assert segments["dropped"]["outside the slide"] == 1 and segments["dropped"]["empty geometry"] == 1
+    assert slide["features"] == [] and listed.json()["extractors"] == []
+
+    n = segments["segments"]
+    table = "id,area\n" + "".join(f"{i},{i * 2.0}\n" for i in range(1, n + 1))
+    job = run_job(app, client.post(url(project, f"/slides/{slide_id}/features/imported-morph"), headers=admin_headers,
+                                   files={"file": ("cells.csv", table.encode(), "text/csv")}))
+    assert job.state == JobState.done, job.message
+    listed = client.get(url(project, "/imports"), headers=admin_headers).json()
+    assert listed["slides"][0]["features"] == [{"name": "imported-morph", "dimensions": 1, "segments": n}]
+    assert listed["extractors"] == ["imported-morph"]

@@ -4,21 +4,24 @@ slide folders, imported by a job (``import-segments``, ``import-features``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from slidelabel.errors import ParameterError
-from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep
+from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep, Viewer
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import project_imports as service
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.accounts import require_slide_folders
-from slidelabel.services.slides import get_slide
+from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.settings import Settings
+from slidelabel.store.layout import ProjectFiles
 
 router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}", tags=["slides"])
+imports_router = APIRouter(prefix="/projects/{project_id}", tags=["slides"])
 
 _FORMS = {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
                                                                                       "format": "binary"}}}}}
@@ -58,10 +61,13 @@ async def _source(request: Request, settings: Settings, access: ProjectAccess, s
     **_FORMS, "application/json": {"schema": ServerSource.model_json_schema()}}}})
 async def import_segments(slide_id: int, request: Request, access: Owner, session: ReadSession, database: DatabaseDep,
                           settings: SettingsDep, format: FormatQuery = "auto",
-                          downsample: Annotated[float | None, Query(ge=1, le=1024)] = None) -> JobPublic:
+                          downsample: Annotated[float | None, Query(ge=1, le=1024)] = None,
+                          labels: Annotated[bool, Query(description="the source's classes become your labels")] = False,
+                          ) -> JobPublic:
     """Replace the slide's superpixels by the segments of a GeoJSON, label-mask TIFF or Histomics
     Label pixelmap, then compute the project's features on them (one job); 409 while the slide
-    has labels."""
+    has labels. With ``labels``, each segment with a class (a GeoJSON ``classification``) is
+    labelled as the category of that name, added when the project lacks it."""
     slide = get_slide(session, access.project.id, slide_id)
     service.refuse_labelled(session, slide)  # before the upload; the job checks again
     session.close()  # ends the read transaction of the access check: an upload may last minutes
@@ -69,7 +75,7 @@ async def import_segments(slide_id: int, request: Request, access: Owner, sessio
     source = service.SegmentSource(path, format, downsample, bboxes)
     with database.session() as check:
         job = service.submit_segment_import(database, request.app.state.celery, check, access.project, slide, source,
-                                            user_id=access.user.id)
+                                            user_id=access.user.id, labels=labels)
     return JobPublic.model_validate(job)
 
 
@@ -87,3 +93,50 @@ async def import_features(slide_id: int, name: Annotated[str, Path(max_length=64
     job = service.submit_feature_import(database, request.app.state.celery, access.project, slide, path, name=name,
                                         format=format, user_id=access.user.id)
     return JobPublic.model_validate(job)
+
+
+class ImportedSegmentsPublic(BaseModel):
+    """A slide's imported segments: source file, format, segments kept, dropped (by reason) and
+    classes (segments per class name)."""
+
+    source: str
+    format: str
+    segments: int
+    dropped: dict[str, int]
+    classes: dict[str, int]
+
+
+class ImportedFeaturesPublic(BaseModel):
+    """An imported feature array: its extractor name, dimensions and the segments it covers."""
+
+    name: str
+    dimensions: int
+    segments: int
+
+
+class SlideImportsPublic(BaseModel):
+    slide_id: int
+    segments: ImportedSegmentsPublic | None
+    features: list[ImportedFeaturesPublic]
+
+
+class ProjectImportsPublic(BaseModel):
+    """What the project's slides hold from other tools; ``extractors``: the imported feature
+    names a slide has, which the project may choose as its extractor."""
+
+    slides: list[SlideImportsPublic]
+    extractors: list[str]
+
+
+@imports_router.get("/imports")
+def project_imports(access: Viewer, session: ReadSession, settings: SettingsDep) -> ProjectImportsPublic:
+    """Each slide's imported segments and imported feature arrays, from their manifests."""
+    files = ProjectFiles(settings.data_dir, access.project.id)
+    slides = []
+    for slide in slides_of(session, access.project.id):
+        segments, features = service.slide_imports(files, slide.id)
+        slides.append(SlideImportsPublic(
+            slide_id=slide.id, segments=None if segments is None else ImportedSegmentsPublic(**asdict(segments)),
+            features=[ImportedFeaturesPublic(**asdict(f)) for f in features]))
+    names = sorted({feature.name for slide in slides for feature in slide.features})
+    return ProjectImportsPublic(slides=slides, extractors=names)
