@@ -30,7 +30,8 @@ JPEG = {200: {"content": {"image/jpeg": {}}}}
 PNG = {200: {"content": {"image/png": {}}}}
 
 
-def _cached(request: Request, etag: str, cache_control: str, media_type: str, make: Callable[[], bytes]) -> Response:
+def cached_response(request: Request, etag: str, cache_control: str, media_type: str,
+                    make: Callable[[], bytes]) -> Response:
     """``make()`` as the response, or a 304 when the client holds the version ``etag``. The body
     is kept in the API's response cache under the URL and ``etag``, so it is made once per version."""
     headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control}
@@ -62,16 +63,16 @@ def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: R
                request: Request) -> Response:
     """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge."""
     path = Path(_slide(access, session, slide_id).path)
-    return _cached(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                   lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y))
+    return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
+                           lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y))
 
 
 @router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
 def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request: Request,
                     width: Annotated[int, Query(ge=16, le=tiles.MAX_PICTURE_PX)] = 256) -> Response:
     path = Path(_slide(access, session, slide_id).path)
-    return _cached(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                   lambda: tiles.slide_thumbnail(tiles.slide_source(path), width))
+    return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
+                           lambda: tiles.slide_thumbnail(tiles.slide_source(path), width))
 
 
 @router.get("/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG)
@@ -81,7 +82,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, sessi
     G = (id >> 8) & 255, B = (id >> 16) & 255; 0 = no superpixel."""
     slide = _slide(access, session, slide_id)
     labels = tiles.label_map(_superpixels(settings, slide))
-    return _cached(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
+    return cached_response(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
         labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y))
 
 
@@ -95,9 +96,9 @@ def superpixel_table(slide_id: int, access: Viewer, session: ReadSession, settin
     folder = _superpixels(settings, _slide(access, session, slide_id))
     table = tiles.superpixel_table(folder)
     binary = form == "binary"
-    response = _cached(request, f"{form}-{tiles.superpixels_version(folder)}", SUPERPIXEL_CACHE,
-                       "application/octet-stream" if binary else "application/json",
-                       lambda: tiles.table_binary(table) if binary else tiles.table_json(table))
+    response = cached_response(request, f"{form}-{tiles.superpixels_version(folder)}", SUPERPIXEL_CACHE,
+                               "application/octet-stream" if binary else "application/json",
+                               lambda: tiles.table_binary(table) if binary else tiles.table_json(table))
     response.headers["X-Superpixels"] = str(table.ids.size)
     if binary:
         response.headers["X-Layout"] = tiles.BINARY_LAYOUT
@@ -111,5 +112,5 @@ def superpixel_picture(slide_id: int, superpixel: int, access: Viewer, session: 
     slide = _slide(access, session, slide_id)
     folder = _superpixels(settings, slide)
     labels = tiles.label_map(folder)
-    return _cached(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_picture(
+    return cached_response(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_picture(
         tiles.slide_source(Path(slide.path)), labels, tiles.superpixel_table(folder), superpixel, size))
