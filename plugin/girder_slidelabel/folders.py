@@ -22,11 +22,11 @@ from large_image.exceptions import TileSourceError
 
 from girder_slidelabel.links import PROJECT_LINK, SLIDE_LINK, SUPERPIXELS_OF
 from slidelabel.errors import SlidelabelError
-from slidelabel.server.routers.projects import create_project
 from slidelabel.server.schemas.projects import ProjectCreate, ProjectPublic
+from slidelabel.services.projects import create_project
 from slidelabel.services.slides import Skipped, add_slide_file
 from slidelabel.store.database import Database
-from slidelabel.store.models import User
+from slidelabel.store.models import Role, User
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ def create_folder_project(database: Database, folder: dict, user: User, body: Pr
     """A new project on ``folder`` made by ``user`` (its owner), through the same code as
     ``POST /projects``, linked to the folder."""
     with database.session(write=True) as session:
-        project = create_project(body, session, user)
+        project = ProjectPublic.of(create_project(
+            session, session.merge(user), body.name, description=body.description, choices=body.choices(),
+            superpixels=body.superpixels.chosen(), categories=body.new_categories()), Role.owner)
     Folder().update({"_id": folder["_id"]}, {"$set": {PROJECT_LINK: project.id}})
     return project

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from sqlalchemy import func, select, update
@@ -86,13 +87,33 @@ def superpixel_options(values: dict) -> SuperpixelOptions:
     return SuperpixelOptions(**values)
 
 
-def create_project(session: Session, owner: User, name: str, *, description: str = "",
-                   choices: ProjectChoices = ProjectChoices(), superpixels: dict | None = None) -> Project:
+@dataclass(frozen=True)
+class NewCategory:
+    """A category to create: colour and hotkey chosen by position when None (:func:`add_category`)."""
+
+    name: str
+    color: str | None = None
+    hotkey: str | None = None
+    excluded: bool = False
+
+
+def _name_free(session: Session, name: str, *, but: int | None = None) -> str:
+    """``name`` stripped; :class:`ParameterError` if empty, :class:`ConflictError` if another
+    project has it (the message names only what the caller sent)."""
     name = name.strip()
     if not name:
         raise ParameterError("a project needs a name")
-    if session.scalar(select(Project).where(Project.name == name)) is not None:
-        raise ConflictError(f"a project named {name!r} exists")
+    if session.scalar(select(Project.id).where(Project.name == name, Project.id != (but or -1))) is not None:
+        raise ConflictError("that project name is taken; choose another")
+    return name
+
+
+def create_project(session: Session, owner: User, name: str, *, description: str = "",
+                   choices: ProjectChoices = ProjectChoices(), superpixels: dict | None = None,
+                   categories: Sequence[NewCategory] = ()) -> Project:
+    """A new project owned by ``owner``, with ``categories`` in order; the API, the CLI, the demo
+    and the Girder plugin all create projects here."""
+    name = _name_free(session, name)
     check_choices(choices)
     options = superpixel_options(superpixels or {})
     project = Project(name=name, description=description, extractor=choices.extractor, model=choices.model,
@@ -101,7 +122,39 @@ def create_project(session: Session, owner: User, name: str, *, description: str
     session.add(project)
     session.flush()
     session.add(Membership(project_id=project.id, user_id=owner.id, role=Role.owner))
+    for category in categories:
+        add_category(session, project, category.name, color=category.color, hotkey=category.hotkey,
+                     excluded=category.excluded)
+    session.refresh(project)
     return project
+
+
+def update_project(session: Session, project: Project, *, name: str | None = None, description: str | None = None,
+                   choices: dict[str, str] | None = None) -> Project:
+    """Rename, describe, or change what ``project`` computes with (``choices``: any of the
+    :class:`ProjectChoices` fields by name); names are checked before anything changes."""
+    changes = choices or {}
+    unknown = set(changes) - {f.name for f in fields(ProjectChoices)}
+    if unknown:
+        raise ParameterError(f"unknown project choices {sorted(unknown)}; known: "
+                             f"{', '.join(f.name for f in fields(ProjectChoices))}")
+    current = {f.name: getattr(project, f.name) for f in fields(ProjectChoices)}
+    check_choices(ProjectChoices(**{**current, **changes}))
+    if name is not None:
+        project.name = _name_free(session, name, but=project.id)
+    if description is not None:
+        project.description = description
+    for attribute, value in changes.items():
+        setattr(project, attribute, value)
+    session.flush()
+    return project
+
+
+def members(session: Session, project: Project) -> list[tuple[User, Role]]:
+    """The project's members and their roles, by user name."""
+    rows = session.execute(select(User, Membership.role).join(Membership, User.id == Membership.user_id)
+                           .where(Membership.project_id == project.id).order_by(User.username))
+    return [(user, role) for user, role in rows]
 
 
 def delete_project(database: Database, settings: Settings, *, project_id: int) -> None:

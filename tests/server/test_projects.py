@@ -69,3 +69,24 @@ def test_the_last_owner_cannot_leave(client, admin_headers, project):
     response = client.put(f"/api/v1/projects/{project['id']}/members", headers=admin_headers,
                           json={"username": owner["username"], "role": "viewer"})
     assert response.status_code == 409
+
+
+def test_renaming_onto_a_taken_name_is_a_conflict_that_changes_nothing(client, admin_headers, project):
+    other = client.post("/api/v1/projects", headers=admin_headers, json={"name": "Colon cohort"}).json()
+    url = f"/api/v1/projects/{other['id']}"
+    response = client.patch(url, headers=admin_headers, json={"name": f"  {project['name']} ", "model": "random_forest"})
+    assert response.status_code == 409 and "taken" in response.json()["detail"]
+    assert client.get(url, headers=admin_headers).json()["model"] == other["model"]
+    renamed = client.patch(url, headers=admin_headers, json={"name": " Colon cohort 2 ", "model": "random_forest"})
+    assert renamed.status_code == 200
+    assert (renamed.json()["name"], renamed.json()["model"]) == ("Colon cohort 2", "random_forest")
+
+
+def test_a_project_is_created_with_its_categories_in_one_answer(client, admin_headers):
+    response = client.post("/api/v1/projects", headers=admin_headers, json={
+        "name": "With legend", "categories": [{"name": "tumour"}, {"name": "glass", "excluded": True, "hotkey": "g"}]})
+    assert response.status_code == 201
+    assert [(c["name"], c["hotkey"], c["excluded"]) for c in response.json()["categories"]] == [
+        ("tumour", "1", False), ("glass", "g", True)]
+    members = client.get(f"/api/v1/projects/{response.json()['id']}/members", headers=admin_headers).json()
+    assert [(m["username"], m["role"]) for m in members] == [("admin", "owner")]

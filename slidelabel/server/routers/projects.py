@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from slidelabel.server.deps import (
     CurrentUser,
@@ -28,16 +27,9 @@ from slidelabel.server.schemas.projects import (
 )
 from slidelabel.services import projects as service
 from slidelabel.services.access import ProjectAccess
-from slidelabel.store.models import Membership, Project, Role, User
+from slidelabel.store.models import Project, Role
 
 router = APIRouter(tags=["projects"])
-
-
-def _public(project: Project, role: Role) -> ProjectPublic:
-    return ProjectPublic.model_validate({**{c: getattr(project, c) for c in (
-        "id", "name", "description", "extractor", "model", "strategy", "normalisation", "superpixel_options",
-        "created_at")},
-        "role": role, "categories": project.categories})
 
 
 @router.get("/registry")
@@ -48,25 +40,20 @@ def registry(_user: CurrentUser) -> dict[str, list[dict]]:
 
 @router.get("/projects")
 def list_projects(session: ReadSession, user: CurrentUser) -> list[ProjectPublic]:
-    return [_public(project, role) for project, role in service.projects_of(session, user)]
+    return [ProjectPublic.of(project, role) for project, role in service.projects_of(session, user)]
 
 
 @router.post("/projects", status_code=201)
 def create_project(body: ProjectCreate, session: WriteSession, user: ProjectCreator) -> ProjectPublic:
-    project = service.create_project(
-        session, session.merge(user), body.name, description=body.description,
-        choices=service.ProjectChoices(body.extractor, body.model, body.strategy, body.normalisation), superpixels=body.superpixels.chosen(),
-    )
-    for category in body.categories:
-        service.add_category(session, project, category.name, color=category.color, hotkey=category.hotkey,
-                             excluded=category.excluded)
-    session.refresh(project)
-    return _public(project, Role.owner)
+    project = service.create_project(session, session.merge(user), body.name, description=body.description,
+                                     choices=body.choices(), superpixels=body.superpixels.chosen(),
+                                     categories=body.new_categories())
+    return ProjectPublic.of(project, Role.owner)
 
 
 @router.get("/projects/{project_id}")
 def get_project(access: Viewer) -> ProjectPublic:
-    return _public(access.project, access.role)
+    return ProjectPublic.of(access.project, access.role)
 
 
 def _mine(session, access: ProjectAccess) -> Project:
@@ -76,15 +63,11 @@ def _mine(session, access: ProjectAccess) -> Project:
 
 @router.patch("/projects/{project_id}")
 def update_project(body: ProjectUpdate, access: Owner, session: WriteSession) -> ProjectPublic:
-    project = _mine(session, access)
     changes = body.model_dump(exclude_none=True)
-    service.check_choices(service.ProjectChoices(
-        changes.get("extractor", project.extractor), changes.get("model", project.model),
-        changes.get("strategy", project.strategy), changes.get("normalisation", project.normalisation)))
-    for attribute, value in changes.items():
-        setattr(project, attribute, value)
-    session.flush()
-    return _public(project, access.role)
+    name, description = changes.pop("name", None), changes.pop("description", None)
+    project = service.update_project(session, _mine(session, access), name=name, description=description,
+                                     choices=changes)
+    return ProjectPublic.of(project, access.role)
 
 
 @router.delete("/projects/{project_id}", status_code=204)
@@ -116,9 +99,8 @@ def merge_category(category_id: int, body: CategoryMerge, access: Owner, session
 
 @router.get("/projects/{project_id}/members")
 def list_members(access: Viewer, session: ReadSession) -> list[MemberPublic]:
-    rows = session.execute(select(Membership, User).join(User, User.id == Membership.user_id)
-                           .where(Membership.project_id == access.project.id).order_by(User.username))
-    return [MemberPublic(user_id=user.id, username=user.username, role=m.role) for m, user in rows]
+    return [MemberPublic(user_id=user.id, username=user.username, role=role)
+            for user, role in service.members(session, access.project)]
 
 
 @router.put("/projects/{project_id}/members")

@@ -13,10 +13,12 @@ from slidelabel.services.projects import (
     DEFAULT_MODEL,
     DEFAULT_NORMALISATION,
     DEFAULT_STRATEGY,
+    NewCategory,
+    ProjectChoices,
     superpixel_options,
 )
 from slidelabel.services.superpixels import OPTION_RANGES, SIZE_RANGES, SuperpixelSize
-from slidelabel.store.models import Role
+from slidelabel.store.models import Project, Role
 
 
 class CategoryCreate(BaseModel):
@@ -101,6 +103,12 @@ class ProjectCreate(BaseModel):
                                            description="superpixel options, e.g. {'size': '50um', 'magnification': 10}")
     categories: list[CategoryCreate] = Field(default_factory=list)
 
+    def choices(self) -> ProjectChoices:
+        return ProjectChoices(self.extractor, self.model, self.strategy, self.normalisation)
+
+    def new_categories(self) -> list[NewCategory]:
+        return [NewCategory(c.name, c.color, c.hotkey, c.excluded) for c in self.categories]
+
 
 class ProjectUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
@@ -125,6 +133,13 @@ class ProjectPublic(BaseModel):
     created_at: datetime
     role: Role
     categories: list[CategoryPublic]
+
+    @classmethod
+    def of(cls, project: Project, role: Role) -> ProjectPublic:
+        """What ``project`` looks like to a member with ``role``."""
+        return cls.model_validate({**{name: getattr(project, name) for name in cls.model_fields
+                                      if name not in ("role", "categories")},
+                                   "role": role, "categories": project.categories})
 
 
 class MemberSet(BaseModel):
