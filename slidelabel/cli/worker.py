@@ -14,10 +14,14 @@ from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
 @click.option("--queues", default=f"{SLIDE_QUEUE},{EPOCH_QUEUE}", show_default=True,
               help=f"Queues to take jobs from: {SLIDE_QUEUE} (superpixels, features) and {EPOCH_QUEUE} (training).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs run at once.")
+@click.option("--hostname", default=None,
+              help="This worker's name (Celery's %h is the machine's name); default celery@MACHINE. Give each worker "
+                   "of a machine its own; job logs say which worker ran them.")
 @click.option("--loglevel", default="info", show_default=True)
 @click.option("--quiet", is_flag=True, help="No start-up banner.")
 @user_errors
-def worker(queues: str, concurrency: int, loglevel: str, quiet: bool, **options: object) -> None:
+def worker(queues: str, concurrency: int, hostname: str | None, loglevel: str, quiet: bool,
+           **options: object) -> None:
     """Run jobs from the broker until stopped (Ctrl-C finishes the running job first)."""
     from slidelabel.workers.app import make_celery
 
@@ -25,4 +29,5 @@ def worker(queues: str, concurrency: int, loglevel: str, quiet: bool, **options:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     celery = make_celery(settings)
     celery.worker_main([*(["--quiet"] if quiet else []), "worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
-                        "--pool", "prefork", "--without-gossip", "--without-mingle"])
+                        "--pool", "prefork", "--without-gossip", "--without-mingle",
+                        *(["--hostname", hostname] if hostname else [])])

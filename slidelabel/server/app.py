@@ -13,8 +13,8 @@ from slidelabel import __version__
 from slidelabel.server import errors
 from slidelabel.server.request_checks import RequestChecks
 from slidelabel.server.response_cache import ResponseCache
-from slidelabel.server.routers import (auth, epochs, exports, gallery, jobs, labels, projects, reviews, segment_uploads,
-                                       shapes, slides, tiles, users)
+from slidelabel.server.routers import (auth, cohorts, epochs, exports, gallery, jobs, labels, projects, reviews,
+                                       segment_uploads, shapes, slides, tiles, users)
 from slidelabel.services.login_limits import LoginThrottle
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
@@ -22,8 +22,8 @@ from slidelabel.workers.app import make_celery
 
 API_PREFIX = "/api/v1"
 ROUTERS = (auth.router, users.router, projects.router, jobs.router, labels.router, reviews.router, slides.router,
-           tiles.router, epochs.router, exports.router, shapes.router, segment_uploads.router, gallery.router,
-           gallery.public_router)
+           tiles.router, epochs.router, exports.router, shapes.router, segment_uploads.router,
+           segment_uploads.imports_router, gallery.router, gallery.public_router, cohorts.router)
 #: The web client's bundle, built from web_client/ by ``make web``.
 WEB_CLIENT = Path(__file__).parent / "static"
 

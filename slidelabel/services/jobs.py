@@ -41,7 +41,8 @@ from slidelabel.store.models import Job, JobState
 logger = logging.getLogger(__name__)
 
 #: Modules whose import registers job kinds (imported by the worker before it runs a job).
-JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs", "slidelabel.services.project_imports")
+JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs", "slidelabel.services.project_imports",
+               "slidelabel.services.cohort_jobs")
 #: Queues: slide work (superpixels, features) and model work (epochs), so that a retrain never
 #: waits behind a folder of slides.
 SLIDE_QUEUE, EPOCH_QUEUE = "slides", "epochs"
@@ -56,6 +57,10 @@ TIME_LIMITS = {SLIDE_QUEUE: ("slide", "job_time_limit_slide_s"), EPOCH_QUEUE: ("
 #: Seconds past the longest time limit before Celery's soft limit interrupts a job that reports
 #: no progress, and again before its hard limit kills the worker process running it.
 HARD_LIMIT_GRACE_S = 60.0
+#: Key of a job function's result that leaves the job running after the function returns: its
+#: work goes on in other jobs (one per slide of a cohort), whose ``on_end`` ends it. Such a job
+#: has no heartbeat (NULL), so :func:`requeue_stale` never takes it for a dead worker's.
+WAITING = "waiting"
 
 
 class Sender(Protocol):
@@ -69,16 +74,21 @@ class JobKind:
     name: str
     function: Callable[[JobContext], dict | None]
     queue: str
+    on_end: Callable[[Database, int], None] | None = None
+    """Called with the job's id once a job of this kind has ended (done, failed or cancelled),
+    whoever ended it: the worker, or :func:`requeue_stale` giving up, or the hard time limit."""
 
 
 JOB_KINDS: dict[str, JobKind] = {}
 
 
-def job_kind(name: str, *, queue: str = SLIDE_QUEUE) -> Callable[[Callable], Callable]:
-    """Register ``function(context) -> result dict or None`` as the job kind ``name``."""
+def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
+             on_end: Callable[[Database, int], None] | None = None) -> Callable[[Callable], Callable]:
+    """Register ``function(context) -> result dict or None`` as the job kind ``name`` (see
+    :attr:`JobKind.on_end`, and :data:`WAITING` for a result that leaves the job running)."""
 
     def decorator(function: Callable[[JobContext], dict | None]) -> Callable[[JobContext], dict | None]:
-        JOB_KINDS[name] = JobKind(name, function, queue)
+        JOB_KINDS[name] = JobKind(name, function, queue, on_end)
         return function
 
     return decorator
@@ -106,10 +116,12 @@ def load_job_kinds() -> dict[str, JobKind]:
 
 
 class JobContext:
-    """What a running job sees: its parameters, and where to report progress and log lines."""
+    """What a running job sees: its parameters, where to report progress and log lines, and the
+    ``sender`` of the jobs it submits (None where it runs outside a worker)."""
 
-    def __init__(self, database: Database, settings: Settings, job: Job, *, queue: str) -> None:
-        self.database, self.settings = database, settings
+    def __init__(self, database: Database, settings: Settings, job: Job, *, queue: str,
+                 sender: Sender | None = None) -> None:
+        self.database, self.settings, self.sender = database, settings, sender
         self.job_id, self.project_id, self.slide_id = job.id, job.project_id, job.slide_id
         self.params = dict(job.params or {})
         self.time_limit_s, self._time_limit_rule = time_limit(settings, queue)
@@ -255,6 +267,22 @@ def _finish(database: Database, job_id: int, state: JobState, message: str, log:
             job.log += log
 
 
+def _wait(database: Database, job_id: int, message: str) -> None:
+    """Leave a running job running with no heartbeat (see :data:`WAITING`)."""
+    with database.session(write=True) as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.running)
+                        .values(message=message, heartbeat_at=None).execution_options(synchronize_session=False))
+
+
+def _ended(database: Database, job_id: int) -> None:
+    """Call the ``on_end`` of the job's kind, if it has one."""
+    with database.session() as session:
+        kind = session.scalar(select(Job.kind).where(Job.id == job_id))
+    on_end = getattr(load_job_kinds().get(kind), "on_end", None)
+    if on_end is not None:
+        on_end(database, job_id)
+
+
 def _beat(database: Database, job_id: int, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
         with database.session(write=True) as session:
@@ -262,21 +290,29 @@ def _beat(database: Database, job_id: int, stop: threading.Event) -> None:
                             .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
 
 
-def run(database: Database, settings: Settings, job_id: int) -> None:
-    """Run a job in this process (the worker's side). A cancelled job ends cancelled; one past
+def run(database: Database, settings: Settings, job_id: int, *, worker: str | None = None,
+        sender: Sender | None = None) -> None:
+    """Run a job in this process (the worker's side; ``worker``, its name, goes in the job's log;
+    ``sender`` sends the jobs it submits). A cancelled job ends cancelled; one past
     its time limit fails saying so (also when Celery's soft limit interrupted it); errors a user
     caused fail the job with their message; anything else fails it with the traceback in its log."""
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
     kind = load_job_kinds()[job.kind]
-    context = JobContext(database, settings, job, queue=kind.queue)
+    context = JobContext(database, settings, job, queue=kind.queue, sender=sender)
+    if worker:
+        context.log(f"attempt {job.attempts} on worker {worker}")
     stop = threading.Event()
     heart = threading.Thread(target=_beat, args=(database, job_id, stop), daemon=True)
     heart.start()
+    waiting = None
     try:
         result = kind.function(context) or {}
-        _finish(database, job_id, JobState.done, result.get("message", "done"))
+        if result.get(WAITING):
+            waiting = result.get("message", "waiting")
+        else:
+            _finish(database, job_id, JobState.done, result.get("message", "done"))
     except JobCancelled as error:
         _finish(database, job_id, JobState.cancelled if error.time_limit_s is None else JobState.failed, str(error))
     except SlidelabelError as error:
@@ -290,16 +326,23 @@ def run(database: Database, settings: Settings, job_id: int) -> None:
     finally:
         stop.set()
         heart.join()
+    if waiting is not None:  # after the last heartbeat, so that none follows the NULL
+        _wait(database, job_id, waiting)
+    if kind.on_end is not None:
+        kind.on_end(database, job_id)
 
 
 def fail_running(database: Database, job_id: int, message: str) -> bool:
     """Fail the job if it is still running (a worker process killed by Celery's hard time limit
     cannot say so itself); True when it was."""
     with database.session(write=True) as session:
-        return bool(session.execute(
+        failed = bool(session.execute(
             update(Job).where(Job.id == job_id, Job.state == JobState.running)
             .values(state=JobState.failed, message=message, heartbeat_at=None)
             .execution_options(synchronize_session=False)).rowcount)
+    if failed:
+        _ended(database, job_id)
+    return failed
 
 
 def requeue_stale(database: Database, sender: Sender, *, stale_s: float) -> list[int]:
@@ -322,7 +365,9 @@ def requeue_stale(database: Database, sender: Sender, *, stale_s: float) -> list
                         heartbeat_at=None)
                 .execution_options(synchronize_session=False)
             ).rowcount
-        if taken and not give_up:
+        if taken and give_up:
+            _ended(database, job_id)
+        elif taken:
             dispatch(database, sender, job_id)
             requeued.append(job_id)
     return requeued

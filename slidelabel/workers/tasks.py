@@ -33,7 +33,8 @@ def _settings(task) -> Settings:
 @shared_task(name=jobs.TASK_NAME, bind=True)
 def run_job(self, job_id: int) -> None:
     settings = _settings(self)
-    jobs.run(_database(settings.database_url), settings, job_id)
+    jobs.run(_database(settings.database_url), settings, job_id, worker=self.request.hostname,
+             sender=self.app)
 
 
 @task_failure.connect
