@@ -3,12 +3,13 @@ import { ApiClient } from './api/client';
 import { SlidelabelApi } from './api/slidelabel';
 import type { App, Page } from './app';
 import { dashboardPage } from './pages/dashboard';
+import { galleryPage } from './pages/gallery';
 import { loginPage } from './pages/login';
 import { projectPage } from './pages/project';
 import { projectsPage } from './pages/projects';
 import { reviewPage } from './pages/review';
 import { workspacePage } from './pages/workspace/workspace';
-import { parseRoute, type Route } from './router';
+import { isPublic, parseRoute, type Route } from './router';
 import './style.css';
 
 function pageOf(route: Route): Page {
@@ -27,6 +28,8 @@ function pageOf(route: Route): Page {
       return workspacePage('guided', route.project);
     case 'review':
       return reviewPage(route.project);
+    case 'gallery':
+      return galleryPage(route.token);
   }
 }
 
@@ -37,11 +40,13 @@ let leave: (() => void) | void;
 async function show(): Promise<void> {
   leave?.();
   let route = parseRoute(location.hash);
-  if (!app.api.http.loggedIn) route = { page: 'login' };
-  else if (!app.user) app.user = await app.api.me().catch(() => null);
-  if (!app.user && route.page !== 'login') {
-    location.hash = '#/login';
-    return;
+  if (!isPublic(route)) { // a gallery link opens as it is, logged in or not
+    if (!app.api.http.loggedIn) route = { page: 'login' };
+    else if (!app.user) app.user = await app.api.me().catch(() => null);
+    if (!app.user && route.page !== 'login') {
+      location.hash = '#/login';
+      return;
+    }
   }
   root.replaceChildren();
   leave = pageOf(route)(app, root);

@@ -13,7 +13,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Login */
+        /**
+         * Login
+         * @description A token for the account; 429 with Retry-After after too many failures of the account or address.
+         */
         post: operations["login_api_v1_auth_login_post"];
         delete?: never;
         options?: never;
@@ -71,6 +74,26 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update User
+         * @description Disable or enable an account, grant or withdraw creating projects and reading slide folders (admin).
+         */
+        patch: operations["update_user_api_v1_users__user_id__patch"];
         trace?: never;
     };
     "/api/v1/registry": {
@@ -462,7 +485,8 @@ export interface paths {
         };
         /**
          * List Slide Folders
-         * @description The server folders slides may be added from, with the slide files in them (admin and owners).
+         * @description The server folders the caller may add slides from, with the slide files in them (all for the
+         *     admin and the accounts granted them, those shared with the caller for others).
          */
         get: operations["list_slide_folders_api_v1_slide_folders_get"];
         put?: never;
@@ -488,7 +512,8 @@ export interface paths {
         put?: never;
         /**
          * Add Slides
-         * @description Add a slide file of a server folder, or every slide file of a folder or glob pattern.
+         * @description Add a slide file of a server folder the caller may read, or every slide file of a folder or
+         *     glob pattern in one.
          */
         post: operations["add_slides_api_v1_projects__project_id__slides_post"];
         delete?: never;
@@ -1045,6 +1070,358 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/shapes/sam/embed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sam Embed
+         * @description Computes (or finds cached) the Segment Anything embedding of the region in view, so that the
+         *     suggestions that follow cost only the prompt decoder; ``basis`` says whether there is a model.
+         */
+        post: operations["sam_embed_api_v1_projects__project_id__slides__slide_id__shapes_sam_embed_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/shapes/sam/suggest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sam Suggest
+         * @description The smart tool's three scales at the cursor: Segment Anything's masks (outline and the
+         *     superpixels it covers by at least half) over the region's embedding, or without a model the
+         *     regions grown from the superpixel there (as ``/scales``).
+         */
+        post: operations["sam_suggest_api_v1_projects__project_id__slides__slide_id__shapes_sam_suggest_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/segments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Segments
+         * @description Replace the slide's superpixels by the segments of a GeoJSON, label-mask TIFF or Histomics
+         *     Label pixelmap, then compute the project's features on them (one job); 409 while the slide
+         *     has labels. With ``labels``, each segment with a class (a GeoJSON ``classification``) is
+         *     labelled as the category of that name, added when the project lacks it.
+         */
+        post: operations["import_segments_api_v1_projects__project_id__slides__slide_id__segments_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/features/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Features
+         * @description Import a TRIDENT/CLAM HDF5, a Parquet or CSV table or a Histomics Label ``feature.h5`` as the
+         *     slide's features named ``name`` (``imported-...``), for the slide's current segments.
+         */
+        post: operations["import_features_api_v1_projects__project_id__slides__slide_id__features__name__post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Project Imports
+         * @description Each slide's imported segments and imported feature arrays, from their manifests.
+         */
+        get: operations["project_imports_api_v1_projects__project_id__imports_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/gallery": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Links
+         * @description The project's links, revoked ones included, newest first (without their tokens).
+         */
+        get: operations["list_links_api_v1_projects__project_id__gallery_get"];
+        put?: never;
+        /**
+         * Publish
+         * @description A new read-only link; its token is in this answer only.
+         */
+        post: operations["publish_api_v1_projects__project_id__gallery_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/gallery/{link_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke
+         * @description Stop the link from opening anything, at once and for good.
+         */
+        delete: operations["revoke_api_v1_projects__project_id__gallery__link_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/gallery/{token}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Gallery Page
+         * @description What the page shows: the project's name, the legend, the shown slides and the epochs' figures.
+         */
+        get: operations["gallery_page_api_v1_gallery__token__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/gallery/{token}/slides/{slide_id}/tiles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Tile Metadata */
+        get: operations["tile_metadata_api_v1_gallery__token__slides__slide_id__tiles_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/gallery/{token}/slides/{slide_id}/tiles/{z}/{x}/{y}.jpg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Slide Tile
+         * @description Tile (x, y) of level z, as the project's tile route serves it.
+         */
+        get: operations["slide_tile_api_v1_gallery__token__slides__slide_id__tiles__z___x___y__jpg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/gallery/{token}/slides/{slide_id}/thumbnail.jpg": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Slide Thumbnail
+         * @description A picture of the whole slide for the slide picker.
+         */
+        get: operations["slide_thumbnail_api_v1_gallery__token__slides__slide_id__thumbnail_jpg_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/gallery/{token}/slides/{slide_id}/superpixel-tiles/{z}/{x}/{y}.png": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Superpixel Tile
+         * @description Superpixel ids of tile (x, y) of level z packed in RGB, as the project's route serves them.
+         */
+        get: operations["superpixel_tile_api_v1_gallery__token__slides__slide_id__superpixel_tiles__z___x___y__png_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/gallery/{token}/slides/{slide_id}/overlay.bin": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Overlay
+         * @description The link's overlay of the slide: its labels (reviews, else the users' majority) or the
+         *     latest epoch's predicted categories (``X-Epoch`` names the epoch).
+         */
+        get: operations["overlay_api_v1_gallery__token__slides__slide_id__overlay_bin_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/epochs/{number}/cohort": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start Cohort
+         * @description Apply epoch ``number`` to every slide file under a server folder: one job per slide, spread
+         *     over every worker; the cohort's job ends when they all have. The same epoch, folder and
+         *     formats queued, running or done return that job.
+         */
+        post: operations["start_cohort_api_v1_projects__project_id__epochs__number__cohort_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/cohorts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Cohorts
+         * @description The project's cohort jobs, newest first.
+         */
+        get: operations["list_cohorts_api_v1_projects__project_id__cohorts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/cohorts/{job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Cohort
+         * @description A cohort with each slide's state and, once predicted, its superpixels per category and files.
+         */
+        get: operations["get_cohort_api_v1_projects__project_id__cohorts__job_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/projects/{project_id}/cohorts/{job_id}/slides/{name}/{what}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Cohort File
+         * @description A predicted slide's file: ``mask`` (pyramidal TIFF, category index + 1, 0 = none), ``table``
+         *     (Parquet), ``geojson`` (QuPath) or ``annotation`` (DSA), when the cohort asked for it.
+         */
+        get: operations["download_cohort_file_api_v1_projects__project_id__cohorts__job_id__slides__name___what__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1146,6 +1523,72 @@ export interface components {
             /** Excluded */
             excluded?: boolean | null;
         };
+        /** CohortCreate */
+        CohortCreate: {
+            /**
+             * Folder
+             * @description absolute path of a server slide folder (or one inside it) the caller may read; its slide files are predicted, subfolders included
+             */
+            folder: string;
+            /**
+             * Formats
+             * @description exports besides the mask TIFF and predictions table: QuPath GeoJSON, DSA annotation
+             */
+            formats?: ("geojson" | "annotation")[];
+        };
+        /** CohortPublic */
+        CohortPublic: {
+            /** @description the cohort's job; progress = share of its slides that ended */
+            job: components["schemas"]["JobPublic"];
+            /** Epoch */
+            epoch: number;
+            /** Folder */
+            folder: string;
+            /** Formats */
+            formats: string[];
+            /** Slides */
+            slides: components["schemas"]["CohortSlidePublic"][];
+        };
+        /** CohortSlidePublic */
+        CohortSlidePublic: {
+            /**
+             * Name
+             * @description the slide's result folder: its file stem (plus a hash when stems collide)
+             */
+            name: string;
+            /**
+             * Slide
+             * @description the slide file, as inside the cohort's folder
+             */
+            slide: string;
+            /** @description the slide's job: state, progress, message (why it failed) */
+            job: components["schemas"]["JobPublic"];
+            /**
+             * Counts
+             * @description superpixels per predicted category, once predicted
+             */
+            counts: {
+                [key: string]: number;
+            };
+            /**
+             * Downloads
+             * @description URL per file there is to download (mask, table, geojson, annotation); add ?token=... in a browser
+             */
+            downloads: {
+                [key: string]: string;
+            };
+        };
+        /** CohortSummary */
+        CohortSummary: {
+            /** @description the cohort's job; progress = share of its slides that ended */
+            job: components["schemas"]["JobPublic"];
+            /** Epoch */
+            epoch: number;
+            /** Folder */
+            folder: string;
+            /** Formats */
+            formats: string[];
+        };
         /**
          * Elements
          * @description Which elements an annotation JSON holds.
@@ -1180,6 +1623,159 @@ export interface components {
             path: string;
             /** Size Bytes */
             size_bytes: number;
+        };
+        /**
+         * GalleryCategory
+         * @description A legend entry.
+         */
+        GalleryCategory: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Color
+             * @description #rrggbb
+             */
+            color: string;
+            /** Excluded */
+            excluded: boolean;
+        };
+        /** GalleryEpoch */
+        GalleryEpoch: {
+            /** Number */
+            number: number;
+            /**
+             * Labels
+             * @description labelled superpixels the model was trained on
+             */
+            labels: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Metrics
+             * @description what the figures draw: cross-validated scores, calibration, estimated accuracy, changed share, stopping sentence, label counts per category
+             */
+            metrics: {
+                [key: string]: unknown;
+            };
+        };
+        /** GalleryLinkCreate */
+        GalleryLinkCreate: {
+            /**
+             * @description labels (reviews, else the users' majority) or the latest epoch's predictions
+             * @default labels
+             */
+            overlay: components["schemas"]["GalleryOverlay"];
+            /**
+             * Slide Ids
+             * @description the slides shown; empty: every slide, those added later too
+             */
+            slide_ids?: number[];
+        };
+        /** GalleryLinkCreated */
+        GalleryLinkCreated: {
+            /** Id */
+            id: number;
+            overlay: components["schemas"]["GalleryOverlay"];
+            /**
+             * Slide Ids
+             * @description empty: every slide of the project
+             */
+            slide_ids: number[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Revoked At */
+            revoked_at: string | null;
+            /**
+             * Token
+             * @description shown once: the page is #/gallery/<token>; only its SHA-256 is kept
+             */
+            token: string;
+        };
+        /**
+         * GalleryLinkPublic
+         * @description A link as its project's owners see it: never its token, which only the creation shows.
+         */
+        GalleryLinkPublic: {
+            /** Id */
+            id: number;
+            overlay: components["schemas"]["GalleryOverlay"];
+            /**
+             * Slide Ids
+             * @description empty: every slide of the project
+             */
+            slide_ids: number[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Revoked At */
+            revoked_at: string | null;
+        };
+        /**
+         * GalleryOverlay
+         * @description What a gallery link draws over its slides.
+         * @enum {string}
+         */
+        GalleryOverlay: "labels" | "predictions";
+        /**
+         * GalleryPublic
+         * @description What a gallery page shows, read with the link's token alone.
+         */
+        GalleryPublic: {
+            /**
+             * Project
+             * @description the project's name
+             */
+            project: string;
+            overlay: components["schemas"]["GalleryOverlay"];
+            /**
+             * Categories
+             * @description the legend, in its order
+             */
+            categories: components["schemas"]["GalleryCategory"][];
+            /** Slides */
+            slides: components["schemas"]["GallerySlide"][];
+            /**
+             * Epochs
+             * @description oldest first; the figures are the latest's
+             */
+            epochs: components["schemas"]["GalleryEpoch"][];
+        };
+        /** GallerySlide */
+        GallerySlide: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Width
+             * @description level-0 pixels
+             */
+            width: number;
+            /**
+             * Height
+             * @description level-0 pixels
+             */
+            height: number;
+            /**
+             * Mpp
+             * @description micrometres per level-0 pixel
+             */
+            mpp: number | null;
+            /**
+             * Superpixels
+             * @description number of superpixels N; null before they are computed
+             */
+            superpixels: number | null;
         };
         /** GrowthPublic */
         GrowthPublic: {
@@ -1253,6 +1849,39 @@ export interface components {
              * @description features or elements left out, by reason
              */
             skipped: {
+                [key: string]: number;
+            };
+        };
+        /**
+         * ImportedFeaturesPublic
+         * @description An imported feature array: its extractor name, dimensions and the segments it covers.
+         */
+        ImportedFeaturesPublic: {
+            /** Name */
+            name: string;
+            /** Dimensions */
+            dimensions: number;
+            /** Segments */
+            segments: number;
+        };
+        /**
+         * ImportedSegmentsPublic
+         * @description A slide's imported segments: source file, format, segments kept, dropped (by reason) and
+         *     classes (segments per class name).
+         */
+        ImportedSegmentsPublic: {
+            /** Source */
+            source: string;
+            /** Format */
+            format: string;
+            /** Segments */
+            segments: number;
+            /** Dropped */
+            dropped: {
+                [key: string]: number;
+            };
+            /** Classes */
+            classes: {
                 [key: string]: number;
             };
         };
@@ -1487,6 +2116,17 @@ export interface components {
             /** Categories */
             categories?: components["schemas"]["CategoryCreate"][];
         };
+        /**
+         * ProjectImportsPublic
+         * @description What the project's slides hold from other tools; ``extractors``: the imported feature
+         *     names a slide has, which the project may choose as its extractor.
+         */
+        ProjectImportsPublic: {
+            /** Slides */
+            slides: components["schemas"]["SlideImportsPublic"][];
+            /** Extractors */
+            extractors: string[];
+        };
         /** ProjectPublic */
         ProjectPublic: {
             /** Id */
@@ -1658,6 +2298,85 @@ export interface components {
          * @enum {string}
          */
         Role: "viewer" | "annotator" | "reviewer" | "owner";
+        /** SamEmbedPublic */
+        SamEmbedPublic: {
+            /**
+             * Basis
+             * @description sam: suggestions come from Segment Anything; classical: no SAM weights, regions grow to similar superpixels
+             * @enum {string}
+             */
+            basis: "sam" | "classical";
+            /**
+             * Cached
+             * @description the region's embedding was computed before
+             */
+            cached: boolean;
+            /**
+             * Region Level0
+             * @description the region embedded, clipped to the slide
+             */
+            region_level0: [
+                number,
+                number,
+                number,
+                number
+            ] | null;
+            /**
+             * Downsample
+             * @description level-0 px per pixel of the image the model saw
+             */
+            downsample: number | null;
+            /**
+             * Seconds
+             * @description how long computing the embedding took (s)
+             */
+            seconds: number | null;
+            /**
+             * Note
+             * @description why the basis is classical
+             * @default
+             */
+            note: string;
+        };
+        /** SamPoint */
+        SamPoint: {
+            /**
+             * Region Level0
+             * @description left, top, right, bottom of the region in view, level-0 px (right and bottom exclusive)
+             */
+            region_level0: [
+                number,
+                number,
+                number,
+                number
+            ];
+            /**
+             * X Level0
+             * @description the cursor, level-0 px
+             */
+            x_level0: number;
+            /** Y Level0 */
+            y_level0: number;
+            /**
+             * Downsample
+             * @description level-0 px per screen pixel of the view: coverage is counted at the label-map level the viewer shows
+             * @default 1
+             */
+            downsample: number;
+        };
+        /** SamRegion */
+        SamRegion: {
+            /**
+             * Region Level0
+             * @description left, top, right, bottom of the region in view, level-0 px (right and bottom exclusive)
+             */
+            region_level0: [
+                number,
+                number,
+                number,
+                number
+            ];
+        };
         /** ShapeCover */
         ShapeCover: {
             /**
@@ -1719,6 +2438,14 @@ export interface components {
              * @description files that cannot be offered, and why
              */
             warnings?: string[];
+        };
+        /** SlideImportsPublic */
+        SlideImportsPublic: {
+            /** Slide Id */
+            slide_id: number;
+            segments: components["schemas"]["ImportedSegmentsPublic"] | null;
+            /** Features */
+            features: components["schemas"]["ImportedFeaturesPublic"][];
         };
         /** SlidePublic */
         SlidePublic: {
@@ -1785,6 +2512,46 @@ export interface components {
             progress: number;
             /** Message */
             message: string;
+        };
+        /** SuggestionPublic */
+        SuggestionPublic: {
+            /**
+             * Superpixels
+             * @description ids the outline covers by at least half of their pixels, ascending
+             */
+            superpixels: number[];
+            /**
+             * Outline Level0
+             * @description the mask's outline, x, y in level-0 px; empty for classical regions
+             */
+            outline_level0: [
+                number,
+                number
+            ][];
+            /**
+             * Score
+             * @description the model's predicted IoU of the mask; null for classical regions
+             */
+            score: number | null;
+        };
+        /** SuggestionsPublic */
+        SuggestionsPublic: {
+            /**
+             * Basis
+             * @enum {string}
+             */
+            basis: "sam" | "classical";
+            /**
+             * Scales
+             * @description three scales, small to large; none off the superpixels
+             */
+            scales: components["schemas"]["SuggestionPublic"][];
+            /**
+             * Note
+             * @description why the basis is classical
+             * @default
+             */
+            note: string;
         };
         /**
          * SuperpixelChoices
@@ -1956,6 +2723,24 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Disabled */
+            disabled: boolean;
+            /** Can Create Projects */
+            can_create_projects: boolean;
+            /** Can Read Slide Folders */
+            can_read_slide_folders: boolean;
+        };
+        /**
+         * UserUpdate
+         * @description What the admin changes of an account; a field left out stays as it is.
+         */
+        UserUpdate: {
+            /** Disabled */
+            disabled?: boolean | null;
+            /** Can Create Projects */
+            can_create_projects?: boolean | null;
+            /** Can Read Slide Folders */
+            can_read_slide_folders?: boolean | null;
         };
         /** ValidationError */
         ValidationError: {
@@ -2085,6 +2870,41 @@ export interface operations {
         responses: {
             /** @description Successful Response */
             201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_user_api_v1_users__user_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4034,6 +4854,657 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["GrowthPublic"][];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    sam_embed_api_v1_projects__project_id__slides__slide_id__shapes_sam_embed_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SamRegion"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SamEmbedPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    sam_suggest_api_v1_projects__project_id__slides__slide_id__shapes_sam_suggest_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SamPoint"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuggestionsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    import_segments_api_v1_projects__project_id__slides__slide_id__segments_post: {
+        parameters: {
+            query?: {
+                /** @description the source's format; auto: by its file */
+                format?: string;
+                downsample?: number | null;
+                /** @description the source's classes become your labels */
+                labels?: boolean;
+            };
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "multipart/form-data": {
+                    /** Format: binary */
+                    file?: string;
+                };
+                "application/json": {
+                    /** Path */
+                    path: string;
+                    /** Bboxes */
+                    bboxes?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    import_features_api_v1_projects__project_id__slides__slide_id__features__name__post: {
+        parameters: {
+            query?: {
+                /** @description the source's format; auto: by its file */
+                format?: string;
+            };
+            header?: never;
+            path: {
+                slide_id: number;
+                name: string;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "multipart/form-data": {
+                    /** Format: binary */
+                    file?: string;
+                };
+                "application/json": {
+                    /** Path */
+                    path: string;
+                    /** Bboxes */
+                    bboxes?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    project_imports_api_v1_projects__project_id__imports_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectImportsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_links_api_v1_projects__project_id__gallery_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GalleryLinkPublic"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    publish_api_v1_projects__project_id__gallery_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GalleryLinkCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GalleryLinkCreated"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    revoke_api_v1_projects__project_id__gallery__link_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                link_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GalleryLinkPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    gallery_page_api_v1_gallery__token__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the link's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GalleryPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    tile_metadata_api_v1_gallery__token__slides__slide_id__tiles_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description the link's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TileMetadata"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    slide_tile_api_v1_gallery__token__slides__slide_id__tiles__z___x___y__jpg_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                z: number;
+                x: number;
+                y: number;
+                /** @description the link's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    slide_thumbnail_api_v1_gallery__token__slides__slide_id__thumbnail_jpg_get: {
+        parameters: {
+            query?: {
+                width?: number;
+            };
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description the link's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/jpeg": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    superpixel_tile_api_v1_gallery__token__slides__slide_id__superpixel_tiles__z___x___y__png_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                z: number;
+                x: number;
+                y: number;
+                /** @description the link's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    overlay_api_v1_gallery__token__slides__slide_id__overlay_bin_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description the link's token */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description little-endian uint16 category id per superpixel id (0: none), N + 1 values */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    start_cohort_api_v1_projects__project_id__epochs__number__cohort_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                number: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CohortCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_cohorts_api_v1_projects__project_id__cohorts_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CohortSummary"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_cohort_api_v1_projects__project_id__cohorts__job_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CohortPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_cohort_file_api_v1_projects__project_id__cohorts__job_id__slides__name___what__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+                name: string;
+                what: string;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {

@@ -9,6 +9,7 @@ import { h, replace, replaceKeepingFocus } from '../ui/dom';
 import { header } from '../ui/layout';
 import { attempt, notify, showError } from '../ui/notices';
 import { categoriesTable } from './project/categories';
+import { gallerySection } from './project/gallery';
 import { jobsTable, newJobsView } from './project/jobs';
 import { membersSection } from './project/members';
 import { addSlides, slidesTable } from './project/slides';
@@ -95,6 +96,7 @@ export function projectPage(projectId: number): Page {
           project.role === 'owner' && h('p', { class: 'muted' }, 'Type a new name and press Enter to rename. ' +
             'Merging moves every label and review of a category into another one, then deletes it.')),
         membersSection(app, project),
+        project.role === 'owner' && gallerySection(app, project),
         h('section', {}, h('h2', {}, 'Features, model, strategy and normalisation'), choices(app, project, registry, refresh)));
       await follow();
     };
