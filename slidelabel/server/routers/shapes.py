@@ -1,5 +1,6 @@
-"""Shapes drawn in the viewer, as superpixels: which ones a polygon or lasso covers, and the
-region grown from a superpixel to similar ones. Read-only: the client labels what it accepts."""
+"""Shapes drawn in the viewer, as superpixels: which ones a polygon or lasso covers, the region
+grown from a superpixel to similar ones, and the smart tool's Segment Anything suggestions.
+Read-only: the client labels what it accepts."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import numpy as np
 from fastapi import APIRouter, Query
 
 from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
-from slidelabel.server.schemas.shapes import GrowthPublic, ShapeCover, ShapeCoverPublic
+from slidelabel.server.schemas.shapes import (
+    GrowthPublic,
+    SamEmbedPublic,
+    SamPoint,
+    SamRegion,
+    ShapeCover,
+    ShapeCoverPublic,
+    SuggestionPublic,
+    SuggestionsPublic,
+)
 from slidelabel.services import shapes as service
+from slidelabel.services import smart
 from slidelabel.services.slides import get_slide
 from slidelabel.store.layout import ProjectFiles
 
@@ -49,6 +60,34 @@ def scales(slide_id: int, access: Viewer, session: ReadSession, settings: Settin
     slide = get_slide(session, access.project.id, slide_id)
     return [_public(found) for found in service.grow_at_scales(session, settings.data_dir, access.project, slide,
                                                                seed=superpixel)]
+
+
+@router.post("/sam/embed")
+def sam_embed(slide_id: int, body: SamRegion, access: Viewer, session: ReadSession,
+              settings: SettingsDep) -> SamEmbedPublic:
+    """Computes (or finds cached) the Segment Anything embedding of the region in view, so that the
+    suggestions that follow cost only the prompt decoder; ``basis`` says whether there is a model."""
+    slide = get_slide(session, access.project.id, slide_id)
+    embedding, cached, note = smart.embed_region(settings, slide, body.region_level0)
+    if embedding is None:
+        return SamEmbedPublic(basis="classical", cached=False, region_level0=None, downsample=None, seconds=None,
+                              note=note)
+    return SamEmbedPublic(basis="sam", cached=cached, region_level0=embedding.region_level0,
+                          downsample=embedding.downsample, seconds=embedding.seconds)
+
+
+@router.post("/sam/suggest")
+def sam_suggest(slide_id: int, body: SamPoint, access: Viewer, session: ReadSession,
+                settings: SettingsDep) -> SuggestionsPublic:
+    """The smart tool's three scales at the cursor: Segment Anything's masks (outline and the
+    superpixels it covers by at least half) over the region's embedding, or without a model the
+    regions grown from the superpixel there (as ``/scales``)."""
+    slide = get_slide(session, access.project.id, slide_id)
+    found = smart.suggest(session, settings, access.project, slide, x_level0=body.x_level0, y_level0=body.y_level0,
+                          region_level0=body.region_level0, downsample=body.downsample)
+    return SuggestionsPublic(basis=found.basis, note=found.note, scales=[SuggestionPublic(
+        superpixels=s.superpixels.tolist(), outline_level0=[(round(x, 1), round(y, 1)) for x, y in s.outline_level0.tolist()],
+        score=s.score) for s in found.scales])
 
 
 def _public(found: service.Growth) -> GrowthPublic:
