@@ -97,3 +97,18 @@ def test_shapes_and_learning_dashboard_in_the_browser(tmp_path: Path) -> None:
                          text=True, timeout=900)
     print(run.stdout[-6000:], run.stderr[-3000:])
     assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+def test_gallery_link_in_the_browser(tmp_path: Path) -> None:
+    """The owner publishes a read-only link on the project page; a browser context with no login
+    opens it and sees the slide with the labels overlay, the legend and the epoch's figures,
+    calling only the link's GET routes; writes through it are refused; once the owner revokes it,
+    it says it was revoked or never existed (see gallery.mjs)."""
+    screenshots = tmp_path / "screenshots"
+    env = {**os.environ, "SLIDELABEL_E2E_SCREENSHOTS": str(screenshots), "SLIDELABEL_E2E_SLIDE": str(SLIDE),
+           "SLIDELABEL_E2E_PYTHON": sys.executable}
+    run = subprocess.run(["node", str(REPO / "tests" / "web" / "gallery.mjs")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    print(run.stdout[-6000:], run.stderr[-3000:])
+    assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"
