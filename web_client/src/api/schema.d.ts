@@ -105,7 +105,8 @@ export interface paths {
         };
         /**
          * Registry
-         * @description Feature extractors, models and certainty strategies this server has.
+         * @description Feature extractors, models, certainty strategies, normalisations, slide readers and import
+         *     formats this server has, with the defaults a new project gets.
          */
         get: operations["registry_api_v1_registry_get"];
         put?: never;
@@ -1523,6 +1524,23 @@ export interface components {
             /** Excluded */
             excluded?: boolean | null;
         };
+        /** ChoicePublic */
+        ChoicePublic: {
+            /** Name */
+            name: string;
+            /** Description */
+            description: string;
+            /**
+             * Default
+             * @description the choice a new project gets when it names none
+             */
+            default: boolean;
+            /**
+             * Dimensions
+             * @description feature extractors: the length of their vectors
+             */
+            dimensions?: number | null;
+        };
         /** CohortCreate */
         CohortCreate: {
             /**
@@ -2222,6 +2240,38 @@ export interface components {
             epoch: number | null;
             /** Items */
             items: components["schemas"]["QueueItem"][];
+        };
+        /** RegistryPublic */
+        RegistryPublic: {
+            /**
+             * Features
+             * @description feature extractors (imported-<name> features come on top)
+             */
+            features: components["schemas"]["ChoicePublic"][];
+            /** Models */
+            models: components["schemas"]["ChoicePublic"][];
+            /**
+             * Strategies
+             * @description certainty strategies that rank the guided queue
+             */
+            strategies: components["schemas"]["ChoicePublic"][];
+            /** Normalisations */
+            normalisations: components["schemas"]["ChoicePublic"][];
+            /**
+             * Slide Readers
+             * @description large_image tile sources; descriptions list extensions
+             */
+            slide_readers: components["schemas"]["ChoicePublic"][];
+            /**
+             * Segment Formats
+             * @description what segments can be imported from
+             */
+            segment_formats: components["schemas"]["ChoicePublic"][];
+            /**
+             * Feature Formats
+             * @description what features can be imported from
+             */
+            feature_formats: components["schemas"]["ChoicePublic"][];
         };
         /** Relabel */
         Relabel: {
@@ -2938,11 +2988,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: {
-                            [key: string]: unknown;
-                        }[];
-                    };
+                    "application/json": components["schemas"]["RegistryPublic"];
                 };
             };
         };

@@ -56,6 +56,21 @@ export class SlidelabelApi {
   /** A failed or cancelled job runs again as a new job (the answer) with the same work. */
   retryJob = (p: number, id: number) => this.http.json<T.Job>('POST', `${project(p)}/jobs/${id}/retry`);
 
+  // segments and features made by other tools, imported by jobs
+  imports = (p: number) => this.http.json<T.ProjectImports>('GET', `${project(p)}/imports`);
+  /** GeoJSON, label-mask TIFF or pixelmap as the slide's segments; `downsample`: level-0 px per mask px. */
+  importSegments(p: number, s: number, file: File, options: { downsample?: number; labels?: boolean } = {}) {
+    const form = new FormData();
+    form.append('file', file);
+    return this.http.json<T.Job>('POST', `${slide(p, s)}/segments`, form, options);
+  }
+  /** TRIDENT/CLAM .h5, Parquet/CSV or Histomics feature.h5 as the slide's features `name` (imported-...). */
+  importFeatures(p: number, s: number, name: string, file: File) {
+    const form = new FormData();
+    form.append('file', file);
+    return this.http.json<T.Job>('POST', `${slide(p, s)}/features/${encodeURIComponent(name)}`, form);
+  }
+
   // viewer data
   tileMetadata = (p: number, s: number) => this.http.json<T.TileMetadata>('GET', `${slide(p, s)}/tiles`);
   superpixels = (p: number, s: number) => this.http.json<T.SuperpixelTable>('GET', `${slide(p, s)}/superpixels`);
@@ -82,6 +97,12 @@ export class SlidelabelApi {
   /** The smart tool's regions from `superpixel` at the server's three scales, strict to loose. */
   growScales = (p: number, s: number, superpixel: number) =>
     this.http.json<T.Growth[]>('GET', `${slide(p, s)}/shapes/scales`, undefined, { superpixel });
+  /** Computes (or finds cached) the Segment Anything embedding of a region; `basis` says whether there is a model. */
+  samEmbed = (p: number, s: number, region: [number, number, number, number]) =>
+    this.http.json<T.SamEmbed>('POST', `${slide(p, s)}/shapes/sam/embed`, { region_level0: region });
+  /** The smart tool's three scales at a point: SAM outlines and the superpixels they cover, or classical regions. */
+  samSuggest = (p: number, s: number, body: T.SamPoint) =>
+    this.http.json<T.SmartSuggestions>('POST', `${slide(p, s)}/shapes/sam/suggest`, body);
 
   // labels, epochs, queue
   setLabels = (p: number, s: number, body: T.LabelBatch) =>
@@ -100,5 +121,8 @@ export class SlidelabelApi {
   // exports: downloads the browser fetches itself
   exportUrl = (p: number, s: number, what: 'geojson' | 'annotation' | 'mask.tiff' | 'predictions.csv', source?: string) =>
     this.http.url(`${slide(p, s)}/export/${what}`, source ? { source } : undefined);
+  /** One GeoJSON feature per labelled or predicted segment (QuPath's classified cells), not one per category. */
+  cellsUrl = (p: number, s: number, source: 'labels' | 'predictions') =>
+    this.http.url(`${slide(p, s)}/export/geojson`, { source, dissolve: false });
 }
 

@@ -35,6 +35,11 @@ export type UserCreate = Schemas['UserCreate'];
 export type ShapeCover = Schemas['ShapeCover'];
 export type ShapeCoverResult = Schemas['ShapeCoverPublic'];
 export type Growth = Schemas['GrowthPublic'];
+export type SamEmbed = Schemas['SamEmbedPublic'];
+export type SamPoint = Schemas['SamPoint'];
+export type SmartSuggestions = Schemas['SuggestionsPublic'];
+export type ProjectImports = Schemas['ProjectImportsPublic'];
+export type SlideImports = Schemas['SlideImportsPublic'];
 
 /** What GET /registry lists: feature extractors, models, strategies and normalisations by name. */
 export interface RegistryEntry {

@@ -3,20 +3,23 @@
 // and its choice of features, model, strategy and normalisation. The sections live in ./project/.
 
 import type { App, Page } from '../app';
-import type { Job, Project, Registry, Slide, SlideFolder } from '../api/types';
+import type { Job, Project, ProjectImports, Registry, Slide, SlideFolder } from '../api/types';
 import { isFinished } from '../state/jobs';
 import { h, replace, replaceKeepingFocus } from '../ui/dom';
 import { header } from '../ui/layout';
 import { attempt, notify, showError } from '../ui/notices';
 import { categoriesTable } from './project/categories';
 import { gallerySection } from './project/gallery';
+import { IMPORT_FEATURES, importedExtractors, importForms, importsStatus } from './project/imports';
 import { jobsTable, newJobsView } from './project/jobs';
 import { membersSection } from './project/members';
 import { addSlides, slidesTable } from './project/slides';
 import { registrySelect } from './projects';
 
-function choices(app: App, project: Project, registry: Registry, refresh: () => void): HTMLElement {
-  const extractor = registrySelect('features', registry.features, project.extractor);
+function choices(app: App, project: Project, registry: Registry, imports: ProjectImports | null,
+  refresh: () => void): HTMLElement {
+  const extractor = registrySelect('features', [...registry.features, ...importedExtractors(imports, project.extractor)],
+    project.extractor);
   const model = registrySelect('model', registry.models, project.model);
   const strategy = registrySelect('strategy', registry.strategies, project.strategy);
   // A server without the setting lists no normalisations: the choice is then left out.
@@ -57,26 +60,44 @@ export function projectPage(projectId: number): Page {
     // Redrawn while jobs run: only these two boxes, so that forms elsewhere keep what is typed.
     const slidesBox = h('div', { class: 'slides-box' });
     const jobsBox = h('div', { class: 'jobs-box' });
+    const importsBox = h('div', { class: 'imports-box' });
+    // The import forms are drawn again only when the slides change: a redraw would drop the
+    // files chosen in them.
+    const formsBox = h('div', { class: 'import-forms-box' });
+    let formsFor = ''; // the slides the import forms were drawn for
+    // The finished feature imports seen last: a new one adds a feature choice, so the page is drawn again.
+    let featureImports: string | undefined;
     const jobsView = newJobsView();
     let project: Project | undefined;
 
     const follow = async () => {
       clearTimeout(timer);
       if (!project) return;
-      const [slides, jobs] = await Promise.all([app.api.slides(projectId), app.api.jobs(projectId)]);
+      const [slides, jobs, imports] = await Promise.all([app.api.slides(projectId), app.api.jobs(projectId),
+        app.api.imports(projectId).catch(() => null)]);
       if (left) return;
+      const done = jobs.filter((job: Job) => job.kind === IMPORT_FEATURES && job.state === 'done').map((job) => job.id).join();
+      const imported = featureImports !== undefined && done !== featureImports;
+      featureImports = done;
+      if (imported) return void draw().catch((error) => showError('Could not load the project', error));
       const running = jobs.filter((job: Job) => !isFinished(job)).length;
       const again = () => void follow().catch((error) => showError('Could not read the jobs', error));
       replaceKeepingFocus(slidesBox, slidesTable(app, project, slides, again),
         prepareButton(app, project, slides, running, again));
       replaceKeepingFocus(jobsBox, jobsTable(app, project, jobs, slides, jobsView, again));
+      replaceKeepingFocus(importsBox, importsStatus(app, project, slides, imports, jobs));
+      const shown = slides.map((slide) => `${slide.id}:${slide.name}`).join();
+      if (formsFor !== shown) {
+        formsFor = shown;
+        replace(formsBox, importForms(app, project, slides, again));
+      }
       if (running && !left) timer = setTimeout(again, 1000);
     };
 
     const draw = async () => {
-      const [loaded, registry, folders, summary] = await Promise.all([
+      const [loaded, registry, folders, summary, imports] = await Promise.all([
         app.api.project(projectId), app.api.registry(), app.api.slideFolders().catch(() => [] as SlideFolder[]),
-        app.api.labelSummary(projectId)]);
+        app.api.labelSummary(projectId), app.api.imports(projectId).catch(() => null)]);
       if (left) return;
       project = loaded;
       const labels = new Map(summary.categories.map((c) => [c.category_id, c.labels]));
@@ -91,13 +112,15 @@ export function projectPage(projectId: number): Page {
         h('section', { 'aria-labelledby': 'slides-heading' }, h('h2', { id: 'slides-heading' }, 'Slides'), slidesBox,
           project.role === 'owner' && addSlides(app, project, folders, reloadSlides)),
         h('section', { 'aria-labelledby': 'jobs-heading' }, h('h2', { id: 'jobs-heading' }, 'Jobs'), jobsBox),
+        h('section', { 'aria-labelledby': 'imports-heading' },
+          h('h2', { id: 'imports-heading' }, 'Segments and features from other tools'), importsBox, formsBox),
         h('section', { 'aria-labelledby': 'categories-heading' }, h('h2', { id: 'categories-heading' }, 'Categories'),
           categoriesTable(app, project, labels, refresh),
           project.role === 'owner' && h('p', { class: 'muted' }, 'Type a new name and press Enter to rename. ' +
             'Merging moves every label and review of a category into another one, then deletes it.')),
         membersSection(app, project),
         project.role === 'owner' && gallerySection(app, project),
-        h('section', {}, h('h2', {}, 'Features, model, strategy and normalisation'), choices(app, project, registry, refresh)));
+        h('section', {}, h('h2', {}, 'Features, model, strategy and normalisation'), choices(app, project, registry, imports, refresh)));
       await follow();
     };
     draw().catch((error) => showError('Could not load the project', error));
