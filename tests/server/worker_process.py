@@ -13,9 +13,11 @@ from slidelabel.settings import Settings
 from slidelabel.store.models import Job, JobState
 
 
-def start_worker(settings: Settings) -> subprocess.Popen:
+def start_worker(settings: Settings, *args: str) -> subprocess.Popen:
+    """``slidelabel worker`` with ``settings`` and the extra options ``args`` (``--hostname``, ...)."""
     env = {**os.environ, **settings_environment(settings)}
-    return subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--loglevel", "warning", "--quiet"],
+    return subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--loglevel", "warning", "--quiet",
+                             *args],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
