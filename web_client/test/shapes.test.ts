@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CentroidIndex } from '../src/state/brush';
 import {
-  GrowProposal, LassoPath, PolygonDraft, centroidsInside, insidePolygon, vertexPairs,
+  GrowProposal, LassoPath, PolygonDraft, SuggestionScales, centroidsInside, insidePolygon, regionServes, vertexPairs,
 } from '../src/state/shapes';
 
 describe('PolygonDraft', () => {
@@ -58,5 +58,28 @@ describe('centroidsInside', () => {
     const triangle = [{ x: 0, y: 0 }, { x: 20, y: 0 }, { x: 0, y: 20 }];
     expect(centroidsInside(index, triangle).sort()).toEqual([1, 2, 3]);
     expect(insidePolygon({ x: 11, y: 11 }, triangle)).toBe(false);
+  });
+});
+
+describe('smart tool state', () => {
+  it('keeps an embedded region while it holds the view at about its resolution', () => {
+    const embedded = [0, 0, 1000, 800] as const;
+    expect(regionServes(embedded, [100, 100, 900, 700])).toBe(true);
+    expect(regionServes(embedded, [500, 100, 1300, 700])).toBe(false); // panned out of it
+    expect(regionServes(embedded, [400, 300, 500, 380])).toBe(false); // zoomed far in: too coarse
+    expect(regionServes(null, [0, 0, 10, 10])).toBe(false);
+  });
+
+  it('cycles three scales both ways, wrapping round', () => {
+    const scales = new SuggestionScales(['small', 'middle', 'large'], 1);
+    expect(scales.current).toBe('middle');
+    scales.cycle(1);
+    scales.cycle(1);
+    expect([scales.scale, scales.current]).toEqual([0, 'small']);
+    scales.cycle(-1);
+    expect(scales.current).toBe('large');
+    const none = new SuggestionScales<string>([], 2);
+    none.cycle(1);
+    expect([none.scale, none.current]).toEqual([0, undefined]);
   });
 });

@@ -41,21 +41,10 @@ export type SmartSuggestions = Schemas['SuggestionsPublic'];
 export type ProjectImports = Schemas['ProjectImportsPublic'];
 export type SlideImports = Schemas['SlideImportsPublic'];
 
-/** What GET /registry lists: feature extractors, models, strategies and normalisations by name. */
-export interface RegistryEntry {
-  name: string;
-  description?: string;
-  dimensions?: number;
-  /** The entry a new project gets (one per list; a server may not mark any). */
-  default?: boolean;
-}
-export interface Registry {
-  features: RegistryEntry[];
-  models: RegistryEntry[];
-  strategies: RegistryEntry[];
-  /** Absent on servers older than the project setting. */
-  normalisations?: RegistryEntry[];
-}
+/** What GET /registry lists: feature extractors, models, strategies, normalisations, slide
+ * readers and import formats, each entry marked when it is what a new project gets. */
+export type Registry = Schemas['RegistryPublic'];
+export type RegistryEntry = Schemas['ChoicePublic'];
 
 /** Query of GET /review. */
 export interface ReviewQuery {

@@ -96,3 +96,42 @@ export class GrowProposal {
     return this.superpixels.filter((_, i) => this.steps[i] <= reach);
   }
 }
+
+/** `left, top, right, bottom` in level-0 px. */
+export type Region = readonly [number, number, number, number];
+
+/**
+ * Whether the region embedded for the smart tool still serves the view: it holds the visible box
+ * and was read at about the view's resolution (its long side within `ratio` of the view's), so a
+ * pan inside it or a small zoom keeps it and anything more asks for the new view's embedding.
+ */
+export function regionServes(embedded: Region | null, visible: Region, ratio = 1.5): boolean {
+  if (!embedded) return false;
+  const inside = embedded[0] <= visible[0] + 1 && embedded[1] <= visible[1] + 1
+    && embedded[2] >= visible[2] - 1 && embedded[3] >= visible[3] - 1;
+  const side = (r: Region) => Math.max(r[2] - r[0], r[3] - r[1]);
+  return inside && side(embedded) <= ratio * side(visible);
+}
+
+/** The smart tool's suggestion at one point: three scales, one shown, cycled by the wheel or right-click. */
+export class SuggestionScales<T> {
+  private index: number;
+
+  constructor(readonly scales: readonly T[], start = 0) {
+    this.index = scales.length ? Math.min(Math.max(start, 0), scales.length - 1) : 0;
+  }
+
+  get scale(): number {
+    return this.index;
+  }
+
+  get current(): T | undefined {
+    return this.scales[this.index];
+  }
+
+  /** Moves `by` scales, wrapping round. */
+  cycle(by: number): void {
+    const n = this.scales.length;
+    if (n) this.index = (((this.index + by) % n) + n) % n;
+  }
+}

@@ -1,5 +1,5 @@
-// The shape being drawn (polygon or lasso) over the slide viewer, as SVG in screen pixels,
-// redrawn from its level-0 vertices whenever the view pans or zooms.
+// The shape being drawn (polygon or lasso), or the smart tool's suggested outline, over the slide
+// viewer, as SVG in screen pixels, redrawn from its level-0 vertices whenever the view pans or zooms.
 import type { Point } from '../state/brush';
 import type { SlideViewer } from './slideViewer';
 
@@ -20,9 +20,10 @@ export class ShapeLayer {
   private points: readonly Point[] = [];
   private look: ShapeLook = { closed: false, subtract: false };
 
-  constructor(private readonly viewer: SlideViewer) {
+  /** `kind`: an extra class of the layer, for its look (the smart tool's outline: 'suggestion'). */
+  constructor(private readonly viewer: SlideViewer, kind = '') {
     this.svg = document.createElementNS(SVG, 'svg');
-    this.svg.setAttribute('class', 'shape-layer');
+    this.svg.setAttribute('class', `shape-layer ${kind}`.trim());
     this.outline = document.createElementNS(SVG, 'polyline');
     this.outline.setAttribute('class', 'outline');
     this.rubber = document.createElementNS(SVG, 'polyline');
