@@ -112,3 +112,18 @@ def test_gallery_link_in_the_browser(tmp_path: Path) -> None:
                          text=True, timeout=900)
     print(run.stdout[-6000:], run.stderr[-3000:])
     assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+def test_imported_cells_and_features_in_the_browser(tmp_path: Path) -> None:
+    """Upload a GeoJSON of MoNuSeg nuclei on the slide (classifications as labels) and TRIDENT
+    patch features on the project page, see the segment count and what was dropped, choose the
+    imported features, retrain, label cells in guided mode and export the classified cells as
+    QuPath GeoJSON that matches the uploaded polygons (see imports.mjs)."""
+    screenshots = tmp_path / "screenshots"
+    env = {**os.environ, "SLIDELABEL_E2E_SCREENSHOTS": str(screenshots), "SLIDELABEL_E2E_SLIDE": str(SLIDE),
+           "SLIDELABEL_E2E_PYTHON": sys.executable}
+    run = subprocess.run(["node", str(REPO / "tests" / "web" / "imports.mjs")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    print(run.stdout[-6000:], run.stderr[-3000:])
+    assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"
