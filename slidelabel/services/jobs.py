@@ -57,6 +57,10 @@ TIME_LIMITS = {SLIDE_QUEUE: ("slide", "job_time_limit_slide_s"), EPOCH_QUEUE: ("
 #: Seconds past the longest time limit before Celery's soft limit interrupts a job that reports
 #: no progress, and again before its hard limit kills the worker process running it.
 HARD_LIMIT_GRACE_S = 60.0
+#: Seconds a cancelled job, or one past its time limit, has to stop at a progress report before
+#: the heartbeat kills its process (where the worker allows it): one computation that reports
+#: nothing, such as a large superpixel tile on busy cores, must not hold the worker for minutes.
+STOP_GRACE_S = 3.0
 #: Key of a job function's result that leaves the job running after the function returns: its
 #: work goes on in other jobs (one per slide of a cohort), whose ``on_end`` ends it. Such a job
 #: has no heartbeat (NULL), so :func:`requeue_stale` never takes it for a dead worker's.
@@ -125,16 +129,16 @@ class JobContext:
         self.job_id, self.project_id, self.slide_id = job.id, job.project_id, job.slide_id
         self.params = dict(job.params or {})
         self.time_limit_s, self._time_limit_rule = time_limit(settings, queue)
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self._last_write = 0.0
 
     def over_time(self) -> bool:
         """True once the job has run longer than its kind's time limit."""
-        return time.monotonic() - self._started > self.time_limit_s
+        return time.monotonic() - self.started > self.time_limit_s
 
     def over_time_message(self) -> str:
         """What a job stopped by its time limit says: how long it ran and which setting to raise."""
-        return f"stopped after {time.monotonic() - self._started:.0f} s: {self._time_limit_rule}"
+        return f"stopped after {time.monotonic() - self.started:.0f} s: {self._time_limit_rule}"
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
         """Record ``fraction`` (0..1) done (at most every :data:`PROGRESS_EVERY_S` unless
@@ -283,19 +287,40 @@ def _ended(database: Database, job_id: int) -> None:
         on_end(database, job_id)
 
 
-def _beat(database: Database, job_id: int, stop: threading.Event) -> None:
+def _beat(database: Database, context: JobContext, stop: threading.Event, kill: Callable[[], None] | None) -> None:
+    """Beat the job's heartbeat every :data:`HEARTBEAT_S` until ``stop``; with ``kill``, call it
+    once the job was cancelled or ran past its time limit :data:`STOP_GRACE_S` ago and is still
+    running (it reports no progress), after recording why in the job."""
+    cancelled_at = None
     while not stop.wait(HEARTBEAT_S):
         with database.session(write=True) as session:
-            session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.running)
+            session.execute(update(Job).where(Job.id == context.job_id, Job.state == JobState.running)
                             .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
+            cancelled = session.scalar(select(Job.state).where(Job.id == context.job_id)) == JobState.cancelled
+        if kill is None:
+            continue
+        now = time.monotonic()
+        cancelled_at = (cancelled_at or now) if cancelled else None
+        if cancelled_at is not None and now - cancelled_at > STOP_GRACE_S and not stop.is_set():
+            context.log(f"killed its process: no progress report within {STOP_GRACE_S:g} s after it was cancelled")
+            _ended(database, context.job_id)
+            kill()
+            return
+        if now - context.started > context.time_limit_s + STOP_GRACE_S and not stop.is_set():
+            if fail_running(database, context.job_id, context.over_time_message()):
+                context.log("killed its process: no progress report past its time limit")
+                kill()
+            return
 
 
 def run(database: Database, settings: Settings, job_id: int, *, worker: str | None = None,
-        sender: Sender | None = None) -> None:
+        sender: Sender | None = None, kill: Callable[[], None] | None = None) -> None:
     """Run a job in this process (the worker's side; ``worker``, its name, goes in the job's log;
     ``sender`` sends the jobs it submits). A cancelled job ends cancelled; one past
     its time limit fails saying so (also when Celery's soft limit interrupted it); errors a user
-    caused fail the job with their message; anything else fails it with the traceback in its log."""
+    caused fail the job with their message; anything else fails it with the traceback in its log.
+    ``kill`` ends this process: called when a cancelled or overlong job does not stop at a
+    progress report within :data:`STOP_GRACE_S` (None: such a job runs on to its end)."""
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
@@ -304,7 +329,7 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     if worker:
         context.log(f"attempt {job.attempts} on worker {worker}")
     stop = threading.Event()
-    heart = threading.Thread(target=_beat, args=(database, job_id, stop), daemon=True)
+    heart = threading.Thread(target=_beat, args=(database, context, stop, kill), daemon=True)
     heart.start()
     waiting = None
     try:

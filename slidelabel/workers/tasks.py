@@ -5,9 +5,12 @@ Celery, and keeps every worker watching for jobs whose worker died."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from functools import cache
 
+from billiard.process import current_process
 from celery import shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_ready, worker_shutdown
@@ -30,11 +33,19 @@ def _settings(task) -> Settings:
     return getattr(task.app.conf, "slidelabel_settings", None) or Settings()
 
 
+def _kill_pool_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @shared_task(name=jobs.TASK_NAME, bind=True)
 def run_job(self, job_id: int) -> None:
     settings = _settings(self)
+    # A job that will not stop may be killed only in a prefork pool's (daemonic) child: the pool
+    # replaces it and the message goes back to the queue, where its job is no longer run. Killing a
+    # solo or threaded worker would end the worker itself.
+    kill = _kill_pool_process if current_process().daemon else None
     jobs.run(_database(settings.database_url), settings, job_id, worker=self.request.hostname,
-             sender=self.app)
+             sender=self.app, kill=kill)
 
 
 @task_failure.connect
