@@ -16,6 +16,7 @@ path the manifest records) or a file of the server's slide folders.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import AsyncIterable, Iterator
@@ -85,6 +86,20 @@ async def receive_source(chunks: AsyncIterable[bytes], *, content_type: str, con
         return kept
     finally:
         receiver.discard()
+
+
+#: How :func:`receive_source` names a kept upload: 16 hex digits, '-', the uploaded name.
+_KEPT_NAME = re.compile(r"^[0-9a-f]{16}-[^/\\\x00]{1,200}$")
+
+
+def uploaded_source(settings: Settings, project_id: int, slide_id: int, name: str) -> Path:
+    """A file uploaded earlier for the slide (:func:`receive_source`), by the name it is kept
+    under; :class:`ParameterError` when the slide has no such upload."""
+    path = sources_dir(ProjectFiles(settings.data_dir, project_id), slide_id) / name
+    if not _KEPT_NAME.match(name) or not path.is_file():
+        raise ParameterError(f"slide {slide_id} has no uploaded file {name[:80]!r}; upload it first "
+                             "(POST .../slides/{slide_id}/sources) and give the name it answers")
+    return path
 
 
 def server_source(settings: Settings, raw: str) -> Path:

@@ -4,12 +4,14 @@ labelled, trained, exported as GeoJSON and imported into a second project as seg
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import tifffile
 
 from slidelabel.services import jobs
 from slidelabel.store.label_map import read_labels
@@ -232,3 +234,47 @@ def test_classes_become_labels_and_the_imports_are_listed(app, client, settings,
     listed = client.get(url(project, "/imports"), headers=admin_headers).json()
     assert listed["slides"][0]["features"] == [{"name": "imported-morph", "dimensions": 1, "segments": n}]
     assert listed["extractors"] == ["imported-morph"]
+
+
+def test_an_uploaded_pixelmap_with_its_uploaded_bounding_boxes(app, client, settings, sender, admin_headers, project,
+                                                                cmu_slide, monuseg_pair):
+    """A Histomics Label pixelmap (2i fill, 2i+1 outline, at half resolution) of MoNuSeg nuclei:
+    its bounding-box CSV is uploaded first (.../sources), then the pixelmap names it."""
+    _, mask = monuseg_pair(0)
+    count, components = cv2.connectedComponents(mask[::2, ::2].astype(np.uint8), connectivity=4)
+    height, width, top, left = -(-2967 // 2), 2220 // 2, TOP // 2, LEFT // 2
+    index = np.zeros((height, width), np.int64)  # segment 0: the background
+    boxes = [[0, 0, 2220, 2967]]
+    for k in range(1, count):
+        ys, xs = np.nonzero(components == k)
+        inner = cv2.erode((components == k).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        region = index[top : top + components.shape[0], left : left + components.shape[1]]
+        region[components == k], region[inner] = 2 * k + 1, 2 * k
+        boxes.append([2 * (xs.min() + left), 2 * (ys.min() + top), 2 * (xs.max() + 1 + left), 2 * (ys.max() + 1 + top)])
+    rgb = np.stack([index & 255, index >> 8 & 255, index >> 16 & 255], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, rgb, tile=(256, 256), photometric="rgb")
+    csv = "".join(",".join(map(str, box)) + "\n" for box in boxes).encode()
+    slide_id = add_slide(app, project, cmu_slide)
+    segments = url(project, f"/slides/{slide_id}/segments")
+
+    unknown = client.post(segments, headers=admin_headers, params={"bboxes": "0123456789abcdef-boxes.csv"},
+                          files={"file": ("pixelmap.tiff", buffer.getvalue(), "image/tiff")})
+    assert unknown.status_code == 422 and "upload it first" in unknown.json()["detail"]
+    without = run_job(app, client.post(segments, headers=admin_headers,
+                                       files={"file": ("pixelmap.tiff", buffer.getvalue(), "image/tiff")}))
+    assert without.state == JobState.failed and "bboxes" in without.message and "\n" not in without.message
+    kept = client.post(url(project, f"/slides/{slide_id}/sources"), headers=admin_headers,
+                       files={"file": ("boxes.csv", csv, "text/csv")})
+    assert kept.status_code == 201, kept.text
+    name = kept.json()["name"]
+    assert name.endswith("-boxes.csv") and "/" not in name
+    job = run_job(app, client.post(segments, headers=admin_headers, params={"bboxes": name},
+                                   files={"file": ("pixelmap.tiff", buffer.getvalue(), "image/tiff")}))
+    assert job.state == JobState.done, job.message
+    listed = client.get(url(project, "/imports"), headers=admin_headers).json()["slides"][0]["segments"]
+    assert listed["format"] == "pixelmap" and listed["source"] == "pixelmap.tiff" and listed["segments"] == count
+    ids = read_labels(ProjectFiles(settings.data_dir, project["id"]).superpixels(slide_id) / LABELS_FILE)
+    # The nuclei are segments of their own: as many distinct ids over the crop as components + background.
+    crop = ids[top : top + components.shape[0], left : left + components.shape[1]]
+    assert np.unique(crop).size == count

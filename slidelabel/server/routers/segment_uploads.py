@@ -4,6 +4,7 @@ slide folders, imported by a job (``import-segments``, ``import-features``)."""
 from __future__ import annotations
 
 import json
+import pathlib
 from dataclasses import asdict
 from typing import Annotated
 
@@ -37,15 +38,27 @@ class ServerSource(BaseModel):
 FormatQuery = Annotated[str, Query(pattern=r"^[a-z0-9_-]{1,32}$", description="the source's format; auto: by its file")]
 
 
-async def _source(request: Request, settings: Settings, access: ProjectAccess, slide_id: int) -> tuple[str, str | None]:
+async def _upload(request: Request, settings: Settings, access: ProjectAccess, slide_id: int) -> pathlib.Path:
+    """Stream the request's uploaded file into the slide's ``sources/`` folder; its path."""
+    return await service.receive_source(
+        request.stream(), content_type=request.headers["content-type"],
+        content_length=request.headers.get("content-length"), settings=settings, project_id=access.project.id,
+        slide_id=slide_id)
+
+
+async def _source(request: Request, settings: Settings, access: ProjectAccess, slide_id: int,
+                  bboxes: str | None = None) -> tuple[str, str | None]:
     """The source's server-side path and bounding-box CSV: an upload (multipart/form-data, field
-    ``file``) or a JSON :class:`ServerSource` (for accounts granted the slide folders)."""
+    ``file``; ``bboxes``: a CSV uploaded before to ``.../sources``) or a JSON
+    :class:`ServerSource` (for accounts granted the slide folders)."""
     if request.headers.get("content-type", "").startswith("multipart/"):
-        path = await service.receive_source(
-            request.stream(), content_type=request.headers["content-type"],
-            content_length=request.headers.get("content-length"), settings=settings, project_id=access.project.id,
-            slide_id=slide_id)
-        return str(path), None
+        # Checked first: a wrong name costs no upload.
+        csv = None if bboxes is None else service.uploaded_source(settings, access.project.id, slide_id, bboxes)
+        path = await _upload(request, settings, access, slide_id)
+        return str(path), None if csv is None else str(csv)
+    if bboxes is not None:
+        raise ParameterError("?bboxes= names an uploaded CSV for an uploaded pixelmap; for a file of the slide "
+                             "folders give {\"path\": ..., \"bboxes\": ...}")
     try:
         body = ServerSource.model_validate(json.loads(await request.body()))
     except (ValueError, ValidationError) as error:
@@ -63,6 +76,8 @@ async def import_segments(slide_id: int, request: Request, access: Owner, sessio
                           settings: SettingsDep, format: FormatQuery = "auto",
                           downsample: Annotated[float | None, Query(ge=1, le=1024)] = None,
                           labels: Annotated[bool, Query(description="the source's classes become your labels")] = False,
+                          bboxes: Annotated[str | None, Query(max_length=255, description=(
+                              "a pixelmap's bounding-box CSV uploaded before (POST .../sources)"))] = None,
                           ) -> JobPublic:
     """Replace the slide's superpixels by the segments of a GeoJSON, label-mask TIFF or Histomics
     Label pixelmap, then compute the project's features on them (one job); 409 while the slide
@@ -71,12 +86,31 @@ async def import_segments(slide_id: int, request: Request, access: Owner, sessio
     slide = get_slide(session, access.project.id, slide_id)
     service.refuse_labelled(session, slide)  # before the upload; the job checks again
     session.close()  # ends the read transaction of the access check: an upload may last minutes
-    path, bboxes = await _source(request, settings, access, slide_id)
-    source = service.SegmentSource(path, format, downsample, bboxes)
+    path, csv = await _source(request, settings, access, slide_id, bboxes)
+    source = service.SegmentSource(path, format, downsample, csv)
     with database.session() as check:
         job = service.submit_segment_import(database, request.app.state.celery, check, access.project, slide, source,
                                             user_id=access.user.id, labels=labels)
     return JobPublic.model_validate(job)
+
+
+class SourceUploaded(BaseModel):
+    """An uploaded file kept for the slide's imports, by the name it is kept under."""
+
+    name: str
+
+
+@router.post("/sources", status_code=201, max_body_size=2**62,
+             openapi_extra={"requestBody": {"required": True, "content": _FORMS}})
+async def upload_source(slide_id: int, request: Request, access: Owner, session: ReadSession,
+                        settings: SettingsDep) -> SourceUploaded:
+    """Keep an uploaded file for a later import of the slide: a Histomics Label pixelmap's
+    bounding-box CSV, which ``POST .../segments?bboxes=NAME`` then uses with the pixelmap."""
+    get_slide(session, access.project.id, slide_id)
+    session.close()
+    if not request.headers.get("content-type", "").startswith("multipart/"):
+        raise ParameterError("send the file as multipart/form-data, in the field 'file'")
+    return SourceUploaded(name=(await _upload(request, settings, access, slide_id)).name)
 
 
 @router.post("/features/{name}", status_code=202, max_body_size=2**62, openapi_extra={"requestBody": {"content": {

@@ -1137,6 +1137,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/projects/{project_id}/slides/{slide_id}/sources": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload Source
+         * @description Keep an uploaded file for a later import of the slide: a Histomics Label pixelmap's
+         *     bounding-box CSV, which ``POST .../segments?bboxes=NAME`` then uses with the pixelmap.
+         */
+        post: operations["upload_source_api_v1_projects__project_id__slides__slide_id__sources_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/projects/{project_id}/slides/{slide_id}/features/{name}": {
         parameters: {
             query?: never;
@@ -2548,6 +2569,14 @@ export interface components {
          * @enum {string}
          */
         Source: "labels" | "predictions";
+        /**
+         * SourceUploaded
+         * @description An uploaded file kept for the slide's imports, by the name it is kept under.
+         */
+        SourceUploaded: {
+            /** Name */
+            name: string;
+        };
         /**
          * StepJob
          * @description The latest job of one step of a slide.
@@ -4994,6 +5023,8 @@ export interface operations {
                 downsample?: number | null;
                 /** @description the source's classes become your labels */
                 labels?: boolean;
+                /** @description a pixelmap's bounding-box CSV uploaded before (POST .../sources) */
+                bboxes?: string | null;
             };
             header?: never;
             path: {
@@ -5025,6 +5056,46 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    upload_source_api_v1_projects__project_id__slides__slide_id__sources_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slide_id: number;
+                /** @description project id */
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /** Format: binary */
+                    file?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SourceUploaded"];
                 };
             };
             /** @description Validation Error */

@@ -4,6 +4,12 @@ import type * as T from './types';
 
 const project = (p: number) => `/projects/${p}`;
 const slide = (p: number, s: number) => `/projects/${p}/slides/${s}`;
+/** A multipart body with `file` in the field the server reads. */
+function fileForm(file: File): FormData {
+  const form = new FormData();
+  form.append('file', file);
+  return form;
+}
 
 export class SlidelabelApi {
   constructor(readonly http: ApiClient) {}
@@ -58,18 +64,21 @@ export class SlidelabelApi {
 
   // segments and features made by other tools, imported by jobs
   imports = (p: number) => this.http.json<T.ProjectImports>('GET', `${project(p)}/imports`);
-  /** GeoJSON, label-mask TIFF or pixelmap as the slide's segments; `downsample`: level-0 px per mask px. */
-  importSegments(p: number, s: number, file: File, options: { downsample?: number; labels?: boolean } = {}) {
-    const form = new FormData();
-    form.append('file', file);
-    return this.http.json<T.Job>('POST', `${slide(p, s)}/segments`, form, options);
+  /**
+   * GeoJSON, label-mask TIFF or Histomics Label pixelmap as the slide's segments; `downsample`:
+   * level-0 px per mask px; `bboxes`: a pixelmap's bounding-box CSV, uploaded first.
+   */
+  async importSegments(p: number, s: number, file: File,
+    { bboxes, ...options }: { downsample?: number; labels?: boolean; bboxes?: File } = {}) {
+    const kept = bboxes ? (await this.uploadSource(p, s, bboxes)).name : undefined;
+    return this.http.json<T.Job>('POST', `${slide(p, s)}/segments`, fileForm(file), { ...options, bboxes: kept });
   }
+  /** Keeps a file for a later import of the slide (a pixelmap's bounding boxes); the name to give it by. */
+  uploadSource = (p: number, s: number, file: File) =>
+    this.http.json<{ name: string }>('POST', `${slide(p, s)}/sources`, fileForm(file));
   /** TRIDENT/CLAM .h5, Parquet/CSV or Histomics feature.h5 as the slide's features `name` (imported-...). */
-  importFeatures(p: number, s: number, name: string, file: File) {
-    const form = new FormData();
-    form.append('file', file);
-    return this.http.json<T.Job>('POST', `${slide(p, s)}/features/${encodeURIComponent(name)}`, form);
-  }
+  importFeatures = (p: number, s: number, name: string, file: File) =>
+    this.http.json<T.Job>('POST', `${slide(p, s)}/features/${encodeURIComponent(name)}`, fileForm(file));
 
   // viewer data
   tileMetadata = (p: number, s: number) => this.http.json<T.TileMetadata>('GET', `${slide(p, s)}/tiles`);
@@ -111,6 +120,17 @@ export class SlidelabelApi {
   train = (p: number) => this.http.json<T.Job>('POST', `${project(p)}/epochs`);
   epochs = (p: number) => this.http.json<T.Epoch[]>('GET', `${project(p)}/epochs`);
   queue = (p: number, n: number) => this.http.json<T.Queue>('GET', `${project(p)}/queue`, undefined, { n });
+  /** Downloads of an epoch's model: the native file (`slidelabel predict --model`) and ONNX with its JSON sidecar. */
+  modelUrl = (p: number, n: number, format: 'native' | 'onnx') =>
+    this.http.url(`${project(p)}/epochs/${n}/${format === 'onnx' ? 'model.onnx.zip' : 'model'}`);
+
+  // cohorts: an epoch applied to a server folder, one job per slide over every worker
+  startCohort = (p: number, n: number, body: T.CohortCreate) =>
+    this.http.json<T.Job>('POST', `${project(p)}/epochs/${n}/cohort`, body);
+  cohorts = (p: number) => this.http.json<T.CohortSummary[]>('GET', `${project(p)}/cohorts`);
+  cohort = (p: number, id: number) => this.http.json<T.Cohort>('GET', `${project(p)}/cohorts/${id}`);
+  /** A download URL of the server's (an `/api/v1/...` path), with the token for the browser. */
+  downloadUrl = (apiPath: string) => this.http.url(apiPath.replace(/^\/api\/v1/, ''));
 
   // review
   review = (p: number, query: T.ReviewQuery) =>

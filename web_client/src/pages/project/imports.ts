@@ -26,7 +26,7 @@ export function importedName(typed: string): string | null {
 export function importedExtractors(imports: ProjectImports | null, current: string): RegistryEntry[] {
   const names = new Set(imports?.extractors ?? []);
   if (current.startsWith('imported-')) names.add(current);
-  return [...names].sort().map((name) => ({ name, description: 'features imported from another tool' }));
+  return [...names].sort().map((name) => ({ name, description: 'features imported from another tool', default: false }));
 }
 
 /** The newest job of `kind` for each slide. */
@@ -96,12 +96,15 @@ function slideSelect(slides: Slide[], id: string): HTMLSelectElement {
 function segmentsForm(app: App, project: Project, slides: Slide[], started: () => void): HTMLElement {
   const slide = slideSelect(slides, 'segments-slide');
   const file = h('input', { type: 'file', id: 'segments-file', accept: '.geojson,.json,.tif,.tiff' });
+  const bboxes = h('input', { type: 'file', id: 'segments-bboxes', accept: '.csv',
+    title: 'a Histomics Label pixelmap\'s bounding boxes (left, top, right, bottom in level-0 px, one line per segment)' });
   const downsample = h('input', { type: 'number', id: 'segments-downsample', min: 1, max: 1024, step: 'any',
     placeholder: 'the file\'s own', title: 'level-0 pixels per pixel of a label mask (empty: as the file says, else 1)' });
   const labels = h('input', { type: 'checkbox', id: 'segments-labels' });
   const form = h('form', { class: 'row import-segments', 'aria-label': 'import segments' },
     h('label', {}, 'Slide ', slide),
-    h('label', {}, 'GeoJSON or label-mask TIFF ', file),
+    h('label', {}, 'GeoJSON, label-mask or pixelmap TIFF ', file),
+    h('label', {}, 'Pixelmap bounding boxes (CSV) ', bboxes),
     h('label', {}, 'Downsample ', downsample),
     h('label', {}, labels, ' import classifications as my labels'),
     h('button', { type: 'submit' }, 'Import segments'));
@@ -113,10 +116,11 @@ function segmentsForm(app: App, project: Project, slides: Slide[], started: () =
     notify(`Uploading ${chosen.name} for ${name}…`);
     const job = await attempt(`Could not import segments into ${name}`, () => app.api.importSegments(project.id,
       Number(slide.value), chosen, { downsample: downsample.value ? Number(downsample.value) : undefined,
-        labels: labels.checked || undefined }));
+        labels: labels.checked || undefined, bboxes: bboxes.files?.[0] }));
     if (job) {
       notify(`Job #${job.id} imports ${chosen.name}, then computes the project's features on its segments`);
       file.value = '';
+      bboxes.value = '';
       started();
     }
   });
@@ -162,8 +166,9 @@ export function importForms(app: App, project: Project, slides: Slide[], started
   if (project.role !== 'owner' || slides.length === 0) return null;
   return h('div', { class: 'import-forms' },
     h('h3', {}, 'Import segments'),
-    h('p', { class: 'muted' }, 'Polygons in level-0 pixels (QuPath export, HoVer-Net / CellViT / StarDist as GeoJSON) ' +
-      'or a label mask (value = segment id) replace the slide\'s superpixels; a slide with labels is refused.'),
+    h('p', { class: 'muted' }, 'Polygons in level-0 pixels (QuPath export, HoVer-Net / CellViT / StarDist as GeoJSON), ' +
+      'a label mask (value = segment id) or a Histomics Label pixelmap with its bounding-box CSV replace the slide\'s ' +
+      'superpixels; a slide with labels is refused.'),
     segmentsForm(app, project, slides, started),
     h('h3', {}, 'Import features'),
     h('p', { class: 'muted' }, 'TRIDENT / CLAM patch features (.h5: coords in level-0 px and features), a Parquet or ' +
