@@ -40,6 +40,10 @@ export type SamPoint = Schemas['SamPoint'];
 export type SmartSuggestions = Schemas['SuggestionsPublic'];
 export type ProjectImports = Schemas['ProjectImportsPublic'];
 export type SlideImports = Schemas['SlideImportsPublic'];
+export type CohortCreate = Schemas['CohortCreate'];
+export type CohortSummary = Schemas['CohortSummary'];
+export type Cohort = Schemas['CohortPublic'];
+export type CohortSlide = Schemas['CohortSlidePublic'];
 
 /** What GET /registry lists: feature extractors, models, strategies, normalisations, slide
  * readers and import formats, each entry marked when it is what a new project gets. */

@@ -13,6 +13,7 @@ import { barChart, confusionTable, learningCurveChart, lineChart, reliabilityDia
 import { h, replace } from '../ui/dom';
 import { header } from '../ui/layout';
 import { showError } from '../ui/notices';
+import { modelSection } from './cohorts';
 
 /** The review listing holds each label with the latest prediction: enough for a confusion matrix. */
 async function allLabels(app: App, projectId: number, cap = 5000): Promise<ReviewItem[]> {
@@ -104,6 +105,7 @@ export function dashboardPage(projectId: number): Page {
       const [project, slides, epochs, summary, labels] = await Promise.all([
         app.api.project(projectId), app.api.slides(projectId), app.api.epochs(projectId),
         app.api.labelSummary(projectId), allLabels(app, projectId)]);
+      const model = await modelSection(app, project, epochs);
       const categories = [...project.categories].sort((a, b) => a.position - b.position);
       const byId = new Map<number, Category>(categories.map((c) => [c.id, c]));
       const name = (id: number) => byId.get(id)?.name ?? `#${id}`;
@@ -128,7 +130,8 @@ export function dashboardPage(projectId: number): Page {
             categories.map((c) => c.name), categories.map((c) => c.name),
             confusionMatrix(predicted, categories.map((c) => c.id)))
             : h('p', {}, 'No prediction yet.')),
-        h('section', {}, h('h2', {}, 'Exports'), exportLinks(app, project, slides))));
+        h('section', {}, h('h2', {}, 'Exports'), exportLinks(app, project, slides)),
+        model));
     })().catch((error) => showError('Could not load the dashboard', error));
   };
 }
