@@ -44,8 +44,6 @@ PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 #: Torch threads of the image encoder on the CPU, and of the prompt decoder (a hover).
 EMBED_THREADS = min(4, os.cpu_count() or 1)
 DECODE_THREADS = min(2, os.cpu_count() or 1)
-#: Outlines are simplified to within this share of a mask cell.
-OUTLINE_TOLERANCE_CELLS = 0.5
 
 
 @dataclass(frozen=True)
@@ -167,30 +165,33 @@ def mask_outline(logits_h_w: np.ndarray, x: float, y: float, *, cell_px: float,
     Parameters
     ----------
     logits_h_w : a mask's logits over the input square (> 0 is inside), cells of ``cell_px`` input px.
-    x, y : the prompt, input px: of the mask's outer boundaries, the one around it is taken, else
-        the one enclosing the most cells (holes are filled).
+    x, y : the prompt, input px: of the mask's parts (8-connected cells), the one under it is
+        taken, else the largest; its holes are filled.
     valid_hw : height and width (input px) of the resized image; the padding beyond is outside.
 
     Returns
     -------
-    (V, 2) float ``x, y`` vertices (input px) of a ring simplified to within half a cell,
-    ``V >= 3``; (0, 2) when the mask is empty.
+    (V, 2) float ``x, y`` vertices (input px) of a ring through the midpoints of the cell edges
+    its boundary crosses, collinear vertices dropped, ``V >= 3``; (0, 2) when the mask is empty.
     """
-    from skimage.measure import approximate_polygon, find_contours, points_in_poly
+    from scipy import ndimage
+    from skimage.measure import find_contours
 
     rows = min(logits_h_w.shape[0], int(np.ceil(valid_hw[0] / cell_px)))
     cols = min(logits_h_w.shape[1], int(np.ceil(valid_hw[1] / cell_px)))
-    # A border of "outside" closes every contour.
-    padded = np.pad(logits_h_w[:rows, :cols], 1, constant_values=-1.0)
-    rings = [ring for ring in find_contours(padded, 0.0) if len(ring) >= 4]
-    if not rings:
+    parts_h_w, count = ndimage.label(logits_h_w[:rows, :cols] > 0, structure=np.ones((3, 3), bool))
+    if count == 0:
         return np.zeros((0, 2))
+    row, col = int(y // cell_px), int(x // cell_px)
+    part = parts_h_w[row, col] if 0 <= row < rows and 0 <= col < cols else 0
+    if part == 0:
+        part = int(np.argmax(np.bincount(parts_h_w.ravel())[1:])) + 1
+    # A border of "outside" closes the contour; one part, holes filled, has one outer boundary.
+    inside_h_w = np.pad(ndimage.binary_fill_holes(parts_h_w == part), 1).astype(np.float32)
+    ring = max(find_contours(inside_h_w, 0.5), key=len)[:-1]  # closed: the last vertex is the first
+    # Straight runs (along cell edges and 45-degree diagonals) down to their ends; a douglas-peucker
+    # simplification costs more than the decoder.
+    turn_V = np.cross(ring - np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0) - ring)
+    ring = ring[np.abs(turn_V) > 1e-9]
     # (row, col) of padded cell centres to input px: centre of cell (i, j) is ((j + 0.5) c, (i + 0.5) c).
-    rings_xy = [(ring[:, ::-1] - 0.5) * cell_px for ring in rings]
-    areas = [0.5 * abs(np.dot(r[:, 0], np.roll(r[:, 1], 1)) - np.dot(r[:, 1], np.roll(r[:, 0], 1))) for r in rings_xy]
-    around = [i for i, r in enumerate(rings_xy) if points_in_poly(np.array([[x, y]]), r)[0]]
-    # The innermost ring around the point is a hole's when the point is outside the mask.
-    chosen = max(around, key=lambda i: areas[i]) if around else int(np.argmax(areas))
-    ring = approximate_polygon(rings_xy[chosen], tolerance=OUTLINE_TOLERANCE_CELLS * cell_px)
-    ring = ring[:-1] if len(ring) > 1 and np.array_equal(ring[0], ring[-1]) else ring
-    return ring if len(ring) >= 3 else np.zeros((0, 2))
+    return (ring[:, ::-1] - 0.5) * cell_px if len(ring) >= 3 else np.zeros((0, 2))
