@@ -13,10 +13,13 @@ batches prepared while the model runs.
   driver's other threads read and decode tiles.
 - **Prefetching** (:func:`prefetched`): a helper thread cuts, pads and stacks the next batch's
   crops while the model runs on the current one.
+- **Crops seen before** (:class:`TokenCache`): the tokens of a crop already encoded, by the digest
+  of its pixels, are not computed again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -25,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+import numpy as np
+
 from slidelabel.errors import ParameterError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MAX_BATCH_CROPS", "LoadedNetwork", "Precision", "autocast_dtype", "batch_crops_for",
+__all__ = ["MAX_BATCH_CROPS", "LoadedNetwork", "Precision", "TokenCache", "autocast_dtype", "batch_crops_for",
            "clear_networks", "default_device", "free_memory_bytes", "loaded_network", "prefetched"]
 
 T = TypeVar("T")
@@ -170,3 +175,50 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TokenCache:
+    """Tokens of recently encoded crops by a digest of their pixels, the least recently used
+    dropped beyond ``max_bytes``; safe to share between threads.
+
+    The feature driver encodes each block of a tile with a margin of one crop, so neighbouring
+    blocks cut many of the same crops; glass crops repeat too. A crop's tokens depend only on its
+    pixels, so those found here are not run again.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(crop_h_w_3: np.ndarray) -> bytes:
+        """The digest of a C-contiguous crop's pixels (and shape)."""
+        return hashlib.blake2b(crop_h_w_3, digest_size=16, person=str(crop_h_w_3.shape).encode()[:16]).digest()
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        with self._lock:
+            tokens = self._entries.get(key)
+            if tokens is not None:
+                self._entries.move_to_end(key)
+            return tokens
+
+    def put(self, key: bytes, tokens: np.ndarray) -> None:
+        """Keep ``tokens`` (not copied: the caller no longer writes to them)."""
+        if tokens.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = tokens
+            self._bytes += tokens.nbytes
+            while self._bytes > self.max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1].nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0

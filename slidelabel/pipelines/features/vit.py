@@ -13,7 +13,7 @@ norms, the MLP's inner norm) have no parameters and are left out; the keys are::
     blocks.{i}.norm2.*  blocks.{i}.mlp.fc1.*   blocks.{i}.mlp.fc2.*    blocks.{i}.ls2.gamma
     norm.{weight, bias}
 
-The shape comes from a :class:`~slidelabel.pipelines.features.foundation.VitArchitecture`. A new
+The shape comes from a :class:`~slidelabel.pipelines.features.foundation_backbones.VitArchitecture`. A new
 network's parameters are placeholders (torch's default initialisation, zero tokens and position
 embeddings): the weights come from a checkpoint.
 """
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from slidelabel.pipelines.features.foundation import VitArchitecture
+    from slidelabel.pipelines.features.foundation_backbones import VitArchitecture
 
 __all__ = ["VisionTransformer", "load_state_dict_file", "resample_pos_embed"]
 

@@ -43,7 +43,9 @@ def _timm_keys(depth: int, registers: bool) -> set[str]:
 
 @pytest.fixture(scope="module")
 def encoders(tiny: dict[str, tuple[Backbone, Path]]) -> dict[str, FoundationEncoder]:
-    return {name: FoundationEncoder(backbone, folder, device="cpu", n_threads=1) for name, (backbone, folder) in tiny.items()}
+    # No token cache: windows that share crops must agree because the network computes the same.
+    return {name: FoundationEncoder(backbone, folder, device="cpu", n_threads=1, cache_mb=0)
+            for name, (backbone, folder) in tiny.items()}
 
 
 @pytest.fixture(scope="module")

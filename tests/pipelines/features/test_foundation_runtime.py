@@ -43,7 +43,7 @@ def test_batches_and_prefetching_give_the_features_of_one_crop_at_a_time(name: s
     np.testing.assert_allclose(cells_h_w_K, alone.encode(window), atol=1e-4)
     if precision == "float32" and isinstance(backbone, TimmBackbone):
         # Today's float32 path, written out: crop (1, 2) through the network by hand.
-        from slidelabel.pipelines.features.foundation import IMAGENET_MEAN, IMAGENET_STD
+        from slidelabel.pipelines.features.foundation_backbones import IMAGENET_MEAN, IMAGENET_STD
         from slidelabel.pipelines.features.vit import VisionTransformer, load_state_dict_file
 
         net = VisionTransformer(backbone.vit).eval()
@@ -164,3 +164,38 @@ def test_prefetching_keeps_order_and_errors() -> None:
 
     with pytest.raises(RuntimeError, match="unreadable tile"):
         list(prefetched(broken()))
+
+
+def test_crops_seen_before_are_not_run_again(tiny: Tiny, rgb: np.ndarray) -> None:
+    backbone, folder = tiny["uni"]
+    cached = FoundationEncoder(backbone, folder, device="cpu", n_threads=1, precision="float32", batch_crops=4)
+    fresh = FoundationEncoder(backbone, folder, device="cpu", n_threads=1, precision="float32", cache_mb=0)
+    first = cached.encode(rgb[:448, :672])
+    assert cached.crops_encoded == 6
+    np.testing.assert_array_equal(cached.encode(rgb[:448, :672]), first)
+    assert cached.crops_encoded == 6
+    # Shifted by one crop down and right: 2 x 3 crops, of which the first row's first two are known.
+    shifted = cached.encode(rgb[224:672, 224:896])
+    assert cached.crops_encoded == 6 + 4
+    np.testing.assert_allclose(shifted, fresh.encode(rgb[224:672, 224:896]), atol=1e-4)
+    # Glass: nine equal crops run once, within one window.
+    glass = cached.encode(np.full((672, 672, 3), 238, np.uint8))
+    crops_9_c_c_K = glass.reshape(3, 14, 3, 14, -1).swapaxes(1, 2).reshape(9, 14, 14, -1)
+    assert cached.crops_encoded == 11 and (crops_9_c_c_K == crops_9_c_c_K[:1]).all()
+
+
+def test_the_feature_driver_runs_fewer_crops_with_the_cache_and_gets_the_same_features(
+        tiny: Tiny, rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    backbone, folder = tiny["uni2"]
+    window = np.ascontiguousarray(rgb[:700, :900])
+    labels = superpixel_array(window, SuperpixelParams(step=30))
+    feats, crops = [], []
+    for cache_mb in (0, 64):
+        encoder = FoundationEncoder(backbone, folder, device="cpu", n_threads=1, precision="float32", cache_mb=cache_mb)
+        monkeypatch.setitem(FEATURES, EXTRACTOR_NAME, DenseEmbedding(EXTRACTOR_NAME, encoder))
+        feats.append(features_of_array(window, labels, extractor=EXTRACTOR_NAME, tile_size=512))
+        crops.append(encoder.crops_encoded)
+    np.testing.assert_allclose(feats[1], feats[0], atol=1e-4)
+    # 700 x 900 px hold 4 x 5 crops; blocks with a crop of margin each way cut many of them again
+    # (42 here), while the cache runs each once, and those cut short by a window's edge (24 here).
+    assert 20 <= crops[1] < 0.6 * crops[0]
