@@ -67,14 +67,22 @@ export function projectPage(projectId: number): Page {
     let formsFor = ''; // the slides the import forms were drawn for
     // The finished feature imports seen last: a new one adds a feature choice, so the page is drawn again.
     let featureImports: string | undefined;
+    // What the slides hold from other tools, read again only when an import job or the slides change.
+    let imports: ProjectImports | null = null;
+    let importsFor: string | undefined;
     const jobsView = newJobsView();
     let project: Project | undefined;
 
     const follow = async () => {
       clearTimeout(timer);
       if (!project) return;
-      const [slides, jobs, imports] = await Promise.all([app.api.slides(projectId), app.api.jobs(projectId),
-        app.api.imports(projectId).catch(() => null)]);
+      const [slides, jobs] = await Promise.all([app.api.slides(projectId), app.api.jobs(projectId)]);
+      const importsNow = [...slides.map((slide) => slide.id), ...jobs.filter((job: Job) => job.kind.startsWith('import-'))
+        .map((job) => `${job.id}:${job.state}`)].join();
+      if (importsNow !== importsFor) {
+        imports = await app.api.imports(projectId).catch(() => null);
+        importsFor = importsNow;
+      }
       if (left) return;
       const done = jobs.filter((job: Job) => job.kind === IMPORT_FEATURES && job.state === 'done').map((job) => job.id).join();
       const imported = featureImports !== undefined && done !== featureImports;
@@ -95,7 +103,7 @@ export function projectPage(projectId: number): Page {
     };
 
     const draw = async () => {
-      const [loaded, registry, folders, summary, imports] = await Promise.all([
+      const [loaded, registry, folders, summary, extractors] = await Promise.all([
         app.api.project(projectId), app.api.registry(), app.api.slideFolders().catch(() => [] as SlideFolder[]),
         app.api.labelSummary(projectId), app.api.imports(projectId).catch(() => null)]);
       if (left) return;
@@ -120,7 +128,7 @@ export function projectPage(projectId: number): Page {
             'Merging moves every label and review of a category into another one, then deletes it.')),
         membersSection(app, project),
         project.role === 'owner' && gallerySection(app, project),
-        h('section', {}, h('h2', {}, 'Features, model, strategy and normalisation'), choices(app, project, registry, imports, refresh)));
+        h('section', {}, h('h2', {}, 'Features, model, strategy and normalisation'), choices(app, project, registry, extractors, refresh)));
       await follow();
     };
     draw().catch((error) => showError('Could not load the project', error));
