@@ -100,6 +100,22 @@ def test_shapes_and_learning_dashboard_in_the_browser(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+def test_smart_tool_with_segment_anything_in_the_browser(tmp_path: Path) -> None:
+    """With a tiny random SamModel as SLIDELABEL_SAM_MODEL, S embeds the view, a rest draws the
+    mask's outline (rest to painted frame timed, median printed), the wheel and right-click cycle
+    the scales, a click labels exactly the superpixels the server said the mask covers, undo takes
+    them back (see smart_sam.mjs)."""
+    screenshots = tmp_path / "screenshots"
+    env = {**os.environ, "SLIDELABEL_E2E_SCREENSHOTS": str(screenshots), "SLIDELABEL_E2E_SLIDE": str(SLIDE),
+           "SLIDELABEL_E2E_PYTHON": sys.executable}
+    env.pop("SLIDELABEL_SAM_MODEL", None)  # the script makes the tiny model
+    run = subprocess.run(["node", str(REPO / "tests" / "web" / "smart_sam.mjs")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=900)
+    print(run.stdout[-6000:], run.stderr[-3000:])
+    assert run.returncode == 0, f"the browser test failed (screenshots in {screenshots}):\n{run.stdout[-4000:]}"
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
 def test_gallery_link_in_the_browser(tmp_path: Path) -> None:
     """The owner publishes a read-only link on the project page; a browser context with no login
     opens it and sees the slide with the labels overlay, the legend and the epoch's figures,

@@ -44,6 +44,8 @@ export class SmartTool {
   private at: { x: number; y: number } | null = null;
   private asked = 0;
   private scales: SuggestionScales<Scale> | null = null;
+  /** The scale last chosen: the next proposal opens at it. */
+  private preferred = 0;
   private shown: number[] = [];
   private down: { x: number; y: number } | null = null;
   private readonly hint: HTMLElement;
@@ -149,7 +151,7 @@ export class SmartTool {
   }
 
   private propose3(scales: Scale[], restedAt: number): void {
-    this.scales = new SuggestionScales(scales, this.scales?.scale ?? 0);
+    this.scales = new SuggestionScales(scales, this.preferred);
     this.show();
     this.session.viewer.afterFrame(() => performance.measure('smart-rest-to-outline', { start: restedAt }));
   }
@@ -174,6 +176,7 @@ export class SmartTool {
   private cycle(by: number): void {
     if (!this.scales) return;
     this.scales.cycle(by);
+    this.preferred = this.scales.scale;
     this.show();
   }
 
