@@ -80,9 +80,9 @@ def find_weights(model: PublishedWeights, weights_dir: Path | None = None, *, ki
     where += "" if weights_dir is not None else f" or the Hugging Face cache of {model.repo_id}"
     access = (f"accept its licence at https://huggingface.co/{model.repo_id} and log in (`hf auth login`), then "
               if model.gated else "")
-    also = f", set {setting} to its folder," if setting else ""
+    also = f", set {setting} to its folder" if setting else ""
     raise ParameterError(
         f"no weights for {kind} {model.name!r}: expected {files} in {where}. To get them, "
         f"{access}run `hf download {model.repo_id} --local-dir {folders[-1]}` (`huggingface-cli download` "
-        f"in older huggingface_hub){also} or set {MODELS_ENV} to a folder holding {model.name}/."
+        f"in older huggingface_hub){also}, or set {MODELS_ENV} to a folder holding {model.name}/."
     )

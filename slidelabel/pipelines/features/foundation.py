@@ -59,6 +59,7 @@ from slidelabel.pipelines.features.foundation_runtime import (
     prefetched,
 )
 from slidelabel.pipelines.torch_threads import torch_threads
+from slidelabel.pipelines.weights import find_weights
 
 if TYPE_CHECKING:
     import torch
@@ -70,7 +71,6 @@ logger = logging.getLogger(__name__)
 
 #: The registry name of the extractor; the backbone's name is in its feature names.
 EXTRACTOR_NAME = "foundation"
-MODELS_ENV = "SLIDELABEL_MODELS"
 BACKBONE_ENV = "SLIDELABEL_FOUNDATION_MODEL"
 DEFAULT_BACKBONE = "uni"
 #: Torch threads while encoding on the CPU; the process's setting is restored afterwards.
@@ -79,51 +79,12 @@ ENCODE_THREADS = min(4, os.cpu_count() or 1)
 TOKEN_CACHE_MB = 256
 
 
-def _has_weights(backbone: Backbone, folder: Path) -> bool:
-    return all((folder / f).is_file() for f in backbone.config_files) and any(
-        (folder / f).is_file() for f in backbone.weight_files)
-
-
-def _hf_snapshot(backbone: Backbone) -> Path | None:
-    """The Hugging Face cache's snapshot of the backbone's repository, if one holds its weights."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for file in backbone.weight_files:
-        cached = try_to_load_from_cache(backbone.repo_id, file)
-        if isinstance(cached, str) and _has_weights(backbone, Path(cached).parent):
-            return Path(cached).parent
-    return None
-
-
-def _default_folders(name: str) -> list[Path]:
-    folders = [Path(os.environ[MODELS_ENV]) / name] if os.environ.get(MODELS_ENV) else []
-    cache = Path(os.environ.get("SLIDELABEL_CACHE", Path.home() / ".cache" / "slidelabel"))
-    return folders + [cache / "models" / name]
-
-
 def weights_folder(backbone: Backbone, weights_dir: Path | None = None) -> Path:
     """The folder holding ``backbone``'s weights: ``weights_dir`` if given, else the first of
     ``$SLIDELABEL_MODELS/<name>``, the cache's ``models/<name>`` and a Hugging Face cache snapshot
-    that has them. :class:`ParameterError` saying where to put which files if none has."""
-    folders = [Path(weights_dir)] if weights_dir is not None else _default_folders(backbone.name)
-    for folder in folders:
-        if _has_weights(backbone, folder):
-            return folder
-    snapshot = _hf_snapshot(backbone) if weights_dir is None else None
-    if snapshot is not None:
-        return snapshot
-    files = " and ".join([*backbone.config_files, " or ".join(backbone.weight_files)])
-    where = ", ".join(map(str, folders))
-    where += "" if weights_dir is not None else f" or the Hugging Face cache of {backbone.repo_id}"
-    access = (f"accept its licence at https://huggingface.co/{backbone.repo_id} and log in (`hf auth login`), then "
-              if backbone.gated else "")
-    raise ParameterError(
-        f"no weights for foundation model {backbone.name!r}: expected {files} in {where}. To get them, "
-        f"{access}run `hf download {backbone.repo_id} --local-dir {folders[-1]}` (`huggingface-cli download` "
-        f"in older huggingface_hub), or set {MODELS_ENV} to a folder holding {backbone.name}/."
-    )
+    that has them (:func:`slidelabel.pipelines.weights.find_weights`). :class:`ParameterError`
+    saying where to put which files if none has."""
+    return find_weights(backbone, weights_dir, kind="foundation model")
 
 
 def _reflected(rgb_h_w_3: np.ndarray, side_px: int) -> np.ndarray:
