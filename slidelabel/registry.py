@@ -1,14 +1,17 @@
-"""One way to register things by name: extractors, models, strategies, readers, importers.
+"""One way to register things by name: extractors, models, strategies, normalisations, slide
+readers, job kinds, segment and feature formats.
 
 A :class:`Registry` is built on first use (never at import): its ``load`` function adds the
 built-in entries, then the entry points of ``entry_point_group`` are added; a plugin that fails
-to load is logged and skipped, as large_image does with its tile sources.
+to load is logged and skipped, as large_image does with its tile sources. Items declared with
+:meth:`Registry.add` before that (a decorator on a built-in function) come first. A registry
+reads as a mapping from name to item.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -18,6 +21,13 @@ from slidelabel.errors import ParameterError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _Missing:
+    """No default given to :meth:`Registry.get`."""
+
+
+_MISSING = _Missing()
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class Entry:
     default: bool
 
 
-class Registry(Generic[T]):
+class Registry(Mapping[str, T], Generic[T]):
     """Items of one ``kind`` ("segment format", "feature extractor") by name.
 
     Parameters
@@ -57,22 +67,48 @@ class Registry(Generic[T]):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._load = load
-        self._items: dict[str, tuple[T, Entry]] | None = None
+        self._items: dict[str, tuple[T, Entry]] = {}
+        self._loaded = False
 
     def add(self, name: str, item: T, *, description: str = "", default: bool = False) -> None:
-        """Register ``item`` as ``name``; a name already taken keeps its first item."""
-        items = self._built()
-        if name in items:
+        """Register ``item`` as ``name``; a name already taken keeps its first item. Does not
+        build the registry, so built-in modules may declare their items as they are imported."""
+        if name in self._items:
             logger.warning("%s %r is registered twice; the first one is kept", self.kind, name)
             return
-        items[name] = (item, Entry(name, description, default))
+        self._items[name] = (item, Entry(name, description, default))
 
-    def get(self, name: str) -> T:
-        """The item registered as ``name``; a :class:`ParameterError` listing the names if none."""
+    def __setitem__(self, name: str, item: T) -> None:
+        """Replace (or add) ``name``'s item, keeping its entry: for tests and for a deployment
+        that overrides a built-in."""
+        entry = self._built()[name][1] if name in self._built() else Entry(name, "", False)
+        self._items[name] = (item, entry)
+
+    def __delitem__(self, name: str) -> None:
+        del self._built()[name]
+
+    def __getitem__(self, name: str) -> T:
+        return self._built()[name][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._built()))
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    def default(self) -> str | None:
+        """The name of the default item, None if none is marked."""
+        return next((entry.name for entry in self.entries() if entry.default), None)
+
+    def get(self, name: str, default: T | _Missing = _MISSING) -> T:  # type: ignore[override]
+        """The item registered as ``name``; ``default`` if given and none is, else a
+        :class:`ParameterError` listing the names."""
         items = self._built()
-        if name not in items:
-            raise ParameterError(f"unknown {self.kind} {name!r}; registered: {', '.join(items) or 'none'}")
-        return items[name][0]
+        if name in items:
+            return items[name][0]
+        if not isinstance(default, _Missing):
+            return default
+        raise ParameterError(f"unknown {self.kind} {name!r}; registered: {', '.join(items) or 'none'}")
 
     def names(self) -> list[str]:
         """Registered names, in registration order."""
@@ -87,8 +123,8 @@ class Registry(Generic[T]):
         return [entry for _, entry in self._built().values()]
 
     def _built(self) -> dict[str, tuple[T, Entry]]:
-        if self._items is None:
-            self._items = {}
+        if not self._loaded:
+            self._loaded = True
             if self._load is not None:
                 self._load(self)
             if self.entry_point_group is not None:

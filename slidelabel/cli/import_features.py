@@ -8,7 +8,6 @@ import click
 
 from slidelabel.cli.errors import user_errors
 from slidelabel.cli.progress import StageBar
-from slidelabel.pipelines.importers import FEATURE_FORMATS
 from slidelabel.services.feature_import import import_features
 
 
@@ -21,7 +20,7 @@ from slidelabel.services.feature_import import import_features
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for NAME.zarr.")
 @click.option("--format", "format_", default="auto", show_default=True,
-              help=f"Source format: auto or one of {', '.join(FEATURE_FORMATS.names())}.")
+              help="Source format: auto, or one `slidelabel info --registry` lists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def import_features_command(slide: Path, source: Path, segments: Path, name: str, out: Path, format_: str,

@@ -8,7 +8,6 @@ import click
 
 from slidelabel.cli.errors import user_errors
 from slidelabel.cli.progress import StageBar
-from slidelabel.pipelines.importers import SEGMENT_FORMATS
 from slidelabel.pipelines.importers.segments import ImportOptions
 from slidelabel.services.segment_import import import_segments
 
@@ -19,7 +18,7 @@ from slidelabel.services.segment_import import import_segments
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the results; the slide gets a subfolder named after its file.")
 @click.option("--format", "format_", default="auto", show_default=True,
-              help=f"Source format: auto or one of {', '.join(SEGMENT_FORMATS.names())}.")
+              help="Source format: auto, or one `slidelabel info --registry` lists.")
 @click.option("--downsample", type=click.FloatRange(min=1), default=None,
               help="Level-0 px per pixel of the label map (a power of two); for a mask or pixelmap, the level it is at "
                    "(default: from its size); for polygons, where to rasterise them (default 1).")

@@ -1,9 +1,11 @@
-"""``slidelabel info``: what a slide is (size, pyramid, pixel size, reader, tissue)."""
+"""``slidelabel info``: what a slide is (size, pyramid, pixel size, reader, tissue), and what this
+installation can compute with (``--registry``)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 
 import click
 
@@ -12,6 +14,7 @@ from slidelabel.errors import SlideError
 from slidelabel.pipelines.slide_readers import list_sources
 from slidelabel.pipelines.slides import open_slide
 from slidelabel.pipelines.tissue import detect_tissue
+from slidelabel.services.registries import Choice, registries
 
 #: Longer side of the thumbnail the tissue fraction is measured on, in pixels: enough to see
 #: every piece of tissue, small enough to take well under a second on a whole slide.
@@ -58,6 +61,16 @@ def format_slide(record: dict) -> str:
     return "\n".join([record["path"], *(f"  {name + ':':<{width}}{value}" for name, value in rows)])
 
 
+def format_registries(listed: dict[str, list[Choice]]) -> str:
+    """One block per registry: each name (``*`` the default) and its description."""
+    blocks = []
+    for kind, choices in listed.items():
+        width = max((len(choice.name) for choice in choices), default=0) + 2
+        rows = [f"  {'*' if c.default else ' '} {c.name:<{width}}{c.description}" for c in choices]
+        blocks.append("\n".join([kind.replace("_", " ") + ":", *rows]))
+    return "\n\n".join(blocks) + "\n\n* the default of a new project"
+
+
 @click.command()
 @click.argument("slides", nargs=-1, metavar="SLIDE...")
 @click.option("--base-mpp", type=float, metavar="UM",
@@ -67,6 +80,9 @@ def format_slide(record: dict) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per slide (a list when several).")
 @click.option("--sources", "show_sources", is_flag=True, help="List the installed slide readers.")
+@click.option("--registry", "show_registry", is_flag=True,
+              help="List the feature extractors, models, strategies, normalisations, slide readers and import "
+                   "formats installed, defaults marked.")
 @user_errors
 def info(
     slides: tuple[str, ...],
@@ -74,14 +90,20 @@ def info(
     source: str | None,
     as_json: bool,
     show_sources: bool,
+    show_registry: bool,
 ) -> None:
     """Show the size, pyramid, pixel size, reader and tissue fraction of each SLIDE."""
     if show_sources:
         names = list_sources()
         click.echo(json.dumps(names) if as_json else "\n".join(names))
         return
+    if show_registry:
+        listed = registries()
+        click.echo(json.dumps({kind: [asdict(c) for c in choices] for kind, choices in listed.items()}, indent=2)
+                   if as_json else format_registries(listed))
+        return
     if not slides:
-        raise click.UsageError("give at least one SLIDE, or --sources")
+        raise click.UsageError("give at least one SLIDE, or --sources, or --registry")
     if len(slides) == 1:  # a single slide's error goes to user_errors: message and exit code
         record = describe_slide(slides[0], base_mpp=base_mpp, source=source)
         click.echo(json.dumps(record, indent=2) if as_json else format_slide(record))

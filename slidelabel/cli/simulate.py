@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
+from slidelabel.cli.choices import RegistryChoice
 from slidelabel.cli.errors import user_errors
 from slidelabel.cli.progress import StageBar
 from slidelabel.pipelines.features import FEATURES
 from slidelabel.pipelines.models import MODELS
-from slidelabel.pipelines.strategies import STRATEGIES
 from slidelabel.pipelines.normalisation import NORMALISATIONS
 from slidelabel.services.simulation import SimulationOptions, simulate
 from slidelabel.services.simulation_inputs import load_inputs
@@ -30,12 +30,14 @@ def _default(name: str):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for curve.csv, summary.json and curve.png.")
 @click.option("--strategies", default=",".join(_default("strategies")), show_default=True,
-              help=f"Comma-separated strategies; registered: {', '.join(STRATEGIES)}.")
-@click.option("--features", "extractor", type=click.Choice(sorted(FEATURES)), default=_default("extractor"), show_default=True)
-@click.option("--model", type=click.Choice(sorted(MODELS)), default=_default("model"), show_default=True)
+              help="Comma-separated strategies (`slidelabel info --registry` lists them).")
+@click.option("--features", "extractor", type=RegistryChoice(FEATURES), default=_default("extractor"), show_default=True,
+              help="Feature extractor (`slidelabel info --registry` lists them).")
+@click.option("--model", type=RegistryChoice(MODELS), default=_default("model"), show_default=True,
+              help="Model (`slidelabel info --registry` lists them).")
 @click.option("--auto-budget", "auto_budget_s", type=click.FloatRange(min=0.5), default=None,
               help="Seconds of auto's model search per round (default: auto's own, 20 s).")
-@click.option("--normalisation", type=click.Choice(sorted(NORMALISATIONS)), default=_default("normalisation"),
+@click.option("--normalisation", type=RegistryChoice(NORMALISATIONS), default=_default("normalisation"),
               show_default=True, help="How stain and scanner differences between slides are removed.")
 @click.option("--superpixel-px", type=click.IntRange(min=4), default=_default("superpixel_px"), show_default=True,
               help="Superpixel side in image pixels (images).")

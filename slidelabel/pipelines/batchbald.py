@@ -9,8 +9,7 @@ imported only when the strategy runs): exact while ``C ** batch size`` fits in
 :data:`JOINT_SAMPLES` configurations, estimated from that many sampled configurations beyond.
 
 It lives here rather than in :mod:`~slidelabel.pipelines.strategies` to keep that module small;
-``strategies`` imports this module at its end, so the strategy is registered whenever
-:data:`~slidelabel.pipelines.strategies.STRATEGIES` is.
+:data:`~slidelabel.pipelines.strategies.STRATEGIES` imports this module when it is first used.
 """
 
 from __future__ import annotations

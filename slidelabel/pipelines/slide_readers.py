@@ -1,9 +1,9 @@
-"""Slide readers: large_image's registry of tile sources, the order they are tried in, and its cache.
+"""Slide readers: large_image's tile sources as a registry, the order they are tried in, and its cache.
 
-large_image's registry (``large_image.tilesource.AvailableTileSources``, filled from the
-``large_image.source`` entry points) is slidelabel's registry of slide readers: a reader is chosen
-by name or, by default, :data:`PREFERRED_READERS` first and then large_image's own order of
-preference for the file's extension.
+:data:`SLIDE_READERS` lists large_image's tile sources (``large_image.tilesource.AvailableTileSources``,
+filled from the ``large_image.source`` entry points, so a new reader is a large_image plugin): a
+reader is chosen by name or, by default, :data:`PREFERRED_READERS` first and then large_image's
+own order of preference for the file's extension. Loading them also bounds large_image's cache.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from large_image import tilesource
 from large_image.exceptions import TileSourceError
 
 from slidelabel.errors import SlideUnreadableError
+from slidelabel.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -44,28 +45,34 @@ def _bound_tile_cache() -> None:
         large_image.config.setConfig("cache_tileCache_maximum", TILE_CACHE_TILES)
 
 
-_bound_tile_cache()
-
-def _registry() -> dict[str, type[tilesource.FileTileSource]]:
+def _tile_sources(registry: Registry[type[tilesource.FileTileSource]]) -> None:
+    _bound_tile_cache()
     if not tilesource.AvailableTileSources:
         tilesource.loadTileSources()
-    return tilesource.AvailableTileSources
+    for name, source in sorted(tilesource.AvailableTileSources.items()):
+        extensions = sorted(ext for ext in getattr(source, "extensions", {}) if ext and ext != "default")
+        registry.add(name, source, description=", ".join(extensions[:12]) + (", ..." if len(extensions) > 12 else ""),
+                     default=name == PREFERRED_READERS[0])
+
+
+#: Installed slide readers by name (large_image tile sources), sorted by name.
+SLIDE_READERS: Registry[type[tilesource.FileTileSource]] = Registry("slide reader", None, load=_tile_sources)
 
 
 def list_sources() -> list[str]:
     """Names of the installed large_image tile sources (slide readers), sorted."""
-    return sorted(_registry())
+    return SLIDE_READERS.names()
 
 
 def slide_extensions() -> set[str]:
     """File extensions (lower case, no dot) that some installed slide reader claims."""
-    return {ext.lower() for source in _registry().values() for ext in getattr(source, "extensions", {}) if ext}
+    return {ext.lower() for source in SLIDE_READERS.values() for ext in getattr(source, "extensions", {}) if ext}
 
 
 def open_reader(path: Path, source: str | None) -> tuple[str, tilesource.FileTileSource]:
     """Open ``path`` with the named reader, or the first that can: :data:`PREFERRED_READERS`,
     then large_image's order."""
-    registry = _registry()
+    registry = dict(SLIDE_READERS.items())
     ranked = [entry[-1] for entry in sorted(tilesource.getSortedSourceList(registry, str(path)))]
     preferred = [name for name in PREFERRED_READERS if name in registry]
     candidates = list(dict.fromkeys(preferred + ranked)) if source is None else [source]

@@ -17,6 +17,7 @@ index, lowest first, so results do not depend on the partition algorithm.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import numpy as np
 from scipy.special import entr
 
 from slidelabel.errors import ParameterError
+from slidelabel.registry import Registry
 
 #: Rows per chunk of the per-row kernels. 65,536 rows x 16 samples x 5 classes in float64 is 42 MB,
 #: and the kernels keep only a few (rows, classes) arrays of a chunk alive at a time.
@@ -89,8 +91,19 @@ class StrategyInfo:
     description: str
 
 
-#: Registered strategies by name, in registration order.
-STRATEGIES: dict[str, StrategyInfo] = {}
+#: The best measured on both development sets by the area under the learning curve to 300 labels
+#: (docs/learning.md, "Defaults by evidence").
+DEFAULT_STRATEGY = "margin"
+
+
+def _more_built_ins(_registry: Registry[StrategyInfo]) -> None:
+    # BatchBALD lives in its own module to keep this one small; importing it registers it.
+    importlib.import_module("slidelabel.pipelines.batchbald")
+
+
+#: Registered strategies by name, in registration order; others come from the entry-point group
+#: ``slidelabel.strategies`` (each a zero-argument callable returning a :class:`StrategyInfo`).
+STRATEGIES: Registry[StrategyInfo] = Registry("strategy", "slidelabel.strategies", load=_more_built_ins)
 
 
 def register(
@@ -98,15 +111,15 @@ def register(
 ) -> Callable[[Callable[..., Selection]], Callable[..., Selection]]:
     """Decorator adding ``function(evidence, *, k, rng) -> Selection`` to :data:`STRATEGIES`.
 
-    ``description`` is one line for the CLI and the web client. A name can be registered once.
+    ``description`` is one line for the CLI and the web client. A name taken keeps its first
+    strategy (the second is logged).
     """
-    if name in STRATEGIES:
-        raise ValueError(f"a strategy named {name!r} is already registered")
     if not description or "\n" in description:
         raise ValueError(f"strategy {name!r} needs a one-line description, got {description!r}")
 
     def decorator(function: Callable[..., Selection]) -> Callable[..., Selection]:
-        STRATEGIES[name] = StrategyInfo(name, function, needs_samples, needs_features, description)
+        STRATEGIES.add(name, StrategyInfo(name, function, needs_samples, needs_features, description),
+                       description=description, default=name == DEFAULT_STRATEGY)
         return function
 
     return decorator
@@ -140,8 +153,6 @@ def select(
         (a ValueError) for an unknown name, ``k < 1`` or evidence the strategy cannot use.
     """
     info = STRATEGIES.get(name)
-    if info is None:
-        raise ParameterError(f"unknown strategy {name!r}; registered: {', '.join(STRATEGIES)}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ParameterError(f"k must be an integer >= 1, got {k!r}")
     _check_evidence(evidence, info)
@@ -441,8 +452,3 @@ def _all_finite(array: np.ndarray) -> bool:
     # The float64 sum is finite exactly when every value is (probabilities and features are far
     # from overflowing it), and unlike np.isfinite(array).all() it allocates no (S, N, C) mask.
     return bool(np.isfinite(array.sum(dtype=np.float64)))
-
-
-# BatchBALD lives in its own module to keep this one small; importing it registers it, and doing
-# so here means every user of STRATEGIES sees it. Last, because it imports the names above.
-from slidelabel.pipelines import batchbald as _batchbald  # noqa: E402, F401

@@ -34,6 +34,7 @@ from typing import Protocol
 from sqlalchemy import select, update
 
 from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
+from slidelabel.registry import Registry
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -60,7 +61,7 @@ HARD_LIMIT_GRACE_S = 60.0
 #: Seconds a cancelled job, or one past its time limit, has to stop at a progress report before
 #: the heartbeat kills its process (where the worker allows it): one computation that reports
 #: nothing, such as a large superpixel tile on busy cores, must not hold the worker for minutes.
-STOP_GRACE_S = 3.0
+STOP_GRACE_S = 2.0
 #: Key of a job function's result that leaves the job running after the function returns: its
 #: work goes on in other jobs (one per slide of a cohort), whose ``on_end`` ends it. Such a job
 #: has no heartbeat (NULL), so :func:`requeue_stale` never takes it for a dead worker's.
@@ -83,7 +84,14 @@ class JobKind:
     whoever ended it: the worker, or :func:`requeue_stale` giving up, or the hard time limit."""
 
 
-JOB_KINDS: dict[str, JobKind] = {}
+def _import_job_modules(_registry: Registry[JobKind]) -> None:
+    for module in JOB_MODULES:
+        importlib.import_module(module)
+
+
+#: Job kinds by name; built on first use by importing :data:`JOB_MODULES`, whose functions
+#: declare themselves with :func:`job_kind`.
+JOB_KINDS: Registry[JobKind] = Registry("job kind", None, load=_import_job_modules)
 
 
 def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
@@ -92,7 +100,8 @@ def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
     :attr:`JobKind.on_end`, and :data:`WAITING` for a result that leaves the job running)."""
 
     def decorator(function: Callable[[JobContext], dict | None]) -> Callable[[JobContext], dict | None]:
-        JOB_KINDS[name] = JobKind(name, function, queue, on_end)
+        JOB_KINDS.add(name, JobKind(name, function, queue, on_end), description=(function.__doc__ or "").strip()
+                      .split("\n")[0])
         return function
 
     return decorator
@@ -111,12 +120,6 @@ def celery_time_limits(settings: Settings) -> tuple[float, float]:
     every kind, so both follow the longest limit."""
     soft = max(time_limit(settings, queue)[0] for queue in TIME_LIMITS) + HARD_LIMIT_GRACE_S
     return soft, soft + HARD_LIMIT_GRACE_S
-
-
-def load_job_kinds() -> dict[str, JobKind]:
-    for module in JOB_MODULES:
-        importlib.import_module(module)
-    return JOB_KINDS
 
 
 class JobContext:
@@ -190,7 +193,7 @@ def find_job(session, project_id: int, job_id: int) -> Job:
 def submit(database: Database, sender: Sender, *, project_id: int, kind: str, key: str, params: dict | None = None,
            slide_id: int | None = None, user_id: int | None = None) -> Job:
     """Queue a job, or return the queued, running or finished one with the same ``key``."""
-    if kind not in load_job_kinds():
+    if kind not in JOB_KINDS:
         raise NotFoundError(f"no job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
     with database.session(write=True) as session:
         existing = session.scalar(
@@ -282,24 +285,28 @@ def _ended(database: Database, job_id: int) -> None:
     """Call the ``on_end`` of the job's kind, if it has one."""
     with database.session() as session:
         kind = session.scalar(select(Job.kind).where(Job.id == job_id))
-    on_end = getattr(load_job_kinds().get(kind), "on_end", None)
+    on_end = getattr(JOB_KINDS.get(kind, None), "on_end", None)
     if on_end is not None:
         on_end(database, job_id)
 
 
 def _beat(database: Database, context: JobContext, stop: threading.Event, kill: Callable[[], None] | None) -> None:
-    """Beat the job's heartbeat every :data:`HEARTBEAT_S` until ``stop``; with ``kill``, call it
-    once the job was cancelled or ran past its time limit :data:`STOP_GRACE_S` ago and is still
-    running (it reports no progress), after recording why in the job."""
-    cancelled_at = None
-    while not stop.wait(HEARTBEAT_S):
-        with database.session(write=True) as session:
-            session.execute(update(Job).where(Job.id == context.job_id, Job.state == JobState.running)
-                            .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
-            cancelled = session.scalar(select(Job.state).where(Job.id == context.job_id)) == JobState.cancelled
+    """Beat the job's heartbeat every :data:`HEARTBEAT_S` until ``stop``; with ``kill``, look at
+    the job every :data:`PROGRESS_EVERY_S` and call ``kill`` once it was cancelled or ran past its
+    time limit :data:`STOP_GRACE_S` ago and is still running (it reports no progress), after
+    recording why in the job."""
+    cancelled_at, beaten = None, time.monotonic()
+    while not stop.wait(PROGRESS_EVERY_S if kill is not None else HEARTBEAT_S):
+        now = time.monotonic()
+        if now - beaten >= HEARTBEAT_S or kill is None:
+            beaten = now
+            with database.session(write=True) as session:
+                session.execute(update(Job).where(Job.id == context.job_id, Job.state == JobState.running)
+                                .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
         if kill is None:
             continue
-        now = time.monotonic()
+        with database.session() as session:
+            cancelled = session.scalar(select(Job.state).where(Job.id == context.job_id)) == JobState.cancelled
         cancelled_at = (cancelled_at or now) if cancelled else None
         if cancelled_at is not None and now - cancelled_at > STOP_GRACE_S and not stop.is_set():
             context.log(f"killed its process: no progress report within {STOP_GRACE_S:g} s after it was cancelled")
@@ -324,7 +331,7 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
-    kind = load_job_kinds()[job.kind]
+    kind = JOB_KINDS[job.kind]
     context = JobContext(database, settings, job, queue=kind.queue, sender=sender)
     if worker:
         context.log(f"attempt {job.attempts} on worker {worker}")

@@ -59,7 +59,7 @@ def onnx_export(model: TrainedModel, *, name: str, colours: dict[str, str] | Non
     graph = model_to_onnx(model).SerializeToString()
     chosen, classifier = exportable_model(model)
     n_feats = len(model.feature_mean_D)
-    normalisation = NORMALISATIONS.get(model.normalisation)
+    normalisation = NORMALISATIONS.get(model.normalisation, None)
     trained = set(model.trained_classes)
     sidecar = {
         "format": SIDECAR_FORMAT,

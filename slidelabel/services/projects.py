@@ -11,6 +11,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
+from slidelabel.pipelines.features import DEFAULT_EXTRACTOR
+from slidelabel.pipelines.models import DEFAULT_MODEL
+from slidelabel.pipelines.normalisation import DEFAULT_NORMALISATION
+from slidelabel.pipelines.strategies import DEFAULT_STRATEGY
+from slidelabel.services.registries import registry_of
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
@@ -22,12 +27,6 @@ from slidelabel.store.models import (
 #: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
 #: because overlays are drawn on dark nuclei.
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
-# The best measured on both development sets (MoNuSeg nuclei and the tissue mosaic) by the area
-# under the learning curve to 300 labels (docs/learning.md, "Defaults by evidence").
-DEFAULT_EXTRACTOR = "tissue"
-DEFAULT_MODEL = "linear"
-DEFAULT_STRATEGY = "margin"
-DEFAULT_NORMALISATION = "slide"
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: A project extractor naming features imported from other tools (services/project_imports.py)
 #: rather than a registered extractor.
@@ -44,34 +43,16 @@ class ProjectChoices:
     normalisation: str = DEFAULT_NORMALISATION
 
 
-def registries() -> dict[str, list[dict]]:
-    """What the server can compute with, for clients to offer: features, models, strategies."""
-    from slidelabel.pipelines.features import FEATURES
-    from slidelabel.pipelines.models import MODELS
-    from slidelabel.pipelines.normalisation import NORMALISATIONS
-    from slidelabel.pipelines.strategies import STRATEGIES
-
-    return {
-        "features": [{"name": name, "dimensions": len(e.channel_names()), "default": name == DEFAULT_EXTRACTOR}
-                     for name, e in FEATURES.items()],
-        "models": [{"name": name, "description": (cls.__doc__ or "").strip().splitlines()[0],
-                    "default": name == DEFAULT_MODEL} for name, cls in MODELS.items()],
-        "strategies": [{"name": s.name, "description": s.description, "default": s.name == DEFAULT_STRATEGY}
-                       for s in STRATEGIES.values()],
-        "normalisations": [{"name": n.name, "description": n.description, "default": n.name == DEFAULT_NORMALISATION}
-                           for n in NORMALISATIONS.values()],
-    }
-
-
 def check_choices(choices: ProjectChoices) -> None:
-    """:class:`ParameterError` naming the registered alternatives for an unknown name."""
-    available = registries()
+    """:class:`ParameterError` naming the registered alternatives for an unknown name (a feature
+    extractor may also be ``imported-<name>``, features imported from other tools)."""
     for kind, name in (("features", choices.extractor), ("models", choices.model), ("strategies", choices.strategy),
                        ("normalisations", choices.normalisation)):
-        names = [entry["name"] for entry in available[kind]]
-        if name not in names and not (kind == "features" and IMPORTED_EXTRACTOR.match(name)):
-            raise ParameterError(f"unknown {kind[:-1] if kind != 'features' else 'feature extractor'} {name!r}; registered: {', '.join(names)}"
-                                 + (" or imported-<name> for imported features" if kind == "features" else ""))
+        registry = registry_of(kind)
+        if name in registry or (kind == "features" and IMPORTED_EXTRACTOR.match(name)):
+            continue
+        raise ParameterError(f"unknown {registry.kind} {name!r}; registered: {', '.join(registry)}"
+                             + (" or imported-<name> for imported features" if kind == "features" else ""))
 
 
 def superpixel_options(values: dict) -> SuperpixelOptions:

@@ -56,17 +56,15 @@ class SimulationOptions:
     """``auto``'s search time per round; None: its default."""
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.strategies if name not in STRATEGIES]
-        if unknown:
-            raise ParameterError(f"unknown strategies {unknown}; registered: {', '.join(STRATEGIES)}")
+        for name in self.strategies:
+            STRATEGIES.get(name)
         if not 0 < self.test_fraction < 1:
             raise ParameterError(f"test fraction must be between 0 and 1, got {self.test_fraction}")
         if not 1 <= self.initial_labels <= self.budget:
             raise ParameterError(f"initial labels ({self.initial_labels}) must be between 1 and the budget ({self.budget})")
         if self.batch_size < 1 or self.repeats < 1:
             raise ParameterError("batch size and repeats must be at least 1")
-        if self.normalisation not in NORMALISATIONS:
-            raise ParameterError(f"unknown normalisation {self.normalisation!r}; choose one of {', '.join(NORMALISATIONS)}")
+        NORMALISATIONS.get(self.normalisation)
 
     def choices(self, strategy: str) -> LoopChoices:
         """What the loop learns with under ``strategy``."""

@@ -77,8 +77,8 @@ def _watch(sender_app) -> None:
 
 @worker_ready.connect
 def _start_watch(sender, **_kwargs) -> None:
-    jobs.load_job_kinds()
-    from slidelabel.services.slide_jobs import sweep_unfinished_features  # registered by load_job_kinds
+    jobs.JOB_KINDS.names()  # imports the job modules now rather than at the first job
+    from slidelabel.services.slide_jobs import sweep_unfinished_features
 
     settings = _settings(run_job)
     removed = sweep_unfinished_features(_database(settings.database_url), settings.data_dir)

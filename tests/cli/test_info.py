@@ -82,6 +82,23 @@ def test_sources_lists_the_installed_readers():
     assert "openslide" in json.loads(run("--sources", "--json").stdout)
 
 
+def test_registry_lists_every_extension_point_with_the_defaults_marked():
+    listed = json.loads(run("--registry", "--json").stdout)
+    assert [c["name"] for c in listed["strategies"] if c["default"]] == ["margin"]
+    assert {"features", "models", "normalisations", "slide_readers", "segment_formats", "feature_formats"} < set(listed)
+    text = run("--registry").stdout
+    assert re.search(r"^  \* tissue +context", text, re.M) and re.search(r"^    color ", text, re.M)
+
+
+def test_an_unregistered_name_is_a_usage_error_listing_the_registered_ones(tmp_path: Path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "images"), str(tmp_path / "masks"),
+                                       "--out", str(tmp_path / "out"), "--model", "svm"])
+    assert result.exit_code == EXIT_USAGE
+    assert "unknown model 'svm'; registered: linear" in result.stderr
+
+
 def test_no_slide_is_a_usage_error():
     result = run()
     assert result.exit_code == EXIT_USAGE and "SLIDE" in result.stderr

@@ -90,3 +90,19 @@ def test_a_project_is_created_with_its_categories_in_one_answer(client, admin_he
         ("tumour", "1", False), ("glass", "g", True)]
     members = client.get(f"/api/v1/projects/{response.json()['id']}/members", headers=admin_headers).json()
     assert [(m["username"], m["role"]) for m in members] == [("admin", "owner")]
+
+
+def test_the_registry_lists_every_extension_point_and_a_new_project_gets_its_defaults(client, admin_headers):
+    registry = client.get("/api/v1/registry", headers=admin_headers).json()
+    assert set(registry) == {"features", "models", "strategies", "normalisations", "slide_readers",
+                             "segment_formats", "feature_formats"}
+    defaults = {kind: [entry["name"] for entry in entries if entry["default"]] for kind, entries in registry.items()}
+    created = client.post("/api/v1/projects", headers=admin_headers, json={"name": "Defaults"}).json()
+    assert [created["extractor"]] == defaults["features"]
+    assert [created["model"]] == defaults["models"]
+    assert [created["strategy"]] == defaults["strategies"]
+    assert [created["normalisation"]] == defaults["normalisations"]
+    assert defaults["slide_readers"] == ["openslide"]
+    assert {"geojson"} <= {entry["name"] for entry in registry["segment_formats"]}
+    assert all(entry["dimensions"] > 0 for entry in registry["features"])
+    assert all(entry["description"] for kind in ("features", "models", "strategies") for entry in registry[kind])

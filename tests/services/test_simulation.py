@@ -91,7 +91,7 @@ def test_bad_inputs_are_refused(tmp_path, four_images):
     with pytest.raises(ParameterError, match="no mask"):
         (tmp_path / "masks").mkdir()
         load_inputs(four_images / "images", tmp_path / "masks", SimulationOptions(**SMALL), work=tmp_path)
-    with pytest.raises(ParameterError, match="unknown strategies"):
+    with pytest.raises(ParameterError, match="unknown strategy"):
         SimulationOptions(strategies=("psychic",))
     with pytest.raises(ParameterError, match="two images"):
         split_images(1, 0.3, 0)

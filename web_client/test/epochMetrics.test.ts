@@ -49,8 +49,9 @@ describe('epoch metrics', () => {
 
 describe('registry defaults', () => {
   it('takes the entry marked default, else the first', () => {
-    expect(defaultOf([{ name: 'a' }, { name: 'b', default: true }])).toBe('b');
-    expect(defaultOf([{ name: 'a' }, { name: 'b' }])).toBe('a');
+    const entry = (name: string, isDefault = false) => ({ name, description: '', default: isDefault });
+    expect(defaultOf([entry('a'), entry('b', true)])).toBe('b');
+    expect(defaultOf([entry('a'), entry('b')])).toBe('a');
     expect(defaultOf([])).toBe('');
   });
 });

@@ -1,9 +1,10 @@
 """Classifiers of superpixel features, registered by name, and :func:`train` to fit one on labels.
 
-:data:`MODELS` maps a name to a classifier class (see :class:`~.base.Classifier`). Each lives in
-its own module, listed in :data:`BUILTIN_MODELS`; a new model (``mlp``, ``cnn``) is one module and
-one line there. A model whose module fails to import (a missing optional dependency such as
-torch) is logged and left out, not fatal.
+:data:`MODELS` (a :class:`~slidelabel.registry.Registry`, built on first use) maps a name to a
+classifier class (see :class:`~.base.Classifier`). Each lives in its own module, listed in
+:data:`BUILTIN_MODELS`; a new model (``mlp``, ``cnn``) is one module and one line there, or an
+entry point of the group ``slidelabel.models`` in another package. A model whose module fails to
+import (a missing optional dependency such as torch) is logged and left out, not fatal.
 
 Examples
 --------
@@ -37,8 +38,10 @@ from slidelabel.pipelines.models.base import (
     read_header,
     save_model,
 )
+from slidelabel.registry import Registry
 
 __all__ = [
+    "DEFAULT_MODEL",
     "MODELS",
     "Category",
     "Classifier",
@@ -56,6 +59,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+ENTRY_POINT_GROUP = "slidelabel.models"
 #: Built-in models as ``name: "module:Class"``, cheapest first (``auto`` prefers earlier ones on ties).
 BUILTIN_MODELS = {
     "linear": "slidelabel.pipelines.models.linear:LinearClassifier",
@@ -67,20 +71,31 @@ BUILTIN_MODELS = {
 }
 
 
-def load_registry(entries: dict[str, str]) -> dict[str, type]:
-    """Import ``{name: "module:Class"}``; a model that fails to import is logged and skipped."""
-    registry = {}
-    for name, target in entries.items():
-        module_name, _, class_name = target.partition(":")
-        try:
-            registry[name] = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as error:
-            logger.warning("model %r is unavailable: %s", name, error)
-    return registry
+#: The best measured on both development sets by the area under the learning curve to 300 labels
+#: (docs/learning.md, "Defaults by evidence").
+DEFAULT_MODEL = "linear"
+
+
+def load_registry(entries: dict[str, str]) -> Registry[type]:
+    """A registry of ``{name: "module:Class"}``, imported on first use (with the models that
+    installed packages declare); a model that fails to import is logged and skipped."""
+
+    def load(registry: Registry[type]) -> None:
+        for name, target in entries.items():
+            module_name, _, class_name = target.partition(":")
+            try:
+                model = getattr(importlib.import_module(module_name), class_name)
+            except (ImportError, AttributeError) as error:
+                logger.warning("model %r is unavailable: %s", name, error)
+                continue
+            registry.add(name, model, description=(model.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+                         default=name == DEFAULT_MODEL)
+
+    return Registry("model", ENTRY_POINT_GROUP, load=load)
 
 
 #: Registered classifier classes by name.
-MODELS: dict[str, type] = load_registry(BUILTIN_MODELS)
+MODELS: Registry[type] = load_registry(BUILTIN_MODELS)
 
 
 def make_model(name: str, **options: object) -> Classifier:
@@ -91,10 +106,9 @@ def make_model(name: str, **options: object) -> Classifier:
     ParameterError
         If ``name`` is not registered (the message lists those that are) or an option is bad.
     """
-    if name not in MODELS:
-        raise ParameterError(f"unknown model {name!r}; registered models: {', '.join(MODELS)}")
+    factory = MODELS.get(name)
     try:
-        return MODELS[name](**options)
+        return factory(**options)
     except TypeError as error:
         raise ParameterError(f"bad options for model {name!r}: {error}") from error
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from slidelabel.server.deps import (
@@ -25,7 +27,9 @@ from slidelabel.server.schemas.projects import (
     ProjectPublic,
     ProjectUpdate,
 )
+from slidelabel.server.schemas.registry import RegistryPublic
 from slidelabel.services import projects as service
+from slidelabel.services.registries import registries
 from slidelabel.services.access import ProjectAccess
 from slidelabel.store.models import Project, Role
 
@@ -33,9 +37,11 @@ router = APIRouter(tags=["projects"])
 
 
 @router.get("/registry")
-def registry(_user: CurrentUser) -> dict[str, list[dict]]:
-    """Feature extractors, models and certainty strategies this server has."""
-    return service.registries()
+def registry(_user: CurrentUser) -> RegistryPublic:
+    """Feature extractors, models, certainty strategies, normalisations, slide readers and import
+    formats this server has, with the defaults a new project gets."""
+    return RegistryPublic.model_validate({kind: [asdict(choice) for choice in choices]
+                                          for kind, choices in registries().items()})
 
 
 @router.get("/projects")
