@@ -34,7 +34,6 @@ from typing import Protocol
 from sqlalchemy import select, update
 
 from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
-from slidelabel.registry import Registry
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -84,14 +83,7 @@ class JobKind:
     whoever ended it: the worker, or :func:`requeue_stale` giving up, or the hard time limit."""
 
 
-def _import_job_modules(_registry: Registry[JobKind]) -> None:
-    for module in JOB_MODULES:
-        importlib.import_module(module)
-
-
-#: Job kinds by name; built on first use by importing :data:`JOB_MODULES`, whose functions
-#: declare themselves with :func:`job_kind`.
-JOB_KINDS: Registry[JobKind] = Registry("job kind", None, load=_import_job_modules)
+JOB_KINDS: dict[str, JobKind] = {}
 
 
 def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
@@ -100,8 +92,7 @@ def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
     :attr:`JobKind.on_end`, and :data:`WAITING` for a result that leaves the job running)."""
 
     def decorator(function: Callable[[JobContext], dict | None]) -> Callable[[JobContext], dict | None]:
-        JOB_KINDS.add(name, JobKind(name, function, queue, on_end), description=(function.__doc__ or "").strip()
-                      .split("\n")[0])
+        JOB_KINDS[name] = JobKind(name, function, queue, on_end)
         return function
 
     return decorator
@@ -120,6 +111,12 @@ def celery_time_limits(settings: Settings) -> tuple[float, float]:
     every kind, so both follow the longest limit."""
     soft = max(time_limit(settings, queue)[0] for queue in TIME_LIMITS) + HARD_LIMIT_GRACE_S
     return soft, soft + HARD_LIMIT_GRACE_S
+
+
+def load_job_kinds() -> dict[str, JobKind]:
+    for module in JOB_MODULES:
+        importlib.import_module(module)
+    return JOB_KINDS
 
 
 class JobContext:
@@ -193,7 +190,7 @@ def find_job(session, project_id: int, job_id: int) -> Job:
 def submit(database: Database, sender: Sender, *, project_id: int, kind: str, key: str, params: dict | None = None,
            slide_id: int | None = None, user_id: int | None = None) -> Job:
     """Queue a job, or return the queued, running or finished one with the same ``key``."""
-    if kind not in JOB_KINDS:
+    if kind not in load_job_kinds():
         raise NotFoundError(f"no job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
     with database.session(write=True) as session:
         existing = session.scalar(
@@ -285,7 +282,7 @@ def _ended(database: Database, job_id: int) -> None:
     """Call the ``on_end`` of the job's kind, if it has one."""
     with database.session() as session:
         kind = session.scalar(select(Job.kind).where(Job.id == job_id))
-    on_end = getattr(JOB_KINDS.get(kind, None), "on_end", None)
+    on_end = getattr(load_job_kinds().get(kind), "on_end", None)
     if on_end is not None:
         on_end(database, job_id)
 
@@ -331,7 +328,7 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
-    kind = JOB_KINDS[job.kind]
+    kind = load_job_kinds()[job.kind]
     context = JobContext(database, settings, job, queue=kind.queue, sender=sender)
     if worker:
         context.log(f"attempt {job.attempts} on worker {worker}")

@@ -25,6 +25,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process killed on purpose (a job that would not stop, services/jobs.STOP_GRACE_S)
+        # is replaced after this wait (s) for a result it might have sent: results are not kept,
+        # so Celery's 10 s default only keeps the next job waiting.
+        worker_lost_wait=1.0,
         task_default_queue=SLIDE_QUEUE,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
