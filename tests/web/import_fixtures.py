@@ -7,7 +7,8 @@ fifth has a QuPath ``classification``: tumour when its centre is in the crop's l
 stroma. Two more features are dropped by the import: a polygon wholly outside the slide and an
 empty geometry. The HDF5 has TRIDENT's layout: ``coords`` (P, 2) int64 level-0 top-left corners
 with ``patch_size`` / ``patch_size_level0`` / magnification attributes, ``features`` (P, D)
-float32: the patch's mean nucleus fraction in the mask, its position and seeded noise.
+float32: the patch's mean nucleus fraction in the mask, its position and seeded noise; and an
+HDF5 without ``coords``, which the import refuses.
 
     python tests/web/import_fixtures.py OUT_DIR    (prints a JSON summary of what it wrote)
 """
@@ -82,12 +83,15 @@ def main(out: str) -> None:
     features = cells(mask)
     (folder / "cells.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     patches = trident_features(mask, folder / "CMU-1-Small-Region.h5")
+    with h5py.File(folder / "no-coords.h5", "w") as file:  # what the importer refuses, naming the cause
+        file.create_dataset("features", data=np.zeros((4, DIMS), np.float32))
     classes: dict[str, int] = {}
     for feature in features:
         name = feature["properties"].get("classification", {}).get("name")
         if name:
             classes[name] = classes.get(name, 0) + 1
     print(json.dumps({"geojson": str(folder / "cells.geojson"), "h5": str(folder / "CMU-1-Small-Region.h5"),
+                      "bad_h5": str(folder / "no-coords.h5"),
                       "polygons": len(features) - 2, "classes": classes, "patches": patches, "dims": DIMS}))
 
 

@@ -2,8 +2,8 @@
 // real `slidelabel serve`: a QuPath-style GeoJSON of MoNuSeg nuclei placed on the CMU slide
 // (tests/web/import_fixtures.py writes it, and a TRIDENT-layout HDF5 of patch features) is
 // uploaded on the project page with its classifications as labels; the segment count and what
-// the import dropped are shown; a second upload is refused in the server's words; the TRIDENT
-// features are imported and chosen as the project's features; the model is trained, cells are
+// the import dropped are shown; a second upload is refused in the server's words, a feature file
+// without coords fails its job with a one-line reason; the TRIDENT features are imported and chosen as the project's features; the model is trained, cells are
 // labelled in guided mode, and the classified cells are exported as QuPath GeoJSON and checked
 // against the uploaded polygons here. Screenshots go to SLIDELABEL_E2E_SCREENSHOTS.
 //
@@ -103,10 +103,20 @@ try {
   const refusal = await page.textContent('.notice.error');
   check(/has labels/.test(refusal) && !refusal.includes('\n'), `refused: ${refusal}`);
 
-  step('import the TRIDENT features and choose them as the project\'s features');
+  step('a feature file without coords fails its job, the table says why in one line');
   await page.fill('#features-name', 'uni-trident');
+  await page.setInputFiles(`form.import-features input[data-slide="${slideId}"]`, fixtures.bad_h5);
+  await page.click('form.import-features button[type=submit]');
+  await page.waitForSelector(`${row} td.feature-import .import-error`, { timeout: 300_000 });
+  const failed = (await page.textContent(`${row} td.feature-import .import-error`)).trim();
+  check(/^no-coords\.h5 has no coords dataset/.test(failed) && !failed.includes('\n') && !failed.includes(server.dataDir),
+    `the failed import's reason: ${failed}`);
+
+  step('import the TRIDENT features and choose them as the project\'s features');
   await page.setInputFiles(`form.import-features input[data-slide="${slideId}"]`, fixtures.h5);
   await page.click('form.import-features button[type=submit]');
+  // The newest job's state takes the failed one's place.
+  await page.waitForSelector(`${row} td.feature-import .import-error`, { state: 'detached' });
   await page.waitForSelector(`${row} td.feature-import .import-summary, ${row} td.feature-import .import-error`,
     { timeout: 300_000 });
   const featureSummary = await page.textContent(`${row} td.feature-import`);
