@@ -1,9 +1,10 @@
 """Pathology foundation models as dense encoders: UNI, UNI2-h, Phikon and Phikon-v2, from local weights.
 
 :data:`BACKBONES` (:mod:`~slidelabel.pipelines.features.foundation_backbones`) names each model,
-how it loads and where its weights are published; nothing is ever downloaded. The weights folder is the one passed in, else ``$SLIDELABEL_MODELS/<name>/``, else
-``$SLIDELABEL_CACHE/models/<name>/`` (``~/.cache/slidelabel/models/<name>/``), else a Hugging Face
-cache snapshot of the published repository. Loading waits for the first encode, so building the
+how it loads and where its weights are published; nothing is ever downloaded. The weights folder
+is the one passed in, else ``$SLIDELABEL_MODELS/<name>/``, else ``$SLIDELABEL_CACHE/models/<name>/``
+(``~/.cache/slidelabel/models/<name>/``), else a Hugging Face cache snapshot of the published
+repository. Loading waits for the first encode, so building the
 feature registry only looks for the files, importing no torch.
 
 Encoding (:class:`FoundationEncoder`) cuts the window into crops of the models' training size
@@ -19,7 +20,8 @@ between windows; they lie within one crop of that edge, hence ``margin_px`` is o
 
 Speed (:mod:`~slidelabel.pipelines.features.foundation_runtime`): crops run in batches sized to the
 free memory, under bfloat16 autocast on a GPU (and on a CPU with AMX), while a helper thread cuts
-the next batch; one network per backbone, weights folder and device is loaded per process.
+the next batch; one network per backbone, weights folder and device is loaded per process; crops
+already encoded (the driver's windows overlap) are looked up by a digest of their pixels.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ batches prepared while the model runs.
 - **Precision** (:func:`autocast_dtype`): ``auto`` runs a CUDA GPU under bfloat16 autocast (float16
   where the GPU has no bfloat16) and a CPU with AMX under bfloat16 autocast, which measured 3.2
   times float32's speed for ViT-L/16 on one core of this project's Xeon (0.59 -> 1.9 crops/s);
-  other CPUs stay in float32, which bfloat16 would only slow down there.
+  other CPUs stay in float32 (bfloat16 without AMX was not measured faster).
 - **Batch size** (:func:`batch_crops_for`): as many crops as half the free GPU memory (a quarter of
   the available RAM on a CPU) holds activations for, at most :data:`MAX_BATCH_CROPS`.
 - **One model per process** (:func:`loaded_network`): successive slides and jobs of one worker
