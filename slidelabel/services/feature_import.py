@@ -4,12 +4,13 @@ The array (N x D float32, row ``i`` = segment ``i + 1``, NaN for segments no sou
 carries the attributes of :func:`~slidelabel.pipelines.features.extract.extract_slide_features`
 with the chosen ``name`` as its extractor, plus ``provenance`` (the source file, its format and
 what was matched), so the learning loop, strategies and exports use it like a computed one. Rows
-go first to a scratch file next to the output, whose pages are written in any order, then to the
-array chunk by chunk; the array appears under its name only when complete.
+go first to a scratch file next to the output, written in any order, then to the array chunk by
+chunk; the array appears under its name only when complete.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shutil
@@ -91,17 +92,18 @@ def import_features(
     source = fmt.open(source_path)
     Path(out_folder).mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
-    tmp, scratch_path = out_path.with_name(f".{out_path.name}.{token}.tmp"), out_path.with_name(f".{name}.{token}.rows.npy")
+    tmp, scratch_path = out_path.with_name(f".{out_path.name}.{token}.tmp"), out_path.with_name(f".{name}.{token}.rows")
     n, dim = segments.count, len(source.feature_names)
+    scratch = None
     try:
-        scratch = np.lib.format.open_memmap(scratch_path, mode="w+", dtype=np.float32, shape=(n, dim))
+        scratch = _ScratchRows(scratch_path, n, dim)
         seen = np.zeros(n + 1, bool)
 
         def write_rows(ids_M: np.ndarray, feats_M_D: np.ndarray) -> None:
             if seen[ids_M].any():
                 raise ParameterError(f"{source_path}: segment {int(ids_M[seen[ids_M]][0])} gets more than one row")
             seen[ids_M] = True
-            scratch[ids_M - 1] = feats_M_D
+            scratch.write(ids_M - 1, feats_M_D)
 
         counts = source.write(segments, write_rows, progress)
         attributes = {
@@ -113,24 +115,52 @@ def import_features(
                            **counts, **source.provenance},
         }
         _write_array(tmp, scratch, seen[1:], attributes)
-        del scratch
         replace_folder(tmp, out_path)
     except OSError as error:
         raise OutputError(f"cannot write {out_path}: {error.strerror or error}") from error
     finally:
+        if scratch is not None:
+            scratch.close()
         shutil.rmtree(tmp, ignore_errors=True)
         scratch_path.unlink(missing_ok=True)
         source.close()
     return FeatureImportResult(out_path, fmt.name, dim, int(seen.sum()), n, counts)
 
 
-def _write_array(path: Path, rows_N_D: np.ndarray, written_N: np.ndarray, attributes: dict) -> None:
-    n, dim = rows_N_D.shape
+class _ScratchRows:
+    """``(n, dim)`` float32 rows in a plain file, written and read with ``pwrite``/``pread``: the
+    written pages of a memory map count in the process's memory (4 GB for a million rows of 1024
+    features), the page cache behind a file does not. Rows never written read as zeros."""
+
+    def __init__(self, path: Path, n: int, dim: int) -> None:
+        self.n, self.dim, self._row_bytes = n, dim, 4 * dim
+        self._file = open(path, "w+b")
+        self._file.truncate(n * self._row_bytes)
+
+    def write(self, rows_M: np.ndarray, feats_M_D: np.ndarray) -> None:
+        """Store ``feats_M_D`` as rows ``rows_M`` (0-based), one write per run of consecutive rows."""
+        order_M = np.argsort(rows_M, kind="stable")
+        rows_M, feats_M_D = rows_M[order_M], np.ascontiguousarray(feats_M_D[order_M], np.float32)
+        breaks = np.flatnonzero(np.diff(rows_M) != 1) + 1
+        for start, stop in zip([0, *breaks], [*breaks, rows_M.size]):
+            os.pwrite(self._file.fileno(), feats_M_D[start:stop].data, int(rows_M[start]) * self._row_bytes)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a float32 ``(stop - start, dim)`` array."""
+        data = os.pread(self._file.fileno(), (stop - start) * self._row_bytes, start * self._row_bytes)
+        return np.frombuffer(bytearray(data), np.float32).reshape(stop - start, self.dim)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _write_array(path: Path, rows: _ScratchRows, written_N: np.ndarray, attributes: dict) -> None:
+    n, dim = rows.n, rows.dim
     chunk = chunk_rows(max(n, 1), dim)
     array = zarr.create_array(store=path, shape=(n, dim), chunks=(chunk, dim), dtype="float32",
                               fill_value=np.nan, attributes=attributes)
     for start in range(0, n, chunk):
-        block = np.array(rows_N_D[start : start + chunk])
+        block = rows.read(start, min(start + chunk, n))
         block[~written_N[start : start + chunk]] = np.nan
         array[start : start + chunk] = block
     store_statistics(array)

@@ -113,10 +113,13 @@ class PatchFeatures:
         breaks = np.flatnonzero(np.diff(indices_M) > 4096) + 1
         for stop in [*breaks, indices_M.size]:
             run = indices_M[start:stop]
-            block = np.asarray(self._features[int(run[0]) : int(run[-1]) + 1], np.float64)
-            parts.append(_checked(self.path, run, block[run - run[0]]))
+            # In the file's own dtype (float32 for TRIDENT): a band of 65,536 patches of 1024
+            # features is 256 MB so, twice that in float64.
+            block = np.asarray(self._features[int(run[0]) : int(run[-1]) + 1])
+            contiguous = block.shape[0] == run.size
+            parts.append(_checked(self.path, run, block if contiguous else block[run - run[0]]))
             start = stop
-        return np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def write(self, segments: Segments, write_rows: RowWriter,
               progress: Callable[[int, int], None] | None) -> dict[str, int]:

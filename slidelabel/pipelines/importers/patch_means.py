@@ -3,8 +3,8 @@ overlaps, weighted by how many of its pixels each patch covers, computed tile by
 label map.
 
 Within a tile, the patch edges cut the plane into *cells* covered by a fixed set of patches.
-Counting each segment's pixels per cell (one ``np.unique``) and summing the covering patches'
-features per cell (a 2-D prefix sum) gives, for segment ``s``,
+Counting each segment's pixels per cell (one ``np.unique`` of runs of pixels) and summing the
+covering patches' features per cell gives, for segment ``s``,
 ``sum_p w_sp f_p = sum_c n_sc F_c`` and ``sum_p w_sp = sum_c n_sc C_c``, where ``n_sc`` counts
 its pixels in cell ``c``, ``F_c`` sums the features of the patches covering ``c`` and ``C_c``
 counts them: no loop over patches per pixel, and overlapping patches are exact. A segment is
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from slidelabel.pipelines.importers.polygons import tile_buckets
 from slidelabel.pipelines.superpixels import Tile, core_tiles
@@ -60,6 +61,34 @@ def _edges(starts: np.ndarray, ends: np.ndarray, size: int) -> tuple[np.ndarray,
     return edges, np.searchsorted(edges, starts), np.searchsorted(edges, ends)
 
 
+@njit(cache=True, nogil=True)
+def _runs(ids_H_W, row_cell, col_cell, nx, n_cells):  # pragma: no cover
+    """Keys ``id * cells + cell`` of the runs of pixels along rows with one segment id (> 0)
+    and one cell, and each run's length: a tile's million pixels become a few runs per segment
+    and row, so that counting pixels per (segment, cell) sorts runs, not pixels."""
+    height, width = ids_H_W.shape
+    keys = np.empty(height * width, np.int64)
+    lengths = np.empty(height * width, np.int64)
+    n = 0
+    for r in range(height):
+        base = np.int64(row_cell[r]) * nx
+        previous = np.int64(-1)
+        for c in range(width):
+            segment = ids_H_W[r, c]
+            if segment <= 0:
+                previous = -1
+                continue
+            key = np.int64(segment) * np.int64(n_cells) + base + col_cell[c]
+            if key == previous:
+                lengths[n - 1] += 1
+            else:
+                keys[n] = key
+                lengths[n] = 1
+                n += 1
+                previous = key
+    return keys[:n], lengths[:n]
+
+
 def _tile_sums(ids_H_W: np.ndarray, rect_P_4: np.ndarray, feats_P_D: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids_m, sum of w f (m, D), sum of w (m,)) of the segments in one tile; ``rect_P_4`` are the
@@ -68,22 +97,48 @@ def _tile_sums(ids_H_W: np.ndarray, rect_P_4: np.ndarray, feats_P_D: np.ndarray
     xs, cx0, cx1 = _edges(rect_P_4[:, 0], rect_P_4[:, 2], width)
     ys, cy0, cy1 = _edges(rect_P_4[:, 1], rect_P_4[:, 3], height)
     nx, ny = xs.size - 1, ys.size - 1
-    # Features summed per cell through a 2-D difference array and its prefix sums.
-    diff = np.zeros((ny + 1, nx + 1, feats_P_D.shape[1] + 1))
-    values = np.concatenate([feats_P_D, np.ones((feats_P_D.shape[0], 1))], axis=1)
-    for rows, cols, sign in ((cy0, cx0, 1), (cy0, cx1, -1), (cy1, cx0, -1), (cy1, cx1, 1)):
-        np.add.at(diff, (rows, cols), sign * values)
-    cell_sums = np.cumsum(np.cumsum(diff, axis=0), axis=1)[:ny, :nx].reshape(ny * nx, -1)
+    cell_sums = _cell_sums(cy0, cy1, cx0, cx1, feats_P_D, ny, nx)
     col_cell = np.searchsorted(xs, np.arange(width), side="right") - 1
     row_cell = np.searchsorted(ys, np.arange(height), side="right") - 1
-    inside = ids_H_W > 0
-    cells = (row_cell[:, None] * nx + col_cell[None, :])[inside]
-    keys, counts = np.unique(ids_H_W[inside].astype(np.int64) * (ny * nx) + cells, return_counts=True)
+    run_keys, run_lengths = _runs(ids_H_W, row_cell, col_cell, nx, ny * nx)
+    keys, inverse = np.unique(run_keys, return_inverse=True)
+    counts = np.bincount(inverse, weights=run_lengths, minlength=keys.size).astype(np.int64)
     ids, cells = np.divmod(keys, ny * nx)
-    weighted = cell_sums[cells] * counts[:, None]
     first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    sums = np.add.reduceat(weighted, first, axis=0)
+    sums = _segment_sums(first, cells, counts, cell_sums)
     return ids[first], sums[:, :-1], sums[:, -1]
+
+
+@njit(cache=True, nogil=True)
+def _cell_sums(cy0, cy1, cx0, cx1, feats_P_D, ny, nx):  # pragma: no cover
+    """float64 (ny * nx, D + 1): the features of the patches covering each cell, summed, and
+    (last column) how many patches cover it. A patch covers few cells (one when patches do not
+    overlap), so adding it to each is cheaper than a difference array and its prefix sums."""
+    n_patches, dim = feats_P_D.shape
+    sums = np.zeros((ny * nx, dim + 1))
+    for p in range(n_patches):
+        for r in range(cy0[p], cy1[p]):
+            for c in range(cx0[p], cx1[p]):
+                cell = r * nx + c
+                for d in range(dim):
+                    sums[cell, d] += feats_P_D[p, d]
+                sums[cell, dim] += 1.0
+    return sums
+
+
+@njit(cache=True, nogil=True)
+def _segment_sums(first, cells, counts, cell_sums):  # pragma: no cover
+    """float64 (m, D + 1): per segment (its pairs start at ``first``), the sum over its cells of
+    the pixel count times the cell's sums."""
+    n_groups, n_pairs, width = first.size, cells.size, cell_sums.shape[1]
+    sums = np.zeros((n_groups, width))
+    for g in range(n_groups):
+        stop = first[g + 1] if g + 1 < n_groups else n_pairs
+        for k in range(first[g], stop):
+            weight = float(counts[k])
+            for d in range(width):
+                sums[g, d] += weight * cell_sums[cells[k], d]
+    return sums
 
 
 def area_weighted_means(
@@ -132,6 +187,7 @@ def area_weighted_means(
     for index, tile in enumerate(tiles):
         band, column = divmod(index, tiles_x)
         if column == 0:  # read the features of the whole band of tiles at once
+            band_features = None  # the last band's go first: a band is 256 MB of UNI features
             needed = np.unique(patches[starts[index] : starts[min(index + tiles_x, len(tiles))]])
             band_features = (needed, read_features(needed) if needed.size else None)
         which = patches[starts[index] : starts[index + 1]]
