@@ -41,7 +41,7 @@ from slidelabel.services.slides import get_slide
 from slidelabel.services.stopping import stopping_signal
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Epoch, Job, Project
+from slidelabel.store.models import Epoch, Job, JobState, Project
 from slidelabel.store.predictions import SlidePredictions, read_predictions, write_predictions
 
 
@@ -205,7 +205,7 @@ def epoch(context: JobContext) -> dict:
     categories = [Category(name) for _cid, name, excluded in plan.categories if not excluded]
     # A folder laid out like the data folder, so that ProjectFiles names the staged files too.
     staged = ProjectFiles(files.root / "epochs" / f".job-{context.job_id}.tmp", context.project_id)
-    shutil.rmtree(staged.data_dir, ignore_errors=True)
+    _remove_abandoned_staging(context.database, files.root / "epochs", context.job_id)
     try:
         staged.epoch_dir(0).mkdir(parents=True)
         writer = PredictionWriter(staged, files, plan.category_ids_C, before[0] if before else None)
@@ -223,6 +223,17 @@ def epoch(context: JobContext) -> dict:
     accuracy = outcome.assessment.get("cv_balanced_accuracy")
     return {"message": f"epoch {number}: {outcome.training.columns_L.size} labels" +
             (f", cross-validated balanced accuracy {accuracy:.2f}" if accuracy is not None else "")}
+
+
+def _remove_abandoned_staging(database: Database, epochs: Path, job_id: int) -> None:
+    """Remove the staging folders in ``epochs`` that no running job writes: this job's own from
+    an earlier attempt, and those of epochs whose process was killed (a Cancel it did not heed,
+    its time limit, the OS), which nothing else removes."""
+    with database.session() as session:
+        running = {str(i) for i in session.scalars(select(Job.id).where(Job.state == JobState.running, Job.id != job_id))}
+    for folder in epochs.glob(".job-*.tmp"):
+        if folder.name[len(".job-"):-len(".tmp")] not in running:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_ranking(files: ProjectFiles, staged: ProjectFiles, plan: EpochPlan, outcome: EpochOutcome) -> None:
