@@ -8,8 +8,10 @@ a Redis broker. Each run gets a folder of its own (links to the same slides), so
 reused between runs. The time runs from the cohort's submission, once every worker answers a
 ping, to its end; peak memory is each worker's job process's high-water mark (VmHWM).
 
-Prints one JSON object; ``two_workers.ratio`` is two workers' slides per hour over one worker's,
-measured in the same run::
+Prints one JSON object: each run, and ``ratio_two_to_one``, the best two-worker slides per hour
+over the best one-worker figure, from runs that alternate in the same process (the load other
+people put on a shared machine drifts); ``cpu_seconds_per_slide`` is what a slide costs whatever
+that load::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cohort_fleet.py [--slides 6] [--size 4096] \
         [--broker redis://127.0.0.1:6379/10] [--db postgresql://...] [--out DIR]
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from sqlalchemy import select
 
 from slidelabel.cli.server_options import settings_environment
@@ -93,18 +96,37 @@ def trained_project(database: Database, settings: Settings, slide: Path) -> tupl
         return session.get(Project, project_id), session.get(User, admin.id)
 
 
-def peak_memory_mb(worker: subprocess.Popen) -> float:
-    """The largest VmHWM of the worker's job processes (its prefork children), in MB."""
-    peaks = []
+def _job_processes(worker: subprocess.Popen) -> list[dict[str, str]]:
+    """The /proc status fields of the worker's job processes (its prefork children)."""
+    found = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             text = status.read_text()
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(worker.pid) and "VmHWM" in fields:
-            peaks.append(int(fields["VmHWM"].split()[0]) / 1024)
-    return round(max(peaks, default=0.0), 1)
+        if fields.get("PPid", "").strip() == str(worker.pid):
+            found.append({**fields, "pid": status.parent.name})
+    return found
+
+
+def peak_memory_mb(worker: subprocess.Popen) -> float:
+    """The largest VmHWM of the worker's job processes, in MB."""
+    return round(max((int(f["VmHWM"].split()[0]) / 1024 for f in _job_processes(worker) if "VmHWM" in f),
+                     default=0.0), 1)
+
+
+def cpu_seconds(workers: list[subprocess.Popen]) -> float:
+    """CPU time (user + system, s) the workers and their job processes have used: what a slide
+    costs whatever else the machine runs, unlike the wall time."""
+    ticks = 0
+    for pid in [str(w.pid) for w in workers] + [f["pid"] for w in workers for f in _job_processes(w)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def fleet_run(database: Database, settings: Settings, project: Project, user: User, folder: Path,
@@ -121,7 +143,7 @@ def fleet_run(database: Database, settings: Settings, project: Project, user: Us
         while len(celery.control.ping(timeout=1.0)) < workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{workers} workers did not answer within 120 s")
-        started = time.perf_counter()
+        started, cpu_before, load = time.perf_counter(), cpu_seconds(processes), os.getloadavg()[0]
         cohort = start_cohort(database, celery, settings, project=project, user=user, epoch=1, folder=str(folder),
                               formats=[])
         while True:
@@ -131,6 +153,7 @@ def fleet_run(database: Database, settings: Settings, project: Project, user: Us
                     break
             time.sleep(0.5)
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds(processes) - cpu_before
         memory = [peak_memory_mb(process) for process in processes]
     finally:
         for process in processes:
@@ -149,6 +172,7 @@ def fleet_run(database: Database, settings: Settings, project: Project, user: Us
             "seconds": round(seconds, 1), "slides_per_hour": round(slides / seconds * 3600, 1),
             "slides_per_hour_per_worker": round(slides / seconds * 3600 / workers, 1),
             "slide_seconds_median": round(float(np.median(slide_seconds)), 1) if slide_seconds else None,
+            "cpu_seconds_per_slide": round(cpu / max(slides, 1), 2), "load_average_1m_before": round(load, 1),
             "slides_per_worker": per_worker, "peak_memory_mb_per_worker": memory}
 
 
@@ -159,11 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/10")
     parser.add_argument("--db", default=None, help="database URL (default SQLite in the data folder)")
     parser.add_argument("--out", type=Path, default=None, help="working folder (default a temporary one)")
+    parser.add_argument("--mosaic", type=Path, default=None,
+                        help="slides made before by tissue_mosaic.py make (default: make them in OUT/mosaic)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="one-worker and two-worker runs alternate this many times (load on a shared machine drifts)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="cohort-fleet-"))
-    made = make(out / "mosaic", slides=args.slides, size=args.size)
-    slides = [Path(entry["slide"]) for entry in made["slides"]]
-    runs = {n: out / "folders" / f"{n}-workers" for n in (1, 2)}
+    if args.mosaic is None:
+        made = make(out / "mosaic", slides=args.slides, size=args.size)
+        mosaic, slides = out / "mosaic", [Path(entry["slide"]) for entry in made["slides"]]
+    else:
+        mosaic, slides = args.mosaic, sorted((args.mosaic / "slides").glob("*.tiff"))[:args.slides]
+    runs = {(r, n): out / "folders" / f"round-{r}-{n}-workers" for r in range(args.rounds) for n in (1, 2)}
     for folder in runs.values():
         folder.mkdir(parents=True, exist_ok=True)
         for slide in slides:
@@ -172,17 +203,22 @@ def main(argv: list[str] | None = None) -> int:
 
     redis.Redis.from_url(args.broker).flushdb()  # no message of an earlier run
     settings = Settings(data_dir=out / "data", db=args.db, broker=args.broker,
-                        slide_folders=[out / "mosaic" / "slides", out / "folders"])
+                        slide_folders=[mosaic / "slides", out / "folders"])
     database = Database(settings.database_url)
     migrate(database.engine)
     project, user = trained_project(database, settings, slides[0])
-    one = fleet_run(database, settings, project, user, runs[1], 1)
-    two = fleet_run(database, settings, project, user, runs[2], 2)
-    two["ratio"] = round(two["slides_per_hour"] / one["slides_per_hour"], 2)
-    print(json.dumps({"benchmark": "cohort_fleet", "slide_px": args.size, "mpp": made["mpp"], "slides": len(slides),
+    measured = {key: fleet_run(database, settings, project, user, folder, key[1]) for key, folder in runs.items()}
+    one = [run for (_r, n), run in measured.items() if n == 1]
+    two = [run for (_r, n), run in measured.items() if n == 2]
+    best = {n: max(run["slides_per_hour"] for run in group) for n, group in ((1, one), (2, two))}
+    with tifffile.TiffFile(slides[0]) as tiff:
+        slide_px = tiff.pages[0].shape[:2]
+    print(json.dumps({"benchmark": "cohort_fleet", "slide_px": list(slide_px), "slides": len(slides),
                       "project_defaults": {"extractor": project.extractor, "model": project.model,
                                            "superpixels": project.superpixel_options},
                       "cpus": os.cpu_count(), "load_average_1m_after": round(os.getloadavg()[0], 1),
+                      "best_slides_per_hour": {"one_worker": best[1], "two_workers": best[2]},
+                      "ratio_two_to_one": round(best[2] / best[1], 2),
                       "one_worker": one, "two_workers": two}, indent=1))
     database.dispose()
     return 0
