@@ -69,7 +69,10 @@ try {
   const row = `table.imports tr[data-slide="${slideId}"]`;
 
   step('upload the GeoJSON of nuclei, its classifications as labels');
-  await page.selectOption('#segments-slide', String(slideId));
+  await page.click(`${row} button[data-focus="import-into-${slideId}"]`);
+  check(await page.$eval('#segments-slide', (s) => s.value) === String(slideId)
+    && await page.evaluate(() => document.activeElement?.id === 'segments-file'),
+  'the slide\'s Import segments points the form at it and moves to the file choice');
   await page.setInputFiles('#segments-file', fixtures.geojson);
   await page.check('#segments-labels');
   await page.click('form.import-segments button[type=submit]');

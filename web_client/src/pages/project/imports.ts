@@ -58,6 +58,14 @@ function segmentsCell(imported: SlideImports | undefined, slide: Slide): HTMLEle
     `${segments.segments.toLocaleString('en')} segments (${segments.format}) from ${segments.source}`);
 }
 
+/** Points the segment form at a slide and moves to its file choice. */
+function chooseSlide(slideId: number): void {
+  const select = document.querySelector<HTMLSelectElement>('#segments-slide');
+  if (!select) return;
+  select.value = String(slideId);
+  document.querySelector<HTMLInputElement>('#segments-file')?.focus();
+}
+
 /** Per slide: its segments (imported or computed), what an import dropped, its classes and imported features, and its import jobs. */
 export function importsStatus(app: App, project: Project, slides: Slide[], imports: ProjectImports | null,
   jobs: Job[]): HTMLElement {
@@ -71,7 +79,9 @@ export function importsStatus(app: App, project: Project, slides: Slide[], impor
     h('tbody', {}, slides.map((slide) => {
       const imported = bySlide.get(slide.id);
       return h('tr', { 'data-slide': slide.id },
-        h('td', {}, slide.name),
+        h('td', {}, slide.name, project.role === 'owner' && [h('br'), h('button', { type: 'button', class: 'link',
+          'data-focus': `import-into-${slide.id}`, 'aria-label': `import segments into ${slide.name}`,
+          onclick: () => chooseSlide(slide.id) }, 'Import segments…')]),
         h('td', {}, segmentsCell(imported, slide)),
         h('td', { class: 'dropped' }, imported?.segments ? counts(imported.segments.dropped) : '—'),
         h('td', { class: 'classes' }, imported?.segments ? counts(imported.segments.classes) : '—'),
