@@ -43,6 +43,7 @@ from slidelabel.services.jobs import WAITING, JobContext, Sender, dispatch, job_
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.slides import browse_folders, require_readable_folders, resolve_in_folders
 from slidelabel.settings import Settings
+from slidelabel.store.atomic import remove_temporaries
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Project, User
@@ -205,6 +206,9 @@ def run_cohort_slide(context: JobContext) -> dict:
     try:
         if not slide.is_file():
             raise SlideError(slide, "no such file")
+        # This job alone writes the folder, and an earlier attempt's process is dead (its job
+        # was requeued for a silent heartbeat): what that attempt left is garbage.
+        remove_temporaries(folder)
         result = cohort.predict_slide(slide, folder, model, options, progress=progress)
     except SlidelabelError:
         raise
