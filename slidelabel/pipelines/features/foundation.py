@@ -218,8 +218,9 @@ class FoundationEncoder:
                 self.crops_encoded += len(batch)
                 for (top, left, key), tokens_c_c_K in zip(batch, tokens_B_c_c_K):
                     place(top, left, tokens_c_c_K)
-                    computed[key] = tokens_c_c_K.copy()  # a copy: the batch's array is not kept whole
-                    self.tokens.put(key, computed[key])
+                    if key is not None:
+                        computed[key] = tokens_c_c_K.copy()  # a copy: the batch's array is not kept whole
+                        self.tokens.put(key, computed[key])
         for top, left, key in repeats:
             place(top, left, computed[key])
         return out_h_w_K[: math.ceil(height / patch), : math.ceil(width / patch)]
@@ -227,7 +228,7 @@ class FoundationEncoder:
     def _new_crops(self, rgb_H_W_3: np.ndarray, place: Callable[[int, int, np.ndarray], None],
                    repeats: list[tuple[int, int, bytes]], *, pin: bool) -> Iterator[tuple[list, torch.Tensor]]:
         """Batches ``([(top, left, key)...], uint8 crops (B, H, W, 3))`` of the window's crops that
-        :attr:`tokens` lacks, in raster order; a crop it has is placed at once, and one equal to
+        :attr:`tokens` lacks (every crop, with None keys, when it keeps nothing), in raster order; a crop it has is placed at once, and one equal to
         a crop already batched is added to ``repeats``. Runs in the prefetch thread."""
         import torch
 
@@ -238,15 +239,15 @@ class FoundationEncoder:
             crops_B_H_W_3 = torch.from_numpy(np.stack([c for *_, c in batch]))
             return [b[:3] for b in batch], crops_B_H_W_3.pin_memory() if pin else crops_B_H_W_3
 
-        batched: set[bytes] = set()
+        batched: set[bytes | None] = set()
         batch: list[tuple[int, int, bytes, np.ndarray]] = []
         for top, left in itertools.product(range(0, height, crop), range(0, width, crop)):
             crop_h_w_3 = _reflected(rgb_H_W_3[top : top + crop, left : left + crop], crop)
-            key = TokenCache.key(crop_h_w_3)
-            known = self.tokens.get(key)
+            key = TokenCache.key(crop_h_w_3) if self.tokens.max_bytes else None  # no cache: no digests
+            known = None if key is None else self.tokens.get(key)
             if known is not None:
                 place(top, left, known)
-            elif key in batched:
+            elif key is not None and key in batched:
                 repeats.append((top, left, key))
             else:
                 batched.add(key)
