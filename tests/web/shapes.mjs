@@ -3,8 +3,8 @@
 // a lasso label exactly the superpixels the server says they cover (checked against the labels
 // the server stored), Alt subtracts, undo restores; a 500-vertex polygon over the whole slide is
 // timed from double-click to recoloured overlay; Shift-click grows to similar (by features before
-// any epoch, by predictions after one), Enter accepts; the smart tool (no model: the same regions
-// at three scales) proposes where the cursor rests, the wheel and right-click cycle, a click labels; the dashboard draws the reliability
+// any epoch, by predictions after one), Enter accepts; the smart tool (no Segment Anything weights:
+// the server says basis classical, and the same regions at three scales) proposes where the cursor rests, the wheel and right-click cycle, a click labels; the dashboard draws the reliability
 // diagram, the learning curve and the stopping sentence of seeded epochs; the project page
 // changes the normalisation. Screenshots go to SLIDELABEL_E2E_SCREENSHOTS (or a new folder).
 //
@@ -285,8 +285,11 @@ try {
   page.on('response', async (r) => {
     if (r.url().includes('/shapes/scales') && r.ok()) scaleAnswers.push(await r.json());
   });
+  const embedAnswer = page.waitForResponse((r) => r.url().includes('/shapes/sam/embed') && r.ok());
   await page.keyboard.press('1');
   await page.keyboard.press('s');
+  const smartBasis = (await (await embedAnswer).json()).basis;
+  check(smartBasis === 'classical', `with no Segment Anything weights the server answers basis ${smartBasis}`);
   const rests = (await durations(page, 'smart-rest-to-outline')).length;
   for (let i = 0; i < 7; i += 1) {
     await page.mouse.move(centre.x - 240 + i * 70, centre.y - 160 + (i % 2) * 60, { steps: 2 });
