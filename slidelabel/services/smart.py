@@ -194,9 +194,12 @@ def suggest(session: Session, settings: Settings, project: Project, slide: Slide
         raise ParameterError(f"the point ({x_level0:.0f}, {y_level0:.0f}) is outside the region "
                              f"{embedding.region_level0} (level-0 px)")
     image, scale = embedding.image, embedding.downsample
-    masks = predictor.masks(image, (x_level0 - left) / scale, (y_level0 - top) / scale)
+    # The image's sides are the region's divided by ``scale``, rounded: keep the last row and column.
+    x_image = min((x_level0 - left) / scale, image.width - 1e-3)
+    y_image = min((y_level0 - top) / scale, image.height - 1e-3)
+    masks = predictor.masks(image, x_image, y_image)
     table = superpixel_table(folder)
-    point_in = image.to_input((x_level0 - left) / scale, (y_level0 - top) / scale)
+    point_in = image.to_input(x_image, y_image)
     scales = []
     for logits_h_w, score in zip(masks.logits_3_h_w, masks.scores_3):
         ring_in = mask_outline(logits_h_w, *point_in, cell_px=masks.cell_px, valid_hw=image.input_hw)

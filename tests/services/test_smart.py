@@ -84,8 +84,11 @@ def test_embeddings_are_cached_per_region(tmp_path, slide, tiny_sam):
     assert first.region_level0 == (150, 250, 1950, 2650) and first.downsample == pytest.approx(2400 / 256)
     again, cached, _ = smart.embed_region(settings, slide, region)
     assert cached and again is first
-    # A point prompt reuses it too.
+    # A point prompt reuses it too, to the region's last row and column.
     smart.suggest(None, settings, None, slide, x_level0=900.0, y_level0=900.0, region_level0=region, downsample=4.0)
+    corner = smart.suggest(None, settings, None, slide, x_level0=1949.9, y_level0=2649.9, region_level0=region,
+                           downsample=4.0)
+    assert corner.basis == "sam" and len(corner.scales) == 3
     assert smart.embed_region(settings, slide, region)[1]
     other, cached, _ = smart.embed_region(settings, slide, (0.0, 0.0, 1000.0, 1000.0))
     assert not cached and other is not first and other.image.input_hw == (256, 256)
