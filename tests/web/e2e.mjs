@@ -365,6 +365,22 @@ try {
   const names = new Set(geojson.features.map((f) => f.properties?.classification?.name));
   check(geojson.type === 'FeatureCollection' && geojson.features.length > 0, `GeoJSON with ${geojson.features.length} features`);
   check(names.has('tumour') && names.has('stroma'), `GeoJSON classes: ${[...names].join(', ')}`);
+
+  step('dashboard: model downloads, and the epoch applied to the slide folder');
+  for (const format of ['native', 'onnx']) {
+    const model = await fetch(new URL(await page.getAttribute(`a[data-model="${format}"]`, 'href'), base));
+    const bytes = new Uint8Array(await model.arrayBuffer());
+    check(model.ok && bytes[0] === 0x50 && bytes[1] === 0x4b, `${format} model download: ${model.status}, a zip`);
+  }
+  await page.click('button[data-action="start-cohort"]');
+  // The folder holds the CMU slide and the TCGA one, which has no pixel size: one done, one failed.
+  await page.waitForSelector('.cohort[data-state="done"]', { timeout: 300_000 });
+  const cohortRows = await page.locator('[data-cohort-slide]').count();
+  const doneRows = await page.locator('[data-cohort-slide][data-state="done"]').count();
+  check(cohortRows === 2 && doneRows === 1, `cohort: ${doneRows} of ${cohortRows} slides done`);
+  const mask = await fetch(new URL(await page.getAttribute('a[data-download="mask"]', 'href'), base));
+  check(mask.ok && mask.headers.get('content-type') === 'image/tiff', `cohort mask download: ${mask.status}`);
+  await page.screenshot({ path: join(shots, '13-cohort.png'), fullPage: true });
   exitCode = failures.length ? 1 : 0;
 } catch (error) {
   console.log(`FAIL: ${error.stack ?? error}`);
