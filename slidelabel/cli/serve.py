@@ -21,6 +21,9 @@ from slidelabel.settings import Settings
 
 #: prctl option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
+#: Seconds a stopping server waits for open requests before ending them: a client that never
+#: finishes (a slow upload) must not keep SIGTERM from stopping the server.
+GRACEFUL_SHUTDOWN_S = 10
 
 
 def _die_with_parent() -> None:
@@ -89,7 +92,8 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
     # The API processes build their app from the environment: the same settings as here.
     os.environ.update(settings_environment(settings))
     run = functools.partial(uvicorn.run, "slidelabel.server.app:app_from_environment", factory=True,
-                            host=settings.host, port=settings.port, workers=http_workers, log_level="warning")
+                            host=settings.host, port=settings.port, workers=http_workers, log_level="warning",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     if settings.embedded_broker:
         with embedded_workers(settings):
             run()

@@ -1,0 +1,89 @@
+"""SIGTERM stops ``slidelabel serve`` even while a client keeps a request open (a slow upload
+that never ends): the server waits a bounded time for open requests, then ends them, and the
+unfinished upload leaves no file behind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PASSWORD = f"shutdown-{secrets.token_hex(6)}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    """``slidelabel serve`` at its defaults on a free port, in its own process group."""
+    port, data_dir = _free_port(), tmp_path / "data"
+    log = open(tmp_path / "serve.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "serve", "--data-dir", str(data_dir),
+                                "--port", str(port)], env={**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD},
+                               stdout=log, stderr=log, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        yield process, base, data_dir
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        log.close()
+
+
+def _endless_upload(base: str, headers: dict, project_id: int) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.svs"\r\n\r\n'
+        for _ in range(3600):
+            yield b"x" * 1024
+            time.sleep(0.2)
+
+    try:
+        httpx.post(f"{base}/projects/{project_id}/slides/upload", content=body(), timeout=900,
+                   headers={**headers, "Content-Type": "multipart/form-data; boundary=b"})
+    except httpx.HTTPError:
+        pass  # the server ended the request
+
+
+def test_sigterm_stops_serve_while_a_slow_upload_is_open(serve):
+    process, base, data_dir = serve
+    token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD}).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    project = httpx.post(f"{base}/projects", headers=headers, json={"name": "p"}).json()
+    threading.Thread(target=_endless_upload, args=(base, headers, project["id"]), daemon=True).start()
+    for _ in range(100):
+        if list(data_dir.rglob(".upload-*")):
+            break
+        time.sleep(0.1)
+    assert list(data_dir.rglob(".upload-*")), "the upload did not begin"
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("slidelabel serve was still running 120 s after SIGTERM, waiting for a client that never finishes")
+    assert not list(data_dir.rglob(".upload-*")), "the unfinished upload was left on disk"
