@@ -1,8 +1,9 @@
 """Exports of a slide's labels or predictions in the formats the field reads.
 
 - **GeoJSON** for QuPath (0.4+): a FeatureCollection of ``Polygon``/``MultiPolygon`` features in
-  level-0 pixels, ``properties.objectType = "annotation"`` and
-  ``properties.classification = {"name", "color": [r, g, b]}``, as QuPath writes and reads them.
+  level-0 pixels, ``properties.objectType`` (``"annotation"`` for a region per category,
+  ``"detection"`` for a feature per segment) and ``properties.classification = {"name", "color":
+  [r, g, b]}``, as QuPath writes and reads them.
 - **Annotation JSON** for the Digital Slide Archive / HistomicsUI (large_image's annotation
   schema): closed ``polyline`` elements per region and, on request, the ``pixelmap`` element of
   the superpixels.
@@ -186,7 +187,9 @@ def geojson(classes: SlideClasses, project: Project, *, dissolve: bool = True) -
     """A GeoJSON FeatureCollection for QuPath: one feature per category (``dissolve``) or per
     superpixel, ``Polygon`` or ``MultiPolygon`` in level-0 pixels, holes included.
 
-    Properties: ``objectType: "annotation"``, ``classification: {"name", "color": [r, g, b]}``,
+    Properties: ``objectType`` (``"annotation"`` when dissolved; else ``"detection"``, as QuPath
+    holds cells and tiles: a million of them stay light there, where as many annotations would
+    not), ``classification: {"name", "color": [r, g, b]}``,
     ``excluded`` (the category is never trained on), ``measurements`` (``superpixels`` or
     ``superpixel``, and the mean ``certainty`` for predictions) and ``source``.
     """
@@ -198,7 +201,7 @@ def geojson(classes: SlideClasses, project: Project, *, dissolve: bool = True) -
         geometry = ({"type": "Polygon", "coordinates": rings[0]} if len(rings) == 1
                     else {"type": "MultiPolygon", "coordinates": rings})
         features.append({"type": "Feature", "geometry": geometry, "properties": {
-            "objectType": "annotation", "classification": {"name": category.name, "color": rgb(category.color)},
+            "objectType": "annotation" if dissolve else "detection", "classification": {"name": category.name, "color": rgb(category.color)},
             "excluded": category.excluded, "source": classes.source.value, "measurements": extra}})
     return {"type": "FeatureCollection", "features": features}
 

@@ -143,7 +143,7 @@ def test_polygons_are_valid_and_cover_the_superpixels(client, project, slide_id,
     area, perimeter = {}, {}
     for feature in features:
         name = feature["properties"]["classification"]["name"]
-        assert feature["properties"]["objectType"] == "annotation"
+        assert feature["properties"]["objectType"] == ("annotation" if dissolve else "detection")
         assert len(feature["properties"]["classification"]["color"]) == 3
         for shell, *holes in polygons_of(feature):
             for ring in (shell, *holes):
