@@ -85,7 +85,8 @@ def trained_project(database: Database, settings: Settings, slide: Path) -> tupl
     with database.session() as session:
         submit_prepare(database, recorder, session.get(Project, project_id), [added], user_id=None)
     run_here(database, settings, recorder)
-    fraction = read_table(ProjectFiles(settings.data_dir, project_id).superpixels(added.id) / TABLE_FILE).tissue_fraction
+    table = ProjectFiles(settings.data_dir, project_id).superpixels(added.id) / TABLE_FILE
+    fraction = read_table(table).tissue_fraction
     with database.session(write=True) as session:
         locked = locked_slide(session, project_id, added.id)
         set_labels(session, locked, admin.id, (np.flatnonzero(fraction >= 0.9)[::2] + 1).tolist(), categories["tissue"])
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mosaic", type=Path, default=None,
                         help="slides made before by tissue_mosaic.py make (default: make them in OUT/mosaic)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="one-worker and two-worker runs alternate this many times (load on a shared machine drifts)")
+                        help="one- and two-worker runs alternate this many times (a shared machine's load drifts)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="cohort-fleet-"))
     if args.mosaic is None:

@@ -175,7 +175,8 @@ def _settle(database: Database, child_id: int) -> None:
 def latest_children(session: Session, parent_id: int) -> list[Job]:
     """The cohort's slide jobs in slide order, the latest of each slide (a retried slide has several)."""
     latest = (select(func.max(Job.id)).where(Job.key.like(_children_pattern(parent_id))).group_by(Job.key))
-    return sorted(session.scalars(select(Job).where(Job.id.in_(latest))), key=lambda job: int(job.key.rsplit(":", 1)[1]))
+    return sorted(session.scalars(select(Job).where(Job.id.in_(latest))),
+                  key=lambda job: int(job.key.rsplit(":", 1)[1]))
 
 
 @job_kind(COHORT_SLIDE, on_end=_settle)
@@ -244,10 +245,11 @@ def cohort_slides(session: Session, data_dir: Path, project_id: int, job_id: int
     found = []
     for job in latest_children(session, job_id):
         counts, files = {}, []
-        manifest = read_manifest(root / job.params["name"] / cohort.MANIFEST_FILE) if job.state == JobState.done else None
+        folder = root / job.params["name"]
+        manifest = read_manifest(folder / cohort.MANIFEST_FILE) if job.state == JobState.done else None
         if manifest is not None:
             files = [name for name, file in DOWNLOADS.items() if file in manifest.get("files", [])]
-            table = pq.read_table(root / job.params["name"] / cohort.TABLE_FILE, columns=["predicted"])
+            table = pq.read_table(folder / cohort.TABLE_FILE, columns=["predicted"])
             counts = {str(k): int(v) for k, v in Counter(table.column("predicted").drop_null().to_pylist()).items()}
         found.append(CohortSlide(job.params["name"], job.params["slide"], job, counts, files))
     return found

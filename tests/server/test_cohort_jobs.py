@@ -7,6 +7,7 @@ Jobs are run here, in order, from what the app would have sent to Celery (the st
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from slidelabel.services import jobs
 from slidelabel.services.cohort import PredictOptions, open_cohort_model, predict_cohort
 from slidelabel.services.cohort_jobs import COHORT, COHORT_SLIDE
 from slidelabel.services.projects import superpixel_options
-from slidelabel.store.models import JobState, Role
+from slidelabel.store.models import Job, JobState, Role
 from test_epochs import annotator, cmu_files, rule, slide_id, trained  # noqa: F401  (fixtures)
 from tissue_slides import write_tissue_slide
 
@@ -135,8 +136,8 @@ def test_cancelling_a_cohort_stops_its_slide_jobs(app, client, project, admin_he
     assert all(s["job"]["message"] == "the cohort was cancelled" for s in result["slides"])
 
 
-def test_who_may_start_a_cohort_and_on_what(client, project, admin_headers, member_headers, trained, sender,  # noqa: F811
-                                            cohort_folder, tmp_path):
+def test_who_may_start_a_cohort_and_on_what(client, project, admin_headers, member_headers,
+                                            trained, sender, cohort_folder, tmp_path):  # noqa: F811
     body = {"folder": str(cohort_folder)}
     for role in (Role.viewer, Role.annotator, Role.reviewer):
         assert client.post(url(project, "/epochs/1/cohort"), headers=member_headers(role), json=body).status_code == 403
@@ -153,3 +154,26 @@ def test_who_may_start_a_cohort_and_on_what(client, project, admin_headers, memb
                              json={**body, "formats": ["shapefile"]})
     assert bad_format.status_code == 422
     assert client.get(url(project, "/cohorts"), headers=admin_headers).json() == [], "nothing was started"
+
+
+def test_a_waiting_cohort_is_never_taken_for_a_dead_worker_s_and_a_slide_given_up_counts(
+        app, client, project, admin_headers, trained, sender, cohort_folder):  # noqa: F811
+    cohort = client.post(url(project, "/epochs/1/cohort"), headers=admin_headers,
+                         json={"folder": str(cohort_folder)}).json()
+    start = len(sender.sent)
+    jobs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
+    first, *others = [job_id for _name, (job_id,), _queue in sender.sent[start:]]
+    database = app.state.database
+    with database.session(write=True) as session:  # the first slide's worker died for the last time
+        job = session.get(Job, first)
+        job.state, job.attempts = JobState.running, jobs.MAX_ATTEMPTS
+        job.heartbeat_at = datetime.now(UTC) - timedelta(hours=1)
+    requeued = jobs.requeue_stale(database, sender, stale_s=1.0)
+    assert requeued == [], "neither the waiting cohort nor a slide whose worker died too often is requeued"
+    result = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()
+    assert result["job"]["state"] == "running" and result["job"]["progress"] == pytest.approx(1 / 3)
+    assert result["job"]["message"] == "1 of 3 slides (1 failed)"
+    for job_id in others:
+        jobs.run(database, app.state.settings, job_id, sender=sender)
+    ended = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()["job"]
+    assert ended["state"] == "done" and ended["message"] == "3 slides: 1 done, 2 failed"
