@@ -153,21 +153,24 @@ def _cohort_state(database: Database, parent_id: int) -> JobState | None:
 
 
 def _settle(database: Database, child_id: int) -> None:
-    """A slide job ended: set its cohort's progress, and end the cohort after its last slide.
-    The cohort's row is locked first, so that two slide jobs ending at once count in turn."""
+    """A slide job ended: set its cohort's progress, and end the cohort after its last slide (a
+    slide retried after its cohort ended updates the cohort's count once it ends). The cohort's
+    row is locked first, so that two slide jobs ending at once count in turn."""
     with database.session(write=True) as session:
         parent_id = session.get(Job, child_id).params["cohort"]
         parent = session.get(Job, parent_id, with_for_update=True)
-        if parent is None or parent.state != JobState.running:
+        if parent is None or parent.state not in (JobState.running, JobState.done):
             return
         states = Counter(job.state for job in latest_children(session, parent_id))
         total = sum(states.values())
         ended = states[JobState.done] + states[JobState.failed] + states[JobState.cancelled]
         failed = ended - states[JobState.done]
-        parent.progress = ended / max(total, 1)
         if ended < total:
-            parent.message = f"{ended} of {total} slides" + (f" ({failed} failed)" if failed else "")
+            if parent.state == JobState.running:
+                parent.progress = ended / max(total, 1)
+                parent.message = f"{ended} of {total} slides" + (f" ({failed} failed)" if failed else "")
             return
+        parent.progress = 1.0
         parent.state = JobState.done
         parent.message = f"{total} slides: {states[JobState.done]} done, {failed} failed"
 

@@ -177,3 +177,9 @@ def test_a_waiting_cohort_is_never_taken_for_a_dead_worker_s_and_a_slide_given_u
         jobs.run(database, app.state.settings, job_id, sender=sender)
     ended = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()["job"]
     assert ended["state"] == "done" and ended["message"] == "3 slides: 1 done, 2 failed"
+    retried = client.post(url(project, f"/jobs/{first}/retry"), headers=admin_headers).json()
+    assert retried["id"] != first and retried["kind"] == COHORT_SLIDE
+    jobs.run(database, app.state.settings, retried["id"], sender=sender)
+    result = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()
+    assert result["job"]["message"] == "3 slides: 2 done, 1 failed", "a retried slide updates its ended cohort"
+    assert [s["job"]["id"] for s in result["slides"]][0] == retried["id"] and result["slides"][0]["counts"]
