@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from slidelabel.errors import ParameterError
+from slidelabel.pipelines.importers.json_coordinates import DONE, INCOMPLETE, FeatureScanner
 from slidelabel.pipelines.importers.polygons import PolygonSet
 
 #: Characters read from the file at a time.
@@ -27,6 +28,9 @@ _CHUNK_CHARS = 8 << 20
 #: Features whose vertices are gathered into one array before the next batch starts.
 _BATCH = 20_000
 _WHITESPACE = " \t\n\r"
+#: Stands for the coordinates the fast path read, in the rest of the Feature given to json.
+_PLACEHOLDER_VALUE = "slidelabel: coordinates read"
+_PLACEHOLDER = json.dumps(_PLACEHOLDER_VALUE)
 
 
 @dataclass
@@ -50,16 +54,28 @@ class _Batches:
     all at once: a numpy call per ring would cost more than parsing the JSON."""
 
     def __init__(self) -> None:
-        self.rings: list[list] = []
+        self.rings: list = []
+        self.lengths: list[np.ndarray] = []
+        self.fast = False
         self.rings_per_polygon: list[int] = []
         self.feature_index: list[int] = []
         self.classes: list[int] = []
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.invalid = 0
 
-    def add(self, rings: list[list], feature_index: int, class_index: int) -> None:
-        self.rings.extend(rings)
-        self.rings_per_polygon.append(len(rings))
+    def add(self, rings: list[list] | tuple[np.ndarray, np.ndarray], feature_index: int, class_index: int) -> None:
+        """Add a polygon's rings: lists of points, or (from the fast path) its (V, 2) points and
+        (R,) ring lengths; a batch holds one kind or the other."""
+        fast = isinstance(rings, tuple)
+        if self.rings_per_polygon and fast != self.fast:
+            self.pack()
+        self.fast = fast
+        if fast:
+            self.rings.append(rings[0])
+            self.lengths.append(rings[1])
+        else:
+            self.rings.extend(rings)
+        self.rings_per_polygon.append(len(rings[1]) if fast else len(rings))
         self.feature_index.append(feature_index)
         self.classes.append(class_index)
         if len(self.rings_per_polygon) >= _BATCH:
@@ -68,9 +84,13 @@ class _Batches:
     def pack(self) -> None:
         if not self.rings_per_polygon:
             return
-        lengths = np.fromiter(map(len, self.rings), np.int64, len(self.rings))
         rings_per_polygon = np.asarray(self.rings_per_polygon, np.int64)
-        xy, bad_ring = _points(self.rings, lengths)
+        if self.fast:
+            xy, lengths = np.concatenate(self.rings), np.concatenate(self.lengths)
+            bad_ring = np.zeros(lengths.size, bool)
+        else:
+            lengths = np.fromiter(map(len, self.rings), np.int64, len(self.rings))
+            xy, bad_ring = _points(self.rings, lengths)
         first = np.cumsum(lengths) - lengths
         low_x, low_y = np.minimum.reduceat(xy[:, 0], first), np.minimum.reduceat(xy[:, 1], first)
         high_x, high_y = np.maximum.reduceat(xy[:, 0], first), np.maximum.reduceat(xy[:, 1], first)
@@ -85,7 +105,7 @@ class _Batches:
                            np.asarray(self.feature_index, np.int64)[~bad_polygon],
                            np.asarray(self.classes, np.int32)[~bad_polygon]))
         self.invalid += int(bad_polygon.sum())
-        self.rings, self.rings_per_polygon, self.feature_index, self.classes = [], [], [], []
+        self.rings, self.lengths, self.rings_per_polygon, self.feature_index, self.classes = [], [], [], [], []
 
     def polygons(self) -> tuple[PolygonSet, np.ndarray, np.ndarray]:
         """The polygons, each one's feature index and class index."""
@@ -137,9 +157,9 @@ def read_geojson(path: Path) -> GeoJsonPolygons:
     class_names: dict[str, int] = {}
     skipped: dict[str, int] = {}
     count = 0
-    for index, feature in enumerate(_features(path)):
+    for index, (feature, points) in enumerate(_features(path)):
         count += 1
-        reason, rings = _rings(feature)
+        reason, rings = (None, points) if points is not None else _rings(feature)
         if reason is not None:
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
@@ -189,6 +209,8 @@ class _Reader:
         self.path, self.file = path, file
         self.buffer, self.position, self.eof = "", 0, False
         self.decoder = json.JSONDecoder()
+        self.scanner = FeatureScanner()
+        self.codes: np.ndarray | None = None
 
     def _more(self) -> bool:
         if self.eof:
@@ -197,7 +219,33 @@ class _Reader:
         self.eof = not chunk
         self.buffer = self.buffer[self.position:] + chunk
         self.position = 0
+        # The fast path reads bytes; in an ASCII buffer a byte is a character.
+        self.codes = np.frombuffer(self.buffer.encode("ascii"), np.uint8) if self.buffer.isascii() else None
         return bool(chunk)
+
+    def feature(self) -> tuple[object, tuple[np.ndarray, np.ndarray] | None]:
+        """The next value and, when it is a Polygon or MultiPolygon Feature whose coordinates the
+        fast path read, its (V, 2) points and (R,) ring lengths; else (the value, None)."""
+        self.peek()
+        while self.codes is not None:
+            status, end, value_start, value_end, leaf = self.scanner.scan(self.codes, self.position)
+            if status == INCOMPLETE and self._more():
+                continue
+            if status != DONE:
+                break
+            rest = self.buffer[self.position : value_start] + _PLACEHOLDER + self.buffer[value_end:end]
+            try:
+                feature = json.loads(rest)
+            except json.JSONDecodeError:
+                break
+            geometry = feature.get("geometry") if isinstance(feature, dict) else None
+            if (isinstance(geometry, dict) and feature.get("type") == "Feature"
+                    and geometry.get("coordinates") == _PLACEHOLDER_VALUE
+                    and geometry.get("type") == ("Polygon" if leaf == 3 else "MultiPolygon")):
+                self.position = end
+                return feature, self.scanner.points()
+            break
+        return self.value(), None
 
     def peek(self) -> str:
         """The next character that is not whitespace ('' at the end of the file)."""
@@ -234,8 +282,9 @@ class _Reader:
                               f"polygons in level-0 pixel coordinates")
 
 
-def _features(path: Path) -> Iterator[object]:
-    """The Features of a FeatureCollection or of a top-level list, one at a time."""
+def _features(path: Path) -> Iterator[tuple[object, tuple[np.ndarray, np.ndarray] | None]]:
+    """The Features of a FeatureCollection or of a top-level list, one at a time, with their
+    points where the fast path (:mod:`.json_coordinates`) read them."""
     try:
         file = open(path, encoding="utf-8")
     except OSError as error:
@@ -265,12 +314,12 @@ def _features(path: Path) -> Iterator[object]:
             raise ParameterError(f"{path} is not UTF-8 text ({error.reason}): not a GeoJSON file") from None
 
 
-def _array(reader: _Reader) -> Iterator[object]:
-    """The values of a JSON array whose '[' was read."""
+def _array(reader: _Reader) -> Iterator[tuple[object, tuple[np.ndarray, np.ndarray] | None]]:
+    """The values of a JSON array whose '[' was read, with their points where the fast path read them."""
     if reader.peek() == "]":
         reader.position += 1
         return
     while True:
-        yield reader.value()
+        yield reader.feature()
         if reader.expect(",]") == "]":
             return
