@@ -69,7 +69,8 @@ def _is_json(scope: Scope) -> bool:
 
 
 def _beyond_ids(path: str) -> bool:
-    return any(part.isdigit() and (len(part) > 10 or int(part) > MAX_ID) for part in path.split("/"))
+    # ASCII digits only: "¹" is a digit to str.isdigit but no number to int().
+    return any(part.isascii() and part.isdigit() and (len(part) > 10 or int(part) > MAX_ID) for part in path.split("/"))
 
 
 class RequestChecks:
