@@ -11,8 +11,8 @@ tiles and the guided queue, first on a quiet server, then while
 - a long superpixel job (8 px superpixels at level 0, 100 iterations) is cancelled once running,
   and a small job is queued behind it on the one slide worker;
 - schemathesis sends a bounded, derandomised set of requests for every operation of the server's
-  OpenAPI document, as the owner of another project (the way tests/server/test_openapi_fuzz.py
-  drives it, over HTTP).
+  OpenAPI document (but logout and deletes) as the owner of another project, on that project and
+  its slide (as tests/server/test_second_attack_fuzz.py drives it, over HTTP).
 
 Prints one JSON object: the peak memory (PSS) of the ``serve`` process tree, sampled every 100 ms,
 before and during the attack, Cancel -> the next job running and done, the 5xx count, the honest p95s
@@ -214,35 +214,40 @@ def cancel_then_next(client: httpx.Client) -> dict[str, float | str]:
             "cancel_to_next_job_done_s": round(time.perf_counter() - cancelled_at, 2), "next_job_state": done["state"]}
 
 
-def fuzz_user(client: httpx.Client, base: str) -> dict[str, str]:
-    """An account granted projects and slide folders, owning a project on the small slide: its headers."""
+def fuzz_user(client: httpx.Client, base: str) -> tuple[dict[str, str], dict[str, int]]:
+    """An account granted projects and slide folders, owning a project on the small slide: its
+    headers, and the ids of the project and the slide by path parameter name."""
     user = client.post("/users", json={"username": "fuzzer", "password": FUZZ_PASSWORD}).raise_for_status().json()
     client.patch(f"/users/{user['id']}", json={"can_create_projects": True, "can_read_slide_folders": True}).raise_for_status()
     token = httpx.post(f"{base}/auth/login", json={"username": "fuzzer", "password": FUZZ_PASSWORD}).raise_for_status().json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=120) as own:
-        new_project(own, "fuzzed", SMALL_JOB)
-    return headers
+        project_id, slide_id = new_project(own, "fuzzed", SMALL_JOB)
+    return headers, {"project_id": project_id, "slide_id": slide_id}
 
 
-def schemathesis_run(root: str, headers: dict, examples: int) -> dict[str, int | list[str]]:
-    """Every operation of the live server's OpenAPI document, ``examples`` derandomised cases each."""
+def schemathesis_run(root: str, headers: dict, real: dict[str, int], examples: int) -> dict[str, int | list[str]]:
+    """Every operation of the live server's OpenAPI document, ``examples`` derandomised cases
+    each, with the path parameters named in ``real`` set to those ids (as
+    tests/server/test_second_attack_fuzz.py does: random ids would only meet 404s)."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(f"{root}/openapi.json")
-    counts = {"operations": 0, "requests": 0, "server_errors": 0, "transport_errors": 0}
+    counts = {"operations": 0, "requests": 0, "server_errors": 0, "transport_errors": 0, "ok_2xx": 0}
     failures: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
-        if operation.path.endswith("/auth/logout"):  # it would end the token the other cases use
-            continue
+        if operation.path.endswith("/auth/logout") or operation.method.upper() == "DELETE":
+            continue  # they would end the token, the project or the slide the other cases use
         counts["operations"] += 1
 
         @given(case=operation.as_strategy())
         @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def call(case) -> None:
+            given_ids = case.path_parameters or {}
+            case.path_parameters = {**given_ids, **{k: v for k, v in real.items() if k in given_ids}}
             counts["requests"] += 1
             try:
                 response = case.call(headers=headers, timeout=120)
@@ -250,6 +255,7 @@ def schemathesis_run(root: str, headers: dict, examples: int) -> dict[str, int |
                 counts["transport_errors"] += 1
                 failures.append(f"{case.method} {case.formatted_path}: {error!r}"[:300])
                 return
+            counts["ok_2xx"] += 200 <= response.status_code < 300
             if response.status_code >= 500:
                 counts["server_errors"] += 1
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
@@ -287,7 +293,7 @@ def main() -> None:
                 for kind_urls in urls.values():  # warm the caches, as benchmarks/server.py does
                     for url in kind_urls:
                         client.get(url).raise_for_status()
-                fuzz_headers = fuzz_user(client, base)
+                fuzz_headers, fuzz_ids = fuzz_user(client, base)
                 files = hostile_files(Path(tmp))
                 memory.start()
                 quiet_end = time.monotonic() + args.quiet_seconds
@@ -300,7 +306,7 @@ def main() -> None:
                 def attack() -> None:
                     try:
                         with ThreadPoolExecutor(2) as pool:
-                            fuzz = pool.submit(schemathesis_run, root, fuzz_headers, args.examples)
+                            fuzz = pool.submit(schemathesis_run, root, fuzz_headers, fuzz_ids, args.examples)
                             attacks["hostile_requests"] = hostile_requests(base, headers, pid, sid, files)
                             attacks["cancel"] = cancel_then_next(client)
                             attacks["schemathesis"] = fuzz.result()
@@ -324,6 +330,7 @@ def main() -> None:
     fuzz, cancel = attacks["schemathesis"], attacks["cancel"]
     result = {
         "clients": args.clients, "quiet_seconds": args.quiet_seconds, "attack_seconds": round(attack_s, 1),
+        "cpus": os.cpu_count(), "load_average_1min_at_end": round(os.getloadavg()[0], 1),
         "memory_peak_pss": {"quiet": quiet_peak, "under_attack": attack_peak,
                             "added_by_attack_mb": attack_peak["total_mb"] - quiet_peak["total_mb"]},
         "hostile_requests": attacks["hostile_requests"], "cancel": cancel, "schemathesis": fuzz,
