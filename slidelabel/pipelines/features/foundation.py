@@ -228,8 +228,9 @@ class FoundationEncoder:
     def _new_crops(self, rgb_H_W_3: np.ndarray, place: Callable[[int, int, np.ndarray], None],
                    repeats: list[tuple[int, int, bytes]], *, pin: bool) -> Iterator[tuple[list, torch.Tensor]]:
         """Batches ``([(top, left, key)...], uint8 crops (B, H, W, 3))`` of the window's crops that
-        :attr:`tokens` lacks (every crop, with None keys, when it keeps nothing), in raster order; a crop it has is placed at once, and one equal to
-        a crop already batched is added to ``repeats``. Runs in the prefetch thread."""
+        :attr:`tokens` lacks (every crop, with None keys, when it keeps nothing), in raster order;
+        a crop it has is placed at once, and one equal to a crop already batched is added to
+        ``repeats``. Runs in the prefetch thread."""
         import torch
 
         crop, size = self.backbone.crop_px, self.crops_per_batch()
