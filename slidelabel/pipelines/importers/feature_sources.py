@@ -34,6 +34,8 @@ from slidelabel.store.segment_sources import SegmentSources
 
 #: Rows read from a file at a time.
 BATCH_ROWS = 65_536
+#: Rows of patch features this far apart or closer are read in one go, the rows between discarded.
+_READ_GAP_ROWS = 64
 #: Receives rows: (ids_M segment ids 1..N, feats_M_D float32).
 RowWriter = Callable[[np.ndarray, np.ndarray], None]
 
@@ -108,13 +110,13 @@ class PatchFeatures:
                              f"attribute patch_size_level0 (TRIDENT) or patch_size with patch_level 0 or downsample (CLAM)")
 
     def _read(self, indices_M: np.ndarray) -> np.ndarray:
-        """Rows ``indices_M`` (ascending), read as runs of nearby rows rather than one by one."""
+        """Rows ``indices_M`` (ascending), read as runs of nearby rows rather than one by one
+        (a tile's patches are a run per row of patches)."""
         parts, start = [], 0
-        breaks = np.flatnonzero(np.diff(indices_M) > 4096) + 1
+        breaks = np.flatnonzero(np.diff(indices_M) > _READ_GAP_ROWS) + 1
         for stop in [*breaks, indices_M.size]:
             run = indices_M[start:stop]
-            # In the file's own dtype (float32 for TRIDENT): a band of 65,536 patches of 1024
-            # features is 256 MB so, twice that in float64.
+            # In the file's own dtype (float32 for TRIDENT), not float64.
             block = np.asarray(self._features[int(run[0]) : int(run[-1]) + 1])
             contiguous = block.shape[0] == run.size
             parts.append(_checked(self.path, run, block if contiguous else block[run - run[0]]))

@@ -183,15 +183,10 @@ def area_weighted_means(
     dim = None
     open_sums: _Open | None = None
     written = 0
-    band_features: tuple[np.ndarray, np.ndarray] | None = None
     for index, tile in enumerate(tiles):
         band, column = divmod(index, tiles_x)
-        if column == 0:  # read the features of the whole band of tiles at once
-            band_features = None  # the last band's go first: a band is 256 MB of UNI features
-            needed = np.unique(patches[starts[index] : starts[min(index + tiles_x, len(tiles))]])
-            band_features = (needed, read_features(needed) if needed.size else None)
         which = patches[starts[index] : starts[index + 1]]
-        sums = _tile_patch_sums(read_ids, tile, rect_P_4, which, band_features) if which.size else None
+        sums = _tile_patch_sums(read_ids, read_features, tile, rect_P_4, which) if which.size else None
         if sums is not None:
             if open_sums is None:
                 dim = sums[1].shape[1]
@@ -209,8 +204,8 @@ def area_weighted_means(
     return written
 
 
-def _tile_patch_sums(read_ids: LabelReader, tile: Tile, rect_P_4: np.ndarray, which: np.ndarray,
-                     band_features: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _tile_patch_sums(read_ids: LabelReader, read_features: FeatureReader, tile: Tile, rect_P_4: np.ndarray,
+                     which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     rect = rect_P_4[which] - [tile.left, tile.top, tile.left, tile.top]
     rect[:, [0, 2]] = np.clip(rect[:, [0, 2]], 0, tile.width)
     rect[:, [1, 3]] = np.clip(rect[:, [1, 3]], 0, tile.height)
@@ -220,5 +215,5 @@ def _tile_patch_sums(read_ids: LabelReader, tile: Tile, rect_P_4: np.ndarray, wh
     ids_H_W = read_ids(tile.top, tile.left, tile.height, tile.width)
     if not ids_H_W.any():
         return None
-    needed, feats = band_features
-    return _tile_sums(ids_H_W, rect[keep], feats[np.searchsorted(needed, which[keep])])
+    # Per tile, not per band of tiles: a band is 256 MB of 1024-wide features, a tile 16 MB.
+    return _tile_sums(ids_H_W, rect[keep], read_features(which[keep]))
