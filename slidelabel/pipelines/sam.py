@@ -41,9 +41,12 @@ SAM_ENV = "SLIDELABEL_SAM_MODEL"
 #: The processor's config: ``processor_config.json`` as transformers 5 saves it, or the
 #: ``preprocessor_config.json`` of the published repositories.
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-#: Torch threads of the image encoder on the CPU, and of the prompt decoder (a hover).
+#: Torch threads of the image encoder on the CPU, and of the prompt decoder (a hover). One thread
+#: for a hover: its ops are small, and on a busy machine each op of a multi-threaded pass waits for
+#: its slowest thread to be scheduled (a tiny model's hover took 270 ms on 2 threads at load 8, 18 ms
+#: on one).
 EMBED_THREADS = min(4, os.cpu_count() or 1)
-DECODE_THREADS = min(2, os.cpu_count() or 1)
+DECODE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ class SamPredictor:
         if missing:  # transformers would initialise them at random, silently
             raise ParameterError(f"{folder} lacks SAM weights: {', '.join(missing[:5])}")
         self.model = model.eval().to(self.device)
+        with torch.inference_mode():  # the same for every hover: SamModel.forward would recompute it
+            self.positions_1_C_h_w = self.model.get_image_wide_positional_embeddings()
 
     @property
     def input_px(self) -> int:
@@ -144,11 +149,16 @@ class SamPredictor:
         x_in, y_in = embedding.to_input(x, y)
         # SAM's prompt encoder adds half a pixel itself: it takes pixel indices.
         point_1_1_1_2 = torch.tensor([[[[x_in - 0.5, y_in - 0.5]]]], dtype=torch.float32, device=self.device)
+        label_1_1_1 = torch.ones((1, 1, 1), dtype=torch.int, device=self.device)
+        # The prompt encoder and mask decoder only, as SamModel.forward runs them on image embeddings.
         with torch_threads(DECODE_THREADS), torch.inference_mode():
-            out = self.model(image_embeddings=embedding.embeddings, input_points=point_1_1_1_2,
-                             multimask_output=True)
-        logits_3_h_w = out.pred_masks[0, 0].float().cpu().numpy()
-        return Masks(logits_3_h_w, out.iou_scores[0, 0].float().cpu().numpy(), self.input_px / logits_3_h_w.shape[-1])
+            sparse, dense = self.model.prompt_encoder(input_points=point_1_1_1_2, input_labels=label_1_1_1,
+                                                      input_boxes=None, input_masks=None)
+            masks_1_1_3_h_w, iou_1_1_3 = self.model.mask_decoder(
+                image_embeddings=embedding.embeddings, image_positional_embeddings=self.positions_1_C_h_w,
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
+        logits_3_h_w = masks_1_1_3_h_w[0, 0].float().cpu().numpy()
+        return Masks(logits_3_h_w, iou_1_1_3[0, 0].float().cpu().numpy(), self.input_px / logits_3_h_w.shape[-1])
 
 
 @functools.lru_cache(maxsize=2)
@@ -186,9 +196,12 @@ def mask_outline(logits_h_w: np.ndarray, x: float, y: float, *, cell_px: float,
     part = parts_h_w[row, col] if 0 <= row < rows and 0 <= col < cols else 0
     if part == 0:
         part = int(np.argmax(np.bincount(parts_h_w.ravel())[1:])) + 1
-    # A border of "outside" closes the contour; one part, holes filled, has one outer boundary.
-    inside_h_w = np.pad(ndimage.binary_fill_holes(parts_h_w == part), 1).astype(np.float32)
+    # Traced in the part's bounding box only (a ViT-B mask is 256 x 256 cells); a border of
+    # "outside" closes the contour; one part, holes filled, has one outer boundary.
+    box_rows, box_cols = ndimage.find_objects(parts_h_w, max_label=part)[part - 1]
+    inside_h_w = np.pad(ndimage.binary_fill_holes(parts_h_w[box_rows, box_cols] == part), 1).astype(np.float32)
     ring = max(find_contours(inside_h_w, 0.5), key=len)[:-1]  # closed: the last vertex is the first
+    ring = ring + (box_rows.start, box_cols.start)
     # Straight runs (along cell edges and 45-degree diagonals) down to their ends; a douglas-peucker
     # simplification costs more than the decoder.
     turn_V = np.cross(ring - np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0) - ring)

@@ -79,6 +79,14 @@ def test_embedding_and_three_masks_of_a_slide_region(tiny_sam: Path, cmu_slide: 
     masks = predictor.masks(embedding, 120.0, 80.0)
     assert masks.logits_3_h_w.shape == (3, 64, 64) and masks.scores_3.shape == (3,) and masks.cell_px == 4.0
     assert np.isfinite(masks.logits_3_h_w).all()
+    # The decoder alone on the cached embedding gives what the whole model gives for the point.
+    import torch
+
+    with torch.inference_mode():
+        whole = predictor.model(image_embeddings=embedding.embeddings, multimask_output=True,
+                                input_points=torch.tensor([[[[120.0 - 0.5, 80.0 - 0.5]]]]))
+    np.testing.assert_allclose(masks.logits_3_h_w, whole.pred_masks[0, 0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(masks.scores_3, whole.iou_scores[0, 0].numpy(), rtol=1e-5, atol=1e-6)
     # Another point, other masks.
     assert not np.array_equal(predictor.masks(embedding, 20.0, 150.0).logits_3_h_w, masks.logits_3_h_w)
     with pytest.raises(ParameterError, match="outside"):
