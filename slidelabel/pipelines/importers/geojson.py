@@ -6,7 +6,8 @@ with ``Polygon`` or ``MultiPolygon`` geometries in level-0 pixels. A Feature's c
 ``properties.classification.name`` (QuPath 0.4+; ``names`` of a derived class are joined with
 ": ") or a string ``properties.classification``. Features that are not polygons, empty or
 invalid (a ring of fewer than 3 points, coordinates that are not finite numbers) are skipped and
-counted in :attr:`GeoJsonPolygons.skipped`.
+counted in :attr:`GeoJsonPolygons.skipped`. The coordinates of most Features are parsed straight
+from the file's bytes (:mod:`.json_coordinates`), the rest of each Feature by :mod:`json`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class GeoJsonPolygons:
 
 
 class _Batches:
-    """Gathers the rings of :data:`_BATCH` features as Python lists, then converts and checks them
-    all at once: a numpy call per ring would cost more than parsing the JSON."""
+    """Gathers the rings of :data:`_BATCH` features as Python lists (or, from the fast path, as
+    arrays), then converts and checks them all at once: a numpy call per ring would cost more than
+    parsing the JSON."""
 
     def __init__(self) -> None:
         self.rings: list = []
