@@ -80,7 +80,8 @@ export class ApiClient {
     return API_PREFIX + path + queryString({ ...query, token: this.token });
   }
 
-  async request(method: string, path: string, body?: unknown, query?: Query): Promise<Response> {
+  /** `signal`: aborts the request (it then rejects with the fetch's AbortError, not an ApiError). */
+  async request(method: string, path: string, body?: unknown, query?: Query, signal?: AbortSignal): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     let payload: BodyInit | undefined;
@@ -91,8 +92,9 @@ export class ApiClient {
     }
     let response: Response;
     try {
-      response = await fetch(API_PREFIX + path + queryString(query), { method, headers, body: payload });
-    } catch {
+      response = await fetch(API_PREFIX + path + queryString(query), { method, headers, body: payload, signal });
+    } catch (error) {
+      if (signal?.aborted) throw error;
       throw new ApiError(0, 'cannot reach the server: is `slidelabel serve` running?');
     }
     if (!response.ok) {
@@ -103,8 +105,8 @@ export class ApiClient {
     return response;
   }
 
-  async json<T>(method: string, path: string, body?: unknown, query?: Query): Promise<T> {
-    const response = await this.request(method, path, body, query);
+  async json<T>(method: string, path: string, body?: unknown, query?: Query, signal?: AbortSignal): Promise<T> {
+    const response = await this.request(method, path, body, query, signal);
     return (response.status === 204 ? undefined : await response.json()) as T;
   }
 

@@ -110,8 +110,8 @@ export class SlidelabelApi {
   samEmbed = (p: number, s: number, region: [number, number, number, number]) =>
     this.http.json<T.SamEmbed>('POST', `${slide(p, s)}/shapes/sam/embed`, { region_level0: region });
   /** The smart tool's three scales at a point: SAM outlines and the superpixels they cover, or classical regions. */
-  samSuggest = (p: number, s: number, body: T.SamPoint) =>
-    this.http.json<T.SmartSuggestions>('POST', `${slide(p, s)}/shapes/sam/suggest`, body);
+  samSuggest = (p: number, s: number, body: T.SamPoint, signal?: AbortSignal) =>
+    this.http.json<T.SmartSuggestions>('POST', `${slide(p, s)}/shapes/sam/suggest`, body, undefined, signal);
 
   // labels, epochs, queue
   setLabels = (p: number, s: number, body: T.LabelBatch) =>

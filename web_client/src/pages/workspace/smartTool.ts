@@ -16,8 +16,9 @@ import { ShapeLayer } from '../../viewer/shapeLayer';
 import type { Labelling } from './labelling';
 import type { SlideSession } from './slideSession';
 
-/** How long the cursor rests before a proposal is asked for (ms). */
-const REST_MS = 60;
+/** How long the cursor rests before a proposal is asked for (ms): two frames of a moving mouse
+ * (the browser sends a mousemove per frame), so a sweep asks nothing and a rest asks at once. */
+const REST_MS = 35;
 /** How long the view stays still before the region in view is embedded (ms). */
 const SETTLE_MS = 250;
 /** Screen pixels a click may move and still label (more is a pan). */
@@ -43,6 +44,8 @@ export class SmartTool {
   private seed = 0;
   private at: { x: number; y: number } | null = null;
   private asked = 0;
+  /** The SAM request in flight: aborted when another is asked for or the proposal is dropped. */
+  private pending: AbortController | null = null;
   private scales: SuggestionScales<Scale> | null = null;
   /** The scale last chosen: the next proposal opens at it. */
   private preferred = 0;
@@ -121,14 +124,19 @@ export class SmartTool {
     if (!inside) return this.clear();
     const asked = ++this.asked;
     this.at = screen;
+    this.pending?.abort();
+    const pending = new AbortController();
+    this.pending = pending;
     try {
       const found = await this.api.samSuggest(this.projectId, this.session.slide.id, {
         region_level0: [region[0], region[1], region[2], region[3]], x_level0: point.x, y_level0: point.y,
-        downsample: this.session.viewer.level0PerScreenPixel() });
+        downsample: this.session.viewer.level0PerScreenPixel() }, pending.signal);
       if (asked !== this.asked || !this.active) return; // the cursor moved on meanwhile
+      this.pending = null;
       this.propose3(found.scales.map((s) => ({ superpixels: s.superpixels,
         outline: s.outline_level0.map(([x, y]) => ({ x, y })), score: s.score ?? null })), restedAt);
     } catch (error) {
+      if (pending.signal.aborted) return; // a newer rest asked, or the proposal was dropped
       this.clear();
       showError('Could not suggest an outline', error);
     }
@@ -218,6 +226,8 @@ export class SmartTool {
     this.seed = 0;
     this.at = null;
     this.asked += 1;
+    this.pending?.abort();
+    this.pending = null;
     this.outline.clear();
     this.hint.style.display = 'none';
   }
