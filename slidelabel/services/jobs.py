@@ -34,6 +34,7 @@ from typing import Protocol
 from sqlalchemy import select, update
 
 from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
+from slidelabel.registry import Registry
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -83,7 +84,14 @@ class JobKind:
     whoever ended it: the worker, or :func:`requeue_stale` giving up, or the hard time limit."""
 
 
-JOB_KINDS: dict[str, JobKind] = {}
+def _import_job_modules(_registry: Registry[JobKind]) -> None:
+    for module in JOB_MODULES:
+        importlib.import_module(module)
+
+
+#: Job kinds by name; built on first use by importing :data:`JOB_MODULES`, whose functions
+#: declare themselves with :func:`job_kind`.
+JOB_KINDS: Registry[JobKind] = Registry("job kind", None, load=_import_job_modules)
 
 
 def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
@@ -92,7 +100,8 @@ def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
     :attr:`JobKind.on_end`, and :data:`WAITING` for a result that leaves the job running)."""
 
     def decorator(function: Callable[[JobContext], dict | None]) -> Callable[[JobContext], dict | None]:
-        JOB_KINDS[name] = JobKind(name, function, queue, on_end)
+        JOB_KINDS.add(name, JobKind(name, function, queue, on_end), description=(function.__doc__ or "").strip()
+                      .split("\n")[0])
         return function
 
     return decorator
@@ -111,12 +120,6 @@ def celery_time_limits(settings: Settings) -> tuple[float, float]:
     every kind, so both follow the longest limit."""
     soft = max(time_limit(settings, queue)[0] for queue in TIME_LIMITS) + HARD_LIMIT_GRACE_S
     return soft, soft + HARD_LIMIT_GRACE_S
-
-
-def load_job_kinds() -> dict[str, JobKind]:
-    for module in JOB_MODULES:
-        importlib.import_module(module)
-    return JOB_KINDS
 
 
 class JobContext:
@@ -190,7 +193,7 @@ def find_job(session, project_id: int, job_id: int) -> Job:
 def submit(database: Database, sender: Sender, *, project_id: int, kind: str, key: str, params: dict | None = None,
            slide_id: int | None = None, user_id: int | None = None) -> Job:
     """Queue a job, or return the queued, running or finished one with the same ``key``."""
-    if kind not in load_job_kinds():
+    if kind not in JOB_KINDS:
         raise NotFoundError(f"no job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
     with database.session(write=True) as session:
         existing = session.scalar(
@@ -222,19 +225,26 @@ def cancel(database: Database, project_id: int, job_id: int, *, user_id: int, is
     project's owners (the admin among them) may: :class:`PermissionDeniedError` for others."""
     with database.session(write=True) as session:
         job = find_job(session, project_id, job_id)
-        if not is_owner and job.created_by != user_id:
-            raise PermissionDeniedError(f"job {job_id} was started by someone else; only they and the project's "
-                                        "owners may cancel it")
+        _check_may_manage(job, user_id=user_id, is_owner=is_owner, verb="cancel")
         if job.state in (JobState.queued, JobState.running):
             job.state = JobState.cancelled
             job.message = "cancelled"
         return job
 
 
-def retry(database: Database, sender: Sender, project_id: int, job_id: int) -> Job:
-    """Run a failed or cancelled job again, as a new job with the same work."""
+def _check_may_manage(job: Job, *, user_id: int, is_owner: bool, verb: str) -> None:
+    """:class:`PermissionDeniedError` unless ``user_id`` started the job or owns its project."""
+    if not is_owner and job.created_by != user_id:
+        raise PermissionDeniedError(f"job {job.id} was started by someone else; only they and the project's "
+                                    f"owners may {verb} it")
+
+
+def retry(database: Database, sender: Sender, project_id: int, job_id: int, *, user_id: int, is_owner: bool) -> Job:
+    """Run a failed or cancelled job again, as a new job with the same work. Only who started it
+    and the project's owners (the admin among them) may: :class:`PermissionDeniedError` for others."""
     with database.session() as session:
         job = find_job(session, project_id, job_id)
+        _check_may_manage(job, user_id=user_id, is_owner=is_owner, verb="retry")
         if job.state not in (JobState.failed, JobState.cancelled):
             raise ConflictError(f"job {job_id} is {job.state.value}; only failed or cancelled jobs are retried")
         kind, key, params, slide_id, user_id = job.kind, job.key, job.params, job.slide_id, job.created_by
@@ -282,7 +292,7 @@ def _ended(database: Database, job_id: int) -> None:
     """Call the ``on_end`` of the job's kind, if it has one."""
     with database.session() as session:
         kind = session.scalar(select(Job.kind).where(Job.id == job_id))
-    on_end = getattr(load_job_kinds().get(kind), "on_end", None)
+    on_end = getattr(JOB_KINDS.get(kind, None), "on_end", None)
     if on_end is not None:
         on_end(database, job_id)
 
@@ -328,7 +338,7 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return
-    kind = load_job_kinds()[job.kind]
+    kind = JOB_KINDS[job.kind]
     context = JobContext(database, settings, job, queue=kind.queue, sender=sender)
     if worker:
         context.log(f"attempt {job.attempts} on worker {worker}")

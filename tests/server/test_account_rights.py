@@ -148,3 +148,24 @@ def test_a_folder_shared_with_chosen_accounts_is_listed_and_read_by_them_only(se
 def test_a_shared_folder_must_be_a_slide_folder(tmp_path):
     with pytest.raises(ValueError, match="SLIDELABEL_SLIDE_FOLDERS"):
         Settings(data_dir=tmp_path, slide_folders=[tmp_path / "a"], slide_folder_readers={tmp_path / "b": ["alice"]})
+
+
+def test_accounts_show_their_rights_to_the_admin_and_only_their_names_to_others(app, client, admin_headers,
+                                                                                member_headers):
+    from slidelabel.store.models import Role
+
+    viewer = member_headers(Role.viewer)
+    hidden = client.post("/api/v1/users", headers=admin_headers, json={"username": "hidden", "password": "a long password"})
+    client.patch(f"/api/v1/users/{hidden.json()['id']}", headers=admin_headers, json={"disabled": True})
+    seen_by_admin = {u["username"]: u for u in client.get("/api/v1/users", headers=admin_headers).json()}
+    assert seen_by_admin["admin"]["is_admin"] is True and seen_by_admin["hidden"]["disabled"] is True
+    seen = {u["username"]: u for u in client.get("/api/v1/users", headers=viewer).json()}
+    assert "admin" in seen and "hidden" not in seen
+    assert all(u[flag] is None for u in seen.values()
+               for flag in ("is_admin", "disabled", "can_create_projects", "can_read_slide_folders"))
+    assert client.get("/api/v1/auth/me", headers=viewer).json()["is_admin"] is False
+
+
+def test_a_project_description_is_bounded(client, admin_headers):
+    response = client.post("/api/v1/projects", headers=admin_headers, json={"name": "long", "description": "x" * 10_001})
+    assert response.status_code == 422 and "x" * 200 not in response.text

@@ -67,6 +67,8 @@ def test_no_input_the_schema_allows_gets_a_server_error(fuzzed):
     operations, calls = 0, 0
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path.endswith("/auth/logout"):
+            continue  # it would end the three tokens, and every later request would be a 401
         operations += 1
 
         @given(case=operation.as_strategy())

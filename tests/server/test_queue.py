@@ -125,7 +125,8 @@ def test_queue_size_is_bounded(client, project, admin_headers):
     assert empty == {"epoch": None, "items": []}
 
 
-def test_annotators_cancel_only_the_jobs_they_started(app, client, project, member_headers, admin_headers, sender):
+def test_annotators_cancel_and_retry_only_the_jobs_they_started(app, client, project, member_headers, admin_headers,
+                                                                 sender):
     from slidelabel.store.models import Job, Role
 
     annotator = member_headers(Role.annotator)
@@ -140,6 +141,11 @@ def test_annotators_cancel_only_the_jobs_they_started(app, client, project, memb
     assert client.post(f"{url}/{ids[0]}/cancel", headers=annotator).status_code == 403
     assert client.post(f"{url}/{ids[1]}/cancel", headers=annotator).json()["state"] == "cancelled"
     assert client.post(f"{url}/{ids[0]}/cancel", headers=admin_headers).json()["state"] == "cancelled"
+    assert client.post(f"{url}/{ids[0]}/retry", headers=annotator).status_code == 403
+    assert client.post(f"{url}/{ids[1]}/retry", headers=annotator).status_code == 202
+    assert client.post(f"{url}/{ids[0]}/retry", headers=admin_headers).status_code == 202
+    assert client.get(url, headers=annotator, params={"limit": -1}).status_code == 422
+    assert len(client.get(url, headers=annotator, params={"limit": 1}).json()) == 1
 
 
 def test_job_logs_show_tracebacks_to_the_admin_only(app, client, project, member_headers, admin_headers):

@@ -84,10 +84,10 @@ def test_failure_keeps_the_traceback_and_retry_makes_a_new_job(database, ran):
     with database.session() as session:
         failed = session.get(Job, job.id)
         assert failed.state == JobState.failed and "boom" in failed.message and "RuntimeError" in failed.log
-    retried = jobs.retry(database, sender, 1, job.id)
+    retried = jobs.retry(database, sender, 1, job.id, user_id=1, is_owner=True)
     assert retried.id != job.id and retried.state == JobState.queued
     with pytest.raises(ConflictError):
-        jobs.retry(database, sender, 1, retried.id)
+        jobs.retry(database, sender, 1, retried.id, user_id=1, is_owner=True)
 
 
 def test_a_cancelled_job_stops_at_its_next_progress_report(database, ran):

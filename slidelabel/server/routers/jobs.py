@@ -3,7 +3,9 @@ the routes of what they compute (slides, epochs)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from slidelabel.server.deps import DatabaseDep, ReadSession, Trainer, Viewer
@@ -15,7 +17,8 @@ router = APIRouter(prefix="/projects/{project_id}/jobs", tags=["jobs"])
 
 
 @router.get("")
-def list_jobs(access: Viewer, session: ReadSession, limit: int = 100) -> list[JobPublic]:
+def list_jobs(access: Viewer, session: ReadSession,
+              limit: Annotated[int, Query(ge=1, le=1000, description="newest jobs to list")] = 100) -> list[JobPublic]:
     rows = session.scalars(select(Job).where(Job.project_id == access.project.id).order_by(Job.id.desc()).limit(limit))
     return [JobPublic.model_validate(job) for job in rows]
 
@@ -36,4 +39,6 @@ def cancel_job(job_id: int, access: Trainer, database: DatabaseDep) -> JobPublic
 
 @router.post("/{job_id}/retry", status_code=202)
 def retry_job(job_id: int, access: Trainer, database: DatabaseDep, request: Request) -> JobPublic:
-    return JobPublic.model_validate(jobs.retry(database, request.app.state.celery, access.project.id, job_id))
+    """Run a failed or cancelled job again: its starter, the project's owners and the admin may."""
+    return JobPublic.model_validate(jobs.retry(database, request.app.state.celery, access.project.id, job_id,
+                                               user_id=access.user.id, is_owner=access.role == Role.owner))

@@ -16,8 +16,12 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.get("")
-def list_users(session: ReadSession, _user: CurrentUser) -> list[UserPublic]:
-    return [UserPublic.model_validate(u) for u in session.scalars(select(User).order_by(User.username))]
+def list_users(session: ReadSession, user: CurrentUser) -> list[UserPublic]:
+    """Every account for the admin; the enabled accounts' names for others (to add members)."""
+    if user.is_admin:
+        return [UserPublic.model_validate(u) for u in session.scalars(select(User).order_by(User.username))]
+    return [UserPublic.model_validate(u).for_others()
+            for u in session.scalars(select(User).where(User.disabled.is_(False)).order_by(User.username))]
 
 
 @router.post("", status_code=201)

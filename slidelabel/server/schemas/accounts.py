@@ -17,11 +17,16 @@ class UserPublic(BaseModel):
 
     id: int
     username: str
-    is_admin: bool
     created_at: datetime
-    disabled: bool
-    can_create_projects: bool
-    can_read_slide_folders: bool
+    is_admin: bool | None = Field(None, description="this and the other flags: shown to the admin and to the "
+                                  "account itself, None to others")
+    disabled: bool | None = None
+    can_create_projects: bool | None = None
+    can_read_slide_folders: bool | None = None
+
+    def for_others(self) -> UserPublic:
+        """The account as other users see it: its name, not its rights."""
+        return UserPublic(id=self.id, username=self.username, created_at=self.created_at)
 
 
 class LoginResponse(BaseModel):

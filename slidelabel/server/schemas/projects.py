@@ -20,6 +20,9 @@ from slidelabel.services.projects import (
 from slidelabel.services.superpixels import OPTION_RANGES, SIZE_RANGES, SuperpixelSize
 from slidelabel.store.models import Project, Role
 
+#: Longest project description (characters): a paragraph or two, not a document.
+DESCRIPTION_CHARS = 10_000
+
 
 class CategoryCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
@@ -93,7 +96,7 @@ class SuperpixelChoices(BaseModel):
 
 class ProjectCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    description: str = Field("", max_length=DESCRIPTION_CHARS)
     extractor: str = DEFAULT_EXTRACTOR
     model: str = DEFAULT_MODEL
     strategy: str = DEFAULT_STRATEGY
@@ -112,7 +115,7 @@ class ProjectCreate(BaseModel):
 
 class ProjectUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = None
+    description: str | None = Field(None, max_length=DESCRIPTION_CHARS)
     extractor: str | None = None
     model: str | None = None
     strategy: str | None = None
