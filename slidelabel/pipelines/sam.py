@@ -32,8 +32,10 @@ from slidelabel.pipelines.weights import find_weights
 
 if TYPE_CHECKING:
     import torch
+    from transformers import SamModel
 
-__all__ = ["SAM", "SAM_ENV", "ImageEmbedding", "Masks", "SamPredictor", "load_sam", "mask_outline", "sam_folder"]
+__all__ = ["SAM", "SAM_ENV", "ImageEmbedding", "Masks", "SamPredictor", "decode_point", "load_sam", "mask_outline",
+           "sam_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,21 +146,33 @@ class SamPredictor:
         if not (0 <= x < embedding.width and 0 <= y < embedding.height):
             raise ParameterError(f"the point ({x:.1f}, {y:.1f}) is outside the {embedding.width} x "
                                  f"{embedding.height} px image")
-        import torch
+        logits_3_h_w, scores_3 = decode_point(self.model, self.positions_1_C_h_w, embedding.embeddings,
+                                              *embedding.to_input(x, y))
+        return Masks(logits_3_h_w, scores_3, self.input_px / logits_3_h_w.shape[-1])
 
-        x_in, y_in = embedding.to_input(x, y)
-        # SAM's prompt encoder adds half a pixel itself: it takes pixel indices.
-        point_1_1_1_2 = torch.tensor([[[[x_in - 0.5, y_in - 0.5]]]], dtype=torch.float32, device=self.device)
-        label_1_1_1 = torch.ones((1, 1, 1), dtype=torch.int, device=self.device)
-        # The prompt encoder and mask decoder only, as SamModel.forward runs them on image embeddings.
-        with torch_threads(DECODE_THREADS), torch.inference_mode():
-            sparse, dense = self.model.prompt_encoder(input_points=point_1_1_1_2, input_labels=label_1_1_1,
-                                                      input_boxes=None, input_masks=None)
-            masks_1_1_3_h_w, iou_1_1_3 = self.model.mask_decoder(
-                image_embeddings=embedding.embeddings, image_positional_embeddings=self.positions_1_C_h_w,
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
-        logits_3_h_w = masks_1_1_3_h_w[0, 0].float().cpu().numpy()
-        return Masks(logits_3_h_w, iou_1_1_3[0, 0].float().cpu().numpy(), self.input_px / logits_3_h_w.shape[-1])
+
+def decode_point(model: SamModel, positions_1_C_h_w: torch.Tensor, embeddings_1_C_h_w: torch.Tensor,
+                 x_in: float, y_in: float) -> tuple[np.ndarray, np.ndarray]:
+    """A hover's work: the prompt encoder and mask decoder only (as ``SamModel.forward`` runs them
+    on image embeddings) for a foreground point at ``(x_in, y_in)`` input px, on
+    :data:`DECODE_THREADS`. ``positions_1_C_h_w``: the model's
+    ``get_image_wide_positional_embeddings()``, the same for every hover.
+
+    Returns the three masks' logits ``(3, h, w)`` float32 over the input square and their
+    predicted IoU ``(3,)``."""
+    import torch
+
+    device = embeddings_1_C_h_w.device
+    # SAM's prompt encoder adds half a pixel itself: it takes pixel indices.
+    point_1_1_1_2 = torch.tensor([[[[x_in - 0.5, y_in - 0.5]]]], dtype=torch.float32, device=device)
+    label_1_1_1 = torch.ones((1, 1, 1), dtype=torch.int, device=device)
+    with torch_threads(DECODE_THREADS), torch.inference_mode():
+        sparse, dense = model.prompt_encoder(input_points=point_1_1_1_2, input_labels=label_1_1_1,
+                                             input_boxes=None, input_masks=None)
+        masks_1_1_3_h_w, iou_1_1_3 = model.mask_decoder(
+            image_embeddings=embeddings_1_C_h_w, image_positional_embeddings=positions_1_C_h_w,
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
+    return masks_1_1_3_h_w[0, 0].float().cpu().numpy(), iou_1_1_3[0, 0].float().cpu().numpy()
 
 
 @functools.lru_cache(maxsize=2)
