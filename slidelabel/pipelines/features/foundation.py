@@ -62,6 +62,7 @@ from slidelabel.pipelines.features.foundation_runtime import (
 )
 from slidelabel.pipelines.torch_threads import torch_threads
 from slidelabel.pipelines.weights import find_weights
+from slidelabel.settings import Settings
 
 if TYPE_CHECKING:
     import torch
@@ -73,8 +74,6 @@ logger = logging.getLogger(__name__)
 
 #: The registry name of the extractor; the backbone's name is in its feature names.
 EXTRACTOR_NAME = "foundation"
-BACKBONE_ENV = "SLIDELABEL_FOUNDATION_MODEL"
-DEFAULT_BACKBONE = "uni"
 #: Torch threads while encoding on the CPU; the process's setting is restored afterwards.
 ENCODE_THREADS = min(4, os.cpu_count() or 1)
 #: Memory for the tokens of crops already encoded (MiB): 320 crops of ViT-L/16, 170 of UNI2-h.
@@ -268,10 +267,12 @@ def foundation_extractor(backbone: str, weights_dir: Path | None = None) -> Dens
 
 
 def foundation_extractors() -> list[DenseEmbedding]:
-    """The ``foundation`` extractor of ``$SLIDELABEL_FOUNDATION_MODEL`` (default ``uni``) in a list,
-    or an empty list, logged with what is missing, when the name is unknown, its weights are not
-    found (see :func:`weights_folder`) or a package it needs is not installed. Imports no torch."""
-    name = os.environ.get(BACKBONE_ENV) or DEFAULT_BACKBONE
+    """The ``foundation`` extractor of :class:`~slidelabel.settings.Settings` ``foundation_model``
+    (``$SLIDELABEL_FOUNDATION_MODEL``, default ``uni``) in a list, or an empty list, logged with
+    what is missing, when the name is unknown, its weights are not found (see
+    :func:`weights_folder`) or a package it needs is not installed. Imports no torch."""
+    settings = Settings()
+    name = settings.foundation_model
     try:
         backbone = get_backbone(name)
         weights_folder(backbone)
@@ -280,7 +281,7 @@ def foundation_extractors() -> list[DenseEmbedding]:
             raise ParameterError(f"foundation model {name!r} needs the packages {', '.join(missing)}")
     except ParameterError as error:
         # Most installations have no foundation weights: only say so loudly when one was asked for.
-        (logger.warning if BACKBONE_ENV in os.environ else logger.info)(
+        (logger.warning if "foundation_model" in settings.model_fields_set else logger.info)(
             "feature extractor %r skipped: %s", EXTRACTOR_NAME, error)
         return []
     return [foundation_extractor(name)]
