@@ -68,6 +68,25 @@ describe('LabelStore', () => {
     labels.apply([5], 4);
     expect(labels.counts()).toEqual(new Map([[3, 2], [4, 1]]));
   });
+
+  it('keeps its counts equal to a count of the array through undo, redo, discard and toggles', () => {
+    const recount = (labels: LabelStore) => {
+      const counts = new Map<number, number>();
+      for (const c of labels.categories.subarray(1)) if (c) counts.set(c, (counts.get(c) ?? 0) + 1);
+      return counts;
+    };
+    const labels = new LabelStore(Uint16Array.from([0, 2, 0, 2, 5, 0, 0, 0, 0, 0, 0]));
+    expect(labels.counts()).toEqual(new Map([[2, 2], [5, 1]]));
+    const steps: (() => unknown)[] = [
+      () => labels.apply([1, 2, 3], 5), () => labels.apply([4], 0), () => labels.undo(), () => labels.redo(),
+      () => labels.apply([7, 8], 2), () => labels.apply([8], labels.toggled(8, 2)), () => labels.undo(),
+      () => labels.undo(), () => labels.discard(labels.apply([9, 10, 1], 3)!), () => labels.redo(),
+    ];
+    for (const step of steps) {
+      step();
+      expect(labels.counts()).toEqual(recount(labels));
+    }
+  });
 });
 
 describe('groupWrites', () => {

@@ -28,9 +28,13 @@ export function groupWrites(superpixels: readonly number[], categories: readonly
 export class LabelStore {
   private readonly undone: LabelChange[] = [];
   private readonly done: LabelChange[] = [];
+  /** Labelled superpixels per category id, kept in step with every change (a count over a million entries per label would cost a frame). */
+  private readonly tally = new Map<number, number>();
 
   /** `categories[id]` is the category id of superpixel `id` (0: none); length N + 1. */
-  constructor(readonly categories: Uint16Array, private readonly maxUndo = 200) {}
+  constructor(readonly categories: Uint16Array, private readonly maxUndo = 200) {
+    for (let id = 1; id < categories.length; id += 1) if (categories[id]) this.count(categories[id], 1);
+  }
 
   get size(): number {
     return this.categories.length - 1;
@@ -64,7 +68,7 @@ export class LabelStore {
       if (id < 1 || id > this.size || this.categories[id] === category) continue;
       superpixels.push(id);
       before.push(this.categories[id]);
-      this.categories[id] = category;
+      this.set(id, category);
     }
     if (superpixels.length === 0) return null;
     const change = { superpixels, before, after: category };
@@ -78,7 +82,7 @@ export class LabelStore {
   undo(): { change: LabelChange; writes: LabelWrite[] } | null {
     const change = this.done.pop();
     if (!change) return null;
-    change.superpixels.forEach((id, i) => (this.categories[id] = change.before[i]));
+    change.superpixels.forEach((id, i) => this.set(id, change.before[i]));
     this.undone.push(change);
     return { change, writes: groupWrites(change.superpixels, change.before) };
   }
@@ -87,14 +91,14 @@ export class LabelStore {
   redo(): { change: LabelChange; writes: LabelWrite[] } | null {
     const change = this.undone.pop();
     if (!change) return null;
-    for (const id of change.superpixels) this.categories[id] = change.after;
+    for (const id of change.superpixels) this.set(id, change.after);
     this.done.push(change);
     return { change, writes: [{ superpixels: change.superpixels, category: change.after }] };
   }
 
   /** Takes back `change` after the server refused it: values restored, gone from the history. */
   discard(change: LabelChange): void {
-    change.superpixels.forEach((id, i) => (this.categories[id] = change.before[i]));
+    change.superpixels.forEach((id, i) => this.set(id, change.before[i]));
     for (const stack of [this.done, this.undone]) {
       const at = stack.indexOf(change);
       if (at >= 0) stack.splice(at, 1);
@@ -103,11 +107,20 @@ export class LabelStore {
 
   /** Labelled superpixels per category id. */
   counts(): Map<number, number> {
-    const counts = new Map<number, number>();
-    for (let id = 1; id < this.categories.length; id += 1) {
-      const category = this.categories[id];
-      if (category) counts.set(category, (counts.get(category) ?? 0) + 1);
-    }
-    return counts;
+    return new Map(this.tally);
+  }
+
+  private set(id: number, category: number): void {
+    const before = this.categories[id];
+    if (before === category) return;
+    if (before) this.count(before, -1);
+    if (category) this.count(category, 1);
+    this.categories[id] = category;
+  }
+
+  private count(category: number, by: number): void {
+    const count = (this.tally.get(category) ?? 0) + by;
+    if (count) this.tally.set(category, count);
+    else this.tally.delete(category);
   }
 }

@@ -1,7 +1,7 @@
 // The deep-zoom slide with the superpixel overlay, on GeoJS. The overlay is a pixelmap layer:
 // the GPU reads each pixel's superpixel id from the index tiles (id = R + 256 G + 65536 B) and
 // looks its colour up in a table of one RGBA per superpixel, so a new label recolours by
-// updating one table entry, with no tile fetched again. Coordinates are level-0 pixels.
+// updating one table entry (and uploading its row of the table), with no tile fetched again. Coordinates are level-0 pixels.
 
 import geo, { type Bounds, type GeoPoint, type Layer, type Map as GeoMap } from 'geojs';
 import type { TileMetadata } from '../api/types';
@@ -82,7 +82,6 @@ export class SlideViewer {
     this.slideLayer = this.map.createLayer('osm', {
       ...params.layer, url: source.tileUrl, crossDomain: undefined, keepLower: false });
     this.table = new Uint8ClampedArray((source.superpixels + 1) * 4);
-    const table = () => this.table;
     this.overlay = this.map.createLayer('pixelmap', {
       ...params.layer,
       url: source.indexUrl,
@@ -90,13 +89,10 @@ export class SlideViewer {
       // Coarser index tiles drawn under the finest would also stack translucent colours and
       // outlines (thick blocky outlines).
       keepLower: false,
-      data: new Array(source.superpixels + 1).fill(0),
-      style: {
-        color: (_d: unknown, i: number) => {
-          const t = table();
-          return { r: t[i * 4] / 255, g: t[i * 4 + 1] / 255, b: t[i * 4 + 2] / 255, a: t[i * 4 + 3] / 255 };
-        },
-      },
+      // The colours come from the overlay shader's own table (./colourTexture); GeoJS's pixelmap
+      // table, which it uploads whole on every change, is left at one unused entry.
+      data: [0],
+      style: { color: { r: 0, g: 0, b: 0, a: 0 } },
     });
     this.shader = installOverlayShader(this.overlay, metadata); // before the first draw builds the shader
     for (const event of [geo.event.pan, geo.event.zoom]) this.map.geoOn(event, () => this.viewChanged());
@@ -105,12 +101,14 @@ export class SlideViewer {
   /** Shows `table` ((N + 1) x RGBA) as the overlay's colours. */
   setColours(table: Uint8ClampedArray): void {
     this.table = table;
-    this.overlay.indexModified(0, this.source.superpixels).draw();
+    this.shader.setColours(table);
+    this.overlay.draw();
   }
 
   /** Redraws superpixels `first..last` after their entries of the table changed in place. */
   coloursChanged(first: number, last: number): void {
-    this.overlay.indexModified(first, last).draw();
+    this.shader.coloursChanged(this.table, first, last);
+    this.overlay.draw();
   }
 
   setOpacity(opacity: number): void {

@@ -38,7 +38,7 @@ export class SlideSession {
     node: HTMLElement): Promise<SlideSession> {
     const [metadata, table, labels] = await Promise.all([
       api.tileMetadata(projectId, slide.id),
-      api.superpixels(projectId, slide.id),
+      api.superpixelCentroids(projectId, slide.id),
       api.labelArray(projectId, slide.id, 'mine'),
     ]);
     const viewer = new SlideViewer(node, {
@@ -46,7 +46,7 @@ export class SlideSession {
       superpixels: table.ids.length,
     });
     const session = new SlideSession(slide, viewer, new LabelStore(labels),
-      new CentroidIndex(table.ids, table.centroid_level0, 512), null, null, categories);
+      new CentroidIndex(table.ids, table.centroids, 512), null, null, categories);
     await session.loadPredictions(api, projectId);
     return session;
   }
