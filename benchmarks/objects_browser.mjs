@@ -26,11 +26,6 @@ try {
 
   // Time to the first overlay: from opening the view to the first index tile drawn with the
   // colour table in place (the legend shows once the session has its table and labels).
-  const bytes = {};
-  page.on('response', async (response) => {
-    const path = new URL(response.url()).pathname.replace(/.*\/slides\/\d+/, '');
-    if (/^\/(superpixels|labels\.bin)$/.test(path)) bytes[path] = (await response.body().catch(() => Buffer.alloc(0))).length;
-  });
   const opened = Date.now();
   const firstIndexTile = page.waitForResponse((r) => r.url().includes('/superpixel-tiles/'));
   await page.goto(`${url}/#/p/${projectId}/slides/${slideId}/label`);
@@ -66,16 +61,18 @@ try {
   const clickMs = await durations(page, 'label-to-overlay');
 
   // Brush: each mouse move of a stroke recolours the cells it reaches; timed from the move's
-  // event to the end of the next frame, the way the app's label-to-overlay measure is.
+  // event to the frame that shows it, the way the app's label-to-overlay measure is: once with
+  // 150 ms between moves (as the clicks), once with the moves back to back, where each waits
+  // for the frame before it (on this software GPU, the shading of the whole view).
   await page.keyboard.press('2');
   await page.keyboard.press('b');
-  const brushMs = [];
-  for (let s = 0; s < Number(strokes); s += 1) {
-    const y = centre.y - 200 + s * 100;
+  const stroke = async (y, pauseMs) => {
+    const times = [];
     await page.mouse.move(centre.x - 300, y);
     await page.mouse.down();
     for (let k = 1; k <= 12; k += 1) {
-      brushMs.push(await page.evaluate(([x, y]) => new Promise((resolve) => {
+      if (pauseMs) await page.waitForTimeout(pauseMs);
+      times.push(await page.evaluate(([x, y]) => new Promise((resolve) => {
         const start = performance.now();
         window.dispatchEvent(new MouseEvent('mousemove', { clientX: x, clientY: y, bubbles: true }));
         requestAnimationFrame(() => resolve(performance.now() - start));
@@ -83,6 +80,13 @@ try {
     }
     await page.mouse.up();
     await page.waitForTimeout(300);
+    return times;
+  };
+  const brushMs = [];
+  const brushContinuousMs = [];
+  for (let s = 0; s < Number(strokes); s += 1) {
+    brushMs.push(...await stroke(centre.y - 200 + s * 100, 150));
+    brushContinuousMs.push(...await stroke(centre.y - 150 + s * 100, 0));
   }
   if (profiler) {
     const { profile } = await profiler.send('Profiler.stop');
@@ -98,12 +102,37 @@ try {
     for (const v of new Uint16Array(await response.arrayBuffer())) if (v) counts[v] = (counts[v] ?? 0) + 1;
     return counts;
   }, [projectId, slideId]);
+  // What else a labeller waits for on this slide, fetched by the page after the labelling (ms, body bytes).
+  const server = await page.evaluate(async ([p, s]) => {
+    const slide = `/api/v1/projects/${p}/slides/${s}`;
+    const timed = async (path, init = {}) => {
+      const start = performance.now();
+      const response = await fetch(path, { ...init, headers: {
+        Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}`, 'Content-Type': 'application/json' } });
+      const body = await response.arrayBuffer();
+      return { ms: +(performance.now() - start).toFixed(1), status: response.status, bytes: body.byteLength };
+    };
+    const levels = (await (await fetch(`${slide}/tiles`, { headers: {
+      Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}` } })).json()).levels;
+    return {
+      superpixels_binary: await timed(`${slide}/superpixels?format=binary`),
+      labels_bin: await timed(`${slide}/labels.bin?view=mine`),
+      labels_json: await timed(`${slide}/labels`),
+      label_50: await timed(`${slide}/labels`, { method: 'PUT', body: JSON.stringify({
+        superpixels: Array.from({ length: 50 }, (_, i) => 1 + i * 997), category_id: null, epoch: 0 }) }),
+      index_tile_new: await timed(`${slide}/superpixel-tiles/${levels - 1}/7/9.png`),
+      index_tile_coarse: await timed(`${slide}/superpixel-tiles/${Math.max(0, levels - 5)}/1/1.png`),
+      review_first_page: await timed(`/api/v1/projects/${p}/review?slide_id=${s}&limit=100`),
+      export_geojson_labels: await timed(`${slide}/export/geojson?source=labels&dissolve=false`),
+      labels_summary: await timed(`/api/v1/projects/${p}/labels/summary`),
+    };
+  }, [projectId, slideId]);
   console.log(JSON.stringify({
-    click_to_overlay_ms: summary(clickMs), brush_to_overlay_ms: summary(brushMs),
+    click_to_overlay_ms: summary(clickMs), brush_to_overlay_ms: summary(brushMs), brush_back_to_back_ms: summary(brushContinuousMs),
     view_to_legend_ms: legendMs, view_to_first_overlay_ms: firstOverlayMs,
     js_heap_used_mb: heap ? +(heap.used / 2 ** 20).toFixed(1) : null,
     js_heap_total_mb: heap ? +(heap.total / 2 ** 20).toFixed(1) : null,
-    response_bytes: bytes, labels_saved_by_category: labelled, page_errors: errors,
+    server_routes: server, labels_saved_by_category: labelled, page_errors: errors,
   }));
 } finally {
   await browser.close();

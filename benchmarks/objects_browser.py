@@ -95,19 +95,20 @@ def project_on(scratch: Path, data_dir: Path, side: int) -> tuple[int, int, int]
     return project_id, slide_id, n
 
 
-def group_peak_rss_mb(group: int) -> float:
-    """Sum of the peak resident memory (VmHWM) of the processes of process group ``group``, MB."""
-    total_kb = 0
-    for status in Path("/proc").glob("[0-9]*/stat"):
+def group_peak_rss_mb(group: int) -> dict:
+    """Peak resident memory (VmHWM, MB) of each process of process group ``group`` (the server
+    and its job workers) and their sum (shared pages counted once per process)."""
+    peaks = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(status.read_text().rsplit(")", 1)[1].split()[2]) != group:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
                 continue
-            for line in (status.parent / "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total_kb += int(line.split()[1])
-        except (OSError, ValueError, IndexError):
+            hwm = next(line for line in (stat.parent / "status").read_text().splitlines() if line.startswith("VmHWM:"))
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            peaks.append({"command": " ".join(command.split()[1:5]), "peak_mb": round(int(hwm.split()[1]) / 1024, 1)})
+        except (OSError, ValueError, IndexError, StopIteration):
             continue
-    return round(total_kb / 1024, 1)
+    return {"sum_mb": round(sum(p["peak_mb"] for p in peaks), 1), "processes": peaks}
 
 
 def wait_for(url: str, server: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -155,7 +156,7 @@ def measure(scratch: Path, side: int, *, clicks: int, strokes: int) -> dict:
     if out.returncode:
         raise RuntimeError(f"objects_browser.mjs failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}\n"
                            f"server log:\n{(data_dir / 'server.log').read_text()[-3000:]}")
-    return {"segments": n, **json.loads(out.stdout.strip().splitlines()[-1]), "server_peak_rss_mb": peak}
+    return {"segments": n, **json.loads(out.stdout.strip().splitlines()[-1]), "server_peak_rss": peak}
 
 
 def main() -> None:
