@@ -127,12 +127,14 @@ export class SmartTool {
     this.pending?.abort();
     const pending = new AbortController();
     this.pending = pending;
+    const asking = performance.now();
     try {
       const found = await this.api.samSuggest(this.projectId, this.session.slide.id, {
         region_level0: [region[0], region[1], region[2], region[3]], x_level0: point.x, y_level0: point.y,
         downsample: this.session.viewer.level0PerScreenPixel() }, pending.signal);
       if (asked !== this.asked || !this.active) return; // the cursor moved on meanwhile
       this.pending = null;
+      performance.measure('smart-request', { start: asking });
       this.propose3(found.scales.map((s) => ({ superpixels: s.superpixels,
         outline: s.outline_level0.map(([x, y]) => ({ x, y })), score: s.score ?? null })), restedAt);
     } catch (error) {
@@ -159,9 +161,13 @@ export class SmartTool {
   }
 
   private propose3(scales: Scale[], restedAt: number): void {
+    const answered = performance.now();
     this.scales = new SuggestionScales(scales, this.preferred);
     this.show();
-    this.session.viewer.afterFrame(() => performance.measure('smart-rest-to-outline', { start: restedAt }));
+    this.session.viewer.afterFrame(() => {
+      performance.measure('smart-rest-to-outline', { start: restedAt });
+      performance.measure('smart-answer-to-outline', { start: answered });
+    });
   }
 
   private show(): void {
