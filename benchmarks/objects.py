@@ -83,7 +83,8 @@ def cells_geojson(path: Path, side: int, cells: int, shapes: list[np.ndarray], s
             row, col = divmod(i, per_row)
             ring = shapes[rng.integers(len(shapes))] + (col * step + rng.uniform(0, step / 4),
                                                         row * step + rng.uniform(0, step / 4))
-            coords = ",".join(f"[{x:.1f},{y:.1f}]" for x, y in np.vstack([ring, ring[:1]]))
+            closed = np.vstack([ring, ring[:1]])
+            coords = ",".join(["[%.1f,%.1f]"] * len(closed)) % tuple(closed.ravel().tolist())
             file.write(('' if i == 0 else ',\n') + '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[['
                        + coords + ']]},"properties":{"classification":{"name":"' + ("Tumor" if i % 3 else "Lymphocyte") + '"}}}')
         file.write("\n]}\n")
