@@ -24,6 +24,12 @@ try {
   await page.click('button[type=submit]');
   await page.waitForSelector('h1:text("Projects")');
 
+  // SLIDELABEL_BENCH_PROFILE=PATH: a CPU profile from opening the view to the end of the labelling for Chrome's DevTools.
+  const profiler = process.env.SLIDELABEL_BENCH_PROFILE ? await page.context().newCDPSession(page) : null;
+  if (profiler) {
+    await profiler.send('Profiler.enable');
+    await profiler.send('Profiler.start');
+  }
   // Time to the first overlay: from opening the view to the first index tile drawn with the
   // colour table in place (the legend shows once the session has its table and labels).
   const opened = Date.now();
@@ -45,12 +51,6 @@ try {
   for (let i = 0; i < presses; i += 1) await page.keyboard.press('+');
   await page.waitForTimeout(4000); // the tiles of the new view
 
-  // SLIDELABEL_BENCH_PROFILE=PATH: a CPU profile of the labelling (clicks and brush) for Chrome's DevTools.
-  const profiler = process.env.SLIDELABEL_BENCH_PROFILE ? await page.context().newCDPSession(page) : null;
-  if (profiler) {
-    await profiler.send('Profiler.enable');
-    await profiler.send('Profiler.start');
-  }
   await page.keyboard.press('1');
   for (let i = 0; i < Number(clicks); i += 1) {
     const dx = ((i % 10) - 5) * 60;
