@@ -51,9 +51,10 @@ function figures(epochs: GalleryEpoch[]): HTMLElement {
   const curve = learningCurve(sorted);
   const score = (key: string) => sorted.map((e) => (typeof e.metrics[key] === 'number' ? (e.metrics[key] as number) : null));
   return h('div', { id: 'gallery-figures' },
+    // The server's stopping sentence already gives the estimated accuracy and the change.
     h('p', { class: 'figures' }, `Epoch ${latest.number}, trained on ${latest.labels} labels`,
-      accuracy && `; estimated accuracy ${accuracyText(accuracy)}`,
-      changed !== null && `; predictions changed since the previous epoch: ${percentText(changed)}`),
+      !stopping && accuracy && `; estimated accuracy ${accuracyText(accuracy)}`,
+      !stopping && changed !== null && `; predictions changed since the previous epoch: ${percentText(changed)}`),
     stopping && h('p', { class: 'sentence' }, stopping.sentence),
     h('div', { class: 'charts' },
       curve.length > 0 && learningCurveChart('Learning curve: estimated accuracy by labels', curve),
