@@ -93,6 +93,9 @@ try {
     writeFileSync(process.env.SLIDELABEL_BENCH_PROFILE, JSON.stringify(profile));
   }
   if (process.env.SLIDELABEL_BENCH_SCREENSHOT) await page.screenshot({ path: process.env.SLIDELABEL_BENCH_SCREENSHOT });
+  // The live heap: what is left after a full garbage collection.
+  const devtools = await page.context().newCDPSession(page);
+  await devtools.send('HeapProfiler.collectGarbage');
   const heap = await page.evaluate(() => performance.memory && {
     used: performance.memory.usedJSHeapSize, total: performance.memory.totalJSHeapSize });
   const labelled = await page.evaluate(async ([p, s]) => {

@@ -3,16 +3,32 @@ import { BrushStroke, CentroidIndex, strokePoints } from '../src/state/brush';
 
 // A 10 x 10 grid of superpixels 100 px apart, centroids at (50 + 100 i, 50 + 100 j), id = 1 + i + 10 j.
 const ids: number[] = [];
-const centroids: number[][] = [];
+const centroids: number[] = []; // x, y of each in turn
 for (let j = 0; j < 10; j += 1) {
   for (let i = 0; i < 10; i += 1) {
     ids.push(1 + i + 10 * j);
-    centroids.push([50 + 100 * i, 50 + 100 * j]);
+    centroids.push(50 + 100 * i, 50 + 100 * j);
   }
 }
 const index = new CentroidIndex(ids, centroids, 128);
 
 describe('CentroidIndex', () => {
+  it('answers as a search of every centroid does, near and past the edges of its grid', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    const xy = Float32Array.from({ length: 2 * 500 }, () => random() * 3000);
+    const scattered = new CentroidIndex(Uint32Array.from({ length: 500 }, (_, i) => i + 1), xy, 256);
+    for (let q = 0; q < 50; q += 1) {
+      const point = { x: random() * 3600 - 300, y: random() * 3600 - 300 };
+      const radius = random() * 400;
+      const expected = [];
+      for (let i = 0; i < 500; i += 1) {
+        if ((xy[2 * i] - point.x) ** 2 + (xy[2 * i + 1] - point.y) ** 2 <= radius * radius) expected.push(i + 1);
+      }
+      expect(scattered.within(point, radius).sort((a, b) => a - b)).toEqual(expected);
+    }
+  });
+
   it('finds the centroids within a radius, across grid cells', () => {
     expect(index.within({ x: 150, y: 150 }, 10).sort((a, b) => a - b)).toEqual([12]);
     expect(index.within({ x: 100, y: 100 }, 71).sort((a, b) => a - b)).toEqual([1, 2, 11, 12]);

@@ -54,7 +54,7 @@ describe('vertexPairs', () => {
 
 describe('centroidsInside', () => {
   it('previews the superpixels whose centroid the polygon encloses', () => {
-    const index = new CentroidIndex([1, 2, 3, 4], [[5, 5], [12, 5], [5, 12], [30, 30]], 8);
+    const index = new CentroidIndex([1, 2, 3, 4], [5, 5, 12, 5, 5, 12, 30, 30], 8);
     const triangle = [{ x: 0, y: 0 }, { x: 20, y: 0 }, { x: 0, y: 20 }];
     expect(centroidsInside(index, triangle).sort()).toEqual([1, 2, 3]);
     expect(insidePolygon({ x: 11, y: 11 }, triangle)).toBe(false);

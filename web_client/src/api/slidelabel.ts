@@ -83,17 +83,14 @@ export class SlidelabelApi {
   // viewer data
   tileMetadata = (p: number, s: number) => this.http.json<T.TileMetadata>('GET', `${slide(p, s)}/tiles`);
   /**
-   * The superpixels' ids and level-0 centroids ([x, y]), read from the table's binary form (the
-   * JSON of a million segments is some 60 MB to parse; this is 32 bytes a segment, as typed arrays).
+   * The superpixels' ids and level-0 centroids (x, y of each in turn), read from the table's
+   * binary form (the JSON of a million segments is some 60 MB to parse; this is 32 bytes a
+   * segment, kept as typed arrays).
    */
-  async superpixelCentroids(p: number, s: number): Promise<{ ids: number[]; centroids: number[][] }> {
+  async superpixelCentroids(p: number, s: number): Promise<{ ids: Uint32Array; xy: Float32Array }> {
     const bytes = await this.http.bytes(`${slide(p, s)}/superpixels`, { format: 'binary' });
     const n = bytes.byteLength / 32; // ids uint32, bbox int32 x 4, centroid float32 x 2, area uint32
-    const xy = new Float32Array(bytes, 20 * n, 2 * n);
-    return {
-      ids: Array.from(new Uint32Array(bytes, 0, n)),
-      centroids: Array.from({ length: n }, (_, i) => [xy[2 * i], xy[2 * i + 1]]),
-    };
+    return { ids: new Uint32Array(bytes, 0, n), xy: new Float32Array(bytes.slice(20 * n, 28 * n)) };
   }
   tileUrl = (p: number, s: number) => this.http.url(`${slide(p, s)}/tiles/{z}/{x}/{y}.jpg`);
   indexTileUrl = (p: number, s: number) => this.http.url(`${slide(p, s)}/superpixel-tiles/{z}/{x}/{y}.png`);

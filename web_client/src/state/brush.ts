@@ -8,26 +8,40 @@ export interface Point {
 
 /**
  * Superpixel centroids in a uniform grid of `cellPx` level-0 pixels, for "which superpixels lie
- * within r of this point" in time proportional to the answer.
+ * within r of this point" in time proportional to the answer. Typed arrays throughout (cells as
+ * offsets into one array of rows, sorted by cell), so a million centroids take 16 MB.
  */
 export class CentroidIndex {
-  private readonly cells = new Map<number, number[]>();
   private readonly columns: number;
+  private readonly rows: number;
+  /** The rows (positions in `ids`) of cell k are `members[starts[k]..starts[k + 1]]`. */
+  private readonly starts: Int32Array;
+  private readonly members: Int32Array;
 
-  /** `ids[i]` has its centroid at `centroids[i]` = [x_base, y_base]. */
+  /** `ids[i]` has its centroid at (`xy[2 i]`, `xy[2 i + 1]`) = (x_base, y_base). */
   constructor(
-    private readonly ids: readonly number[],
-    private readonly centroids: readonly (readonly number[])[],
+    private readonly ids: ArrayLike<number>,
+    private readonly xy: ArrayLike<number>,
     private readonly cellPx = 256,
   ) {
-    const maxX = centroids.reduce((m, c) => Math.max(m, c[0]), 0);
+    let maxX = 0;
+    let maxY = 0;
+    for (let i = 0; i < ids.length; i += 1) {
+      maxX = Math.max(maxX, xy[2 * i]);
+      maxY = Math.max(maxY, xy[2 * i + 1]);
+    }
     this.columns = Math.floor(maxX / cellPx) + 1;
-    centroids.forEach((c, i) => {
-      const key = this.key(Math.floor(c[0] / cellPx), Math.floor(c[1] / cellPx));
-      const cell = this.cells.get(key) ?? [];
-      cell.push(i);
-      this.cells.set(key, cell);
-    });
+    this.rows = Math.floor(maxY / cellPx) + 1;
+    const cellOf = new Int32Array(ids.length);
+    this.starts = new Int32Array(this.columns * this.rows + 1);
+    for (let i = 0; i < ids.length; i += 1) {
+      cellOf[i] = this.key(Math.floor(Math.max(0, xy[2 * i]) / cellPx), Math.floor(Math.max(0, xy[2 * i + 1]) / cellPx));
+      this.starts[cellOf[i] + 1] += 1;
+    }
+    for (let k = 1; k < this.starts.length; k += 1) this.starts[k] += this.starts[k - 1];
+    this.members = new Int32Array(ids.length);
+    const next = this.starts.slice(0, -1);
+    for (let i = 0; i < ids.length; i += 1) this.members[next[cellOf[i]]++] = i;
   }
 
   private key(column: number, row: number): number {
@@ -41,7 +55,7 @@ export class CentroidIndex {
 
   /** `within`, with each one's centroid. */
   withPoints(point: Point, radius: number): [number, Point][] {
-    return this.rowsWithin(point, radius).map((i) => [this.ids[i], { x: this.centroids[i][0], y: this.centroids[i][1] }]);
+    return this.rowsWithin(point, radius).map((i) => [this.ids[i], { x: this.xy[2 * i], y: this.xy[2 * i + 1] }]);
   }
 
   private rowsWithin(point: Point, radius: number): number[] {
@@ -49,11 +63,13 @@ export class CentroidIndex {
     const r2 = radius * radius;
     const [c0, c1] = [Math.floor((point.x - radius) / this.cellPx), Math.floor((point.x + radius) / this.cellPx)];
     const [r0, r1] = [Math.floor((point.y - radius) / this.cellPx), Math.floor((point.y + radius) / this.cellPx)];
-    for (let row = Math.max(0, r0); row <= r1; row += 1) {
+    for (let row = Math.max(0, r0); row <= Math.min(this.rows - 1, r1); row += 1) {
       for (let column = Math.max(0, c0); column <= Math.min(this.columns - 1, c1); column += 1) {
-        for (const i of this.cells.get(this.key(column, row)) ?? []) {
-          const dx = this.centroids[i][0] - point.x;
-          const dy = this.centroids[i][1] - point.y;
+        const cell = this.key(column, row);
+        for (let m = this.starts[cell]; m < this.starts[cell + 1]; m += 1) {
+          const i = this.members[m];
+          const dx = this.xy[2 * i] - point.x;
+          const dy = this.xy[2 * i + 1] - point.y;
           if (dx * dx + dy * dy <= r2) found.push(i);
         }
       }
@@ -66,7 +82,7 @@ export class CentroidIndex {
     let best = 0;
     let bestD2 = radius * radius;
     for (const i of this.rowsWithin(point, radius)) {
-      const d2 = (this.centroids[i][0] - point.x) ** 2 + (this.centroids[i][1] - point.y) ** 2;
+      const d2 = (this.xy[2 * i] - point.x) ** 2 + (this.xy[2 * i + 1] - point.y) ** 2;
       if (d2 <= bestD2) [best, bestD2] = [this.ids[i], d2];
     }
     return best;

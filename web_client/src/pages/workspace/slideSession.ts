@@ -46,7 +46,7 @@ export class SlideSession {
       superpixels: table.ids.length,
     });
     const session = new SlideSession(slide, viewer, new LabelStore(labels),
-      new CentroidIndex(table.ids, table.centroids, 512), null, null, categories);
+      new CentroidIndex(table.ids, table.xy, 512), null, null, categories);
     await session.loadPredictions(api, projectId);
     return session;
   }
