@@ -27,6 +27,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Seconds a setup request may take (httpx's default, 5 s, is too short on a busy CI machine).
+SETUP_TIMEOUT_S = 120
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
     """``slidelabel serve`` at its defaults on a free port, in its own process group."""
@@ -71,9 +75,11 @@ def _endless_upload(base: str, headers: dict, project_id: int) -> None:
 
 def test_sigterm_stops_serve_while_a_slow_upload_is_open(serve):
     process, base, data_dir = serve
-    token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD}).json()["token"]
+    token = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD},
+                       timeout=SETUP_TIMEOUT_S).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
-    project = httpx.post(f"{base}/projects", headers=headers, json={"name": "p"}).json()
+    # The first project loads the registries it is checked against: slow on a loaded machine.
+    project = httpx.post(f"{base}/projects", headers=headers, json={"name": "p"}, timeout=SETUP_TIMEOUT_S).json()
     threading.Thread(target=_endless_upload, args=(base, headers, project["id"]), daemon=True).start()
     for _ in range(100):
         if list(data_dir.rglob(".upload-*")):
