@@ -101,7 +101,8 @@ export function installOverlayShader(overlay: Layer, metadata: TileMetadata): Ov
   };
 }
 
-function install(overlay: Layer, metadata: TileMetadata, colours: ColourTexture): { outlines: Uniform; opacity: Uniform; rows: Uniform } {
+function install(overlay: Layer, metadata: TileMetadata, colours: ColourTexture
+): { outlines: Uniform; opacity: Uniform; rows: Uniform } {
   const vgl = (geo as unknown as { vgl: Record<string, any> }).vgl;
   const quad = overlay.features().find((f) => f.featureType === 'quad') as unknown as QuadFeature;
   const outlines: Uniform = new vgl.uniform(vgl.GL.FLOAT, 'outlines');

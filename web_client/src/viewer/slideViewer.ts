@@ -1,7 +1,8 @@
 // The deep-zoom slide with the superpixel overlay, on GeoJS. The overlay is a pixelmap layer:
 // the GPU reads each pixel's superpixel id from the index tiles (id = R + 256 G + 65536 B) and
 // looks its colour up in a table of one RGBA per superpixel, so a new label recolours by
-// updating one table entry (and uploading its row of the table), with no tile fetched again. Coordinates are level-0 pixels.
+// updating one table entry (and uploading its row of the table), with no tile fetched again.
+// Coordinates are level-0 pixels.
 
 import geo, { type Bounds, type GeoPoint, type Layer, type Map as GeoMap } from 'geojs';
 import type { TileMetadata } from '../api/types';
