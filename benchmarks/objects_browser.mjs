@@ -10,7 +10,8 @@ import { durations, launchBrowser, median } from '../tests/web/browser.mjs';
 
 const [url, user, password, projectId, slideId, side, clicks, strokes] = process.argv.slice(2);
 const p95 = (values) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * 0.95))];
-const summary = (values) => ({ median: +median(values).toFixed(1), p95: +p95(values).toFixed(1), n: values.length });
+const summary = (values) => ({
+  median: +median(values).toFixed(1), p95: +p95(values).toFixed(1), n: values.length, in_order: values.map((v) => +v.toFixed(1)) });
 
 const browser = await launchBrowser();
 try {
