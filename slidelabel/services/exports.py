@@ -48,6 +48,12 @@ PLACEHOLDER_GIRDER_ID = "0" * 24
 _GIRDER_ID = re.compile(r"^[0-9a-f]{24}$")
 #: Superpixels traced per pass for one shape per superpixel (a few tens of MB of boundaries).
 SUPERPIXELS_PER_PASS = 2000
+#: A pass's window may cover this many times its superpixels' boxes, and at least
+#: MIN_WINDOW_PX working pixels, so that close neighbours share a pass.
+WINDOW_SLACK = 4
+MIN_WINDOW_PX = 512 * 512
+#: Side (working pixels) of the grid cells whose row-major order passes take superpixels in.
+BATCH_CELL_PX = 512
 
 
 class Source(enum.StrEnum):
@@ -130,26 +136,63 @@ def slide_classes(session: Session, files: ProjectFiles, slide: Slide, source: S
 def classified_polygons(classes: SlideClasses, *, dissolve: bool = True, tolerance: float = 1.0
                         ) -> dict[int, list[Polygon]]:
     """Polygons in level-0 pixels keyed by category id (``dissolve``: neighbouring superpixels of
-    one category merged) or by superpixel id (one shape per superpixel, traced
-    :data:`SUPERPIXELS_PER_PASS` at a time over the rows they span, so memory stays bounded on
-    fully labelled slides); ``tolerance`` in working pixels."""
+    one category merged) or by superpixel id (one shape per superpixel, traced a batch of nearby
+    ones at a time over their bounding window, see :func:`nearby_batches`, so memory stays bounded
+    on fully labelled slides and a few labels on a large slide read little of it); ``tolerance``
+    in working pixels."""
     labels_path = classes.folder / LABELS_FILE
     region_of_id = np.zeros(classes.count + 1, np.int64)
     if dissolve:
         region_of_id[classes.superpixels_M] = classes.category_ids_M
         return label_map_polygons(labels_path, region_of_id, downsample=classes.downsample, tolerance=tolerance)
-    region_of_id[classes.superpixels_M] = classes.superpixels_M
-    bbox_level0 = read_table(classes.folder / TABLE_FILE).bbox_level0
+    bbox_level0_N_4 = read_table(classes.folder / TABLE_FILE).bbox_level0
+    box_M_4 = bbox_level0_N_4[classes.superpixels_M - 1].astype(np.float64) / classes.downsample
+    box_M_4 = np.concatenate([np.floor(box_M_4[:, :2]), np.ceil(box_M_4[:, 2:])], axis=1).astype(np.int64)
+    batches = nearby_batches(box_M_4)
+    # Regions are numbered batch after batch, so each batch is one range of regions to trace.
+    order_M = np.concatenate(batches)
+    region_of_id[classes.superpixels_M[order_M]] = np.arange(1, order_M.size + 1)
     polygons: dict[int, list[Polygon]] = {}
-    ids_M = np.sort(classes.superpixels_M)
-    for start in range(0, ids_M.size, SUPERPIXELS_PER_PASS):
-        batch = ids_M[start:start + SUPERPIXELS_PER_PASS]
-        top = int(bbox_level0[batch - 1, 1].min() // classes.downsample)
-        bottom = int(-(-bbox_level0[batch - 1, 3].max() // classes.downsample))
-        polygons.update(label_map_polygons(labels_path, region_of_id, downsample=classes.downsample,
-                                           tolerance=tolerance, rows=(top - 1, bottom + 1),
-                                           regions=(int(batch[0]), int(batch[-1]) + 1)))
+    start = 0
+    for batch in batches:
+        left, top = box_M_4[batch, :2].min(axis=0)
+        right, bottom = box_M_4[batch, 2:].max(axis=0)
+        traced = label_map_polygons(labels_path, region_of_id, downsample=classes.downsample, tolerance=tolerance,
+                                    rows=(int(top) - 1, int(bottom) + 1), cols=(int(left) - 1, int(right) + 1),
+                                    regions=(start + 1, start + batch.size + 1))
+        polygons.update({int(classes.superpixels_M[order_M[region - 1]]): parts for region, parts in traced.items()})
+        start += batch.size
     return polygons
+
+
+def nearby_batches(box_M_4: np.ndarray) -> list[np.ndarray]:
+    """Rows of ``box_M_4`` (``left, top, right, bottom`` in working pixels) in batches of at most
+    :data:`SUPERPIXELS_PER_PASS` whose bounding window stays within :data:`WINDOW_SLACK` times
+    their boxes' area (or :data:`MIN_WINDOW_PX`): dense superpixels read the map less than twice,
+    scattered ones little more than their own boxes. Taken in row-major order of
+    :data:`BATCH_CELL_PX` cells of their centres."""
+    centre_M_2 = (box_M_4[:, :2] + box_M_4[:, 2:]) // 2 // BATCH_CELL_PX
+    order = np.lexsort((np.arange(len(box_M_4)), centre_M_2[:, 0], centre_M_2[:, 1]))
+    area_M = np.prod(box_M_4[:, 2:] - box_M_4[:, :2], axis=1).astype(np.float64)
+    batches, current = [], []
+    left = top = right = bottom = 0
+    covered = 0.0
+    for row in order.tolist():
+        l, t, r, b = box_M_4[row].tolist()
+        if current:
+            grown = (max(right, r) - min(left, l)) * (max(bottom, b) - min(top, t))
+            if len(current) >= SUPERPIXELS_PER_PASS or grown > max(WINDOW_SLACK * (covered + area_M[row]),
+                                                                   MIN_WINDOW_PX):
+                batches.append(np.array(current))
+                current, covered = [], 0.0
+        if not current:
+            left, top, right, bottom = l, t, r, b
+        left, top, right, bottom = min(left, l), min(top, t), max(right, r), max(bottom, b)
+        current.append(row)
+        covered += area_M[row]
+    if current:
+        batches.append(np.array(current))
+    return batches
 
 
 def rgb(color: str) -> list[int]:

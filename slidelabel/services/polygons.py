@@ -67,6 +67,7 @@ def ring_area(ring_K_2: np.ndarray) -> float:
 
 def label_map_polygons(labels_path: Path, region_of_id: np.ndarray, *, downsample: float,
                        tolerance: float = 1.0, tile_size: int = 2048, rows: tuple[int, int] | None = None,
+                       cols: tuple[int, int] | None = None,
                        regions: tuple[int, int] | None = None) -> dict[int, list[Polygon]]:
     """Polygons of the regions of a superpixel label map, reading one tile at a time.
 
@@ -87,6 +88,8 @@ def label_map_polygons(labels_path: Path, region_of_id: np.ndarray, *, downsampl
         Working rows ``[first, stop)`` to read; outside them there is no region. Give one row more
         on each side than the regions traced span, so that their corners are judged as in the
         whole map.
+    cols : (int, int), optional
+        Working columns ``[first, stop)`` to read, as ``rows``.
     regions : (int, int), optional
         Trace only regions ``low <= region < high``; the others still decide where shared
         boundaries are cut, so calls for different ranges simplify a boundary the same way.
@@ -112,11 +115,11 @@ def label_map_polygons(labels_path: Path, region_of_id: np.ndarray, *, downsampl
         return region_of_id[ids]
 
     return _trace(read, height, width, downsample=downsample, tolerance=tolerance, tile_size=tile_size, rows=rows,
-                  regions=regions)
+                  cols=cols, regions=regions)
 
 
 def array_polygons(regions_H_W: np.ndarray, *, downsample: float = 1.0, tolerance: float = 1.0,
-                   tile_size: int = 2048, rows: tuple[int, int] | None = None,
+                   tile_size: int = 2048, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
                    regions: tuple[int, int] | None = None) -> dict[int, list[Polygon]]:
     """:func:`label_map_polygons` of a region map already in memory (0 = no region).
 
@@ -129,39 +132,47 @@ def array_polygons(regions_H_W: np.ndarray, *, downsample: float = 1.0, toleranc
         raise ValueError(f"regions must be a 2-D integer array, got {regions_H_W.ndim}-D {regions_H_W.dtype}")
     height, width = regions_H_W.shape
     return _trace(lambda top, left, h, w: regions_H_W[top:top + h, left:left + w], height, width,
-                  downsample=downsample, tolerance=tolerance, tile_size=tile_size, rows=rows, regions=regions)
+                  downsample=downsample, tolerance=tolerance, tile_size=tile_size, rows=rows, cols=cols,
+                  regions=regions)
+
+
+def _window(bounds: tuple[int, int] | None, size: int) -> tuple[int, int]:
+    """``[first, stop)`` of ``bounds`` clipped to ``[0, size)``; the whole range when None."""
+    return (0, size) if bounds is None else (max(bounds[0], 0), min(bounds[1], size))
 
 
 def _trace(read: Callable[[int, int, int, int], np.ndarray], height: int, width: int, *, downsample: float,
-           tolerance: float, tile_size: int, rows: tuple[int, int] | None, regions: tuple[int, int] | None
-           ) -> dict[int, list[Polygon]]:
+           tolerance: float, tile_size: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None,
+           regions: tuple[int, int] | None) -> dict[int, list[Polygon]]:
     if not (np.isfinite(downsample) and downsample > 0):
         raise ValueError(f"downsample must be a positive number of level-0 pixels, got {downsample}")
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 working pixels, got {tolerance}")
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1 pixel, got {tile_size}")
-    first, stop = (0, height) if rows is None else (max(rows[0], 0), min(rows[1], height))
-    if first >= stop:
+    # Keys are corners' row-major indices within the window: their order, which decides how an
+    # arc is simplified, is the same in every window that holds both ends.
+    (first, stop), (x0, x1) = _window(rows, height), _window(cols, width)
+    if first >= stop or x0 >= x1:
         return {}
     low, high = regions or (1, np.iinfo(np.int64).max)
-    stride = width + 1
+    stride = x1 - x0 + 1
     keys_E, dirs_E, lengths_E, regions_E, nodes = _boundaries(
-        lambda top, left, h, w: read(top + first, left, h, w), stop - first, width, tile_size, low, high)
+        lambda top, left, h, w: read(top + first, left + x0, h, w), stop - first, x1 - x0, tile_size, low, high)
     order = np.lexsort((keys_E, regions_E))
     keys_E, dirs_E, lengths_E, regions_E = keys_E[order], dirs_E[order], lengths_E[order], regions_E[order]
     del order  # memory grows with the runs: keep only what the next step needs
     ring_edges, offsets = chain_rings(*link_runs(keys_E, dirs_E, lengths_E, regions_E, stride))
     del lengths_E
     vertices = keys_E[ring_edges]
-    xy_V_2 = np.stack([vertices % stride, vertices // stride + first], axis=1)
+    xy_V_2 = np.stack([vertices % stride + x0, vertices // stride + first], axis=1)
     dirs_V = dirs_E[ring_edges]
     previous = np.arange(-1, vertices.size - 1)
     previous[offsets[:-1]] = offsets[1:] - 1
     keep_V = simplify_rings(xy_V_2, vertices, offsets, np.isin(vertices, nodes), dirs_V != dirs_V[previous],
                             float(tolerance))
     first_R = ring_edges[offsets[:-1]]
-    inside_R_2 = _inside_points(keys_E[first_R], dirs_E[first_R], stride) + (0, first)
+    inside_R_2 = _inside_points(keys_E[first_R], dirs_E[first_R], stride) + (x0, first)
     rings = _Rings(regions_E[first_R], xy_V_2, offsets, inside_R_2)
     return rings.polygons(keep_V, downsample)
 

@@ -162,3 +162,19 @@ def test_bad_options_are_named(kwargs, message):
         array_polygons(np.ones((2, 2), np.int64), **kwargs)
     with pytest.raises(ValueError, match="2-D integer array"):
         array_polygons(np.ones((2, 2)))
+
+
+def test_windows_of_rows_and_columns_match_the_whole_map():
+    regions = smooth_regions(5, (60, 70), 2) * np.arange(1, 4201).reshape(60, 70)
+    whole = array_polygons(regions)
+    windowed: dict[int, list[Polygon]] = {}
+    for low in range(1, 4201, 50):
+        inside = (regions >= low) & (regions < low + 50)
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if rows.size:
+            windowed.update(array_polygons(regions, rows=(rows[0] - 1, rows[-1] + 2), cols=(cols[0] - 1, cols[-1] + 2),
+                                           regions=(low, low + 50)))
+    assert windowed.keys() == whole.keys()
+    for k in whole:
+        assert [p.shell_K_2.tolist() for p in windowed[k]] == [p.shell_K_2.tolist() for p in whole[k]]
+        assert [[h.tolist() for h in p.holes] for p in windowed[k]] == [[h.tolist() for h in p.holes] for p in whole[k]]
