@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
 from slidelabel.services.epochs import get_epoch, slide_predictions
 from slidelabel.services.masks import category_values, write_mask
-from slidelabel.services.polygons import Polygon, label_map_polygons
+from slidelabel.services.polygons import Polygon, label_map_polygons, nearby_batches
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
 from slidelabel.store.layout import ProjectFiles
@@ -46,14 +46,6 @@ from slidelabel.store.superpixel_table import SuperpixelTable, read_table
 #: ``R + 256 G + 65536 B``, at the working level; the element's ``transform`` scales it to level 0).
 PLACEHOLDER_GIRDER_ID = "0" * 24
 _GIRDER_ID = re.compile(r"^[0-9a-f]{24}$")
-#: Superpixels traced per pass for one shape per superpixel (a few tens of MB of boundaries).
-SUPERPIXELS_PER_PASS = 2000
-#: A pass's window may cover this many times its superpixels' boxes, and at least
-#: MIN_WINDOW_PX working pixels, so that close neighbours share a pass.
-WINDOW_SLACK = 4
-MIN_WINDOW_PX = 512 * 512
-#: Side (working pixels) of the grid cells whose row-major order passes take superpixels in.
-BATCH_CELL_PX = 512
 
 
 class Source(enum.StrEnum):
@@ -163,36 +155,6 @@ def classified_polygons(classes: SlideClasses, *, dissolve: bool = True, toleran
         polygons.update({int(classes.superpixels_M[order_M[region - 1]]): parts for region, parts in traced.items()})
         start += batch.size
     return polygons
-
-
-def nearby_batches(box_M_4: np.ndarray) -> list[np.ndarray]:
-    """Rows of ``box_M_4`` (``left, top, right, bottom`` in working pixels) in batches of at most
-    :data:`SUPERPIXELS_PER_PASS` whose bounding window stays within :data:`WINDOW_SLACK` times
-    their boxes' area (or :data:`MIN_WINDOW_PX`): dense superpixels read the map less than twice,
-    scattered ones little more than their own boxes. Taken in row-major order of
-    :data:`BATCH_CELL_PX` cells of their centres."""
-    centre_M_2 = (box_M_4[:, :2] + box_M_4[:, 2:]) // 2 // BATCH_CELL_PX
-    order = np.lexsort((np.arange(len(box_M_4)), centre_M_2[:, 0], centre_M_2[:, 1]))
-    area_M = np.prod(box_M_4[:, 2:] - box_M_4[:, :2], axis=1).astype(np.float64)
-    batches, current = [], []
-    left = top = right = bottom = 0
-    covered = 0.0
-    for row in order.tolist():
-        l, t, r, b = box_M_4[row].tolist()
-        if current:
-            grown = (max(right, r) - min(left, l)) * (max(bottom, b) - min(top, t))
-            if len(current) >= SUPERPIXELS_PER_PASS or grown > max(WINDOW_SLACK * (covered + area_M[row]),
-                                                                   MIN_WINDOW_PX):
-                batches.append(np.array(current))
-                current, covered = [], 0.0
-        if not current:
-            left, top, right, bottom = l, t, r, b
-        left, top, right, bottom = min(left, l), min(top, t), max(right, r), max(bottom, b)
-        current.append(row)
-        covered += area_M[row]
-    if current:
-        batches.append(np.array(current))
-    return batches
 
 
 def rgb(color: str) -> list[int]:

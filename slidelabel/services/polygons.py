@@ -37,6 +37,14 @@ from matplotlib.path import Path as MplPath
 from slidelabel.pipelines.tracing import chain_rings, link_runs, simplify_rings, tile_runs
 from slidelabel.store.label_map import label_map_shape, read_labels
 
+#: Superpixels traced per pass for one shape per superpixel (a few tens of MB of boundaries).
+SUPERPIXELS_PER_PASS = 2000
+#: A pass's window may cover this many times its superpixels' boxes, and at least
+#: MIN_WINDOW_PX working pixels, so that close neighbours share a pass.
+WINDOW_SLACK = 4
+MIN_WINDOW_PX = 512 * 512
+#: Side (working pixels) of the grid cells whose row-major order passes take superpixels in.
+BATCH_CELL_PX = 512
 #: Centre of the pixel left of an edge of each direction, relative to the edge's start.
 _INSIDE = ((0.5, 0.5), (-0.5, 0.5), (-0.5, -0.5), (0.5, -0.5))
 
@@ -270,3 +278,33 @@ class _Rings:
                     owners.setdefault(int(shell), []).append(int(hole))
                     break
         return owners
+
+
+def nearby_batches(box_M_4: np.ndarray) -> list[np.ndarray]:
+    """Rows of ``box_M_4`` (``left, top, right, bottom`` in working pixels) in batches of at most
+    :data:`SUPERPIXELS_PER_PASS` whose bounding window stays within :data:`WINDOW_SLACK` times
+    their boxes' area (or :data:`MIN_WINDOW_PX`): dense superpixels read the map less than twice,
+    scattered ones little more than their own boxes. Taken in row-major order of
+    :data:`BATCH_CELL_PX` cells of their centres."""
+    centre_M_2 = (box_M_4[:, :2] + box_M_4[:, 2:]) // 2 // BATCH_CELL_PX
+    order = np.lexsort((np.arange(len(box_M_4)), centre_M_2[:, 0], centre_M_2[:, 1]))
+    area_M = np.prod(box_M_4[:, 2:] - box_M_4[:, :2], axis=1).astype(np.float64)
+    batches, current = [], []
+    left = top = right = bottom = 0
+    covered = 0.0
+    for row in order.tolist():
+        l, t, r, b = box_M_4[row].tolist()
+        if current:
+            grown = (max(right, r) - min(left, l)) * (max(bottom, b) - min(top, t))
+            if len(current) >= SUPERPIXELS_PER_PASS or grown > max(WINDOW_SLACK * (covered + area_M[row]),
+                                                                   MIN_WINDOW_PX):
+                batches.append(np.array(current))
+                current, covered = [], 0.0
+        if not current:
+            left, top, right, bottom = l, t, r, b
+        left, top, right, bottom = min(left, l), min(top, t), max(right, r), max(bottom, b)
+        current.append(row)
+        covered += area_M[row]
+    if current:
+        batches.append(np.array(current))
+    return batches

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slidelabel.services.exports import MIN_WINDOW_PX, SUPERPIXELS_PER_PASS, WINDOW_SLACK, nearby_batches
+from slidelabel.services.polygons import MIN_WINDOW_PX, SUPERPIXELS_PER_PASS, WINDOW_SLACK, nearby_batches
 
 
 def _window_area(box_M_4: np.ndarray) -> int:
