@@ -3,7 +3,9 @@ their per-slide results and files."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -38,7 +40,9 @@ def _summary(job: Job, *, admin: bool) -> CohortSummary:
 
 
 @router.get("/cohorts")
-def list_cohorts(access: Viewer, session: ReadSession, limit: int = 50) -> list[CohortSummary]:
+def list_cohorts(access: Viewer, session: ReadSession,
+                 limit: Annotated[int, Query(ge=1, le=1000, description="newest cohorts to list")] = 50,
+                 ) -> list[CohortSummary]:
     """The project's cohort jobs, newest first."""
     rows = session.scalars(select(Job).where(Job.project_id == access.project.id, Job.kind == service.COHORT)
                            .order_by(Job.id.desc()).limit(limit))
