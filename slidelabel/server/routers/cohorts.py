@@ -4,6 +4,7 @@ their per-slide results and files."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -59,7 +60,8 @@ def get_cohort(job_id: int, access: Viewer, session: ReadSession, settings: Sett
         slides.append(CohortSlidePublic(
             name=found.name, slide=found.slide.removeprefix(job.params["folder"]).lstrip("/"),
             job=JobPublic.model_validate(found.job).model_copy(update={"message": message}), counts=found.counts,
-            downloads={what: FILE_URL.format(project_id=access.project.id, job_id=job_id, name=found.name, what=what)
+            downloads={what: FILE_URL.format(project_id=access.project.id, job_id=job_id, name=quote(found.name, safe=""),
+                                             what=what)
                        for what in found.files}))
     return CohortPublic(**_summary(job, admin=access.user.is_admin).model_dump(), slides=slides)
 
