@@ -61,7 +61,7 @@ async def _source(request: Request, settings: Settings, access: ProjectAccess, s
                              "folders give {\"path\": ..., \"bboxes\": ...}")
     try:
         body = ServerSource.model_validate(json.loads(await request.body()))
-    except (ValueError, ValidationError) as error:
+    except (ValueError, ValidationError, RecursionError) as error:
         raise ParameterError("send the source as multipart/form-data (field 'file') or JSON {\"path\": ...} of a file "
                              f"in the slide folders ({str(error).splitlines()[0][:80]})") from None
     require_slide_folders(access.user)
