@@ -126,7 +126,11 @@ def resolve_in_folders(raw: str, folders: list[Path]) -> Path:
     names = ", ".join(map(str, folders))
     if not Path(raw).is_absolute():
         raise ParameterError(f"{raw!r} is not an absolute path; give one inside {names}")
-    resolved = Path(raw).resolve()
+    try:
+        resolved = Path(raw).resolve()
+    except ValueError:  # a NUL byte or a lone surrogate: no file can have that name
+        raise ParameterError(f"{raw[:80]!r} is not a usable path (NUL byte or bad Unicode); "
+                             f"give one inside {names}") from None
     if not _inside(resolved, folders):
         raise PermissionDeniedError(f"{raw} is outside the slide folders this server may read: {names}")
     return resolved
