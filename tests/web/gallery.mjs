@@ -11,7 +11,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { PYTHON, SLIDE, check, failures, launchBrowser, repo, step } from './browser.mjs';
+import { PYTHON, SLIDE, check, failures, launchBrowser, nodeApi, repo, step, waitFor } from './browser.mjs';
 import { ADMIN_PASSWORD, startServer } from './server.mjs';
 
 const shots = process.env.SLIDELABEL_E2E_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), 'slidelabel-gallery-'));
@@ -21,26 +21,7 @@ console.log(`screenshots: ${shots}`);
 const server = await startServer({ python: PYTHON, repo, slideFolder: dirname(SLIDE) });
 const browser = await launchBrowser();
 
-/** The API from node, with `token` as login (none: null). */
-async function http(token, method, path, body) {
-  const response = await fetch(`${server.url}/api/v1${path}`, {
-    method, body: body === undefined ? undefined : JSON.stringify(body),
-    headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-async function waitFor(what, test, ms = 300_000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const value = await test();
-    if (value) return value;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const http = nodeApi(server.url);
 
 const timings = {};
 let exitCode = 1;

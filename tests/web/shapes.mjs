@@ -15,7 +15,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
-  PYTHON, SLIDE, api, check, durations, failures, launchBrowser, median, repo, step,
+  PYTHON, SLIDE, api, check, durations, failures, labelsWhen, launchBrowser, median, nodeApi, repo, serverLabels, step,
+  waitFor,
 } from './browser.mjs';
 import { ADMIN_PASSWORD, startServer } from './server.mjs';
 
@@ -25,50 +26,7 @@ console.log(`screenshots: ${shots}`);
 
 const server = await startServer({ python: PYTHON, repo, slideFolder: dirname(SLIDE) });
 const browser = await launchBrowser();
-
-/** The API from node, logged in as admin. */
-async function http(token, method, path, body) {
-  const response = await fetch(`${server.url}/api/v1${path}`, {
-    method, body: body === undefined ? undefined : JSON.stringify(body),
-    headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-async function waitFor(what, test, ms = 240_000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const value = await test();
-    if (value) return value;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
-/** The server's labels of the slide (mine), as a Map superpixel -> category id. */
-async function serverLabels(page, projectId, slideId) {
-  const bytes = await page.evaluate(async (path) => {
-    const response = await fetch(`/api/v1${path}`, {
-      headers: { Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}` } });
-    return [...new Uint8Array(await response.arrayBuffer())];
-  }, `/projects/${projectId}/slides/${slideId}/labels.bin`);
-  const values = new Uint16Array(new Uint8Array(bytes).buffer);
-  const labels = new Map();
-  values.forEach((category, id) => category && labels.set(id, category));
-  return labels;
-}
-
-/** The server's labels once `test(labels)` holds (saves are asynchronous), else the last read. */
-async function labelsWhen(page, projectId, slideId, test, ms = 15_000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const labels = await serverLabels(page, projectId, slideId);
-    if (test(labels) || Date.now() > until) return labels;
-    await page.waitForTimeout(200);
-  }
-}
+const http = nodeApi(server.url);
 
 const sameSet = (a, b) => a.size === b.size && [...a].every((x) => b.has(x));
 const sameLabels = (a, b) => a.size === b.size && [...a].every(([id, c]) => b.get(id) === c);
