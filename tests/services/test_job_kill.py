@@ -7,32 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from slidelabel.services import jobs
-from slidelabel.services.accounts import ensure_admin
-from slidelabel.services.projects import create_project
 from slidelabel.settings import Settings
-from slidelabel.store.database import Database, migrate
-from slidelabel.store.models import Job, JobState, User
+from slidelabel.store.database import Database
+from slidelabel.store.models import Job, JobState
 
-
-class Recorder:
-    def send_task(self, name: str, args: list, queue: str) -> None:
-        pass
-
-
-@pytest.fixture
-def database(tmp_path: Path):
-    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    migrate(database.engine)
-    with database.session(write=True) as session:
-        ensure_admin(session, "admin-password")
-        create_project(session, session.query(User).one(), "p")
-    yield database
-    database.dispose()
+from test_jobs import Recorder, database  # noqa: F401  (database is a fixture)
 
 
 @pytest.fixture
