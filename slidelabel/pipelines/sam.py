@@ -1,18 +1,22 @@
-"""Segment Anything (``transformers`` ``SamModel``) from local weights: the image embedding of an
-RGB region, then, per point prompt, the model's three masks with their predicted IoU and the
-outline of each.
+"""Segment Anything from local weights: the image embedding of an RGB region, then, per point
+prompt, the model's three masks with their predicted IoU and the outline of each.
 
 The weights folder is the one passed in (the ``sam_model`` setting, ``SLIDELABEL_SAM_MODEL``),
 else ``$SLIDELABEL_MODELS/sam/``, else the cache's ``models/sam/``, else a Hugging Face cache
 snapshot of facebook/sam-vit-base (:func:`slidelabel.pipelines.weights.find_weights`); it holds
-``config.json``, the weights and the processor's config, as ``save_pretrained`` of a ``SamModel``
-and a ``SamProcessor`` writes them. Nothing is ever downloaded.
+``config.json``, the weights and the processor's config, as ``save_pretrained`` writes them. Its
+``config.json`` ``model_type`` picks the architecture
+(:data:`~slidelabel.pipelines.sam_models.SAM_ARCHITECTURES`): ``sam`` (facebook/sam-vit-base,
+-large, -huge), ``sam_hq`` (syscv-community/sam-hq-vit-base, -huge) or ``sam2``
+(facebook/sam2.1-hiera-tiny, -small, -base-plus, -large), all in transformers' format. Nothing is
+ever downloaded.
 
-Frames: the *image* is the RGB region as read (``H x W`` px); the processor resizes it so that its
-long side is the model's input side (1024 px for the published models) and pads it at the bottom
-and right to a square, the *input* frame; the low-resolution masks cover that square with cells of
-``input_px / mask side`` px (4 px for the published models). Coordinates are continuous: pixel
-``(i, j)`` spans ``[j, j + 1) x [i, i + 1)``.
+Frames: the *image* is the RGB region as read (``H x W`` px); the model's *input* is a square
+(1024 px for the published models) holding the image resized: SAM and SAM-HQ keep its aspect
+(long side to the square's, padded at the bottom and right), SAM 2 stretches it to the whole
+square. :class:`ImageEmbedding` maps between the two. The low-resolution masks cover the input
+square with cells of ``input_px / mask side`` px (4 px for the published models). Coordinates are
+continuous: pixel ``(i, j)`` spans ``[j, j + 1) x [i, i + 1)``.
 """
 
 from __future__ import annotations
@@ -27,33 +31,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from slidelabel.errors import ParameterError
+from slidelabel.pipelines.sam_models import PROCESSOR_FILES, architecture_of, decode_point
 from slidelabel.pipelines.torch_threads import torch_threads
 from slidelabel.pipelines.weights import find_weights
 
 if TYPE_CHECKING:
     import torch
-    from transformers import SamModel
 
-__all__ = ["SAM", "SAM_ENV", "ImageEmbedding", "Masks", "SamPredictor", "decode_point", "load_sam", "mask_outline",
-           "sam_folder"]
+__all__ = ["SAM", "SAM_ENV", "ImageEmbedding", "Masks", "SamPredictor", "load_sam", "mask_outline", "sam_folder"]
 
 logger = logging.getLogger(__name__)
 
 SAM_ENV = "SLIDELABEL_SAM_MODEL"
-#: The processor's config: ``processor_config.json`` as transformers 5 saves it, or the
-#: ``preprocessor_config.json`` of the published repositories.
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-#: Torch threads of the image encoder on the CPU, and of the prompt decoder (a hover). One thread
-#: for a hover: its ops are small, and on a busy machine each op of a multi-threaded pass waits for
-#: its slowest thread to be scheduled (a tiny model's hover took 270 ms on 2 threads at load 8, 18 ms
-#: on one).
+#: Torch threads of the image encoder on the CPU (a hover's are
+#: :data:`~slidelabel.pipelines.sam_models.DECODE_THREADS`).
 EMBED_THREADS = min(4, os.cpu_count() or 1)
-DECODE_THREADS = 1
 
 
 @dataclass(frozen=True)
 class SamWeights:
-    """Where a Segment Anything model is published (see :class:`~slidelabel.pipelines.weights.PublishedWeights`)."""
+    """Where the default Segment Anything model is published (see
+    :class:`~slidelabel.pipelines.weights.PublishedWeights`); other architectures' weights are
+    found in the same folders, or named by the ``sam_model`` setting."""
 
     name: str = "sam"
     repo_id: str = "facebook/sam-vit-base"
@@ -67,23 +66,29 @@ SAM = SamWeights()
 
 def sam_folder(weights_dir: Path | None = None) -> Path:
     """The folder of the SAM weights (see the module's docstring); :class:`ParameterError` saying
-    where to put which files when there is none, or when it lacks the processor's config."""
+    where to put which files when there is none, when its ``model_type`` is no registered
+    architecture, or when it lacks the processor's config that its architecture needs."""
     folder = find_weights(SAM, weights_dir, kind="Segment Anything model", setting=SAM_ENV)
-    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
-        raise ParameterError(f"{folder} holds SAM weights but not its processor's config ({' or '.join(PROCESSOR_FILES)}):"
-                             f" run `hf download {SAM.repo_id} --local-dir {folder}` or save the SamProcessor there")
+    _, architecture = architecture_of(folder)
+    if architecture.needs_processor_config and not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise ParameterError(f"{folder} holds SAM weights but not its processor's config"
+                             f" ({' or '.join(PROCESSOR_FILES)}): run `hf download {architecture.repos[0]}"
+                             f" --local-dir {folder}` or save its processor there")
     return folder
 
 
 @dataclass(frozen=True)
 class ImageEmbedding:
-    """A region's image embedding ``(1, C, h, w)`` and the size of the image it was computed from
-    (``height x width`` px) and of that image resized into the model's input (``input_hw``)."""
+    """A region's image embedding ``(1, C, h, w)``, the size of the image it was computed from
+    (``height x width`` px) and of that image resized into the model's input (``input_hw``, input
+    px), and what else of the image encoder's pass the architecture's decoder reads (``extra``:
+    SAM-HQ's early ViT features, SAM 2's high-resolution feature maps)."""
 
     embeddings: torch.Tensor
     height: int
     width: int
     input_hw: tuple[int, int]
+    extra: tuple[torch.Tensor, ...] = ()
 
     def to_input(self, x: float, y: float) -> tuple[float, float]:
         """Image px to input px (continuous)."""
@@ -96,8 +101,9 @@ class ImageEmbedding:
 
 @dataclass(frozen=True)
 class Masks:
-    """The model's masks for one prompt: ``logits_3_h_w`` (float32, > 0 is inside) over the input
-    square in cells of ``cell_px`` input px, and each mask's predicted IoU ``scores_3``."""
+    """The model's masks for one prompt, from small to large: ``logits_3_h_w`` (float32, > 0 is
+    inside) over the input square in cells of ``cell_px`` input px, and each mask's predicted IoU
+    ``scores_3``."""
 
     logits_3_h_w: np.ndarray
     scores_3: np.ndarray
@@ -105,74 +111,46 @@ class Masks:
 
 
 class SamPredictor:
-    """A loaded SAM model and its processor, on ``device`` (None: ``cuda`` when available)."""
+    """A loaded Segment Anything model of the architecture its folder's ``config.json`` names
+    (``model_type``), and what makes its input, on ``device`` (None: ``cuda`` when available)."""
 
     def __init__(self, folder: Path, *, device: str | None = None) -> None:
         import torch
-        from transformers import SamModel, SamProcessor
 
         self.folder = folder
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.processor = SamProcessor.from_pretrained(folder, local_files_only=True)
-        model, info = SamModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
-                                               output_loading_info=True)
-        missing = sorted(info["missing_keys"]) + sorted(map(str, info["mismatched_keys"]))
-        if missing:  # transformers would initialise them at random, silently
-            raise ParameterError(f"{folder} lacks SAM weights: {', '.join(missing[:5])}")
-        self.model = model.eval().to(self.device)
-        with torch.inference_mode():  # the same for every hover: SamModel.forward would recompute it
+        self.model_type, self.architecture = architecture_of(folder)
+        self.make_input = self.architecture.load_input(folder)
+        self.model = self.architecture.load_model(folder).to(self.device)
+        with torch.inference_mode():  # the same for every hover: the model's forward would recompute it
             self.positions_1_C_h_w = self.model.get_image_wide_positional_embeddings()
 
     @property
     def input_px(self) -> int:
-        """Long side (px) of the model's input: images are resized to it."""
-        return int(self.processor.image_processor.size["longest_edge"])
+        """Side (px) of the model's square input: an image's long side is resized to it."""
+        return self.make_input.side
 
     def embed(self, rgb_H_W_3: np.ndarray) -> ImageEmbedding:
-        """The image embedding of a uint8 ``(H, W, 3)`` RGB image."""
+        """The image embedding of a uint8 ``(H, W, 3)`` RGB image (the image encoder's one pass)."""
         if rgb_H_W_3.ndim != 3 or rgb_H_W_3.shape[2] != 3 or rgb_H_W_3.dtype != np.uint8 or 0 in rgb_H_W_3.shape:
             raise ParameterError(f"expected a non-empty (H, W, 3) uint8 image, got {rgb_H_W_3.shape} {rgb_H_W_3.dtype}")
         import torch
 
-        inputs = self.processor(images=rgb_H_W_3, return_tensors="pt")
+        model_input = self.make_input(rgb_H_W_3)
         with torch_threads(EMBED_THREADS), torch.inference_mode():
-            embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
+            embeddings, *extra = self.architecture.encode(self.model, model_input.pixel_values_1_3_S_S.to(self.device))
         height, width = rgb_H_W_3.shape[:2]
-        input_h, input_w = (int(v) for v in inputs["reshaped_input_sizes"][0])
-        return ImageEmbedding(embeddings, height, width, (input_h, input_w))
+        return ImageEmbedding(embeddings, height, width, model_input.input_hw, tuple(extra))
 
     def masks(self, embedding: ImageEmbedding, x: float, y: float) -> Masks:
-        """The three masks for a foreground point at ``(x, y)`` image px (continuous)."""
+        """The three masks for a foreground point at ``(x, y)`` image px (continuous): the prompt
+        encoder and mask decoder only (:func:`~slidelabel.pipelines.sam_models.decode_point`)."""
         if not (0 <= x < embedding.width and 0 <= y < embedding.height):
             raise ParameterError(f"the point ({x:.1f}, {y:.1f}) is outside the {embedding.width} x "
                                  f"{embedding.height} px image")
-        logits_3_h_w, scores_3 = decode_point(self.model, self.positions_1_C_h_w, embedding.embeddings,
-                                              *embedding.to_input(x, y))
+        logits_3_h_w, scores_3 = decode_point(self.architecture, self.model, self.positions_1_C_h_w,
+                                              (embedding.embeddings, *embedding.extra), *embedding.to_input(x, y))
         return Masks(logits_3_h_w, scores_3, self.input_px / logits_3_h_w.shape[-1])
-
-
-def decode_point(model: SamModel, positions_1_C_h_w: torch.Tensor, embeddings_1_C_h_w: torch.Tensor,
-                 x_in: float, y_in: float) -> tuple[np.ndarray, np.ndarray]:
-    """A hover's work: the prompt encoder and mask decoder only (as ``SamModel.forward`` runs them
-    on image embeddings) for a foreground point at ``(x_in, y_in)`` input px, on
-    :data:`DECODE_THREADS`. ``positions_1_C_h_w``: the model's
-    ``get_image_wide_positional_embeddings()``, the same for every hover.
-
-    Returns the three masks' logits ``(3, h, w)`` float32 over the input square and their
-    predicted IoU ``(3,)``."""
-    import torch
-
-    device = embeddings_1_C_h_w.device
-    # SAM's prompt encoder adds half a pixel itself: it takes pixel indices.
-    point_1_1_1_2 = torch.tensor([[[[x_in - 0.5, y_in - 0.5]]]], dtype=torch.float32, device=device)
-    label_1_1_1 = torch.ones((1, 1, 1), dtype=torch.int, device=device)
-    with torch_threads(DECODE_THREADS), torch.inference_mode():
-        sparse, dense = model.prompt_encoder(input_points=point_1_1_1_2, input_labels=label_1_1_1,
-                                             input_boxes=None, input_masks=None)
-        masks_1_1_3_h_w, iou_1_1_3 = model.mask_decoder(
-            image_embeddings=embeddings_1_C_h_w, image_positional_embeddings=positions_1_C_h_w,
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
-    return masks_1_1_3_h_w[0, 0].float().cpu().numpy(), iou_1_1_3[0, 0].float().cpu().numpy()
 
 
 @functools.lru_cache(maxsize=2)

@@ -37,7 +37,8 @@ from slidelabel.store.models import Project, Slide
 
 logger = logging.getLogger(__name__)
 
-#: Region embeddings kept per process: a ViT-B's is 256 x 64 x 64 float32, 4 MB.
+#: Region embeddings kept per process: a ViT-B SAM's is 256 x 64 x 64 float32, 4 MB; with SAM-HQ's
+#: early ViT features 17 MB, with SAM 2's high-resolution feature maps 17 MB.
 EMBEDDINGS = 8
 #: Smallest side of a region (level-0 px).
 MIN_REGION_PX = 16
