@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     """How long failed logins are counted (s), from the first one of a run of failures."""
     job_stale_seconds: float = 30.0
     """A running job whose worker has not beaten its heartbeat for this long is requeued (s)."""
+    worker_max_memory_mb: int = Field(default=512, ge=0)
+    """A worker's pool process resident after a job in more than this (MB, shared pages included)
+    is replaced by a fresh one, so memory a job left behind is given back; 0 keeps every process
+    (for workers that should keep a loaded foundation model from one job to the next)."""
     job_time_limit_slide_s: float = Field(default=6 * 3600.0, gt=0)
     """Longest run of a slide job (superpixels, features, prepare), in s; it then stops as failed."""
     job_time_limit_epoch_s: float = Field(default=3600.0, gt=0)
@@ -85,10 +89,10 @@ class Settings(BaseSettings):
     """The backbone of the ``foundation`` feature extractor: ``uni``, ``uni2-h``, ``phikon`` or
     ``phikon-v2`` (its weights are looked for as ``models`` says)."""
     sam_model: Path | None = None
-    """Folder of a Segment Anything model (``transformers`` ``SamModel``: ``config.json``, weights
-    and the processor's config) for the smart tool; default ``$SLIDELABEL_MODELS/sam/``, else the
-    Hugging Face cache of facebook/sam-vit-base. Without one the smart tool proposes superpixels
-    grown to similar ones."""
+    """Folder of a Segment Anything model (SAM, SAM-HQ or SAM 2 as ``transformers`` saves them:
+    ``config.json``, weights and the processor's config) for the smart tool; default
+    ``$SLIDELABEL_MODELS/sam/``, else the Hugging Face cache of facebook/sam-vit-base. Without one
+    the smart tool proposes superpixels grown to similar ones."""
 
     @field_validator("slide_folders", mode="before")
     @classmethod

@@ -24,11 +24,16 @@ PR_SET_PDEATHSIG = 1
 #: Seconds a stopping server waits for open requests before ending them: a client that never
 #: finishes (a slow upload) must not keep SIGTERM from stopping the server.
 GRACEFUL_SHUTDOWN_S = 10
+#: Niceness of the embedded workers: on the cores they share with the API, a labeller's tile or
+#: queue request is answered first and jobs take the time it leaves.
+WORKER_NICENESS = 10
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to send SIGTERM when the server process ends, however it ends
-    (uvicorn re-raises the signal that stopped it, which skips Python's clean-up)."""
+def _start_worker() -> None:
+    """In the child: lower its priority (:data:`WORKER_NICENESS`), and ask Linux to send SIGTERM
+    when the server process ends, however it ends (uvicorn re-raises the signal that stopped it,
+    which skips Python's clean-up)."""
+    os.nice(WORKER_NICENESS)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:  # not Linux: the finally clause below is the only clean-up
@@ -42,7 +47,7 @@ def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
     workers = [
         subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--queues", queue, "--loglevel", "warning",
                           "--quiet"],
-                         env=env, preexec_fn=_die_with_parent)
+                         env=env, preexec_fn=_start_worker)
         for queue in (SLIDE_QUEUE, EPOCH_QUEUE)
     ]
     try:

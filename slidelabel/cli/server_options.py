@@ -29,13 +29,12 @@ def settings_from(**overrides: object) -> Settings:
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """``SLIDELABEL_*`` variables that give a child process the same settings."""
+    """``SLIDELABEL_*`` variables that give a child process the same settings: every field with a
+    value (text as it is, other values as JSON, which ``Settings`` reads back), and the database and
+    broker URLs that the defaults resolve to."""
     import json
 
-    return {
-        "SLIDELABEL_DATA_DIR": str(settings.data_dir),
-        "SLIDELABEL_DB": settings.database_url,
-        "SLIDELABEL_BROKER": settings.broker_url,
-        "SLIDELABEL_SLIDE_FOLDERS": json.dumps([str(p) for p in settings.slide_folders]),
-        "SLIDELABEL_JOB_STALE_SECONDS": str(settings.job_stale_seconds),
-    }
+    values = settings.model_dump(mode="json", exclude_none=True)
+    environment = {f"SLIDELABEL_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+                   for name, value in values.items()}
+    return {**environment, "SLIDELABEL_DB": settings.database_url, "SLIDELABEL_BROKER": settings.broker_url}

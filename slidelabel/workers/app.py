@@ -36,6 +36,8 @@ def make_celery(settings: Settings) -> Celery:
         # the soft limit raises inside it, the hard one kills its process.
         task_soft_time_limit=soft_limit_s,
         task_time_limit=hard_limit_s,
+        # Memory a job leaves behind (caches, a fragmented heap) goes back with its process.
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024 or None,
         # The filesystem transport (tests, shared folders) needs its folders.
         broker_transport_options=_transport_options(settings),
     )

@@ -4,6 +4,7 @@ Celery, and keeps every worker watching for jobs whose worker died."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from functools import cache
 from billiard.process import current_process
 from celery import shared_task
 from celery.exceptions import TimeLimitExceeded
-from celery.signals import task_failure, worker_ready, worker_shutdown
+from celery.signals import task_failure, worker_init, worker_ready, worker_shutdown
 
 from slidelabel.services import jobs
 from slidelabel.settings import Settings
@@ -75,9 +76,17 @@ def _watch(sender_app) -> None:
             logger.exception("looking for stale jobs failed")
 
 
+@worker_init.connect
+def _preload_jobs(**_kwargs) -> None:
+    """Before the pool forks: import the job modules once, in the worker's main process, so that
+    every pool process starts with them (no import at its first job, nor in a process that
+    replaces one) and shares their memory with the others."""
+    jobs.JOB_KINDS.names()
+    gc.freeze()  # the collector then leaves these objects alone, so forked processes keep sharing their pages
+
+
 @worker_ready.connect
 def _start_watch(sender, **_kwargs) -> None:
-    jobs.JOB_KINDS.names()  # imports the job modules now rather than at the first job
     from slidelabel.services.slide_jobs import sweep_unfinished_features
 
     settings = _settings(run_job)

@@ -93,3 +93,13 @@ def test_sigterm_stops_serve_while_a_slow_upload_is_open(serve):
     except subprocess.TimeoutExpired:
         pytest.fail("slidelabel serve was still running 120 s after SIGTERM, waiting for a client that never finishes")
     assert not list(data_dir.rglob(".upload-*")), "the unfinished upload was left on disk"
+
+
+def test_the_embedded_workers_give_way_to_the_api(serve):
+    import psutil
+
+    process, _base, _data_dir = serve
+    api = psutil.Process(process.pid)
+    workers = [child for child in api.children(recursive=True) if "worker" in child.cmdline()]
+    assert len(workers) >= 2, "serve started no embedded workers"
+    assert {worker.nice() for worker in workers} == {api.nice() + 10}

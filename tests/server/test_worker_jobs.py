@@ -159,3 +159,51 @@ def test_cancel_stops_a_running_job_and_its_worker_takes_the_next(slide_project,
     folder = ProjectFiles(worker_settings.data_dir, submission["project_id"]).superpixels(submission["slide_id"])
     assert not (folder / MANIFEST_FILE).exists(), "the cancelled computation went on to the end"
     assert not list(folder.glob(".*.tmp*"))
+
+
+def _pool_processes(worker, timeout: float = 60) -> list:
+    """The worker's pool processes (its children), once they started."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(worker.pid).children()
+        if children:
+            return children
+        time.sleep(0.2)
+    raise AssertionError(f"the worker started no pool process in {timeout} s")
+
+
+def _maps(process, library: str) -> bool:
+    return library in Path(f"/proc/{process.pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps (Linux)")
+def test_pool_processes_start_with_the_job_modules_and_one_left_too_big_is_replaced(slide_project, worker_settings,
+                                                                                     cmu_slide):
+    app, submission = slide_project
+    database = app.state.database
+    with database.session(write=True) as session:
+        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
+                      height=2967)
+        session.add(quick)
+        session.flush()
+        params = {"options": {"magnification": 5, "size": "100um"}}
+        small = {**submission, "slide_id": quick.id, "params": params, "key": work_key(SUPERPIXELS, quick.id, params)}
+    # Every process is resident in more than 1 MB after its job: each is replaced.
+    worker = start_worker(worker_settings.model_copy(update={"worker_max_memory_mb": 1}))
+    try:
+        [first] = _pool_processes(worker)
+        # Forked after the main process imported the job modules (scikit-learn among them).
+        assert _maps(first, "sklearn"), "the pool process started without the job modules"
+        job = jobs.submit(database, app.state.celery, **small)
+        done = wait_for(database, job.id, {JobState.done, JobState.failed}, timeout=120)
+        assert done.state == JobState.done, done.message
+        deadline = time.monotonic() + 30
+        while first.is_running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not first.is_running(), "the pool process that ran the job was kept"
+        [second] = _pool_processes(worker)
+        assert second.pid != first.pid and _maps(second, "sklearn")
+    finally:
+        stop(worker)
