@@ -78,14 +78,17 @@ class NewCategory:
     excluded: bool = False
 
 
-def _name_free(session: Session, name: str, *, but: int | None = None) -> str:
+def _name_free(session: Session, name: str, member: User, *, but: int | None = None) -> str:
     """``name`` stripped; :class:`ParameterError` if empty, :class:`ConflictError` if another
-    project has it (the message names only what the caller sent)."""
+    project ``member`` belongs to has it. Other users' projects may have it: refusing would tell
+    anyone which names they use."""
     name = name.strip()
     if not name:
         raise ParameterError("a project needs a name")
-    if session.scalar(select(Project.id).where(Project.name == name, Project.id != (but or -1))) is not None:
-        raise ConflictError("that project name is taken; choose another")
+    clash = (select(Project.id).join(Membership, Membership.project_id == Project.id)
+             .where(Membership.user_id == member.id, Project.name == name, Project.id != (but or -1)))
+    if session.scalar(clash.limit(1)) is not None:
+        raise ConflictError(f"you already have a project named {name!r}; choose another name")
     return name
 
 
@@ -94,7 +97,7 @@ def create_project(session: Session, owner: User, name: str, *, description: str
                    categories: Sequence[NewCategory] = ()) -> Project:
     """A new project owned by ``owner``, with ``categories`` in order; the API, the CLI, the demo
     and the Girder plugin all create projects here."""
-    name = _name_free(session, name)
+    name = _name_free(session, name, owner)
     check_choices(choices)
     options = superpixel_options(superpixels or {})
     project = Project(name=name, description=description, extractor=choices.extractor, model=choices.model,
@@ -110,10 +113,11 @@ def create_project(session: Session, owner: User, name: str, *, description: str
     return project
 
 
-def update_project(session: Session, project: Project, *, name: str | None = None, description: str | None = None,
-                   choices: dict[str, str] | None = None) -> Project:
+def update_project(session: Session, project: Project, user: User, *, name: str | None = None,
+                   description: str | None = None, choices: dict[str, str] | None = None) -> Project:
     """Rename, describe, or change what ``project`` computes with (``choices``: any of the
-    :class:`ProjectChoices` fields by name); names are checked before anything changes."""
+    :class:`ProjectChoices` fields by name), as ``user``; names are checked, against ``user``'s
+    other projects, before anything changes."""
     changes = choices or {}
     unknown = set(changes) - {f.name for f in fields(ProjectChoices)}
     if unknown:
@@ -122,7 +126,7 @@ def update_project(session: Session, project: Project, *, name: str | None = Non
     current = {f.name: getattr(project, f.name) for f in fields(ProjectChoices)}
     check_choices(ProjectChoices(**{**current, **changes}))
     if name is not None:
-        project.name = _name_free(session, name, but=project.id)
+        project.name = _name_free(session, name, user, but=project.id)
     if description is not None:
         project.description = description
     for attribute, value in changes.items():

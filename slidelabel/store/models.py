@@ -102,7 +102,9 @@ class Project(Base):
     __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    """Unique among the projects of each member (not server-wide: that would tell anyone which
+    names other users' projects have)."""
     description: Mapped[str] = mapped_column(Text, default="")
     superpixel_options: Mapped[dict] = mapped_column(JSON, default=dict)
     """:class:`slidelabel.services.superpixels.SuperpixelOptions` as a dict (size as "50um")."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from slidelabel.store.models import Role
+from sqlalchemy import update
+
+from slidelabel.store.models import Role, User
 
 
 def test_login_rejects_wrong_password_and_missing_token(client):
@@ -75,11 +77,26 @@ def test_renaming_onto_a_taken_name_is_a_conflict_that_changes_nothing(client, a
     other = client.post("/api/v1/projects", headers=admin_headers, json={"name": "Colon cohort"}).json()
     url = f"/api/v1/projects/{other['id']}"
     response = client.patch(url, headers=admin_headers, json={"name": f"  {project['name']} ", "model": "random_forest"})
-    assert response.status_code == 409 and "taken" in response.json()["detail"]
+    assert response.status_code == 409 and "already have a project named" in response.json()["detail"]
     assert client.get(url, headers=admin_headers).json()["model"] == other["model"]
     renamed = client.patch(url, headers=admin_headers, json={"name": " Colon cohort 2 ", "model": "random_forest"})
     assert renamed.status_code == 200
     assert (renamed.json()["name"], renamed.json()["model"]) == ("Colon cohort 2", "random_forest")
+
+
+def test_other_users_project_names_are_neither_refused_nor_told(app, client, project, member_headers):
+    outsider = member_headers(None)
+    with app.state.database.session(write=True) as session:
+        session.execute(update(User).where(User.username != "admin").values(can_create_projects=True))
+    mine = client.post("/api/v1/projects", headers=outsider, json={"name": project["name"]})
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["id"] != project["id"]
+    again = client.post("/api/v1/projects", headers=outsider, json={"name": f" {project['name']}"})
+    assert again.status_code == 409 and repr(project["name"]) in again.json()["detail"]
+    renamed = client.patch(f"/api/v1/projects/{mine.json()['id']}", headers=outsider, json={"name": "Colon"})
+    assert renamed.status_code == 200
+    back = client.patch(f"/api/v1/projects/{mine.json()['id']}", headers=outsider, json={"name": project["name"]})
+    assert back.status_code == 200
 
 
 def test_a_project_is_created_with_its_categories_in_one_answer(client, admin_headers):

@@ -71,8 +71,8 @@ def _mine(session, access: ProjectAccess) -> Project:
 def update_project(body: ProjectUpdate, access: Owner, session: WriteSession) -> ProjectPublic:
     changes = body.model_dump(exclude_none=True)
     name, description = changes.pop("name", None), changes.pop("description", None)
-    project = service.update_project(session, _mine(session, access), name=name, description=description,
-                                     choices=changes)
+    project = service.update_project(session, _mine(session, access), access.user, name=name,
+                                     description=description, choices=changes)
     return ProjectPublic.of(project, access.role)
 
 
