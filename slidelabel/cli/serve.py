@@ -78,6 +78,7 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
 
     from slidelabel.server.app import create_app
     from slidelabel.services.accounts import ensure_admin
+    from slidelabel.services.uploads import sweep_unfinished_uploads
 
     settings = settings_from(**options)
     if demo:
@@ -93,6 +94,8 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
         made = create_demo_project(app.state.database, app.state.celery, settings)
         click.echo(f"demo project {made.project_id} is being prepared; log in as {made.username} / {made.password}")
     app.state.database.dispose()
+    if leftovers := sweep_unfinished_uploads(settings.data_dir):
+        click.echo(f"removed {len(leftovers)} unfinished upload(s) that a stopped server left")
     click.echo(f"slidelabel at http://{settings.host}:{settings.port}/ (API docs at /docs), data in {settings.data_dir}")
     # The API processes build their app from the environment: the same settings as here.
     os.environ.update(settings_environment(settings))

@@ -24,6 +24,10 @@ MB = 1 << 20
 MAX_NAME_BYTES = 200
 #: Room for the multipart framing around the file when judging a declared body size (bytes).
 FORM_OVERHEAD_BYTES = 64 << 10
+#: Start of the hidden name a file has while it is being received.
+UNFINISHED_PREFIX = ".upload-"
+#: Where uploads are received, under the data folder: slides, and slides' source files.
+UPLOAD_FOLDERS = ("uploads/*", "projects/*/slides/*/sources")
 
 
 @contextmanager
@@ -93,7 +97,7 @@ class UploadReceiver:
         if filename and self.path is None:
             self.name = upload_name(filename.decode("utf-8", "replace"))
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.path = self.folder / f".upload-{secrets.token_hex(8)}-{self.name}"
+            self.path = self.folder / f"{UNFINISHED_PREFIX}{secrets.token_hex(8)}-{self.name}"
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed at the part's end or by discard()
 
     def _write(self, data: bytes, start: int, end: int) -> None:
@@ -129,3 +133,12 @@ class UploadReceiver:
             self._file.close()
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def sweep_unfinished_uploads(data_dir: Path) -> list[Path]:
+    """Remove the files that uploads cut off by a stopped server left half received (in
+    :data:`UPLOAD_FOLDERS`); the removed paths. Call it before the server takes requests."""
+    leftovers = [path for folder in UPLOAD_FOLDERS for path in data_dir.glob(f"{folder}/{UNFINISHED_PREFIX}*")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers

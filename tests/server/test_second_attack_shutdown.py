@@ -32,6 +32,20 @@ SETUP_TIMEOUT_S = 120
 
 
 @pytest.fixture
+def leftover_uploads(tmp_path: Path) -> list[Path]:
+    """What a server killed in the middle of two uploads leaves (a slide, a slide's source file),
+    and a finished upload beside them."""
+    data_dir = tmp_path / "data"
+    paths = [data_dir / "uploads" / "3" / ".upload-0123456789abcdef-half.svs",
+             data_dir / "projects" / "3" / "slides" / "7" / "sources" / ".upload-fedcba9876543210-cells.geojson",
+             data_dir / "uploads" / "3" / "whole.svs"]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+    return paths
+
+
+@pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
     """``slidelabel serve`` at its defaults on a free port, in its own process group."""
     port, data_dir = _free_port(), tmp_path / "data"
@@ -103,3 +117,9 @@ def test_the_embedded_workers_give_way_to_the_api(serve):
     workers = [child for child in api.children(recursive=True) if "worker" in child.cmdline()]
     assert len(workers) >= 2, "serve started no embedded workers"
     assert {worker.nice() for worker in workers} == {api.nice() + 10}
+
+
+def test_serve_removes_unfinished_uploads_before_it_answers(leftover_uploads, serve):
+    *unfinished, finished = leftover_uploads
+    assert not any(path.exists() for path in unfinished)
+    assert finished.exists()
