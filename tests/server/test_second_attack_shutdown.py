@@ -109,7 +109,7 @@ def test_sigterm_stops_serve_while_a_slow_upload_is_open(serve):
     assert not list(data_dir.rglob(".upload-*")), "the unfinished upload was left on disk"
 
 
-def test_the_embedded_workers_give_way_to_the_api(serve):
+def test_the_embedded_workers_give_way_to_the_api_and_end_with_it(serve):
     import psutil
 
     process, _base, _data_dir = serve
@@ -117,6 +117,11 @@ def test_the_embedded_workers_give_way_to_the_api(serve):
     workers = [child for child in api.children(recursive=True) if "worker" in child.cmdline()]
     assert len(workers) >= 2, "serve started no embedded workers"
     assert {worker.nice() for worker in workers} == {api.nice() + 10}
+
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    _gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, f"worker processes outlived serve: {alive}"
 
 
 def test_serve_removes_unfinished_uploads_before_it_answers(leftover_uploads, serve):
