@@ -39,6 +39,14 @@ ADJACENCY_FILE = "adjacency.npz"
 ADJACENCY_TILE_PX = 2048
 #: Most vertices a drawn shape may have.
 MAX_VERTICES = 20_000
+#: Most row crossings a polygon's edges may make on the grid it is filled on: a lasso crosses each
+#: row a few times, a zigzag of 20,000 vertices over 4,000 rows 27 million times (2 GB at once).
+MAX_CROSSINGS = 2**22
+#: Crossings filled in at a time (memory ~ 80 bytes each).
+CROSSINGS_CHUNK = 2**18
+#: Most label-map pixels a shape's coverage is counted on (memory ~ 6 bytes each): past it the
+#: count moves to a coarser level. A viewer's screen shows a few million.
+MAX_COVER_PX = 2**24
 
 
 def rasterise_polygon(polygon_V_2: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -59,7 +67,8 @@ def rasterise_polygon(polygon_V_2: np.ndarray, height: int, width: int) -> np.nd
     A scanline fill: every edge adds one crossing per pixel row whose centre line it spans
     (half-open in y, so a vertex on a row is counted once), at the first pixel whose centre is
     right of the crossing; the cumulative parity along each row is the inside. Memory: one byte
-    per pixel, time: the number of crossings plus the pixels.
+    per pixel and :data:`CROSSINGS_CHUNK` crossings, time: the number of crossings plus the
+    pixels. More than :data:`MAX_CROSSINGS` crossings are a :class:`ParameterError`.
 
     Examples
     --------
@@ -80,14 +89,24 @@ def rasterise_polygon(polygon_V_2: np.ndarray, height: int, width: int) -> np.nd
     first = np.clip(np.ceil(y_lo - 0.5), 0, height).astype(np.int64)
     stop = np.clip(np.ceil(y_hi - 0.5), 0, height).astype(np.int64)
     runs_E = stop - first
-    edge_X = np.repeat(np.arange(len(a_E_2)), runs_E)
-    row_X = first[edge_X] + np.arange(edge_X.size) - np.repeat(np.cumsum(runs_E) - runs_E, runs_E)
-    a_X_2, b_X_2 = a_E_2[edge_X], b_E_2[edge_X]
-    t_X = (row_X + 0.5 - a_X_2[:, 1]) / (b_X_2[:, 1] - a_X_2[:, 1])
-    x_X = a_X_2[:, 0] + t_X * (b_X_2[:, 0] - a_X_2[:, 0])
-    column_X = np.clip(np.ceil(x_X - 0.5), 0, width).astype(np.int64)
+    ends_E = np.cumsum(runs_E)
+    if ends_E[-1] > MAX_CROSSINGS:
+        raise ParameterError(f"the shape's edges cross the rows of its {height} x {width} px window {ends_E[-1]} times "
+                             f"(at most {MAX_CROSSINGS}): draw a shape with fewer turns")
     toggles_H_W = np.zeros((height, width + 1), np.uint8)
-    np.add.at(toggles_H_W, (row_X, column_X), 1)
+    start = 0
+    while start < len(runs_E):  # edges in chunks of about CROSSINGS_CHUNK crossings
+        done = ends_E[start] - runs_E[start]  # crossings of the edges before this chunk
+        end = max(start + 1, int(np.searchsorted(ends_E, done + CROSSINGS_CHUNK, "right")))
+        edges = np.arange(start, end)
+        edge_X = np.repeat(edges, runs_E[edges])
+        row_X = first[edge_X] + np.arange(done, done + edge_X.size) - np.repeat(ends_E[edges] - runs_E[edges],
+                                                                                  runs_E[edges])
+        a_X_2, b_X_2 = a_E_2[edge_X], b_E_2[edge_X]
+        t_X = (row_X + 0.5 - a_X_2[:, 1]) / (b_X_2[:, 1] - a_X_2[:, 1])
+        x_X = a_X_2[:, 0] + t_X * (b_X_2[:, 0] - a_X_2[:, 0])
+        np.add.at(toggles_H_W, (row_X, np.clip(np.ceil(x_X - 0.5), 0, width).astype(np.int64)), 1)
+        start = end
     # uint8 sums wrap at 256, which keeps their parity; 0/1 bytes are read as bools in place.
     parity_H_W = np.cumsum(toggles_H_W[:, :width], axis=1, dtype=np.uint8)
     np.bitwise_and(parity_H_W, 1, out=parity_H_W)
@@ -132,7 +151,8 @@ def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, area_px_N
     polygon_level0_V_2 : (V, 2) vertices ``x, y`` in level-0 px.
     downsample : level-0 px per screen pixel of the view the shape was drawn on: coverage is
         counted on the label-map level nearest to it (:func:`level_shown`; the working level
-        when it is finer).
+        when it is finer), or a coarser one where the shape's bounding window has at most
+        :data:`MAX_COVER_PX` pixels.
     min_cover : share (0-1] of a superpixel's pixels that must be inside.
 
     Returns
@@ -146,10 +166,14 @@ def covered_superpixels(labels: LabelMap, bbox_level0_N_4: np.ndarray, area_px_N
         raise ParameterError(f"a shape needs 3 to {MAX_VERTICES} (x, y) vertices, got an array of shape "
                              f"{polygon_V_2.shape}")
     level = level_shown(labels, downsample)
-    scale = labels.downsample * 2**level  # level-0 px per pixel of the level
-    shape = labels.shapes[level]
-    points_V_2 = polygon_V_2 / scale
-    window = _window_of((*points_V_2.min(axis=0), *points_V_2.max(axis=0)), shape)
+    while True:  # the level shown, or the first coarser one where the shape's window fits MAX_COVER_PX
+        scale = labels.downsample * 2**level  # level-0 px per pixel of the level
+        shape = labels.shapes[level]
+        points_V_2 = polygon_V_2 / scale
+        window = _window_of((*points_V_2.min(axis=0), *points_V_2.max(axis=0)), shape)
+        if window is None or window[2] * window[3] <= MAX_COVER_PX or level == len(labels.shapes) - 1:
+            break
+        level += 1
     none = Cover(np.zeros(0, np.int64), level)
     if window is None:
         return none
