@@ -11,6 +11,7 @@ reads as a mapping from name to item.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -69,6 +70,10 @@ class Registry(Mapping[str, T], Generic[T]):
         self._load = load
         self._items: dict[str, tuple[T, Entry]] = {}
         self._loaded = False
+        self._loading = False
+        # The API answers in a thread pool: another thread's first use waits for the load instead
+        # of reading a half-built registry (a slide "no reader can open" while large_image loads).
+        self._lock = threading.RLock()
 
     def add(self, name: str, item: T, *, description: str = "", default: bool = False) -> None:
         """Register ``item`` as ``name``; a name already taken keeps its first item. Does not
@@ -124,11 +129,16 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def _built(self) -> dict[str, tuple[T, Entry]]:
         if not self._loaded:
-            self._loaded = True
-            if self._load is not None:
-                self._load(self)
-            if self.entry_point_group is not None:
-                self._add_plugins(self.entry_point_group)
+            with self._lock:
+                if not (self._loaded or self._loading):  # a load that uses its own registry reads it as it is
+                    self._loading = True
+                    try:
+                        if self._load is not None:
+                            self._load(self)
+                        if self.entry_point_group is not None:
+                            self._add_plugins(self.entry_point_group)
+                    finally:
+                        self._loaded = True
         return self._items
 
     def _add_plugins(self, group: str) -> None:
