@@ -5,7 +5,8 @@ The viewer asks for the embedding of the region in view once (:func:`embed_regio
 CPU for a ViT-B); each hover then costs only the prompt decoder and the coverage count
 (:func:`suggest`). The region is read at the resolution where its long side fits the model's input
 (1024 px), from the slide reader the project uses; embeddings are kept in a small in-process LRU
-keyed by model, slide file (path and version) and region.
+keyed by model, slide file (path and version) and region, and computed :data:`EMBEDDERS` at a time
+(a request that waits longer than :data:`EMBED_WAIT_S` is answered busy, 503).
 
 A mask becomes (a) its outline in level-0 px, the boundary around the prompt (holes filled), and
 (b) the superpixels that outline covers by at least half of their pixels, counted as the polygon
@@ -27,7 +28,7 @@ from large_image.constants import TILE_FORMAT_NUMPY
 from large_image.exceptions import TileSourceError
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import ParameterError, SlideUnreadableError
+from slidelabel.errors import BusyError, ParameterError, SlideUnreadableError
 from slidelabel.pipelines.sam import ImageEmbedding, SamPredictor, load_sam, mask_outline, sam_folder
 from slidelabel.services import shapes
 from slidelabel.services.tiles import TileGrid, file_version, label_map, slide_source, superpixel_table
@@ -42,6 +43,12 @@ logger = logging.getLogger(__name__)
 EMBEDDINGS = 8
 #: Smallest side of a region (level-0 px).
 MIN_REGION_PX = 16
+#: Region embeddings computed at once per process: a ViT-B SAM's image encoder holds 1.8 GB
+#: above its weights while it runs (23 s on one CPU thread), so parallel requests would add up.
+EMBEDDERS = 1
+#: How long a request waits for an embedder before it is answered "busy" (s): about one ViT-B
+#: embedding on a CPU.
+EMBED_WAIT_S = 30.0
 
 #: ``(left, top, right, bottom)`` in level-0 px, right and bottom exclusive.
 Box = tuple[int, int, int, int]
@@ -102,6 +109,7 @@ class _Embeddings:
 
 
 _EMBEDDINGS = _Embeddings(EMBEDDINGS)
+_EMBEDDERS = threading.BoundedSemaphore(EMBEDDERS)
 
 
 def sam_model(settings: Settings) -> tuple[SamPredictor | None, str]:
@@ -166,10 +174,18 @@ def _embedded(predictor: SamPredictor, slide: Slide,
     found = _EMBEDDINGS.get(key)
     if found is not None:
         return found, True
-    start = time.perf_counter()
-    rgb, downsample = read_region(path, box, predictor.input_px)
-    embedding = RegionEmbedding(box, downsample, predictor.embed(rgb), time.perf_counter() - start)
-    _EMBEDDINGS.put(key, embedding)
+    if not _EMBEDDERS.acquire(timeout=EMBED_WAIT_S):
+        raise BusyError(f"the smart tool is busy with other regions (over {EMBED_WAIT_S:.0f} s); try again")
+    try:
+        found = _EMBEDDINGS.get(key)  # computed for another request while this one waited
+        if found is not None:
+            return found, True
+        start = time.perf_counter()
+        rgb, downsample = read_region(path, box, predictor.input_px)
+        embedding = RegionEmbedding(box, downsample, predictor.embed(rgb), time.perf_counter() - start)
+        _EMBEDDINGS.put(key, embedding)
+    finally:
+        _EMBEDDERS.release()
     return embedding, False
 
 
