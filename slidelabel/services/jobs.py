@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePath
 from typing import Protocol
 
 from sqlalchemy import select, update
@@ -181,6 +182,18 @@ def shown_to(job: Job, *, admin: bool) -> tuple[str, str]:
     message = _INTERNAL + "; the admin can see the details" if job.message.startswith(_INTERNAL) else job.message
     log, _, traceback_part = job.log.partition(_TRACEBACK)
     return message, log + ("(an internal error; the admin can see its details)\n" if traceback_part else "")
+
+
+def shown_params(params: object, *, admin: bool) -> object:
+    """A job's parameters as ``admin`` or another viewer may see them: for others every absolute
+    path is its file or folder name (an upload kept in the data folder, a server folder)."""
+    if admin:
+        return params
+    if isinstance(params, dict):
+        return {key: shown_params(value, admin=False) for key, value in params.items()}
+    if isinstance(params, list):
+        return [shown_params(value, admin=False) for value in params]
+    return PurePath(params).name if isinstance(params, str) and PurePath(params).is_absolute() else params
 
 
 def find_job(session, project_id: int, job_id: int) -> Job:

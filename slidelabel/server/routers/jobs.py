@@ -27,7 +27,8 @@ def list_jobs(access: Viewer, session: ReadSession,
 def get_job(job_id: int, access: Viewer, session: ReadSession) -> JobLog:
     job = jobs.find_job(session, access.project.id, job_id)
     message, log = jobs.shown_to(job, admin=access.user.is_admin)
-    return JobLog.model_validate(job).model_copy(update={"message": message, "log": log})
+    return JobLog.model_validate(job).model_copy(update={
+        "message": message, "log": log, "params": jobs.shown_params(job.params, admin=access.user.is_admin)})
 
 
 @router.post("/{job_id}/cancel")
