@@ -29,6 +29,7 @@ from slidelabel import __version__
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.features import get_extractor
 from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.pipelines.memory import release_freed_memory
 from slidelabel.pipelines.models import TrainedModel, load_model
 from slidelabel.pipelines.normalisation import get_normalisation
 from slidelabel.pipelines.superpixels import ProgressFunction
@@ -117,8 +118,10 @@ def slide_features(
     path = features_file(folder, extractor)
     before = path.stat().st_ino if path.exists() else None
     superpixels = compute_slide_superpixels(slide_path, folder, options, workers=workers, progress=progress)
+    release_freed_memory()  # the superpixel threads' arenas, which the feature tiles would not reuse
     report = (lambda done, total: progress("features", done, total)) if progress else None
     extract_slide_features(slide_path, folder, path, extractor=extractor, tile_size=options.tile_size, progress=report)
+    release_freed_memory()
     # A recomputed array replaces the folder, so the same inode means it was kept as it was.
     kept = superpixels.status == "skipped" and before == path.stat().st_ino
     return SlideResult(slide_path, folder, "skipped" if kept else "done", superpixels.superpixels,

@@ -3,22 +3,23 @@
 Each core tile is read with a margin of context (the extractor's ``margin_px``, and the context
 ring's width), its channels are computed block by block and pooled over the core only, in one
 pass per block (:mod:`~slidelabel.pipelines.features.window_pooling`), and the pools of
-superpixels cut by tile borders are merged. Tiles are read and pooled by :data:`WORKERS` threads
-and merged in raster order, so the result does not depend on the number of threads. Tiles go in raster order; after each row of
-tiles the superpixels that cannot reach the next row are finished, turned into features and
-written, so memory holds one row of tiles' superpixels, not the slide's.
+superpixels cut by tile borders are merged. Tiles are read and pooled by :func:`tile_workers`
+threads and merged in raster order, so the result does not depend on the number of threads.
+Tiles go in raster order; after each tile the superpixels that no later tile can reach are
+finished, turned into features and written, so memory holds the superpixels along the lower edge
+of the current row of tiles, not a row's or the slide's (:func:`_finish_superpixels`).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ from slidelabel.pipelines.features.pooling import Pools
 from slidelabel.pipelines.features.window_pooling import WindowAccumulators, pool_window_block
 from slidelabel.pipelines.slides import Slide
 from slidelabel.pipelines.superpixels import Tile, core_tiles
+from slidelabel.pipelines.torch_threads import available_cpus
 from slidelabel.store.atomic import replace_folder
 from slidelabel.store.feature_files import chunk_rows, store_statistics
 from slidelabel.store.label_map import label_map_shape, read_labels
@@ -48,10 +50,14 @@ POOLING_VERSION = 2
 #: Channels are computed in blocks of at most this side (px) plus margins, which bounds the
 #: per-pixel stack: the filter bank's 32 float32 channels on (512 + 2 x 40)^2 px take 45 MB.
 BLOCK_PX = 512
+#: Finished superpixels turned into features at once: bounds the copies of their pools and the
+#: percentiles' temporaries (the ``tissue`` extractor's 41 channels of 32 histogram bins take
+#: 10.5 KB per superpixel, 21 MB for 2048).
+FINISH_ROWS = 2048
 
-#: Tiles read and pooled at once: decoding (OpenSlide), OpenCV and the numba kernels release the
-#: GIL, so threads use the cores (and overlap reading one tile with pooling another).
-WORKERS = min(os.cpu_count() or 1, 4)
+#: Tiles read and pooled at once at most: decoding (OpenSlide), OpenCV and the numba kernels release
+#: the GIL, so threads use the cores (and overlap reading one tile with pooling another).
+MAX_WORKERS = 4
 
 T = TypeVar("T")
 
@@ -86,6 +92,7 @@ def _pool_window(extractor: FeatureExtractor, rgb: np.ndarray, labels: np.ndarra
             acc = WindowAccumulators.of_labels(labels, channels_H_W_K.shape[2], extractor.histogram_bins)
         pool_window_block(acc, channels_H_W_K[top : top + block.height, left : left + block.width],
                           top=block.top, left=block.left, ring_px=extractor.ring_px, origin=origin)
+        del channels_H_W_K  # else it stays alive while the next block's are computed (57 MB for tissue)
     if acc is None:
         raise ValueError(f"empty core {core}")
     return acc.pools()
@@ -105,9 +112,20 @@ def _used_pixels(labels_H_W: np.ndarray, reach_px: int) -> np.ndarray:
     return cv2.dilate((labels_H_W > 0).view(np.uint8), kernel).view(bool)
 
 
+@dataclass(frozen=True)
+class _TilePools:
+    """What one tile adds: the pools of its pixels (None on glass) and the ids a later tile may
+    still add to, beyond a ring's width of its lower edge (``below``) and of its right edge
+    (``right``)."""
+
+    pools: SuperpixelPools | None
+    below: np.ndarray
+    right: np.ndarray
+
+
 def _pool_tile(extractor: FeatureExtractor, read_rgb: RgbReader, read_ids: WindowReader, tile: Tile, *,
-               height: int, width: int, n_superpixels: int) -> tuple[SuperpixelPools | None, np.ndarray]:
-    """(pools of the pixels of ``tile``, None on glass; ids that may gain pixels in the next band)."""
+               height: int, width: int, n_superpixels: int) -> _TilePools:
+    """The pools of the pixels of ``tile`` and the ids near its lower and right edges."""
     margin = max(extractor.margin_px, extractor.ring_px + 1)
     window = tile.grown(margin, height, width)
     labels = np.asarray(read_ids(window.top, window.left, window.height, window.width), np.int64)
@@ -121,10 +139,21 @@ def _pool_tile(extractor: FeatureExtractor, read_rgb: RgbReader, read_ids: Windo
         used = _used_pixels(labels, extractor.ring_px + extractor.margin_px + extractor.grid_px)
         rgb = read_rgb(window.top, window.left, window.height, window.width, used)
         pools = _pool_window(extractor, rgb, labels, core, (window.top, window.left))
-    # Ids within a ring's width of the band's lower edge may gain pixels in the next band.
-    seam_top = max(core.top + core.height - extractor.ring_px - 1, 0)
-    open_ids = np.unique(labels[seam_top : core.top + core.height + extractor.ring_px, core.left : core.left + core.width])
-    return pools, open_ids
+    # Ids within a ring's width of an edge (inside or out) may gain pixels or ring pixels from
+    # the tile beyond it.
+    ring = extractor.ring_px
+    bottom, right = core.top + core.height, core.left + core.width
+    below = labels[max(bottom - ring - 1, 0) : bottom + ring, core.left : right]
+    beside = labels[max(core.top - ring, 0) : bottom + ring, max(right - ring - 1, 0) : right + ring]
+    return _TilePools(pools, np.unique(below), np.unique(beside))
+
+
+def tile_workers() -> int:
+    """Threads for the tiles: one per CPU this process may run on (its affinity, not the
+    machine's count), at most :data:`MAX_WORKERS`. A worker pinned to one core gets one thread,
+    which holds one tile's window and channels (about 250 MB for the ``tissue`` extractor) instead
+    of two and gains no speed from a second."""
+    return min(available_cpus(), MAX_WORKERS)
 
 
 def _in_order(work: Callable[[Tile], T], tiles: list[Tile], workers: int) -> Iterator[T]:
@@ -159,14 +188,14 @@ def pool_image(
     write_rows: RowWriter,
     tile_size: int = 2048,
     progress: TileProgress | None = None,
-    workers: int = WORKERS,
+    workers: int | None = None,
 ) -> None:
     """Features of the superpixels 1..``n_superpixels`` of a ``height`` x ``width`` image (working
     px), handed to ``write_rows`` as their superpixels are finished (each id once, in no order).
 
     ``read_rgb`` gives uint8 (h, w, 3) (see :data:`RgbReader`) and ``read_ids`` integer (h, w)
-    superpixel ids of a window;
-    with ``workers`` > 1 both are called from that many threads at once. Tiles are read and
+    superpixel ids of a window; with ``workers`` (default :func:`tile_workers`) > 1 both are
+    called from that many threads at once. Tiles are read and
     pooled in parallel but merged in raster order, so the result does not depend on ``workers``.
     Superpixels must be connected: one seen again after it was finished is a ``ValueError``.
     """
@@ -174,41 +203,65 @@ def pool_image(
         raise ParameterError(f"tile_size must be >= 16 px, got {tile_size}")
     tiles = core_tiles(height, width, tile_size)
     results = _in_order(lambda tile: _pool_tile(extractor, read_rgb, read_ids, tile, height=height, width=width,
-                                                n_superpixels=n_superpixels), tiles, workers)
+                                                n_superpixels=n_superpixels), tiles,
+                        tile_workers() if workers is None else workers)
     with closing(results):  # on an error, stop the threads before returning
-        _finish_bands(extractor, tiles, results, tile_size=tile_size, height=height, n_superpixels=n_superpixels,
-                      write_rows=write_rows, progress=progress)
+        _finish_superpixels(extractor, tiles, results, height=height, n_superpixels=n_superpixels,
+                            write_rows=write_rows, progress=progress)
 
 
-def _finish_bands(extractor: FeatureExtractor, tiles: list[Tile],
-                  results: Iterator[tuple[SuperpixelPools | None, np.ndarray]], *, tile_size: int, height: int,
-                  n_superpixels: int, write_rows: RowWriter, progress: TileProgress | None) -> None:
-    """Merge the tiles' pools band by band and write the superpixels each band finishes."""
+def _finish_superpixels(extractor: FeatureExtractor, tiles: list[Tile], results: Iterator[_TilePools], *,
+                        height: int, n_superpixels: int, write_rows: RowWriter, progress: TileProgress | None) -> None:
+    """Merge the tiles' pools in raster order and write each superpixel once no later tile can
+    add to it.
+
+    After a tile, a superpixel stays open when it came from the band of tiles above (it may reach
+    any tile of this band), lies near the lower edge of a tile of this band so far (the next band
+    may add to it) or near this tile's right edge (the next tile may); at the end of a band, only
+    the lower edges count, and at the end of the image nothing does. So memory holds about a row
+    of superpixels along the band's lower edge and a column along the tile's right edge, not a
+    band's: the ``tissue`` extractor's pools take 10.5 KB per superpixel. Pools merge in the same
+    order as a band at a time would, so the sums, hence the features, are the same to the bit.
+    """
     finished = np.zeros(n_superpixels + 1, bool)
-    pending: list[SuperpixelPools] = []
-    done = 0
-    for band_top, band in itertools.groupby(zip(tiles, results), key=lambda pair: pair[0].top):
-        open_ids = []
-        for _, (tile_pools, tile_open_ids) in band:
-            if tile_pools is not None:
-                pending.append(tile_pools)
-            open_ids.append(tile_open_ids)
-            done += 1
-            if progress is not None:
-                progress(done, len(tiles))
-        if not pending:
-            continue
-        pools = _merged(pending)
-        ids_M = pools.ids()
-        if finished[ids_M].any():
-            raise ValueError(f"superpixel {ids_M[finished[ids_M]][0]} is not connected: seen again below row {band_top}")
-        last_band = band_top + tile_size >= height
-        keep_M = np.zeros(ids_M.size, bool) if last_band else np.isin(ids_M, np.concatenate(open_ids))
-        finished_ids = ids_M[~keep_M]
-        if finished_ids.size:
-            write_rows(finished_ids, extractor.features(_aligned(pools, finished_ids)))
-        finished[finished_ids] = True
-        pending = [_aligned(pools, ids_M[keep_M])]
+    pending: SuperpixelPools | None = None  # pools of the superpixels still open
+    from_above = np.zeros(0, np.int64)
+    below: list[np.ndarray] = []  # ids near the lower edges of this band's tiles so far
+    for done, (tile, result) in enumerate(zip(tiles, results), 1):
+        band_ends = done == len(tiles) or tiles[done].top != tile.top
+        below.append(result.below)
+        if result.pools is not None:
+            pending = result.pools if pending is None else _merged([pending, result.pools])
+        if pending is not None:
+            if band_ends:
+                open_ids = below if tile.top + tile.height < height else []
+            else:
+                open_ids = [from_above, *below, result.right]
+            pending = _finish(extractor, pending, np.concatenate(open_ids or [np.zeros(0, np.int64)]), finished,
+                              write_rows, where=tile)
+        if band_ends:
+            from_above = pending.ids() if pending is not None else np.zeros(0, np.int64)
+            below = []
+        if progress is not None:
+            progress(done, len(tiles))
+
+
+def _finish(extractor: FeatureExtractor, pools: SuperpixelPools, open_ids: np.ndarray, finished: np.ndarray,
+            write_rows: RowWriter, *, where: Tile) -> SuperpixelPools:
+    """Write the features of the superpixels of ``pools`` that are not in ``open_ids``, mark them
+    in ``finished`` and return the pools of the others."""
+    ids_M = pools.ids()
+    if finished[ids_M].any():
+        raise ValueError(f"superpixel {ids_M[finished[ids_M]][0]} is not connected: seen again in the tile at "
+                         f"row {where.top}, column {where.left}")
+    keep_M = np.isin(ids_M, open_ids)
+    finished_ids = ids_M[~keep_M]
+    # A few thousand at a time: the percentiles' temporaries take as much as the pools.
+    for start in range(0, finished_ids.size, FINISH_ROWS):
+        chunk_ids = finished_ids[start : start + FINISH_ROWS]
+        write_rows(chunk_ids, extractor.features(_aligned(pools, chunk_ids)))
+    finished[finished_ids] = True
+    return _aligned(pools, ids_M[keep_M])
 
 
 def features_of_array(

@@ -9,20 +9,26 @@ without touching torch's global generator.
 Posterior sample ``s`` keeps one dropout mask over the hidden units (Gal & Ghahramani 2016) and
 applies it to every row: the same network draw for all rows, as BatchBALD and chunked prediction
 need (see :class:`~.base.Classifier`). :meth:`~MLPClassifier.predict_proba` runs without dropout.
+
+The torch code lives in :mod:`~slidelabel.pipelines.models.mlp_network`, imported by the methods
+that fit, predict or restore a network: the model registry imports this module to list the
+models, and a cohort predicted by another model should not carry torch (240 MB resident).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from slidelabel.errors import ParameterError
-from slidelabel.pipelines.models.base import ClassifierState, balanced_weights, check_chunk_rows
-from slidelabel.pipelines.models.mc_dropout import dropout_scales, kept_units
+from slidelabel.pipelines.models.base import ClassifierState, check_chunk_rows
 from slidelabel.pipelines.torch_threads import torch_threads
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MLPClassifier"]
 
@@ -106,98 +112,31 @@ class MLPClassifier:
     ) -> None:
         """Train from weights initialised as ``torch.nn.Linear`` does, drawn from ``rng``."""
         with torch_threads(FIT_THREADS):
-            self._train(feats_N_D, classes_N, n_classes, rng)
-
-    def _train(
-        self, feats_N_D: np.ndarray, classes_N: np.ndarray, n_classes: int, rng: np.random.Generator
-    ) -> None:
-        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-        feats = torch.as_tensor(np.asarray(feats_N_D, dtype=np.float32))
-        targets = torch.as_tensor(np.asarray(classes_N, dtype=np.int64))
-        row_weights_N = balanced_weights(classes_N, n_classes) if self.balanced else np.ones(len(classes_N))
-        row_weights = torch.as_tensor(row_weights_N, dtype=torch.float32)
-        widths = (feats.shape[1], *self.hidden, n_classes)
-        params = []
-        for fan_in, fan_out in itertools.pairwise(widths):
-            bound = fan_in**-0.5
-            for shape in ((fan_in, fan_out), (fan_out,)):
-                param = torch.empty(shape).uniform_(-bound, bound, generator=generator)
-                params.append(param.requires_grad_())
-        self.layers = [(params[i], params[i + 1]) for i in range(0, len(params), 2)]
-        optimiser = torch.optim.Adam(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-        keep_scale = 1.0 / (1.0 - self.dropout)  # kept units' expected input equals dropout off
-        best, stale = np.inf, 0
-        for _ in range(self.max_epochs):
-            order = torch.randperm(len(feats), generator=generator)
-            epoch_loss = 0.0
-            for batch in order.split(self.batch_rows):
-                scales = [
-                    (torch.rand(len(batch), units, generator=generator) >= self.dropout) * keep_scale
-                    for units in self.hidden
-                ]
-                log_probs = torch.log_softmax(self._head(self._first(feats[batch]), scales), dim=1)
-                nll = -log_probs.gather(1, targets[batch, None])[:, 0]
-                weighted_nll = (row_weights[batch] * nll).sum()
-                optimiser.zero_grad()
-                # The step follows the batch's mean loss, so weight decay is as strong for a
-                # thousand labels as for fifty; the epoch's loss is the mean over all labels.
-                (weighted_nll / len(batch)).backward()
-                optimiser.step()
-                epoch_loss += float(weighted_nll.detach()) / len(feats)
-            if epoch_loss < best * 0.99:
-                best, stale = epoch_loss, 0
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    break
-        self.layers = [(w.detach(), b.detach()) for w, b in self.layers]
+            self.layers = _network().train_layers(self, feats_N_D, classes_N, n_classes, rng)
 
     def predict_proba(self, feats_N_D: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
         """Return ``probs_N_C`` (float32) with every hidden unit kept (dropout off)."""
-        return self._forward(feats_N_D, kept_units(self.hidden), chunk_rows)[0]
+        return self._forward(feats_N_D, _network().kept_units(self.hidden), chunk_rows)[0]
 
     def posterior_samples(
         self, feats_N_D: np.ndarray, *, n_samples: int, rng: np.random.Generator, chunk_rows: int = 65536
     ) -> np.ndarray:
         """Return ``samples_S_N_C`` (float32) under ``n_samples`` dropout masks drawn from ``rng``,
         each mask applied to every row."""
-        return self._forward(feats_N_D, dropout_scales(self.hidden, self.dropout, n_samples, rng), chunk_rows)
+        scales_S = _network().dropout_scales(self.hidden, self.dropout, n_samples, rng)
+        return self._forward(feats_N_D, scales_S, chunk_rows)
 
     def _forward(
         self, feats_N_D: np.ndarray, scales_S: list[list[torch.Tensor]], chunk_rows: int
     ) -> np.ndarray:
-        """Return ``samples_S_N_C`` (float32): softmax outputs under each sample's unit scales.
-
-        The first layer does not depend on the dropout masks, so it is computed once per chunk.
-        """
+        """Return ``samples_S_N_C`` (float32): softmax outputs under each sample's unit scales."""
         check_chunk_rows(chunk_rows)
         if not self.layers:
             raise ParameterError("the mlp model is not fitted yet; call fit() first")
-        n_feats, n_classes = self.layers[0][0].shape[0], self.layers[-1][1].shape[0]
+        n_feats = self.layers[0][0].shape[0]
         if feats_N_D.ndim != 2 or feats_N_D.shape[1] != n_feats:
             raise ParameterError(f"features must have shape (N, {n_feats}), got {feats_N_D.shape}")
-        samples_S_N_C = np.empty((len(scales_S), len(feats_N_D), n_classes), np.float32)
-        with torch.no_grad():
-            for start in range(0, len(feats_N_D), chunk_rows):
-                chunk_n_D = torch.as_tensor(np.asarray(feats_N_D[start : start + chunk_rows], np.float32))
-                hidden_n_H = self._first(chunk_n_D)
-                for s, scales in enumerate(scales_S):
-                    probs_n_C = torch.softmax(self._head(hidden_n_H, scales), dim=1)
-                    samples_S_N_C[s, start : start + len(chunk_n_D)] = probs_n_C.numpy()
-        return samples_S_N_C
-
-    def _first(self, feats_n_D: torch.Tensor) -> torch.Tensor:
-        """``hidden_n_H``: the first hidden layer's ReLU output, before dropout."""
-        weights_D_H, bias_H = self.layers[0]
-        return torch.relu(feats_n_D @ weights_D_H + bias_H)
-
-    def _head(self, hidden_n_H: torch.Tensor, scales: list[torch.Tensor]) -> torch.Tensor:
-        """``logits_n_C`` from the first hidden layer's output; ``scales`` multiply the units of
-        each hidden layer (0 for a dropped unit, ``1 / (1 - dropout)`` for a kept one, 1 with
-        dropout off) and broadcast over rows."""
-        (_, _), (weights_H_G, bias_G), (weights_G_C, bias_C) = self.layers
-        hidden_n_G = torch.relu((hidden_n_H * scales[0]) @ weights_H_G + bias_G)
-        return (hidden_n_G * scales[1]) @ weights_G_C + bias_C
+        return _network().forward(self.layers, feats_N_D, scales_S, chunk_rows)
 
     def to_state(self) -> ClassifierState:
         """Settings and the three layers' weights and biases as float32 arrays."""
@@ -222,11 +161,17 @@ class MLPClassifier:
     def from_state(cls, state: ClassifierState) -> MLPClassifier:
         """Rebuild the fitted network from :meth:`to_state`'s result."""
         model = cls(**state.config)
-        arrays = {name: torch.as_tensor(array, dtype=torch.float32) for name, array in state.arrays.items()}
-        model.layers = [(arrays[weights_name], arrays[bias_name]) for weights_name, bias_name in _LAYERS]
+        model.layers = _network().layers_of_arrays(state.arrays, _LAYERS)
         (weights_D_H, _), _, (_, bias_C) = model.layers
         widths = (weights_D_H.shape[0], *model.hidden, bias_C.shape[0])
         shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in model.layers]
         if shapes != [((i, o), (o,)) for i, o in itertools.pairwise(widths)]:
             raise ValueError(f"mlp layer arrays have inconsistent shapes {shapes}")
         return model
+
+
+def _network() -> ModuleType:
+    """:mod:`~slidelabel.pipelines.models.mlp_network`, imported (with torch) on first use."""
+    from slidelabel.pipelines.models import mlp_network
+
+    return mlp_network

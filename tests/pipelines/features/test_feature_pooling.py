@@ -101,3 +101,21 @@ def test_threads_give_the_features_of_one_thread(name: str, monuseg_image: tuple
         return feats_N_D
 
     np.testing.assert_array_equal(features(3), features(1))
+
+
+def test_superpixels_are_written_as_soon_as_no_later_tile_reaches_them(
+        monuseg_image: tuple[np.ndarray, np.ndarray]) -> None:
+    """Memory holds the superpixels along the tiles' lower and right edges, not a row of tiles':
+    those inside the first tile are written before the second tile is pooled, and every
+    superpixel exactly once."""
+    rgb, labels = monuseg_image
+    n, events = int(labels.max()), []
+    pool_image(FEATURES["color"], lambda t, l, h, w, used: rgb[t : t + h, l : l + w],
+               lambda t, l, h, w: labels[t : t + h, l : l + w], height=labels.shape[0], width=labels.shape[1],
+               n_superpixels=n, write_rows=lambda ids_M, feats_M_D: events.append(("written", ids_M.copy())),
+               progress=lambda done, total: events.append(("tiles", done)), tile_size=256, workers=1)
+    first_tile = events[: events.index(("tiles", 1))]
+    inside = np.unique(labels[:200, :200])
+    assert set(inside[inside > 0]) <= set(np.concatenate([ids for _, ids in first_tile]))
+    written = np.concatenate([ids for kind, ids in events if kind == "written"])
+    assert sorted(written) == sorted(set(np.unique(labels)) - {0})
