@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from slidelabel.services.labels import superpixel_keys
+from slidelabel.services.labels import integer_rows, superpixel_keys
 from slidelabel.store.models import Category, Label, User
 
 
@@ -108,9 +108,8 @@ def project_agreement(session: Session, project_id: int
     {user_id: (username, labels)}, pairs)``."""
     categories = list(session.scalars(select(Category.id).where(Category.project_id == project_id)
                                       .order_by(Category.position, Category.id)))
-    rows = session.execute(select(Label.user_id, Label.slide_id, Label.superpixel, Label.category_id)
-                           .where(Label.project_id == project_id)).all()
-    labels_L4 = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+    labels_L4 = integer_rows(session, select(Label.user_id, Label.slide_id, Label.superpixel, Label.category_id)
+                             .where(Label.project_id == project_id))
     users, counts = np.unique(labels_L4[:, 0], return_counts=True)
     names = dict(session.execute(select(User.id, User.username).where(User.id.in_(users.tolist()))).all())
     keys_L = superpixel_keys(labels_L4[:, 1], labels_L4[:, 2])

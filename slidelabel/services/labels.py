@@ -11,6 +11,7 @@ every event's previous value is the one it replaced.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +62,16 @@ def superpixel_keys(slide_ids_M: np.ndarray, superpixels_M: np.ndarray) -> np.nd
 def split_keys(keys_M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(slide_ids_M, superpixels_M)`` of :func:`superpixel_keys`."""
     return keys_M >> SLIDE_SHIFT, keys_M & ((1 << SLIDE_SHIFT) - 1)
+
+
+def integer_rows(session: Session, query: Select) -> np.ndarray:
+    """The rows of a query of integer columns as an int64 ``(R, columns)`` array.
+
+    Read value by value: ``np.asarray`` of the rows themselves probes each row object for array
+    interfaces first, six failed attribute look-ups a row (134,091 labels: 2.9 s instead of 0.36 s).
+    """
+    flat = np.fromiter(itertools.chain.from_iterable(session.execute(query)), np.int64)
+    return flat.reshape(-1, len(query.selected_columns))
 
 
 def locked_slide(session: Session, project_id: int, slide_id: int) -> Slide:

@@ -21,6 +21,7 @@ from slidelabel.services.labels import (
     changes,
     check_category,
     check_superpixels,
+    integer_rows,
     split_keys,
     superpixel_batch,
     superpixel_keys,
@@ -99,8 +100,8 @@ def effective_labels(session: Session, project_id: int, *, slide_id: int | None 
     reviews = select(Review.slide_id, Review.superpixel, Review.category_id).where(Review.project_id == project_id)
     if slide_id is not None:
         labels, reviews = labels.where(Label.slide_id == slide_id), reviews.where(Review.slide_id == slide_id)
-    label_rows_L3 = _int_rows(session, labels.order_by(Label.updated_at, Label.id))
-    review_rows_R3 = _int_rows(session, reviews)
+    label_rows_L3 = integer_rows(session, labels.order_by(Label.updated_at, Label.id))
+    review_rows_R3 = integer_rows(session, reviews)
     label_keys_L = superpixel_keys(label_rows_L3[:, 0], label_rows_L3[:, 1])
     keys_K, categories_K = majority_labels(label_keys_L, label_rows_L3[:, 2], np.arange(len(label_rows_L3)))
     review_keys_R = superpixel_keys(review_rows_R3[:, 0], review_rows_R3[:, 1])
@@ -113,11 +114,6 @@ def effective_labels(session: Session, project_id: int, *, slide_id: int | None 
     starts = np.flatnonzero(np.r_[True, slides[1:] != slides[:-1]]) if keys.size else np.empty(0, np.int64)
     return {int(slides[start]): (superpixels[start:end], categories[start:end])
             for start, end in zip(starts, np.r_[starts[1:], keys.size])}
-
-
-def _int_rows(session: Session, query: Select) -> np.ndarray:
-    """The rows of a query of three integer columns as an int64 ``(R, 3)`` array."""
-    return np.asarray(session.execute(query).all(), dtype=np.int64).reshape(-1, 3)
 
 
 class SlidePredictionCache:
