@@ -20,15 +20,17 @@ import enum
 import io
 import json
 import re
+import threading
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import ConflictError, NotFoundError, ParameterError
+from slidelabel.errors import BusyError, ConflictError, NotFoundError, ParameterError
 from slidelabel.services.epochs import get_epoch, slide_predictions
 from slidelabel.services.masks import category_values, write_mask
 from slidelabel.services.polygons import Polygon, label_map_polygons, nearby_batches
@@ -46,6 +48,14 @@ from slidelabel.store.superpixel_table import SuperpixelTable, read_table
 #: ``R + 256 G + 65536 B``, at the working level; the element's ``transform`` scales it to level 0).
 PLACEHOLDER_GIRDER_ID = "0" * 24
 _GIRDER_ID = re.compile(r"^[0-9a-f]{24}$")
+#: Exports that build at once in an API process. A slide of 134,091 imported cells exported one
+#: shape per cell holds 360 MB above the process for 16 s, and a viewer's parallel requests each
+#: did so at once (four: +1.06 GB, ten would be 3.6 GB); the others wait their turn.
+EXPORTERS = 2
+#: Seconds an export waits for its turn before it is answered 'busy' (503), so waiting requests
+#: do not hold the API's threads for long.
+EXPORT_WAIT_S = 10.0
+_EXPORTERS = threading.BoundedSemaphore(EXPORTERS)
 
 
 class Source(enum.StrEnum):
@@ -92,6 +102,19 @@ class SlideClasses:
     def count(self) -> int:
         """Superpixels of the slide (N)."""
         return int(self.slide.superpixels or 0)
+
+
+@contextmanager
+def export_turn() -> Iterator[None]:
+    """Holds one of the :data:`EXPORTERS` turns while an export is built and encoded;
+    :class:`BusyError` when none frees within :data:`EXPORT_WAIT_S` seconds."""
+    if not _EXPORTERS.acquire(timeout=EXPORT_WAIT_S):
+        raise BusyError(f"the server is busy with {EXPORTERS} other exports (over {EXPORT_WAIT_S:.0f} s); "
+                        "try again in a minute")
+    try:
+        yield
+    finally:
+        _EXPORTERS.release()
 
 
 def superpixel_folder(files: ProjectFiles, slide: Slide) -> tuple[Path, dict]:

@@ -52,10 +52,12 @@ def _json(document: dict, filename: str, media_type: str) -> Response:
 
 
 def _temporary_file(filename: str, media_type: str, write: Callable[[Path], None]) -> FileResponse:
-    """A download written by ``write`` into a temporary folder that is removed once sent."""
+    """A download written by ``write`` (in an export turn) into a temporary folder that is removed
+    once sent."""
     folder = Path(tempfile.mkdtemp(prefix="slidelabel-export-"))
     try:
-        write(folder / filename)
+        with service.export_turn():
+            write(folder / filename)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -68,9 +70,10 @@ def export_geojson(slide_id: int, access: Viewer, session: ReadSession, settings
                    source: Source = Source.labels, epoch: EpochQuery = None,
                    dissolve: DissolveQuery = True) -> Response:
     """A GeoJSON FeatureCollection for QuPath (File > Import objects), level-0 pixels."""
-    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
-    return _json(service.geojson(classes, access.project, dissolve=dissolve),
-                 f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json")
+    with service.export_turn():
+        classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+        return _json(service.geojson(classes, access.project, dissolve=dissolve),
+                     f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json")
 
 
 @router.get("/slides/{slide_id}/export/annotation")
@@ -80,9 +83,11 @@ def export_annotation(slide_id: int, access: Viewer, session: ReadSession, setti
                       girder_id: Annotated[str | None, Query(description="Girder item of the superpixel image")] = None,
                       ) -> Response:
     """A Digital Slide Archive (large_image) annotation JSON, level-0 pixels."""
-    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
-    document = service.annotation(classes, access.project, dissolve=dissolve, elements=elements, girder_id=girder_id)
-    return _json(document, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json")
+    with service.export_turn():
+        classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+        document = service.annotation(classes, access.project, dissolve=dissolve, elements=elements,
+                                      girder_id=girder_id)
+        return _json(document, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json")
 
 
 @router.get("/slides/{slide_id}/export/mask.tiff", response_class=FileResponse)
