@@ -100,8 +100,14 @@ def plan_epoch(session: Session, data_dir: Path, project_id: int) -> EpochPlan:
 
 def start_epoch(database: Database, sender: Sender, data_dir: Path, project_id: int, user_id: int) -> Job:
     """Queue an epoch of the project, or return the job that made the latest epoch when nothing
-    it depends on has changed since (or the queued or running job for the same state)."""
+    it depends on has changed since (or the queued or running job for the same state), or the
+    project's queued epoch: it gathers the labels when it starts, so it trains on these too, and
+    retrain clicks between label changes queue no more epochs than one."""
     with database.session() as session:
+        queued = session.scalar(select(Job).where(Job.project_id == project_id, Job.kind == "epoch",
+                                                  Job.state == JobState.queued).order_by(Job.id))
+        if queued is not None:
+            return queued
         state = plan_epoch(session, data_dir, project_id).digest()
         latest = session.scalar(select(Epoch).where(Epoch.project_id == project_id).order_by(Epoch.number.desc()))
         if latest is not None and latest.metrics.get("label_state") == state:
