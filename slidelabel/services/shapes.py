@@ -305,18 +305,25 @@ def similar_by_prediction(predicted_N: np.ndarray, certainty_N: np.ndarray, seed
     return np.concatenate([[False], similar])
 
 
-def similar_by_features(feats_N_D: np.ndarray, seed: int, share: float) -> np.ndarray:
-    """(N + 1,) bool: the ``share`` (0-1] of the slide's superpixels nearest to the seed in
-    standardised features (each column z-scored over the slide); rows with NaN are never similar."""
-    if not 0 < share <= 1:
-        raise ParameterError(f"share must be in (0, 1], got {share}")
+def feature_distances(feats_N_D: np.ndarray, seed: int) -> np.ndarray:
+    """(N,) distance of each superpixel to the seed in standardised features (each column
+    z-scored over the slide); inf for rows with NaN. Computed once per request: over 134,091
+    superpixels of 274 features it takes 0.6 s, and the smart tool asks three shares of it."""
     finite_N = np.isfinite(feats_N_D).all(axis=1)
     if not finite_N[seed - 1]:
         raise ParameterError(f"superpixel {seed} has no features; pick one on tissue")
     rows_M_D = feats_N_D[finite_N]
     scale_D = rows_M_D.std(axis=0)
     z_N_D = (feats_N_D - rows_M_D.mean(axis=0)) / np.where(scale_D > 0, scale_D, 1)
-    distance_N = np.where(finite_N, np.linalg.norm(np.nan_to_num(z_N_D - z_N_D[seed - 1]), axis=1), np.inf)
+    return np.where(finite_N, np.linalg.norm(np.nan_to_num(z_N_D - z_N_D[seed - 1]), axis=1), np.inf)
+
+
+def similar_by_features(distance_N: np.ndarray, share: float) -> np.ndarray:
+    """(N + 1,) bool: the ``share`` (0-1] of the slide's superpixels nearest to the seed by
+    :func:`feature_distances`; rows without features (inf) are never similar."""
+    if not 0 < share <= 1:
+        raise ParameterError(f"share must be in (0, 1], got {share}")
+    finite_N = np.isfinite(distance_N)
     cutoff = np.quantile(distance_N[finite_N], share)
     return np.concatenate([[False], distance_N <= cutoff])
 
@@ -355,8 +362,8 @@ def _likeness(session: Session, data_dir: Path, project: Project, slide: Slide,
         if not path.exists():
             raise NotFoundError(f"slide {slide.id} has neither predictions nor {project.extractor} features yet: "
                                 "prepare it (POST .../jobs/prepare) first") from None
-        feats_N_D = read_features(path)
-        return adjacency, lambda threshold: similar_by_features(feats_N_D, seed, 1 - threshold), "features", None, None
+        distance_N = feature_distances(read_features(path), seed)
+        return adjacency, lambda threshold: similar_by_features(distance_N, 1 - threshold), "features", None, None
     predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
     category = int(predicted_N[seed - 1]) or None
     return (adjacency, lambda threshold: similar_by_prediction(predicted_N, certainty_N, seed, threshold),

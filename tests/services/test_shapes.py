@@ -159,7 +159,7 @@ def test_similar_by_prediction_needs_the_seed_s_category_and_certainty():
 
 def test_similar_by_features_takes_the_nearest_share_and_never_rows_without_features():
     feats = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [np.nan, 0.0], [0.2, 0.1]])
-    assert shapes.similar_by_features(feats, 1, 0.5).tolist() == [False, True, True, False, False, False]
-    assert shapes.similar_by_features(feats, 1, 0.75).tolist() == [False, True, True, False, False, True]
+    assert shapes.similar_by_features(shapes.feature_distances(feats, 1), 0.5).tolist() == [False, True, True, False, False, False]
+    assert shapes.similar_by_features(shapes.feature_distances(feats, 1), 0.75).tolist() == [False, True, True, False, False, True]
     with pytest.raises(ParameterError, match="no features"):
-        shapes.similar_by_features(feats, 4, 0.5)
+        shapes.feature_distances(feats, 4)
