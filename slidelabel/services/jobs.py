@@ -397,6 +397,18 @@ def fail_running(database: Database, job_id: int, message: str) -> bool:
     return failed
 
 
+def redispatch_queued(database: Database, sender: Sender) -> list[int]:
+    """Send again the message of every queued job; their ids. A worker calls it when it starts: a
+    message that a killed worker had taken but not yet run is gone from the broker, and its job
+    would wait forever (a retrain, which returns the project's queued epoch, with it). A job whose
+    first message is still queued runs once all the same: the later message finds it claimed."""
+    with database.session() as session:
+        queued = list(session.scalars(select(Job.id).where(Job.state == JobState.queued).order_by(Job.id)))
+    for job_id in queued:
+        dispatch(database, sender, job_id)
+    return queued
+
+
 def requeue_stale(database: Database, sender: Sender, *, stale_s: float) -> list[int]:
     """Requeue running jobs whose worker stopped beating; give up after :data:`MAX_ATTEMPTS`.
 

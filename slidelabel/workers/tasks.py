@@ -93,6 +93,7 @@ def _start_watch(sender, **_kwargs) -> None:
     removed = sweep_unfinished_features(_database(settings.database_url), settings.data_dir)
     if removed:
         logger.warning("removed %d unfinished feature arrays left by killed jobs", len(removed))
+    jobs.redispatch_queued(_database(settings.database_url), sender.app)
     threading.Thread(target=_watch, args=(sender.app,), daemon=True, name="slidelabel-stale-jobs").start()
 
 

@@ -207,3 +207,27 @@ def test_pool_processes_start_with_the_job_modules_and_one_left_too_big_is_repla
         assert second.pid != first.pid and _maps(second, "sklearn")
     finally:
         stop(worker)
+
+
+def test_a_starting_worker_runs_a_queued_job_whose_message_was_lost(slide_project, worker_settings, cmu_slide):
+    app, submission = slide_project
+    database = app.state.database
+    with database.session(write=True) as session:
+        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
+                      height=2967)
+        session.add(quick)
+        session.flush()
+        params = {"options": {"magnification": 5, "size": "100um"}}
+        small = {**submission, "slide_id": quick.id, "params": params, "key": work_key(SUPERPIXELS, quick.id, params)}
+
+    class LostMessages:  # a worker killed with the message in hand: the broker no longer has it
+        def send_task(self, *_args, **_kwargs) -> None:
+            return None
+
+    job = jobs.submit(database, LostMessages(), **small)
+    worker = start_worker(worker_settings)
+    try:
+        done = wait_for(database, job.id, {JobState.done, JobState.failed}, timeout=120)
+    finally:
+        stop(worker)
+    assert done.state == JobState.done and done.attempts == 1, done.message

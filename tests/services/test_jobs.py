@@ -109,6 +109,20 @@ def _running(database, heartbeat_age_s: float, attempts: int = 1) -> int:
         return job.id
 
 
+def test_queued_jobs_are_sent_again_and_a_second_message_runs_nothing_twice(database, ran):
+    sender = Recorder()
+    lost = jobs.submit(database, Recorder(), project_id=1, kind="echo", key="lost")  # its message never arrives
+    running = _running(database, 1)
+    assert jobs.redispatch_queued(database, sender) == [lost.id]
+    assert [args for _, args, _ in sender.sent] == [[lost.id]]
+    for _ in range(2):  # the first message and the one sent again
+        jobs.run(database, Settings(data_dir=Path("/nonexistent")), lost.id)
+    assert len(ran) == 1
+    with database.session() as session:
+        assert session.get(Job, lost.id).state == JobState.done
+        assert session.get(Job, running).state == JobState.running
+
+
 def test_only_silent_running_jobs_are_requeued_and_only_a_few_times(database, ran):
     sender = Recorder()
     alive, dead, hopeless = _running(database, 1), _running(database, 60), _running(database, 60, attempts=3)
