@@ -160,6 +160,8 @@ def classified_polygons(classes: SlideClasses, *, dissolve: bool = True, toleran
     if dissolve:
         region_of_id[classes.superpixels_M] = classes.category_ids_M
         return label_map_polygons(labels_path, region_of_id, downsample=classes.downsample, tolerance=tolerance)
+    if classes.superpixels_M.size == 0:
+        return {}
     bbox_level0_N_4 = read_table(classes.folder / TABLE_FILE).bbox_level0
     box_M_4 = bbox_level0_N_4[classes.superpixels_M - 1].astype(np.float64) / classes.downsample
     box_M_4 = np.concatenate([np.floor(box_M_4[:, :2]), np.ceil(box_M_4[:, 2:])], axis=1).astype(np.int64)

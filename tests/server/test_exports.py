@@ -328,3 +328,14 @@ def test_roles(client, project, slide_id, member_headers, role, export, imported
         "classification": {"name": "tumour"}}, "geometry": {"type": "Polygon", "coordinates": [
             [[0, 0], [3000, 0], [3000, 3000], [0, 0]]]}}]}
     assert client.post(url(project, slide_id, "/import"), headers=headers, json=document).status_code == imported
+
+
+def test_one_shape_per_superpixel_of_a_slide_with_no_labels_is_an_empty_export(client, project, slide_id,
+                                                                                 admin_headers):
+    params = {"source": "labels", "dissolve": False}
+    response = client.get(url(project, slide_id, "/export/geojson"), headers=admin_headers, params=params)
+    assert response.status_code == 200, response.text
+    assert response.json()["features"] == []
+    archive = client.get(f"/api/v1/projects/{project['id']}/export/annotation.zip", headers=admin_headers,
+                         params=params)
+    assert archive.status_code == 200, archive.text
