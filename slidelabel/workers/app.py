@@ -28,7 +28,7 @@ def make_celery(settings: Settings) -> Celery:
         # A pool process killed on purpose (a job that would not stop, services/jobs.STOP_GRACE_S)
         # is replaced after this wait (s) for a result it might have sent: results are not kept,
         # so Celery's 10 s default only keeps the next job waiting.
-        worker_lost_wait=1.0,
+        worker_lost_wait=0.1,
         task_default_queue=SLIDE_QUEUE,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
