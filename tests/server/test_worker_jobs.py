@@ -70,6 +70,17 @@ def slide_project(worker_settings: Settings, tcga_slide: Path):
     database.dispose()
 
 
+def _small_job(database, submission: dict, cmu_slide: Path) -> dict:
+    """A submission like ``submission`` of a quick superpixel job (seconds) on a new CMU slide row."""
+    with database.session(write=True) as session:
+        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
+                      height=2967)
+        session.add(quick)
+        session.flush()
+        params = {"options": {"magnification": 5, "size": "100um"}}
+        return {**submission, "slide_id": quick.id, "params": params, "key": work_key(SUPERPIXELS, quick.id, params)}
+
+
 def test_a_worker_runs_a_job_and_a_finished_job_is_not_run_again(slide_project, worker_settings):
     app, submission = slide_project
     worker = start_worker(worker_settings)
@@ -126,14 +137,7 @@ def test_a_job_whose_worker_is_killed_is_rerun_by_another_with_intact_outputs(sl
 def test_cancel_stops_a_running_job_and_its_worker_takes_the_next(slide_project, worker_settings, cmu_slide):
     app, submission = slide_project
     database = app.state.database
-    with database.session(write=True) as session:
-        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
-                      height=2967)
-        session.add(quick)
-        session.flush()
-        params = {"options": {"magnification": 5, "size": "100um"}}
-        next_submission = {**submission, "slide_id": quick.id, "params": params,
-                           "key": work_key(SUPERPIXELS, quick.id, params)}
+    next_submission = _small_job(database, submission, cmu_slide)
     worker = start_worker(worker_settings)  # one process: the next job runs once the first stopped
     try:
         long = jobs.submit(database, app.state.celery, **submission)
@@ -183,13 +187,7 @@ def test_pool_processes_start_with_the_job_modules_and_one_left_too_big_is_repla
                                                                                      cmu_slide):
     app, submission = slide_project
     database = app.state.database
-    with database.session(write=True) as session:
-        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
-                      height=2967)
-        session.add(quick)
-        session.flush()
-        params = {"options": {"magnification": 5, "size": "100um"}}
-        small = {**submission, "slide_id": quick.id, "params": params, "key": work_key(SUPERPIXELS, quick.id, params)}
+    small = _small_job(database, submission, cmu_slide)
     # Every process is resident in more than 1 MB after its job: each is replaced.
     worker = start_worker(worker_settings.model_copy(update={"worker_max_memory_mb": 1}))
     try:
@@ -212,13 +210,7 @@ def test_pool_processes_start_with_the_job_modules_and_one_left_too_big_is_repla
 def test_a_starting_worker_runs_a_queued_job_whose_message_was_lost(slide_project, worker_settings, cmu_slide):
     app, submission = slide_project
     database = app.state.database
-    with database.session(write=True) as session:
-        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
-                      height=2967)
-        session.add(quick)
-        session.flush()
-        params = {"options": {"magnification": 5, "size": "100um"}}
-        small = {**submission, "slide_id": quick.id, "params": params, "key": work_key(SUPERPIXELS, quick.id, params)}
+    small = _small_job(database, submission, cmu_slide)
 
     class LostMessages:  # a worker killed with the message in hand: the broker no longer has it
         def send_task(self, *_args, **_kwargs) -> None:
