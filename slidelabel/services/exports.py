@@ -20,22 +20,22 @@ import enum
 import io
 import json
 import re
-import threading
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import BusyError, ConflictError, NotFoundError, ParameterError
+from slidelabel.errors import ConflictError, NotFoundError, ParameterError
 from slidelabel.services.epochs import get_epoch, slide_predictions
 from slidelabel.services.masks import category_values, write_mask
 from slidelabel.services.polygons import Polygon, label_map_polygons, nearby_batches
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
+from slidelabel.services.turns import Turns
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Category, Project, Slide
 from slidelabel.store.predictions import SlidePredictions, read_predictions
@@ -55,7 +55,7 @@ EXPORTERS = 2
 #: Seconds an export waits for its turn before it is answered 'busy' (503), so waiting requests
 #: do not hold the API's threads for long.
 EXPORT_WAIT_S = 10.0
-_EXPORTERS = threading.BoundedSemaphore(EXPORTERS)
+_EXPORTERS = Turns(EXPORTERS)
 
 
 class Source(enum.StrEnum):
@@ -104,17 +104,11 @@ class SlideClasses:
         return int(self.slide.superpixels or 0)
 
 
-@contextmanager
-def export_turn() -> Iterator[None]:
+def export_turn() -> AbstractContextManager[None]:
     """Holds one of the :data:`EXPORTERS` turns while an export is built and encoded;
-    :class:`BusyError` when none frees within :data:`EXPORT_WAIT_S` seconds."""
-    if not _EXPORTERS.acquire(timeout=EXPORT_WAIT_S):
-        raise BusyError(f"the server is busy with {EXPORTERS} other exports (over {EXPORT_WAIT_S:.0f} s); "
-                        "try again in a minute")
-    try:
-        yield
-    finally:
-        _EXPORTERS.release()
+    :class:`~slidelabel.errors.BusyError` when none frees within :data:`EXPORT_WAIT_S` seconds."""
+    return _EXPORTERS.hold(EXPORT_WAIT_S, f"the server is busy with {EXPORTERS} other exports (over "
+                                          f"{EXPORT_WAIT_S:.0f} s); try again in a minute")
 
 
 def superpixel_folder(files: ProjectFiles, slide: Slide) -> tuple[Path, dict]:

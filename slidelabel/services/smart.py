@@ -28,10 +28,11 @@ from large_image.constants import TILE_FORMAT_NUMPY
 from large_image.exceptions import TileSourceError
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import BusyError, ParameterError, SlideUnreadableError
+from slidelabel.errors import ParameterError, SlideUnreadableError
 from slidelabel.pipelines.sam import ImageEmbedding, SamPredictor, load_sam, mask_outline, sam_folder
 from slidelabel.services import shapes
 from slidelabel.services.tiles import TileGrid, file_version, label_map, slide_source, superpixel_table
+from slidelabel.services.turns import Turns
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Project, Slide
@@ -109,7 +110,7 @@ class _Embeddings:
 
 
 _EMBEDDINGS = _Embeddings(EMBEDDINGS)
-_EMBEDDERS = threading.BoundedSemaphore(EMBEDDERS)
+_EMBEDDERS = Turns(EMBEDDERS)
 
 
 def sam_model(settings: Settings) -> tuple[SamPredictor | None, str]:
@@ -174,9 +175,8 @@ def _embedded(predictor: SamPredictor, slide: Slide,
     found = _EMBEDDINGS.get(key)
     if found is not None:
         return found, True
-    if not _EMBEDDERS.acquire(timeout=EMBED_WAIT_S):
-        raise BusyError(f"the smart tool is busy with other regions (over {EMBED_WAIT_S:.0f} s); try again")
-    try:
+    with _EMBEDDERS.hold(EMBED_WAIT_S, f"the smart tool is busy with other regions (over {EMBED_WAIT_S:.0f} s); "
+                                       "try again"):
         found = _EMBEDDINGS.get(key)  # computed for another request while this one waited
         if found is not None:
             return found, True
@@ -184,8 +184,6 @@ def _embedded(predictor: SamPredictor, slide: Slide,
         rgb, downsample = read_region(path, box, predictor.input_px)
         embedding = RegionEmbedding(box, downsample, predictor.embed(rgb), time.perf_counter() - start)
         _EMBEDDINGS.put(key, embedding)
-    finally:
-        _EMBEDDERS.release()
     return embedding, False
 
 
