@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,30 +29,45 @@ GRACEFUL_SHUTDOWN_S = 10
 WORKER_NICENESS = 10
 
 
-def _start_worker() -> None:
-    """In the child: lower its priority (:data:`WORKER_NICENESS`), and ask Linux to send SIGTERM
-    when the server process ends, however it ends (uvicorn re-raises the signal that stopped it,
-    which skips Python's clean-up)."""
+def _run_embedded_worker(settings: Settings, queue: str) -> None:
+    """In a forked child: a process group of its own (ended whole, pool processes included), a
+    lower priority (:data:`WORKER_NICENESS`), SIGTERM when the server process ends however it ends
+    (uvicorn re-raises the signal that stopped it, which skips Python's clean-up), then the worker."""
+    from slidelabel.workers.app import run_worker
+
+    os.setpgid(0, 0)
     os.nice(WORKER_NICENESS)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the finally clause below is the only clean-up
+    except OSError:  # not Linux: the finally clause of embedded_workers is the only clean-up
         pass
+    run_worker(settings, queue, loglevel="warning", quiet=True)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextmanager
-def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
-    """One worker per queue as child processes (a retrain never waits behind slide jobs), each in
-    a process group of its own with its pool processes. On the way out each gets SIGTERM (Celery
-    finishes the running job) and :data:`GRACEFUL_SHUTDOWN_S`, then its whole group SIGKILL: a
-    job cut off runs again at the next start."""
-    env = {**os.environ, **settings_environment(settings)}
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "worker", "--queues", queue, "--loglevel", "warning",
-                          "--quiet"],
-                         env=env, preexec_fn=_start_worker, process_group=0)
-        for queue in (SLIDE_QUEUE, EPOCH_QUEUE)
-    ]
+def embedded_workers(settings: Settings) -> Iterator[list[multiprocessing.Process]]:
+    """One worker per queue (a retrain never waits behind slide jobs), forked from this process
+    after it has imported the job modules: the API, both workers and their pool processes share
+    one copy of those modules' memory instead of three. On the way out each worker gets SIGTERM
+    (Celery finishes the running job) and :data:`GRACEFUL_SHUTDOWN_S`, then its whole process
+    group SIGKILL: a job cut off runs again at the next start."""
+    from slidelabel.workers.app import preload_jobs
+
+    preload_jobs()
+    fork = multiprocessing.get_context("fork")
+    workers = [fork.Process(target=_run_embedded_worker, args=(settings, queue), name=f"slidelabel worker {queue}")
+               for queue in (SLIDE_QUEUE, EPOCH_QUEUE)]
+    for process in workers:
+        process.start()
+        with suppress(OSError):  # set here too, so a SIGKILL of the group cannot miss a child not yet set up
+            os.setpgid(process.pid, process.pid)
+    # uvicorn stops on SIGTERM, then raises it again with this handler in place: an exception, so
+    # that the clause below stops and reaps the workers rather than the process dying around them.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         yield workers
     finally:
@@ -61,13 +75,10 @@ def embedded_workers(settings: Settings) -> Iterator[list[subprocess.Popen]]:
             process.terminate()
         deadline = time.monotonic() + GRACEFUL_SHUTDOWN_S
         for process in workers:
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0))
-            except subprocess.TimeoutExpired:
-                pass
+            process.join(timeout=max(deadline - time.monotonic(), 0))
             with suppress(ProcessLookupError):  # the group ended with its last process
                 os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            process.join()
 
 
 @click.command("serve")

@@ -23,11 +23,6 @@ from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
 def worker(queues: str, concurrency: int, hostname: str | None, loglevel: str, quiet: bool,
            **options: object) -> None:
     """Run jobs from the broker until stopped (Ctrl-C finishes the running job first)."""
-    from slidelabel.workers.app import make_celery
+    from slidelabel.workers.app import run_worker
 
-    settings = settings_from(**options)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery = make_celery(settings)
-    celery.worker_main([*(["--quiet"] if quiet else []), "worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
-                        "--pool", "prefork", "--without-gossip", "--without-mingle",
-                        *(["--hostname", hostname] if hostname else [])])
+    run_worker(settings_from(**options), queues, concurrency, hostname, loglevel, quiet)

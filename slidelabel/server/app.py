@@ -3,13 +3,15 @@ routers under ``/api/v1``; OpenAPI docs are at ``/docs``; the web client is serv
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+import asyncio
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from slidelabel import __version__
+from slidelabel.pipelines.memory import release_freed_memory
 from slidelabel.server import errors
 from slidelabel.server.request_checks import RequestChecks
 from slidelabel.server.response_cache import ResponseCache
@@ -26,6 +28,15 @@ ROUTERS = (auth.router, users.router, projects.router, jobs.router, labels.route
            segment_uploads.imports_router, gallery.router, gallery.public_router, cohorts.router)
 #: The web client's bundle, built from web_client/ by ``make web``.
 WEB_CLIENT = Path(__file__).parent / "static"
+#: Seconds between two returns of freed heap memory to the system (:func:`release_freed_memory`):
+#: the request threads' malloc arenas otherwise keep the peak of every large response.
+RELEASE_MEMORY_EVERY_S = 5.0
+
+
+async def _release_memory_periodically() -> None:
+    while True:
+        await asyncio.sleep(RELEASE_MEMORY_EVERY_S)
+        await asyncio.to_thread(release_freed_memory)
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
@@ -38,7 +49,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        releasing = asyncio.create_task(_release_memory_periodically())
         yield
+        releasing.cancel()
+        with suppress(asyncio.CancelledError):
+            await releasing
         database.dispose()
 
     app = FastAPI(title="slidelabel", version=__version__, lifespan=lifespan,

@@ -8,9 +8,11 @@ a Celery result backend.
 
 from __future__ import annotations
 
+import gc
+
 from celery import Celery
 
-from slidelabel.services.jobs import SLIDE_QUEUE, celery_time_limits
+from slidelabel.services.jobs import JOB_KINDS, SLIDE_QUEUE, celery_time_limits
 from slidelabel.settings import Settings
 
 
@@ -43,6 +45,24 @@ def make_celery(settings: Settings) -> Celery:
     )
     celery.conf.slidelabel_settings = settings
     return celery
+
+
+def run_worker(settings: Settings, queues: str, concurrency: int = 1, hostname: str | None = None,
+               loglevel: str = "info", quiet: bool = False) -> None:
+    """Run a prefork Celery worker for ``queues`` (comma-separated) until it is stopped."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_celery(settings).worker_main([
+        *(["--quiet"] if quiet else []), "worker", "--queues", queues, "--concurrency", str(concurrency),
+        "--loglevel", loglevel, "--pool", "prefork", "--without-gossip", "--without-mingle",
+        *(["--hostname", hostname] if hostname else [])])
+
+
+def preload_jobs() -> None:
+    """Import every job module now, then freeze the collector's view of the objects made so far:
+    processes forked afterwards (pool processes, embedded workers) start with the modules and
+    keep sharing their pages instead of each importing, and copying, its own."""
+    JOB_KINDS.names()
+    gc.freeze()
 
 
 def _transport_options(settings: Settings) -> dict:

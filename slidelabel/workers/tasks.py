@@ -4,7 +4,6 @@ Celery, and keeps every worker watching for jobs whose worker died."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -81,8 +80,9 @@ def _preload_jobs(**_kwargs) -> None:
     """Before the pool forks: import the job modules once, in the worker's main process, so that
     every pool process starts with them (no import at its first job, nor in a process that
     replaces one) and shares their memory with the others."""
-    jobs.JOB_KINDS.names()
-    gc.freeze()  # the collector then leaves these objects alone, so forked processes keep sharing their pages
+    from slidelabel.workers.app import preload_jobs
+
+    preload_jobs()
 
 
 @worker_ready.connect
