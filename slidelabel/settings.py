@@ -63,7 +63,11 @@ class Settings(BaseSettings):
     open_project_creation: bool = False
     """Every account may create projects; otherwise the admin and the accounts it grants it to."""
     login_failures_per_account: int = Field(default=10, ge=1)
-    """Failed logins to one account within ``login_window_s`` before its logins get 429."""
+    """Failed logins to one account from one client address within ``login_window_s`` before that
+    address's logins to it get 429 (the account's owner elsewhere can still log in)."""
+    login_failures_per_account_all_addresses: int = Field(default=200, ge=1)
+    """Failed logins to one account from all addresses within ``login_window_s`` before all its
+    logins get 429: a bound on guessing one password from many addresses."""
     login_failures_per_address: int = Field(default=50, ge=1)
     """Failed logins from one client address within ``login_window_s`` before its logins get 429."""
     login_window_s: float = Field(default=300.0, gt=0)

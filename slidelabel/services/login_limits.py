@@ -1,7 +1,12 @@
-"""Login rate limits: failed logins counted per account and per client address.
+"""Login rate limits: failed logins counted per account and client address together, per
+account over all addresses, and per client address.
+
+The first limit is low and locks only the pair: someone failing an account's logins from their
+address does not lock out its owner at another. The second is high, a bound on guessing one
+password from many addresses. The third bounds guessing many accounts' passwords from one address.
 
 The counts live in the memory of each API process (a server running N processes allows up to N
-times the failures) and are bounded: at most :data:`MAX_TRACKED` accounts and as many addresses,
+times the failures) and are bounded: at most :data:`MAX_TRACKED` keys of each kind,
 the oldest dropped first. Behind a reverse proxy the client address is the proxy's unless the
 server is told to trust its forwarded headers (``uvicorn --forwarded-allow-ips``).
 """
@@ -84,8 +89,9 @@ class LoginLimits:
 
 @dataclass(frozen=True)
 class LoginThrottle:
-    """The limits of one API process: per account name and per client address."""
+    """The limits of one API process: per account and address, per account, per address."""
 
+    pairs: LoginLimits
     accounts: LoginLimits
     addresses: LoginLimits
 
@@ -93,25 +99,35 @@ class LoginThrottle:
     def from_settings(cls, settings: Settings) -> LoginThrottle:
         window_s = settings.login_window_s
         return cls(LoginLimits(settings.login_failures_per_account, window_s),
+                   LoginLimits(settings.login_failures_per_account_all_addresses, window_s),
                    LoginLimits(settings.login_failures_per_address, window_s))
 
     def check(self, username: str, address: str) -> None:
-        """Raise :class:`TooManyAttemptsError` while the account or the address must wait."""
-        waits = [wait for wait in (self.accounts.retry_after(_account(username)), self.addresses.retry_after(address))
+        """Raise :class:`TooManyAttemptsError` while this account from this address must wait."""
+        account = _account(username)
+        waits = [wait for wait in (self.pairs.retry_after(_pair(account, address)), self.accounts.retry_after(account),
+                                   self.addresses.retry_after(address))
                  if wait is not None]
         if waits:
             wait = max(waits)
-            raise TooManyAttemptsError(f"too many failed logins from this account or address: try again in "
+            raise TooManyAttemptsError(f"too many failed logins to this account or from this address: try again in "
                                        f"{math.ceil(wait)} s", retry_after_s=wait)
 
     def failed(self, username: str, address: str) -> None:
-        self.accounts.failed(_account(username))
+        account = _account(username)
+        self.pairs.failed(_pair(account, address))
+        self.accounts.failed(account)
         self.addresses.failed(address)
 
-    def succeeded(self, username: str) -> None:
-        """A successful login clears its account's failures (not its address's)."""
-        self.accounts.succeeded(_account(username))
+    def succeeded(self, username: str, address: str) -> None:
+        """A successful login clears the failures of its account from its address (not those from
+        other addresses, nor its address's on other accounts)."""
+        self.pairs.succeeded(_pair(_account(username), address))
 
 
 def _account(username: str) -> str:
     return username.strip()[:MAX_NAME]
+
+
+def _pair(account: str, address: str) -> str:
+    return f"{address}\n{account}"

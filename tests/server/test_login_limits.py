@@ -15,8 +15,11 @@ LOGIN = "/api/v1/auth/login"
 
 @pytest.fixture
 def limited(settings):
-    """An app allowing 3 failures per account and 5 per address in its window."""
-    app = create_app(settings.model_copy(update={"login_failures_per_account": 3, "login_failures_per_address": 5}))
+    """An app allowing 3 failures per account from one address, 7 per account from all, and 5
+    per address."""
+    app = create_app(settings.model_copy(update={
+        "login_failures_per_account": 3, "login_failures_per_account_all_addresses": 7,
+        "login_failures_per_address": 5}))
     with app.state.database.session(write=True) as session:
         ensure_admin(session, ADMIN_PASSWORD)
     yield app
@@ -28,15 +31,28 @@ def attempt(app, password: str, *, username: str = "admin", address: str = "10.0
         return client.post(LOGIN, json={"username": username, "password": password})
 
 
-def test_an_account_is_locked_after_its_failures_and_a_success_resets_it(limited):
+def test_failing_an_account_from_one_address_locks_that_address_out_of_it_and_a_success_resets_it(limited):
     for _ in range(2):
         assert attempt(limited, "wrong-password").status_code == 401
-    assert attempt(limited, ADMIN_PASSWORD).status_code == 200  # resets the account's count
+    assert attempt(limited, ADMIN_PASSWORD).status_code == 200  # resets this address's count
     for _ in range(3):
-        assert attempt(limited, "wrong-password", address="10.0.0.2").status_code == 401
-    locked = attempt(limited, ADMIN_PASSWORD, address="10.0.0.3")  # even the right password, from elsewhere
+        assert attempt(limited, "wrong-password").status_code == 401
+    locked = attempt(limited, ADMIN_PASSWORD)  # even the right password
     assert locked.status_code == 429
     assert 0 < int(locked.headers["Retry-After"]) <= 300 and "try again" in locked.json()["detail"]
+
+
+def test_someone_failing_an_account_from_their_address_does_not_lock_its_owner_out(limited):
+    for _ in range(4):
+        attempt(limited, "wrong-password", address="10.6.6.6")
+    assert attempt(limited, ADMIN_PASSWORD, address="10.6.6.6").status_code == 429
+    assert attempt(limited, ADMIN_PASSWORD, address="10.0.0.3").status_code == 200
+
+
+def test_failures_from_many_addresses_lock_the_account_from_all(limited):
+    for i in range(7):
+        assert attempt(limited, "wrong-password", address=f"10.1.0.{i}").status_code == 401
+    assert attempt(limited, ADMIN_PASSWORD, address="10.0.0.3").status_code == 429
 
 
 def test_an_address_is_locked_after_its_failures_on_any_accounts(limited):

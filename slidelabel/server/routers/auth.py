@@ -15,7 +15,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 @router.post("/login")
 def login(body: LoginRequest, session: WriteSession, settings: SettingsDep, throttle: LoginThrottleDep,
           request: Request) -> LoginResponse:
-    """A token for the account; 429 with Retry-After after too many failures of the account or address."""
+    """A token for the account; 429 with Retry-After after too many failures of the account (from this
+    address, or from all) or of the address."""
     address = request.client.host if request.client else "unknown"
     throttle.check(body.username, address)
     try:
@@ -23,7 +24,7 @@ def login(body: LoginRequest, session: WriteSession, settings: SettingsDep, thro
     except AuthenticationError:
         throttle.failed(body.username, address)
         raise
-    throttle.succeeded(body.username)
+    throttle.succeeded(body.username, address)
     return LoginResponse(token=token, user=UserPublic.model_validate(accounts.user_for_token(session, token)))
 
 
