@@ -6,7 +6,7 @@ Routes declare what they need as ``Annotated`` aliases (``ReadSession``, ``Curre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -37,7 +37,12 @@ def read_session(database: Annotated[Database, Depends(get_database)]) -> Iterat
         yield session
 
 
-def write_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+async def write_session(database: Annotated[Database, Depends(get_database)]) -> AsyncIterator[Session]:
+    """A write session opened and committed on the event loop, its transaction begun (and on
+    SQLite the process's write turn taken) at its first statement, in the route's thread. A sync
+    dependency would take the turn in one pool thread and need another for the route: with all
+    pool threads waiting for the turn, its holder could never run (anyio's 40 threads: 41
+    concurrent logins froze the server for 60 s)."""
     with database.session(write=True) as session:
         yield session
 

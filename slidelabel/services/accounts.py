@@ -24,6 +24,7 @@ from slidelabel.errors import (
     ParameterError,
     PermissionDeniedError,
 )
+from slidelabel.services.turns import Turns
 from slidelabel.store.models import Token, User
 
 ADMIN = "admin"
@@ -65,21 +66,35 @@ def ensure_admin(session: Session, password: str | None) -> str | None:
     return password if generated else None
 
 
-def login(session: Session, username: str, password: str, *, hours: float) -> str:
-    """A new token for ``username``; :class:`AuthenticationError` on a wrong name or password."""
+#: Password checks at once per process: each Argon2id check holds 64 MiB for about 0.1-0.3 s.
+PASSWORD_CHECKS = Turns(2)
+#: Seconds a login waits for a password check before it is answered busy.
+PASSWORD_CHECK_WAIT_S = 30.0
+
+
+def authenticate(session: Session, username: str, password: str) -> User:
+    """The user whose name and password these are; :class:`AuthenticationError` on a wrong name
+    or password (both take one password check, so timing tells neither apart), or a disabled
+    account (said only to whoever knows the password)."""
     user = session.scalar(select(User).where(User.username == username.strip()))
-    try:
-        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerifyMismatchError, InvalidHashError):
-        user = None
+    with PASSWORD_CHECKS.hold(PASSWORD_CHECK_WAIT_S, "too many logins at once: try again in a few seconds"):
+        try:
+            _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+        except (VerifyMismatchError, InvalidHashError):
+            user = None
     if user is None:
         raise AuthenticationError("wrong username or password")
-    if user.disabled:  # said only to whoever knows the password
+    if user.disabled:
         raise AuthenticationError(DISABLED)
+    return user
+
+
+def issue_token(session: Session, user_id: int, *, hours: float) -> str:
+    """A new token for the user, valid ``hours``; expired tokens are deleted on the way."""
     now = datetime.now(UTC)
     session.execute(delete(Token).where(Token.expires_at < now))
     token = secrets.token_urlsafe(32)
-    session.add(Token(token_sha256=_digest(token), user_id=user.id, expires_at=now + timedelta(hours=hours)))
+    session.add(Token(token_sha256=_digest(token), user_id=user_id, expires_at=now + timedelta(hours=hours)))
     return token
 
 

@@ -3,7 +3,7 @@
 SQLite (the embedded default) runs in WAL mode so readers never wait for the writer, with foreign
 keys on and a generous busy timeout; a write transaction takes the write lock when it begins
 (``BEGIN IMMEDIATE``), so two writers queue instead of failing on a lock upgrade. Writers of one
-process also queue on a lock of their own before that: SQLite's busy handler polls with sleeps of
+process also queue on a lock of their own (the write turn) before that: SQLite's busy handler polls with sleeps of
 up to 100 ms, so under contention a waiting writer can miss the lock for seconds while newcomers
 take it; a process lock hands it over in order. PostgreSQL needs nothing special.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -40,9 +40,27 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection) -> None:
-    mode = "IMMEDIATE" if connection.get_execution_options().get("write") else "DEFERRED"
-    connection.exec_driver_sql(f"BEGIN {mode}")
+def _sqlite_begin(connection: Connection) -> None:
+    """BEGIN, IMMEDIATE for a write transaction, after taking the process's write turn when the
+    connection's options carry one (released when the transaction ends: :func:`_sqlite_end`)."""
+    options = connection.get_execution_options()
+    turn = options.get("write_turn")
+    if turn is not None and not turn.acquire(timeout=SQLITE_BUSY_MS / 1000):
+        raise BusyError(f"the database stayed busy for {SQLITE_BUSY_MS / 1000:.0f} s; try again")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN DEFERRED")
+    except BaseException:
+        if turn is not None:
+            turn.release()
+        raise
+    if turn is not None:
+        connection.info["write_turn"] = turn
+
+
+def _sqlite_end(connection: Connection) -> None:
+    turn = connection.info.pop("write_turn", None)
+    if turn is not None:
+        turn.release()
 
 
 def make_engine(url: str) -> Engine:
@@ -58,6 +76,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        for ending in ("commit", "rollback"):
+            event.listen(engine, ending, _sqlite_end)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
@@ -98,31 +118,24 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._writes = sessionmaker(self.engine.execution_options(write=True), expire_on_commit=False)
         # SQLite has one writer at a time; PostgreSQL's row locks need no turns.
-        self._write_turn = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        turn = {"write_turn": threading.Lock()} if self.engine.dialect.name == "sqlite" else {}
+        self._writes = sessionmaker(self.engine.execution_options(write=True, **turn), expire_on_commit=False)
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A session committed on success, rolled back on error. ``write=True`` takes SQLite's
-        write lock at the start, for read-modify-write transactions (one at a time per process)."""
-        with self._turn() if write and self._write_turn else nullcontext():
-            with (self._writes if write else self._sessions)() as session:
-                try:
-                    yield session
-                    session.commit()
-                except BaseException:
-                    session.rollback()
-                    raise
-
-    @contextmanager
-    def _turn(self) -> Iterator[None]:
-        if not self._write_turn.acquire(timeout=SQLITE_BUSY_MS / 1000):
-            raise BusyError(f"the database stayed busy for {SQLITE_BUSY_MS / 1000:.0f} s; try again")
-        try:
-            yield
-        finally:
-            self._write_turn.release()
+        write lock when its transaction begins (at its first statement, in the thread that runs
+        it) until it ends: read-modify-write transactions one at a time per process, in the order
+        they asked. A web request's write session so begins in the request's thread and commits on
+        the event loop, and no thread waits for the lock while holding one that another needs."""
+        with (self._writes if write else self._sessions)() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     def dispose(self) -> None:
         self.engine.dispose()

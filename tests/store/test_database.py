@@ -52,13 +52,38 @@ def test_a_writer_kept_waiting_too_long_gets_a_busy_error(db: Database, monkeypa
 
     def second_writer() -> None:
         try:
-            with db.session(write=True):
-                pass
+            with db.session(write=True) as session:
+                session.execute(text("SELECT 1"))  # the transaction, and the wait for the turn, begin here
         except BusyError as error:
             outcome.append(error)
 
-    with db.session(write=True):
+    with db.session(write=True) as session:
+        session.execute(text("SELECT 1"))
         thread = threading.Thread(target=second_writer)
         thread.start()
         thread.join()
     assert len(outcome) == 1 and "busy" in str(outcome[0])
+
+
+def test_a_write_that_fails_or_times_out_gives_the_turn_back(db: Database, monkeypatch):
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_MS", 50)
+    with pytest.raises(ZeroDivisionError), db.session(write=True) as session:
+        session.execute(text("SELECT 1"))
+        1 / 0
+    outcome: list[str] = []
+
+    def writer() -> None:
+        try:
+            with db.session(write=True) as session:
+                session.execute(text("SELECT 1"))
+            outcome.append("wrote")
+        except BusyError:
+            outcome.append("busy")
+
+    with db.session(write=True) as session:
+        session.execute(text("SELECT 1"))
+        late = threading.Thread(target=writer)
+        late.start()
+        late.join()
+    writer()
+    assert outcome == ["busy", "wrote"]

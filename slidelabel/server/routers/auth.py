@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from slidelabel.errors import AuthenticationError
-from slidelabel.server.deps import CurrentUser, LoginThrottleDep, SettingsDep, Token, WriteSession
+from slidelabel.server.deps import CurrentUser, LoginThrottleDep, ReadSession, SettingsDep, Token, WriteSession
 from slidelabel.server.schemas.accounts import LoginRequest, LoginResponse, UserPublic
 from slidelabel.services import accounts
 
@@ -13,19 +13,21 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login")
-def login(body: LoginRequest, session: WriteSession, settings: SettingsDep, throttle: LoginThrottleDep,
-          request: Request) -> LoginResponse:
+def login(body: LoginRequest, read: ReadSession, session: WriteSession, settings: SettingsDep,
+          throttle: LoginThrottleDep, request: Request) -> LoginResponse:
     """A token for the account; 429 with Retry-After after too many failures of the account (from this
-    address, or from all) or of the address."""
+    address, or from all) or of the address; 503 while too many logins are being checked at once."""
     address = request.client.host if request.client else "unknown"
     throttle.check(body.username, address)
     try:
-        token = accounts.login(session, body.username, body.password, hours=settings.token_hours)
+        user = accounts.authenticate(read, body.username, body.password)
     except AuthenticationError:
         throttle.failed(body.username, address)
         raise
     throttle.succeeded(body.username, address)
-    return LoginResponse(token=token, user=UserPublic.model_validate(accounts.user_for_token(session, token)))
+    # The password is checked outside the write transaction: only the token's row needs SQLite's write turn.
+    token = accounts.issue_token(session, user.id, hours=settings.token_hours)
+    return LoginResponse(token=token, user=UserPublic.model_validate(user))
 
 
 @router.post("/logout", status_code=204)
