@@ -118,7 +118,8 @@ def test_a_cohort_predicts_each_slide_as_the_cli_does_and_reports_the_bad_one(
                         json={"folder": str(cohort_folder), "formats": ["geojson"]})
     assert again.json()["id"] == cohort["id"], "the same finished work is returned, not run again"
     listed = client.get(url(project, "/cohorts"), headers=viewer).json()
-    assert [c["job"]["id"] for c in listed] == [cohort["id"]] and listed[0]["folder"] == str(cohort_folder)
+    assert [c["job"]["id"] for c in listed] == [cohort["id"]] and listed[0]["folder"] == cohort_folder.name
+    assert client.get(url(project, "/cohorts"), headers=admin_headers).json()[0]["folder"] == str(cohort_folder)
 
 
 def test_cancelling_a_cohort_stops_its_slide_jobs(app, client, project, admin_headers, trained, sender,  # noqa: F811

@@ -14,7 +14,7 @@ from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep,
 from slidelabel.server.schemas.cohorts import CohortCreate, CohortPublic, CohortSlidePublic, CohortSummary
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import cohort_jobs as service
-from slidelabel.services.jobs import shown_to
+from slidelabel.services.jobs import shown_params
 from slidelabel.store.models import Job
 
 router = APIRouter(prefix="/projects/{project_id}", tags=["cohorts"])
@@ -31,13 +31,12 @@ def start_cohort(number: int, body: CohortCreate, access: Owner, database: Datab
     formats queued, running or done return that job."""
     job = service.start_cohort(database, request.app.state.celery, settings, project=access.project, user=access.user,
                                epoch=number, folder=body.folder, formats=list(body.formats))
-    return JobPublic.model_validate(job)
+    return JobPublic.shown(job, admin=access.user.is_admin)
 
 
 def _summary(job: Job, *, admin: bool) -> CohortSummary:
-    message, _log = shown_to(job, admin=admin)
-    return CohortSummary(job=JobPublic.model_validate(job).model_copy(update={"message": message}),
-                         epoch=job.params["epoch"], folder=job.params["folder"], formats=job.params["formats"])
+    return CohortSummary(job=JobPublic.shown(job, admin=admin), epoch=job.params["epoch"],
+                         folder=shown_params(job.params["folder"], admin=admin), formats=job.params["formats"])
 
 
 @router.get("/cohorts")
@@ -56,10 +55,9 @@ def get_cohort(job_id: int, access: Viewer, session: ReadSession, settings: Sett
     job = service.find_cohort(session, access.project.id, job_id)
     slides = []
     for found in service.cohort_slides(session, settings.data_dir, access.project.id, job_id):
-        message, _log = shown_to(found.job, admin=access.user.is_admin)
         slides.append(CohortSlidePublic(
             name=found.name, slide=found.slide.removeprefix(job.params["folder"]).lstrip("/"),
-            job=JobPublic.model_validate(found.job).model_copy(update={"message": message}), counts=found.counts,
+            job=JobPublic.shown(found.job, admin=access.user.is_admin), counts=found.counts,
             downloads={what: FILE_URL.format(project_id=access.project.id, job_id=job_id, name=quote(found.name, safe=""),
                                              what=what)
                        for what in found.files}))

@@ -25,7 +25,7 @@ EpochQuery = Annotated[int | None, Query(ge=1, description="epoch number; the la
 def start_epoch(access: Trainer, database: DatabaseDep, settings: SettingsDep, request: Request) -> JobPublic:
     """Train a new epoch; with nothing changed since the latest one, its finished job is returned."""
     job = service.start_epoch(database, request.app.state.celery, settings.data_dir, access.project.id, access.user.id)
-    return JobPublic.model_validate(job)
+    return JobPublic.shown(job, admin=access.user.is_admin)
 
 
 @router.get("/epochs")
@@ -74,7 +74,7 @@ def _binary(content: bytes, number: int) -> Response:
 @router.get("/slides/{slide_id}/predictions.bin", response_class=Response)
 def predictions_bin(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
                     epoch: EpochQuery = None) -> Response:
-    """Little-endian uint16 predicted category id per superpixel (index = superpixel id, 0 = none)."""
+    """Little-endian uint32 predicted category id per superpixel (index = superpixel id, 0 = none)."""
     number, predictions = service.slide_predictions(session, settings.data_dir, access.project.id, slide_id, epoch)
     return _binary(service.predicted_bytes(predictions), number)
 

@@ -20,26 +20,24 @@ router = APIRouter(prefix="/projects/{project_id}/jobs", tags=["jobs"])
 def list_jobs(access: Viewer, session: ReadSession,
               limit: Annotated[int, Query(ge=1, le=1000, description="newest jobs to list")] = 100) -> list[JobPublic]:
     rows = session.scalars(select(Job).where(Job.project_id == access.project.id).order_by(Job.id.desc()).limit(limit))
-    return [JobPublic.model_validate(job) for job in rows]
+    return [JobPublic.shown(job, admin=access.user.is_admin) for job in rows]
 
 
 @router.get("/{job_id}")
 def get_job(job_id: int, access: Viewer, session: ReadSession) -> JobLog:
     job = jobs.find_job(session, access.project.id, job_id)
-    message, log = jobs.shown_to(job, admin=access.user.is_admin)
-    return JobLog.model_validate(job).model_copy(update={
-        "message": message, "log": log, "params": jobs.shown_params(job.params, admin=access.user.is_admin)})
+    return JobLog.shown(job, admin=access.user.is_admin)
 
 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: int, access: Trainer, database: DatabaseDep) -> JobPublic:
     """Cancel a queued or running job: its starter, the project's owners and the admin may."""
-    return JobPublic.model_validate(jobs.cancel(database, access.project.id, job_id, user_id=access.user.id,
-                                                is_owner=access.role == Role.owner))
+    return JobPublic.shown(jobs.cancel(database, access.project.id, job_id, user_id=access.user.id,
+                                       is_owner=access.role == Role.owner), admin=access.user.is_admin)
 
 
 @router.post("/{job_id}/retry", status_code=202)
 def retry_job(job_id: int, access: Trainer, database: DatabaseDep, request: Request) -> JobPublic:
     """Run a failed or cancelled job again: its starter, the project's owners and the admin may."""
-    return JobPublic.model_validate(jobs.retry(database, request.app.state.celery, access.project.id, job_id,
-                                               user_id=access.user.id, is_owner=access.role == Role.owner))
+    return JobPublic.shown(jobs.retry(database, request.app.state.celery, access.project.id, job_id,
+                                      user_id=access.user.id, is_owner=access.role == Role.owner), admin=access.user.is_admin)

@@ -17,6 +17,7 @@ from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import project_imports as service
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.accounts import require_slide_folders
+from slidelabel.services.jobs import shown_params
 from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
@@ -91,7 +92,7 @@ async def import_segments(slide_id: int, request: Request, access: Owner, sessio
     with database.session() as check:
         job = service.submit_segment_import(database, request.app.state.celery, check, access.project, slide, source,
                                             user_id=access.user.id, labels=labels)
-    return JobPublic.model_validate(job)
+    return JobPublic.shown(job, admin=access.user.is_admin)
 
 
 class SourceUploaded(BaseModel):
@@ -126,7 +127,7 @@ async def import_features(slide_id: int, name: Annotated[str, Path(max_length=64
     path, _ = await _source(request, settings, access, slide_id)
     job = service.submit_feature_import(database, request.app.state.celery, access.project, slide, path, name=name,
                                         format=format, user_id=access.user.id)
-    return JobPublic.model_validate(job)
+    return JobPublic.shown(job, admin=access.user.is_admin)
 
 
 class ImportedSegmentsPublic(BaseModel):
@@ -170,7 +171,8 @@ def project_imports(access: Viewer, session: ReadSession, settings: SettingsDep)
     for slide in slides_of(session, access.project.id):
         segments, features = service.slide_imports(files, slide.id)
         slides.append(SlideImportsPublic(
-            slide_id=slide.id, segments=None if segments is None else ImportedSegmentsPublic(**asdict(segments)),
+            slide_id=slide.id, segments=None if segments is None else ImportedSegmentsPublic(**{
+                **asdict(segments), "source": shown_params(segments.source, admin=access.user.is_admin)}),
             features=[ImportedFeaturesPublic(**asdict(f)) for f in features]))
     names = sorted({feature.name for slide in slides for feature in slide.features})
     return ProjectImportsPublic(slides=slides, extractors=names)

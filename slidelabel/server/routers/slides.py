@@ -81,7 +81,7 @@ def _submit(kind: str, slide_id: int, access: ProjectAccess, session: Session, d
     slide = slides.get_slide(session, access.project.id, slide_id)
     job = slide_jobs.submit_slide_job(database, request.app.state.celery, settings.data_dir, access.project, slide,
                                       kind, user_id=access.user.id)
-    return JobPublic.model_validate(job)
+    return JobPublic.shown(job, admin=access.user.is_admin)
 
 
 @router.post("/projects/{project_id}/slides/{slide_id}/superpixels", status_code=202)
@@ -103,4 +103,4 @@ def prepare_slides(access: Trainer, session: ReadSession, database: DatabaseDep,
     """Queue superpixels then features of every slide of the project, one job per slide."""
     jobs = slide_jobs.submit_prepare(database, request.app.state.celery, access.project,
                                      slides.slides_of(session, access.project.id), user_id=access.user.id)
-    return [JobPublic.model_validate(job) for job in jobs]
+    return [JobPublic.shown(job, admin=access.user.is_admin) for job in jobs]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from typing import Self
+
 from pydantic import BaseModel, ConfigDict
 
-from slidelabel.store.models import JobState
+from slidelabel.services.jobs import shown_params, shown_to
+from slidelabel.store.models import Job, JobState
 
 
 class JobPublic(BaseModel):
@@ -23,7 +26,21 @@ class JobPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    @classmethod
+    def shown(cls, job: Job, *, admin: bool) -> Self:
+        """The job as the admin (``admin``) or another member may see it: a failure that is a bug
+        says so without its error text (:func:`slidelabel.services.jobs.shown_to`)."""
+        message, _log = shown_to(job, admin=admin)
+        return cls.model_validate(job).model_copy(update={"message": message})
+
 
 class JobLog(JobPublic):
     log: str
     params: dict
+
+    @classmethod
+    def shown(cls, job: Job, *, admin: bool) -> Self:
+        """Also the log without tracebacks, and the parameters without server paths, for others
+        than the admin."""
+        _message, log = shown_to(job, admin=admin)
+        return super().shown(job, admin=admin).model_copy(update={"log": log, "params": shown_params(job.params, admin=admin)})
