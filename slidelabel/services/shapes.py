@@ -10,6 +10,11 @@ its bounding box (cached blocks), so the answer costs milliseconds once the view
 
 Adjacency (superpixels sharing a pixel edge at the working level) is computed tile by tile and
 kept per slide in ``adjacency.npz`` beside the label map, as CSR arrays indexed by superpixel id.
+
+Before any epoch, likeness is distance in the slide's standardised features: the feature array is
+read one stored chunk of rows at a time (never whole: 409,520 superpixels x 274 features held
+2.5 GB per hover when it was), the columns' statistics come from the array, a few seeds'
+distances are kept, and at most :data:`MEASURERS` requests measure at once.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import NotFoundError, ParameterError
-from slidelabel.pipelines.features.extract import read_features
+from slidelabel.pipelines.normalisation import SlideStatistics
 from slidelabel.services.epochs import slide_predictions
 from slidelabel.services.tiles import LabelMap, label_map, superpixel_table, superpixels_version
+from slidelabel.services.turns import Turns
 from slidelabel.store.atomic import atomic_path
+from slidelabel.store.feature_files import chunk_rows, open_features, slide_statistics
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Project, Slide
 
@@ -47,6 +55,15 @@ CROSSINGS_CHUNK = 2**18
 #: Most label-map pixels a shape's coverage is counted on (memory ~ 6 bytes each): past it the
 #: count moves to a coarser level. A viewer's screen shows a few million.
 MAX_COVER_PX = 2**24
+#: Requests measuring feature distances at once per process, each holding one stored chunk of the
+#: feature array (about 26 MB) and 4-8 bytes per superpixel; the others wait their turn.
+MEASURERS = 2
+#: Seconds a request waits for its turn to measure before it is answered busy (503).
+MEASURE_WAIT_S = 10.0
+#: Seeds whose distances are kept per process (4 bytes per superpixel each): a cursor resting on a
+#: superpixel, and grow at another threshold, measure nothing again.
+SEED_DISTANCES = 8
+_MEASURERS = Turns(MEASURERS)
 
 
 def rasterise_polygon(polygon_V_2: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -305,17 +322,58 @@ def similar_by_prediction(predicted_N: np.ndarray, certainty_N: np.ndarray, seed
     return np.concatenate([[False], similar])
 
 
-def feature_distances(feats_N_D: np.ndarray, seed: int) -> np.ndarray:
-    """(N,) distance of each superpixel to the seed in standardised features (each column
-    z-scored over the slide); inf for rows with NaN. Computed once per request: over 134,091
-    superpixels of 274 features it takes 0.6 s, and the smart tool asks three shares of it."""
-    finite_N = np.isfinite(feats_N_D).all(axis=1)
-    if not finite_N[seed - 1]:
+def feature_distances(feats_N_D: np.ndarray | zarr.Array, seed: int, *,
+                      statistics: SlideStatistics | None = None) -> np.ndarray:
+    """(N,) float32 distance of each superpixel to the seed in standardised features (each column
+    z-scored over the slide's finite rows); inf for rows with NaN.
+
+    Parameters
+    ----------
+    feats_N_D : (N, D) float32, a NumPy or (lazy) Zarr array: read a stored chunk of rows
+        (:func:`~slidelabel.store.feature_files.chunk_rows`, about 26 MB) at a time, so memory is
+        one chunk plus 4 bytes per superpixel, whatever D.
+    seed : the superpixel id measured from (row ``seed - 1``).
+    statistics : the columns' mean and scale (a feature file's :func:`slide_statistics`);
+        computed from the rows, a first pass over them, when None.
+    """
+    n, d = feats_N_D.shape
+    if not 1 <= seed <= n:
+        raise ParameterError(f"no superpixel {seed}; this slide has 1..{n}")
+    step = chunk_rows(n, d)
+
+    def rows(start: int) -> np.ndarray:  # a copy where they are the caller's: they change in place
+        rows_n_D = np.asarray(feats_N_D[start:start + step], np.float32)
+        return rows_n_D.copy() if rows_n_D.base is not None or not rows_n_D.flags.writeable else rows_n_D
+
+    seed_D = np.array(feats_N_D[seed - 1], np.float32)  # a copy: a Zarr row can be a view of its whole chunk
+    if not np.isfinite(seed_D).all():
         raise ParameterError(f"superpixel {seed} has no features; pick one on tissue")
-    rows_M_D = feats_N_D[finite_N]
-    scale_D = rows_M_D.std(axis=0)
-    z_N_D = (feats_N_D - rows_M_D.mean(axis=0)) / np.where(scale_D > 0, scale_D, 1)
-    return np.where(finite_N, np.linalg.norm(np.nan_to_num(z_N_D - z_N_D[seed - 1]), axis=1), np.inf)
+    if statistics is None:
+        statistics = SlideStatistics.of_chunks(rows(start) for start in range(0, n, step))
+    mean_D, scale_D = statistics.mean_D, statistics.scale_D
+    seed_z_D = (seed_D - mean_D) / scale_D
+    distance_N = np.empty(n, np.float32)
+    for start in range(0, n, step):  # the float32 steps of a whole-array z-score, row by row the same
+        rows_n_D = rows(start)
+        finite_n = np.isfinite(rows_n_D).all(axis=1)
+        rows_n_D -= mean_D
+        rows_n_D /= scale_D
+        rows_n_D -= seed_z_D
+        np.nan_to_num(rows_n_D, copy=False)
+        np.square(rows_n_D, out=rows_n_D)
+        distance_N[start:start + len(rows_n_D)] = np.where(finite_n, np.sqrt(rows_n_D.sum(axis=1)), np.inf)
+        del rows_n_D  # before the next chunk is read: one chunk at a time
+    return distance_N
+
+
+@functools.lru_cache(maxsize=SEED_DISTANCES)
+def _seed_distances(path: str, _mtime_ns: int, seed: int) -> np.ndarray:
+    """:func:`feature_distances` of the feature file at ``path`` (a version of it), in a turn."""
+    with _MEASURERS.hold(MEASURE_WAIT_S, f"the smart tool is busy measuring {MEASURERS} other superpixels' "
+                                         f"likeness (over {MEASURE_WAIT_S:.0f} s); try again"):
+        distance_N = feature_distances(open_features(Path(path)), seed, statistics=slide_statistics(Path(path)))
+    distance_N.setflags(write=False)
+    return distance_N
 
 
 def similar_by_features(distance_N: np.ndarray, share: float) -> np.ndarray:
@@ -362,7 +420,7 @@ def _likeness(session: Session, data_dir: Path, project: Project, slide: Slide,
         if not path.exists():
             raise NotFoundError(f"slide {slide.id} has neither predictions nor {project.extractor} features yet: "
                                 "prepare it (POST .../jobs/prepare) first") from None
-        distance_N = feature_distances(read_features(path), seed)
+        distance_N = _seed_distances(str(path), path.stat().st_mtime_ns, seed)
         return adjacency, lambda threshold: similar_by_features(distance_N, 1 - threshold), "features", None, None
     predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
     category = int(predicted_N[seed - 1]) or None

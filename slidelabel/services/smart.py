@@ -51,6 +51,11 @@ EMBEDDERS = 1
 #: embedding on a CPU.
 EMBED_WAIT_S = 30.0
 
+#: Why the smart tool is classical, as a member other than the admin reads it: the reason itself
+#: names the server's folders and how to fill them, which only the admin needs.
+NO_WEIGHTS_NOTE = ("no usable Segment Anything weights are installed on this server (such as facebook/sam-vit-base): "
+                   "the smart tool proposes regions grown to similar superpixels instead; the admin can install them")
+
 #: ``(left, top, right, bottom)`` in level-0 px, right and bottom exclusive.
 Box = tuple[int, int, int, int]
 
@@ -122,6 +127,12 @@ def sam_model(settings: Settings) -> tuple[SamPredictor | None, str]:
         (logger.warning if settings.sam_model else logger.debug)("smart tool without SAM: %s", error)
         return None, str(error)
     return load_sam(folder), ""
+
+
+def note_for(note: str, *, admin: bool) -> str:
+    """A classical basis's ``note`` (from :func:`sam_model`) as a member reads it: whole for the
+    admin, :data:`NO_WEIGHTS_NOTE` for the others (no server paths)."""
+    return note if admin or not note else NO_WEIGHTS_NOTE
 
 
 def clipped_region(region_level0: tuple[float, float, float, float], width: int, height: int) -> Box:

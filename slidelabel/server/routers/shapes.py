@@ -71,7 +71,7 @@ def sam_embed(slide_id: int, body: SamRegion, access: Viewer, session: ReadSessi
     embedding, cached, note = smart.embed_region(settings, slide, body.region_level0)
     if embedding is None:
         return SamEmbedPublic(basis="classical", cached=False, region_level0=None, downsample=None, seconds=None,
-                              note=note)
+                              note=smart.note_for(note, admin=access.user.is_admin))
     return SamEmbedPublic(basis="sam", cached=cached, region_level0=embedding.region_level0,
                           downsample=embedding.downsample, seconds=embedding.seconds)
 
@@ -85,9 +85,10 @@ def sam_suggest(slide_id: int, body: SamPoint, access: Viewer, session: ReadSess
     slide = get_slide(session, access.project.id, slide_id)
     found = smart.suggest(session, settings, access.project, slide, x_level0=body.x_level0, y_level0=body.y_level0,
                           region_level0=body.region_level0, downsample=body.downsample)
-    return SuggestionsPublic(basis=found.basis, note=found.note, scales=[SuggestionPublic(
-        superpixels=s.superpixels.tolist(), outline_level0=[(round(x, 1), round(y, 1)) for x, y in s.outline_level0.tolist()],
-        score=s.score) for s in found.scales])
+    return SuggestionsPublic(basis=found.basis, note=smart.note_for(found.note, admin=access.user.is_admin),
+                             scales=[SuggestionPublic(superpixels=s.superpixels.tolist(), outline_level0=[
+                                 (round(x, 1), round(y, 1)) for x, y in s.outline_level0.tolist()], score=s.score)
+                                     for s in found.scales])
 
 
 def _public(found: service.Growth) -> GrowthPublic:
