@@ -35,6 +35,7 @@ from slidelabel.pipelines.models import Category, save_model
 from slidelabel.pipelines.models.base import tempered
 from slidelabel.services import reviews
 from slidelabel.services.jobs import EPOCH_QUEUE, JobContext, Sender, job_kind, submit
+from slidelabel.services.labels import label_array
 from slidelabel.services.learning_loop import EpochOutcome, FileFeatures, LoopChoices, SlideLabels, run_epoch
 from slidelabel.services.queue import SlideFeatures, ranking_of, slides_with_features, write_ranking
 from slidelabel.services.slides import get_slide
@@ -323,11 +324,10 @@ def slide_predictions(session: Session, data_dir: Path, project_id: int, slide_i
 
 
 def predicted_bytes(predictions: SlidePredictions) -> bytes:
-    """Little-endian uint16 category id per superpixel, index = superpixel id, 0 = none."""
+    """Little-endian uint32 category id per superpixel (:data:`~slidelabel.services.labels.BINARY_ID_DTYPE`),
+    index = superpixel id, 0 = none."""
     predicted_N = predictions.predicted_N
-    if predicted_N.size and predicted_N.max() > np.iinfo(np.uint16).max:
-        raise ConflictError(f"category id {predicted_N.max()} does not fit the uint16 prediction array")
-    return np.concatenate([[0], predicted_N]).astype("<u2").tobytes()
+    return label_array(predicted_N.size, np.arange(1, predicted_N.size + 1), predicted_N).tobytes()
 
 
 def certainty_bytes(predictions: SlidePredictions) -> bytes:

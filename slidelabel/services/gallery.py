@@ -139,8 +139,9 @@ def figure_epochs(session: Session, project_id: int) -> list[tuple[Epoch, dict]]
 
 @dataclass(frozen=True)
 class Overlay:
-    """The category drawn on each superpixel of a slide: little-endian uint16, index =
-    superpixel id (0 = none), ``N + 1`` values; ``epoch`` is the predictions' epoch number."""
+    """The category drawn on each superpixel of a slide: little-endian uint32 category ids
+    (:data:`~slidelabel.services.labels.BINARY_ID_DTYPE`), index = superpixel id (0 = none),
+    ``N + 1`` values; ``epoch`` is the predictions' epoch number."""
 
     content: bytes
     epoch: int | None

@@ -33,7 +33,7 @@ from slidelabel.errors import ParameterError, PermissionDeniedError
 from slidelabel.services.access import ALLOWED, Action
 from slidelabel.services.exports import superpixel_folder
 from slidelabel.services.labels import set_labels
-from slidelabel.services.projects import add_category
+from slidelabel.services.projects import add_category, check_category_name, room_for_categories
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Project, Role, Slide, User
 from slidelabel.store.superpixel_files import TABLE_FILE
@@ -300,7 +300,9 @@ def import_labels(session: Session, files: ProjectFiles, project: Project, slide
 
 def _categories(session: Session, project: Project, role: Role, parsed: Document, create: bool
                 ) -> tuple[dict[str, int], list[str]]:
-    """Category id by name for every name in ``parsed``, creating missing ones when allowed."""
+    """Category id by name for every name in ``parsed``, creating missing ones when allowed: all
+    their names and their number (:data:`~slidelabel.services.projects.MAX_CATEGORIES`) are
+    checked before the first is created, so a refused import creates none and ends at once."""
     known = {category.name: category.id for category in project.categories}
     colors = {shape.name: shape.color for shape in parsed.shapes}
     for pixelmap in parsed.pixelmaps:
@@ -310,14 +312,23 @@ def _categories(session: Session, project: Project, role: Role, parsed: Document
     missing = [name for name in colors if name not in known]
     if missing and not create:
         raise ParameterError(
-            f"unknown categories {', '.join(map(repr, missing))}; this project has {', '.join(map(repr, known))}. "
+            f"unknown categories {_some(missing)}; this project has {_some(list(known))}. "
             "Rename them in the file, or add them with ?create_categories=true (owners only)")
     if missing and role not in ALLOWED[Action.manage]:
         raise PermissionDeniedError(f"only owners may add categories; you are {role.value}: ask an owner to add "
-                                    f"{', '.join(map(repr, missing))}")
+                                    f"{_some(missing)}")
+    for name in missing:
+        check_category_name(name)
+    room_for_categories(session, project, len(missing))
     for name in missing:
         known[name] = add_category(session, project, name, color=colors[name]).id
     return known, missing
+
+
+def _some(names: list[str], *, shown: int = 10) -> str:
+    """The first ``shown`` of ``names``, quoted, and how many more: a file may name thousands."""
+    listed = ", ".join(repr(name[:50]) for name in names[:shown])
+    return listed + (f" and {len(names) - shown:,} more" if len(names) > shown else "")
 
 
 def _assign_shapes(assigned_S: np.ndarray, shapes: list[Shape], centroid_N_2: np.ndarray,

@@ -26,10 +26,10 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Protocol
 
 from sqlalchemy import select, update
@@ -252,17 +252,35 @@ def _check_may_manage(job: Job, *, user_id: int, is_owner: bool, verb: str) -> N
                                     f"owners may {verb} it")
 
 
-def retry(database: Database, sender: Sender, project_id: int, job_id: int, *, user_id: int, is_owner: bool) -> Job:
-    """Run a failed or cancelled job again, as a new job with the same work. Only who started it
-    and the project's owners (the admin among them) may: :class:`PermissionDeniedError` for others."""
+def retry(database: Database, sender: Sender, project_id: int, job_id: int, *, user_id: int, is_owner: bool,
+          data_dir: Path | None = None, may_read_folders: bool = True) -> Job:
+    """Run a failed or cancelled job again, as a new job of ``user_id`` with the same work. Only
+    who started it and the project's owners (the admin among them) may: :class:`PermissionDeniedError`
+    for others, and for a job that reads server files outside ``data_dir`` (a folder, a file to
+    import) unless ``may_read_folders``: a right withdrawn since the first run stays withdrawn."""
     with database.session() as session:
         job = find_job(session, project_id, job_id)
         _check_may_manage(job, user_id=user_id, is_owner=is_owner, verb="retry")
         if job.state not in (JobState.failed, JobState.cancelled):
             raise ConflictError(f"job {job_id} is {job.state.value}; only failed or cancelled jobs are retried")
-        kind, key, params, slide_id, user_id = job.kind, job.key, job.params, job.slide_id, job.created_by
+        kind, key, params, slide_id = job.kind, job.key, job.params, job.slide_id
+    if not may_read_folders and data_dir is not None and any(
+            not path.is_relative_to(data_dir) for path in _absolute_paths(params)):
+        raise PermissionDeniedError("this job reads the server's slide folders, a right the admin grants: ask the admin")
     return submit(database, sender, project_id=project_id, kind=kind, key=key, params=params, slide_id=slide_id,
                   user_id=user_id)
+
+
+def _absolute_paths(params: object) -> Iterator[PurePath]:
+    """Every absolute path in a job's parameters."""
+    if isinstance(params, dict):
+        for value in params.values():
+            yield from _absolute_paths(value)
+    elif isinstance(params, list):
+        for value in params:
+            yield from _absolute_paths(value)
+    elif isinstance(params, str) and PurePath(params).is_absolute():
+        yield PurePath(params)
 
 
 def _claim(database: Database, job_id: int, stale_s: float) -> Job | None:

@@ -40,8 +40,11 @@ from slidelabel.errors import ConflictError, ParameterError
 from slidelabel.services.slides import get_slide
 from slidelabel.store.models import Category, Label, LabelEvent, Review, Slide, User, utcnow
 
-#: The binary label array stores category ids as uint16.
-MAX_BINARY_ID = np.iinfo(np.uint16).max
+#: The viewer's binary arrays (``labels.bin``, ``predictions.bin``, the gallery's ``overlay.bin``)
+#: hold category ids as little-endian uint32: ids are global and never reused, so a long-lived
+#: server passes uint16's 65,535 (and then every new category of every project failed to show).
+BINARY_ID_DTYPE = np.dtype("<u4")
+MAX_BINARY_ID = int(np.iinfo(BINARY_ID_DTYPE).max)
 #: ``key = slide_id << SLIDE_SHIFT | superpixel``: one int64 per superpixel of a project.
 SLIDE_SHIFT = 32
 
@@ -224,16 +227,17 @@ def slide_labels(session: Session, slide_id: int, user_id: int | None) -> list[L
 
 
 def label_array(count: int, superpixels_M: np.ndarray, category_ids_M: np.ndarray) -> np.ndarray:
-    """A ``(count + 1,)`` little-endian uint16 array: the category id of superpixel ``i`` at index
-    ``i``, 0 where unlabelled (index 0 is never a superpixel).
+    """A ``(count + 1,)`` little-endian uint32 array (:data:`BINARY_ID_DTYPE`): the category id of
+    superpixel ``i`` at index ``i``, 0 where unlabelled (index 0 is never a superpixel);
+    :class:`ConflictError` for an id past uint32 (ids are 32-bit on PostgreSQL: none is).
 
-    >>> label_array(3, np.array([1, 3]), np.array([7, 9])).tolist()
-    [0, 7, 0, 9]
+    >>> label_array(3, np.array([1, 3]), np.array([7, 70_001])).tolist()
+    [0, 7, 0, 70001]
     """
     if category_ids_M.size and int(category_ids_M.max()) > MAX_BINARY_ID:
-        raise ConflictError(f"category id {int(category_ids_M.max())} does not fit the binary label array "
-                            f"(uint16, at most {MAX_BINARY_ID}); use the JSON labels instead")
-    array = np.zeros(count + 1, dtype="<u2")
+        raise ConflictError(f"category id {int(category_ids_M.max())} does not fit the binary arrays "
+                            f"(uint32, at most {MAX_BINARY_ID}); use the JSON labels instead")
+    array = np.zeros(count + 1, dtype=BINARY_ID_DTYPE)
     array[superpixels_M] = category_ids_M
     return array
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -31,6 +32,18 @@ _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: A project extractor naming features imported from other tools (services/project_imports.py)
 #: rather than a registered extractor.
 IMPORTED_EXTRACTOR = re.compile(r"^imported-[a-z0-9][a-z0-9_-]{0,54}$")
+#: Longest category name (the database column's width).
+CATEGORY_NAME_CHARS = 100
+#: Most categories of one project. A legend, its hotkeys and a K x K agreement or confusion table
+#: are read by people: tissue taxonomies have a few dozen classes at most (BCSS, a large public
+#: one, about 20). 255 leaves room for fine ones while bounding what one request does: an import
+#: that creates 252 holds the write turn under a second (32,000 unbounded ones held it 80 s), and
+#: an agreement table has at most 65,025 cells a pair.
+MAX_CATEGORIES = 255
+#: Unicode categories a name may not contain: controls (NUL, tab, newline), format characters
+#: (right-to-left overrides that make a legend read otherwise), lone surrogates (no UTF-8),
+#: private-use characters and line or paragraph separators.
+_UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -174,9 +187,36 @@ def projects_of(session: Session, user: User) -> list[tuple[Project, Role]]:
     return [(project, role) for project, role in rows]
 
 
-def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
-    if not name.strip():
+def check_category_name(name: str) -> str:
+    """``name`` stripped; :class:`ParameterError` unless it has 1 to :data:`CATEGORY_NAME_CHARS`
+    characters, none of them a control, format, surrogate or private-use character."""
+    name = name.strip()
+    if not name:
         raise ParameterError("a category needs a name")
+    bad = next((c for c in name if unicodedata.category(c) in _UNSHOWN), None)
+    if bad is not None:
+        # repr escapes the character (a lone surrogate could not be written into the answer's JSON).
+        raise ParameterError(f"category name {name[:40]!r} holds U+{ord(bad):04X}, a control or invisible character; "
+                             "names are printable text")
+    if len(name) > CATEGORY_NAME_CHARS:
+        raise ParameterError(f"category name {name[:20]!r}... has {len(name):,} characters; names have at most "
+                             f"{CATEGORY_NAME_CHARS} characters")
+    return name
+
+
+def room_for_categories(session: Session, project: Project, new: int) -> int:
+    """The number of ``project``'s categories, after checking that ``new`` more stay within
+    :data:`MAX_CATEGORIES` (else :class:`ParameterError` saying what to do)."""
+    existing = session.scalar(select(func.count()).where(Category.project_id == project.id)) or 0
+    if existing + new > MAX_CATEGORIES:
+        raise ParameterError(
+            f"a project has at most {MAX_CATEGORIES} categories; this one has {existing} and {new:,} new would make "
+            f"{existing + new:,}: merge or delete categories first, or group the classes into fewer categories")
+    return existing
+
+
+def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
+    check_category_name(name)
     if color is not None and not _COLOR.match(color):
         raise ParameterError(f"colour {color!r} is not of the form #rrggbb")
     if hotkey is not None and (len(hotkey) != 1 or not hotkey.isprintable() or hotkey.isspace()):
@@ -194,9 +234,11 @@ def _hotkey_taken(session: Session, project_id: int, hotkey: str | None, but: in
 
 def add_category(session: Session, project: Project, name: str, *, color: str | None = None,
                  hotkey: str | None = None, excluded: bool = False) -> Category:
-    """A new category; colour from :data:`PALETTE` and hotkey 1-9 by position when not given."""
+    """A new category; colour from :data:`PALETTE` and hotkey 1-9 by position when not given.
+    :class:`ParameterError` for a name :func:`check_category_name` refuses, or in a project that
+    has :data:`MAX_CATEGORIES` already."""
     _check_category(name, color, hotkey)
-    position = session.scalar(select(func.count()).where(Category.project_id == project.id)) or 0
+    position = room_for_categories(session, project, 1)
     if session.scalar(select(Category).where(Category.project_id == project.id, Category.name == name.strip())):
         raise ConflictError(f"a category named {name.strip()!r} exists in this project")
     if hotkey is None and position < 9:

@@ -135,7 +135,7 @@ def test_epoch_writes_model_predictions_and_metrics(app, client, project, slide_
 def test_predictions_follow_the_rule_on_held_out_superpixels(client, project, slide_id, rule, annotator, trained):
     response = client.get(url(project, f"/slides/{slide_id}/predictions.bin"), headers=annotator)
     assert response.status_code == 200 and response.headers["x-epoch"] == "1"
-    predicted = np.frombuffer(response.content, "<u2")
+    predicted = np.frombuffer(response.content, "<u4")
     certainty = np.frombuffer(client.get(url(project, f"/slides/{slide_id}/certainty.bin?epoch=1"),
                                          headers=annotator).content, np.uint8)
     assert predicted.size == certainty.size and predicted[0] == 0 and certainty[0] == 0

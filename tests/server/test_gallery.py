@@ -93,7 +93,7 @@ def test_a_link_works_without_login_and_shows_labels_legend_and_figures(app, cli
     assert anonymous.get(f"{base}/slides/{shown}/thumbnail.jpg").status_code == 200
     overlay = anonymous.get(f"{base}/slides/{shown}/overlay.bin")
     assert overlay.status_code == 200 and overlay.headers["x-overlay"] == "labels"
-    values = np.frombuffer(overlay.content, "<u2")
+    values = np.frombuffer(overlay.content, "<u4")
     assert values.size == 1001 and np.flatnonzero(values).tolist() == [5, 6, 7] and set(values[5:8]) == {stroma}
 
     # The slide left out, and everything of the project beyond the page, are not there.
@@ -122,7 +122,7 @@ def test_predictions_overlay_is_the_latest_epoch_s(app, client, project, admin_h
                       SlidePredictions(np.array([tumour, stroma]), probs))
     after = client.get(url)
     assert after.status_code == 200 and after.headers["x-epoch"] == "1"
-    assert np.frombuffer(after.content, "<u2")[1:].tolist() == np.array([tumour, stroma])[probs.argmax(1)].tolist()
+    assert np.frombuffer(after.content, "<u4")[1:].tolist() == np.array([tumour, stroma])[probs.argmax(1)].tolist()
 
 
 def test_every_gallery_route_refuses_writes(app, client, project, admin_headers, shown):

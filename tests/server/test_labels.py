@@ -101,7 +101,7 @@ def test_a_brush_of_5000_superpixels_is_one_quick_request(app, client, project, 
           f"new labels {first * 1000:.0f} ms, relabel {again * 1000:.0f} ms")
     assert first < 5 and again < 5
     assert len(_history(client, admin_headers, project, slide_id=slide_id, limit=10_000)) == 10_000
-    array = np.frombuffer(client.get(_url(project, slide_id, "labels.bin"), headers=admin_headers).content, "<u2")
+    array = np.frombuffer(client.get(_url(project, slide_id, "labels.bin"), headers=admin_headers).content, "<u4")
     assert array.size == 50_001 and (array[brush] == stroma).all() and np.count_nonzero(array) == 5000
 
 
@@ -112,14 +112,14 @@ def test_binary_array_holds_the_callers_labels_or_the_effective_ones(client, pro
     _put(client, second, project, slide_row, [2, 3], stroma)
     response = client.get(_url(project, slide_row, "labels.bin"), headers=first)
     assert response.headers["content-type"] == "application/octet-stream"
-    mine = np.frombuffer(response.content, dtype="<u2")
+    mine = np.frombuffer(response.content, dtype="<u4")
     assert mine.size == 1001 and mine[[0, 1, 2, 3, 1000]].tolist() == [0, tumour, tumour, 0, tumour]
     assert np.count_nonzero(mine) == 3
     review = client.put(_url(project, slide_row, "reviews"), headers=second,
                         json={"superpixels": [1], "category_id": glass})
     assert review.status_code == 200
     effective = np.frombuffer(client.get(_url(project, slide_row, "labels.bin"), headers=first,
-                                         params={"view": "effective"}).content, dtype="<u2")
+                                         params={"view": "effective"}).content, dtype="<u4")
     # 1: the review wins; 2: one vote each, the latest (stroma) wins; 3 and 1000: single labels.
     assert effective[[1, 2, 3, 1000]].tolist() == [glass, stroma, stroma, tumour]
     assert np.count_nonzero(effective) == 4

@@ -81,7 +81,7 @@ def test_effective_labels_are_the_review_else_the_majority_else_the_latest(app, 
         1: tumour, 2: stroma, 3: glass, 4: glass, 5: tumour, 6: tumour}
     assert [v.tolist() for v in effective[other]] == [[7], [glass]]
     binary = client.get(_slide_url(project, slide_row, "labels.bin"), headers=a, params={"view": "effective"})
-    array = np.frombuffer(binary.content, "<u2")
+    array = np.frombuffer(binary.content, "<u4")
     assert array[1:8].tolist() == [tumour, stroma, glass, glass, tumour, tumour, 0]
 
 

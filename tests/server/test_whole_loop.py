@@ -89,7 +89,7 @@ def test_from_project_to_export(served: TestClient, cmu_slide: Path):
     assert [e["number"] for e in epochs][-1] == 2
 
     predicted = np.frombuffer(client.get(f"/api/v1/projects/{p}/slides/{s}/predictions.bin", headers=headers).content,
-                              "<u2")
+                              "<u4")
     assert predicted.size == n + 1 and set(predicted[1:]) <= {tissue, glass}
     assert (predicted[tissue_ids] == tissue).mean() > 0.8 and (predicted[glass_ids] == glass).mean() > 0.8
 

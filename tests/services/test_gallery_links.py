@@ -122,7 +122,7 @@ def test_the_overlay_is_the_effective_labels_or_the_latest_predictions(database,
     with database.session() as session:
         view = gallery.resolve(session, labelled.token)
         found = gallery.slide_overlay(session, tmp_path, view, slide_id)
-        values = np.frombuffer(found.content, "<u2")
+        values = np.frombuffer(found.content, "<u4")
         assert found.epoch is None and values.size == N + 1
         # 2 is reviewed as stroma; 3 is a tie of one label each: the latest (stroma) wins.
         assert values[:5].tolist() == [0, tumour, stroma, stroma, 0] and np.count_nonzero(values) == 3
@@ -140,7 +140,7 @@ def test_the_overlay_is_the_effective_labels_or_the_latest_predictions(database,
         view = gallery.resolve(session, predicted.token)
         found = gallery.slide_overlay(session, tmp_path, view, slide_id)
         expected = np.array([tumour, stroma])[probs_N_C.argmax(axis=1)]
-        assert found.epoch == 2 and np.frombuffer(found.content, "<u2")[1:].tolist() == expected.tolist()
+        assert found.epoch == 2 and np.frombuffer(found.content, "<u4")[1:].tolist() == expected.tolist()
         figures = gallery.figure_epochs(session, project["id"])
         assert [(e.number, m) for e, m in figures] == [(1, {"cv_balanced_accuracy": 0.6}),
                                                          (2, {"cv_balanced_accuracy": 0.7})]

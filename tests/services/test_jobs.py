@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from slidelabel.errors import ConflictError
+from slidelabel.errors import ConflictError, PermissionDeniedError
 from slidelabel.services import jobs
-from slidelabel.services.accounts import ensure_admin
+from slidelabel.services.accounts import create_user, ensure_admin
 from slidelabel.services.projects import create_project
 from slidelabel.services.slide_jobs import SUPERPIXELS, step_job
 from slidelabel.settings import Settings
@@ -237,3 +237,27 @@ def test_a_job_interrupted_by_celerys_soft_limit_fails_naming_the_time_limit(dat
         stopped = session.get(Job, job.id)
     assert stopped.state == JobState.failed and "Traceback" not in stopped.log
     assert stopped.message.startswith("stopped after ") and "(SLIDELABEL_JOB_TIME_LIMIT_SLIDE_S)" in stopped.message
+
+
+def test_a_retry_runs_as_its_retrier_and_needs_the_folder_right_its_job_reads_with(database, ran):
+    """Sixth attack: a retry re-ran a job reading a server folder for an owner whose folder right
+    the admin had withdrawn (and for one who never had it), as the job's first starter."""
+    sender = Recorder()
+    data_dir = Path("/srv/slidelabel")
+    with database.session(write=True) as session:
+        assert create_user(session, "other-owner", "password-of-2").id == 2
+    reads_folder = jobs.submit(database, sender, project_id=1, kind="echo", key="folder", user_id=1,
+                               params={"folder": "/data/cohort", "fail": True})
+    uploaded = jobs.submit(database, sender, project_id=1, kind="echo", key="upload", user_id=1,
+                           params={"source": {"path": "/srv/slidelabel/projects/1/slides/2/sources/a.geojson"}, "fail": True})
+    for job in (reads_folder, uploaded):
+        jobs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
+    with pytest.raises(PermissionDeniedError, match="slide folders"):
+        jobs.retry(database, sender, 1, reads_folder.id, user_id=2, is_owner=True, data_dir=data_dir,
+                   may_read_folders=False)
+    retried = jobs.retry(database, sender, 1, uploaded.id, user_id=2, is_owner=True, data_dir=data_dir,
+                         may_read_folders=False)
+    with database.session() as session:
+        assert session.get(Job, retried.id).created_by == 2
+    assert jobs.retry(database, sender, 1, reads_folder.id, user_id=2, is_owner=True, data_dir=data_dir,
+                      may_read_folders=True).state == JobState.queued

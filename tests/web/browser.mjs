@@ -70,7 +70,7 @@ export async function serverLabels(page, projectId, slideId) {
       headers: { Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}` } });
     return [...new Uint8Array(await response.arrayBuffer())];
   }, `/projects/${projectId}/slides/${slideId}/labels.bin`);
-  const values = new Uint16Array(new Uint8Array(bytes).buffer);
+  const values = new Uint32Array(new Uint8Array(bytes).buffer);
   const labels = new Map();
   values.forEach((category, id) => category && labels.set(id, category));
   return labels;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { groupWrites, LabelStore } from '../src/state/labelStore';
 
-const store = (n = 10) => new LabelStore(new Uint16Array(n + 1));
+const store = (n = 10) => new LabelStore(new Uint32Array(n + 1));
 
 describe('LabelStore', () => {
   it('applies a batch as one change and skips unchanged and out-of-range ids', () => {
@@ -55,7 +55,7 @@ describe('LabelStore', () => {
   });
 
   it('bounds the undo history', () => {
-    const labels = new LabelStore(new Uint16Array(11), 3);
+    const labels = new LabelStore(new Uint32Array(11), 3);
     for (let id = 1; id <= 5; id += 1) labels.apply([id], 1);
     let undos = 0;
     while (labels.undo()) undos += 1;
@@ -75,7 +75,7 @@ describe('LabelStore', () => {
       for (const c of labels.categories.subarray(1)) if (c) counts.set(c, (counts.get(c) ?? 0) + 1);
       return counts;
     };
-    const labels = new LabelStore(Uint16Array.from([0, 2, 0, 2, 5, 0, 0, 0, 0, 0, 0]));
+    const labels = new LabelStore(Uint32Array.from([0, 2, 0, 2, 5, 0, 0, 0, 0, 0, 0]));
     expect(labels.counts()).toEqual(new Map([[2, 2], [5, 1]]));
     const steps: (() => unknown)[] = [
       () => labels.apply([1, 2, 3], 5), () => labels.apply([4], 0), () => labels.undo(), () => labels.redo(),

@@ -141,7 +141,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, view: View, settings:
 
 @public_router.get("/{token}/slides/{slide_id}/overlay.bin", response_class=Response,
                    responses={200: {"content": {"application/octet-stream": {}},
-                                    "description": "little-endian uint16 category id per superpixel id (0: none), "
+                                    "description": "little-endian uint32 category id per superpixel id (0: none), "
                                                    "N + 1 values"}})
 def overlay(slide_id: int, view: View, session: ReadSession, settings: SettingsDep) -> Response:
     """The link's overlay of the slide: its labels (reviews, else the users' majority) or the

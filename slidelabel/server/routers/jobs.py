@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from slidelabel.server.deps import DatabaseDep, ReadSession, Trainer, Viewer
+from slidelabel.server.deps import DatabaseDep, ReadSession, SettingsDep, Trainer, Viewer
 from slidelabel.server.schemas.jobs import JobLog, JobPublic
 from slidelabel.services import jobs
+from slidelabel.services.accounts import may_read_slide_folders
 from slidelabel.store.models import Job, Role
 
 router = APIRouter(prefix="/projects/{project_id}/jobs", tags=["jobs"])
@@ -37,7 +38,10 @@ def cancel_job(job_id: int, access: Trainer, database: DatabaseDep) -> JobPublic
 
 
 @router.post("/{job_id}/retry", status_code=202)
-def retry_job(job_id: int, access: Trainer, database: DatabaseDep, request: Request) -> JobPublic:
-    """Run a failed or cancelled job again: its starter, the project's owners and the admin may."""
-    return JobPublic.shown(jobs.retry(database, request.app.state.celery, access.project.id, job_id,
-                                      user_id=access.user.id, is_owner=access.role == Role.owner), admin=access.user.is_admin)
+def retry_job(job_id: int, access: Trainer, database: DatabaseDep, settings: SettingsDep, request: Request) -> JobPublic:
+    """Run a failed or cancelled job again, as yours: its starter, the project's owners and the
+    admin may; one reading server folders needs that right now, as its first run did."""
+    job = jobs.retry(database, request.app.state.celery, access.project.id, job_id, user_id=access.user.id,
+                     is_owner=access.role == Role.owner, data_dir=settings.data_dir,
+                     may_read_folders=may_read_slide_folders(access.user))
+    return JobPublic.shown(job, admin=access.user.is_admin)

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from slidelabel.errors import ParameterError
 from slidelabel.server.deps import Annotator, ReadSession, Viewer, WriteSession
+from slidelabel.server.request_checks import MAX_ID
 from slidelabel.server.schemas.labels import (
     BatchResult,
     CategoryCount,
@@ -38,9 +39,10 @@ def _user_id(user: str, access: ProjectAccess) -> int | None:
         return access.user.id
     if user == "all":
         return None
-    if user.isdigit():
+    # ASCII digits only: "¹" is a digit to str.isdigit but no number to int(), and ids are 32-bit.
+    if user.isascii() and user.isdigit() and len(user) <= 10 and int(user) <= MAX_ID:
         return int(user)
-    raise ParameterError(f"user={user!r}: give 'me', 'all' or a user id")
+    raise ParameterError(f"user={user!r}: give 'me', 'all' or a user id (digits 0-9, at most {MAX_ID})")
 
 
 @router.put("/slides/{slide_id}/labels")
@@ -64,12 +66,12 @@ def get_labels(slide_id: int, access: Viewer, session: ReadSession, user: UserCh
 
 @router.get("/slides/{slide_id}/labels.bin", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}},
-                             "description": "little-endian uint16 category id per superpixel id (0: none), "
+                             "description": "little-endian uint32 category id per superpixel id (0: none), "
                                             "N + 1 values"}})
 def get_label_array(slide_id: int, access: Viewer, session: ReadSession,
                     view: Literal["mine", "effective"] = "mine") -> Response:
     """Your labels of a slide, or its effective labels (review, else the users' majority), as
-    ``N + 1`` little-endian uint16: the category id at the index of each superpixel id."""
+    ``N + 1`` little-endian uint32: the category id at the index of each superpixel id."""
     slide = get_slide(session, access.project.id, slide_id)
     count = labels.superpixel_count(slide)
     if view == "effective":

@@ -9,10 +9,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from slidelabel.services.projects import (
+    CATEGORY_NAME_CHARS,
     DEFAULT_EXTRACTOR,
     DEFAULT_MODEL,
     DEFAULT_NORMALISATION,
     DEFAULT_STRATEGY,
+    MAX_CATEGORIES,
     NewCategory,
     ProjectChoices,
     superpixel_options,
@@ -25,14 +27,15 @@ DESCRIPTION_CHARS = 10_000
 
 
 class CategoryCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=CATEGORY_NAME_CHARS,
+                      description=f"printable text; a project has at most {MAX_CATEGORIES} categories")
     color: str | None = Field(None, description="#rrggbb; a colour-blind-safe one when left out")
     hotkey: str | None = Field(None, description="one character; 1-9 by position when left out")
     excluded: bool = False
 
 
 class CategoryUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=CATEGORY_NAME_CHARS)
     color: str | None = None
     hotkey: str | None = None
     excluded: bool | None = None

@@ -113,4 +113,13 @@ export class ApiClient {
   async bytes(path: string, query?: Query): Promise<ArrayBuffer> {
     return (await this.request('GET', path, undefined, query)).arrayBuffer();
   }
+
+  /**
+   * A category id per superpixel id (0: none) from `labels.bin`, `predictions.bin` or a gallery's
+   * `overlay.bin`: little-endian uint32 (ids are global and never reused, so a long-lived server
+   * passes uint16's 65,535; browsers are little-endian).
+   */
+  async categoryIds(path: string, query?: Query): Promise<Uint32Array> {
+    return new Uint32Array(await this.bytes(path, query));
+  }
 }

@@ -47,7 +47,7 @@ export class GalleryApi {
   indexTileUrl = (s: number) => `${API_PREFIX}${this.path}/slides/${s}/superpixel-tiles/{z}/{x}/{y}.png`;
   thumbnailUrl = (s: number, width = 160) => `${API_PREFIX}${this.path}/slides/${s}/thumbnail.jpg?width=${width}`;
   /** The category id drawn on each superpixel (index = superpixel id, 0 = none). */
-  async overlay(s: number): Promise<Uint16Array> {
-    return new Uint16Array(await this.http.bytes(`${this.path}/slides/${s}/overlay.bin`));
+  overlay(s: number): Promise<Uint32Array> {
+    return this.http.categoryIds(`${this.path}/slides/${s}/overlay.bin`);
   }
 }

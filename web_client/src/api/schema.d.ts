@@ -345,7 +345,7 @@ export interface paths {
         /**
          * Get Label Array
          * @description Your labels of a slide, or its effective labels (review, else the users' majority), as
-         *     ``N + 1`` little-endian uint16: the category id at the index of each superpixel id.
+         *     ``N + 1`` little-endian uint32: the category id at the index of each superpixel id.
          */
         get: operations["get_label_array_api_v1_projects__project_id__slides__slide_id__labels_bin_get"];
         put?: never;
@@ -832,7 +832,7 @@ export interface paths {
         };
         /**
          * Predictions Bin
-         * @description Little-endian uint16 predicted category id per superpixel (index = superpixel id, 0 = none).
+         * @description Little-endian uint32 predicted category id per superpixel (index = superpixel id, 0 = none).
          */
         get: operations["predictions_bin_api_v1_projects__project_id__slides__slide_id__predictions_bin_get"];
         put?: never;
@@ -1493,7 +1493,10 @@ export interface components {
         };
         /** CategoryCreate */
         CategoryCreate: {
-            /** Name */
+            /**
+             * Name
+             * @description printable text; a project has at most 255 categories
+             */
             name: string;
             /**
              * Color
@@ -3605,7 +3608,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description little-endian uint16 category id per superpixel id (0: none), N + 1 values */
+            /** @description little-endian uint32 category id per superpixel id (0: none), N + 1 values */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5477,7 +5480,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description little-endian uint16 category id per superpixel id (0: none), N + 1 values */
+            /** @description little-endian uint32 category id per superpixel id (0: none), N + 1 values */
             200: {
                 headers: {
                     [name: string]: unknown;

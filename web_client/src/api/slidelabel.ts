@@ -97,11 +97,11 @@ export class SlidelabelApi {
   thumbnailUrl = (p: number, s: number, width: number) => this.http.url(`${slide(p, s)}/thumbnail.jpg`, { width });
   superpixelPictureUrl = (p: number, s: number, superpixel: number, size = 192) =>
     this.http.url(`${slide(p, s)}/superpixels/${superpixel}/thumbnail.png`, { size });
-  async labelArray(p: number, s: number, view: 'mine' | 'effective' = 'mine'): Promise<Uint16Array> {
-    return new Uint16Array(await this.http.bytes(`${slide(p, s)}/labels.bin`, { view }));
+  labelArray(p: number, s: number, view: 'mine' | 'effective' = 'mine'): Promise<Uint32Array> {
+    return this.http.categoryIds(`${slide(p, s)}/labels.bin`, { view });
   }
-  async predictionArray(p: number, s: number): Promise<Uint16Array> {
-    return new Uint16Array(await this.http.bytes(`${slide(p, s)}/predictions.bin`));
+  predictionArray(p: number, s: number): Promise<Uint32Array> {
+    return this.http.categoryIds(`${slide(p, s)}/predictions.bin`);
   }
   async certaintyArray(p: number, s: number): Promise<Uint8Array> {
     return new Uint8Array(await this.http.bytes(`${slide(p, s)}/certainty.bin`));

@@ -85,7 +85,7 @@ class GalleryStage {
       // A slide not prepared yet (409) or without predictions yet (404) is shown without overlay.
       const [metadata, values] = await Promise.all([this.api.tileMetadata(slide.id), this.api.overlay(slide.id)
         .catch((error) => (error instanceof ApiError && [404, 409].includes(error.status) ? null : Promise.reject(error)))]);
-      const shown = values ?? new Uint16Array((slide.superpixels ?? 0) + 1);
+      const shown = values ?? new Uint32Array((slide.superpixels ?? 0) + 1);
       this.viewer = new SlideViewer(node, { metadata, tileUrl: this.api.tileUrl(slide.id),
         indexUrl: this.api.indexTileUrl(slide.id), superpixels: shown.length - 1 });
       const style = { source: 'labels' as const, colours: categoryColours(this.gallery.categories), opacity: 1 };

@@ -32,7 +32,7 @@ export class LabelStore {
   private readonly tally = new Map<number, number>();
 
   /** `categories[id]` is the category id of superpixel `id` (0: none); length N + 1. */
-  constructor(readonly categories: Uint16Array, private readonly maxUndo = 200) {
+  constructor(readonly categories: Uint32Array, private readonly maxUndo = 200) {
     for (let id = 1; id < categories.length; id += 1) if (categories[id]) this.count(categories[id], 1);
   }
 

@@ -24,7 +24,7 @@ export class SlideSession {
     readonly viewer: SlideViewer,
     readonly store: LabelStore,
     readonly centroids: CentroidIndex,
-    public predictions: Uint16Array | null,
+    public predictions: Uint32Array | null,
     public certainty: Uint8Array | null,
     categories: Category[],
   ) {
