@@ -5,7 +5,8 @@ carries the attributes of :func:`~slidelabel.pipelines.features.extract.extract_
 with the chosen ``name`` as its extractor, plus ``provenance`` (the source file, its format and
 what was matched), so the learning loop, strategies and exports use it like a computed one. Rows
 go first to a scratch file next to the output, written in any order, then to the array chunk by
-chunk; the array appears under its name only when complete.
+chunk; the array appears under its name only when complete. What a killed attempt left (see
+:func:`remove_unfinished`) goes at the next attempt, and at a worker's start.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_
 from slidelabel.store.superpixel_table import read_table
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: The random token in scratch names (``secrets.token_hex(8)``), as a glob.
+_TOKEN_GLOB = "[0-9a-f]" * 16
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,22 @@ def _segments(folder: Path, manifest: dict) -> Segments:
     sources = read_segment_sources(folder / SOURCES_FILE) if (folder / SOURCES_FILE).exists() else None
     return Segments(int(manifest["superpixels"]), folder / LABELS_FILE, float(working["downsample"]),
                     int(working["height"]), int(working["width"]), read_table(folder / TABLE_FILE).bbox_level0, sources)
+
+
+def remove_unfinished(folder: Path, name: str = "*") -> list[Path]:
+    """Remove from ``folder`` what killed writes of the feature array ``name`` (``"*"``: of every
+    array) left: scratch rows ``.<name>.<hex>.rows`` and unfinished arrays ``.<name>.zarr.<hex>.tmp``
+    (computed extractions leave those too). Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    # The rows' token spelled out: ".uni.*.rows" would also take the rows of an array "uni.v2".
+    leftovers = [*folder.glob(f".{name}.{_TOKEN_GLOB}.rows"), *folder.glob(f".{name}.zarr.*.tmp")]
+    for leftover in leftovers:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return leftovers
 
 
 def import_features(
@@ -90,6 +109,7 @@ def import_features(
     sha256 = slide_sha256(slide_path, manifest)
     fmt = choose(FEATURE_FORMATS, source_path, format)
     segments = _segments(folder, manifest)
+    remove_unfinished(Path(out_folder), name)  # what a killed attempt left (3.3 GB of rows in the attack)
     source = fmt.open(source_path)
     Path(out_folder).mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sqlalchemy import select
 
 from slidelabel.errors import ConflictError
 from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.services.feature_import import remove_unfinished
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.segment_import import ALGORITHM as IMPORTED_ALGORITHM
@@ -74,25 +74,20 @@ def submit_prepare(database: Database, sender: Sender, project: Project, slides:
 
 
 def remove_unfinished_features(out_path: Path) -> list[Path]:
-    """Remove the scratch folders (``.<name>.zarr.<hex>.tmp``) that killed extractions of the
-    feature array ``out_path`` left. Returns what was removed."""
-    leftovers = list(out_path.parent.glob(f".{out_path.name}.*.tmp")) if out_path.parent.is_dir() else []
-    for leftover in leftovers:
-        shutil.rmtree(leftover, ignore_errors=True)
-    return leftovers
+    """Remove the scratch folders (``.<name>.zarr.<hex>.tmp``) and rows that killed extractions or
+    imports of the feature array ``out_path`` left. Returns what was removed."""
+    return remove_unfinished(out_path.parent, out_path.name.removesuffix(".zarr"))
 
 
 def sweep_unfinished_features(database: Database, data_dir: Path) -> list[Path]:
-    """At a worker's start: remove what killed extractions left for every slide with no running
-    job (a running one may still be writing its scratch folder)."""
+    """At a worker's start: remove what killed extractions and imports left for every slide with
+    no running job (a running one may still be writing its scratch files)."""
     with database.session() as session:
         busy = set(session.scalars(select(Job.slide_id).where(Job.state == JobState.running)))
     removed = []
     for features in (data_dir / "projects").glob("*/slides/*/features"):
         if features.parent.name.isdigit() and int(features.parent.name) not in busy:
-            for leftover in features.glob(".*.zarr.*.tmp"):
-                shutil.rmtree(leftover, ignore_errors=True)
-                removed.append(leftover)
+            removed += remove_unfinished(features)
     return removed
 
 

@@ -14,13 +14,20 @@
 Values must be finite: a NaN or infinity is an error naming the file and the row. Segments no row
 reaches (no overlapping patch, no table row) stay NaN, as computed extractors leave segments
 without pixels, and the learning loop skips them.
+
+Every reader checks, before it reads a value, that rows hold at most :data:`MAX_FEATURE_DIM`
+features and that the file does not declare far more data than it holds (:func:`check_declared`):
+an HDF5 dataset left at its fill value, or a Parquet column of one repeated value, costs nothing
+on disk, while the import's memory and time grow with the rows and features declared.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +39,22 @@ from slidelabel.pipelines.importers.patch_means import area_weighted_means
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.segment_sources import SegmentSources
 
-#: Rows read from a file at a time.
+if TYPE_CHECKING:
+    import h5py
+
+#: Rows read from a file at a time, at most: fewer for wide rows (see :func:`batch_rows`).
 BATCH_ROWS = 65_536
+#: Bytes of float64 features read from a file at a time, at most.
+BATCH_BYTES = 64 << 20
+#: Most features per row (D) imported: foundation models give 384 to 2,560 (UNI2-h 1,536,
+#: Virchow2 2,560), so several concatenated fit; memory grows with D (a tile of 10,000 segments
+#: holds 10,000 x D float64 sums: 650 MB at this cap).
+MAX_FEATURE_DIM = 8_192
+#: A file may declare at most this many times its own size of data (rows x columns x bytes per
+#: value), plus :data:`DECLARED_ALLOWANCE_BYTES`: compressed float features shrink by under 2x.
+MAX_EXPANSION = 100
+DECLARED_ALLOWANCE_BYTES = 64 << 20
+MiB = 1 << 20
 #: Rows of patch features this far apart or closer are read in one go, the rows between discarded.
 _READ_GAP_ROWS = 64
 #: Receives rows: (ids_M segment ids 1..N, feats_M_D float32).
@@ -53,6 +74,31 @@ class Segments:
     width: int
     bbox_level0_N_4: np.ndarray
     sources: SegmentSources | None
+
+
+def check_width(path: Path, dim: int) -> None:
+    """:class:`ParameterError` unless rows of ``dim`` features fit :data:`MAX_FEATURE_DIM`."""
+    if dim > MAX_FEATURE_DIM:
+        raise ParameterError(f"{path}: {dim:,} features per row, more than the {MAX_FEATURE_DIM:,} slidelabel "
+                             f"imports (foundation models give 384-2,560); reduce them first (e.g. PCA to 512) "
+                             f"or check that the file's features are rows x features")
+
+
+def check_declared(path: Path, declared_bytes: int) -> None:
+    """:class:`ParameterError` when the file at ``path`` declares ``declared_bytes`` (rows x
+    columns x bytes per value, summed over its datasets) out of proportion to its size on disk
+    (see :data:`MAX_EXPANSION`)."""
+    size = path.stat().st_size
+    if declared_bytes > MAX_EXPANSION * size + DECLARED_ALLOWANCE_BYTES:
+        raise ParameterError(f"{path}: declares {declared_bytes / MiB:,.0f} MiB of features but the file holds "
+                             f"{size:,} bytes: its values were never written (an HDF5 fill value) or repeat one "
+                             f"value; write the real features into the file")
+
+
+def batch_rows(dim: int) -> int:
+    """Rows of ``dim`` float64 features to read at a time: :data:`BATCH_ROWS`, fewer for wide rows
+    so that a batch stays within :data:`BATCH_BYTES`."""
+    return max(1, min(BATCH_ROWS, BATCH_BYTES // (8 * max(dim, 1))))
 
 
 def _checked(path: Path, rows_M: np.ndarray, feats_M_D: np.ndarray) -> np.ndarray:
@@ -80,23 +126,32 @@ class PatchFeatures:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file = _open_hdf5(self.path)
-        file = self._file
-        if "coords" not in file or "features" not in file:
-            missing = " and ".join(name for name in ("coords", "features") if name not in file)
+        try:
+            coords, features = self._datasets()
+            self.patch_level0 = self._patch_side(dict(coords.attrs))
+        except ParameterError:
             self.close()
-            raise ParameterError(f"{self.path} has no {missing} dataset: a TRIDENT/CLAM patch-feature file holds "
-                                 f"coords (P x 2, level-0 top-left corners) and features (P x D)")
-        coords, features = file["coords"], file["features"]
-        if coords.ndim != 2 or coords.shape[1] != 2 or features.ndim != 2 or features.shape[0] != coords.shape[0]:
-            self.close()
-            raise ParameterError(f"{self.path}: coords {coords.shape} and features {features.shape} must be "
-                                 f"P x 2 and P x D")
-        self.patch_level0 = self._patch_side(dict(coords.attrs))
+            raise
         self.corners_P_2 = np.asarray(coords[:], np.float64)
         self._features = features
         self.feature_names = [f"feature_{j}" for j in range(features.shape[1])]
         self.provenance = {"patches": int(coords.shape[0]), "patch_size_level0": self.patch_level0,
                            "coords_attributes": {k: _plain(v) for k, v in coords.attrs.items()}}
+
+    def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
+        """The ``coords`` and ``features`` datasets, checked (shapes, width, declared size)."""
+        file = self._file
+        if "coords" not in file or "features" not in file:
+            missing = " and ".join(name for name in ("coords", "features") if name not in file)
+            raise ParameterError(f"{self.path} has no {missing} dataset: a TRIDENT/CLAM patch-feature file holds "
+                                 f"coords (P x 2, level-0 top-left corners) and features (P x D)")
+        coords, features = file["coords"], file["features"]
+        if coords.ndim != 2 or coords.shape[1] != 2 or features.ndim != 2 or features.shape[0] != coords.shape[0]:
+            raise ParameterError(f"{self.path}: coords {coords.shape} and features {features.shape} must be "
+                                 f"P x 2 and P x D")
+        check_width(self.path, features.shape[1])
+        check_declared(self.path, _declared_bytes(coords) + _declared_bytes(features))
+        return coords, features
 
     def _patch_side(self, attrs: dict) -> float:
         if "patch_size_level0" in attrs:
@@ -105,7 +160,6 @@ class PatchFeatures:
             return float(attrs["patch_size"])
         if "patch_size" in attrs and "downsample" in attrs:
             return float(attrs["patch_size"]) * float(np.ravel(attrs["downsample"])[0])
-        self.close()
         raise ParameterError(f"{self.path}: cannot tell the patches' size in level-0 pixels: coords needs the "
                              f"attribute patch_size_level0 (TRIDENT) or patch_size with patch_level 0 or downsample (CLAM)")
 
@@ -137,6 +191,12 @@ class PatchFeatures:
         self._file.close()
 
 
+def _declared_bytes(dataset: h5py.Dataset) -> int:
+    """Bytes an HDF5 dataset declares: its shape's product times its values' size (Python ints:
+    no overflow)."""
+    return math.prod(dataset.shape) * dataset.dtype.itemsize
+
+
 def _plain(value: object) -> object:
     """An HDF5 attribute as JSON-friendly Python."""
     if isinstance(value, bytes):
@@ -163,6 +223,11 @@ def _keyed_rows(path: Path, segments: Segments, keys_M: np.ndarray, by_source: b
     return int((~matched).sum())
 
 
+def _row_bytes(schema: pa.Schema) -> int:
+    """Bytes of one row of a table (8 for a column of variable width, such as a text key)."""
+    return sum(max(1, field.type.bit_width // 8) if pa.types.is_primitive(field.type) else 8 for field in schema)
+
+
 class TableFeatures:
     """A Parquet or CSV table of features keyed by ``id`` or ``source_id``."""
 
@@ -176,16 +241,24 @@ class TableFeatures:
                                  f"(the ids of the imported segments' source)")
         self.key = key
         self.feature_names = [name for name in names if name != key]
+        check_width(self.path, len(self.feature_names))
         bad = [f.name for f in schema if f.name != key and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
         if bad or not self.feature_names:
             raise ParameterError(f"{self.path}: feature columns must be numbers; "
                                  + (f"not: {', '.join(bad)}" if bad else "the table has none besides its key"))
+        if self._parquet:
+            # A CSV holds its values as text: never less than it declares.
+            check_declared(self.path, pq.read_metadata(self.path).num_rows * _row_bytes(schema))
         self.provenance = {"key": key, "columns": len(self.feature_names)}
+
+    @property
+    def _parquet(self) -> bool:
+        return self.path.suffix.lower() == ".parquet"
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         try:
-            if self.path.suffix.lower() == ".parquet":
-                yield from pq.ParquetFile(self.path).iter_batches(batch_size=BATCH_ROWS)
+            if self._parquet:
+                yield from pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows(len(self.feature_names)))
             else:
                 yield from pa_csv.open_csv(self.path, read_options=pa_csv.ReadOptions(block_size=16 << 20))
         except (OSError, pa.ArrowException) as error:
@@ -193,7 +266,7 @@ class TableFeatures:
 
     def _schema(self) -> pa.Schema:
         try:
-            if self.path.suffix.lower() == ".parquet":
+            if self._parquet:
                 return pq.read_schema(self.path)
             with pa_csv.open_csv(self.path) as reader:
                 return reader.schema
@@ -221,22 +294,32 @@ class HistomicsFeatures:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file = _open_hdf5(self.path)
-        images = self._file.get("images")
-        if images is None or images.ndim != 2:
-            shape = None if images is None else images.shape
+        try:
+            self._images, self._indices = self._datasets()
+        except ParameterError:
             self.close()
-            raise ParameterError(f"{self.path}: expected an images dataset of feature vectors (M x D), got {shape}; "
-                                 f"image patches cannot be imported, compute features from the slide instead")
-        self._images = images
-        self._indices = self._file.get("used_indices")
+            raise
+        images = self._images
         self.feature_names = [f"feature_{j}" for j in range(images.shape[1])]
         self.provenance = {"rows": int(images.shape[0]), "used_indices": self._indices is not None}
 
+    def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset | None]:
+        """The ``images`` dataset and ``used_indices`` (None without), checked (shape, width,
+        declared size)."""
+        images, indices = self._file.get("images"), self._file.get("used_indices")
+        if images is None or images.ndim != 2:
+            shape = None if images is None else images.shape
+            raise ParameterError(f"{self.path}: expected an images dataset of feature vectors (M x D), got {shape}; "
+                                 f"image patches cannot be imported, compute features from the slide instead")
+        check_width(self.path, images.shape[1])
+        check_declared(self.path, _declared_bytes(images) + (0 if indices is None else _declared_bytes(indices)))
+        return images, indices
+
     def write(self, segments: Segments, write_rows: RowWriter,
               progress: Callable[[int, int], None] | None) -> dict[str, int]:
-        unmatched = 0
-        for start in range(0, self._images.shape[0], BATCH_ROWS):
-            stop = min(start + BATCH_ROWS, self._images.shape[0])
+        unmatched, step = 0, batch_rows(self._images.shape[1])
+        for start in range(0, self._images.shape[0], step):
+            stop = min(start + step, self._images.shape[0])
             keys = np.asarray(self._indices[start:stop], np.int64) if self._indices is not None else np.arange(start, stop)
             feats = np.asarray(self._images[start:stop], np.float64)
             unmatched += _keyed_rows(self.path, segments, keys, True, start, feats, write_rows)

@@ -9,7 +9,9 @@ covering patches' features per cell gives, for segment ``s``,
 its pixels in cell ``c``, ``F_c`` sums the features of the patches covering ``c`` and ``C_c``
 counts them: no loop over patches per pixel, and overlapping patches are exact. A segment is
 finished, and handed on, once every tile its bounding box reaches has been seen, so memory holds
-the segments of one band of tiles, not the slide's.
+the segments of one band of tiles, not the slide's. A tile's cells are at most its pixels: patches
+one pixel apart would make (cells x D) sums of gigabytes, so past :data:`CELL_BYTES` the tile's
+patches are summed in groups (the sums are linear in the patches).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ FeatureReader = Callable[[np.ndarray], np.ndarray]
 LabelReader = Callable[[int, int, int, int], np.ndarray]
 #: Receives finished segments: (ids_M, feats_M_D float32).
 RowWriter = Callable[[np.ndarray, np.ndarray], None]
+#: Most bytes of one call's cell sums, (cells, D + 1) float64. Patches on a grid make a few
+#: thousand cells per tile (4,096 patches of 32 px: 33 MB for 1,024 features).
+CELL_BYTES = 64 << 20
 
 
 @dataclass
@@ -92,7 +97,41 @@ def _runs(ids_H_W, row_cell, col_cell, nx, n_cells):  # pragma: no cover
 def _tile_sums(ids_H_W: np.ndarray, rect_P_4: np.ndarray, feats_P_D: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids_m, sum of w f (m, D), sum of w (m,)) of the segments in one tile; ``rect_P_4`` are the
-    patches' x0, y0, x1, y1 in tile pixels, clipped and non-empty."""
+    patches' x0, y0, x1, y1 in tile pixels, clipped and non-empty. Summed over groups of patches
+    whose cell sums fit :data:`CELL_BYTES`."""
+    groups = _patch_groups(rect_P_4, feats_P_D.shape[1], *ids_H_W.shape)
+    if len(groups) == 1:
+        return _group_sums(ids_H_W, rect_P_4, feats_P_D)
+    sums = _Open(np.zeros(0, np.int64), np.zeros((0, feats_P_D.shape[1])), np.zeros(0))
+    for group in groups:
+        sums.add(*_group_sums(ids_H_W, rect_P_4[group], feats_P_D[group]))
+    return sums.ids_M, sums.num_M_D, sums.den_M
+
+
+def _cell_bytes(rect_P_4: np.ndarray, dim: int, height: int, width: int) -> int:
+    """Bytes of the cell sums of patches ``rect_P_4`` in a ``height`` x ``width`` tile."""
+    nx = np.unique(np.concatenate([[0, width], rect_P_4[:, 0], rect_P_4[:, 2]])).size - 1
+    ny = np.unique(np.concatenate([[0, height], rect_P_4[:, 1], rect_P_4[:, 3]])).size - 1
+    return nx * ny * (dim + 1) * 8
+
+
+def _patch_groups(rect_P_4: np.ndarray, dim: int, height: int, width: int) -> list[np.ndarray]:
+    """Indices of groups of patches whose cell sums each fit :data:`CELL_BYTES`: all patches in
+    one group when they fit, else halves of them in (y, x) order, halved again until they fit (a
+    patch alone makes at most 9 cells)."""
+    pending, groups = [np.lexsort((rect_P_4[:, 0], rect_P_4[:, 1]))], []
+    while pending:
+        group = pending.pop()
+        if group.size == 1 or _cell_bytes(rect_P_4[group], dim, height, width) <= CELL_BYTES:
+            groups.append(group)
+        else:
+            pending += [group[group.size // 2 :], group[: group.size // 2]]
+    return groups
+
+
+def _group_sums(ids_H_W: np.ndarray, rect_P_4: np.ndarray, feats_P_D: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_tile_sums` of one group of patches."""
     height, width = ids_H_W.shape
     xs, cx0, cx1 = _edges(rect_P_4[:, 0], rect_P_4[:, 2], width)
     ys, cy0, cy1 = _edges(rect_P_4[:, 1], rect_P_4[:, 3], height)
