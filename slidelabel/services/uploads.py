@@ -70,15 +70,16 @@ class UploadReceiver:
         self._written = 0
         self._header: list[bytes] = [b"", b""]
         self._headers: dict[bytes, bytes] = {}
-        self._parser = MultipartParser(options[b"boundary"], callbacks={
-            "on_part_begin": self._headers.clear,
-            "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
-            "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
-            "on_header_end": self._end_header,
-            "on_headers_finished": self._start_part,
-            "on_part_data": self._write,
-            "on_part_end": self._end_part,
-        })
+        with _parsing():  # refuses a boundary longer than 256 bytes
+            self._parser = MultipartParser(options[b"boundary"], callbacks={
+                "on_part_begin": self._headers.clear,
+                "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
+                "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
+                "on_header_end": self._end_header,
+                "on_headers_finished": self._start_part,
+                "on_part_data": self._write,
+                "on_part_end": self._end_part,
+            })
 
     def _refuse(self) -> None:
         raise TooLargeError(f"the slide is larger than this server's upload limit of {self.limit_bytes // MB} MB; "

@@ -103,9 +103,10 @@ class _Batches:
         bad_polygon[polygon_of_ring[bad_ring]] = True
         keep_ring = ~bad_polygon[polygon_of_ring]
         keep_vertex = np.repeat(keep_ring, lengths)
-        self.parts.append((xy[keep_vertex], lengths[keep_ring], rings_per_polygon[~bad_polygon],
-                           np.asarray(self.feature_index, np.int64)[~bad_polygon],
-                           np.asarray(self.classes, np.int32)[~bad_polygon]))
+        if not bad_polygon.all():  # an empty part would leave polygons() nothing to reduce
+            self.parts.append((xy[keep_vertex], lengths[keep_ring], rings_per_polygon[~bad_polygon],
+                               np.asarray(self.feature_index, np.int64)[~bad_polygon],
+                               np.asarray(self.classes, np.int32)[~bad_polygon]))
         self.invalid += int(bad_polygon.sum())
         self.rings, self.lengths, self.rings_per_polygon, self.feature_index, self.classes = [], [], [], [], []
 
@@ -151,22 +152,27 @@ def read_geojson(path: Path) -> GeoJsonPolygons:
     Raises
     ------
     ParameterError
-        The file is not JSON, or not a FeatureCollection or list of Features; the message names
-        the file and, for broken JSON, the character where it breaks.
+        The file is not JSON, nested deeper than the parser follows, or not a FeatureCollection or
+        list of Features; the message names the file and, for broken JSON, the character where it
+        breaks.
     """
     path = Path(path)
     batches = _Batches()
     class_names: dict[str, int] = {}
     skipped: dict[str, int] = {}
     count = 0
-    for index, (feature, points) in enumerate(_features(path)):
-        count += 1
-        reason, rings = (None, points) if points is not None else _rings(feature)
-        if reason is not None:
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        name = _class_name(feature.get("properties"))
-        batches.add(rings, index, -1 if name is None else class_names.setdefault(name, len(class_names)))
+    try:
+        for index, (feature, points) in enumerate(_features(path)):
+            count += 1
+            reason, rings = (None, points) if points is not None else _rings(feature)
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            name = _class_name(feature.get("properties"))
+            batches.add(rings, index, -1 if name is None else class_names.setdefault(name, len(class_names)))
+    except RecursionError:  # json's parser (and str() of what it parsed) recurses once per level
+        raise _not_geojson(path, "nested too deep: lists or objects hundreds of levels inside each other, where "
+                                 "a MultiPolygon's coordinates need 4") from None
     polygons, feature_index, classes = batches.polygons()
     if batches.invalid:
         skipped["invalid geometry"] = skipped.get("invalid geometry", 0) + batches.invalid
@@ -280,8 +286,12 @@ class _Reader:
             return value
 
     def error(self, message: str) -> ParameterError:
-        return ParameterError(f"{self.path} is not valid GeoJSON ({message}); export a FeatureCollection of "
-                              f"polygons in level-0 pixel coordinates")
+        return _not_geojson(self.path, message)
+
+
+def _not_geojson(path: Path, message: str) -> ParameterError:
+    return ParameterError(f"{path} is not valid GeoJSON ({message}); export a FeatureCollection of "
+                          f"polygons in level-0 pixel coordinates")
 
 
 def _features(path: Path) -> Iterator[tuple[object, tuple[np.ndarray, np.ndarray] | None]]:

@@ -146,6 +146,10 @@ class GeoJsonSource:
             raise ParameterError(f"{self.path} holds {polygons.size:,} polygons; a slide holds at most "
                                  f"{MAX_SEGMENTS:,} segments (24-bit ids)")
         self.counts = dict(read.skipped)
+        if not polygons.size:
+            raise ParameterError(f"{self.path}: no usable polygon ({_describe(self.counts) or 'no Features'}); "
+                                 "a polygon needs rings of 3 or more points with finite level-0 pixel "
+                                 "coordinates around an area")
         crossing = self_crossing(polygons)
         if crossing.any() and not options.even_odd:
             feature = int(read.feature_index_P[np.argmax(crossing)])

@@ -17,6 +17,7 @@ from starlette.background import BackgroundTask
 
 from slidelabel.errors import ParameterError
 from slidelabel.server.deps import Annotator, ReadSession, SettingsDep, Viewer, WriteSession
+from slidelabel.server.request_checks import BadInput, parse_json
 from slidelabel.server.schemas.exports import ImportReport
 from slidelabel.services import exports as service
 from slidelabel.services.exports import ArchiveFormat, Elements, Source
@@ -34,13 +35,14 @@ ElementsQuery = Annotated[Elements, Query(description="polygon elements, the sup
 
 
 async def uploaded_json(request: Request) -> object:
-    """The request body parsed as JSON; :class:`ParameterError` (422) when it is not JSON."""
+    """The request body parsed as JSON and checked as RequestChecks checks JSON bodies, whatever
+    its Content-Type; :class:`ParameterError` (422) when it is not JSON or not plain data."""
     body = await request.body()
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ParameterError(f"the upload is not JSON ({error}); send a GeoJSON FeatureCollection or a Digital "
-                             "Slide Archive annotation JSON as the request body") from None
+        return parse_json(body)
+    except BadInput as error:
+        raise ParameterError(f"the upload is not JSON slidelabel accepts ({error}); send a GeoJSON FeatureCollection "
+                             "or a Digital Slide Archive annotation JSON as the request body") from None
 
 
 UploadedJson = Annotated[object, Depends(uploaded_json)]
