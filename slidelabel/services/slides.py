@@ -10,6 +10,7 @@ slide removes what slidelabel made of it, never a file of a server folder.
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import shutil
@@ -44,8 +45,10 @@ from slidelabel.store.models import Epoch, Job, JobState, Slide, User
 
 logger = logging.getLogger(__name__)
 
-#: Most slide files listed per request of the folder browser.
+#: Most slide files listed per request of the folder browser, or matched by one pattern.
 MAX_LISTED = 10_000
+#: Most parts of a pattern with wildcards (``lab-*/case-*/*.svs``).
+MAX_PATTERN_WILDCARDS = 3
 
 
 @dataclass(frozen=True)
@@ -227,13 +230,23 @@ def add_slide_file(database: Database, project_id: int, name: str, path: Path, *
 
 
 def _expand(raw: str, folders: list[Path]) -> list[Path]:
-    """The slide files a folder or glob pattern inside the slide folders names, unresolved."""
-    if ".." in Path(raw).parts:
+    """The slide files a folder or glob pattern inside the slide folders names, unresolved: at
+    most :data:`MAX_LISTED`, from a pattern of at most :data:`MAX_PATTERN_WILDCARDS` wildcard
+    parts (a link back into its folder makes each wildcard part double the paths to walk)."""
+    parts = Path(raw).parts
+    if ".." in parts:
         raise ParameterError(f"{raw!r}: a folder or pattern may not contain '..'")
-    magic = next((i for i, part in enumerate(Path(raw).parts) if glob.has_magic(part)), None)
+    magic = [i for i, part in enumerate(parts) if glob.has_magic(part)]
     # The fixed part of a pattern must be inside, so that no pattern lists files elsewhere.
-    resolve_in_folders(str(Path(*Path(raw).parts[:magic])) if magic else raw, folders)
-    return [path for path in expand_inputs([raw]) if path.exists()]
+    resolve_in_folders(str(Path(*parts[:magic[0]])) if magic else raw, folders)
+    if not magic:
+        return [path for path in expand_inputs([raw]) if path.exists()]
+    if len(magic) > MAX_PATTERN_WILDCARDS:
+        raise ParameterError(f"{raw!r}: at most {MAX_PATTERN_WILDCARDS} parts of a pattern may hold wildcards")
+    matches = list(itertools.islice(glob.iglob(raw), MAX_LISTED + 1))
+    if len(matches) > MAX_LISTED:
+        raise ParameterError(f"{raw!r} matches more than {MAX_LISTED} files: narrow the pattern")
+    return sorted(Path(match) for match in matches)
 
 
 def add_from_server(database: Database, settings: Settings, project_id: int, raw: str, *,
@@ -252,7 +265,7 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
         info = _describe(resolved, raw, limits)
         with database.session(write=True) as session:
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
-    added, skipped = [], []
+    added, skipped, seen = [], [], set()
     for path in _expand(raw, folders):
         if _undecodable(path):
             skipped.append(Skipped(shown_path(path), _RENAME))
@@ -261,6 +274,10 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
         if not _inside(target, folders):
             skipped.append(Skipped(str(path), "it links to a file outside the slide folders"))
             continue
+        if target in seen:
+            skipped.append(Skipped(str(path), "the same file as another match (a link)"))
+            continue
+        seen.add(target)
         try:
             info = _describe(target, str(path), limits)
             with database.session(write=True) as session:
