@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import zarr
 
 from slidelabel.errors import NotFoundError
 from slidelabel.services import shapes
@@ -22,9 +23,9 @@ def test_the_three_scales_measure_feature_distances_once(monkeypatch, tmp_path: 
     feats_N_D = np.random.default_rng(0).normal(size=(count, 8)).astype(np.float32)
     calls = []
 
-    def counted(feats: np.ndarray, seed: int) -> np.ndarray:
+    def counted(feats, seed: int, **kwargs) -> np.ndarray:
         calls.append(seed)
-        return distances(feats, seed)
+        return distances(feats, seed, **kwargs)
 
     def no_epoch(*args, **kwargs):
         raise NotFoundError("no epoch yet")
@@ -33,11 +34,11 @@ def test_the_three_scales_measure_feature_distances_once(monkeypatch, tmp_path: 
     monkeypatch.setattr(shapes, "feature_distances", counted)
     monkeypatch.setattr(shapes, "slide_adjacency", lambda folder: adjacency)
     monkeypatch.setattr(shapes, "slide_predictions", no_epoch)
-    monkeypatch.setattr(shapes, "read_features", lambda path: feats_N_D)
     project, slide = SimpleNamespace(id=1, extractor="color"), SimpleNamespace(id=1)
     features = tmp_path / "projects" / "1" / "slides" / "1" / "features" / "color.zarr"
     monkeypatch.setattr(shapes.ProjectFiles, "features", lambda self, slide_id, name: features)
-    features.mkdir(parents=True)
+    features.parent.mkdir(parents=True)
+    zarr.create_array(store=features, data=feats_N_D)
     grown = shapes.grow_at_scales(None, tmp_path, project, slide, seed=100)
     assert calls == [100]
     assert [g.basis for g in grown] == ["features"] * 3
