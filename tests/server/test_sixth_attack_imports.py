@@ -6,17 +6,24 @@ the scratch rows of a killed feature import stayed on disk (F12)."""
 
 from __future__ import annotations
 
+import io
 import json
 
+import h5py
 import pytest
 
 from slidelabel.errors import ParameterError
+from slidelabel.services import jobs
 from slidelabel.services.segment_import import import_segments
 from slidelabel.services.slide_jobs import sweep_unfinished_features
 from slidelabel.services.uploads import UploadReceiver
 from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Job, JobState
 
 LONG_BOUNDARY = "multipart/form-data; boundary=" + "a" * 300
+DEEP = b'{"type":"FeatureCollection","features":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+NAN = (b'{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Polygon",'
+       b'"coordinates":[[[0,0],[NaN,0],[1e999,1],[0,0]]]},"properties":{}}]}')
 
 
 def test_a_boundary_past_256_bytes_is_refused_with_a_message(tmp_path):
@@ -66,7 +73,7 @@ def test_the_worker_start_sweep_removes_scratch_rows_of_killed_imports(app, proj
 
 def test_a_geojson_nested_too_deep_fails_with_a_message(cmu_slide, tmp_path):
     deep = tmp_path / "deep.geojson"
-    deep.write_bytes(b'{"type":"FeatureCollection","features":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    deep.write_bytes(DEEP)
     with pytest.raises(ParameterError, match=r"deep\.geojson is not valid GeoJSON \(nested .* deep"):
         import_segments(cmu_slide, deep, tmp_path / "out")  # before: RecursionError, "internal error"
 
@@ -78,3 +85,39 @@ def test_a_geojson_without_a_usable_polygon_fails_with_a_message(cmu_slide, tmp_
                      b'"coordinates":' + coordinates + b'},"properties":{}}]}')
     with pytest.raises(ParameterError, match=r"nan\.geojson: no usable polygon \(1 invalid geometry\).*finite"):
         import_segments(cmu_slide, path, tmp_path / "out")  # before: IndexError from numpy, "internal error"
+
+
+@pytest.mark.parametrize("body, message", [(DEEP, "nested too deep"), (NAN, "no usable polygon")])
+def test_the_segment_import_job_fails_with_the_message_not_an_internal_error(app, client, sender, project, slide_row,
+                                                                           admin_headers, body, message):
+    response = client.post(f"/api/v1/projects/{project['id']}/slides/{slide_row}/segments", headers=admin_headers,
+                           files={"file": ("cells.geojson", body, "application/geo+json")})
+    assert response.status_code == 202, response.text
+    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    with app.state.database.session() as session:
+        job = session.get(Job, response.json()["id"])
+        assert job.state == JobState.failed and message in job.message and "internal error" not in job.message
+
+
+def test_the_attack_feature_file_fails_its_job_at_once_and_leaves_no_scratch(app, client, sender, settings, project,
+                                                                             slide_row, admin_headers):
+    base = f"/api/v1/projects/{project['id']}/slides/{slide_row}"
+    square = [[[100, 100], [300, 100], [300, 300], [100, 300], [100, 100]]]
+    cells = json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square}, "properties": {}}]}).encode()
+    response = client.post(base + "/segments", headers=admin_headers, files={"file": ("cells.geojson", cells)})
+    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    bomb = io.BytesIO()
+    with h5py.File(bomb, "w") as file:  # the attack's 2,064 bytes: (1, 2,000,000) float32 never written
+        file.create_dataset("coords", data=[[0, 0]]).attrs["patch_size_level0"] = 512
+        file.create_dataset("features", shape=(1, 2_000_000), dtype="float32", chunks=(1, 1 << 20),
+                            compression="gzip", fillvalue=0.0)
+    response = client.post(base + "/features/imported-bomb", headers=admin_headers,
+                           files={"file": ("bomb.h5", bomb.getvalue())})
+    assert response.status_code == 202, response.text
+    jobs.run(app.state.database, app.state.settings, response.json()["id"])  # before: 18.5 GB, OOM-killed
+    with app.state.database.session() as session:
+        job = session.get(Job, response.json()["id"])
+        assert job.state == JobState.failed and "2,000,000 features per row" in job.message, job.message
+    features = ProjectFiles(settings.data_dir, project["id"]).features(slide_row, "imported-bomb").parent
+    assert not list(features.glob(".*"))
