@@ -103,7 +103,7 @@ try {
     const response = await fetch(`/api/v1/projects/${p}/slides/${s}/labels.bin?view=mine`, {
       headers: { Authorization: `Bearer ${localStorage.getItem('slidelabel.token')}` } });
     const counts = {};
-    for (const v of new Uint16Array(await response.arrayBuffer())) if (v) counts[v] = (counts[v] ?? 0) + 1;
+    for (const v of new Uint32Array(await response.arrayBuffer())) if (v) counts[v] = (counts[v] ?? 0) + 1;
     return counts;
   }, [projectId, slideId]);
   // What else a labeller waits for on this slide, fetched by the page after the labelling (ms, body bytes).
