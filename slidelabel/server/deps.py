@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from slidelabel.errors import AuthenticationError
 from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services.accounts import require_project_creation, user_for_token
+from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.login_limits import LoginThrottle
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
@@ -54,6 +55,16 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 # then read the old state, or lose the write to a crash in between.
 ReadSession = Annotated[Session, Depends(read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(write_session, scope="function")]
+
+
+async def export_turn() -> AsyncIterator[None]:
+    """One of the export turns, for the route's whole run, waited for on the event loop."""
+    async with export_turn_waiting():
+        yield
+
+
+# Resolved before the route runs and released when it returns, before the answer is sent.
+ExportTurn = Annotated[None, Depends(export_turn, scope="function")]
 
 
 def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:

@@ -22,7 +22,7 @@ import json
 import re
 import zipfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +104,18 @@ class SlideClasses:
         return int(self.slide.superpixels or 0)
 
 
+_BUSY = f"the server is busy with {EXPORTERS} other exports (over {EXPORT_WAIT_S:.0f} s); try again in a minute"
+
+
 def export_turn() -> AbstractContextManager[None]:
     """Holds one of the :data:`EXPORTERS` turns while an export is built and encoded;
     :class:`~slidelabel.errors.BusyError` when none frees within :data:`EXPORT_WAIT_S` seconds."""
-    return _EXPORTERS.hold(EXPORT_WAIT_S, f"the server is busy with {EXPORTERS} other exports (over "
-                                          f"{EXPORT_WAIT_S:.0f} s); try again in a minute")
+    return _EXPORTERS.hold(EXPORT_WAIT_S, _BUSY)
+
+
+def export_turn_waiting() -> AbstractAsyncContextManager[None]:
+    """:func:`export_turn` for a route, waiting on the event loop (no request thread is held)."""
+    return _EXPORTERS.waiting(EXPORT_WAIT_S, _BUSY)
 
 
 def superpixel_folder(files: ProjectFiles, slide: Slide) -> tuple[Path, dict]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from slidelabel.errors import ParameterError
-from slidelabel.server.deps import Annotator, ReadSession, SettingsDep, Viewer, WriteSession
+from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, SettingsDep, Viewer, WriteSession
 from slidelabel.server.request_checks import BadInput, parse_json
 from slidelabel.server.schemas.exports import ImportReport
 from slidelabel.services import exports as service
@@ -54,12 +54,10 @@ def _json(document: dict, filename: str, media_type: str) -> Response:
 
 
 def _temporary_file(filename: str, media_type: str, write: Callable[[Path], None]) -> FileResponse:
-    """A download written by ``write`` (in an export turn) into a temporary folder that is removed
-    once sent."""
+    """A download written by ``write`` into a temporary folder that is removed once sent."""
     folder = Path(tempfile.mkdtemp(prefix="slidelabel-export-"))
     try:
-        with service.export_turn():
-            write(folder / filename)
+        write(folder / filename)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -68,32 +66,29 @@ def _temporary_file(filename: str, media_type: str, write: Callable[[Path], None
 
 
 @router.get("/slides/{slide_id}/export/geojson")
-def export_geojson(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+def export_geojson(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep,
                    source: Source = Source.labels, epoch: EpochQuery = None,
                    dissolve: DissolveQuery = True) -> Response:
     """A GeoJSON FeatureCollection for QuPath (File > Import objects), level-0 pixels."""
-    with service.export_turn():
-        classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
-        return _json(service.geojson(classes, access.project, dissolve=dissolve),
-                     f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json")
+    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+    return _json(service.geojson(classes, access.project, dissolve=dissolve),
+                 f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json")
 
 
 @router.get("/slides/{slide_id}/export/annotation")
-def export_annotation(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+def export_annotation(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep,
                       source: Source = Source.labels, epoch: EpochQuery = None, dissolve: DissolveQuery = True,
                       elements: ElementsQuery = Elements.polygons,
                       girder_id: Annotated[str | None, Query(description="Girder item of the superpixel image")] = None,
                       ) -> Response:
     """A Digital Slide Archive (large_image) annotation JSON, level-0 pixels."""
-    with service.export_turn():
-        classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
-        document = service.annotation(classes, access.project, dissolve=dissolve, elements=elements,
-                                      girder_id=girder_id)
-        return _json(document, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json")
+    classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
+    document = service.annotation(classes, access.project, dissolve=dissolve, elements=elements, girder_id=girder_id)
+    return _json(document, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json")
 
 
 @router.get("/slides/{slide_id}/export/mask.tiff", response_class=FileResponse)
-def export_mask(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+def export_mask(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep,
                 source: Source = Source.predictions, epoch: EpochQuery = None) -> FileResponse:
     """A pyramidal uint8 TIFF at the working level: category position + 1, 0 = none."""
     classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
@@ -119,7 +114,7 @@ def export_project_csv(access: Viewer, session: ReadSession, settings: SettingsD
 
 
 @router.get("/export/{archive_format}.zip", response_class=FileResponse)
-def export_archive(archive_format: ArchiveFormat, access: Viewer, session: ReadSession, settings: SettingsDep,
+def export_archive(archive_format: ArchiveFormat, access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep,
                    source: Source = Source.labels, epoch: EpochQuery = None,
                    dissolve: DissolveQuery = True) -> FileResponse:
     """A zip of one GeoJSON, annotation JSON or mask per slide, with ``slidelabel.json`` naming

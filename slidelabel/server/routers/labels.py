@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
 from slidelabel.errors import ParameterError
-from slidelabel.server.deps import Annotator, ReadSession, Viewer, WriteSession
+from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, Viewer, WriteSession
 from slidelabel.server.request_checks import MAX_ID
 from slidelabel.server.schemas.labels import (
     BatchResult,
@@ -23,7 +23,6 @@ from slidelabel.server.schemas.labels import (
 )
 from slidelabel.services import labels
 from slidelabel.services.access import ProjectAccess
-from slidelabel.services.exports import export_turn
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import get_slide
 
@@ -54,14 +53,14 @@ def set_labels(slide_id: int, body: LabelBatch, access: Annotator, session: Writ
 
 
 @router.get("/slides/{slide_id}/labels", response_model=list[LabelPublic])
-def get_labels(slide_id: int, access: Viewer, session: ReadSession, user: UserChoice = "me") -> Response:
+def get_labels(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSession,
+               user: UserChoice = "me") -> Response:
     """A slide's labels (yours unless ``user`` says otherwise); built as exports are, two at a
     time (217,000 labels: 22 MB of JSON, 335 MB while built), 503 when busy for 10 s."""
     slide = get_slide(session, access.project.id, slide_id)
-    with export_turn():
-        rows = labels.slide_labels(session, slide.id, _user_id(user, access))
-        return Response(_LABEL_LIST.dump_json([LabelPublic.model_validate(label) for label in rows]),
-                        media_type="application/json")
+    rows = labels.slide_labels(session, slide.id, _user_id(user, access))
+    return Response(_LABEL_LIST.dump_json([LabelPublic.model_validate(label) for label in rows]),
+                    media_type="application/json")
 
 
 @router.get("/slides/{slide_id}/labels.bin", response_class=Response,

@@ -1,0 +1,42 @@
+"""Sixth attack on issue 13: sixty parallel exports by one viewer, waiting for the two export
+turns, each held one of the API's 40 request threads for up to 10 s, so every other request of
+every user waited for a thread as long. Exports now wait for their turn on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from slidelabel.services import exports
+from slidelabel.store.models import Role
+
+WAITING = 60
+
+
+def test_requests_waiting_for_an_export_turn_hold_no_request_thread(app, monkeypatch, member_headers, project,
+                                                                    slide_row):
+    monkeypatch.setattr(exports, "EXPORT_WAIT_S", 5.0)
+    viewer = member_headers(Role.viewer)
+    export = f"/api/v1/projects/{project['id']}/slides/{slide_row}/export/geojson"
+    finished: list[str] = []
+
+    async def run() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as client:
+            async def one(url: str, kind: str, delay_s: float = 0.0) -> int:
+                await asyncio.sleep(delay_s)
+                status = (await client.get(url, headers=viewer)).status_code
+                finished.append(kind)
+                return status
+            return await asyncio.gather(*(one(export, "export") for _ in range(WAITING)),
+                                        one("/api/v1/auth/me", "honest", delay_s=0.5))
+
+    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]  # others' exports build
+    try:
+        statuses = asyncio.run(run())
+    finally:
+        for _ in held:
+            exports._EXPORTERS.release()
+    assert statuses[:WAITING] == [503] * WAITING and statuses[-1] == 200
+    assert finished[0] == "honest", "the honest request waited for a thread until the exports gave up"
