@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
 from slidelabel.services.access import Action, ProjectAccess, check_access
+from slidelabel.services import accounts
 from slidelabel.services.accounts import require_project_creation, user_for_token
 from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.login_limits import LoginThrottle
@@ -63,8 +64,15 @@ async def export_turn() -> AsyncIterator[None]:
         yield
 
 
+async def password_check_turn() -> AsyncIterator[None]:
+    """One of the password-check turns, for a login's whole run, waited for on the event loop."""
+    async with accounts.password_check_turn():
+        yield
+
+
 # Resolved before the route runs and released when it returns, before the answer is sent.
 ExportTurn = Annotated[None, Depends(export_turn, scope="function")]
+PasswordCheckTurn = Annotated[None, Depends(password_check_turn, scope="function")]
 
 
 def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:

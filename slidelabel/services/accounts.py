@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -72,16 +73,21 @@ PASSWORD_CHECKS = Turns(2)
 PASSWORD_CHECK_WAIT_S = 30.0
 
 
+def password_check_turn() -> AbstractAsyncContextManager[None]:
+    """One of the :data:`PASSWORD_CHECKS` turns, waited for on the event loop (a login route's)."""
+    return PASSWORD_CHECKS.waiting(PASSWORD_CHECK_WAIT_S, "too many logins at once: try again in a few seconds")
+
+
 def authenticate(session: Session, username: str, password: str) -> User:
     """The user whose name and password these are; :class:`AuthenticationError` on a wrong name
     or password (both take one password check, so timing tells neither apart), or a disabled
-    account (said only to whoever knows the password)."""
+    account (said only to whoever knows the password). Callers bound how many run at once
+    (:func:`password_check_turn`)."""
     user = session.scalar(select(User).where(User.username == username.strip()))
-    with PASSWORD_CHECKS.hold(PASSWORD_CHECK_WAIT_S, "too many logins at once: try again in a few seconds"):
-        try:
-            _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
-        except (VerifyMismatchError, InvalidHashError):
-            user = None
+    try:
+        _HASHER.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerifyMismatchError, InvalidHashError):
+        user = None
     if user is None:
         raise AuthenticationError("wrong username or password")
     if user.disabled:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from slidelabel.errors import AuthenticationError
-from slidelabel.server.deps import CurrentUser, LoginThrottleDep, ReadSession, SettingsDep, Token, WriteSession
+from slidelabel.server.deps import (
+    CurrentUser,
+    LoginThrottleDep,
+    PasswordCheckTurn,
+    ReadSession,
+    SettingsDep,
+    Token,
+    WriteSession,
+)
 from slidelabel.server.schemas.accounts import LoginRequest, LoginResponse, UserPublic
 from slidelabel.services import accounts
 
@@ -13,8 +21,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login")
-def login(body: LoginRequest, read: ReadSession, session: WriteSession, settings: SettingsDep,
-          throttle: LoginThrottleDep, request: Request) -> LoginResponse:
+def login(body: LoginRequest, throttle: LoginThrottleDep, _turn: PasswordCheckTurn, read: ReadSession,
+          session: WriteSession, settings: SettingsDep, request: Request) -> LoginResponse:
     """A token for the account; 429 with Retry-After after too many failures of the account (from this
     address, or from all) or of the address; 503 while too many logins are being checked at once."""
     address = request.client.host if request.client else "unknown"
