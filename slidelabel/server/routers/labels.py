@@ -3,10 +3,11 @@ history for undo and counts for the dashboard."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import TypeAdapter
 
 from slidelabel.errors import ParameterError
@@ -23,6 +24,7 @@ from slidelabel.server.schemas.labels import (
 )
 from slidelabel.services import labels
 from slidelabel.services.access import ProjectAccess
+from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import get_slide
 
@@ -63,14 +65,31 @@ def get_labels(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSe
                     media_type="application/json")
 
 
+LabelView = Literal["mine", "effective"]
+
+
+async def _effective_turn(view: LabelView = "mine") -> AsyncIterator[None]:
+    """An export turn for the effective view, which reads every label row of the slide; none for
+    the caller's own labels."""
+    if view != "effective":
+        yield
+        return
+    async with export_turn_waiting():
+        yield
+
+
+EffectiveTurn = Annotated[None, Depends(_effective_turn, scope="function")]
+
+
 @router.get("/slides/{slide_id}/labels.bin", response_class=Response,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "little-endian uint32 category id per superpixel id (0: none), "
                                             "N + 1 values"}})
-def get_label_array(slide_id: int, access: Viewer, session: ReadSession,
-                    view: Literal["mine", "effective"] = "mine") -> Response:
-    """Your labels of a slide, or its effective labels (review, else the users' majority), as
-    ``N + 1`` little-endian uint32: the category id at the index of each superpixel id."""
+def get_label_array(slide_id: int, access: Viewer, _turn: EffectiveTurn, session: ReadSession,
+                    view: LabelView = "mine") -> Response:
+    """Your labels of a slide, or its effective labels (review, else the users' majority, built
+    in an export turn), as ``N + 1`` little-endian uint32: the category id at the index of each
+    superpixel id."""
     slide = get_slide(session, access.project.id, slide_id)
     count = labels.superpixel_count(slide)
     if view == "effective":
