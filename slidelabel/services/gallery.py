@@ -26,7 +26,7 @@ from slidelabel.services import epochs, labels
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
-from slidelabel.store.models import Epoch, GalleryLink, GalleryOverlay, Project, Role, Slide, utcnow
+from slidelabel.store.models import Epoch, GalleryLink, GalleryOverlay, Membership, Project, Role, Slide, User, utcnow
 
 #: The answer to every token that opens nothing (never issued, revoked, or its project deleted).
 UNKNOWN = "this gallery link was revoked or never existed"
@@ -115,8 +115,19 @@ def revoke(session: Session, *, project_id: int, link_id: int) -> GalleryLink:
     return link
 
 
+def _may_still_publish(session: Session, link: GalleryLink) -> bool:
+    """Whether the link's creator may still publish it: an enabled account, and the admin or an
+    owner of the project. A link stops when its owner leaves, is demoted, disabled or deleted."""
+    creator = session.get(User, link.created_by) if link.created_by is not None else None
+    if creator is None or creator.disabled:
+        return False
+    return creator.is_admin or session.scalar(select(Membership.role).where(
+        Membership.project_id == link.project_id, Membership.user_id == creator.id)) == Role.owner
+
+
 def resolve(session: Session, token: str) -> GalleryView:
-    """What ``token`` opens; :class:`NotFoundError` with :data:`UNKNOWN` when it opens nothing."""
+    """What ``token`` opens; :class:`NotFoundError` with :data:`UNKNOWN` when it opens nothing
+    (unknown, revoked, or its creator may no longer publish it)."""
     digest = token_digest(token)
     link = session.scalar(select(GalleryLink).where(GalleryLink.token_sha256 == digest))
     # The row is found by the digest; comparing it again in constant time costs nothing and keeps
@@ -124,7 +135,7 @@ def resolve(session: Session, token: str) -> GalleryView:
     if link is None or link.revoked_at is not None or not hmac.compare_digest(link.token_sha256, digest):
         raise NotFoundError(UNKNOWN)
     project = session.get(Project, link.project_id)
-    if project is None:
+    if project is None or not _may_still_publish(session, link):
         raise NotFoundError(UNKNOWN)
     shown = set(link.slide_ids)
     slides = [slide for slide in slides_of(session, project.id) if not shown or slide.id in shown]

@@ -25,6 +25,8 @@ class GalleryLinkPublic(BaseModel):
     id: int
     overlay: GalleryOverlay
     slide_ids: list[int] = Field(description="empty: every slide of the project")
+    created_by: int | None = Field(description="the user who published it; the link opens only while that user is "
+                                               "an owner of the project (or the admin) with an enabled account")
     created_at: datetime
     revoked_at: datetime | None
 
