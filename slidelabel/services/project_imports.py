@@ -83,11 +83,26 @@ async def receive_source(chunks: AsyncIterable[bytes], *, content_type: str, con
         name, received = receiver.finish()
         kept = folder / f"{secrets.token_hex(8)}-{name}"
         await to_thread.run_sync(os.replace, received, kept)
+        await to_thread.run_sync(_drop_old_sources, folder)
         return kept
     finally:
         receiver.discard()
 
 
+def _drop_old_sources(folder: Path) -> list[Path]:
+    """Delete all but the :data:`KEPT_SOURCES` newest uploads of a slide's ``sources/`` folder
+    (an import reads its file when it runs: an upload older than that many others is neither
+    imported nor retried any more); the deleted paths."""
+    kept = sorted((path for path in folder.iterdir() if _KEPT_NAME.match(path.name)),
+                  key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    for path in kept[KEPT_SOURCES:]:
+        path.unlink(missing_ok=True)
+    return kept[KEPT_SOURCES:]
+
+
+#: Uploads kept per slide for imports: each up to ``upload_limit_mb``, so a slide's folder cannot
+#: grow without end (the sixth attack: repeated uploads were all kept until the slide went).
+KEPT_SOURCES = 8
 #: How :func:`receive_source` names a kept upload: 16 hex digits, '-', the uploaded name.
 _KEPT_NAME = re.compile(r"^[0-9a-f]{16}-[^/\\\x00]{1,200}$")
 
