@@ -53,7 +53,8 @@ class UploadReceiver:
 
     The first part with a file name goes to ``folder/.upload-<random>-<name>`` (the extension is
     kept: readers are chosen by it) chunk by chunk; other parts are ignored. More than
-    ``limit_bytes`` of file, or a declared body that cannot fit, is a :class:`TooLargeError`.
+    ``limit_bytes`` of file, a body larger than that and the form's overhead, or a declared body
+    that cannot fit, is a :class:`TooLargeError`.
     """
 
     def __init__(self, content_type: str, folder: Path, *, limit_bytes: int, declared_bytes: int | None) -> None:
@@ -67,7 +68,7 @@ class UploadReceiver:
         self.path: Path | None = None
         self._file: BinaryIO | None = None
         self._finished = False
-        self._written = 0
+        self._written = self._received = 0
         self._header: list[bytes] = [b"", b""]
         self._headers: dict[bytes, bytes] = {}
         with _parsing():  # refuses a boundary longer than 256 bytes
@@ -116,7 +117,11 @@ class UploadReceiver:
             self._file, self._finished = None, True
 
     def feed(self, chunk: bytes) -> None:
-        """Parse the next chunk of the body, writing what it holds of the file."""
+        """Parse the next chunk of the body, writing what it holds of the file. The whole body
+        counts against the limit, its other parts too."""
+        self._received += len(chunk)
+        if self._received > self.limit_bytes + FORM_OVERHEAD_BYTES:
+            self._refuse()
         with _parsing():
             self._parser.write(chunk)
 

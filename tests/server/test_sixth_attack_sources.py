@@ -4,8 +4,11 @@ keeps its newest ``KEPT_SOURCES`` uploads."""
 
 from __future__ import annotations
 
-from slidelabel.errors import ParameterError
+import pytest
+
+from slidelabel.errors import ParameterError, TooLargeError
 from slidelabel.services import project_imports
+from slidelabel.services.uploads import FORM_OVERHEAD_BYTES, UploadReceiver
 from slidelabel.store.models import Role
 
 
@@ -26,3 +29,12 @@ def test_a_slide_keeps_only_its_newest_uploaded_sources(client, project, member_
         except ParameterError:
             pass
     assert kept == names[2:]
+
+
+def test_an_upload_bodys_other_parts_count_against_the_limit(tmp_path):
+    """Sixth attack: only the file's bytes counted, so a part without a file name could be any size."""
+    receiver = UploadReceiver("multipart/form-data; boundary=b", tmp_path, limit_bytes=1000, declared_bytes=None)
+    receiver.feed(b'--b\r\nContent-Disposition: form-data; name="junk"\r\n\r\n')
+    with pytest.raises(TooLargeError):
+        receiver.feed(b"x" * (1000 + FORM_OVERHEAD_BYTES))
+    receiver.discard()
