@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
 from slidelabel.services.access import Action, ProjectAccess, check_access
-from slidelabel.services import accounts
+from slidelabel.services import accounts, smart
 from slidelabel.services.accounts import require_project_creation, user_for_token
 from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.login_limits import LoginThrottle
@@ -70,8 +70,15 @@ async def password_check_turn() -> AsyncIterator[None]:
         yield
 
 
+async def smart_turn() -> AsyncIterator[None]:
+    """A turn to run a smart-tool request, waited for on the event loop."""
+    async with smart.smart_turn_waiting():
+        yield
+
+
 # Resolved before the route runs and released when it returns, before the answer is sent.
 ExportTurn = Annotated[None, Depends(export_turn, scope="function")]
+SmartTurn = Annotated[None, Depends(smart_turn, scope="function")]
 PasswordCheckTurn = Annotated[None, Depends(password_check_turn, scope="function")]
 
 

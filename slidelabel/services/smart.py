@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,19 @@ class _Embeddings:
 
 _EMBEDDINGS = _Embeddings(EMBEDDINGS)
 _EMBEDDERS = Turns(EMBEDDERS)
+#: Smart-tool requests (grow, scales, Segment Anything) run at once per API process; the others
+#: wait on the event loop, so requests queued behind the embedding and measuring turns hold at most
+#: this many of the API's request threads.
+SMART_REQUESTS = 4
+#: Seconds a smart-tool request waits to run before it is answered busy (503).
+SMART_WAIT_S = 30.0
+_SMART_REQUESTS = Turns(SMART_REQUESTS)
+
+
+def smart_turn_waiting() -> AbstractAsyncContextManager[None]:
+    """A turn to run one smart-tool request, waited for on the event loop."""
+    return _SMART_REQUESTS.waiting(SMART_WAIT_S, f"the smart tool is busy with {SMART_REQUESTS} other requests "
+                                                 f"(over {SMART_WAIT_S:.0f} s); try again")
 
 
 def sam_model(settings: Settings) -> tuple[SamPredictor | None, str]:

@@ -60,3 +60,20 @@ def test_effective_labels_are_built_in_an_export_turn_and_ones_own_without(app, 
         for _ in held:
             exports._EXPORTERS.release()
     assert statuses == urls
+
+
+def test_smart_tool_requests_past_the_running_ones_wait_on_the_event_loop(client, monkeypatch, member_headers,
+                                                                          project, slide_row):
+    """Requests of the smart tool queued behind its measuring and embedding turns waited in request
+    threads (10 and 30 s); now at most ``SMART_REQUESTS`` run, the others wait without a thread."""
+    from slidelabel.services import smart
+
+    monkeypatch.setattr(smart, "SMART_WAIT_S", 0.05)
+    held = [smart._SMART_REQUESTS.acquire(timeout=1) for _ in range(smart.SMART_REQUESTS)]
+    try:
+        response = client.get(f"/api/v1/projects/{project['id']}/slides/{slide_row}/shapes/scales?superpixel=1",
+                              headers=member_headers(Role.viewer))
+    finally:
+        for _ in held:
+            smart._SMART_REQUESTS.release()
+    assert response.status_code == 503 and "smart tool is busy" in response.json()["detail"]

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query
 
-from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
+from slidelabel.server.deps import ReadSession, SettingsDep, SmartTurn, Viewer
 from slidelabel.server.schemas.shapes import (
     GrowthPublic,
     SamEmbedPublic,
@@ -39,7 +39,7 @@ def cover(slide_id: int, body: ShapeCover, access: Viewer, session: ReadSession,
 
 
 @router.get("/grow")
-def grow(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+def grow(slide_id: int, access: Viewer, _turn: SmartTurn, session: ReadSession, settings: SettingsDep,
          superpixel: Annotated[int, Query(ge=1, description="the seed superpixel id")],
          threshold: Annotated[float, Query(ge=0, lt=1, description="least certainty of the seed's predicted "
                                            "category; by features: 1 - the share of the slide taken as similar")] = 0.8,
@@ -53,7 +53,7 @@ def grow(slide_id: int, access: Viewer, session: ReadSession, settings: Settings
 
 
 @router.get("/scales")
-def scales(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep,
+def scales(slide_id: int, access: Viewer, _turn: SmartTurn, session: ReadSession, settings: SettingsDep,
            superpixel: Annotated[int, Query(ge=1, description="the superpixel under the cursor")]) -> list[GrowthPublic]:
     """The smart tool's proposals without a model: the regions grown from ``superpixel`` at the
     three scales of services.shapes.SCALES (threshold, steps), strict and near to loose and far."""
@@ -63,7 +63,7 @@ def scales(slide_id: int, access: Viewer, session: ReadSession, settings: Settin
 
 
 @router.post("/sam/embed")
-def sam_embed(slide_id: int, body: SamRegion, access: Viewer, session: ReadSession,
+def sam_embed(slide_id: int, body: SamRegion, access: Viewer, _turn: SmartTurn, session: ReadSession,
               settings: SettingsDep) -> SamEmbedPublic:
     """Computes (or finds cached) the Segment Anything embedding of the region in view, so that the
     suggestions that follow cost only the prompt decoder; ``basis`` says whether there is a model."""
@@ -77,7 +77,7 @@ def sam_embed(slide_id: int, body: SamRegion, access: Viewer, session: ReadSessi
 
 
 @router.post("/sam/suggest")
-def sam_suggest(slide_id: int, body: SamPoint, access: Viewer, session: ReadSession,
+def sam_suggest(slide_id: int, body: SamPoint, access: Viewer, _turn: SmartTurn, session: ReadSession,
                 settings: SettingsDep) -> SuggestionsPublic:
     """The smart tool's three scales at the cursor: Segment Anything's masks (outline and the
     superpixels it covers by at least half) over the region's embedding, or without a model the
