@@ -332,30 +332,48 @@ def _beat(database: Database, context: JobContext, stop: threading.Event, kill: 
     """Beat the job's heartbeat every :data:`HEARTBEAT_S` until ``stop``; with ``kill``, look at
     the job every :data:`PROGRESS_EVERY_S` and call ``kill`` once it was cancelled or ran past its
     time limit :data:`STOP_GRACE_S` ago and is still running (it reports no progress), after
-    recording why in the job."""
-    cancelled_at, beaten = None, time.monotonic()
+    recording why in the job. A look that fails (the database busy past its wait, a dropped
+    connection) is tried again at the next one: the thread that stops the job must not die."""
+    state = _BeatState(cancelled_at=None, beaten=time.monotonic())
     while not stop.wait(PROGRESS_EVERY_S if kill is not None else HEARTBEAT_S):
-        now = time.monotonic()
-        if now - beaten >= HEARTBEAT_S or kill is None:
-            beaten = now
-            with database.session(write=True) as session:
-                session.execute(update(Job).where(Job.id == context.job_id, Job.state == JobState.running)
-                                .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
-        if kill is None:
-            continue
-        with database.session() as session:
-            cancelled = session.scalar(select(Job.state).where(Job.id == context.job_id)) == JobState.cancelled
-        cancelled_at = (cancelled_at or now) if cancelled else None
-        if cancelled_at is not None and now - cancelled_at > STOP_GRACE_S and not stop.is_set():
-            context.log(f"killed its process: no progress report within {STOP_GRACE_S:g} s after it was cancelled")
-            _ended(database, context.job_id)
+        try:
+            if _look(database, context, stop, kill, state):
+                return
+        except Exception:  # noqa: BLE001 - logged; the next look tries again
+            logger.warning("job %s: its heartbeat could not be written; trying again", context.job_id, exc_info=True)
+
+
+@dataclass
+class _BeatState:
+    cancelled_at: float | None
+    beaten: float
+
+
+def _look(database: Database, context: JobContext, stop: threading.Event, kill: Callable[[], None] | None,
+          state: _BeatState) -> bool:
+    """One heartbeat and look of :func:`_beat`; True once the job's process was killed."""
+    now = time.monotonic()
+    if now - state.beaten >= HEARTBEAT_S or kill is None:
+        with database.session(write=True) as session:
+            session.execute(update(Job).where(Job.id == context.job_id, Job.state == JobState.running)
+                            .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
+        state.beaten = now
+    if kill is None:
+        return False
+    with database.session() as session:
+        cancelled = session.scalar(select(Job.state).where(Job.id == context.job_id)) == JobState.cancelled
+    state.cancelled_at = (state.cancelled_at or now) if cancelled else None
+    if state.cancelled_at is not None and now - state.cancelled_at > STOP_GRACE_S and not stop.is_set():
+        context.log(f"killed its process: no progress report within {STOP_GRACE_S:g} s after it was cancelled")
+        _ended(database, context.job_id)
+        kill()
+        return True
+    if now - context.started > context.time_limit_s + STOP_GRACE_S and not stop.is_set():
+        if fail_running(database, context.job_id, context.over_time_message()):
+            context.log("killed its process: no progress report past its time limit")
             kill()
-            return
-        if now - context.started > context.time_limit_s + STOP_GRACE_S and not stop.is_set():
-            if fail_running(database, context.job_id, context.over_time_message()):
-                context.log("killed its process: no progress report past its time limit")
-                kill()
-            return
+        return True
+    return False
 
 
 def run(database: Database, settings: Settings, job_id: int, *, worker: str | None = None,

@@ -108,3 +108,37 @@ def test_a_job_that_stops_at_its_progress_report_is_not_killed(database, monkeyp
     assert not killed.is_set()
     with database.session() as session:
         assert session.get(Job, job.id).state == JobState.cancelled
+
+
+def test_a_heartbeat_that_fails_once_goes_on_and_still_kills_a_cancelled_job(database, silent, tmp_path, monkeypatch):
+    """Sixth attack: the heartbeat thread died at its first "database is locked" (a write held the
+    SQLite lock past its wait), so the job was requeued as dead while it ran and could no longer be
+    cancelled nor stopped at its time limit."""
+    from slidelabel.errors import BusyError
+
+    failures = []
+    session = database.session
+
+    def busy_once(*args, write: bool = False, **kwargs):
+        if write and threading.current_thread().name == "heart" and not failures:
+            failures.append(True)
+            raise BusyError("the database stayed busy for 60 s; try again")
+        return session(*args, write=write, **kwargs)
+
+    monkeypatch.setattr(database, "session", busy_once)
+    real_thread = threading.Thread
+
+    def named(*args, target=None, **kwargs):
+        thread = real_thread(*args, target=target, **kwargs)
+        if target is jobs._beat:
+            thread.name = "heart"
+        return thread
+
+    monkeypatch.setattr(jobs.threading, "Thread", named)
+    job = jobs.submit(database, Recorder(), project_id=1, kind="silent", key="busy-heart")
+    thread = _run_in_thread(database, Settings(data_dir=tmp_path), job.id, silent)
+    _wait_running(database, job.id)
+    jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
+    thread.join(timeout=90)
+    assert failures, "the heartbeat never met the busy database"
+    assert silent.is_set(), "the heartbeat thread died at the busy database: the cancelled job ran to its end"
