@@ -44,13 +44,17 @@ def test_requests_waiting_for_an_export_turn_hold_no_request_thread(app, monkeyp
 
 def test_effective_labels_are_built_in_an_export_turn_and_ones_own_without(app, client, monkeypatch, member_headers,
                                                                             project, slide_row):
-    """Sixth attack: the gallery overlay (no account needed), ``labels.bin?view=effective`` and the
-    labels mask read every label row of a slide (4.8 million: 30 s and 800 MB each), as many at
-    once as were asked for; now in export turns."""
+    """Sixth attack: the gallery overlay (no account needed), ``labels.bin?view=effective``, the
+    labels mask, the agreement, the review list and the label summary read every label row of a
+    slide or project (4.8 million: 30 s and 800 MB each), as many at once as were asked for; now
+    in export turns."""
     monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
     owner = member_headers(Role.owner)
     link = client.post(f"/api/v1/projects/{project['id']}/gallery", headers=owner, json={"overlay": "labels"}).json()
     urls = {f"/api/v1/projects/{project['id']}/slides/{slide_row}/labels.bin?view=effective": 503,
+            f"/api/v1/projects/{project['id']}/agreement": 503,
+            f"/api/v1/projects/{project['id']}/review": 503,
+            f"/api/v1/projects/{project['id']}/labels/summary": 503,
             f"/api/v1/projects/{project['id']}/slides/{slide_row}/labels.bin": 200,
             f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin": 503}
     held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]

@@ -112,8 +112,9 @@ def get_history(access: Viewer, session: ReadSession, slide_id: int | None = Non
 
 
 @router.get("/labels/summary")
-def get_summary(access: Viewer, session: ReadSession) -> LabelSummary:
-    """Label and review counts per category and label counts per user."""
+def get_summary(access: Viewer, _turn: ExportTurn, session: ReadSession) -> LabelSummary:
+    """Label and review counts per category and label counts per user (in an export turn: the
+    counts read every label row of the project)."""
     categories, users = labels.summary(session, access.project.id)
     return LabelSummary(categories=[CategoryCount.model_validate(c) for c in categories],
                         users=[UserCount.model_validate(u) for u in users])

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from slidelabel.server.deps import ReadSession, Reviewer, SettingsDep, Viewer, WriteSession
+from slidelabel.server.deps import ExportTurn, ReadSession, Reviewer, SettingsDep, Viewer, WriteSession
 from slidelabel.server.schemas.labels import (
     Agreement,
     BatchResult,
@@ -38,13 +38,14 @@ def set_reviews(slide_id: int, body: ReviewBatch, access: Reviewer, session: Wri
 
 @router.get("/review")
 def list_for_review(
-    access: Viewer, session: ReadSession, settings: SettingsDep, slide_id: int | None = None,
+    access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep, slide_id: int | None = None,
     user_id: int | None = None, category_id: int | None = None,
     mismatch: Annotated[bool | None, Query(description="label differs from the latest prediction")] = None,
     reviewed: bool | None = None, sort: Literal[reviews.SORTS] = "-updated_at",
     offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ReviewPage:
-    """Labelled superpixels with their labeller, review and the latest epoch's prediction."""
+    """Labelled superpixels with their labeller, review and the latest epoch's prediction (in an
+    export turn: the count and the order read every label row of the project)."""
     query = reviews.ReviewQuery(slide_id=slide_id, user_id=user_id, category_id=category_id, mismatch=mismatch,
                                 reviewed=reviewed, sort=sort, offset=offset, limit=limit)
     total, items = reviews.review_page(session, ProjectFiles(settings.data_dir, access.project.id), query)
@@ -66,8 +67,9 @@ def relabel(body: Relabel, access: Reviewer, session: WriteSession) -> BatchResu
 
 
 @router.get("/agreement")
-def get_agreement(access: Viewer, session: ReadSession) -> Agreement:
-    """Per pair of labellers: superpixels in common, Cohen's kappa and the confusion table."""
+def get_agreement(access: Viewer, _turn: ExportTurn, session: ReadSession) -> Agreement:
+    """Per pair of labellers: superpixels in common, Cohen's kappa and the confusion table (in an
+    export turn: it reads every label row of the project; 4.8 million: 36 s and 950 MB)."""
     categories, users, pairs = project_agreement(session, access.project.id)
     return Agreement(
         categories=categories,
