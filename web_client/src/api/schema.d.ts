@@ -15,7 +15,8 @@ export interface paths {
         put?: never;
         /**
          * Login
-         * @description A token for the account; 429 with Retry-After after too many failures of the account or address.
+         * @description A token for the account; 429 with Retry-After after too many failures of the account (from this
+         *     address, or from all) or of the address; 503 while too many logins are being checked at once.
          */
         post: operations["login_api_v1_auth_login_post"];
         delete?: never;
@@ -65,7 +66,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Users */
+        /**
+         * List Users
+         * @description Every account for the admin; the enabled accounts' names for others (to add members).
+         */
         get: operations["list_users_api_v1_users_get"];
         put?: never;
         /** Create User */
@@ -306,7 +310,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Retry Job */
+        /**
+         * Retry Job
+         * @description Run a failed or cancelled job again, as yours: its starter, the project's owners and the
+         *     admin may; one reading server folders needs that right now, as its first run did.
+         */
         post: operations["retry_job_api_v1_projects__project_id__jobs__job_id__retry_post"];
         delete?: never;
         options?: never;
@@ -321,7 +329,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Labels */
+        /**
+         * Get Labels
+         * @description A slide's labels (yours unless ``user`` says otherwise); built as exports are, two at a
+         *     time (217,000 labels: 22 MB of JSON, 335 MB while built), 503 when busy for 10 s.
+         */
         get: operations["get_labels_api_v1_projects__project_id__slides__slide_id__labels_get"];
         /**
          * Set Labels
@@ -344,8 +356,9 @@ export interface paths {
         };
         /**
          * Get Label Array
-         * @description Your labels of a slide, or its effective labels (review, else the users' majority), as
-         *     ``N + 1`` little-endian uint32: the category id at the index of each superpixel id.
+         * @description Your labels of a slide, or its effective labels (review, else the users' majority, built
+         *     in an export turn), as ``N + 1`` little-endian uint32: the category id at the index of each
+         *     superpixel id.
          */
         get: operations["get_label_array_api_v1_projects__project_id__slides__slide_id__labels_bin_get"];
         put?: never;
@@ -385,7 +398,8 @@ export interface paths {
         };
         /**
          * Get Summary
-         * @description Label and review counts per category and label counts per user.
+         * @description Label and review counts per category and label counts per user (in an export turn: the
+         *     counts read every label row of the project).
          */
         get: operations["get_summary_api_v1_projects__project_id__labels_summary_get"];
         put?: never;
@@ -426,7 +440,8 @@ export interface paths {
         };
         /**
          * List For Review
-         * @description Labelled superpixels with their labeller, review and the latest epoch's prediction.
+         * @description Labelled superpixels with their labeller, review and the latest epoch's prediction (in an
+         *     export turn: the count and the order read every label row of the project).
          */
         get: operations["list_for_review_api_v1_projects__project_id__review_get"];
         put?: never;
@@ -466,7 +481,8 @@ export interface paths {
         };
         /**
          * Get Agreement
-         * @description Per pair of labellers: superpixels in common, Cohen's kappa and the confusion table.
+         * @description Per pair of labellers: superpixels in common, Cohen's kappa and the confusion table (in an
+         *     export turn: it reads every label row of the project; 4.8 million: 36 s and 950 MB).
          */
         get: operations["get_agreement_api_v1_projects__project_id__agreement_get"];
         put?: never;
@@ -1350,7 +1366,8 @@ export interface paths {
         /**
          * Overlay
          * @description The link's overlay of the slide: its labels (reviews, else the users' majority) or the
-         *     latest epoch's predicted categories (``X-Epoch`` names the epoch).
+         *     latest epoch's predicted categories (``X-Epoch`` names the epoch). Built in an export turn:
+         *     the majority reads every label row of the slide (4.8 million: about 30 s and 800 MB).
          */
         get: operations["overlay_api_v1_gallery__token__slides__slide_id__overlay_bin_get"];
         put?: never;
@@ -1729,6 +1746,11 @@ export interface components {
              */
             slide_ids: number[];
             /**
+             * Created By
+             * @description the user who published it; the link opens only while that user is an owner of the project (or the admin) with an enabled account
+             */
+            created_by: number | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -1754,6 +1776,11 @@ export interface components {
              * @description empty: every slide of the project
              */
             slide_ids: number[];
+            /**
+             * Created By
+             * @description the user who published it; the link opens only while that user is an owner of the project (or the admin) with an enabled account
+             */
+            created_by: number | null;
             /**
              * Created At
              * Format: date-time
@@ -2798,19 +2825,22 @@ export interface components {
             id: number;
             /** Username */
             username: string;
-            /** Is Admin */
-            is_admin: boolean;
             /**
              * Created At
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Is Admin
+             * @description this and the other flags: shown to the admin and to the account itself, None to others
+             */
+            is_admin?: boolean | null;
             /** Disabled */
-            disabled: boolean;
+            disabled?: boolean | null;
             /** Can Create Projects */
-            can_create_projects: boolean;
+            can_create_projects?: boolean | null;
             /** Can Read Slide Folders */
-            can_read_slide_folders: boolean;
+            can_read_slide_folders?: boolean | null;
         };
         /**
          * UserUpdate
@@ -3390,6 +3420,7 @@ export interface operations {
     list_jobs_api_v1_projects__project_id__jobs_get: {
         parameters: {
             query?: {
+                /** @description newest jobs to list */
                 limit?: number;
             };
             header?: never;
@@ -5540,6 +5571,7 @@ export interface operations {
     list_cohorts_api_v1_projects__project_id__cohorts_get: {
         parameters: {
             query?: {
+                /** @description newest cohorts to list */
                 limit?: number;
             };
             header?: never;
