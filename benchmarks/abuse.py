@@ -15,7 +15,8 @@ tiles and the guided queue, first on a quiet server, then while
   its slide (as tests/server/test_second_attack_fuzz.py drives it, over HTTP).
 
 Prints one JSON object: the peak memory (PSS) of the ``serve`` process tree, sampled every 100 ms,
-before and during the attack, Cancel -> the next job running and done, the 5xx count, the honest p95s
+before the attack, while the hostile uploads and bodies arrive (the issue's figure) and over the
+whole attack (the long superpixel job included), Cancel -> the next job running and done, the 5xx count, the honest p95s
 (quiet and under attack) and the issue's targets (memory < 1 GB, cancel < 5 s, no 5xx, p95 under
 attack within 1.5x of quiet).
 
@@ -62,6 +63,7 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.running = psutil.Process(pid), True
         self.peak, self.at_peak = 0, {}
+        self.samples: list[tuple[float, int, dict[str, int]]] = []  # (monotonic s, total, shares)
 
     def current(self) -> tuple[int, dict[str, int]]:
         shares = {}
@@ -76,9 +78,17 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         while self.running:
             total, shares = self.current()
+            self.samples.append((time.monotonic(), total, shares))
             if total > self.peak:
                 self.peak, self.at_peak = total, shares
             time.sleep(0.1)
+
+    def peak_between(self, start: float, end: float) -> dict:
+        """The peak in MB of the samples taken from ``start`` to ``end`` (monotonic s), and each
+        process's part of it."""
+        _, total, shares = max((sample for sample in self.samples if start <= sample[0] <= end),
+                               key=lambda sample: sample[1], default=(0, 0, {}))
+        return {"total_mb": round(total / 2**20), "processes_mb": {name: round(pss / 2**20) for name, pss in shares.items()}}
 
     def take_peak(self) -> dict:
         """The peak since the last call in MB, each process's part of it; and start a new one."""
@@ -307,7 +317,9 @@ def main() -> None:
                     try:
                         with ThreadPoolExecutor(2) as pool:
                             fuzz = pool.submit(schemathesis_run, root, fuzz_headers, fuzz_ids, args.examples)
+                            hostile_start = time.monotonic()
                             attacks["hostile_requests"] = hostile_requests(base, headers, pid, sid, files)
+                            attacks["hostile_window"] = (hostile_start, time.monotonic())
                             attacks["cancel"] = cancel_then_next(client)
                             attacks["schemathesis"] = fuzz.result()
                     finally:
@@ -324,6 +336,7 @@ def main() -> None:
             memory.running = False
             server.terminate()
             server.wait(timeout=120)
+    hostile_peak = memory.peak_between(*attacks["hostile_window"])
     quiet_p, loud_p = p95s(quiet), p95s(loud)
     ratios = {kind: round(loud_p[kind]["p95_ms"] / quiet_p[kind]["p95_ms"], 2)
               for kind in quiet_p if quiet_p[kind]["p95_ms"] and loud_p[kind]["p95_ms"]}
@@ -331,14 +344,16 @@ def main() -> None:
     result = {
         "clients": args.clients, "quiet_seconds": args.quiet_seconds, "attack_seconds": round(attack_s, 1),
         "cpus": os.cpu_count(), "load_average_1min_at_end": round(os.getloadavg()[0], 1),
-        "memory_peak_pss": {"quiet": quiet_peak, "under_attack": attack_peak,
+        "memory_peak_pss": {"quiet": quiet_peak, "while_hostile_uploads_arrive": hostile_peak,
+                            "under_attack": attack_peak,
                             "added_by_attack_mb": attack_peak["total_mb"] - quiet_peak["total_mb"]},
         "hostile_requests": attacks["hostile_requests"], "cancel": cancel, "schemathesis": fuzz,
         "honest_quiet": quiet_p, "honest_under_attack": loud_p, "p95_ratio": ratios,
         "honest_errors": {"quiet": quiet_errors[:10], "under_attack": loud_errors[:10]},
     }
     result["targets"] = {
-        "memory_under_1_GB": attack_peak["total_mb"] < 1024,
+        "memory_under_1_GB_while_hostile_uploads_arrive": hostile_peak["total_mb"] < 1024,
+        "memory_under_1_GB_whole_attack": attack_peak["total_mb"] < 1024,
         "cancel_under_5_s": cancel["cancel_to_next_job_running_s"] < 5,
         "no_5xx": fuzz["server_errors"] == 0 and fuzz["transport_errors"] == 0,
         "honest_p95_within_1_5x": all(ratio <= 1.5 for ratio in ratios.values()) and not loud_errors,
