@@ -40,11 +40,12 @@ def read_session(database: Annotated[Database, Depends(get_database)]) -> Iterat
 
 
 async def write_session(database: Annotated[Database, Depends(get_database)]) -> AsyncIterator[Session]:
-    """A write session opened and committed on the event loop, its transaction begun (and on
-    SQLite the process's write turn taken) at its first statement, in the route's thread. A sync
-    dependency would take the turn in one pool thread and need another for the route: with all
-    pool threads waiting for the turn, its holder could never run (anyio's 40 threads: 41
-    concurrent logins froze the server for 60 s)."""
+    """A write session, opened on the event loop; its transaction begins (and on SQLite the
+    process's write turn is taken) at its first statement, in the route's thread, and commits when
+    the route returns, in that thread (:mod:`slidelabel.server.routing`). Nothing that holds the
+    turn ever waits for another request thread: with every thread waiting for the turn, its holder
+    could otherwise never commit (41 concurrent logins froze the server for 60 s, before). What
+    the route left uncommitted (an error: rolled back) ends here."""
     with database.session(write=True) as session:
         yield session
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from slidelabel.errors import (
     AuthenticationError,
@@ -81,6 +82,12 @@ async def _out_of_range(_request: Request, _error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "a number in the request is out of range"}, status_code=422)
 
 
+async def _no_connection(_request: Request, _error: Exception) -> JSONResponse:
+    # Every pooled database connection stayed taken for the pool's wait: the server is busy.
+    return JSONResponse({"detail": "the server is busy (no database connection came free); try again"},
+                        status_code=503)
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
@@ -91,4 +98,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(PoolTimeout, _no_connection)
     app.add_exception_handler(Exception, _unexpected)

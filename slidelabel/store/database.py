@@ -26,6 +26,11 @@ from slidelabel.errors import BusyError, ParameterError
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: How long a SQLite writer waits for the lock before giving up (ms).
 SQLITE_BUSY_MS = 60_000
+#: SQLite connections kept open, and opened beyond them at busy times: more than an API process's
+#: 40 request threads, each of which may hold one while it waits for the write turn (a SQLite
+#: connection costs a file handle and its page cache). SQLAlchemy's 5 + 10 made 60 concurrent
+#: writers wait 30 s for a connection and answer 500.
+SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 16, 48
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -73,7 +78,8 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000})
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_MS / 1000},
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         for ending in ("commit", "rollback"):

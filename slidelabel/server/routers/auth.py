@@ -14,10 +14,11 @@ from slidelabel.server.deps import (
     Token,
     WriteSession,
 )
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.accounts import LoginRequest, LoginResponse, UserPublic
 from slidelabel.services import accounts
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/auth", tags=["auth"])
 
 
 @router.post("/login")

@@ -11,13 +11,14 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.cohorts import CohortCreate, CohortPublic, CohortSlidePublic, CohortSummary
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import cohort_jobs as service
 from slidelabel.services.jobs import shown_params
 from slidelabel.store.models import Job
 
-router = APIRouter(prefix="/projects/{project_id}", tags=["cohorts"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["cohorts"])
 FILE_URL = "/api/v1/projects/{project_id}/cohorts/{job_id}/slides/{name}/{what}"
 MEDIA_TYPES = {"mask": "image/tiff", "table": "application/vnd.apache.parquet", "geojson": "application/geo+json",
                "annotation": "application/json"}

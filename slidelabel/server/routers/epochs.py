@@ -8,13 +8,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from slidelabel.server.deps import DatabaseDep, ReadSession, SettingsDep, Trainer, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.epochs import EpochPublic, QueueItem, QueuePublic
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import epochs as service
 from slidelabel.services.model_export import epoch_onnx_archive
 from slidelabel.services.queue import next_superpixels
 
-router = APIRouter(prefix="/projects/{project_id}", tags=["epochs"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["epochs"])
 
 #: The card picture of a superpixel, served by the slides router.
 THUMBNAIL_URL = "/api/v1/projects/{project_id}/slides/{slide_id}/superpixels/{superpixel}/thumbnail.png"

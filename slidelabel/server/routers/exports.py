@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from slidelabel.errors import ParameterError
 from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, SettingsDep, Viewer, WriteSession
 from slidelabel.server.request_checks import BadInput, parse_json
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.exports import ImportReport
 from slidelabel.services import exports as service
 from slidelabel.services.exports import ArchiveFormat, Elements, Source
@@ -27,7 +28,7 @@ from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Project, Slide
 
-router = APIRouter(prefix="/projects/{project_id}", tags=["exports"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["exports"])
 
 EpochQuery = Annotated[int | None, Query(ge=1, description="epoch of the predictions; the latest when left out")]
 DissolveQuery = Annotated[bool, Query(description="merge neighbouring superpixels of a category into one shape")]

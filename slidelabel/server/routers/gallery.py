@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from slidelabel.errors import ConflictError, NotFoundError, SlideError
 from slidelabel.server.deps import ExportTurn, Owner, ReadSession, SettingsDep, WriteSession
 from slidelabel.server.routers.tiles import JPEG, PNG, cached_response
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.gallery import (
     GalleryCategory,
     GalleryEpoch,
@@ -37,8 +38,8 @@ from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import GalleryOverlay, Slide
 
-router = APIRouter(prefix="/projects/{project_id}/gallery", tags=["gallery"])
-public_router = APIRouter(prefix="/gallery", tags=["gallery"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}/gallery", tags=["gallery"])
+public_router = APIRouter(route_class=CommitInRouteThread, prefix="/gallery", tags=["gallery"])
 
 #: Revalidated at every use, so a revoked link stops showing even the images a browser kept.
 GALLERY_CACHE = "private, no-cache"

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from slidelabel.server.deps import DatabaseDep, ReadSession, SettingsDep, Trainer, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.jobs import JobLog, JobPublic
 from slidelabel.services import jobs
 from slidelabel.services.accounts import may_read_slide_folders
 from slidelabel.store.models import Job, Role
 
-router = APIRouter(prefix="/projects/{project_id}/jobs", tags=["jobs"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}/jobs", tags=["jobs"])
 
 
 @router.get("")

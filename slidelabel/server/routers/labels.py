@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from slidelabel.errors import ParameterError
 from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, Viewer, WriteSession
 from slidelabel.server.request_checks import MAX_ID
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.labels import (
     BatchResult,
     CategoryCount,
@@ -28,7 +29,7 @@ from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import get_slide
 
-router = APIRouter(prefix="/projects/{project_id}", tags=["labels"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["labels"])
 
 UserChoice = Annotated[str, Query(description="'me', 'all' or a user id")]
 _LABEL_LIST = TypeAdapter(list[LabelPublic])

@@ -16,6 +16,7 @@ from slidelabel.server.deps import (
     Viewer,
     WriteSession,
 )
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.projects import (
     CategoryCreate,
     CategoryMerge,
@@ -29,11 +30,11 @@ from slidelabel.server.schemas.projects import (
 )
 from slidelabel.server.schemas.registry import RegistryPublic
 from slidelabel.services import projects as service
-from slidelabel.services.registries import registries
 from slidelabel.services.access import ProjectAccess
+from slidelabel.services.registries import registries
 from slidelabel.store.models import Project, Role
 
-router = APIRouter(tags=["projects"])
+router = APIRouter(route_class=CommitInRouteThread, tags=["projects"])
 
 
 @router.get("/registry")

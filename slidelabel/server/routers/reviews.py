@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from slidelabel.server.deps import ExportTurn, ReadSession, Reviewer, SettingsDep, Viewer, WriteSession
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.labels import (
     Agreement,
     BatchResult,
@@ -24,7 +25,7 @@ from slidelabel.services.agreement import project_agreement
 from slidelabel.services.labels import locked_slide
 from slidelabel.store.layout import ProjectFiles
 
-router = APIRouter(prefix="/projects/{project_id}", tags=["reviews"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["reviews"])
 
 
 @router.put("/slides/{slide_id}/reviews")

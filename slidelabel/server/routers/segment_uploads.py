@@ -9,10 +9,12 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from slidelabel.errors import ParameterError
 from slidelabel.server.deps import DatabaseDep, Owner, ReadSession, SettingsDep, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import project_imports as service
 from slidelabel.services.access import ProjectAccess
@@ -21,9 +23,10 @@ from slidelabel.services.jobs import shown_params
 from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Job
 
-router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}", tags=["slides"])
-imports_router = APIRouter(prefix="/projects/{project_id}", tags=["slides"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}/slides/{slide_id}", tags=["slides"])
+imports_router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["slides"])
 
 _FORMS = {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
                                                                                       "format": "binary"}}}}}
@@ -89,10 +92,12 @@ async def import_segments(slide_id: int, request: Request, access: Owner, sessio
     session.close()  # ends the read transaction of the access check: an upload may last minutes
     path, csv = await _source(request, settings, access, slide_id, bboxes)
     source = service.SegmentSource(path, format, downsample, csv)
-    with database.session() as check:
-        job = service.submit_segment_import(database, request.app.state.celery, check, access.project, slide, source,
-                                            user_id=access.user.id, labels=labels)
-    return JobPublic.shown(job, admin=access.user.is_admin)
+    def submit() -> Job:  # in a request thread: its write may wait for SQLite's write turn
+        with database.session() as check:
+            return service.submit_segment_import(database, request.app.state.celery, check, access.project, slide,
+                                                 source, user_id=access.user.id, labels=labels)
+
+    return JobPublic.shown(await run_in_threadpool(submit), admin=access.user.is_admin)
 
 
 class SourceUploaded(BaseModel):
@@ -125,8 +130,8 @@ async def import_features(slide_id: int, name: Annotated[str, Path(max_length=64
     slide = get_slide(session, access.project.id, slide_id)
     session.close()
     path, _ = await _source(request, settings, access, slide_id)
-    job = service.submit_feature_import(database, request.app.state.celery, access.project, slide, path, name=name,
-                                        format=format, user_id=access.user.id)
+    job = await run_in_threadpool(service.submit_feature_import, database, request.app.state.celery, access.project,
+                                  slide, path, name=name, format=format, user_id=access.user.id)
     return JobPublic.shown(job, admin=access.user.is_admin)
 
 

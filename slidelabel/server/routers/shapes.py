@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 
 from slidelabel.server.deps import ReadSession, SettingsDep, SmartTurn, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.shapes import (
     GrowthPublic,
     SamEmbedPublic,
@@ -25,7 +26,7 @@ from slidelabel.services import smart
 from slidelabel.services.slides import get_slide
 from slidelabel.store.layout import ProjectFiles
 
-router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}/shapes", tags=["shapes"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}/slides/{slide_id}/shapes", tags=["shapes"])
 
 
 @router.post("/cover")

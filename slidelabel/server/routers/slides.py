@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from slidelabel.server.deps import CurrentUser, DatabaseDep, Owner, ReadSession, SettingsDep, Trainer, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.server.schemas.slides import (
     FolderSlidePublic,
@@ -22,7 +23,7 @@ from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Slide
 
-router = APIRouter(tags=["slides"])
+router = APIRouter(route_class=CommitInRouteThread, tags=["slides"])
 
 
 def _public(slide: Slide, jobs: dict | None = None) -> SlidePublic:

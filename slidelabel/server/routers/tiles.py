@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
 from slidelabel.services import tiles
 from slidelabel.services.access import ProjectAccess
@@ -21,7 +22,7 @@ from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Slide
 
-router = APIRouter(prefix="/projects/{project_id}/slides/{slide_id}", tags=["tiles"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}/slides/{slide_id}", tags=["tiles"])
 
 #: A slide file never changes under its id; an hour bounds what a reused id could show.
 SLIDE_CACHE = "private, max-age=3600"

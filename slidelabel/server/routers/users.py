@@ -8,11 +8,12 @@ from sqlalchemy import select
 
 from slidelabel.errors import PermissionDeniedError
 from slidelabel.server.deps import CurrentUser, ReadSession, WriteSession
+from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.accounts import UserCreate, UserPublic, UserUpdate
 from slidelabel.services import accounts
 from slidelabel.store.models import User
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(route_class=CommitInRouteThread, prefix="/users", tags=["users"])
 
 
 @router.get("")
