@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
@@ -22,7 +22,7 @@ from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import (
-    Category, Job, JobState, Label, LabelEvent, Membership, Project, Review, Role, User,
+    Category, Job, JobState, Label, LabelEvent, Membership, Project, Review, Role, User, utcnow,
 )
 
 #: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
@@ -277,16 +277,26 @@ def update_category(session: Session, category: Category, *, name: str | None = 
 
 def merge_categories(session: Session, source: Category, target: Category, user: User) -> int:
     """Move every label and review of ``source`` to ``target`` and delete ``source``; the moves
-    enter the label history. Returns the labels moved."""
+    enter the label history (previous category None: the source no longer exists). Returns the
+    labels moved."""
     if source.id == target.id or source.project_id != target.project_id:
         raise ParameterError("merge two different categories of the same project")
-    moved = session.execute(select(Label).where(Label.category_id == source.id)).scalars().all()
-    session.add_all(LabelEvent(project_id=l.project_id, slide_id=l.slide_id, user_id=l.user_id, superpixel=l.superpixel,
-                               category_id=target.id, previous_category_id=source.id, epoch=l.epoch) for l in moved)
+    # Set-based: the category may hold millions of labels, and ORM objects of them took minutes
+    # and gigabytes while holding the write turn. A user has one label per superpixel, so the
+    # moved labels collide with none of the target's; nor do reviews (one per superpixel).
+    # The events' previous_category_id is left NULL: deleting the source below sets its id NULL
+    # throughout the history anyway (ON DELETE SET NULL); writing it first cost a second update of
+    # every new event.
+    labels, events = Label.__table__, LabelEvent.__table__
+    history = (select(labels.c.project_id, labels.c.slide_id, labels.c.user_id, labels.c.superpixel,
+                      literal(target.id, Integer), labels.c.epoch, literal(utcnow(), events.c.at.type))
+               .where(labels.c.category_id == source.id).order_by(labels.c.id))
+    moved = session.execute(events.insert().from_select(
+        ["project_id", "slide_id", "user_id", "superpixel", "category_id", "epoch", "at"], history)).rowcount
     session.execute(update(Label).where(Label.category_id == source.id).values(category_id=target.id))
     session.execute(update(Review).where(Review.category_id == source.id).values(category_id=target.id))
     session.delete(source)
-    return len(moved)
+    return moved
 
 
 def set_member(session: Session, project: Project, username: str, role: Role) -> Membership:
