@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -224,6 +224,21 @@ def slide_labels(session: Session, slide_id: int, user_id: int | None) -> list[L
     if user_id is not None:
         query = query.where(Label.user_id == user_id)
     return list(session.scalars(query.order_by(Label.superpixel, Label.user_id)))
+
+
+#: Columns of :func:`slide_label_rows`, as :class:`Label` names them.
+LABEL_COLUMNS = ("user_id", "superpixel", "category_id", "epoch", "updated_at")
+
+
+def slide_label_rows(session: Session, slide_id: int, user_id: int | None, *,
+                     chunk: int = 16_384) -> Iterator[Sequence[tuple]]:
+    """:func:`slide_labels` as plain rows of :data:`LABEL_COLUMNS`, ``chunk`` at a time: no ORM
+    object per label (843,580 labels of 20 users as ORM objects, then response models: 1.9 GB)."""
+    query = select(*(getattr(Label, column) for column in LABEL_COLUMNS)).where(Label.slide_id == slide_id)
+    if user_id is not None:
+        query = query.where(Label.user_id == user_id)
+    result = session.execute(query.order_by(Label.superpixel, Label.user_id).execution_options(yield_per=chunk))
+    yield from result.partitions()
 
 
 def label_array(count: int, superpixels_M: np.ndarray, category_ids_M: np.ndarray) -> np.ndarray:
