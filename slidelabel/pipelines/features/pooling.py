@@ -23,12 +23,18 @@ _LOOKUP_SPAN_PER_PIXEL = 4
 
 @dataclass(frozen=True)
 class HistogramBins:
-    """Fixed histogram bins: channel ``k`` spans ``[low_K[k], high_K[k])`` in ``bins`` equal bins;
-    values outside fall into the first or last bin."""
+    """Fixed histogram bins of the first ``len(low_K)`` channels (the others keep no histogram):
+    channel ``k`` spans ``[low_K[k], high_K[k])`` in ``bins`` equal bins; values outside fall into
+    the first or last bin."""
 
     low_K: np.ndarray
     high_K: np.ndarray
     bins: int = 32
+
+    @property
+    def channels(self) -> int:
+        """How many channels, from the first, keep histograms."""
+        return self.low_K.shape[0]
 
     def __post_init__(self) -> None:
         if self.bins < 1:
@@ -50,7 +56,7 @@ def _accumulate(index_H_W, values_H_W_K, low_K, scale_K, sums_M_K, sumsq_M_K, hi
                 value = np.float64(values_H_W_K[y, x, k])
                 sums_M_K[m, k] += value
                 sumsq_M_K[m, k] += value * value
-                if bins > 0:
+                if bins > 0 and k < hist_M_K_B.shape[1]:
                     b = int(np.floor((value - low_K[k]) * scale_K[k]))
                     hist_M_K_B[m, k, min(max(b, 0), bins - 1)] += 1
 
@@ -101,7 +107,9 @@ class Pools:
     """Sufficient statistics of ``K`` channels over the pixels of ``M`` superpixels.
 
     ``ids_M`` sorted int64 superpixel ids; ``counts_M`` int64 pixels; ``sums_M_K`` and ``sumsq_M_K``
-    float64; ``hist_M_K_B`` int64 counts per bin of :attr:`bins` (``B`` = 0 without histograms).
+    float64; ``hist_M_K_B`` integer counts per bin of :attr:`bins` of its first ``bins.channels``
+    channels (``B`` = 0 without histograms): int64, or int32 in the pools of one window (which
+    hold fewer pixels than that counts; :meth:`merged` and :meth:`aligned` give int64).
     """
 
     ids_M: np.ndarray
@@ -114,9 +122,9 @@ class Pools:
     @classmethod
     def empty(cls, channels: int, bins: HistogramBins | None = None) -> Pools:
         """Pools of no superpixel."""
-        n_bins = bins.bins if bins is not None else 0
+        n_bins, n_histograms = (bins.bins, bins.channels) if bins is not None else (0, channels)
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, channels)),
-                   np.zeros((0, channels)), np.zeros((0, channels, n_bins), np.int64), bins)
+                   np.zeros((0, channels)), np.zeros((0, n_histograms, n_bins), np.int64), bins)
 
     @classmethod
     def of_pixels(cls, labels_H_W: np.ndarray, values_H_W_K: np.ndarray, *,
@@ -132,13 +140,13 @@ class Pools:
         if labels_H_W.shape != values_H_W_K.shape[:2] or values_H_W_K.ndim != 3:
             raise ValueError(f"labels {labels_H_W.shape} do not match values {values_H_W_K.shape}")
         channels = values_H_W_K.shape[2]
-        if bins is not None and bins.low_K.shape != (channels,):
+        if bins is not None and (bins.low_K.ndim != 1 or bins.channels > channels):
             raise ValueError(f"histogram ranges are for {bins.low_K.shape} channels, values have {channels}")
         ids_M, index_H_W = compact_ids(labels_H_W)
         n_bins = bins.bins if bins is not None else 0
         sums_M_K = np.zeros((ids_M.size, channels))
         sumsq_M_K = np.zeros((ids_M.size, channels))
-        hist_M_K_B = np.zeros((ids_M.size, channels, n_bins), np.int64)
+        hist_M_K_B = np.zeros((ids_M.size, bins.channels if bins is not None else channels, n_bins), np.int64)
         low_K = bins.low_K.astype(np.float64) if bins is not None else np.zeros(channels)
         scale_K = n_bins / (bins.high_K - bins.low_K) if bins is not None else np.zeros(channels)
         _accumulate(index_H_W, values_H_W_K, low_K, scale_K, sums_M_K, sumsq_M_K, hist_M_K_B)
@@ -153,21 +161,23 @@ class Pools:
         ids = ids[order]
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, np.int64)
 
-        def add(arrays: list[np.ndarray]) -> np.ndarray:
-            stacked = np.concatenate(arrays)[order]
+        def add(arrays: list[np.ndarray], dtype: type | None = None) -> np.ndarray:
+            stacked = np.concatenate(arrays, dtype=dtype)[order]
             return np.add.reduceat(stacked, starts, axis=0) if ids.size else stacked
 
         return Pools(
             ids[starts], add([p.counts_M for p in parts]), add([p.sums_M_K for p in parts]),
-            add([p.sumsq_M_K for p in parts]), add([p.hist_M_K_B for p in parts]), parts[0].bins,
+            add([p.sumsq_M_K for p in parts]), add([p.hist_M_K_B for p in parts], np.int64), parts[0].bins,
         )
 
     def split(self, keep_M: np.ndarray) -> tuple[Pools, Pools]:
         """(the pools where ``keep_M`` is True, the others)."""
-        def part(mask: np.ndarray) -> Pools:
-            return Pools(self.ids_M[mask], self.counts_M[mask], self.sums_M_K[mask],
-                         self.sumsq_M_K[mask], self.hist_M_K_B[mask], self.bins)
-        return part(keep_M), part(~keep_M)
+        return self.where(keep_M), self.where(~keep_M)
+
+    def where(self, keep_M: np.ndarray) -> Pools:
+        """The pools where ``keep_M`` is True (copies of those rows only)."""
+        return Pools(self.ids_M[keep_M], self.counts_M[keep_M], self.sums_M_K[keep_M],
+                     self.sumsq_M_K[keep_M], self.hist_M_K_B[keep_M], self.bins)
 
     def aligned(self, ids_R: np.ndarray) -> Pools:
         """These pools for the sorted ids ``ids_R``; ids not seen get zero counts."""
