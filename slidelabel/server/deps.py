@@ -95,7 +95,7 @@ def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentia
 Token = Annotated[str, Depends(token_of)]
 
 
-def _release(session: Session) -> None:
+def release_connection(session: Session) -> None:
     """End a check's read transaction so that its connection goes back to the pool (what it
     loaded stays usable: sessions do not expire on commit). Otherwise a write route holds two
     connections, and as many concurrent writers as the pool has connections wait forever for
@@ -105,7 +105,7 @@ def _release(session: Session) -> None:
 
 def current_user(session: ReadSession, token: Token) -> User:
     user = user_for_token(session, token)
-    _release(session)
+    release_connection(session)
     return user
 
 
@@ -132,7 +132,7 @@ def _access(action: Action):
     def dependency(session: ReadSession, user: CurrentUser,
                    project_id: Annotated[int, Path(description="project id")]) -> ProjectAccess:
         access = check_access(session, user, project_id, action)
-        _release(session)
+        release_connection(session)
         return access
 
     return dependency

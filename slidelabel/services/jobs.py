@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import threading
 import time
 import traceback
@@ -174,14 +175,32 @@ _TRACEBACK = "Traceback (most recent call last):"
 _INTERNAL = "internal error"
 
 
+#: An absolute path in a message (``/srv/slides/case 1.svs:`` stops at the space, a colon, a quote or
+#: a bracket): a '/' at the start or after a space, quote, bracket or '=', then two parts or more.
+_ABSOLUTE_PATH = re.compile(r"(?<![^\s'\"(=])/(?:[^\s/'\":,;()]+/)+[^\s/'\":,;()]*")
+
+
 def shown_to(job: Job, *, admin: bool) -> tuple[str, str]:
     """The job's message and log as ``admin`` or another viewer may see them: a failure that is a
-    bug keeps its traceback and error text (server paths, code) for the admin only."""
+    bug keeps its traceback and error text (server paths, code) for the admin only, and others
+    read every absolute path as its name (a slide file's folder on the server, the data folder)."""
     if admin:
         return job.message, job.log
     message = _INTERNAL + "; the admin can see the details" if job.message.startswith(_INTERNAL) else job.message
     log, _, traceback_part = job.log.partition(_TRACEBACK)
-    return message, log + ("(an internal error; the admin can see its details)\n" if traceback_part else "")
+    log += "(an internal error; the admin can see its details)\n" if traceback_part else ""
+    return _names_only(message), _names_only(log)
+
+
+def _names_only(text: str) -> str:
+    """``text`` with each absolute path replaced by its last part.
+
+    >>> _names_only("/srv/lab/slides/t.svs: no pixel size; see POST .../slides/{s}/sources")
+    't.svs: no pixel size; see POST .../slides/{s}/sources'
+    >>> _names_only("cannot read '/srv/lab/slides/t.svs'")
+    "cannot read 't.svs'"
+    """
+    return _ABSOLUTE_PATH.sub(lambda match: PurePath(match.group()).name or match.group(), text)
 
 
 def shown_params(params: object, *, admin: bool) -> object:

@@ -19,7 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from slidelabel.errors import ConflictError, NotFoundError, SlideError
-from slidelabel.server.deps import ExportTurn, Owner, ReadSession, SettingsDep, WriteSession
+from slidelabel.server.deps import ExportTurn, Owner, ReadSession, SettingsDep, WriteSession, release_connection
 from slidelabel.server.routers.tiles import JPEG, PNG, cached_response
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.gallery import (
@@ -68,7 +68,11 @@ def revoke(link_id: int, access: Owner, session: WriteSession) -> GalleryLinkPub
 
 def gallery_view(session: ReadSession,
                  token: Annotated[str, PathParam(max_length=256, description="the link's token")]) -> GalleryView:
-    return gallery.resolve(session, token)
+    """What the token opens; the read transaction ends here, so that a request waiting for an
+    export turn holds no database connection (15 such waits took SQLite's whole pool)."""
+    view = gallery.resolve(session, token)
+    release_connection(session)
+    return view
 
 
 View = Annotated[GalleryView, Depends(gallery_view)]
