@@ -20,8 +20,10 @@ from sqlalchemy import create_engine, text
 from slidelabel.server.app import create_app
 from slidelabel.services import accounts
 from slidelabel.services.accounts import create_user, ensure_admin
+from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
+from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Membership, Role, Slide
 
 POSTGRES = os.environ.get("SLIDELABEL_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -183,3 +185,19 @@ def sender(app) -> StubSender:
     """The app's Celery replaced by a :class:`StubSender`: jobs are submitted, never run."""
     app.state.celery = StubSender()
     return app.state.celery
+
+
+@pytest.fixture(scope="session")
+def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
+    """The CMU sample's superpixels at the project defaults (10x: working downsample 2), computed
+    once for every test that copies them into its project."""
+    folder = tmp_path_factory.mktemp("cmu-superpixels") / "cmu"
+    compute_slide_superpixels(cmu_slide, folder, SuperpixelOptions())
+    return folder
+
+
+@pytest.fixture
+def slide_url(app, project: dict, slide_row: int, cmu_superpixels: Path) -> str:
+    """``slide_row`` with the CMU sample's superpixels: its API URL."""
+    shutil.copytree(cmu_superpixels, ProjectFiles(app.state.settings.data_dir, project["id"]).superpixels(slide_row))
+    return f"/api/v1/projects/{project['id']}/slides/{slide_row}"

@@ -18,8 +18,6 @@ import tifffile
 from matplotlib.path import Path as MplPath
 
 from slidelabel.services.polygons import ring_area
-from slidelabel.services.projects import superpixel_options
-from slidelabel.services.superpixels import compute_slide_superpixels
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Label, Role, Slide
@@ -29,13 +27,6 @@ from slidelabel.store.superpixel_table import read_table
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "large_image_annotation_schema.json").read_text())
 
-
-@pytest.fixture(scope="module")
-def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
-    """The CMU slide's superpixels at the project's default options, computed once."""
-    folder = tmp_path_factory.mktemp("cmu") / "superpixels"
-    compute_slide_superpixels(cmu_slide, folder, superpixel_options({}))
-    return folder
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import shutil
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from slidelabel.errors import ParameterError
 from slidelabel.services import shapes
-from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
 from slidelabel.services.tiles import label_map, superpixel_table
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Role
@@ -52,12 +50,6 @@ def test_the_crossings_are_filled_in_chunks_with_the_same_pixels(monkeypatch):
     np.testing.assert_array_equal(chunked, shapes.rasterise_polygon(polygon, 3000, 800))
     assert 0.05 < chunked.mean() < 0.95
 
-
-@pytest.fixture(scope="module")
-def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
-    folder = tmp_path_factory.mktemp("superpixels") / "cmu"
-    compute_slide_superpixels(cmu_slide, folder, SuperpixelOptions())
-    return folder
 
 
 def test_a_whole_slide_shape_is_counted_on_a_level_that_fits_the_pixel_budget(monkeypatch, cmu_superpixels):

@@ -13,19 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Role, Slide
 from slidelabel.store.predictions import SlidePredictions, write_predictions
 
 API = "/api/v1"
 
-
-@pytest.fixture(scope="module")
-def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
-    folder = tmp_path_factory.mktemp("superpixels") / "cmu"
-    compute_slide_superpixels(cmu_slide, folder, SuperpixelOptions())
-    return folder
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_exports import cmu_superpixels, predicted, slide_id, slide_labels, url  # noqa: F401 - fixtures
+from test_exports import predicted, slide_id, slide_labels, url  # noqa: F401 - fixtures
 
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import LabelEvent, Role

@@ -4,31 +4,16 @@ grow to similar from the latest epoch's predictions."""
 from __future__ import annotations
 
 import runpy
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from slidelabel.services import shapes, smart
-from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
 from slidelabel.services.tiles import label_map, superpixel_table
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Role
 from slidelabel.store.predictions import SlidePredictions, write_predictions
-
-
-@pytest.fixture(scope="module")
-def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
-    folder = tmp_path_factory.mktemp("superpixels") / "cmu"
-    compute_slide_superpixels(cmu_slide, folder, SuperpixelOptions())
-    return folder
-
-
-@pytest.fixture
-def slide_url(app, project: dict, slide_row: int, cmu_superpixels: Path) -> str:
-    shutil.copytree(cmu_superpixels, ProjectFiles(app.state.settings.data_dir, project["id"]).superpixels(slide_row))
-    return f"/api/v1/projects/{project['id']}/slides/{slide_row}"
 
 
 def test_cover_answers_the_superpixels_the_polygon_covers(client, member_headers, slide_url, cmu_superpixels):

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import pytest
-from test_exports import cmu_superpixels, slide_id, url  # noqa: F401 - fixtures
+from test_exports import slide_id, url  # noqa: F401 - fixtures
 
 from slidelabel.errors import ParameterError
 from slidelabel.services.projects import CATEGORY_NAME_CHARS, MAX_CATEGORIES, add_category

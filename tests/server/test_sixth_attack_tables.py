@@ -8,19 +8,15 @@ one of the export turns."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from slidelabel.services import exports
 from slidelabel.services import tiles as tiles_service
-from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
-from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Role
 from slidelabel.store.superpixel_table import SuperpixelTable
 
@@ -35,17 +31,6 @@ def former_table_json(table: SuperpixelTable) -> bytes:
     }, separators=(",", ":")).encode()
 
 
-@pytest.fixture(scope="module")
-def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
-    folder = tmp_path_factory.mktemp("sixth-tables") / "cmu"
-    compute_slide_superpixels(cmu_slide, folder, SuperpixelOptions())
-    return folder
-
-
-@pytest.fixture
-def slide_url(app, project: dict, slide_row: int, cmu_superpixels: Path) -> str:
-    shutil.copytree(cmu_superpixels, ProjectFiles(app.state.settings.data_dir, project["id"]).superpixels(slide_row))
-    return f"/api/v1/projects/{project['id']}/slides/{slide_row}"
 
 
 def counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list:

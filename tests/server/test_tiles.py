@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,26 +13,11 @@ from PIL import Image
 from slidelabel.pipelines.render import BOUNDARY_RGB
 from slidelabel.pipelines.slides import Slide
 from slidelabel.services import tiles as tiles_service
-from slidelabel.services.superpixels import SuperpixelOptions, compute_slide_superpixels
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.layout import ProjectFiles
+from slidelabel.store.models import Role
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
 from slidelabel.store.superpixel_table import read_table
-from slidelabel.store.models import Role
-
-
-@pytest.fixture(scope="module")
-def cmu_superpixels(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
-    """Superpixels of the CMU sample at the project defaults (10x: working downsample 2)."""
-    folder = tmp_path_factory.mktemp("superpixels") / "cmu"
-    compute_slide_superpixels(cmu_slide, folder, SuperpixelOptions())
-    return folder
-
-
-@pytest.fixture
-def slide_url(app, project: dict, slide_row: int, cmu_superpixels: Path) -> str:
-    shutil.copytree(cmu_superpixels, ProjectFiles(app.state.settings.data_dir, project["id"]).superpixels(slide_row))
-    return f"/api/v1/projects/{project['id']}/slides/{slide_row}"
 
 
 def image(response) -> np.ndarray:
