@@ -166,12 +166,17 @@ def test_cancel_stops_a_running_job_and_its_worker_takes_the_next(slide_project,
 
 
 def _pool_processes(worker, timeout: float = 60) -> list:
-    """The worker's pool processes (its children), once they started."""
+    """The worker's pool processes, once they started: its children forked from it (running its
+    program), not a program a library runs for a moment (``ctypes.util`` looking for a library)."""
     import psutil
 
+    main = psutil.Process(worker.pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        children = psutil.Process(worker.pid).children()
+        try:
+            children = [child for child in main.children() if child.cmdline() == main.cmdline()]
+        except psutil.NoSuchProcess:  # a child ended while listed
+            children = []
         if children:
             return children
         time.sleep(0.2)
