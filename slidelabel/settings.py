@@ -72,8 +72,10 @@ class Settings(BaseSettings):
     """Failed logins from one client address within ``login_window_s`` before its logins get 429."""
     login_window_s: float = Field(default=300.0, gt=0)
     """How long failed logins are counted (s), from the first one of a run of failures."""
-    job_stale_seconds: float = 30.0
-    """A running job whose worker has not beaten its heartbeat for this long is requeued (s)."""
+    job_stale_seconds: float = 90.0
+    """A running job whose heartbeat is older than this lost its worker and is requeued: longer
+    than SQLite's 60 s wait for its write lock, so that a heartbeat kept waiting behind a long
+    write (a large import or merge) does not make a live job look dead (s)."""
     worker_max_memory_mb: int = Field(default=512, ge=0)
     """A worker's pool process resident after a job in more than this (MB, shared pages included)
     is replaced by a fresh one, so memory a job left behind is given back; 0 keeps every process

@@ -120,6 +120,20 @@ def slide_tile(source: tilesource.FileTileSource, z: int, x: int, y: int) -> byt
         raise SlideUnreadableError(source.largeImagePath, message) from None
 
 
+#: Narrowest thumbnail rendered: asked-for widths round up to a power of two from it.
+MIN_THUMBNAIL_PX = 64
+
+
+def thumbnail_width(asked: int) -> int:
+    """The width a thumbnail asked ``asked`` px wide is rendered at: the next power of two from
+    :data:`MIN_THUMBNAIL_PX`, at most :data:`MAX_PICTURE_PX`.
+
+    >>> [thumbnail_width(w) for w in (16, 64, 65, 256, 300, 2047)]
+    [64, 64, 128, 256, 512, 2048]
+    """
+    return min(MAX_PICTURE_PX, max(MIN_THUMBNAIL_PX, 1 << (max(asked, 1) - 1).bit_length()))
+
+
 def slide_thumbnail(source: tilesource.FileTileSource, width: int) -> bytes:
     """A JPEG of the whole slide ``width`` pixels wide (never wider than level 0)."""
     try:

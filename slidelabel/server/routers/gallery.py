@@ -121,11 +121,11 @@ def slide_tile(slide_id: int, z: int, x: int, y: int, view: View, request: Reque
 @public_router.get("/{token}/slides/{slide_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
 def slide_thumbnail(slide_id: int, view: View, request: Request,
                     width: Annotated[int, Query(ge=16, le=512)] = 256) -> Response:
-    """A picture of the whole slide for the slide picker."""
-    path = Path(view.slide(slide_id).path)
+    """A picture of the whole slide for the slide picker, ``width`` rounded up to a power of two."""
+    path, shown = Path(view.slide(slide_id).path), tiles.thumbnail_width(width)
     with _shown_as("thumbnail of this slide"):
         return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_thumbnail(tiles.slide_source(path), width), read=(slide_id, width))
+                               lambda: tiles.slide_thumbnail(tiles.slide_source(path), shown), read=(slide_id, shown))
 
 
 def _superpixels(settings: Settings, slide: Slide) -> Path:

@@ -85,9 +85,12 @@ def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: R
 @router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
 def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request: Request,
                     width: Annotated[int, Query(ge=16, le=tiles.MAX_PICTURE_PX)] = 256) -> Response:
-    path = Path(_slide(access, session, slide_id).path)
+    """A JPEG of the whole slide, ``width`` rounded up to a power of two from 64 (a browser scales
+    it down): at most 6 renders a slide for the cache, where every width was one (2,000 widths
+    rendered in parallel took a viewer's requests to +0.9 GB)."""
+    path, shown = Path(_slide(access, session, slide_id).path), tiles.thumbnail_width(width)
     return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_thumbnail(tiles.slide_source(path), width), read=(slide_id, width))
+                           lambda: tiles.slide_thumbnail(tiles.slide_source(path), shown), read=(slide_id, shown))
 
 
 @router.get("/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG)
