@@ -29,7 +29,7 @@ from matplotlib.path import Path as MplPath
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import ParameterError, PermissionDeniedError
+from slidelabel.errors import ConflictError, ParameterError, PermissionDeniedError
 from slidelabel.services.access import ALLOWED, Action
 from slidelabel.services.exports import superpixel_folder
 from slidelabel.services.labels import set_labels
@@ -260,15 +260,22 @@ def _pixelmap(parsed: Document, element: dict, where: str) -> None:
                                                           for c in legend]))
 
 
-def import_labels(session: Session, files: ProjectFiles, project: Project, slide: Slide, user: User, role: Role,
-                  document: object, *, create_categories: bool = False) -> ImportResult:
-    """Label ``slide``'s superpixels as ``user`` from an uploaded GeoJSON or DSA annotation.
+@dataclass(frozen=True)
+class ImportPlan:
+    """An annotation file's labels worked out for a slide, before anything is written: the name
+    each superpixel gets (``named_S[s]``: 1 + its index in ``names``, 0 none)."""
 
-    Category names must match the project's (exactly); unknown ones are a
-    :class:`ParameterError` listing them, unless ``create_categories`` (which needs the right to
-    manage the project) adds them with the file's colour. ``slide`` must be locked in this write
-    session (:func:`slidelabel.services.labels.locked_slide`).
-    """
+    parsed: Document
+    names: list[str]
+    named_S: np.ndarray
+    empty_shapes: int
+
+
+def plan_label_import(session: Session, files: ProjectFiles, slide: Slide, document: object) -> ImportPlan:
+    """Parse an uploaded GeoJSON or DSA annotation and find the superpixels of each of its names
+    on ``slide``: the costly part of an import (polygons x centroids), done without a write
+    transaction, so that other users' writes never wait for it (:func:`apply_label_import`
+    writes the result)."""
     parsed = parse_document(document)
     if not parsed.shapes and not parsed.pixelmaps:
         skipped = "; ".join(f"{count} with {reason}" for reason, count in parsed.skipped.items())
@@ -279,23 +286,42 @@ def import_labels(session: Session, files: ProjectFiles, project: Project, slide
                                  f"{slide.superpixels} superpixels (values[0] is no superpixel): it was made for "
                                  "other superpixels")
     folder, _ = superpixel_folder(files, slide)
-    category_of, created = _categories(session, project, role, parsed, create_categories)
-    assigned_S = np.zeros(slide.superpixels + 1, np.int64)
-    empty = _assign_shapes(assigned_S, parsed.shapes, read_table(folder / TABLE_FILE).centroid_level0, category_of)
+    names = list(dict.fromkeys([*(shape.name for shape in parsed.shapes),
+                                *(name for pixelmap in parsed.pixelmaps for name in pixelmap.names if name)]))
+    number = {name: i + 1 for i, name in enumerate(names)}
+    named_S = np.zeros(slide.superpixels + 1, np.int64)
+    empty = _assign_shapes(named_S, parsed.shapes, read_table(folder / TABLE_FILE).centroid_level0, number)
     for pixelmap in parsed.pixelmaps:
-        lookup = np.array([category_of.get(name, 0) if name else 0 for name in pixelmap.names], np.int64)
+        lookup = np.array([number[name] if name else 0 for name in pixelmap.names], np.int64)
         found_S = lookup[pixelmap.values_S]
-        assigned_S[found_S != 0] = found_S[found_S != 0]
+        named_S[found_S != 0] = found_S[found_S != 0]
+    return ImportPlan(parsed, names, named_S, empty)
+
+
+def apply_label_import(session: Session, project: Project, slide: Slide, user: User, role: Role, plan: ImportPlan,
+                       *, create_categories: bool = False) -> ImportResult:
+    """Write a :func:`plan_label_import` as ``user``'s labels of ``slide``, which must be locked in
+    this write session (:func:`slidelabel.services.labels.locked_slide`).
+
+    Category names must match the project's (exactly); unknown ones are a
+    :class:`ParameterError` listing them, unless ``create_categories`` (which needs the right to
+    manage the project) adds them with the file's colour; :class:`ConflictError` when the slide's
+    superpixels changed since the plan.
+    """
+    if plan.named_S.size != slide.superpixels + 1:
+        raise ConflictError(f"slide {slide.name!r} got other superpixels during the import: import the file again")
+    category_of, created = _categories(session, project, role, plan.parsed, create_categories)
     labelled, changed, unchanged = {}, 0, 0
-    names = {category_id: name for name, category_id in category_of.items()}
     # The model version the labeller saw: the latest epoch, as if the shapes were brushed now.
     epoch = session.scalar(select(func.max(Epoch.number)).where(Epoch.project_id == project.id)) or 0
-    for category_id in np.unique(assigned_S[assigned_S != 0]).tolist():
-        superpixels = np.flatnonzero(assigned_S == category_id)
-        result = set_labels(session, slide, user.id, superpixels.tolist(), category_id, epoch=epoch)
-        labelled[names[category_id]] = int(superpixels.size)
+    for number in np.unique(plan.named_S[plan.named_S != 0]).tolist():
+        name = plan.names[number - 1]
+        superpixels = np.flatnonzero(plan.named_S == number)
+        result = set_labels(session, slide, user.id, superpixels.tolist(), category_of[name], epoch=epoch)
+        labelled[name] = labelled.get(name, 0) + int(superpixels.size)
         changed, unchanged = changed + result.changed, unchanged + result.unchanged
-    return ImportResult(parsed.format, len(parsed.shapes), empty, labelled, changed, unchanged, created, parsed.skipped)
+    return ImportResult(plan.parsed.format, len(plan.parsed.shapes), plan.empty_shapes, labelled, changed, unchanged,
+                        created, plan.parsed.skipped)
 
 
 def _categories(session: Session, project: Project, role: Role, parsed: Document, create: bool

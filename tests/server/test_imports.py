@@ -147,3 +147,25 @@ def test_bad_uploads_are_refused_with_a_message(client, project, slide_id, admin
     response = client.post(url(project, slide_id, "/import"), headers=admin_headers, content=body)
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
+
+
+def test_an_imports_polygons_are_placed_outside_the_write_turn(app, client, project, slide_id, member_headers,  # noqa: F811
+                                                                monkeypatch):
+    """Seventh attack: an annotator's import placed 20,000 polygons inside its write transaction,
+    so every write of every user of the server waited 54 s behind it."""
+    from slidelabel.services import imports
+
+    turn = app.state.database._writes.kw["bind"].get_execution_options().get("write_turn")
+    held: list[bool] = []
+    assign = imports._assign_shapes
+
+    def watched(*args, **kwargs):
+        held.append(turn.locked() if turn is not None else False)
+        return assign(*args, **kwargs)
+
+    monkeypatch.setattr(imports, "_assign_shapes", watched)
+    document = {"type": "FeatureCollection", "features": [
+        feature({"type": "Polygon", "coordinates": [rectangle(0, 0, 1100, 1500)]}, {"name": "tumour"})]}
+    response = client.post(url(project, slide_id, "/import"), headers=member_headers(Role.annotator), json=document)
+    assert response.status_code == 200, response.text
+    assert held == [False]

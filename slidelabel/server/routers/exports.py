@@ -16,13 +16,21 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from slidelabel.errors import ParameterError
-from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, SettingsDep, Viewer, WriteSession
+from slidelabel.server.deps import (
+    Annotator,
+    ExportTurn,
+    ReadSession,
+    SettingsDep,
+    Viewer,
+    WriteSession,
+    release_connection,
+)
 from slidelabel.server.request_checks import BadInput, parse_json
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.exports import ImportReport
 from slidelabel.services import exports as service
 from slidelabel.services.exports import ArchiveFormat, Elements, Source
-from slidelabel.services.imports import import_labels
+from slidelabel.services.imports import apply_label_import, plan_label_import
 from slidelabel.services.labels import locked_slide
 from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.store.layout import ProjectFiles
@@ -128,18 +136,22 @@ def export_archive(archive_format: ArchiveFormat, access: Viewer, _turn: ExportT
 
 @router.post("/slides/{slide_id}/import", openapi_extra={"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "description": "GeoJSON or DSA annotation JSON"}}}}})
-def import_annotations(slide_id: int, access: Annotator, session: WriteSession, settings: SettingsDep,
-                       document: UploadedJson, create_categories: bool = False) -> ImportReport:
+def import_annotations(slide_id: int, access: Annotator, _turn: ExportTurn, read: ReadSession, session: WriteSession,
+                       settings: SettingsDep, document: UploadedJson, create_categories: bool = False) -> ImportReport:
     """Label the superpixels whose centroid lies in the uploaded polygons as the caller's labels.
 
     The body is a GeoJSON FeatureCollection (QuPath: classification name = category name) or a
     Digital Slide Archive annotation (polygons by ``group`` or ``label``, pixelmaps by category
     label). Unknown category names are refused with a list, unless ``create_categories`` (owners).
+    The polygons are placed before the write transaction begins (in an export turn): only the
+    label rows wait for, and hold, SQLite's write turn.
     """
+    files = ProjectFiles(settings.data_dir, access.project.id)
+    plan = plan_label_import(read, files, get_slide(read, access.project.id, slide_id), document)
+    release_connection(read)
     slide = locked_slide(session, access.project.id, slide_id)
-    project = session.get(Project, access.project.id)
-    result = import_labels(session, ProjectFiles(settings.data_dir, project.id), project, slide, access.user,
-                           access.role, document, create_categories=create_categories)
+    result = apply_label_import(session, session.get(Project, access.project.id), slide, access.user, access.role,
+                                plan, create_categories=create_categories)
     return ImportReport.model_validate(result)
 
 
