@@ -28,7 +28,7 @@ from slidelabel.store.models import (
 #: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
 #: because overlays are drawn on dark nuclei.
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
-_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 #: A project extractor naming features imported from other tools (services/project_imports.py)
 #: rather than a registered extractor.
 IMPORTED_EXTRACTOR = re.compile(r"^imported-[a-z0-9][a-z0-9_-]{0,54}$")
@@ -217,7 +217,7 @@ def room_for_categories(session: Session, project: Project, new: int) -> int:
 
 def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
     check_category_name(name)
-    if color is not None and not _COLOR.match(color):
+    if color is not None and not _COLOR.fullmatch(color):
         raise ParameterError(f"colour {color!r} is not of the form #rrggbb")
     if hotkey is not None and (len(hotkey) != 1 or not hotkey.isprintable() or hotkey.isspace()):
         raise ParameterError(f"hotkey {hotkey!r} must be one printable character")

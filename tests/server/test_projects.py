@@ -123,3 +123,16 @@ def test_the_registry_lists_every_extension_point_and_a_new_project_gets_its_def
     assert {"geojson"} <= {entry["name"] for entry in registry["segment_formats"]}
     assert all(entry["dimensions"] > 0 for entry in registry["features"])
     assert all(entry["description"] for kind in ("features", "models", "strategies") for entry in registry[kind])
+
+
+def test_misspelt_project_fields_and_a_colour_with_a_newline_are_refused(client, admin_headers, project):
+    """Seventh attack (careless users): unknown fields were silently dropped, so a project meant to
+    have 2 px superpixels and categories got the defaults and none; "#ffffff\\n" was a colour."""
+    created = client.post("/api/v1/projects", headers=admin_headers,
+                          json={"name": "typo", "superpixel_options": {"size": "2px"}, "catgories": [{"name": "x"}]})
+    assert created.status_code == 422 and "superpixel_options" in created.text
+    patched = client.patch(f"/api/v1/projects/{project['id']}", headers=admin_headers, json={"superpixel_options": {}})
+    assert patched.status_code == 422
+    colour = client.post(f"/api/v1/projects/{project['id']}/categories", headers=admin_headers,
+                         json={"name": "nl", "color": "#ffffff\n"})
+    assert colour.status_code == 422, colour.text

@@ -98,6 +98,9 @@ class SuperpixelChoices(BaseModel):
 
 
 class ProjectCreate(BaseModel):
+    # A misspelt field ("catgories", "superpixel_options") is refused, not silently left out.
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=DESCRIPTION_CHARS)
     extractor: str = DEFAULT_EXTRACTOR
@@ -117,6 +120,8 @@ class ProjectCreate(BaseModel):
 
 
 class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=DESCRIPTION_CHARS)
     extractor: str | None = None
