@@ -332,7 +332,7 @@ export interface paths {
         /**
          * Get Labels
          * @description A slide's labels (yours unless ``user`` says otherwise); built as exports are, two at a
-         *     time (217,000 labels: 22 MB of JSON, 335 MB while built), 503 when busy for 10 s.
+         *     time, 503 when busy for 10 s, a chunk of rows at a time (843,580 labels: 86 MB of JSON).
          */
         get: operations["get_labels_api_v1_projects__project_id__slides__slide_id__labels_get"];
         /**
@@ -689,7 +689,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Slide Thumbnail */
+        /**
+         * Slide Thumbnail
+         * @description A JPEG of the whole slide, ``width`` rounded up to a power of two from 64 (a browser scales
+         *     it down): at most 6 renders a slide for the cache, where every width was one (2,000 widths
+         *     rendered in parallel took a viewer's requests to +0.9 GB).
+         */
         get: operations["slide_thumbnail_api_v1_projects__project_id__slides__slide_id__thumbnail_jpg_get"];
         put?: never;
         post?: never;
@@ -1017,6 +1022,8 @@ export interface paths {
          *     The body is a GeoJSON FeatureCollection (QuPath: classification name = category name) or a
          *     Digital Slide Archive annotation (polygons by ``group`` or ``label``, pixelmaps by category
          *     label). Unknown category names are refused with a list, unless ``create_categories`` (owners).
+         *     The polygons are placed before the write transaction begins (in an export turn): only the
+         *     label rows wait for, and hold, SQLite's write turn.
          */
         post: operations["import_annotations_api_v1_projects__project_id__slides__slide_id__import_post"];
         delete?: never;
@@ -1325,7 +1332,7 @@ export interface paths {
         };
         /**
          * Slide Thumbnail
-         * @description A picture of the whole slide for the slide picker.
+         * @description A picture of the whole slide for the slide picker, ``width`` rounded up to a power of two.
          */
         get: operations["slide_thumbnail_api_v1_gallery__token__slides__slide_id__thumbnail_jpg_get"];
         put?: never;
