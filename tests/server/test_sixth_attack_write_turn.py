@@ -19,6 +19,8 @@ from slidelabel.store.models import Role
 
 #: More concurrent writers than anyio's default pool has threads (40).
 WRITERS = 60
+#: Concurrent readers of each kind: more than the pool's threads and SQLite's old pool (15) together.
+READERS = 80
 
 
 def _burst(app, requests: list[tuple[str, str, dict]]) -> list[int]:
@@ -52,6 +54,18 @@ def test_more_concurrent_label_writes_than_pool_threads_are_all_answered(app, pr
               for i in range(WRITERS)]
     statuses = _burst(app, [*writes, ("GET", "/api/v1/auth/me", {"headers": annotator})])
     assert statuses == [200] * (WRITERS + 1), f"answers: {sorted(set(statuses))}"
+
+
+def test_many_concurrent_reads_of_a_viewer_and_of_a_gallery_link_are_all_answered(client, app, project, member_headers):
+    """Seventh attack: 70-120 concurrent GETs of a viewer (job list, slides), or 60 of a gallery
+    link without an account, froze the server 30-60 s with 500s: each route kept its pooled
+    connection while its answer waited for a second request thread, and SQLite's pool had 15."""
+    viewer, owner = member_headers(Role.viewer), member_headers(Role.owner)
+    link = client.post(f"/api/v1/projects/{project['id']}/gallery", headers=owner, json={"overlay": "labels"}).json()
+    reads = [("GET", f"/api/v1/projects/{project['id']}/jobs", {"headers": viewer}) for _ in range(READERS)]
+    reads += [("GET", f"/api/v1/gallery/{link['token']}", {}) for _ in range(READERS)]
+    statuses = _burst(app, reads)
+    assert statuses == [200] * (2 * READERS), f"answers: {sorted(set(statuses))}"
 
 
 def test_a_failed_login_is_answered_while_another_request_holds_the_write_turn(app):
