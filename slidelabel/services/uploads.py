@@ -35,7 +35,7 @@ def _parsing() -> Iterator[None]:
     try:
         yield
     except FormParserError as error:
-        raise ParameterError(f"the upload is not valid multipart/form-data ({error}); send the slide in the "
+        raise ParameterError(f"the upload is not valid multipart/form-data ({error}); send the file in the "
                              "form field 'file'") from None
 
 
@@ -60,7 +60,7 @@ class UploadReceiver:
     def __init__(self, content_type: str, folder: Path, *, limit_bytes: int, declared_bytes: int | None) -> None:
         mime, options = parse_options_header(content_type)
         if mime != b"multipart/form-data" or not options.get(b"boundary"):
-            raise ParameterError("send the slide as multipart/form-data, the file in the field 'file'")
+            raise ParameterError("send the file as multipart/form-data, the file in the field 'file'")
         self.folder, self.limit_bytes = folder, limit_bytes
         if declared_bytes is not None and declared_bytes > limit_bytes + FORM_OVERHEAD_BYTES:
             self._refuse()
@@ -130,7 +130,7 @@ class UploadReceiver:
         with _parsing():
             self._parser.finalize()
         if not self._finished:
-            raise ParameterError("the request holds no complete file; send the slide in the form field 'file'")
+            raise ParameterError("the request holds no complete file; send the file in the form field 'file'")
         return self.name, self.path
 
     def discard(self) -> None:
