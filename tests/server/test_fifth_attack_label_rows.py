@@ -24,7 +24,7 @@ def _seconds(call) -> tuple[object, float]:
     return found, time.perf_counter() - start
 
 
-def test_label_rows_cost_about_what_reading_them_costs(app, client, project, admin_headers):
+def test_label_rows_come_as_an_int64_array_of_the_querys_rows(app, client, project, admin_headers):
     categories = [category["id"] for category in project["categories"]]
     with app.state.database.session(write=True) as session:
         slide = Slide(project_id=project["id"], name="cells.svs", path="/nowhere/cells.svs", width=10, height=10,
@@ -44,8 +44,9 @@ def test_label_rows_cost_about_what_reading_them_costs(app, client, project, adm
         found = effective_labels(session, project["id"], slide_id=slide_id)
     print(f"\n{SUPERPIXELS} label rows on {app.state.database.engine.dialect.name}: fetched {fetched:.2f} s, "
           f"as an array {converted:.2f} s")
+    # The speed (as an array about as long as the fetch; np.asarray of the rows took 6-8 times
+    # it) is printed, not asserted: tests hold no timings.
     assert rows_R3.dtype == np.int64 and rows_R3.tolist() == [list(row) for row in rows]
-    assert converted < 2.5 * fetched + 0.05  # np.asarray of the rows: 6-8 times the fetch
     superpixels_M, categories_M = found[slide_id]
     assert superpixels_M.tolist() == list(range(1, SUPERPIXELS + 1))
     assert np.bincount(categories_M).max() == SUPERPIXELS // 3
