@@ -8,12 +8,11 @@ import logging
 import os
 import signal
 import threading
-from functools import cache
 
 from billiard.process import current_process
 from celery import shared_task
 from celery.exceptions import TimeLimitExceeded
-from celery.signals import task_failure, worker_init, worker_ready, worker_shutdown
+from celery.signals import task_failure, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from slidelabel.services import jobs
 from slidelabel.settings import Settings
@@ -23,10 +22,25 @@ logger = logging.getLogger(__name__)
 _stop_watching = threading.Event()
 
 
-@cache
+_DATABASES: dict[str, Database] = {}
+
+
 def _database(url: str) -> Database:
     """One engine per worker process and database."""
-    return Database(url)
+    if url not in _DATABASES:
+        _DATABASES[url] = Database(url)
+    return _DATABASES[url]
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_kwargs) -> None:
+    """In a new pool process: drop the engines it inherited from the worker's main process (the
+    stale-job watch's, when the pool process replaces one after the worker started) without
+    closing their connections, whose sockets the main process still uses; a PostgreSQL connection
+    used from both sides of a fork fails ("error with status PGRES_TUPLES_OK")."""
+    for database in _DATABASES.values():
+        database.engine.dispose(close=False)
+    _DATABASES.clear()
 
 
 def _settings(task) -> Settings:

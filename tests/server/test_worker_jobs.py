@@ -228,3 +228,15 @@ def test_a_starting_worker_runs_a_queued_job_whose_message_was_lost(slide_projec
     finally:
         stop(worker)
     assert done.state == JobState.done and done.attempts == 1, done.message
+
+
+def test_a_new_pool_process_opens_its_own_connections(tmp_path):
+    """A pool process forked after the worker started (replacing one) inherited the main
+    process's engine, whose PostgreSQL connections the stale-job watch used at the same time:
+    "error with status PGRES_TUPLES_OK" failed a cohort's slide job."""
+    from slidelabel.workers import tasks
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    inherited = tasks._database(url)
+    tasks._forget_inherited_connections()
+    assert tasks._database(url) is not inherited
