@@ -6,16 +6,17 @@ Routes declare what they need as ``Annotated`` aliases (``ReadSession``, ``Curre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
-from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services import accounts, smart
+from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services.accounts import require_project_creation, user_for_token
 from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.login_limits import LoginThrottle
@@ -59,28 +60,21 @@ ReadSession = Annotated[Session, Depends(read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(write_session, scope="function")]
 
 
-async def export_turn() -> AsyncIterator[None]:
-    """One of the export turns, for the route's whole run, waited for on the event loop."""
-    async with export_turn_waiting():
-        yield
+def _held_while_the_route_runs(waiting: Callable[[], AbstractAsyncContextManager[None]]) -> Any:
+    """A dependency holding the turn ``waiting()`` gives from before the route runs until it
+    returns, before the answer is sent; waited for on the event loop, so a waiting request holds
+    no request thread."""
+    async def hold() -> AsyncIterator[None]:
+        async with waiting():
+            yield
+
+    return Depends(hold, scope="function")
 
 
-async def password_check_turn() -> AsyncIterator[None]:
-    """One of the password-check turns, for a login's whole run, waited for on the event loop."""
-    async with accounts.password_check_turn():
-        yield
-
-
-async def smart_turn() -> AsyncIterator[None]:
-    """A turn to run a smart-tool request, waited for on the event loop."""
-    async with smart.smart_turn_waiting():
-        yield
-
-
-# Resolved before the route runs and released when it returns, before the answer is sent.
-ExportTurn = Annotated[None, Depends(export_turn, scope="function")]
-SmartTurn = Annotated[None, Depends(smart_turn, scope="function")]
-PasswordCheckTurn = Annotated[None, Depends(password_check_turn, scope="function")]
+# The export turn is looked up at each request (tests replace it).
+ExportTurn = Annotated[None, _held_while_the_route_runs(lambda: export_turn_waiting())]
+SmartTurn = Annotated[None, _held_while_the_route_runs(smart.smart_turn_waiting)]
+PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(accounts.password_check_turn)]
 
 
 def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
