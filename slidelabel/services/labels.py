@@ -218,12 +218,12 @@ def set_labels(session: Session, slide: Slide, user_id: int, superpixels: Sequen
     return BatchResult(changed=inserted.rowcount, unchanged=int(ids_M.size) - inserted.rowcount)
 
 
-def slide_labels(session: Session, slide_id: int, user_id: int | None) -> list[Label]:
-    """The labels of a slide by ``user_id`` (None: by everyone), by superpixel then user."""
-    query = select(Label).where(Label.slide_id == slide_id)
-    if user_id is not None:
-        query = query.where(Label.user_id == user_id)
-    return list(session.scalars(query.order_by(Label.superpixel, Label.user_id)))
+def user_labels(session: Session, slide_id: int, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(superpixels_M, category_ids_M)`` (int64) of one user's labels of a slide: the arrays the
+    viewer's label array is made of, read as plain integers (no ORM object per label)."""
+    rows_M2 = integer_rows(session, select(Label.superpixel, Label.category_id)
+                           .where(Label.slide_id == slide_id, Label.user_id == user_id))
+    return rows_M2[:, 0], rows_M2[:, 1]
 
 
 #: Columns of :func:`slide_label_rows`, as :class:`Label` names them.
@@ -232,8 +232,9 @@ LABEL_COLUMNS = ("user_id", "superpixel", "category_id", "epoch", "updated_at")
 
 def slide_label_rows(session: Session, slide_id: int, user_id: int | None, *,
                      chunk: int = 16_384) -> Iterator[Sequence[tuple]]:
-    """:func:`slide_labels` as plain rows of :data:`LABEL_COLUMNS`, ``chunk`` at a time: no ORM
-    object per label (843,580 labels of 20 users as ORM objects, then response models: 1.9 GB)."""
+    """The labels of a slide by ``user_id`` (None: by everyone), by superpixel then user, as plain
+    rows of :data:`LABEL_COLUMNS`, ``chunk`` at a time: no ORM object per label (843,580 labels of
+    20 users as ORM objects, then response models: 1.9 GB)."""
     query = select(*(getattr(Label, column) for column in LABEL_COLUMNS)).where(Label.slide_id == slide_id)
     if user_id is not None:
         query = query.where(Label.user_id == user_id)

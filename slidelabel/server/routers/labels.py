@@ -99,9 +99,7 @@ def get_label_array(slide_id: int, access: Viewer, _turn: EffectiveTurn, session
         superpixels_M, categories_M = effective_labels(session, access.project.id, slide_id=slide.id).get(
             slide.id, (np.empty(0, np.int64), np.empty(0, np.int64)))
     else:
-        mine = labels.slide_labels(session, slide.id, access.user.id)
-        superpixels_M = np.array([label.superpixel for label in mine], np.int64)
-        categories_M = np.array([label.category_id for label in mine], np.int64)
+        superpixels_M, categories_M = labels.user_labels(session, slide.id, access.user.id)
     array = labels.label_array(count, superpixels_M, categories_M)
     return Response(array.tobytes(), media_type="application/octet-stream")
 
