@@ -77,13 +77,23 @@ SmartTurn = Annotated[None, _held_while_the_route_runs(smart.smart_turn_waiting)
 PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(accounts.password_check_turn)]
 
 
+# Methods whose URLs a browser loads itself (images, downloads): only these take ``?token=``,
+# so that a link or a form on another site cannot make a logged-in browser write.
+_QUERY_TOKEN_METHODS = frozenset({"GET", "HEAD"})
+
+
 def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    """The bearer token, or the ``token`` query parameter for URLs a browser loads itself
-    (tile images, downloads)."""
-    token = credentials.credentials if credentials else request.query_params.get("token")
-    if not token:
+    """The bearer token, or, on reads only, the ``token`` query parameter for URLs a browser
+    loads itself (tile images, downloads)."""
+    if credentials:
+        return credentials.credentials
+    query_token = request.query_params.get("token")
+    if query_token and request.method not in _QUERY_TOKEN_METHODS:
+        raise AuthenticationError("?token= is accepted on reads only: send the token of a write "
+                                  "as 'Authorization: Bearer ...'")
+    if not query_token:
         raise AuthenticationError("not logged in: send the token from /api/v1/auth/login as 'Authorization: Bearer ...'")
-    return token
+    return query_token
 
 
 Token = Annotated[str, Depends(token_of)]
