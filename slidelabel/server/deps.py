@@ -6,7 +6,7 @@ Routes declare what they need as ``Annotated`` aliases (``ReadSession``, ``Curre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
@@ -60,21 +60,18 @@ ReadSession = Annotated[Session, Depends(read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(write_session, scope="function")]
 
 
-def _held_while_the_route_runs(waiting: Callable[[], AbstractAsyncContextManager[None]]) -> Any:
-    """A dependency holding the turn ``waiting()`` gives from before the route runs until it
+def _held_while_the_route_runs(waiting: Callable[[Hashable | None], AbstractAsyncContextManager[None]],
+                               holder: Callable[..., Hashable | None]) -> Any:
+    """A dependency holding the turn ``waiting(holder)`` gives from before the route runs until it
     returns, before the answer is sent; waited for on the event loop, so a waiting request holds
-    no request thread."""
-    async def hold() -> AsyncIterator[None]:
-        async with waiting():
+    no request thread. ``holder`` is a dependency naming who holds it (None: nobody in
+    particular)."""
+    # A default, not an Annotated type: annotations are strings here, read in the module's globals.
+    async def hold(who: Hashable | None = Depends(holder)) -> AsyncIterator[None]:  # noqa: B008
+        async with waiting(who):
             yield
 
     return Depends(hold, scope="function")
-
-
-# The export turn is looked up at each request (tests replace it).
-ExportTurn = Annotated[None, _held_while_the_route_runs(lambda: export_turn_waiting())]
-SmartTurn = Annotated[None, _held_while_the_route_runs(smart.smart_turn_waiting)]
-PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(accounts.password_check_turn)]
 
 
 # Methods whose URLs a browser loads itself (images, downloads): only these take ``?token=``,
@@ -114,6 +111,26 @@ def current_user(session: ReadSession, token: Token) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def _user_id(user: CurrentUser) -> int:
+    return user.id
+
+
+def _nobody() -> None:
+    return None
+
+
+def _gallery_link(token: Annotated[str, Path(max_length=256)]) -> tuple[str, str]:
+    return "gallery", token
+
+
+# The export turn is looked up at each request (tests replace it). One user, or one gallery link,
+# holds at most one export turn and two smart-tool turns at once.
+ExportTurn = Annotated[None, _held_while_the_route_runs(lambda user_id: export_turn_waiting(user_id), _user_id)]
+GalleryExportTurn = Annotated[None, _held_while_the_route_runs(lambda link: export_turn_waiting(link), _gallery_link)]
+SmartTurn = Annotated[None, _held_while_the_route_runs(smart.smart_turn_waiting, _user_id)]
+PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(lambda _: accounts.password_check_turn(), _nobody)]
 
 
 def project_creator(user: CurrentUser, settings: SettingsDep) -> User:

@@ -21,7 +21,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,10 @@ EXPORTERS = 2
 #: Seconds an export waits for its turn before it is answered 'busy' (503), so waiting requests
 #: do not hold the API's threads for long.
 EXPORT_WAIT_S = 10.0
-_EXPORTERS = Turns(EXPORTERS)
+#: Turns one holder (a user, a gallery link) may hold at once: one viewer's parallel exports wait
+#: for each other, so they cannot keep every other user's export waiting.
+EXPORTS_PER_HOLDER = 1
+_EXPORTERS = Turns(EXPORTERS, per_holder=EXPORTS_PER_HOLDER)
 
 
 class Source(enum.StrEnum):
@@ -104,7 +107,8 @@ class SlideClasses:
         return int(self.slide.superpixels or 0)
 
 
-_BUSY = f"the server is busy with {EXPORTERS} other exports (over {EXPORT_WAIT_S:.0f} s); try again in a minute"
+_BUSY = (f"the server is busy with other exports (your own earlier one, or {EXPORTERS} at once) for over "
+         f"{EXPORT_WAIT_S:.0f} s; try again in a minute")
 
 
 def export_turn() -> AbstractContextManager[None]:
@@ -113,9 +117,10 @@ def export_turn() -> AbstractContextManager[None]:
     return _EXPORTERS.hold(EXPORT_WAIT_S, _BUSY)
 
 
-def export_turn_waiting() -> AbstractAsyncContextManager[None]:
-    """:func:`export_turn` for a route, waiting on the event loop (no request thread is held)."""
-    return _EXPORTERS.waiting(EXPORT_WAIT_S, _BUSY)
+def export_turn_waiting(holder: Hashable | None = None) -> AbstractAsyncContextManager[None]:
+    """:func:`export_turn` for a route, waiting on the event loop (no request thread is held);
+    ``holder`` (a user, a gallery link) holds at most :data:`EXPORTS_PER_HOLDER` turns at once."""
+    return _EXPORTERS.waiting(EXPORT_WAIT_S, _BUSY, holder=holder)
 
 
 def superpixel_folder(files: ProjectFiles, slide: Slide) -> tuple[Path, dict]:

@@ -123,13 +123,17 @@ _EMBEDDERS = Turns(EMBEDDERS)
 SMART_REQUESTS = 4
 #: Seconds a smart-tool request waits to run before it is answered busy (503).
 SMART_WAIT_S = 30.0
-_SMART_REQUESTS = Turns(SMART_REQUESTS)
+#: Smart-tool turns one user holds at once: one user's parallel requests cannot take them all.
+SMART_PER_USER = 2
+_SMART_REQUESTS = Turns(SMART_REQUESTS, per_holder=SMART_PER_USER)
 
 
-def smart_turn_waiting() -> AbstractAsyncContextManager[None]:
-    """A turn to run one smart-tool request, waited for on the event loop."""
-    return _SMART_REQUESTS.waiting(SMART_WAIT_S, f"the smart tool is busy with {SMART_REQUESTS} other requests "
-                                                 f"(over {SMART_WAIT_S:.0f} s); try again")
+def smart_turn_waiting(user_id: int | None = None) -> AbstractAsyncContextManager[None]:
+    """A turn to run one smart-tool request, waited for on the event loop; ``user_id`` holds at
+    most :data:`SMART_PER_USER` at once."""
+    return _SMART_REQUESTS.waiting(SMART_WAIT_S, f"the smart tool is busy with other requests (yours, or "
+                                                 f"{SMART_REQUESTS} at once) for over {SMART_WAIT_S:.0f} s; try again",
+                                   holder=user_id)
 
 
 def sam_model(settings: Settings) -> tuple[SamPredictor | None, str]:

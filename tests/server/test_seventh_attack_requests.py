@@ -19,9 +19,9 @@ def test_a_gallery_request_holds_no_connection_while_it_waits_for_its_turn(app, 
     pool, waiting = app.state.database.engine.pool, deps.export_turn_waiting
     seen: list[int] = []
 
-    def watched():
+    def watched(holder=None):
         seen.append(pool.checkedout())
-        return waiting()
+        return waiting(holder)
 
     monkeypatch.setattr(deps, "export_turn_waiting", watched)
     client.get(f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin")

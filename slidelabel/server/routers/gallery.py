@@ -19,7 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from slidelabel.errors import ConflictError, NotFoundError, SlideError
-from slidelabel.server.deps import ExportTurn, Owner, ReadSession, SettingsDep, WriteSession, release_connection
+from slidelabel.server.deps import GalleryExportTurn, Owner, ReadSession, SettingsDep, WriteSession, release_connection
 from slidelabel.server.routers.tiles import JPEG, PNG, cached_response
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.gallery import (
@@ -148,7 +148,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, view: View, settings:
                    responses={200: {"content": {"application/octet-stream": {}},
                                     "description": "little-endian uint32 category id per superpixel id (0: none), "
                                                    "N + 1 values"}})
-def overlay(slide_id: int, view: View, _turn: ExportTurn, session: ReadSession, settings: SettingsDep) -> Response:
+def overlay(slide_id: int, view: View, _turn: GalleryExportTurn, session: ReadSession, settings: SettingsDep) -> Response:
     """The link's overlay of the slide: its labels (reviews, else the users' majority) or the
     latest epoch's predicted categories (``X-Epoch`` names the epoch). Built in an export turn:
     the majority reads every label row of the slide (4.8 million: about 30 s and 800 MB)."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import TypeAdapter
 
 from slidelabel.errors import ParameterError
-from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, Viewer, WriteSession
+from slidelabel.server.deps import Annotator, CurrentUser, ExportTurn, ReadSession, Viewer, WriteSession
 from slidelabel.server.request_checks import MAX_ID
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.labels import (
@@ -71,13 +71,13 @@ def get_labels(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSe
 LabelView = Literal["mine", "effective"]
 
 
-async def _effective_turn(view: LabelView = "mine") -> AsyncIterator[None]:
+async def _effective_turn(user: CurrentUser, view: LabelView = "mine") -> AsyncIterator[None]:
     """An export turn for the effective view, which reads every label row of the slide; none for
     the caller's own labels."""
     if view != "effective":
         yield
         return
-    async with export_turn_waiting():
+    async with export_turn_waiting(user.id):
         yield
 
 

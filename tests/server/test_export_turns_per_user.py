@@ -1,0 +1,69 @@
+"""One user holds at most one of the export turns and two of the smart tool's at once: one
+viewer's parallel exports (or smart-tool requests) wait for each other, not for everyone else's."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from slidelabel.services import exports, smart
+from slidelabel.services.turns import Turns
+from slidelabel.store.models import Role
+
+
+def test_a_holder_waits_for_its_own_turn_while_others_take_the_free_one() -> None:
+    turns = Turns(2, per_holder=1)
+
+    async def run() -> list[str]:
+        taken: list[str] = []
+
+        async def take(holder: str, hold_s: float) -> None:
+            async with turns.waiting(5.0, "busy", poll_s=0.005, holder=holder):
+                taken.append(holder)
+                await asyncio.sleep(hold_s)
+
+        await asyncio.gather(take("a", 0.3), take("a", 0.0), take("b", 0.0))
+        return taken
+
+    assert asyncio.run(run()) == ["a", "b", "a"]
+    assert turns.acquire(blocking=False) and turns.acquire(blocking=False), "a turn was not given back"
+
+
+# The smart tool's answer past its turn: 404, the slide has no features (the route ran).
+@pytest.mark.parametrize("url, turns, ran", [("/labels/summary", "exports", 200), ("/agreement", "exports", 200),
+                                             ("/slides/{slide}/shapes/scales?superpixel=1", "smart", 404)])
+def test_one_users_turns_do_not_keep_another_user_waiting(client, monkeypatch, member_headers, project, slide_row,
+                                                           slide_url, url, turns, ran) -> None:
+    monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
+    monkeypatch.setattr(smart, "SMART_WAIT_S", 0.05)
+    held, per_user = ((exports._EXPORTERS, exports.EXPORTS_PER_HOLDER) if turns == "exports"
+                      else (smart._SMART_REQUESTS, smart.SMART_PER_USER))
+    greedy, other = member_headers(Role.viewer), member_headers(Role.viewer)
+    greedy_id = client.get("/api/v1/auth/me", headers=greedy).json()["id"]
+    full_url = f"/api/v1/projects/{project['id']}" + url.format(slide=slide_row)
+    for _ in range(per_user):  # the greedy viewer's earlier requests still build
+        assert held._take(greedy_id)
+    try:
+        refused = client.get(full_url, headers=greedy)
+        answered = client.get(full_url, headers=other)
+    finally:
+        for _ in range(per_user):
+            held._give_back(greedy_id)
+    assert refused.status_code == 503 and "your" in refused.json()["detail"]
+    assert answered.status_code == ran, answered.text
+    assert client.get(full_url, headers=greedy).status_code == ran
+
+
+def test_a_gallery_link_holds_one_export_turn(client, monkeypatch, member_headers, project, slide_row) -> None:
+    monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
+    owner = member_headers(Role.owner)
+    links = [client.post(f"/api/v1/projects/{project['id']}/gallery", headers=owner, json={"overlay": "labels"}).json()
+             for _ in range(2)]
+    assert exports._EXPORTERS._take(("gallery", links[0]["token"]))
+    try:
+        statuses = [client.get(f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin").status_code
+                    for link in links]
+    finally:
+        exports._EXPORTERS._give_back(("gallery", links[0]["token"]))
+    assert statuses == [503, 200]
