@@ -3,7 +3,8 @@
 A stroke (thousands of superpixels) costs three statements whatever its size: its superpixel ids
 travel as one bound parameter (:class:`SuperpixelBatch`); one ``INSERT ... SELECT`` writes a
 :class:`LabelEvent` for each superpixel whose label changes, with the value it replaced; one
-upsert (or delete) changes the labels. Unchanged superpixels write nothing. The slide's row is
+upsert (or delete) changes the labels (and two small statements count the history against its
+quota, :mod:`~slidelabel.services.label_history`). Unchanged superpixels write nothing. The slide's row is
 locked for the transaction (SQLite: the write transaction's database lock; PostgreSQL:
 ``SELECT ... FOR NO KEY UPDATE``), so concurrent strokes on a slide apply one after another and
 every event's previous value is the one it replaced.
@@ -37,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, ParameterError
+from slidelabel.services import label_history
 from slidelabel.services.slides import get_slide
 from slidelabel.store.models import Category, Label, LabelEvent, Review, Slide, User, utcnow
 
@@ -215,6 +217,7 @@ def set_labels(session: Session, slide: Slide, user_id: int, superpixels: Sequen
                                                            history_rows))
     write_batch(session, Label.__table__, owner, batch, category_id,
                 {"project_id": slide.project_id, "epoch": epoch, "updated_at": now})
+    label_history.count_events(session, slide, user_id, inserted.rowcount)
     return BatchResult(changed=inserted.rowcount, unchanged=int(ids_M.size) - inserted.rowcount)
 
 

@@ -194,7 +194,8 @@ class LabelEvent(Base):
     first label."""
 
     __tablename__ = "label_events"
-    __table_args__ = (Index("ix_label_events_slide_superpixel", "slide_id", "superpixel"),)
+    __table_args__ = (Index("ix_label_events_slide_superpixel", "slide_id", "superpixel"),
+                      Index("ix_label_events_slide_user_id", "slide_id", "user_id", "id"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
@@ -207,6 +208,17 @@ class LabelEvent(Base):
     )
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LabelHistorySize(Base):
+    """How many :class:`LabelEvent` rows one user's history of one slide holds: the count its
+    quota is checked against (:mod:`slidelabel.services.label_history`)."""
+
+    __tablename__ = "label_history_sizes"
+
+    slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Review(Base):
