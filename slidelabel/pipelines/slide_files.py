@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,23 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
     return None
 
 
+def check_regular_file(path: Path) -> None:
+    """Raise :class:`SlideUnreadableError` unless ``path`` (links followed) is a regular file: a
+    FIFO, socket or device named like a slide would block its reader forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
+    if not stat.S_ISREG(mode):
+        raise SlideUnreadableError(path, "is not a regular file (a FIFO, socket or device): only slide files are read")
+
+
 def check_slide_limits(path: Path, limits: SlideLimits) -> None:
     """Raise :class:`SlideUnreadableError` when the TIFF-based file at ``path`` (SVS, TIFF, NDPI...)
     declares more pixels, a larger level without a pyramid, or larger strips or tiles than
-    ``limits`` allow. Only headers are read; other formats pass (their readers decode tiles)."""
+    ``limits`` allow, or is no regular file (:func:`check_regular_file`). Only headers are read;
+    other formats pass (their readers decode tiles)."""
+    check_regular_file(path)
     try:
         with tifffile.TiffFile(path) as tiff:
             problem = _tiff_limit_problem(tiff, limits)

@@ -23,6 +23,7 @@ from slidelabel.services.feature_import import remove_unfinished
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.segment_import import ALGORITHM as IMPORTED_ALGORITHM
+from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.superpixels import compute_slide_superpixels, finished_manifest
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
@@ -100,7 +101,7 @@ def imported_segments(folder: Path) -> bool:
 
 def _slide_path(context: JobContext) -> Path:
     with context.database.session() as session:
-        return Path(session.get(Slide, context.slide_id).path)
+        return slide_file(session.get(Slide, context.slide_id))
 
 
 def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, share: float) -> str:

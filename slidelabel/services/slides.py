@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anyio import to_thread
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -107,6 +107,10 @@ class SlideStatus:
 
     slide: Slide
     jobs: dict[str, Job | None]
+
+
+#: The kind of the project's epoch jobs (:mod:`slidelabel.services.epochs`), which read every slide.
+EPOCH_KIND = "epoch"
 
 
 def allowed_folders(settings: Settings) -> list[Path]:
@@ -358,14 +362,16 @@ def list_slides(session: Session, project_id: int) -> list[SlideStatus]:
 def delete_slide(database: Database, settings: Settings, project_id: int, slide_id: int) -> None:
     """Remove the slide, its labels and jobs, and its files under the data folder: superpixels,
     features, predictions, and the slide file itself if it was uploaded. :class:`ConflictError`
-    while a job of the slide is queued or running."""
+    while a job of the slide, or an epoch of the project (it reads every slide's labels and
+    features, and writes every slide's predictions), is queued or running."""
     files = ProjectFiles(settings.data_dir, project_id)
     with database.session(write=True) as session:
         slide = get_slide(session, project_id, slide_id)
+        reading = or_(Job.slide_id == slide_id, (Job.project_id == project_id) & (Job.kind == EPOCH_KIND))
         active = list(session.scalars(select(Job.id).where(
-            Job.slide_id == slide_id, Job.state.in_([JobState.queued, JobState.running]))))
+            reading, Job.state.in_([JobState.queued, JobState.running])).order_by(Job.id)))
         if active:
-            raise ConflictError(f"jobs {', '.join(map(str, active))} of this slide are queued or running; "
+            raise ConflictError(f"jobs {', '.join(map(str, active))} reading this slide are queued or running; "
                                 "cancel them first")
         epochs = session.scalars(select(Epoch.number).where(Epoch.project_id == project_id))
         remove = [files.predictions(number, slide_id) for number in epochs]

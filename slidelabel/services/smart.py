@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from slidelabel.errors import ParameterError, SlideUnreadableError
 from slidelabel.pipelines.sam import ImageEmbedding, SamPredictor, load_sam, mask_outline, sam_folder
 from slidelabel.services import shapes
+from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.tiles import TileGrid, file_version, label_map, slide_source, superpixel_table
 from slidelabel.services.turns import Turns
 from slidelabel.settings import Settings
@@ -197,7 +198,7 @@ def embed_region(settings: Settings, slide: Slide, region_level0: tuple[float, f
 
 def _embedded(predictor: SamPredictor, slide: Slide,
               region_level0: tuple[float, float, float, float]) -> tuple[RegionEmbedding, bool]:
-    path = Path(slide.path)
+    path = slide_file(slide)
     grid = TileGrid.of(slide_source(path))
     box = clipped_region(region_level0, grid.width, grid.height)
     key = (str(predictor.folder), str(path), file_version(path), box, predictor.input_px)

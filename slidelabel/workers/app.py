@@ -75,4 +75,11 @@ def _transport_options(settings: Settings) -> dict:
             "processed_folder": str(folder / "processed"), "store_processed": False}
 
 
-app = make_celery(Settings())
+def __getattr__(name: str) -> Celery:
+    """:data:`app` for ``celery -A slidelabel.workers.app``, built from the environment when first
+    asked for, not at import: ``slidelabel serve`` imports this module before it has put its
+    command line's settings into the environment (the environment's settings alone may not hold)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["app"] = built = make_celery(Settings())
+    return built

@@ -34,6 +34,7 @@ from slidelabel.server.schemas.gallery import (
 from slidelabel.server.schemas.slides import TileMetadata
 from slidelabel.services import gallery, tiles
 from slidelabel.services.gallery import GalleryView
+from slidelabel.services.slide_paths import slide_file
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import GalleryOverlay, Slide
@@ -104,7 +105,7 @@ def gallery_page(view: View, session: ReadSession) -> GalleryPublic:
 def tile_metadata(slide_id: int, view: View) -> TileMetadata:
     slide = view.slide(slide_id)
     with _shown_as("image of this slide"):
-        grid = tiles.TileGrid.of(tiles.slide_source(Path(slide.path)))
+        grid = tiles.TileGrid.of(tiles.slide_source(slide_file(slide)))
     return TileMetadata(levels=grid.levels, tile_width=grid.tile_width, tile_height=grid.tile_height,
                         width=grid.width, height=grid.height, mpp=slide.mpp)
 
@@ -112,7 +113,7 @@ def tile_metadata(slide_id: int, view: View) -> TileMetadata:
 @public_router.get("/{token}/slides/{slide_id}/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
 def slide_tile(slide_id: int, z: int, x: int, y: int, view: View, request: Request) -> Response:
     """Tile (x, y) of level z, as the project's tile route serves it."""
-    path = Path(view.slide(slide_id).path)
+    path = slide_file(view.slide(slide_id))
     with _shown_as(f"tile ({x}, {y}) of level {z}"):
         return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
                                lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y), read=(slide_id, z, x, y))
@@ -122,7 +123,7 @@ def slide_tile(slide_id: int, z: int, x: int, y: int, view: View, request: Reque
 def slide_thumbnail(slide_id: int, view: View, request: Request,
                     width: Annotated[int, Query(ge=16, le=512)] = 256) -> Response:
     """A picture of the whole slide for the slide picker, ``width`` rounded up to a power of two."""
-    path, shown = Path(view.slide(slide_id).path), tiles.thumbnail_width(width)
+    path, shown = slide_file(view.slide(slide_id)), tiles.thumbnail_width(width)
     with _shown_as("thumbnail of this slide"):
         return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
                                lambda: tiles.slide_thumbnail(tiles.slide_source(path), shown), read=(slide_id, shown))
@@ -141,7 +142,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, view: View, settings:
     with _shown_as(f"superpixel tile ({x}, {y}) of level {z}"):
         labels = tiles.label_map(_superpixels(settings, slide))
         return cached_response(request, labels.version, GALLERY_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
-            labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y), read=(slide_id, z, x, y))
+            labels, tiles.TileGrid.of(tiles.slide_source(slide_file(slide))), z, x, y), read=(slide_id, z, x, y))
 
 
 @public_router.get("/{token}/slides/{slide_id}/overlay.bin", response_class=Response,

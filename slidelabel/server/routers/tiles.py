@@ -17,6 +17,7 @@ from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
 from slidelabel.services import tiles
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.exports import export_turn
+from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.slides import get_slide
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
@@ -68,7 +69,7 @@ def _superpixels(settings: Settings, slide: Slide) -> Path:
 @router.get("/tiles")
 def tile_metadata(slide_id: int, access: Viewer, session: ReadSession) -> TileMetadata:
     slide = _slide(access, session, slide_id)
-    grid = tiles.TileGrid.of(tiles.slide_source(Path(slide.path)))
+    grid = tiles.TileGrid.of(tiles.slide_source(slide_file(slide)))
     return TileMetadata(levels=grid.levels, tile_width=grid.tile_width, tile_height=grid.tile_height,
                         width=grid.width, height=grid.height, mpp=slide.mpp)
 
@@ -77,7 +78,7 @@ def tile_metadata(slide_id: int, access: Viewer, session: ReadSession) -> TileMe
 def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: ReadSession,
                request: Request) -> Response:
     """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge."""
-    path = Path(_slide(access, session, slide_id).path)
+    path = slide_file(_slide(access, session, slide_id))
     return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
                            lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y), read=(slide_id, z, x, y))
 
@@ -88,7 +89,7 @@ def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request
     """A JPEG of the whole slide, ``width`` rounded up to a power of two from 64 (a browser scales
     it down): at most 6 renders a slide for the cache, where every width was one (2,000 widths
     rendered in parallel took a viewer's requests to +0.9 GB)."""
-    path, shown = Path(_slide(access, session, slide_id).path), tiles.thumbnail_width(width)
+    path, shown = slide_file(_slide(access, session, slide_id)), tiles.thumbnail_width(width)
     return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
                            lambda: tiles.slide_thumbnail(tiles.slide_source(path), shown), read=(slide_id, shown))
 
@@ -101,7 +102,7 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, sessi
     slide = _slide(access, session, slide_id)
     labels = tiles.label_map(_superpixels(settings, slide))
     return cached_response(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
-        labels, tiles.TileGrid.of(tiles.slide_source(Path(slide.path))), z, x, y), read=(slide_id, z, x, y))
+        labels, tiles.TileGrid.of(tiles.slide_source(slide_file(slide))), z, x, y), read=(slide_id, z, x, y))
 
 
 @router.get("/superpixels", response_model=SuperpixelTablePublic,
@@ -132,5 +133,5 @@ def superpixel_picture(slide_id: int, superpixel: int, access: Viewer, session: 
     folder = _superpixels(settings, slide)
     labels = tiles.label_map(folder)
     return cached_response(request, labels.version, SUPERPIXEL_CACHE, "image/png", lambda: tiles.superpixel_picture(
-        tiles.slide_source(Path(slide.path)), labels, tiles.superpixel_table(folder), superpixel, size),
+        tiles.slide_source(slide_file(slide)), labels, tiles.superpixel_table(folder), superpixel, size),
                            read=(slide_id, superpixel, size))
