@@ -35,6 +35,9 @@ SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 8, 56
 #: the operating system's cache, shared by every connection, so 64 connections need not keep
 #: 128 MB of copies.
 SQLITE_CACHE_KIB = 512
+#: Bytes the write-ahead log is cut back to after a checkpoint: without a limit it keeps the size
+#: of its busiest moment (1.1 GB after an annotator's scripted 100,000-superpixel batches).
+SQLITE_WAL_LIMIT_BYTES = 64 * 2**20
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -47,6 +50,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_LIMIT_BYTES}")
     cursor.close()
 
 

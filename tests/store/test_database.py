@@ -87,3 +87,22 @@ def test_a_write_that_fails_or_times_out_gives_the_turn_back(db: Database, monke
         late.join()
     writer()
     assert outcome == ["busy", "wrote"]
+
+
+def test_the_wal_file_is_cut_back_after_a_large_write(db: Database, tmp_path: Path):
+    """A burst of writes grew the WAL file to 1.1 GB and it kept that size; now it is truncated
+    to SQLITE_WAL_LIMIT_BYTES at the next checkpoint."""
+    wal = tmp_path / "test.sqlite-wal"
+    limit = database_module.SQLITE_WAL_LIMIT_BYTES
+    with db.session(write=True) as session:
+        session.execute(text("CREATE TABLE blob (data BLOB)"))
+    with db.session(write=True) as session:  # a transaction larger than the limit, all in the WAL
+        for _ in range(2 * limit // 2**20 + 8):
+            session.execute(text("INSERT INTO blob VALUES (randomblob(1048576))"))
+    grown = wal.stat().st_size
+    with db.session() as session:  # what SQLite does by itself after 1,000 pages
+        session.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
+    with db.session(write=True) as session:  # the next writer starts the log over, cut back
+        session.execute(text("UPDATE counter SET n = 1"))
+    assert grown > 2 * limit
+    assert wal.stat().st_size <= limit, f"the WAL stays at {wal.stat().st_size / 2**20:.0f} MB"
