@@ -37,9 +37,11 @@ from slidelabel.errors import (
     SlidelabelError,
 )
 from slidelabel.services import cohort
+from slidelabel.services.access import Action
 from slidelabel.services.batch import output_names
 from slidelabel.services.epochs import get_epoch, model_file
 from slidelabel.services.jobs import WAITING, JobContext, Sender, dispatch, job_kind, submit
+from slidelabel.services.names import shown_input
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.slides import browse_folders, require_readable_folders, resolve_in_folders
 from slidelabel.settings import Settings
@@ -83,7 +85,7 @@ def start_cohort(database: Database, sender: Sender, settings: Settings, *, proj
         raise ParameterError(f"{folder} is not a folder; give a slide folder (GET /slide-folders lists them)")
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ParameterError(f"unknown format {unknown[0]!r}; the formats are {', '.join(FORMATS)}")
+        raise ParameterError(f"unknown format {shown_input(unknown[0])}; the formats are {', '.join(FORMATS)}")
     with database.session() as session:
         number = get_epoch(session, project.id, epoch).number
         cohort.open_cohort_model(model_file(session, settings.data_dir, project.id, number))
@@ -108,7 +110,7 @@ def _children_pattern(parent_id: int) -> str:
     return f"{COHORT_SLIDE}:{parent_id}:%"
 
 
-@job_kind(COHORT)
+@job_kind(COHORT, action=Action.manage)
 def run_cohort(context: JobContext) -> dict:
     """List the folder's slides and submit a slide job for each (those already submitted by an
     earlier attempt are sent again only while queued); the cohort then waits for them."""
@@ -182,7 +184,7 @@ def latest_children(session: Session, parent_id: int) -> list[Job]:
                   key=lambda job: int(job.key.rsplit(":", 1)[1]))
 
 
-@job_kind(COHORT_SLIDE, on_end=_settle)
+@job_kind(COHORT_SLIDE, on_end=_settle, action=Action.manage)
 def run_cohort_slide(context: JobContext) -> dict:
     """Predict one slide of a cohort; a slide that cannot be read fails this job only."""
     params = context.params
@@ -261,13 +263,13 @@ def cohort_slides(session: Session, data_dir: Path, project_id: int, job_id: int
 def cohort_file(session: Session, data_dir: Path, project_id: int, job_id: int, name: str, what: str) -> Path:
     """The file ``what`` (a key of :data:`DOWNLOADS`) of the cohort slide ``name``, once predicted."""
     if what not in DOWNLOADS:
-        raise NotFoundError(f"no file {what!r}; the files are {', '.join(DOWNLOADS)}")
+        raise NotFoundError(f"no file {shown_input(what)}; the files are {', '.join(DOWNLOADS)}")
     parent = find_cohort(session, project_id, job_id)
     names = {job.params["name"] for job in latest_children(session, job_id)}
     if name not in names:
-        raise NotFoundError(f"no slide {name!r} in cohort {job_id}")
+        raise NotFoundError(f"no slide {shown_input(name)} in cohort {job_id}")
     folder = cohort_dir(data_dir, project_id, parent.params["out"]) / name
     manifest = read_manifest(folder / cohort.MANIFEST_FILE)
     if manifest is None or DOWNLOADS[what] not in manifest.get("files", []):
-        raise NotFoundError(f"slide {name!r} of cohort {job_id} has no {what} (yet)")
+        raise NotFoundError(f"slide {shown_input(name)} of cohort {job_id} has no {what} (yet)")
     return folder / DOWNLOADS[what]

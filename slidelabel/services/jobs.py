@@ -37,9 +37,10 @@ from sqlalchemy import select, update
 
 from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
 from slidelabel.registry import Registry
+from slidelabel.services.access import ALLOWED, Action
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
-from slidelabel.store.models import Job, JobState
+from slidelabel.store.models import Job, JobState, Role
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ class JobKind:
     on_end: Callable[[Database, int], None] | None = None
     """Called with the job's id once a job of this kind has ended (done, failed or cancelled),
     whoever ended it: the worker, or :func:`requeue_stale` giving up, or the hard time limit."""
+    action: Action = Action.manage
+    """What starting a job of this kind takes in the project, and so retrying one (see
+    :data:`~slidelabel.services.access.ALLOWED`): owners' work unless the kind says otherwise,
+    so that a kind added later is never opened to weaker roles by mistake."""
 
 
 def _import_job_modules(_registry: Registry[JobKind]) -> None:
@@ -96,13 +101,14 @@ def _import_job_modules(_registry: Registry[JobKind]) -> None:
 JOB_KINDS: Registry[JobKind] = Registry("job kind", None, load=_import_job_modules)
 
 
-def job_kind(name: str, *, queue: str = SLIDE_QUEUE,
-             on_end: Callable[[Database, int], None] | None = None) -> Callable[[Callable], Callable]:
+def job_kind(name: str, *, queue: str = SLIDE_QUEUE, on_end: Callable[[Database, int], None] | None = None,
+             action: Action = Action.manage) -> Callable[[Callable], Callable]:
     """Register ``function(context) -> result dict or None`` as the job kind ``name`` (see
-    :attr:`JobKind.on_end`, and :data:`WAITING` for a result that leaves the job running)."""
+    :attr:`JobKind.on_end` and :attr:`JobKind.action`, and :data:`WAITING` for a result that
+    leaves the job running)."""
 
     def decorator(function: Callable[[JobContext], dict | None]) -> Callable[[JobContext], dict | None]:
-        JOB_KINDS.add(name, JobKind(name, function, queue, on_end), description=(function.__doc__ or "").strip()
+        JOB_KINDS.add(name, JobKind(name, function, queue, on_end, action), description=(function.__doc__ or "").strip()
                       .split("\n")[0])
         return function
 
@@ -163,44 +169,84 @@ class JobContext:
             job.progress = min(max(float(fraction), 0.0), 1.0)
             job.heartbeat_at = datetime.now(UTC)
             if message:
-                job.message = message
+                job.message = bounded(message, MESSAGE_CHARS)
 
     def log(self, line: str) -> None:
         with self.database.session(write=True) as session:
             job = session.get(Job, self.job_id)
-            job.log = f"{job.log}{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {line}\n"
+            job.log = f"{job.log}{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {bounded(line, LOG_LINE_CHARS)}\n"
 
 
 _TRACEBACK = "Traceback (most recent call last):"
 _INTERNAL = "internal error"
 
 
-#: An absolute path in a message (``/srv/slides/case 1.svs:`` stops at the space, a colon, a quote or
-#: a bracket): a '/' at the start or after a space, quote, bracket or '=', then two parts or more.
-_ABSOLUTE_PATH = re.compile(r"(?<![^\s'\"(=])/(?:[^\s/'\":,;()]+/)+[^\s/'\":,;()]*")
+#: Characters of a job's message, and of one line of its log, that are stored: the rest is cut with
+#: a note of how much (a message is in every member's job list, polled by the web client).
+MESSAGE_CHARS, LOG_LINE_CHARS = 4_000, 4_000
+#: Characters of a failure's traceback stored in the job's log.
+TRACEBACK_CHARS = 64_000
+
+#: A ``file://`` URI's scheme and host, which go with the path that follows.
+_FILE_URI = r"file://[^/\s'\"]*"
+#: A folder of an absolute path: any characters but '/' and line ends (spaces, quotes and commas
+#: included: a folder may be "Patient Smith, 2024"), but not ": " or "; ", which end a path in
+#: "PATH: error" messages, and not ending in a space, ',', ':', ';' or "..." (a following '/' then
+#: begins another path, or is prose such as "POST .../slides/{s}").
+_FOLDER = r"(?:[^/\n\r:;]|[:;](?![\s]|$))+(?<![\s,:;])(?<!\.\.\.)/"
+#: A path's last part as written unquoted: it stops at a space, quote, bracket or punctuation.
+_LAST_PART = r"[^\s/'\":,;()]*"
+#: An absolute path (or file URI) in quotes, where the closing quote ends it.
+_QUOTED_PATH = re.compile(rf"""(['"])((?:{_FILE_URI})?/[^\n\r]*?)\1(?!\w)""")
+#: An absolute path (or file URI) not in quotes: a '/' that no word, '.', '~', '-' or '/' comes
+#: right before (so not "and/or", ".../slides" or a URL's host), one folder or more, its last part.
+_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~/-])(?:{_FILE_URI})?/(?:{_FOLDER})+{_LAST_PART}")
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters and a note of how many more there were.
+
+    >>> bounded("abcdef", 3)
+    'abc... (3 more characters)'
+    """
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def shown_to(job: Job, *, admin: bool) -> tuple[str, str]:
     """The job's message and log as ``admin`` or another viewer may see them: a failure that is a
     bug keeps its traceback and error text (server paths, code) for the admin only, and others
-    read every absolute path as its name (a slide file's folder on the server, the data folder)."""
+    read every absolute path as its name (a slide file's folder on the server, the data folder).
+    Every answer that shows a job's message or log goes through here."""
     if admin:
         return job.message, job.log
     message = _INTERNAL + "; the admin can see the details" if job.message.startswith(_INTERNAL) else job.message
     log, _, traceback_part = job.log.partition(_TRACEBACK)
     log += "(an internal error; the admin can see its details)\n" if traceback_part else ""
-    return _names_only(message), _names_only(log)
+    return names_only(message), names_only(log)
 
 
-def _names_only(text: str) -> str:
-    """``text`` with each absolute path replaced by its last part.
+def names_only(text: str) -> str:
+    """``text`` with each absolute path (or ``file://`` URI) replaced by its last part, the name of
+    a file or folder: a viewer learns no folder of the server. A folder may hold spaces, quotes
+    and commas; where a path's end is unsure, more is taken as path (a name lost, never a folder
+    shown).
 
-    >>> _names_only("/srv/lab/slides/t.svs: no pixel size; see POST .../slides/{s}/sources")
+    >>> names_only("/srv/lab/slides/t.svs: no pixel size; see POST .../slides/{s}/sources")
     't.svs: no pixel size; see POST .../slides/{s}/sources'
-    >>> _names_only("cannot read '/srv/lab/slides/t.svs'")
+    >>> names_only("cannot read '/srv/lab/slides/t.svs'")
     "cannot read 't.svs'"
+    >>> names_only("/srv/A/Patient Smith 2024/biopsy.svs: no such file")
+    'biopsy.svs: no such file'
+    >>> names_only("/srv/x.svs,/srv/y.svs and file:///srv/z%20w/u.svs")
+    'x.svs,y.svs and u.svs'
     """
-    return _ABSOLUTE_PATH.sub(lambda match: PurePath(match.group()).name or match.group(), text)
+    text = _QUOTED_PATH.sub(lambda match: match.group(1) + _name(match.group(2)) + match.group(1), text)
+    return _ABSOLUTE_PATH.sub(lambda match: _name(match.group()), text)
+
+
+def _name(path: str) -> str:
+    """The last part of an absolute path or file URI; the path itself where it has none ("/")."""
+    return PurePath(re.sub(rf"^{_FILE_URI}", "", path)).name or path
 
 
 def shown_params(params: object, *, admin: bool) -> object:
@@ -272,14 +318,23 @@ def _check_may_manage(job: Job, *, user_id: int, is_owner: bool, verb: str) -> N
 
 
 def retry(database: Database, sender: Sender, project_id: int, job_id: int, *, user_id: int, is_owner: bool,
-          data_dir: Path | None = None, may_read_folders: bool = True) -> Job:
+          role: Role | None = None, data_dir: Path | None = None, may_read_folders: bool = True) -> Job:
     """Run a failed or cancelled job again, as a new job of ``user_id`` with the same work. Only
-    who started it and the project's owners (the admin among them) may: :class:`PermissionDeniedError`
-    for others, and for a job that reads server files outside ``data_dir`` (a folder, a file to
-    import) unless ``may_read_folders``: a right withdrawn since the first run stays withdrawn."""
+    who started it and the project's owners (the admin among them) may, and only with the role
+    that starting a job of its kind takes now (:attr:`JobKind.action`; ``role`` is the
+    retrier's, an owner's or an annotator's by ``is_owner`` when not given):
+    :class:`PermissionDeniedError` for others, for a starter since demoted, and for a job that
+    reads server files outside ``data_dir`` (a folder, a file to import) unless
+    ``may_read_folders``: a right withdrawn since the first run stays withdrawn."""
+    role = role or (Role.owner if is_owner else Role.annotator)
     with database.session() as session:
         job = find_job(session, project_id, job_id)
-        _check_may_manage(job, user_id=user_id, is_owner=is_owner, verb="retry")
+        _check_may_manage(job, user_id=user_id, is_owner=role == Role.owner, verb="retry")
+        action = JOB_KINDS[job.kind].action
+        if role not in ALLOWED[action]:
+            needed = " or ".join(sorted(r.value for r in ALLOWED[action]))
+            raise PermissionDeniedError(f"a {job.kind} job is started, and retried, by the role {needed}; you are "
+                                        f"{role.value} in this project: ask an owner")
         if job.state not in (JobState.failed, JobState.cancelled):
             raise ConflictError(f"job {job_id} is {job.state.value}; only failed or cancelled jobs are retried")
         kind, key, params, slide_id = job.kind, job.key, job.params, job.slide_id
@@ -324,18 +379,19 @@ def _finish(database: Database, job_id: int, state: JobState, message: str, log:
         job = session.get(Job, job_id)
         if job.state == JobState.cancelled and state != JobState.cancelled:
             return
-        job.state, job.message = state, message
+        job.state, job.message = state, bounded(message, MESSAGE_CHARS)
         if state == JobState.done:
             job.progress = 1.0
         if log:
-            job.log += log
+            job.log += bounded(log, TRACEBACK_CHARS)
 
 
 def _wait(database: Database, job_id: int, message: str) -> None:
     """Leave a running job running with no heartbeat (see :data:`WAITING`)."""
     with database.session(write=True) as session:
         session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.running)
-                        .values(message=message, heartbeat_at=None).execution_options(synchronize_session=False))
+                        .values(message=bounded(message, MESSAGE_CHARS), heartbeat_at=None)
+                        .execution_options(synchronize_session=False))
 
 
 def _ended(database: Database, job_id: int) -> None:
@@ -445,7 +501,7 @@ def fail_running(database: Database, job_id: int, message: str) -> bool:
     with database.session(write=True) as session:
         failed = bool(session.execute(
             update(Job).where(Job.id == job_id, Job.state == JobState.running)
-            .values(state=JobState.failed, message=message, heartbeat_at=None)
+            .values(state=JobState.failed, message=bounded(message, MESSAGE_CHARS), heartbeat_at=None)
             .execution_options(synchronize_session=False)).rowcount)
     if failed:
         _ended(database, job_id)

@@ -21,6 +21,7 @@ from slidelabel.pipelines.importers import SEGMENT_FORMATS, choose
 from slidelabel.pipelines.importers.segments import ImportOptions, SlideGeometry, rasterise, working_size
 from slidelabel.pipelines.slides import Slide, WorkingScale
 from slidelabel.pipelines.tissue import detect_tissue, mask_window
+from slidelabel.services.names import shown_input
 from slidelabel.services.superpixels import MANIFEST_FORMAT, overview, slide_record, summary_table
 from slidelabel.store.atomic import remove_temporaries
 from slidelabel.store.label_map import LabelMapWriter
@@ -30,6 +31,8 @@ from slidelabel.store.superpixel_table import write_table
 
 #: The manifest's ``algorithm`` for imported segments.
 ALGORITHM = "imported-segments/1"
+#: Classes an import's summary lists by name (the largest), and the characters of each name it shows.
+SUMMARY_CLASSES, SUMMARY_NAME_CHARS = 20, 60
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,17 @@ class SegmentImportResult:
     seconds: float
 
     def summary(self) -> str:
-        """One line per fact, for people."""
+        """One line per fact, for people: the :data:`SUMMARY_CLASSES` largest classes, each name
+        shortened to :data:`SUMMARY_NAME_CHARS`, then how many more (a file may hold thousands of
+        classes with long names, and the summary is a job's message in every member's job list)."""
         lines = [f"{self.segments:,} segments ({self.format}) in {self.seconds:.1f} s -> {self.folder}"]
         lines += [f"  {count:,} {reason}" for reason, count in self.dropped.items()]
-        lines += [f"  class {name!r}: {count:,} segments" for name, count in self.classes.items()]
+        largest = sorted(self.classes.items(), key=lambda item: -item[1])
+        lines += [f"  class {shown_input(name, limit=SUMMARY_NAME_CHARS)}: {count:,} segments"
+                  for name, count in largest[:SUMMARY_CLASSES]]
+        rest = largest[SUMMARY_CLASSES:]
+        if rest:
+            lines.append(f"  and {len(rest):,} more classes ({sum(count for _, count in rest):,} segments)")
         return "\n".join(lines)
 
 

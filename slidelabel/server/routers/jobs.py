@@ -41,8 +41,9 @@ def cancel_job(job_id: int, access: Trainer, database: DatabaseDep) -> JobPublic
 @router.post("/{job_id}/retry", status_code=202)
 def retry_job(job_id: int, access: Trainer, database: DatabaseDep, settings: SettingsDep, request: Request) -> JobPublic:
     """Run a failed or cancelled job again, as yours: its starter, the project's owners and the
-    admin may; one reading server folders needs that right now, as its first run did."""
+    admin may, with the role that starting a job of its kind takes now (an owner's for imports
+    and cohorts); one reading server folders needs that right now, as its first run did."""
     job = jobs.retry(database, request.app.state.celery, access.project.id, job_id, user_id=access.user.id,
-                     is_owner=access.role == Role.owner, data_dir=settings.data_dir,
+                     is_owner=access.role == Role.owner, role=access.role, data_dir=settings.data_dir,
                      may_read_folders=may_read_slide_folders(access.user))
     return JobPublic.shown(job, admin=access.user.is_admin)

@@ -16,6 +16,7 @@ from slidelabel.server.schemas.slides import (
     SlideFolderPublic,
     SlidePublic,
     SlidesAdded,
+    StepJob,
 )
 from slidelabel.services import slide_jobs, slides
 from slidelabel.services.access import ProjectAccess
@@ -26,10 +27,12 @@ from slidelabel.store.models import Slide
 router = APIRouter(route_class=CommitInRouteThread, tags=["slides"])
 
 
-def _public(slide: Slide, jobs: dict | None = None) -> SlidePublic:
+def _public(slide: Slide, jobs: dict | None = None, *, admin: bool = False) -> SlidePublic:
+    """The slide with its latest step jobs as ``admin`` or another member may see them."""
     jobs = jobs or {}
     return SlidePublic.model_validate(slide).model_copy(update={
-        "superpixels_job": jobs.get(slide_jobs.SUPERPIXELS), "features_job": jobs.get(slide_jobs.FEATURES)})
+        "superpixels_job": StepJob.shown(jobs.get(slide_jobs.SUPERPIXELS), admin=admin),
+        "features_job": StepJob.shown(jobs.get(slide_jobs.FEATURES), admin=admin)})
 
 
 @router.get("/slide-folders")
@@ -45,7 +48,8 @@ def list_slide_folders(user: CurrentUser, settings: SettingsDep) -> list[SlideFo
 @router.get("/projects/{project_id}/slides")
 def list_slides(access: Viewer, session: ReadSession) -> list[SlidePublic]:
     """The project's slides with the state of their latest superpixels and features jobs."""
-    return [_public(status.slide, status.jobs) for status in slides.list_slides(session, access.project.id)]
+    return [_public(status.slide, status.jobs, admin=access.user.is_admin)
+            for status in slides.list_slides(session, access.project.id)]
 
 
 @router.post("/projects/{project_id}/slides", status_code=201)

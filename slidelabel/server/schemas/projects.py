@@ -24,6 +24,10 @@ from slidelabel.store.models import Project, Role
 
 #: Longest project description (characters): a paragraph or two, not a document.
 DESCRIPTION_CHARS = 10_000
+#: Longest name of a registered extractor, model, strategy or normalisation a request may give
+#: (GET /registry lists them; ``imported-<name>`` extractors have at most 64 characters): a
+#: longer one is refused before a registry lookup could name it in its error.
+CHOICE_CHARS = 100
 
 
 class CategoryCreate(BaseModel):
@@ -103,10 +107,10 @@ class ProjectCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=DESCRIPTION_CHARS)
-    extractor: str = DEFAULT_EXTRACTOR
-    model: str = DEFAULT_MODEL
-    strategy: str = DEFAULT_STRATEGY
-    normalisation: str = Field(DEFAULT_NORMALISATION, description="how stain and scanner differences between "
+    extractor: str = Field(DEFAULT_EXTRACTOR, max_length=CHOICE_CHARS)
+    model: str = Field(DEFAULT_MODEL, max_length=CHOICE_CHARS)
+    strategy: str = Field(DEFAULT_STRATEGY, max_length=CHOICE_CHARS)
+    normalisation: str = Field(DEFAULT_NORMALISATION, max_length=CHOICE_CHARS, description="how stain and scanner differences between "
                                "slides are removed; GET /registry lists the choices")
     superpixels: SuperpixelChoices = Field(default_factory=SuperpixelChoices,
                                            description="superpixel options, e.g. {'size': '50um', 'magnification': 10}")
@@ -124,10 +128,10 @@ class ProjectUpdate(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=DESCRIPTION_CHARS)
-    extractor: str | None = None
-    model: str | None = None
-    strategy: str | None = None
-    normalisation: str | None = None
+    extractor: str | None = Field(None, max_length=CHOICE_CHARS)
+    model: str | None = Field(None, max_length=CHOICE_CHARS)
+    strategy: str | None = Field(None, max_length=CHOICE_CHARS)
+    normalisation: str | None = Field(None, max_length=CHOICE_CHARS)
 
 
 class ProjectPublic(BaseModel):

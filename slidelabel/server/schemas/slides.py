@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slidelabel.store.models import JobState
+from slidelabel.services.jobs import shown_to
+from slidelabel.store.models import Job, JobState
 
 
 class SlideAdd(BaseModel):
@@ -24,6 +26,16 @@ class StepJob(BaseModel):
     state: JobState
     progress: float
     message: str
+
+    @classmethod
+    def shown(cls, job: Job | None, *, admin: bool) -> Self | None:
+        """The job as the admin (``admin``) or another member may see it, as every job answer
+        shows it (:func:`slidelabel.services.jobs.shown_to`: no server path, no error text of a
+        bug); None for no job."""
+        if job is None:
+            return None
+        message, _log = shown_to(job, admin=admin)
+        return cls.model_validate(job).model_copy(update={"message": message})
 
 
 class SlidePublic(BaseModel):

@@ -1,0 +1,65 @@
+"""Rules for text that people give and others read: names shown beside each other (usernames,
+category names) and the inputs an error message names.
+
+A name is read, not parsed: two names that look the same must be the same name, so a name holds
+only printable characters, never a control, format (zero-width, bidi), surrogate, private-use,
+separator-line or unassigned character (a noncharacter such as U+FFFF among them). An error
+message names a caller's input so that they see which one is wrong, never the whole of a large
+one: :func:`shown_input` gives a short prefix and the length.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from slidelabel.errors import ParameterError
+
+#: Unicode general categories a name may not hold: control (Cc), format (Cf: zero-width and bidi
+#: marks), surrogate (Cs), private use (Co), line and paragraph separators (Zl, Zp) and unassigned
+#: (Cn, which holds the noncharacters U+FFFE, U+FFFF, U+FDD0...).
+UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Cn"})
+#: Characters of an input an error message shows (then "..." and the input's length).
+SHOWN_CHARS = 40
+
+
+def unshown_character(text: str) -> str | None:
+    """The first character of ``text`` that a name may not hold (see :data:`UNSHOWN`), or None.
+
+    >>> unshown_character("alice\\u200b")
+    '\\u200b'
+    >>> unshown_character("Tumour (grade 2)") is None
+    True
+    """
+    return next((c for c in text if unicodedata.category(c) in UNSHOWN), None)
+
+
+def check_printable_name(name: str, *, what: str, max_chars: int) -> str:
+    """``name`` stripped; :class:`ParameterError` naming ``what`` ("category name", "username")
+    unless it has 1 to ``max_chars`` characters, all printable (none of :data:`UNSHOWN`)."""
+    name = name.strip()
+    if not name:
+        raise ParameterError(f"empty {what}: it needs a name of 1 to {max_chars} printable characters")
+    bad = unshown_character(name)
+    if bad is not None:
+        raise ParameterError(f"{what} {shown_input(name)} holds U+{ord(bad):04X}, a control, invisible or unassigned "
+                             "character; names are printable text")
+    if len(name) > max_chars:
+        raise ParameterError(f"{what} {shown_input(name, limit=20)} has {len(name):,} characters; names have at "
+                             f"most {max_chars} characters")
+    return name
+
+
+def shown_input(value: object, *, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as an error message names it: its ``repr`` when short, else the ``repr`` of its
+    first ``limit`` characters, "..." and its length, so that an answer never echoes a large input.
+    ``repr`` escapes what JSON could not carry (a lone surrogate) and shows invisible characters.
+
+    >>> shown_input("resnet")
+    "'resnet'"
+    >>> shown_input("x" * 3_000_000, limit=5)
+    "'xxxxx'... (3,000,000 characters)"
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
