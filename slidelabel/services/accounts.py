@@ -25,12 +25,15 @@ from slidelabel.errors import (
     ParameterError,
     PermissionDeniedError,
 )
+from slidelabel.services.names import check_printable_name, shown_input
 from slidelabel.services.turns import Turns
 from slidelabel.store.models import Token, User
 
 ADMIN = "admin"
 DISABLED = "this account is disabled: ask the admin to enable it"
 MIN_PASSWORD = 8
+#: Longest username (characters).
+USERNAME_CHARS = 150
 _HASHER = PasswordHasher()
 # Verifying against a real hash when the user does not exist keeps the time of a failed login
 # from telling whether a username exists.
@@ -42,14 +45,15 @@ def _digest(token: str) -> str:
 
 
 def create_user(session: Session, username: str, password: str, *, is_admin: bool = False) -> User:
-    """A new user; :class:`ConflictError` if the name is taken."""
-    username = username.strip()
-    if not username or len(username) > 150:
-        raise ParameterError("a username must be 1 to 150 characters")
+    """A new user; :class:`ParameterError` for a name that is not 1 to :data:`USERNAME_CHARS`
+    printable characters (an invisible or bidi character would make a lookalike of another
+    account: :func:`~slidelabel.services.names.check_printable_name`), :class:`ConflictError` if
+    the name is taken."""
+    username = check_printable_name(username, what="username", max_chars=USERNAME_CHARS)
     if len(password) < MIN_PASSWORD:
         raise ParameterError(f"a password must have at least {MIN_PASSWORD} characters")
     if session.scalar(select(User).where(User.username == username)) is not None:
-        raise ConflictError(f"the username {username!r} is taken")
+        raise ConflictError(f"the username {shown_input(username)} is taken")
     user = User(username=username, password_hash=_HASHER.hash(password), is_admin=is_admin)
     session.add(user)
     session.flush()

@@ -44,6 +44,8 @@ _FORMATS = ("a GeoJSON FeatureCollection (QuPath: File > Export objects as GeoJS
 _RGB = re.compile(r"^rgba?\((\d+),\s*(\d+),\s*(\d+)")
 #: Sides of the polygon standing for a DSA circle or ellipse.
 _CURVE_POINTS = 64
+#: What a JSON value parsed into a Python type is called in JSON's words, for messages.
+_JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
 #: Most point-in-polygon steps (each centroid near a shape times the shape's vertices) one import
 #: takes, about 6 s: a 200,000-vertex zigzag over a slide of 134,091 cells (1.6 MB of GeoJSON)
 #: took 33 s, 10 MB about 200 s of an API thread, and 10,000 tiny shapes 36 s when each scanned
@@ -154,7 +156,7 @@ def _feature(parsed: Document, feature: dict, index: int) -> None:
     if geometry.get("type") not in ("Polygon", "MultiPolygon"):
         parsed.skip(f"{geometry.get('type') or 'no'} geometry (only Polygon and MultiPolygon label superpixels)")
         return
-    name, color = _classification(classification)
+    name, color = _classification(classification, where)
     if name is None:
         parsed.skip("no classification")
         return
@@ -167,15 +169,28 @@ def _feature(parsed: Document, feature: dict, index: int) -> None:
         parsed.shapes.append(Shape(name, color, shell, tuple(holes)))
 
 
-def _classification(classification: object) -> tuple[str | None, str | None]:
+def _class_name(value: object, where: str, field: str) -> str | None:
+    """A class name as the file gives it: a string, or None when there is none (null, ""). Any
+    other JSON (a number, a list, an object) is no class name: :class:`ParameterError` naming
+    the feature or element, rather than a category named after its Python text."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ParameterError(f"{where}: its {field} must be a string (a class name); got a JSON "
+                             f"{_JSON_TYPES.get(type(value), type(value).__name__)}")
+    return value
+
+
+def _classification(classification: object, where: str) -> tuple[str | None, str | None]:
     """QuPath's class name and ``#rrggbb`` colour (``color`` [r, g, b], or 0.2's packed ``colorRGB``)."""
     if isinstance(classification, str):
         return classification, None
     if not isinstance(classification, dict):
         return None, None
-    name = classification.get("name")
+    name = _class_name(classification.get("name"), where, "classification name")
     if not name and isinstance(classification.get("names"), list):
-        name = ": ".join(map(str, classification["names"]))
+        parts = [_class_name(part, where, "classification names") for part in classification["names"]]
+        name = ": ".join(part for part in parts if part) or None
     color = classification.get("color")
     if isinstance(color, list) and len(color) >= 3 and all(isinstance(c, int) for c in color[:3]):
         hex_color = "#{:02x}{:02x}{:02x}".format(*(max(0, min(255, c)) for c in color[:3]))
@@ -183,7 +198,7 @@ def _classification(classification: object) -> tuple[str | None, str | None]:
         hex_color = f"#{classification['colorRGB'] & 0xFFFFFF:06x}"
     else:
         hex_color = None
-    return (str(name) if name else None), hex_color
+    return name, hex_color
 
 
 def _dsa_color(element: dict, key: str) -> str | None:
@@ -205,7 +220,8 @@ def _dsa_element(parsed: Document, element: object, index: int) -> None:
         _pixelmap(parsed, element, where)
         return
     label = element.get("label")
-    name = element.get("group") or (label.get("value") if isinstance(label, dict) else None)
+    name = (_class_name(element.get("group"), where, "group")
+            or (_class_name(label.get("value"), where, "label value") if isinstance(label, dict) else None))
     if kind not in ("polyline", "rectangle", "ellipse", "circle") or (kind == "polyline" and not element.get("closed")):
         parsed.skip(f"{kind} element (only closed polylines, rectangles, ellipses, circles and pixelmaps label)")
         return
@@ -224,7 +240,7 @@ def _dsa_element(parsed: Document, element: object, index: int) -> None:
     except (KeyError, TypeError, ValueError, IndexError):
         raise ParameterError(f"{where}: a {kind} needs numeric 'points', or 'center' with 'width' and 'height' "
                              "or 'radius'") from None
-    parsed.shapes.append(Shape(str(name), color, shell, holes))
+    parsed.shapes.append(Shape(name, color, shell, holes))
 
 
 def _curve(element: dict, kind: str) -> np.ndarray:
@@ -255,7 +271,8 @@ def _pixelmap(parsed: Document, element: dict, where: str) -> None:
     if values_S.ndim != 1 or (values_S.size and (values_S.min() < 0 or values_S.max() >= len(legend))):
         raise ParameterError(f"{where}: pixelmap values must index its {len(legend)} categories")
     # The first category is the unlabelled "default" in HistomicsUI's superpixel pixelmaps.
-    names = [None if i == 0 else (str(c["label"]) if c.get("label") else None) for i, c in enumerate(legend)]
+    names = [None if i == 0 else _class_name(c.get("label"), f"{where}, category {i}", "label")
+             for i, c in enumerate(legend)]
     parsed.pixelmaps.append(PixelLabels(values_S, names, [_dsa_color(c, "strokeColor") or _dsa_color(c, "fillColor")
                                                           for c in legend]))
 

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slidelabel.services.accounts import USERNAME_CHARS
+
 
 class LoginRequest(BaseModel):
     username: str
@@ -36,7 +38,8 @@ class LoginResponse(BaseModel):
 
 
 class UserCreate(BaseModel):
-    username: str = Field(min_length=1, max_length=150)
+    username: str = Field(min_length=1, max_length=USERNAME_CHARS,
+                          description="printable text: no control, invisible, bidi or unassigned character")
     password: str = Field(min_length=8)
     is_admin: bool = False
 
