@@ -333,7 +333,7 @@ def retry(database: Database, sender: Sender, project_id: int, job_id: int, *, u
         action = JOB_KINDS[job.kind].action
         if role not in ALLOWED[action]:
             needed = " or ".join(sorted(r.value for r in ALLOWED[action]))
-            raise PermissionDeniedError(f"a {job.kind} job is started, and retried, by the role {needed}; you are "
+            raise PermissionDeniedError(f"{job.kind} jobs are started, and retried, by the role {needed}; you are "
                                         f"{role.value} in this project: ask an owner")
         if job.state not in (JobState.failed, JobState.cancelled):
             raise ConflictError(f"job {job_id} is {job.state.value}; only failed or cancelled jobs are retried")
