@@ -7,7 +7,11 @@
 - **Annotation JSON** for the Digital Slide Archive / HistomicsUI (large_image's annotation
   schema): closed ``polyline`` elements per region and, on request, the ``pixelmap`` element of
   the superpixels.
-- **Mask TIFF** (:mod:`slidelabel.services.masks`) and **predictions CSV**.
+- **Mask TIFF** (:mod:`slidelabel.services.masks`).
+- **Predictions CSV** (RFC 4180, header included). A text cell (slide or category name) that a
+  spreadsheet would read as a formula, one starting with ``=``, ``+``, ``-``, ``@``, a tab or a
+  carriage return, starts with a ``'`` (OWASP's escape for CSV injection), so that spreadsheets
+  take it as text.
 
 Labels are the effective labels (:func:`slidelabel.services.reviews.effective_labels`: a review,
 else the majority of users' labels); predictions are those of an epoch, the latest by default.
@@ -21,7 +25,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,9 @@ from slidelabel.store.superpixel_table import SuperpixelTable, read_table
 #: ``R + 256 G + 65536 B``, at the working level; the element's ``transform`` scales it to level 0).
 PLACEHOLDER_GIRDER_ID = "0" * 24
 _GIRDER_ID = re.compile(r"^[0-9a-f]{24}$")
+#: First characters of a CSV cell that spreadsheets (Excel, LibreOffice, Google Sheets) read as a
+#: formula or an instruction (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Exports that build at once in an API process. A slide of 134,091 imported cells exported one
 #: shape per cell holds 360 MB above the process for 16 s, and a viewer's parallel requests each
 #: did so at once (four: +1.06 GB, ten would be 3.6 GB); the others wait their turn.
@@ -301,11 +308,24 @@ def _pixelmap(classes: SlideClasses, categories: list[Category], girder_id: str)
                      "excluded": [c.name for c in categories if c.excluded]}}
 
 
+def spreadsheet_text(text: str) -> str:
+    """``text`` for a CSV cell: with a ``'`` in front when a spreadsheet would read it as a
+    formula (:data:`_FORMULA_STARTS`), else unchanged."""
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
+
+
 def csv_header(category_ids_C: np.ndarray, categories: dict[int, Category]) -> list[str]:
-    """Columns of :func:`predictions_csv`, one ``p_<name>`` per model column."""
+    """Columns of :func:`predictions_csv`, one ``p_<name>`` per model column (cells, to be written
+    with :mod:`csv`: a name may hold commas and quotes)."""
     names = [categories[c].name if c in categories else f"category {c}" for c in category_ids_C.tolist()]
     return ["slide", "superpixel", "centroid_x", "centroid_y", "x_min", "y_min", "x_max", "y_max", "area_um2",
             "area_px_level0", "predicted", "certainty", *(f"p_{name}" for name in names)]
+
+
+def _csv_text(rows: Iterable[list]) -> str:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue()
 
 
 def predictions_csv(slide: Slide, table: SuperpixelTable, predictions: SlidePredictions, downsample: float,
@@ -315,7 +335,8 @@ def predictions_csv(slide: Slide, table: SuperpixelTable, predictions: SlidePred
 
     Coordinates and ``area_px_level0`` are level-0 pixels (bbox max exclusive), ``area_um2`` is
     empty when the pixel size is unknown; ``predicted``, ``certainty`` and probabilities are
-    empty where nothing was predicted. Probabilities follow ``columns_C`` (category ids).
+    empty where nothing was predicted. Probabilities follow ``columns_C`` (category ids). Names
+    pass through :func:`spreadsheet_text`.
     """
     column_of = {c: i for i, c in enumerate(predictions.category_ids_C.tolist())}
     probs_N_C = np.zeros((predictions.probs_N_C.shape[0], columns_C.size), np.float32)
@@ -324,19 +345,19 @@ def predictions_csv(slide: Slide, table: SuperpixelTable, predictions: SlidePred
             probs_N_C[:, out] = predictions.probs_N_C[:, column_of[category_id]]
     predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
     area_um2 = table.area_um2
+    slide_name = spreadsheet_text(slide.name)
+    names = {category_id: spreadsheet_text(category.name) for category_id, category in categories.items()}
+
+    def row(i: int) -> list:
+        cx, cy = table.centroid_level0[i]
+        known = i < predicted_N.size and predicted_N[i] != 0
+        return [slide_name, int(table.ids[i]), f"{cx:.1f}", f"{cy:.1f}", *table.bbox_level0[i].tolist(),
+                "" if area_um2 is None else f"{area_um2[i]:.1f}", f"{table.area_px[i] * downsample ** 2:.0f}",
+                names.get(int(predicted_N[i]), "") if known else "", f"{certainty_N[i]:.4f}" if known else "",
+                *((f"{p:.4f}" for p in probs_N_C[i]) if known else ("",) * columns_C.size)]
+
     for start in range(0, table.ids.size, rows_per_chunk):
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        for i in range(start, min(start + rows_per_chunk, table.ids.size)):
-            cx, cy = table.centroid_level0[i]
-            known = i < predicted_N.size and predicted_N[i] != 0
-            category = categories.get(int(predicted_N[i])) if known else None
-            writer.writerow([slide.name, int(table.ids[i]), f"{cx:.1f}", f"{cy:.1f}", *table.bbox_level0[i].tolist(),
-                             "" if area_um2 is None else f"{area_um2[i]:.1f}",
-                             f"{table.area_px[i] * downsample ** 2:.0f}",
-                             category.name if category else "", f"{certainty_N[i]:.4f}" if known else "",
-                             *((f"{p:.4f}" for p in probs_N_C[i]) if known else ("",) * columns_C.size)])
-        yield text.getvalue()
+        yield _csv_text(row(i) for i in range(start, min(start + rows_per_chunk, table.ids.size)))
 
 
 def slide_predictions_csv(session: Session, files: ProjectFiles, project: Project, slides: list[Slide],
@@ -363,7 +384,7 @@ def _csv_chunks(files: ProjectFiles, slides: list[Slide], epoch: int, categories
         predictions = read_predictions(files.predictions(epoch, slide.id))
         if columns_C is None:
             columns_C = predictions.category_ids_C
-            yield ",".join(csv_header(columns_C, categories)) + "\n"
+            yield _csv_text([[spreadsheet_text(cell) for cell in csv_header(columns_C, categories)]])
         yield from predictions_csv(slide, read_table(folder / TABLE_FILE), predictions,
                                    float(manifest["working"]["downsample"]), categories, columns_C)
 

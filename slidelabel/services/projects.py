@@ -44,6 +44,17 @@ MAX_CATEGORIES = 255
 #: (right-to-left overrides that make a legend read otherwise), lone surrogates (no UTF-8),
 #: private-use characters and line or paragraph separators.
 _UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+#: Characters of a refused value that an error quotes: a name or a colour is recognisable by its
+#: start, and a multi-megabyte value must not come back whole in the answer.
+ECHOED_CHARS = 40
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error message: whole when short, else its first
+    :data:`ECHOED_CHARS` characters, ``...`` and its length."""
+    if len(value) <= ECHOED_CHARS:
+        return repr(value)
+    return f"{value[:ECHOED_CHARS]!r}... ({len(value):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,7 @@ def check_choices(choices: ProjectChoices) -> None:
         registry = registry_of(kind)
         if name in registry or (kind == "features" and IMPORTED_EXTRACTOR.match(name)):
             continue
-        raise ParameterError(f"unknown {registry.kind} {name!r}; registered: {', '.join(registry)}"
+        raise ParameterError(f"unknown {registry.kind} {shown(name)}; registered: {', '.join(registry)}"
                              + (" or imported-<name> for imported features" if kind == "features" else ""))
 
 
@@ -75,7 +86,8 @@ def superpixel_options(values: dict) -> SuperpixelOptions:
     known = [f.name for f in fields(SuperpixelOptions)]
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
-        raise ParameterError(f"unknown superpixel option {unknown[0]!r}; the options are {', '.join(known)}")
+        raise ParameterError(f"unknown superpixel option {shown(str(unknown[0]))}; the options are "
+                             f"{', '.join(known)}")
     if "size" in values:
         values["size"] = SuperpixelSize.parse(str(values["size"]))
     return SuperpixelOptions(**values)
@@ -218,9 +230,9 @@ def room_for_categories(session: Session, project: Project, new: int) -> int:
 def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
     check_category_name(name)
     if color is not None and not _COLOR.fullmatch(color):
-        raise ParameterError(f"colour {color!r} is not of the form #rrggbb")
+        raise ParameterError(f"colour {shown(color)} is not of the form #rrggbb")
     if hotkey is not None and (len(hotkey) != 1 or not hotkey.isprintable() or hotkey.isspace()):
-        raise ParameterError(f"hotkey {hotkey!r} must be one printable character")
+        raise ParameterError(f"hotkey {shown(hotkey)} must be one printable character")
 
 
 def _hotkey_taken(session: Session, project_id: int, hotkey: str | None, but: int | None = None) -> None:
@@ -302,7 +314,7 @@ def merge_categories(session: Session, source: Category, target: Category, user:
 def set_member(session: Session, project: Project, username: str, role: Role) -> Membership:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
-        raise NotFoundError(f"no user {username!r}")
+        raise NotFoundError(f"no user {shown(username)}")
     membership = session.get(Membership, (project.id, user.id))
     if membership is None:
         membership = Membership(project_id=project.id, user_id=user.id, role=role)
