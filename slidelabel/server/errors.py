@@ -1,6 +1,13 @@
 """slidelabel's exceptions as HTTP responses, in one place: ``{"detail": message}`` with the
 status code of the error's class; an unexpected exception is logged and answered with a 500 that
-shows no traceback."""
+shows no traceback.
+
+A request can trip over its own project or slide being deleted by another request while it runs:
+a file of the slide gone when read, a row referring to the deleted one refused by its foreign key
+(``IntegrityError``), a row to update gone (``StaleDataError``). Where the project or slide its URL
+names no longer exists, such an error is answered 404 saying so (the eighth attack: these were
+500s). A server file that cannot be read or written (:class:`OutputError`) is named by its file
+name only: the data folder is the admin's to see, in the server log."""
 
 from __future__ import annotations
 
@@ -8,10 +15,12 @@ import logging
 import math
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import StaleDataError
 
 from slidelabel.errors import (
     AuthenticationError,
@@ -26,6 +35,9 @@ from slidelabel.errors import (
     TooLargeError,
     TooManyAttemptsError,
 )
+from slidelabel.services.jobs import names_only
+from slidelabel.store.database import Database
+from slidelabel.store.models import Project, Slide
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +61,83 @@ def status_of(error: SlidelabelError) -> int:
     return next(code for kind, code in STATUS if isinstance(error, kind))
 
 
-async def _slidelabel_error(_request: Request, error: SlidelabelError) -> JSONResponse:
+#: SQLSTATE of a foreign-key violation (PostgreSQL's drivers); SQLite says it in words only.
+_FOREIGN_KEY_VIOLATION = "23503"
+_SQLITE_FOREIGN_KEY = "FOREIGN KEY constraint failed"
+
+
+def _id(value: str | None) -> int | None:
+    """A path parameter as a database id; None when it is none (no id of 19 digits or more exists)."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def _deleted(database: Database, path_params: dict[str, str]) -> str | None:
+    """What the request's URL names of a project and slide that no longer exists, said for the
+    user; None while both exist, when the URL names none, or when the database cannot tell."""
+    project_id, slide_id = _id(path_params.get("project_id")), _id(path_params.get("slide_id"))
+    if project_id is None:
+        return None
+    try:
+        with database.session() as session:
+            if session.get(Project, project_id) is None:
+                return f"project {project_id} was deleted while this request ran"
+            slide = None if slide_id is None else session.get(Slide, slide_id)
+            if slide_id is not None and (slide is None or slide.project_id != project_id):
+                return f"slide {slide_id} was deleted while this request ran"
+    except SQLAlchemyError:  # the original error stays the answer
+        logger.warning("could not look up what a failed request refers to", exc_info=True)
+    return None
+
+
+async def _deleted_meanwhile(request: Request, error: Exception) -> JSONResponse | None:
+    """A 404 saying which of the request's project or slide was deleted while it ran, when one
+    was; None otherwise."""
+    message = await run_in_threadpool(_deleted, request.app.state.database, request.path_params)
+    if message is None:
+        return None
+    logger.info("%s %s: %s (%s: %s)", request.method, request.url.path, message, type(error).__name__, error)
+    return JSONResponse({"detail": message}, status_code=404)
+
+
+async def _slidelabel_error(request: Request, error: SlidelabelError) -> JSONResponse:
+    if isinstance(error, (OutputError, SlideError)) and (deleted := await _deleted_meanwhile(request, error)):
+        return deleted
+    message = str(error)
+    if isinstance(error, OutputError):  # a server file: its folders are the admin's to see, in the log
+        logger.error("%s %s: %s", request.method, request.url.path, message)
+        message = names_only(message)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
     if isinstance(error, TooManyAttemptsError):
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s)))}
-    return JSONResponse({"detail": str(error)}, status_code=status_of(error), headers=headers)
+    return JSONResponse({"detail": message}, status_code=status_of(error), headers=headers)
+
+
+def _foreign_key_violation(error: IntegrityError) -> bool:
+    original = error.orig
+    code = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+    return code == _FOREIGN_KEY_VIOLATION or _SQLITE_FOREIGN_KEY in str(original)
+
+
+async def _refers_to_deleted(request: Request, error: IntegrityError) -> JSONResponse:
+    """A write referring to a row another request deleted meanwhile (a foreign-key violation):
+    404 when that was the URL's project or slide, else 409; other integrity errors are bugs."""
+    if not _foreign_key_violation(error):
+        return await _unexpected(request, error)
+    return await _deleted_meanwhile(request, error) or JSONResponse({"detail": (
+        "something this request refers to (a category, a user, a slide) was deleted by another request "
+        "meanwhile; reload and try again")}, status_code=409)
+
+
+async def _changed_meanwhile(request: Request, error: StaleDataError) -> JSONResponse:
+    """A row this request changes was deleted by another request after it was read."""
+    return await _deleted_meanwhile(request, error) or JSONResponse({"detail": (
+        "what this request changes was changed or deleted by another request meanwhile; reload and try again")},
+        status_code=409)
+
+
+async def _missing_file(request: Request, error: FileNotFoundError) -> JSONResponse:
+    """A file gone while the request used it: deleted with its slide or project, or a bug."""
+    return await _deleted_meanwhile(request, error) or await _unexpected(request, error)
 
 
 #: Characters of a refused input shown back in a validation error.
@@ -99,4 +183,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(PoolTimeout, _no_connection)
+    app.add_exception_handler(IntegrityError, _refers_to_deleted)
+    app.add_exception_handler(StaleDataError, _changed_meanwhile)
+    app.add_exception_handler(FileNotFoundError, _missing_file)
     app.add_exception_handler(Exception, _unexpected)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
+from slidelabel.errors import NotFoundError
 from slidelabel.server.deps import (
     CurrentUser,
     DatabaseDep,
@@ -64,8 +65,12 @@ def get_project(access: Viewer) -> ProjectPublic:
 
 
 def _mine(session, access: ProjectAccess) -> Project:
-    """The access's project loaded in this (write) session."""
-    return session.get(Project, access.project.id)
+    """The access's project loaded in this (write) session; :class:`NotFoundError` when another
+    request deleted it since the access check."""
+    project = session.get(Project, access.project.id)
+    if project is None:
+        raise NotFoundError(f"project {access.project.id} was deleted while this request ran")
+    return project
 
 
 @router.patch("/projects/{project_id}")
