@@ -20,7 +20,7 @@ import re
 import secrets
 import shutil
 from collections.abc import AsyncIterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from anyio import to_thread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import ConflictError, OutputError, ParameterError
+from slidelabel.errors import ConflictError, NotFoundError, OutputError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.importers.segments import ImportOptions
 from slidelabel.services.feature_import import import_features
@@ -73,7 +73,8 @@ async def receive_source(chunks: AsyncIterable[bytes], *, content_type: str, con
                          settings: Settings, project_id: int, slide_id: int) -> Path:
     """Stream an uploaded source file (form field ``file``) into the slide's ``sources/`` folder
     under a name of its own (its extension kept: formats are told by it); its path is returned.
-    :class:`TooLargeError` past :attr:`Settings.upload_limit_mb`, with nothing left behind."""
+    :class:`TooLargeError` past :attr:`Settings.upload_limit_mb`, with nothing left behind;
+    :class:`NotFoundError` when the slide is deleted meanwhile (its folder goes with it)."""
     folder = sources_dir(ProjectFiles(settings.data_dir, project_id), slide_id)
     declared = int(content_length) if content_length and content_length.isdigit() else None
     receiver = UploadReceiver(content_type, folder, limit_bytes=settings.upload_limit_mb * MB, declared_bytes=declared)
@@ -82,7 +83,10 @@ async def receive_source(chunks: AsyncIterable[bytes], *, content_type: str, con
             receiver.feed(chunk)
         name, received = receiver.finish()
         kept = folder / f"{secrets.token_hex(8)}-{name}"
-        await to_thread.run_sync(os.replace, received, kept)
+        try:
+            await to_thread.run_sync(os.replace, received, kept)
+        except FileNotFoundError:  # the folder went since finish() saw the file
+            raise NotFoundError(f"slide {slide_id} was deleted while its file was uploading; nothing was kept") from None
         await to_thread.run_sync(_drop_old_sources, folder)
         return kept
     finally:
@@ -93,8 +97,15 @@ def _drop_old_sources(folder: Path) -> list[Path]:
     """Delete all but the :data:`KEPT_SOURCES` newest uploads of a slide's ``sources/`` folder
     (an import reads its file when it runs: an upload older than that many others is neither
     imported nor retried any more); the deleted paths."""
-    kept = sorted((path for path in folder.iterdir() if _KEPT_NAME.match(path.name)),
-                  key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    try:
+        uploads = [path for path in folder.iterdir() if _KEPT_NAME.match(path.name)]
+    except FileNotFoundError:  # the slide was deleted meanwhile
+        return []
+    times = {}
+    for path in uploads:
+        with suppress(FileNotFoundError):  # dropped by a concurrent upload meanwhile
+            times[path] = path.stat().st_mtime_ns
+    kept = sorted(times, key=times.get, reverse=True)
     for path in kept[KEPT_SOURCES:]:
         path.unlink(missing_ok=True)
     return kept[KEPT_SOURCES:]

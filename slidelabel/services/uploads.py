@@ -16,7 +16,7 @@ from typing import BinaryIO
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from slidelabel.errors import ParameterError, TooLargeError
+from slidelabel.errors import NotFoundError, ParameterError, TooLargeError
 
 MB = 1 << 20
 #: Longest slide file name: the hidden name it is received under adds 25 bytes, and file systems
@@ -28,6 +28,8 @@ FORM_OVERHEAD_BYTES = 64 << 10
 UNFINISHED_PREFIX = ".upload-"
 #: Where uploads are received, under the data folder: slides, and slides' source files.
 UPLOAD_FOLDERS = ("uploads/*", "projects/*/slides/*/sources")
+#: Why an upload's file went while it was received: deleting a slide or project removes its folders.
+REMOVED = "the slide or project this file was uploaded to was deleted while the file arrived; nothing was kept"
 
 
 @contextmanager
@@ -55,6 +57,11 @@ class UploadReceiver:
     kept: readers are chosen by it) chunk by chunk; other parts are ignored. More than
     ``limit_bytes`` of file, a body larger than that and the form's overhead, or a declared body
     that cannot fit, is a :class:`TooLargeError`.
+
+    ``folder`` is made when the receiver is (once the request's form passed its checks), and never
+    again: a delete of its slide or project while the body arrives removes it, and the upload then
+    ends in a :class:`NotFoundError`, instead of making the deleted folder again and keeping the
+    file in it, or failing to move the file out of a folder that went.
     """
 
     def __init__(self, content_type: str, folder: Path, *, limit_bytes: int, declared_bytes: int | None) -> None:
@@ -81,6 +88,7 @@ class UploadReceiver:
                 "on_part_data": self._write,
                 "on_part_end": self._end_part,
             })
+        folder.mkdir(parents=True, exist_ok=True)
 
     def _refuse(self) -> None:
         raise TooLargeError(f"the slide is larger than this server's upload limit of {self.limit_bytes // MB} MB; "
@@ -98,9 +106,12 @@ class UploadReceiver:
         filename = disposition.get(b"filename")
         if filename and self.path is None:
             self.name = upload_name(filename.decode("utf-8", "replace"))
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.path = self.folder / f"{UNFINISHED_PREFIX}{secrets.token_hex(8)}-{self.name}"
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed at the part's end or by discard()
+            path = self.folder / f"{UNFINISHED_PREFIX}{secrets.token_hex(8)}-{self.name}"
+            try:
+                self._file = open(path, "wb")  # noqa: SIM115 - closed at the part's end or by discard()
+            except FileNotFoundError:
+                raise NotFoundError(REMOVED) from None
+            self.path = path
 
     def _write(self, data: bytes, start: int, end: int) -> None:
         if self._file is None:
@@ -131,6 +142,8 @@ class UploadReceiver:
             self._parser.finalize()
         if not self._finished:
             raise ParameterError("the request holds no complete file; send the file in the form field 'file'")
+        if not self.path.exists():  # written to the end, but its folder was removed meanwhile
+            raise NotFoundError(REMOVED)
         return self.name, self.path
 
     def discard(self) -> None:
