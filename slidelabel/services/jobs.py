@@ -222,7 +222,9 @@ def shown_to(job: Job, *, admin: bool) -> tuple[str, str]:
     message = _INTERNAL + "; the admin can see the details" if job.message.startswith(_INTERNAL) else job.message
     log, _, traceback_part = job.log.partition(_TRACEBACK)
     log += "(an internal error; the admin can see its details)\n" if traceback_part else ""
-    return names_only(message), names_only(log)
+    # Bounded again here for rows stored before the bounds: redaction reads each line whole.
+    log = "\n".join(bounded(line, LOG_LINE_CHARS) for line in log.split("\n"))
+    return names_only(bounded(message, MESSAGE_CHARS)), names_only(log)
 
 
 def names_only(text: str) -> str:

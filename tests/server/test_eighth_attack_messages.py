@@ -122,3 +122,12 @@ def test_errors_name_a_huge_choice_or_cohort_file_briefly(app, client, project, 
                   params={"epoch": 1, "folder": "/srv/a", "formats": ["mask"], "out": "c1"})
     answer = client.get(f"{base}/cohorts/{cohort}/slides/{'n' * 60_000}/mask", headers=admin_headers)
     assert answer.status_code == 404 and len(answer.content) < 500 and "60,000 characters" in answer.text
+
+
+def test_a_huge_message_stored_before_the_bound_is_shown_cut(app, client, project, member_headers):
+    job_id = _job(app, project, kind="superpixels", message="/srv/Patient E/x.svs " + "y" * 3_000_000)
+    with app.state.database.session(write=True) as session:
+        session.get(Job, job_id).log = "z" * 3_000_000 + "\n"
+    shown = client.get(f"/api/v1/projects/{project['id']}/jobs/{job_id}", headers=member_headers(Role.viewer)).json()
+    assert shown["message"].startswith("x.svs yyy") and len(shown["message"]) < jobs.MESSAGE_CHARS + 100
+    assert len(shown["log"]) < jobs.LOG_LINE_CHARS + 100
