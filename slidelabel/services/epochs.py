@@ -37,6 +37,7 @@ from slidelabel.services import reviews
 from slidelabel.services.jobs import EPOCH_QUEUE, JobContext, Sender, job_kind, submit
 from slidelabel.services.labels import label_array
 from slidelabel.services.learning_loop import EpochOutcome, FileFeatures, LoopChoices, SlideLabels, run_epoch
+from slidelabel.services.projects import merged_categories
 from slidelabel.services.queue import SlideFeatures, ranking_of, slides_with_features, write_ranking
 from slidelabel.services.slides import get_slide
 from slidelabel.services.stopping import stopping_signal
@@ -160,8 +161,10 @@ class PredictionWriter:
     predicted categories differ from the previous epoch's."""
 
     def __init__(self, staged: ProjectFiles, files: ProjectFiles, category_ids_C: np.ndarray,
-                 previous: int | None) -> None:
+                 previous: int | None, merged: dict[int, int] | None = None) -> None:
         self.staged, self.files, self.category_ids_C, self.previous = staged, files, category_ids_C, previous
+        # A category merged since the previous epoch is no change of its superpixels' predictions.
+        self.merged = merged or {}
         self.compared = 0
         self.changed = 0
 
@@ -171,7 +174,7 @@ class PredictionWriter:
         before = self.files.predictions(self.previous, slide_id) if self.previous is not None else None
         if before is None or not before.exists():
             return
-        old_N, new_N = read_predictions(before).predicted_N, predictions.predicted_N
+        old_N, new_N = read_predictions(before).merged(self.merged).predicted_N, predictions.predicted_N
         both_N = (old_N[: new_N.size] > 0) & (new_N[: old_N.size] > 0)
         self.compared += int(both_N.sum())
         self.changed += int((old_N[: new_N.size] != new_N[: old_N.size])[both_N].sum())
@@ -204,6 +207,7 @@ def epoch(context: JobContext) -> dict:
         previous = session.scalar(select(Epoch).where(Epoch.project_id == context.project_id)
                                   .order_by(Epoch.number.desc()))
         before = (previous.number, previous.labels, previous.metrics) if previous is not None else None
+        merged = merged_categories(session, context.project_id)
     state = plan.digest()
     counts = label_counts(plan)
     check_trainable(plan, counts)
@@ -215,7 +219,7 @@ def epoch(context: JobContext) -> dict:
     _remove_abandoned_staging(context.database, files.root / "epochs", context.job_id)
     try:
         staged.epoch_dir(0).mkdir(parents=True)
-        writer = PredictionWriter(staged, files, plan.category_ids_C, before[0] if before else None)
+        writer = PredictionWriter(staged, files, plan.category_ids_C, before[0] if before else None, merged)
         outcome = run_epoch(features, loop_labels(plan), categories, plan.choices, assessed=True, sink=writer,
                             progress=lambda share, message: context.progress(share, message, force=True))
         watch.lap("learn")
@@ -313,14 +317,15 @@ def model_file(session: Session, data_dir: Path, project_id: int, number: int) -
 
 def slide_predictions(session: Session, data_dir: Path, project_id: int, slide_id: int,
                       number: int | None = None) -> tuple[int, SlidePredictions]:
-    """The epoch number (latest when ``number`` is None) and its predictions for the slide."""
+    """The epoch number (latest when ``number`` is None) and its predictions for the slide, over
+    the project's categories of now (a category merged since reads as its target)."""
     get_slide(session, project_id, slide_id)
     found = get_epoch(session, project_id, number)
     path = ProjectFiles(data_dir, project_id).predictions(found.number, slide_id)
     if not path.exists():
         raise NotFoundError(f"epoch {found.number} has no predictions for slide {slide_id}: its features were not "
                             "computed when the epoch was trained; compute them and train a new epoch")
-    return found.number, read_predictions(path)
+    return found.number, read_predictions(path).merged(merged_categories(session, project_id))
 
 
 def predicted_bytes(predictions: SlidePredictions) -> bytes:

@@ -7,14 +7,17 @@
 - **Annotation JSON** for the Digital Slide Archive / HistomicsUI (large_image's annotation
   schema): closed ``polyline`` elements per region and, on request, the ``pixelmap`` element of
   the superpixels.
-- **Mask TIFF** (:mod:`slidelabel.services.masks`).
+- **Mask TIFF** (:mod:`slidelabel.services.masks`): a category's value is its position + 1,
+  which no other category of the project has (:func:`slidelabel.services.projects.add_category`).
 - **Predictions CSV** (RFC 4180, header included). A text cell (slide or category name) that a
   spreadsheet would read as a formula, one starting with ``=``, ``+``, ``-``, ``@``, a tab or a
   carriage return, starts with a ``'`` (OWASP's escape for CSV injection), so that spreadsheets
   take it as text.
 
 Labels are the effective labels (:func:`slidelabel.services.reviews.effective_labels`: a review,
-else the majority of users' labels); predictions are those of an epoch, the latest by default.
+else the majority of users' labels); predictions are those of an epoch, the latest by default,
+over the categories as they are now: a category merged into another since the epoch reads as that
+one (:meth:`slidelabel.store.predictions.SlidePredictions.merged`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ from slidelabel.errors import ConflictError, NotFoundError, ParameterError
 from slidelabel.services.epochs import get_epoch, slide_predictions
 from slidelabel.services.masks import category_values, write_mask
 from slidelabel.services.polygons import Polygon, label_map_polygons, nearby_batches
+from slidelabel.services.projects import merged_categories
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
 from slidelabel.services.turns import Turns
@@ -210,7 +214,7 @@ def _shapes(classes: SlideClasses, categories: dict[int, Category], dissolve: bo
     polygons = classified_polygons(classes, dissolve=dissolve)
     category_of = dict(zip(classes.superpixels_M.tolist(), classes.category_ids_M.tolist()))
     row_of = {superpixel: row for row, superpixel in enumerate(classes.superpixels_M.tolist())}
-    # A category deleted since the epoch predicted it has no entry and is left out.
+    # Merged categories read as their targets (slide_classes); an id of no category is left out.
     shown = {region: categories[c] for region in polygons
              if (c := region if dissolve else category_of[region]) in categories}
     for region in sorted(shown, key=lambda region: (shown[region].position, region)):
@@ -374,14 +378,15 @@ def slide_predictions_csv(session: Session, files: ProjectFiles, project: Projec
     if not predicted:
         which = "this slide" if len(slides) == 1 else "any slide"
         raise NotFoundError(f"epoch {epoch} has no predictions for {which}: compute its features and train a new epoch")
-    return _csv_chunks(files, predicted, epoch, categories)
+    return _csv_chunks(files, predicted, epoch, categories, merged_categories(session, project.id))
 
 
-def _csv_chunks(files: ProjectFiles, slides: list[Slide], epoch: int, categories: dict[int, Category]) -> Iterator[str]:
+def _csv_chunks(files: ProjectFiles, slides: list[Slide], epoch: int, categories: dict[int, Category],
+                merged: Mapping[int, int]) -> Iterator[str]:
     columns_C = None
     for slide in slides:
         folder, manifest = superpixel_folder(files, slide)
-        predictions = read_predictions(files.predictions(epoch, slide.id))
+        predictions = read_predictions(files.predictions(epoch, slide.id)).merged(merged)
         if columns_C is None:
             columns_C = predictions.category_ids_C
             yield _csv_text([[spreadsheet_text(cell) for cell in csv_header(columns_C, categories)]])

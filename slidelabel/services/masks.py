@@ -26,9 +26,13 @@ _TILE = 256
 def category_values(superpixels_M: np.ndarray, category_ids_M: np.ndarray, position_of: dict[int, int],
                     count: int) -> np.ndarray:
     """Mask value per superpixel id ``(count + 1,)`` uint8: the category's position + 1, 0 for
-    none (and for categories missing from ``position_of``)."""
+    none (and for categories missing from ``position_of``). :class:`OutputError` when two
+    categories share a position: the mask could not tell them apart."""
     if position_of and max(position_of.values()) > 254:
         raise OutputError("a uint8 mask holds category positions up to 254; this project has more categories")
+    if len(set(position_of.values())) < len(position_of):
+        raise OutputError("two categories of this project share a position, so a mask would give them one value; "
+                          "the server separates them when it upgrades its database at start: restart it")
     lookup = np.array([position_of.get(c, -1) + 1 for c in category_ids_M.tolist()], np.uint8)
     values = np.zeros(count + 1, np.uint8)
     values[superpixels_M] = lookup

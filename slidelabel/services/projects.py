@@ -22,7 +22,7 @@ from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import (
-    Category, Job, JobState, Label, LabelEvent, Membership, Project, Review, Role, User, utcnow,
+    Category, CategoryMerge, Job, JobState, Label, LabelEvent, Membership, Project, Review, Role, User, utcnow,
 )
 
 #: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
@@ -47,6 +47,8 @@ _UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 #: Characters of a refused value that an error quotes: a name or a colour is recognisable by its
 #: start, and a multi-megabyte value must not come back whole in the answer.
 ECHOED_CHARS = 40
+#: Highest category position: a label mask holds position + 1 in a uint8 (services/masks.py).
+MAX_POSITION = 254
 
 
 def shown(value: str) -> str:
@@ -244,13 +246,35 @@ def _hotkey_taken(session: Session, project_id: int, hotkey: str | None, but: in
         raise ConflictError(f"hotkey {hotkey!r} is taken by {clash.name!r}")
 
 
+def _lock_categories(session: Session, project_id: int) -> None:
+    """Hold the project's row until the transaction ends, so that category changes of one project
+    happen one at a time: SQLite's write transaction excludes other writers already, PostgreSQL
+    needs the lock (else two new categories could take one position)."""
+    session.scalar(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
+def _next_position(session: Session, project_id: int) -> int:
+    """The position of a new category of the project: after the last one, so that no category
+    shares it and none of the others' mask values changes; past :data:`MAX_POSITION` (after
+    many merges) the lowest position free (the caller has checked that one is)."""
+    taken = set(session.scalars(select(Category.position).where(Category.project_id == project_id)))
+    after = max(taken, default=-1) + 1
+    if after <= MAX_POSITION:
+        return after
+    return next(position for position in range(MAX_POSITION + 1) if position not in taken)
+
+
 def add_category(session: Session, project: Project, name: str, *, color: str | None = None,
                  hotkey: str | None = None, excluded: bool = False) -> Category:
-    """A new category; colour from :data:`PALETTE` and hotkey 1-9 by position when not given.
+    """A new category, last in the legend, at a position (its label-mask value - 1) no other
+    category of the project has (:func:`_next_position`); colour from :data:`PALETTE` and hotkey
+    1-9 by position when not given.
     :class:`ParameterError` for a name :func:`check_category_name` refuses, or in a project that
     has :data:`MAX_CATEGORIES` already."""
     _check_category(name, color, hotkey)
-    position = room_for_categories(session, project, 1)
+    _lock_categories(session, project.id)
+    room_for_categories(session, project, 1)
+    position = _next_position(session, project.id)
     if session.scalar(select(Category).where(Category.project_id == project.id, Category.name == name.strip())):
         raise ConflictError(f"a category named {name.strip()!r} exists in this project")
     if hotkey is None and position < 9:
@@ -289,10 +313,16 @@ def update_category(session: Session, category: Category, *, name: str | None = 
 
 def merge_categories(session: Session, source: Category, target: Category, user: User) -> int:
     """Move every label and review of ``source`` to ``target`` and delete ``source``; the moves
-    enter the label history (previous category None: the source no longer exists). Returns the
-    labels moved."""
+    enter the label history (previous category None: the source no longer exists), and the
+    predictions of earlier epochs read as ``target`` where they said ``source``
+    (:func:`merged_categories`). The other categories keep their positions. Returns the labels
+    moved."""
     if source.id == target.id or source.project_id != target.project_id:
         raise ParameterError("merge two different categories of the same project")
+    _lock_categories(session, source.project_id)
+    # One hop per merged id: what was merged into the source now reads as the target too.
+    session.execute(update(CategoryMerge).where(CategoryMerge.target_id == source.id).values(target_id=target.id))
+    session.add(CategoryMerge(source_id=source.id, project_id=source.project_id, target_id=target.id))
     # Set-based: the category may hold millions of labels, and ORM objects of them took minutes
     # and gigabytes while holding the write turn. A user has one label per superpixel, so the
     # moved labels collide with none of the target's; nor do reviews (one per superpixel).
@@ -309,6 +339,15 @@ def merge_categories(session: Session, source: Category, target: Category, user:
     session.execute(update(Review).where(Review.category_id == source.id).values(category_id=target.id))
     session.delete(source)
     return moved
+
+
+def merged_categories(session: Session, project_id: int) -> dict[int, int]:
+    """``{merged category id: the category it now reads as}`` of the project: the ids the
+    predictions of epochs trained before a merge hold for categories since merged away
+    (:meth:`slidelabel.store.predictions.SlidePredictions.merged`)."""
+    rows = session.execute(select(CategoryMerge.source_id, CategoryMerge.target_id)
+                           .where(CategoryMerge.project_id == project_id))
+    return {source: target for source, target in rows}
 
 
 def set_member(session: Session, project: Project, username: str, role: Role) -> Membership:

@@ -150,6 +150,18 @@ class Category(Base):
     project: Mapped[Project] = relationship(back_populates="categories")
 
 
+class CategoryMerge(Base):
+    """A category merged into another (:func:`slidelabel.services.projects.merge_categories`):
+    the predictions of epochs trained before hold the deleted ``source_id`` (ids are never
+    reused), which reads as ``target_id``. One hop: merging the target later moves the row on."""
+
+    __tablename__ = "category_merges"
+
+    source_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("categories.id", ondelete="CASCADE"), index=True)
+
+
 class Slide(Base):
     __tablename__ = "slides"
     __table_args__ = (UniqueConstraint("project_id", "name"), NEVER_REUSED)
