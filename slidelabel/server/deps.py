@@ -117,20 +117,38 @@ def _user_id(user: CurrentUser) -> int:
     return user.id
 
 
-def _nobody() -> None:
-    return None
+def client_address(request: Request) -> str:
+    """The client's address (behind a proxy: what it forwards, see docs/server.md)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _gallery_link(token: Annotated[str, Path(max_length=256)]) -> tuple[str, str]:
     return "gallery", token
 
 
+ClientAddress = Annotated[str, Depends(client_address)]
 # The export turn is looked up at each request (tests replace it). One user, or one gallery link,
 # holds at most one export turn and two smart-tool turns at once.
 ExportTurn = Annotated[None, _held_while_the_route_runs(lambda user_id: export_turn_waiting(user_id), _user_id)]
 GalleryExportTurn = Annotated[None, _held_while_the_route_runs(lambda link: export_turn_waiting(link), _gallery_link)]
+
+
+def export_turn_when(needed: Callable[..., bool]) -> Any:
+    """:data:`ExportTurn` for the requests the dependency ``needed`` says need one (a route whose
+    heavy form is asked for by a query parameter); none for the others."""
+    # A default, not an Annotated type: annotations are strings here, read in the module's globals.
+    async def hold(user: CurrentUser, need: bool = Depends(needed)) -> AsyncIterator[None]:  # noqa: B008
+        if not need:
+            yield
+            return
+        async with export_turn_waiting(user.id):
+            yield
+
+    return Depends(hold, scope="function")
+
+
 SmartTurn = Annotated[None, _held_while_the_route_runs(smart.smart_turn_waiting, _user_id)]
-PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(lambda _: accounts.password_check_turn(), _nobody)]
+PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(accounts.password_check_turn, client_address)]
 
 
 def project_creator(user: CurrentUser, settings: SettingsDep) -> User:

@@ -72,14 +72,17 @@ def ensure_admin(session: Session, password: str | None) -> str | None:
 
 
 #: Password checks at once per process: each Argon2id check holds 64 MiB for about 0.1-0.3 s.
-PASSWORD_CHECKS = Turns(2)
+PASSWORD_CHECKS = Turns(2, per_holder=1)
 #: Seconds a login waits for a password check before it is answered busy.
 PASSWORD_CHECK_WAIT_S = 30.0
 
 
-def password_check_turn() -> AbstractAsyncContextManager[None]:
-    """One of the :data:`PASSWORD_CHECKS` turns, waited for on the event loop (a login route's)."""
-    return PASSWORD_CHECKS.waiting(PASSWORD_CHECK_WAIT_S, "too many logins at once: try again in a few seconds")
+def password_check_turn(address: str | None = None) -> AbstractAsyncContextManager[None]:
+    """One of the :data:`PASSWORD_CHECKS` turns, waited for on the event loop (a login route's);
+    one client ``address`` holds one at a time, so that one client's flood of logins (right
+    passwords are not throttled) leaves the other turn to everyone else."""
+    return PASSWORD_CHECKS.waiting(PASSWORD_CHECK_WAIT_S, "too many logins at once: try again in a few seconds",
+                                   holder=address)
 
 
 def authenticate(session: Session, username: str, password: str) -> User:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from slidelabel.errors import AuthenticationError
 from slidelabel.server.deps import (
+    ClientAddress,
     CurrentUser,
     LoginThrottleDep,
     PasswordCheckTurn,
@@ -23,10 +24,9 @@ router = APIRouter(route_class=CommitInRouteThread, prefix="/auth", tags=["auth"
 
 @router.post("/login")
 def login(body: LoginRequest, throttle: LoginThrottleDep, _turn: PasswordCheckTurn, read: ReadSession,
-          session: WriteSession, settings: SettingsDep, request: Request) -> LoginResponse:
+          session: WriteSession, settings: SettingsDep, address: ClientAddress) -> LoginResponse:
     """A token for the account; 429 with Retry-After after too many failures of the account (from this
     address, or from all) or of the address; 503 while too many logins are being checked at once."""
-    address = request.client.host if request.client else "unknown"
     throttle.check(body.username, address)
     try:
         user = accounts.authenticate(read, body.username, body.password)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
@@ -48,7 +49,7 @@ async def uploaded_json(request: Request) -> object:
     its Content-Type; :class:`ParameterError` (422) when it is not JSON or not plain data."""
     body = await request.body()
     try:
-        return parse_json(body)
+        return await to_thread.run_sync(parse_json, body)  # off the event loop: up to 10 MB
     except BadInput as error:
         raise ParameterError(f"the upload is not JSON slidelabel accepts ({error}); send a GeoJSON FeatureCollection "
                              "or a Digital Slide Archive annotation JSON as the request body") from None

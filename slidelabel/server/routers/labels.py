@@ -3,15 +3,14 @@ history for undo and counts for the dashboard."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import TypeAdapter
 
 from slidelabel.errors import ParameterError
-from slidelabel.server.deps import Annotator, CurrentUser, ExportTurn, ReadSession, Viewer, WriteSession
+from slidelabel.server.deps import Annotator, ExportTurn, ReadSession, Viewer, WriteSession, export_turn_when
 from slidelabel.server.request_checks import MAX_ID
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.labels import (
@@ -25,7 +24,6 @@ from slidelabel.server.schemas.labels import (
 )
 from slidelabel.services import labels
 from slidelabel.services.access import ProjectAccess
-from slidelabel.services.exports import export_turn_waiting
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import get_slide
 
@@ -71,17 +69,13 @@ def get_labels(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSe
 LabelView = Literal["mine", "effective"]
 
 
-async def _effective_turn(user: CurrentUser, view: LabelView = "mine") -> AsyncIterator[None]:
-    """An export turn for the effective view, which reads every label row of the slide; none for
-    the caller's own labels."""
-    if view != "effective":
-        yield
-        return
-    async with export_turn_waiting(user.id):
-        yield
+def _effective(view: LabelView = "mine") -> bool:
+    """Whether the effective view is asked for: it reads every label row of the slide (in an
+    export turn); the caller's own labels need none."""
+    return view == "effective"
 
 
-EffectiveTurn = Annotated[None, Depends(_effective_turn, scope="function")]
+EffectiveTurn = Annotated[None, export_turn_when(_effective)]
 
 
 @router.get("/slides/{slide_id}/labels.bin", response_class=Response,

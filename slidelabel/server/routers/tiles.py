@@ -5,18 +5,16 @@ client revalidates with ``If-None-Match`` and gets a 304 without the image being
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from slidelabel.server.deps import ReadSession, SettingsDep, Viewer
+from slidelabel.server.deps import ReadSession, SettingsDep, Viewer, export_turn_when
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
 from slidelabel.services import tiles
 from slidelabel.services.access import ProjectAccess
-from slidelabel.services.exports import export_turn
 from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.slides import get_slide
 from slidelabel.settings import Settings
@@ -35,27 +33,19 @@ PNG = {200: {"content": {"image/png": {}}}}
 
 
 def cached_response(request: Request, etag: str, cache_control: str, media_type: str, make: Callable[[], bytes], *,
-                    read: tuple, turn: Callable[[], AbstractContextManager[None]] | None = None) -> Response:
+                    read: tuple) -> Response:
     """``make()`` as the response, or a 304 when the client holds the version ``etag``.
 
     The body is kept in the API's response cache under the route, ``read`` and ``etag``, so it is
     made once per version. ``read`` holds the values of every parameter the body depends on (path
     and query) as the route parsed them, never the URL's text: junk query parameters, a ``token``
-    or ``05`` for ``5`` are the same body, so varying them makes nothing again. A heavy body is
-    made in a ``turn`` (e.g. an export turn), and one made while a request waited for its turn is
-    taken from the cache.
+    or ``05`` for ``5`` are the same body, so varying them makes nothing again.
     """
     headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control}
     if request.headers.get("if-none-match") in (headers["ETag"], f"W/{headers['ETag']}"):
         return Response(status_code=304, headers=headers)
     responses, key = request.app.state.responses, (request.scope["route"].path_format, read, etag)
-
-    def in_turn() -> bytes:
-        with turn():
-            return responses.get_or_make(key, make)
-
-    body = responses.get_or_make(key, make if turn is None else in_turn)
-    return Response(body, media_type=media_type, headers=headers)
+    return Response(responses.get_or_make(key, make), media_type=media_type, headers=headers)
 
 
 def _slide(access: ProjectAccess, session: ReadSession, slide_id: int) -> Slide:
@@ -105,10 +95,22 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, sessi
         labels, tiles.TileGrid.of(tiles.slide_source(slide_file(slide))), z, x, y), read=(slide_id, z, x, y))
 
 
+TableFormat = Annotated[Literal["json", "binary"], Query(alias="format")]
+
+
+def _as_json(form: TableFormat = "json") -> bool:
+    """Whether the table is asked for as JSON (a slide of 400,000 superpixels: 30 MB of text to
+    build, in an export turn); the viewer reads the binary table."""
+    return form == "json"
+
+
+JsonTableTurn = Annotated[None, export_turn_when(_as_json)]
+
+
 @router.get("/superpixels", response_model=SuperpixelTablePublic,
             responses={200: {"content": {"application/octet-stream": {}}}})
-def superpixel_table(slide_id: int, access: Viewer, session: ReadSession, settings: SettingsDep, request: Request,
-                     form: Annotated[Literal["json", "binary"], Query(alias="format")] = "json") -> Response:
+def superpixel_table(slide_id: int, access: Viewer, _turn: JsonTableTurn, session: ReadSession, settings: SettingsDep,
+                     request: Request, form: TableFormat = "json") -> Response:
     """The superpixel table as JSON, or with ``format=binary`` as little-endian arrays one after
     the other: ids uint32[N], bbox_level0 int32[N, 4], centroid_level0 float32[N, 2], area_px
     uint32[N] (``X-Superpixels`` gives N)."""
@@ -118,7 +120,7 @@ def superpixel_table(slide_id: int, access: Viewer, session: ReadSession, settin
     response = cached_response(request, f"{form}-{tiles.superpixels_version(folder)}", SUPERPIXEL_CACHE,
                                "application/octet-stream" if binary else "application/json",
                                lambda: tiles.table_binary(table) if binary else tiles.table_json(table),
-                               read=(slide_id, form), turn=None if binary else export_turn)
+                               read=(slide_id, form))
     response.headers["X-Superpixels"] = str(table.ids.size)
     if binary:
         response.headers["X-Layout"] = tiles.BINARY_LAYOUT
