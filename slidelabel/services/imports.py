@@ -33,6 +33,7 @@ from slidelabel.errors import ConflictError, ParameterError, PermissionDeniedErr
 from slidelabel.services.access import ALLOWED, Action
 from slidelabel.services.exports import superpixel_folder
 from slidelabel.services.labels import set_labels
+from slidelabel.services.names import shown_input
 from slidelabel.services.projects import add_category, check_category_name, room_for_categories
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Project, Role, Slide, User
@@ -130,8 +131,8 @@ def parse_document(document: object) -> Document:
 def _describe(document: object) -> str:
     if isinstance(document, dict):
         if "type" in document:
-            return f"a JSON object with type {document['type']!r}"
-        return f"a JSON object with keys {', '.join(sorted(map(str, document))[:6])}"
+            return f"a JSON object with type {shown_input(document['type'])}"
+        return f"a JSON object with keys {', '.join(shown_input(key) for key in sorted(map(str, document))[:6])}"
     if isinstance(document, list):
         return f"a JSON list of {len(document)} items, not all GeoJSON Features" if document else "an empty list"
     return f"a JSON {type(document).__name__}"

@@ -98,3 +98,10 @@ def test_an_input_is_named_by_a_short_prefix_and_its_length():
     assert shown_input("resnet") == "'resnet'"
     shown = shown_input("y" * 3_000_000)
     assert shown == f"{'y' * 40!r}... (3,000,000 characters)"
+
+
+@pytest.mark.parametrize("document", [{"type": "x" * 3_000_000}, {"k" * 3_000_000: 1, "b": 2}])
+def test_a_label_file_of_the_wrong_shape_is_named_briefly(document):
+    with pytest.raises(ParameterError) as raised:
+        parse_document(document)
+    assert len(str(raised.value)) < 500 and "3,000,000 characters" in str(raised.value)
