@@ -260,6 +260,14 @@ def test_errors_quote_a_short_prefix_of_a_large_input(client, admin_headers, pro
     assert "x" * 40 + "'..." in response.text and "3,000,000 characters" in response.text
 
 
+def test_a_bad_girder_id_is_quoted_by_a_short_prefix(client, admin_headers, slide_url, slide_row, project, app):
+    _predict(app, project, slide_row, [c["id"] for c in project["categories"][:2]])
+    response = client.get(f"{slide_url}/export/annotation", headers=admin_headers,
+                          params={"source": "predictions", "girder_id": "g" * 60_000})
+    assert response.status_code == 422 and len(response.content) < 2000, response.text[:200]
+    assert "g" * 40 + "'... (60,000 characters)" in response.text and "Girder item id" in response.text
+
+
 def test_an_error_on_a_new_project_quotes_a_short_prefix(client, admin_headers):
     response = client.post(f"{API}/projects", headers=admin_headers,
                            json={"name": "n", "categories": [{"name": "a", "color": BIG}]})
