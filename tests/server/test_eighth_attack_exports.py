@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -25,9 +27,10 @@ from sqlalchemy import text
 
 from slidelabel.services.epochs import PredictionWriter
 from slidelabel.services.exports import spreadsheet_text
+from slidelabel.services.projects import add_category
 from slidelabel.store.database import MIGRATIONS, Database, migration_connection
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Epoch, Slide
+from slidelabel.store.models import Epoch, Project, Slide
 from slidelabel.store.predictions import SlidePredictions, read_predictions, write_predictions
 from slidelabel.store.superpixel_files import TABLE_FILE
 from slidelabel.store.superpixel_table import read_table
@@ -131,6 +134,32 @@ def test_a_category_added_after_a_merge_takes_a_position_and_mask_value_of_its_o
         assert response.status_code == 200, response.text
     values = np.unique(_mask(client, admin_headers, slide_url, "labels"))
     assert values.tolist() == [0, 3, 4]
+
+
+def test_categories_added_at_once_take_different_positions(app, project):
+    """PostgreSQL runs two writes at once (SQLite's write turn queues them): the second new
+    category waits for the first one's transaction on the project's row, then comes after it."""
+    database = app.state.database
+    done: list[int] = []
+
+    def second() -> None:
+        with database.session(write=True) as session:
+            done.append(add_category(session, session.get(Project, project["id"]), "second").position)
+
+    with database.session(write=True) as session:
+        first = add_category(session, session.get(Project, project["id"]), "first").position
+        if database.engine.dialect.name == "sqlite":
+            thread = None  # would wait for this transaction's write turn: run it after
+        else:
+            thread = threading.Thread(target=second)
+            thread.start()
+            # Without the row lock, the second reads the positions now, before this commits.
+            time.sleep(0.5)
+    if thread is None:
+        second()
+    else:
+        thread.join()
+    assert (first, done) == (3, [4])
 
 
 def test_positions_stay_within_a_uint8_mask_after_many_merges(app, client, admin_headers, project):
