@@ -36,7 +36,7 @@ from slidelabel.errors import (
     TooManyAttemptsError,
 )
 from slidelabel.services.jobs import names_only
-from slidelabel.store.database import Database
+from slidelabel.store.database import Database, foreign_key_violation
 from slidelabel.store.models import Project, Slide
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,6 @@ STATUS = (
 
 def status_of(error: SlidelabelError) -> int:
     return next(code for kind, code in STATUS if isinstance(error, kind))
-
-
-#: SQLSTATE of a foreign-key violation (PostgreSQL's drivers); SQLite says it in words only.
-_FOREIGN_KEY_VIOLATION = "23503"
-_SQLITE_FOREIGN_KEY = "FOREIGN KEY constraint failed"
 
 
 def _id(value: str | None) -> int | None:
@@ -112,16 +107,10 @@ async def _slidelabel_error(request: Request, error: SlidelabelError) -> JSONRes
     return JSONResponse({"detail": message}, status_code=status_of(error), headers=headers)
 
 
-def _foreign_key_violation(error: IntegrityError) -> bool:
-    original = error.orig
-    code = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
-    return code == _FOREIGN_KEY_VIOLATION or _SQLITE_FOREIGN_KEY in str(original)
-
-
 async def _refers_to_deleted(request: Request, error: IntegrityError) -> JSONResponse:
     """A write referring to a row another request deleted meanwhile (a foreign-key violation):
     404 when that was the URL's project or slide, else 409; other integrity errors are bugs."""
-    if not _foreign_key_violation(error):
+    if not foreign_key_violation(error):
         return await _unexpected(request, error)
     return await _deleted_meanwhile(request, error) or JSONResponse({"detail": (
         "something this request refers to (a category, a user, a slide) was deleted by another request "

@@ -39,7 +39,7 @@ from slidelabel.services.batch import expand_inputs
 from slidelabel.services.slide_jobs import STEP_KINDS
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
-from slidelabel.store.database import Database
+from slidelabel.store.database import Database, foreign_key_violation
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Job, JobState, Slide, User
 
@@ -214,8 +214,10 @@ def _insert(session: Session, project_id: int, name: str, path: Path, info: Slid
     session.add(slide)
     try:
         session.flush()
-    except IntegrityError:  # added by a concurrent request since the check
-        raise ConflictError(taken) from None
+    except IntegrityError as error:
+        if foreign_key_violation(error):  # the project was deleted meanwhile: the API answers 404
+            raise
+        raise ConflictError(taken) from None  # added by a concurrent request since the check
     return slide
 
 

@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from slidelabel.errors import BusyError, ParameterError
@@ -38,6 +39,19 @@ SQLITE_CACHE_KIB = 512
 #: Bytes the write-ahead log is cut back to after a checkpoint: without a limit it keeps the size
 #: of its busiest moment (1.1 GB after an annotator's scripted 100,000-superpixel batches).
 SQLITE_WAL_LIMIT_BYTES = 64 * 2**20
+
+
+#: SQLSTATE of a foreign-key violation (PostgreSQL's drivers); SQLite says it in words only.
+_FOREIGN_KEY_VIOLATION = "23503"
+_SQLITE_FOREIGN_KEY = "FOREIGN KEY constraint failed"
+
+
+def foreign_key_violation(error: IntegrityError) -> bool:
+    """Whether ``error`` is a write refused because a row it refers to does not exist (deleted by
+    another request meanwhile), rather than a unique or other constraint."""
+    original = error.orig
+    code = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+    return code == _FOREIGN_KEY_VIOLATION or _SQLITE_FOREIGN_KEY in str(original)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -97,3 +97,23 @@ def test_the_worker_module_builds_its_celery_app_when_asked_not_at_import(tmp_pa
     built = subprocess.run([sys.executable, "-c", "from slidelabel.workers.app import app; print(app.main)"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert built.returncode == 0 and built.stdout.strip() == "slidelabel", built.stderr[-2000:]
+
+
+def test_a_slide_added_to_a_project_deleted_meanwhile_is_404_not_a_taken_name(app, client, admin_headers, project,
+                                                                               settings, cmu_slide, monkeypatch):
+    from slidelabel.services import slides
+    from slidelabel.store.models import Project
+
+    shutil.copy(cmu_slide, settings.slide_folders[0] / "cmu.svs")
+    described = slides._describe
+
+    def describe_then_delete(*args, **kwargs):
+        info = described(*args, **kwargs)
+        with app.state.database.session(write=True) as session:  # the owner deletes the project meanwhile
+            session.delete(session.get(Project, project["id"]))
+        return info
+
+    monkeypatch.setattr(slides, "_describe", describe_then_delete)
+    answer = client.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers,
+                         json={"path": str(settings.slide_folders[0] / "cmu.svs")})
+    assert answer.status_code == 404 and "deleted" in answer.json()["detail"], answer.text
