@@ -34,12 +34,13 @@ from slidelabel.errors import ConflictError, NotFoundError, ParameterError
 from slidelabel.pipelines.models import Category, save_model
 from slidelabel.pipelines.models.base import tempered
 from slidelabel.services import reviews
+from slidelabel.services.access import Action
 from slidelabel.services.jobs import EPOCH_QUEUE, JobContext, Sender, job_kind, submit
 from slidelabel.services.labels import label_array
 from slidelabel.services.learning_loop import EpochOutcome, FileFeatures, LoopChoices, SlideLabels, run_epoch
 from slidelabel.services.projects import merged_categories
 from slidelabel.services.queue import SlideFeatures, ranking_of, slides_with_features, write_ranking
-from slidelabel.services.slides import get_slide
+from slidelabel.services.slides import EPOCH_KIND, get_slide
 from slidelabel.services.stopping import stopping_signal
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
@@ -106,7 +107,7 @@ def start_epoch(database: Database, sender: Sender, data_dir: Path, project_id: 
     project's queued epoch: it gathers the labels when it starts, so it trains on these too, and
     retrain clicks between label changes queue no more epochs than one."""
     with database.session() as session:
-        queued = session.scalar(select(Job).where(Job.project_id == project_id, Job.kind == "epoch",
+        queued = session.scalar(select(Job).where(Job.project_id == project_id, Job.kind == EPOCH_KIND,
                                                   Job.state == JobState.queued).order_by(Job.id))
         if queued is not None:
             return queued
@@ -118,7 +119,7 @@ def start_epoch(database: Database, sender: Sender, data_dir: Path, project_id: 
                 return job
     # The latest number in the key: labels changed and changed back train again.
     after = latest.number if latest is not None else 0
-    return submit(database, sender, project_id=project_id, kind="epoch", key=f"epoch:{after}:{state}",
+    return submit(database, sender, project_id=project_id, kind=EPOCH_KIND, key=f"epoch:{after}:{state}",
                   user_id=user_id)
 
 
@@ -196,7 +197,7 @@ class Stopwatch:
         self.seconds[step], self._last = round(now - self._last, 3), now
 
 
-@job_kind("epoch", queue=EPOCH_QUEUE)
+@job_kind(EPOCH_KIND, queue=EPOCH_QUEUE, action=Action.train)
 def epoch(context: JobContext) -> dict:
     """Train, predict, rank and publish one epoch of the job's project (see the module docstring)."""
     files = ProjectFiles(context.settings.data_dir, context.project_id)
