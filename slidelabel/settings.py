@@ -84,6 +84,20 @@ class Settings(BaseSettings):
     """Longest run of a slide job (superpixels, features, prepare), in s; it then stops as failed."""
     job_time_limit_epoch_s: float = Field(default=3600.0, gt=0)
     """Longest run of an epoch job (train, predict, rank), in s; it then stops as failed."""
+    request_head_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest a client may take to send a request's head (request line and headers), from its
+    connection or, on a kept-alive one, from the request's first byte (s); the connection is then
+    closed, with 408 if part of a head came."""
+    request_body_timeout_s: float = Field(default=60.0, gt=0)
+    """Longest a request body may stop arriving while the server is reading it (s); the connection
+    is then closed and the route sees a client disconnect."""
+    max_connections_per_address: int = Field(default=100, ge=0)
+    """Most open connections from one client address to each API process; past it a new one is
+    answered 503 and closed. 0: no bound, e.g. behind a reverse proxy that bounds them itself."""
+    max_connections: int = Field(default=4096, ge=1)
+    """Most open connections to each API process (lowered to leave a quarter of its open-file
+    limit to files); at it a new connection replaces the one that has waited longest for a request
+    head, or is answered 503 and closed when none is waiting."""
     host: str = "127.0.0.1"
     port: int = 8000
     cache: Path = Field(default_factory=default_cache_dir)

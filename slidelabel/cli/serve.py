@@ -15,7 +15,11 @@ from pathlib import Path
 import click
 
 from slidelabel.cli.errors import user_errors
-from slidelabel.cli.server_options import server_options, settings_environment, settings_from
+from slidelabel.cli.server_options import (
+    server_options,
+    settings_environment,
+    settings_from,
+)
 from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
 from slidelabel.settings import Settings
 
@@ -81,6 +85,27 @@ def embedded_workers(settings: Settings) -> Iterator[list[multiprocessing.Proces
             process.join()
 
 
+def bounded_connections(settings: Settings) -> dict[str, object]:
+    """uvicorn's options for connections within the settings' limits (a head timeout, a body
+    timeout, bounds per client address and in all, failed accepts logged once a minute), after
+    raising this process's soft open-file limit to its hard limit (the API processes and workers
+    inherit it)."""
+    from slidelabel.server.http_protocol import (
+        BoundedH11Protocol,
+        ConnectionLimits,
+        OpenConnections,
+        new_event_loop,
+        raise_open_file_limit,
+    )
+
+    limits = ConnectionLimits.within(
+        open_files=raise_open_file_limit(), head_timeout_s=settings.request_head_timeout_s,
+        body_timeout_s=settings.request_body_timeout_s, per_address=settings.max_connections_per_address,
+        total=settings.max_connections)
+    return {"http": functools.partial(BoundedH11Protocol, limits=limits, connections=OpenConnections()),
+            "loop": new_event_loop, "backlog": limits.backlog}
+
+
 @click.command("serve")
 @server_options
 @click.option("--host", default=None, help="Address to listen on [env SLIDELABEL_HOST; default 127.0.0.1].")
@@ -120,7 +145,7 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
     os.environ.update(settings_environment(settings))
     run = functools.partial(uvicorn.run, "slidelabel.server.app:app_from_environment", factory=True,
                             host=settings.host, port=settings.port, workers=http_workers, log_level="warning",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **bounded_connections(settings))
     if settings.embedded_broker:
         with embedded_workers(settings):
             run()

@@ -1,0 +1,185 @@
+"""``slidelabel serve`` bounds its connections (round 8, H4): a half-sent request head is closed
+after ``SLIDELABEL_REQUEST_HEAD_TIMEOUT_S``, one client address holds at most
+``SLIDELABEL_MAX_CONNECTIONS_PER_ADDRESS`` connections, and more connections than the process has
+file descriptors neither keep an honest user unanswered nor write a log line each.
+
+Before: uvicorn waited forever for a head, accepted connections until the process ran out of
+descriptors, then logged a traceback for every failed accept (thousands of lines a second)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PASSWORD = f"connections-{secrets.token_hex(6)}"
+#: Descriptors of the server under test: fewer than the connections a test opens.
+OPEN_FILES = 256
+PER_ADDRESS = 3
+HEAD_TIMEOUT_S = 1.5
+BODY_TIMEOUT_S = 1.5
+#: Seconds a client waits for the server to answer or close (generous: a loaded CI machine).
+WAIT_S = 30
+#: A request head that never ends.
+HALF_HEAD = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nX-a: b\r\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: ``python -c`` that runs ``slidelabel`` with its arguments and at most OPEN_FILES descriptors.
+WITH_FEW_OPEN_FILES = (f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({OPEN_FILES}, {OPEN_FILES})); "
+                       "os.execv(sys.executable, [sys.executable, '-m', 'slidelabel.cli.main', *sys.argv[1:]])")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """``slidelabel serve`` on a free port with small limits and 256 file descriptors (soft and
+    hard), jobs sent to a broker (no embedded workers to start); yields its port and log."""
+    tmp_path = tmp_path_factory.mktemp("connections")
+    port, log_path = _free_port(), tmp_path / "serve.log"
+    environment = {**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD, "SLIDELABEL_BROKER": "memory://",
+                   "SLIDELABEL_REQUEST_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+                   "SLIDELABEL_REQUEST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+                   "SLIDELABEL_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS), "OMP_NUM_THREADS": "1"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", WITH_FEW_OPEN_FILES, "serve", "--data-dir",
+                                    str(tmp_path / "data"), "--port", str(port)], env=environment,
+                                   stdout=log, stderr=log, start_new_session=True)
+    try:
+        for _ in range(240):
+            try:
+                if _honest_request(port, "POST", "/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.5)
+        yield port, log_path
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def _honest_request(port: int, method: str, path: str, **options: object) -> httpx.Response:
+    """A request from 127.0.0.2, another address than the attacker's 127.0.0.1, on a connection of
+    its own that it closes (so that it does not count towards that address's bound)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=WAIT_S,
+                      transport=httpx.HTTPTransport(local_address="127.0.0.2")) as client:
+        return client.request(method, path, **options)
+
+
+def _half_heads(port: int, count: int, *, addresses: int = 1) -> list[socket.socket]:
+    """``count`` connections that sent part of a request head, from ``addresses`` source addresses."""
+    connections = []
+    for i in range(count):
+        source = "127.0.0.1" if addresses == 1 else f"127.0.1.{i % addresses + 1}"
+        connection = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S, source_address=(source, 0))
+        connection.sendall(HALF_HEAD)
+        connections.append(connection)
+    return connections
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """What the server sends before it closes the connection (b"" for a plain close)."""
+    received = b""
+    try:
+        while chunk := connection.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the server neither answered nor closed the connection within {WAIT_S} s")
+    finally:
+        connection.close()
+    return received
+
+
+def _log_lines(log_path: Path) -> int:
+    return log_path.read_bytes().count(b"\n")
+
+
+def test_a_half_sent_request_head_is_closed_after_the_head_timeout(server):
+    port, _log_path = server
+    [connection] = _half_heads(port, 1)
+    assert _answer(connection).startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_request_body_that_stops_arriving_ends_its_connection(server):
+    port, log_path = server
+    lines_before = _log_lines(log_path)
+    connection = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    connection.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 100\r\n\r\n{\"username\": ")
+    _answer(connection)
+    assert _honest_request(port, "GET", "/auth/me").status_code == 401  # the server went on (and had time to log)
+    assert _log_lines(log_path) == lines_before, "a client that stopped sending was logged"
+
+
+def test_connections_past_the_per_address_bound_are_refused_while_others_are_answered(server):
+    port, _log_path = server
+    holders = _half_heads(port, PER_ADDRESS)
+    try:
+        [extra] = _half_heads(port, 1)
+        assert _answer(extra).startswith(b"HTTP/1.1 503 ")
+        token = _honest_request(port, "POST", "/auth/login", json={"username": "admin", "password": PASSWORD}).json()["token"]
+        assert _honest_request(port, "GET", "/auth/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+def test_more_connections_than_descriptors_leave_others_answered_and_the_log_quiet(server):
+    port, log_path = server
+    lines_before = _log_lines(log_path)
+    # From 200 addresses (2 or 3 each, within the per-address bound): more than the server's descriptors.
+    held = _half_heads(port, 2 * OPEN_FILES, addresses=200)
+    # 40 from one address: past its bound, each refused.
+    refused = [_answer(connection) for connection in _half_heads(port, 40)]
+    # 40 requests that are not HTTP: each answered 400 (uvicorn logged a warning for each).
+    for _ in range(40):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S, source_address=("127.0.0.3", 0)) as garbage:
+            garbage.sendall(b"NOT HTTP\r\n\r\n")
+            assert garbage.recv(100).startswith(b"HTTP/1.1 400 ")
+    try:
+        assert _honest_request(port, "GET", "/auth/me").status_code == 401  # answered: not logged in
+    finally:
+        answers = [_answer(connection) for connection in held]
+    assert sum(answer.startswith(b"HTTP/1.1 503 ") for answer in refused) >= len(refused) - PER_ADDRESS
+    assert all(answer == b"" or answer.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 503 ")) for answer in answers)
+    grown = _log_lines(log_path) - lines_before
+    assert grown <= 4, f"the log grew {grown} lines:\n" + "\n".join(log_path.read_text().splitlines()[-20:])
+
+
+def test_failed_accepts_are_summarised_in_the_log(caplog):
+    from slidelabel.server.http_protocol import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(1000):
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": OSError(errno.EMFILE, os.strerror(errno.EMFILE))})
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    lines = [record for record in caplog.records if "accept" in record.getMessage()]
+    assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
