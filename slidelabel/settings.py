@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     """A worker's pool process resident after a job in more than this (MB, shared pages included)
     is replaced by a fresh one, so memory a job left behind is given back; 0 keeps every process
     (for workers that should keep a loaded foundation model from one job to the next)."""
+    max_superpixels_per_slide: int = Field(default=4_000_000, ge=1, le=(1 << 24) - 1)
+    """Most superpixels a slide's computed superpixels may have, counted as the seeds of its grid
+    (working width / step x working height / step, tissue or not): a job holds about 90 bytes per
+    seed in memory (360 MB at the default), and its features and labels grow with the count. The
+    superpixel tiles pack ids into 24 bits, which caps it at 16,777,215."""
+    superpixel_cache_mb: int = Field(default=8192, ge=0)
+    """Most disk a superpixel job's temporary window cache may take (MB, compressed): pass 1 keeps
+    the pixels pass 2 needs up to this, and pass 2 reads the rest from the slide again; the cache
+    also never leaves its disk with less than 5% (at least 1 GB) free. 0 keeps none."""
     job_time_limit_slide_s: float = Field(default=6 * 3600.0, gt=0)
     """Longest run of a slide job (superpixels, features, prepare), in s; it then stops as failed."""
     job_time_limit_epoch_s: float = Field(default=3600.0, gt=0)

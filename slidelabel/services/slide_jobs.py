@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import select
 
-from slidelabel.errors import ConflictError
+from slidelabel.errors import ConflictError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.services.feature_import import remove_unfinished
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.segment_import import ALGORITHM as IMPORTED_ALGORITHM
 from slidelabel.services.slide_paths import slide_file
-from slidelabel.services.superpixels import compute_slide_superpixels, finished_manifest
+from slidelabel.services.superpixels import check_planned_superpixels, compute_slide_superpixels, finished_manifest
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Project, Slide
@@ -58,19 +61,46 @@ def superpixels_finished(data_dir: Path, project: Project, slide: Slide) -> bool
     return finished_manifest(folder, Path(slide.path), superpixel_options(project.superpixel_options)) is not None
 
 
+def check_superpixel_options(data_dir: Path | None, project: Project, slide: Slide, *,
+                             max_superpixels: int | None) -> None:
+    """Before a superpixel or prepare job is queued: :class:`ParameterError` when the project's
+    options give ``slide`` a size outside the allowed steps or more than ``max_superpixels``
+    superpixels (None: no bound), from the slide's recorded size. Imported segments, which the
+    job keeps, are not checked (without ``data_dir`` they are not looked for)."""
+    if data_dir is not None and imported_segments(ProjectFiles(data_dir, project.id).superpixels(slide.id)):
+        return
+    check_planned_superpixels(slide.width, slide.height, slide.mpp, superpixel_options(project.superpixel_options),
+                              limit=max_superpixels, slide_name=slide.name)
+
+
 def submit_slide_job(database: Database, sender: Sender, data_dir: Path, project: Project, slide: Slide, kind: str,
-                     *, user_id: int | None) -> Job:
+                     *, user_id: int | None, max_superpixels: int | None = None) -> Job:
     """Queue the ``kind`` job of one slide (or return the same work queued, running or done);
-    :class:`ConflictError` for features of a slide without finished superpixels."""
+    :class:`ConflictError` for features of a slide without finished superpixels, and
+    :class:`ParameterError` when the project's options do not fit the slide
+    (:func:`check_superpixel_options`; pass ``Settings.max_superpixels_per_slide``)."""
     if kind == FEATURES and not superpixels_finished(data_dir, project, slide):
         raise ConflictError(f"slide {slide.name!r} has no finished superpixels for the project's options; "
                             f"compute them first (POST .../slides/{slide.id}/superpixels or .../jobs/prepare)")
+    if kind != FEATURES:
+        check_superpixel_options(data_dir, project, slide, max_superpixels=max_superpixels)
     return submit(database, sender, **step_job(kind, project, slide), user_id=user_id)
 
 
 def submit_prepare(database: Database, sender: Sender, project: Project, slides: Iterable[Slide], *,
-                   user_id: int | None) -> list[Job]:
-    """Queue a ``prepare`` job (superpixels, then features) for each slide."""
+                   user_id: int | None, data_dir: Path | None = None, max_superpixels: int | None = None) -> list[Job]:
+    """Queue a ``prepare`` job (superpixels, then features) for each slide; none when the
+    project's options do not fit one of them (:class:`ParameterError` naming every such slide,
+    :func:`check_superpixel_options`; pass ``Settings.data_dir`` and ``max_superpixels_per_slide``)."""
+    slides = list(slides)
+    refused = []
+    for slide in slides:
+        try:
+            check_superpixel_options(data_dir, project, slide, max_superpixels=max_superpixels)
+        except ParameterError as error:
+            refused.append(str(error))
+    if refused:
+        raise ParameterError("; ".join(refused[:3]) + (f"; and {len(refused) - 3} more slides" if len(refused) > 3 else ""))
     return [submit(database, sender, **step_job(PREPARE, project, slide), user_id=user_id) for slide in slides]
 
 
@@ -80,16 +110,55 @@ def remove_unfinished_features(out_path: Path) -> list[Path]:
     return remove_unfinished(out_path.parent, out_path.name.removesuffix(".zarr"))
 
 
-def sweep_unfinished_features(database: Database, data_dir: Path) -> list[Path]:
-    """At a worker's start: remove what killed extractions and imports left for every slide with
-    no running job (a running one may still be writing its scratch files)."""
+#: Temporary outputs of a slide's jobs, by subfolder of the slide's folder: the scratch files of
+#: atomic writes, window caches and label scratch stores (superpixels and imported segments), and
+#: unfinished feature arrays and their scratch rows.
+_TEMPORARIES = {"superpixels": (".*.tmp*",), "features": (".*.zarr.*.tmp", ".*.rows")}
+
+
+def sweep_unfinished_outputs(database: Database, data_dir: Path) -> list[Path]:
+    """Remove the temporary outputs that killed jobs (a Cancel that had to kill its process, a
+    worker killed by the OS or a time limit) left in the folders of every slide with no running
+    job: at a worker's start and at the start of every slide job, so that they go away without a
+    retry of the killed job. Only what was last changed before this sweep began is removed: a job
+    that starts on another worker while it runs keeps its new files. Returns what was removed."""
+    # Before the look at running jobs: a job claimed after that look writes only after it.
+    started = time.time()
     with database.session() as session:
         busy = set(session.scalars(select(Job.slide_id).where(Job.state == JobState.running)))
     removed = []
-    for features in (data_dir / "projects").glob("*/slides/*/features"):
-        if features.parent.name.isdigit() and int(features.parent.name) not in busy:
-            removed += remove_unfinished(features)
+    for slide_dir in (data_dir / "projects").glob("*/slides/*"):
+        if not slide_dir.name.isdigit() or int(slide_dir.name) in busy:
+            continue
+        for subfolder, patterns in _TEMPORARIES.items():
+            for pattern in patterns:
+                removed += [entry for entry in (slide_dir / subfolder).glob(pattern) if _remove_older(entry, started)]
     return removed
+
+
+#: The worker's start calls it by this name (``slidelabel.workers.tasks``).
+sweep_unfinished_features = sweep_unfinished_outputs
+
+
+def _remove_older(entry: Path, cutoff: float) -> bool:
+    """Remove ``entry`` (a file, or a folder with all it holds) where it was last changed before
+    ``cutoff`` (a ``time.time()``); what changed since stays. True when it is gone."""
+    try:
+        info = entry.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            if info.st_mtime < cutoff:
+                entry.unlink()
+            return info.st_mtime < cutoff
+        # Every child is visited (no short cut), and the folder goes only when they all went.
+        emptied = all([_remove_older(Path(child.path), cutoff) for child in os.scandir(entry)])
+        if emptied and info.st_mtime < cutoff:
+            entry.rmdir()
+            return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def imported_segments(folder: Path) -> bool:
@@ -117,7 +186,10 @@ def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, sha
     if imported_segments(folder):
         return "imported segments kept"  # the user's own segments are never recomputed away
     options = superpixel_options(context.params["options"])
-    result = compute_slide_superpixels(slide_path, folder, options, progress=progress)
+    settings = context.settings
+    result = compute_slide_superpixels(slide_path, folder, options, progress=progress,
+                                       max_superpixels=settings.max_superpixels_per_slide,
+                                       cache_bytes=settings.superpixel_cache_mb << 20)
     with context.database.session(write=True) as session:
         session.get(Slide, context.slide_id).superpixels = result.superpixels
     return f"{result.superpixels} superpixels ({result.status})"
@@ -146,6 +218,7 @@ def _feature_step(context: JobContext, slide_path: Path, *, start: float, share:
 def superpixels(context: JobContext) -> dict:
     """Superpixels of the job's slide with the options it was submitted with; a finished folder
     with the same options is kept (the service checks its manifest)."""
+    sweep_unfinished_outputs(context.database, context.settings.data_dir)
     return {"message": _superpixel_step(context, _slide_path(context), start=0.0, share=1.0)}
 
 
@@ -153,6 +226,7 @@ def superpixels(context: JobContext) -> dict:
 def features(context: JobContext) -> dict:
     """Features of the job's slide with the extractor it was submitted with; an array with the
     same attributes is kept."""
+    sweep_unfinished_outputs(context.database, context.settings.data_dir)
     return {"message": _feature_step(context, _slide_path(context), start=0.0, share=1.0)}
 
 
@@ -160,6 +234,7 @@ def features(context: JobContext) -> dict:
 def prepare(context: JobContext) -> dict:
     """Superpixels, then features of the job's slide, each skipped when finished. The bar gives
     each step half: which one takes longer depends on the extractor."""
+    sweep_unfinished_outputs(context.database, context.settings.data_dir)
     slide_path = _slide_path(context)
     done = _superpixel_step(context, slide_path, start=0.0, share=0.5)
     return {"message": f"{done}; {_feature_step(context, slide_path, start=0.5, share=0.5)}"}

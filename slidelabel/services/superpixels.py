@@ -20,7 +20,8 @@ from scipy import ndimage
 from slidelabel import __version__
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.regions import SlideRegions
-from slidelabel.pipelines.slides import Slide, WorkingScale, mpp_for_magnification
+from slidelabel.pipelines.slic import SeedGrid
+from slidelabel.pipelines.slides import LEVEL0_TOLERANCE, Slide, WorkingScale, mpp_for_magnification
 from slidelabel.pipelines.superpixel_stats import SuperpixelStatistics, SuperpixelSummary
 from slidelabel.pipelines.superpixels import ProgressFunction, SuperpixelEngine, SuperpixelParams
 from slidelabel.pipelines.tissue import TissueMask, detect_tissue, mask_window, tissue_pixels
@@ -195,6 +196,53 @@ def step_pixels(size: SuperpixelSize, scale: WorkingScale) -> int:
     return step
 
 
+def check_superpixel_count(scale: WorkingScale, step: int, *, limit: int | None, slide_name: str) -> int:
+    """The number of seeds (the most superpixels) ``step`` gives on a slide of ``scale``;
+    :class:`ParameterError` naming the size, the slide's working size and the bound when it
+    passes ``limit`` (None: no bound). The engine holds about 90 bytes per seed of the grid."""
+    seeds = SeedGrid(step, scale.height, scale.width).size
+    if limit is not None and seeds > limit:
+        raise ParameterError(
+            f"superpixel options give slide {slide_name!r} up to {seeds:,} superpixels ({scale.width:,} x "
+            f"{scale.height:,} working pixels in {step} px superpixels); at most {limit:,} are allowed per slide "
+            "(SLIDELABEL_MAX_SUPERPIXELS_PER_SLIDE): choose a larger size or a lower magnification"
+        )
+    return seeds
+
+
+def planned_scale(width: int, height: int, mpp: float | None, options: SuperpixelOptions) -> WorkingScale | None:
+    """The working scale :func:`working_scale` will give a slide of level-0 ``width`` x ``height``
+    px and ``mpp`` (None: unknown) without opening it, as :meth:`Slide.working_scale` rounds; None
+    where the job itself must decide (no pixel size, or a target finer than level 0)."""
+    mpp = options.base_mpp if options.base_mpp is not None else mpp
+    target = options.mpp
+    if target is None:
+        magnification = DEFAULT_MAGNIFICATION if options.magnification is None else options.magnification
+        target = None if magnification == 0 else mpp_for_magnification(magnification)
+    if target is None:
+        return WorkingScale(1.0, mpp, width, height)
+    if mpp is None or target / mpp < 1.0 - LEVEL0_TOLERANCE:
+        return None
+    downsample = 2.0 ** round(math.log2(max(target / mpp, 1.0)))
+    return WorkingScale(downsample, mpp * downsample, math.ceil(round(width / downsample, 6)),
+                        math.ceil(round(height / downsample, 6)))
+
+
+def check_planned_superpixels(width: int, height: int, mpp: float | None, options: SuperpixelOptions, *,
+                              limit: int | None, slide_name: str) -> None:
+    """Before a job is queued: :class:`ParameterError` when ``options`` give the slide a
+    superpixel size outside the allowed steps or more superpixels than ``limit``, as far as its
+    recorded size and pixel size tell (the job checks again on the slide itself)."""
+    scale = planned_scale(width, height, mpp, options)
+    if scale is None or (options.size.unit == "um" and scale.mpp is None):
+        return
+    try:
+        step = step_pixels(options.size, scale)
+    except ParameterError as error:
+        raise ParameterError(f"slide {slide_name!r}: {error}") from None
+    check_superpixel_count(scale, step, limit=limit, slide_name=slide_name)
+
+
 def overview(slide: Slide) -> tuple[np.ndarray, float]:
     """A whole-slide RGB picture for tissue detection and its downsample (level-0 px per pixel).
 
@@ -280,8 +328,15 @@ def compute_slide_superpixels(
     *,
     workers: int = 1,
     progress: ProgressFunction | None = None,
+    max_superpixels: int | None = None,
+    cache_bytes: int | None = None,
 ) -> SlideResult:
-    """Superpixels of one slide into ``folder`` (created); skipped when already finished there."""
+    """Superpixels of one slide into ``folder`` (created); skipped when already finished there.
+
+    ``max_superpixels``: :class:`ParameterError` before any work when the options give the slide
+    more seeds than this (None: no bound). ``cache_bytes``: most disk the window cache between
+    the passes may take (None: as much as the free space allows; 0: no cache, the slide is read
+    twice)."""
     started = time.perf_counter()
     finished = finished_manifest(folder, slide_path, options)
     if finished is not None:
@@ -289,6 +344,7 @@ def compute_slide_superpixels(
     with Slide(slide_path, base_mpp=options.base_mpp, source=options.source) as slide:
         scale = working_scale(slide, options)
         step = step_pixels(options.size, scale)
+        check_superpixel_count(scale, step, limit=max_superpixels, slide_name=slide_path.name)
         params = SuperpixelParams(
             step=step, compactness=options.compactness, iterations=options.iterations,
             tile_size=max(options.tile_size, 2 * step),
@@ -298,7 +354,7 @@ def compute_slide_superpixels(
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST_FILE).unlink(missing_ok=True)  # the folder is unfinished from here on
         remove_temporaries(folder)  # left by a run that was killed
-        with WindowCache(folder) as cache, LabelMapWriter(
+        with WindowCache(folder, max_bytes=cache_bytes) as cache, LabelMapWriter(
             folder / LABELS_FILE, width=scale.width, height=scale.height, mpp=scale.mpp
         ) as writer:
             engine = SuperpixelEngine(
