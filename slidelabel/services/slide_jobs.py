@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from slidelabel.errors import ConflictError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.services.access import Action
 from slidelabel.services.feature_import import remove_unfinished
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
@@ -214,7 +215,7 @@ def _feature_step(context: JobContext, slide_path: Path, *, start: float, share:
     return f"{extractor} features"
 
 
-@job_kind(SUPERPIXELS)
+@job_kind(SUPERPIXELS, action=Action.train)
 def superpixels(context: JobContext) -> dict:
     """Superpixels of the job's slide with the options it was submitted with; a finished folder
     with the same options is kept (the service checks its manifest)."""
@@ -222,7 +223,7 @@ def superpixels(context: JobContext) -> dict:
     return {"message": _superpixel_step(context, _slide_path(context), start=0.0, share=1.0)}
 
 
-@job_kind(FEATURES)
+@job_kind(FEATURES, action=Action.train)
 def features(context: JobContext) -> dict:
     """Features of the job's slide with the extractor it was submitted with; an array with the
     same attributes is kept."""
@@ -230,7 +231,7 @@ def features(context: JobContext) -> dict:
     return {"message": _feature_step(context, _slide_path(context), start=0.0, share=1.0)}
 
 
-@job_kind(PREPARE)
+@job_kind(PREPARE, action=Action.train)
 def prepare(context: JobContext) -> dict:
     """Superpixels, then features of the job's slide, each skipped when finished. The bar gives
     each step half: which one takes longer depends on the extractor."""
