@@ -39,8 +39,9 @@ from sqlalchemy.orm import Session
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
 from slidelabel.services.epochs import get_epoch, slide_predictions
 from slidelabel.services.masks import category_values, write_mask
+from slidelabel.services.names import shown_input
 from slidelabel.services.polygons import Polygon, label_map_polygons, nearby_batches
-from slidelabel.services.projects import merged_categories, shown
+from slidelabel.services.projects import merged_categories
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
 from slidelabel.services.turns import Turns
@@ -264,7 +265,7 @@ def annotation(classes: SlideClasses, project: Project, *, dissolve: bool = True
     superpixel); ``girderId`` is ``girder_id`` or :data:`PLACEHOLDER_GIRDER_ID`.
     """
     if girder_id is not None and not _GIRDER_ID.match(girder_id):
-        raise ParameterError(f"girder_id {shown(girder_id)} is not a Girder item id (24 lower-case hex digits)")
+        raise ParameterError(f"girder_id {shown_input(girder_id)} is not a Girder item id (24 lower-case hex digits)")
     categories = {category.id: category for category in project.categories}
     items: list[dict] = []
     if elements is not Elements.pixelmap:

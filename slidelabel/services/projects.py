@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -16,13 +15,25 @@ from slidelabel.pipelines.features import DEFAULT_EXTRACTOR
 from slidelabel.pipelines.models import DEFAULT_MODEL
 from slidelabel.pipelines.normalisation import DEFAULT_NORMALISATION
 from slidelabel.pipelines.strategies import DEFAULT_STRATEGY
+from slidelabel.services.names import check_printable_name, shown_input
 from slidelabel.services.registries import registry_of
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import (
-    Category, CategoryMerge, Job, JobState, Label, LabelEvent, Membership, Project, Review, Role, User, utcnow,
+    Category,
+    CategoryMerge,
+    Job,
+    JobState,
+    Label,
+    LabelEvent,
+    Membership,
+    Project,
+    Review,
+    Role,
+    User,
+    utcnow,
 )
 
 #: Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; black last
@@ -40,23 +51,8 @@ CATEGORY_NAME_CHARS = 100
 #: that creates 252 holds the write turn under a second (32,000 unbounded ones held it 80 s), and
 #: an agreement table has at most 65,025 cells a pair.
 MAX_CATEGORIES = 255
-#: Unicode categories a name may not contain: controls (NUL, tab, newline), format characters
-#: (right-to-left overrides that make a legend read otherwise), lone surrogates (no UTF-8),
-#: private-use characters and line or paragraph separators.
-_UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
-#: Characters of a refused value that an error quotes: a name or a colour is recognisable by its
-#: start, and a multi-megabyte value must not come back whole in the answer.
-ECHOED_CHARS = 40
 #: Highest category position: a label mask holds position + 1 in a uint8 (services/masks.py).
 MAX_POSITION = 254
-
-
-def shown(value: str) -> str:
-    """``value`` quoted for an error message: whole when short, else its first
-    :data:`ECHOED_CHARS` characters, ``...`` and its length."""
-    if len(value) <= ECHOED_CHARS:
-        return repr(value)
-    return f"{value[:ECHOED_CHARS]!r}... ({len(value):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ def check_choices(choices: ProjectChoices) -> None:
         registry = registry_of(kind)
         if name in registry or (kind == "features" and IMPORTED_EXTRACTOR.match(name)):
             continue
-        raise ParameterError(f"unknown {registry.kind} {shown(name)}; registered: {', '.join(registry)}"
+        raise ParameterError(f"unknown {registry.kind} {shown_input(name)}; registered: {', '.join(registry)}"
                              + (" or imported-<name> for imported features" if kind == "features" else ""))
 
 
@@ -88,7 +84,7 @@ def superpixel_options(values: dict) -> SuperpixelOptions:
     known = [f.name for f in fields(SuperpixelOptions)]
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
-        raise ParameterError(f"unknown superpixel option {shown(str(unknown[0]))}; the options are "
+        raise ParameterError(f"unknown superpixel option {shown_input(str(unknown[0]))}; the options are "
                              f"{', '.join(known)}")
     if "size" in values:
         values["size"] = SuperpixelSize.parse(str(values["size"]))
@@ -203,19 +199,9 @@ def projects_of(session: Session, user: User) -> list[tuple[Project, Role]]:
 
 def check_category_name(name: str) -> str:
     """``name`` stripped; :class:`ParameterError` unless it has 1 to :data:`CATEGORY_NAME_CHARS`
-    characters, none of them a control, format, surrogate or private-use character."""
-    name = name.strip()
-    if not name:
-        raise ParameterError("a category needs a name")
-    bad = next((c for c in name if unicodedata.category(c) in _UNSHOWN), None)
-    if bad is not None:
-        # repr escapes the character (a lone surrogate could not be written into the answer's JSON).
-        raise ParameterError(f"category name {name[:40]!r} holds U+{ord(bad):04X}, a control or invisible character; "
-                             "names are printable text")
-    if len(name) > CATEGORY_NAME_CHARS:
-        raise ParameterError(f"category name {name[:20]!r}... has {len(name):,} characters; names have at most "
-                             f"{CATEGORY_NAME_CHARS} characters")
-    return name
+    characters, all printable (:func:`~slidelabel.services.names.check_printable_name`: a
+    right-to-left override would make a legend read otherwise)."""
+    return check_printable_name(name, what="category name", max_chars=CATEGORY_NAME_CHARS)
 
 
 def room_for_categories(session: Session, project: Project, new: int) -> int:
@@ -232,9 +218,9 @@ def room_for_categories(session: Session, project: Project, new: int) -> int:
 def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
     check_category_name(name)
     if color is not None and not _COLOR.fullmatch(color):
-        raise ParameterError(f"colour {shown(color)} is not of the form #rrggbb")
+        raise ParameterError(f"colour {shown_input(color)} is not of the form #rrggbb")
     if hotkey is not None and (len(hotkey) != 1 or not hotkey.isprintable() or hotkey.isspace()):
-        raise ParameterError(f"hotkey {shown(hotkey)} must be one printable character")
+        raise ParameterError(f"hotkey {shown_input(hotkey)} must be one printable character")
 
 
 def _hotkey_taken(session: Session, project_id: int, hotkey: str | None, but: int | None = None) -> None:
@@ -353,7 +339,7 @@ def merged_categories(session: Session, project_id: int) -> dict[int, int]:
 def set_member(session: Session, project: Project, username: str, role: Role) -> Membership:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
-        raise NotFoundError(f"no user {shown(username)}")
+        raise NotFoundError(f"no user {shown_input(username)}")
     membership = session.get(Membership, (project.id, user.id))
     if membership is None:
         membership = Membership(project_id=project.id, user_id=user.id, role=role)
