@@ -137,10 +137,6 @@ def sweep_unfinished_outputs(database: Database, data_dir: Path) -> list[Path]:
     return removed
 
 
-#: The worker's start calls it by this name (``slidelabel.workers.tasks``).
-sweep_unfinished_features = sweep_unfinished_outputs
-
-
 def _remove_older(entry: Path, cutoff: float) -> bool:
     """Remove ``entry`` (a file, or a folder with all it holds) where it was last changed before
     ``cutoff`` (a ``time.time()``); what changed since stays. True when it is gone."""

@@ -101,12 +101,13 @@ def _preload_jobs(**_kwargs) -> None:
 
 @worker_ready.connect
 def _start_watch(sender, **_kwargs) -> None:
-    from slidelabel.services.slide_jobs import sweep_unfinished_features
+    from slidelabel.services.slide_jobs import sweep_unfinished_outputs
 
     settings = _settings(run_job)
-    removed = sweep_unfinished_features(_database(settings.database_url), settings.data_dir)
+    removed = sweep_unfinished_outputs(_database(settings.database_url), settings.data_dir)
     if removed:
-        logger.warning("removed %d unfinished feature arrays left by killed jobs", len(removed))
+        logger.warning("removed %d unfinished outputs (scratch files, window caches, feature arrays) left by "
+                       "killed jobs", len(removed))
     jobs.redispatch_queued(_database(settings.database_url), sender.app)
     threading.Thread(target=_watch, args=(sender.app,), daemon=True, name="slidelabel-stale-jobs").start()
 

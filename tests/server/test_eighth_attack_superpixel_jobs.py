@@ -42,10 +42,12 @@ def test_a_job_past_the_bound_fails_naming_the_options_the_slide_and_the_bound(a
         raise AssertionError("the engine was built for a slide past the bound")
 
     monkeypatch.setattr(superpixel_service, "SuperpixelEngine", no_engine)
-    monkeypatch.setattr(app.state.settings, "max_superpixels_per_slide", 100_000)
     _options(app, project, DENSE)
     url = f"/api/v1/projects/{project['id']}/slides/{slide_row}/superpixels"
     job = client.post(url, headers=admin_headers).json()
+    # Lowered once the job is queued: the worker checks again (a job queued before a lower bound,
+    # or by a caller that did not check).
+    monkeypatch.setattr(app.state.settings, "max_superpixels_per_slide", 100_000)
     done = _run(app, job["id"])
     assert done.state == JobState.failed
     for part in ("411,810 superpixels", "2,220 x 2,967", "4 px", "at most 100,000",
@@ -137,6 +139,16 @@ def test_the_worker_start_sweeps_superpixel_leftovers_too(app, project, cmu_slid
     _job(app, project, cancelled, JobState.cancelled)
     gone = _leftovers(files.slide_dir(cancelled), age_s=60)
     # The name the worker's start calls (slidelabel.workers.tasks).
-    removed = slide_jobs.sweep_unfinished_features(app.state.database, app.state.settings.data_dir)
+    removed = slide_jobs.sweep_unfinished_outputs(app.state.database, app.state.settings.data_dir)
     assert sorted(removed) == sorted(gone) and not any(path.exists() for path in gone)
     assert (files.slide_dir(cancelled) / "superpixels").is_dir()
+
+
+def test_the_api_refuses_options_past_the_bound_before_queuing(client, admin_headers, project, slide_row, sender,
+                                                                app, monkeypatch):
+    monkeypatch.setattr(app.state.settings, "max_superpixels_per_slide", 10)
+    url = f"/api/v1/projects/{project['id']}"
+    for answer in (client.post(f"{url}/slides/{slide_row}/superpixels", headers=admin_headers),
+                   client.post(f"{url}/jobs/prepare", headers=admin_headers)):
+        assert answer.status_code == 422 and "at most 10" in answer.json()["detail"], answer.text
+    assert sender.sent == []

@@ -15,7 +15,7 @@ import pytest
 from slidelabel.errors import ParameterError
 from slidelabel.services import jobs
 from slidelabel.services.segment_import import import_segments
-from slidelabel.services.slide_jobs import sweep_unfinished_features
+from slidelabel.services.slide_jobs import sweep_unfinished_outputs
 from slidelabel.services.uploads import UploadReceiver
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState
@@ -67,7 +67,7 @@ def test_the_worker_start_sweep_removes_scratch_rows_of_killed_imports(app, proj
     rows, unfinished = features / ".imported-bomb.0123456789abcdef.rows", features / ".color.zarr.0a1b.tmp"
     rows.write_bytes(b"\0" * 4096)  # 3.27 GB (sparse) in the attack, left by each of 3 OOM kills
     (unfinished / "c").mkdir(parents=True)
-    assert sorted(sweep_unfinished_features(app.state.database, settings.data_dir)) == sorted([rows, unfinished])
+    assert sorted(sweep_unfinished_outputs(app.state.database, settings.data_dir)) == sorted([rows, unfinished])
     assert list(features.iterdir()) == []
 
 

@@ -86,7 +86,7 @@ def test_annotators_may_start_jobs_and_viewers_may_not(client, project, member_h
 
 
 def test_unfinished_features_of_a_killed_job_are_removed_on_retry_and_at_worker_start(app, project, slide_row, settings):
-    from slidelabel.services.slide_jobs import remove_unfinished_features, sweep_unfinished_features
+    from slidelabel.services.slide_jobs import remove_unfinished_features, sweep_unfinished_outputs
     from slidelabel.store.layout import ProjectFiles
 
     out = ProjectFiles(settings.data_dir, project["id"]).features(slide_row, "color")
@@ -96,5 +96,5 @@ def test_unfinished_features_of_a_killed_job_are_removed_on_retry_and_at_worker_
     remove_unfinished_features(out)
     assert not any(leftover.exists() for leftover in leftovers)
     (leftovers[0] / "c").mkdir(parents=True)
-    assert sweep_unfinished_features(app.state.database, settings.data_dir) == [leftovers[0]]
+    assert sweep_unfinished_outputs(app.state.database, settings.data_dir) == [leftovers[0]]
     assert not leftovers[0].exists()

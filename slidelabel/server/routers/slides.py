@@ -85,7 +85,7 @@ def _submit(kind: str, slide_id: int, access: ProjectAccess, session: Session, d
             request: Request) -> JobPublic:
     slide = slides.get_slide(session, access.project.id, slide_id)
     job = slide_jobs.submit_slide_job(database, request.app.state.celery, settings.data_dir, access.project, slide,
-                                      kind, user_id=access.user.id)
+                                      kind, user_id=access.user.id, max_superpixels=settings.max_superpixels_per_slide)
     return JobPublic.shown(job, admin=access.user.is_admin)
 
 
@@ -104,8 +104,11 @@ def compute_features(slide_id: int, access: Trainer, session: ReadSession, datab
 
 
 @router.post("/projects/{project_id}/jobs/prepare", status_code=202)
-def prepare_slides(access: Trainer, session: ReadSession, database: DatabaseDep, request: Request) -> list[JobPublic]:
-    """Queue superpixels then features of every slide of the project, one job per slide."""
+def prepare_slides(access: Trainer, session: ReadSession, database: DatabaseDep, settings: SettingsDep,
+                   request: Request) -> list[JobPublic]:
+    """Queue superpixels then features of every slide of the project, one job per slide; 422 naming
+    the slides the project's superpixel options would give too many superpixels."""
     jobs = slide_jobs.submit_prepare(database, request.app.state.celery, access.project,
-                                     slides.slides_of(session, access.project.id), user_id=access.user.id)
+                                     slides.slides_of(session, access.project.id), user_id=access.user.id,
+                                     data_dir=settings.data_dir, max_superpixels=settings.max_superpixels_per_slide)
     return [JobPublic.shown(job, admin=access.user.is_admin) for job in jobs]
