@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from slidelabel.cli.serve import GRACEFUL_SHUTDOWN_S
 from slidelabel.cli.server_options import settings_environment
 from slidelabel.settings import Settings
 from slidelabel.store.models import Job, JobState
@@ -22,12 +23,15 @@ def start_worker(settings: Settings, *args: str) -> subprocess.Popen:
 
 
 def stop(worker: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """``sig`` to the worker's process group, then SIGKILL after the grace ``slidelabel serve``
+    gives its embedded workers (a worker of the embedded broker that has run a job does not finish
+    its warm shutdown: billiard's task handler waits for its pool's queue lock)."""
     try:
         os.killpg(worker.pid, sig)
     except ProcessLookupError:
         return
     try:
-        worker.wait(timeout=30)
+        worker.wait(timeout=GRACEFUL_SHUTDOWN_S)
     except subprocess.TimeoutExpired:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
