@@ -12,11 +12,12 @@ predicted category and certainty. Before the first epoch the queue is a cold sta
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import func, select, union_all
@@ -27,6 +28,7 @@ from slidelabel.pipelines.models import TrainedModel
 from slidelabel.pipelines.strategies import STRATEGIES, Evidence, entropy_scores, farthest_points, margin_scores, top_k
 from slidelabel.pipelines.strategies import select as choose
 from slidelabel.services.labels import superpixel_keys
+from slidelabel.services.projects import merged_categories
 from slidelabel.services.slides import get_slide
 from slidelabel.store.atomic import atomic_path
 from slidelabel.store.feature_files import feature_rows, open_features
@@ -296,7 +298,8 @@ def next_superpixels(session: Session, data_dir: Path, project: Project, *, n: i
         session.scalars(select(Slide.id).where(Slide.project_id == project.id)))
     order_R = np.flatnonzero(np.isin(ranking.slide_ids_R, shown))
     chosen = _unlabelled_head(session, ranking, order_R, n)
-    return Queue(epoch, [_item(ranking, int(r)) for r in chosen])
+    merged = merged_categories(session, project.id)
+    return Queue(epoch, [_item(ranking, int(r), merged) for r in chosen])
 
 
 def _unlabelled_head(session: Session, ranking: Ranking, order_R: np.ndarray, n: int) -> list[int]:
@@ -331,8 +334,11 @@ def _taken_keys(session: Session, slides_W: np.ndarray, superpixels_W: np.ndarra
     return superpixel_keys(rows[:, 0], rows[:, 1])
 
 
-def _item(ranking: Ranking, row: int) -> QueueItem:
+def _item(ranking: Ranking, row: int, merged: Mapping[int, int]) -> QueueItem:
+    """Row ``row`` of the ranking as the queue shows it: a prediction of a category merged since
+    the ranking was made reads as the category it was merged into (``merged``)."""
     predicted, certainty, score = ranking.predicted_R[row], ranking.certainty_R[row], ranking.scores_R[row]
+    predicted = merged.get(int(predicted), int(predicted))
     return QueueItem(
         slide_id=int(ranking.slide_ids_R[row]), superpixel=int(ranking.superpixels_R[row]),
         bbox_level0=tuple(int(v) for v in ranking.bbox_level0_R_4[row]),

@@ -27,6 +27,7 @@ from slidelabel.services.labels import (
     superpixel_keys,
     write_batch,
 )
+from slidelabel.services.projects import merged_categories
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Label, Review, Slide, User, utcnow
 from slidelabel.store.predictions import read_predictions
@@ -118,11 +119,13 @@ def effective_labels(session: Session, project_id: int, *, slide_id: int | None 
 
 class SlidePredictionCache:
     """Predicted category and certainty per superpixel of the project's latest epoch, read from
-    its prediction files once per slide; ``epoch`` is None when the project has none."""
+    its prediction files once per slide, over the categories of now (a category merged since
+    reads as its target); ``epoch`` is None when the project has none."""
 
     def __init__(self, session: Session, files: ProjectFiles) -> None:
         self.files = files
         self.epoch = session.scalar(select(func.max(Epoch.number)).where(Epoch.project_id == files.project_id))
+        self.merged = merged_categories(session, files.project_id)
         self._slides: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def lookup(self, slide_id: int, superpixel: int) -> tuple[int | None, float | None]:
@@ -131,7 +134,7 @@ class SlidePredictionCache:
             return None, None
         if slide_id not in self._slides:
             path = self.files.predictions(self.epoch, slide_id)
-            predictions = read_predictions(path) if path.exists() else None
+            predictions = read_predictions(path).merged(self.merged) if path.exists() else None
             self._slides[slide_id] = None if predictions is None else (predictions.predicted_N,
                                                                      predictions.certainty_N)
         arrays = self._slides[slide_id]

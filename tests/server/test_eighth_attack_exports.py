@@ -302,3 +302,16 @@ def test_an_error_on_a_new_project_quotes_a_short_prefix(client, admin_headers):
                            json={"name": "n", "categories": [{"name": "a", "color": BIG}]})
     assert response.status_code == 422 and len(response.content) < 2000, response.text[:200]
     assert "3,000,000 characters" in response.text
+
+
+def test_the_review_list_reads_a_merged_categorys_predictions_as_its_target(app, client, admin_headers, project,
+                                                                            slide_url, slide_row):
+    tumour, stroma = (c["id"] for c in project["categories"][:2])
+    necrosis = _add(client, admin_headers, project, "necrosis")["id"]
+    _predict(app, project, slide_row, [tumour, stroma, necrosis])
+    labels = f"{API}/projects/{project['id']}/slides/{slide_row}/labels"
+    assert client.put(labels, headers=admin_headers, json={"superpixels": [1, 2, 3], "category_id": tumour}).status_code == 200
+    _merge(client, admin_headers, project, necrosis, tumour)
+    items = client.get(f"{API}/projects/{project['id']}/review", headers=admin_headers).json()["items"]
+    predicted = {item["superpixel"]: item["predicted_category_id"] for item in items}
+    assert predicted == {1: tumour, 2: stroma, 3: tumour}, predicted
