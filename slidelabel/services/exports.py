@@ -29,7 +29,7 @@ import json
 import re
 import zipfile
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,15 +123,11 @@ _BUSY = (f"the server is busy with other exports (your own earlier one, or {EXPO
          f"{EXPORT_WAIT_S:.0f} s; try again in a minute")
 
 
-def export_turn() -> AbstractContextManager[None]:
-    """Holds one of the :data:`EXPORTERS` turns while an export is built and encoded;
-    :class:`~slidelabel.errors.BusyError` when none frees within :data:`EXPORT_WAIT_S` seconds."""
-    return _EXPORTERS.hold(EXPORT_WAIT_S, _BUSY)
-
-
 def export_turn_waiting(holder: Hashable | None = None) -> AbstractAsyncContextManager[None]:
-    """:func:`export_turn` for a route, waiting on the event loop (no request thread is held);
-    ``holder`` (a user, a gallery link) holds at most :data:`EXPORTS_PER_HOLDER` turns at once."""
+    """Holds one of the :data:`EXPORTERS` turns while an export is built and encoded, waited for on
+    the event loop (no request thread is held); :class:`~slidelabel.errors.BusyError` when none
+    frees within :data:`EXPORT_WAIT_S` seconds. ``holder`` (a user, a gallery link) holds at most
+    :data:`EXPORTS_PER_HOLDER` turns at once."""
     return _EXPORTERS.waiting(EXPORT_WAIT_S, _BUSY, holder=holder)
 
 
