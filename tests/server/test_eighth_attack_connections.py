@@ -13,16 +13,15 @@ import errno
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import kill_group, wait_until_serving
 
 PASSWORD = f"connections-{secrets.token_hex(6)}"
 #: Descriptors of the server under test: fewer than the connections a test opens.
@@ -62,21 +61,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
                                     str(tmp_path / "data"), "--port", str(port)], env=environment,
                                    stdout=log, stderr=log, start_new_session=True)
     try:
-        for _ in range(240):
-            try:
-                if _honest_request(port, "POST", "/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            time.sleep(0.5)
+        wait_until_serving(lambda: _honest_request(port, "POST", "/auth/login",
+                                                   json={"username": "admin", "password": PASSWORD}),
+                           process, log_path)
         yield port, log_path
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        kill_group(process)
 
 
 def _honest_request(port: int, method: str, path: str, **options: object) -> httpx.Response:

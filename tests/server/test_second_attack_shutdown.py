@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serve_process import kill_group, wait_until_serving
 
 PASSWORD = f"shutdown-{secrets.token_hex(6)}"
 
@@ -55,21 +56,11 @@ def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
                                stdout=log, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
-        for _ in range(240):
-            try:
-                if httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD}).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            time.sleep(0.5)
+        wait_until_serving(lambda: httpx.post(f"{base}/auth/login", json={"username": "admin", "password": PASSWORD}),
+                           process, tmp_path / "serve.log")
         yield process, base, data_dir
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        kill_group(process)
         log.close()
 
 
