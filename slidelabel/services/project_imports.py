@@ -38,6 +38,7 @@ from slidelabel.services.labels import locked_slide, set_labels
 from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category
 from slidelabel.services.segment_import import ALGORITHM, import_segments
 from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
+from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.slides import allowed_folders, resolve_in_folders
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
@@ -241,7 +242,7 @@ def slide_imports(files: ProjectFiles, slide_id: int) -> tuple[ImportedSegments 
 def _slide(context: JobContext) -> tuple[Path, Path]:
     """The slide file and superpixel folder of the job's slide."""
     with context.database.session() as session:
-        slide_path = Path(session.get(Slide, context.slide_id).path)
+        slide_path = slide_file(session.get(Slide, context.slide_id))
     return slide_path, ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
 
 

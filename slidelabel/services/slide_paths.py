@@ -28,7 +28,11 @@ def slide_file(slide: Slide) -> Path:
     except SlideError as error:
         problem = str(error).removeprefix(f"{error.path}: ")
         raise ConflictError(f"the file of slide {slide.name!r} {problem}; remove the slide or restore its file") from None
-    if not slide.uploaded and path.resolve() != path:
+    try:
+        replaced = not slide.uploaded and path.resolve() != path
+    except (OSError, RuntimeError):  # a link loop, or the file changing while it is resolved
+        replaced = True
+    if replaced:
         raise ConflictError(f"the file of slide {slide.name!r} was replaced by a link since it was added; "
                             "remove the slide and add the file again") from None
     return path

@@ -117,3 +117,29 @@ def test_a_slide_added_to_a_project_deleted_meanwhile_is_404_not_a_taken_name(ap
     answer = client.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers,
                          json={"path": str(settings.slide_folders[0] / "cmu.svs")})
     assert answer.status_code == 404 and "deleted" in answer.json()["detail"], answer.text
+
+
+def test_import_jobs_take_the_slide_file_through_the_same_check(app, client, admin_headers, project, settings,
+                                                                cmu_slide, tcga_slide):
+    """Ninth attack: a segment import read a slide replaced by a link to another folder's slide
+    (168 segments over the other slide's extent) while tiles already answered 409."""
+    from types import SimpleNamespace
+
+    from slidelabel.errors import ConflictError
+    from slidelabel.services import project_imports
+
+    folder = settings.slide_folders[0]
+    shutil.copy(cmu_slide, folder / "swap.svs")
+    [slide] = client.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers,
+                          json={"path": str(folder / "swap.svs")}).json()["added"]
+    context = SimpleNamespace(database=app.state.database, settings=settings, project_id=project["id"],
+                              slide_id=slide["id"])
+    assert project_imports._slide(context)[0] == folder / "swap.svs"
+    (folder / "swap.svs").unlink()
+    (folder / "swap.svs").symlink_to(tcga_slide)
+    with pytest.raises(ConflictError, match="replaced by a link"):
+        project_imports._slide(context)
+    (folder / "swap.svs").unlink()
+    (folder / "swap.svs").symlink_to(folder / "swap.svs")  # a link to itself: resolving it fails
+    with pytest.raises(ConflictError):
+        project_imports._slide(context)
