@@ -42,7 +42,9 @@ test: venv
 		|| echo "could not install chromium: the browser tests will be skipped"
 	[ -d web_client/node_modules ] || ! command -v npm >/dev/null || (cd web_client && npm ci) \
 		|| echo "npm ci failed: the web client's node tests will be skipped"
-	$(BIN)/python -m pytest
+	# Two processes, a test file each at a time: most of the suite's time is spent waiting for
+	# servers, workers and the browser, which then overlap.
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 	$(MAKE) plugin-test
 
 $(GIRDER_BIN)/python:

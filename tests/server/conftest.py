@@ -1,7 +1,8 @@
 """Fixtures of the API tests: a real app on a real database, a client and users per role.
 
-``database_url`` runs each test on SQLite and, when a PostgreSQL server answers on
-127.0.0.1:5432 (or ``SLIDELABEL_TEST_POSTGRES``), on a fresh PostgreSQL database of its own.
+``database_url`` runs each test on SQLite and, in the modules marked ``postgresql``, when a
+PostgreSQL server answers on 127.0.0.1:5432 (or ``SLIDELABEL_TEST_POSTGRES``), on a fresh
+PostgreSQL database of its own.
 """
 
 from __future__ import annotations
@@ -77,11 +78,24 @@ def postgres_template() -> Iterator[str | None]:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of the API runs on SQLite, and also on PostgreSQL where its module is marked
+    ``postgresql``: the modules about what the database itself does (concurrent writes and their
+    locks, deletes, merges, queries over labels, reviews, predictions and jobs). The others test
+    routes and rules that do not depend on the database, and each PostgreSQL run costs a database
+    of its own (the suite's time: CI has 30 minutes)."""
+    if "database_url" not in metafunc.fixturenames or any(
+            "database_url" in str(marker.args[0]) for marker in metafunc.definition.iter_markers("parametrize")):
+        return
+    on_postgresql = metafunc.definition.get_closest_marker("postgresql") is not None
+    metafunc.parametrize("database_url", ["sqlite", "postgresql"] if on_postgresql else ["sqlite"], indirect=True)
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
                  postgres_template: str | None) -> Iterator[str]:
     """A migrated database of the test's own: a copy of the SQLite template, or a new PostgreSQL
-    database made from its template and dropped after."""
+    database made from its template and dropped after (see :func:`pytest_generate_tests`)."""
     if request.param == "sqlite":
         shutil.copyfile(sqlite_template, tmp_path / "slidelabel.sqlite")
         yield f"sqlite:///{tmp_path / 'slidelabel.sqlite'}"

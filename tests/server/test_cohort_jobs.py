@@ -14,14 +14,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tifffile
+from test_epochs import annotator, cmu_files, rule, slide_id, trained  # noqa: F401  (fixtures)
+from tissue_slides import write_tissue_slide
 
 from slidelabel.services import jobs
 from slidelabel.services.cohort import PredictOptions, open_cohort_model, predict_cohort
 from slidelabel.services.cohort_jobs import COHORT, COHORT_SLIDE
 from slidelabel.services.projects import superpixel_options
 from slidelabel.store.models import Job, JobState, Role
-from test_epochs import annotator, cmu_files, rule, slide_id, trained  # noqa: F401  (fixtures)
-from tissue_slides import write_tissue_slide
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 
 def url(project: dict, path: str = "") -> str:

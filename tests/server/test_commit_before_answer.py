@@ -12,6 +12,8 @@ import pytest
 import uvicorn
 from sqlalchemy.orm import Session
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 
 @pytest.fixture
 def live_url(app) -> Iterator[str]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Slide
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 
 def _leave_files(settings, project_id: int) -> list[Path]:

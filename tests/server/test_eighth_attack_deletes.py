@@ -18,6 +18,8 @@ from slidelabel.services.uploads import UploadReceiver
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Category, Role
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 GEOJSON = (b'{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": '
            b'{"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [500, 500], [0, 500], [0, 0]]]}}]}')
 UPLOADS = {"sources": ("bb.csv", b"x,y\n1,2\n"), "segments": ("s.geojson", GEOJSON),

@@ -35,6 +35,8 @@ from slidelabel.store.predictions import SlidePredictions, read_predictions, wri
 from slidelabel.store.superpixel_files import TABLE_FILE
 from slidelabel.store.superpixel_table import read_table
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 API = "/api/v1"
 BIG = "x" * 3_000_000
 

@@ -25,6 +25,8 @@ from slidelabel.store.predictions import read_predictions
 from slidelabel.store.superpixel_files import TABLE_FILE
 from slidelabel.store.superpixel_table import read_table
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 
 @pytest.fixture(scope="module")
 def cmu_files(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> tuple[Path, Path]:
@@ -259,9 +261,9 @@ def test_the_server_and_the_simulator_rank_the_same_superpixels_first(
     """The server's epoch job and ``slidelabel simulate``'s round, given the same features and
     labels, ask about the same superpixels in the same order."""
     from slidelabel.services.learning_loop import run_epoch as loop_round
+    from slidelabel.services.queue import read_ranking
     from slidelabel.services.simulation import LabelledImage, Pool, SimulationOptions
     from slidelabel.store.feature_files import open_features
-    from slidelabel.services.queue import read_ranking
 
     assert client.patch(url(project), headers=admin_headers, json={"strategy": strategy}).status_code == 200
     for name in ("tumour", "stroma"):

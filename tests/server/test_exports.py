@@ -25,6 +25,8 @@ from slidelabel.store.predictions import SlidePredictions, write_predictions
 from slidelabel.store.superpixel_files import LABELS_FILE, TABLE_FILE, read_manifest
 from slidelabel.store.superpixel_table import read_table
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 SCHEMA = json.loads((Path(__file__).parent / "data" / "large_image_annotation_schema.json").read_text())
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from slidelabel.services.labels import integer_rows
 from slidelabel.services.reviews import effective_labels
 from slidelabel.store.models import Label, Slide
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 SUPERPIXELS = 60_000
 

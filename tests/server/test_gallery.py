@@ -17,6 +17,8 @@ from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Role, Slide
 from slidelabel.store.predictions import SlidePredictions, write_predictions
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 API = "/api/v1"
 
 

@@ -20,6 +20,8 @@ from slidelabel.store.models import Job, JobState, Slide
 from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, read_manifest
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 #: Where the 1000 x 1000 MoNuSeg crop sits on the 2220 x 2967 px CMU slide (level-0 px).
 LEFT, TOP = 300, 400
 

@@ -10,6 +10,8 @@ from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import LabelEvent, Role
 from slidelabel.store.superpixel_table import read_table
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 
 @pytest.fixture
 def centroids(settings, project, slide_id) -> np.ndarray:  # noqa: F811 - slide_id is the imported fixture

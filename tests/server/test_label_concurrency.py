@@ -11,11 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 import uvicorn
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from slidelabel.store.models import LabelEvent, Membership, Role, User
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 USERS = 20
 #: Clients that share a user with another client (the same person in two browser tabs).

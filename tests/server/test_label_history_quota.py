@@ -4,10 +4,13 @@ current labels, undo (the newest events) and other users' histories are untouche
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from slidelabel.services import label_history
 from slidelabel.store.models import LabelEvent, LabelHistorySize, Role
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 SUPERPIXELS = 1000  # the slide_row fixture's
 

@@ -9,6 +9,8 @@ import pytest
 
 from slidelabel.store.models import Role, Slide
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 
 def _url(project: dict, slide_id: int, what: str = "labels") -> str:
     return f"/api/v1/projects/{project['id']}/slides/{slide_id}/{what}"

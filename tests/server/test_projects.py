@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from sqlalchemy import update
 
 from slidelabel.store.models import Role, User
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 
 def test_login_rejects_wrong_password_and_missing_token(client):

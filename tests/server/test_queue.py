@@ -18,6 +18,8 @@ from slidelabel.store.models import Epoch, Label, Slide, User
 from slidelabel.store.superpixel_files import TABLE_FILE
 from slidelabel.store.superpixel_table import SuperpixelTable, write_table
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 SUPERPIXELS = 150_000
 #: Superpixels of the 4 rare clusters (1 % of the slide each); the rest is one common cluster.
 RARE = 1_500

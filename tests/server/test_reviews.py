@@ -11,6 +11,8 @@ from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Role, Slide
 from slidelabel.store.predictions import SlidePredictions, write_predictions
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 
 def _slide_url(project: dict, slide_id: int, what: str) -> str:
     return f"/api/v1/projects/{project['id']}/slides/{slide_id}/{what}"

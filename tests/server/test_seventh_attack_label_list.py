@@ -14,6 +14,8 @@ from sqlalchemy import insert
 from slidelabel.server.schemas.labels import LabelPublic
 from slidelabel.store.models import Label, Role, User
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 USERS, SUPERPIXELS = 5, 12_000
 
 

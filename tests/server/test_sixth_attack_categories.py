@@ -29,6 +29,8 @@ from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Category, Epoch, Project, Role
 from slidelabel.store.predictions import SlidePredictions, write_predictions
 
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
+
 API = "/api/v1"
 #: Beyond uint16, as after an owner's imports pushed the server's id counter past 65,535.
 FAR_ID = 70_001

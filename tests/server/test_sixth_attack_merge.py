@@ -15,12 +15,15 @@ from __future__ import annotations
 import tracemalloc
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select, text
 
 from slidelabel.services.accounts import create_user
 from slidelabel.services.labels import locked_slide, set_labels
 from slidelabel.services.projects import merge_categories
 from slidelabel.store.models import Category, Label, LabelEvent, Review, User
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 API = "/api/v1"
 #: Labels in the merged category of the memory test.

@@ -12,10 +12,13 @@ import secrets
 import threading
 
 import httpx
+import pytest
 from conftest import ADMIN_PASSWORD
 from sqlalchemy import text
 
 from slidelabel.store.models import Role
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 #: More concurrent writers than anyio's default pool has threads (40).
 WRITERS = 60

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ADMIN_PASSWORD, login
 from fastapi.testclient import TestClient
+from worker_process import start_worker, stop
 
 from slidelabel.server.app import create_app
 from slidelabel.services.accounts import ensure_admin
-from conftest import ADMIN_PASSWORD, login
-from worker_process import start_worker, stop
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 
 @pytest.fixture
