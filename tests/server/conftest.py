@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,17 @@ def slide_url(app, project: dict, slide_row: int, cmu_superpixels: Path) -> str:
     """``slide_row`` with the CMU sample's superpixels: its API URL."""
     shutil.copytree(cmu_superpixels, ProjectFiles(app.state.settings.data_dir, project["id"]).superpixels(slide_row))
     return f"/api/v1/projects/{project['id']}/slides/{slide_row}"
+
+
+@contextmanager
+def every_export_turn_taken() -> Iterator[None]:
+    """The API process's export turns all held, as by other users' exports being built."""
+    from slidelabel.services import exports
+
+    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]
+    assert all(held)
+    try:
+        yield
+    finally:
+        for _ in held:
+            exports._EXPORTERS.release()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from conftest import every_export_turn_taken
 
 from slidelabel.server import request_checks
 from slidelabel.services import accounts
@@ -85,11 +86,7 @@ def test_json_tables_waiting_for_an_export_turn_hold_no_request_thread(app, monk
             tables = [one(f"{slide_url}/superpixels", viewers[i % 3], "table") for i in range(45)]
             return await asyncio.gather(*tables, one("/api/v1/auth/me", viewers[0], "honest", delay_s=0.3))
 
-    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]  # others' exports build
-    try:
+    with every_export_turn_taken():  # others' exports build
         statuses = asyncio.run(run())
-    finally:
-        for _ in held:
-            exports._EXPORTERS.release()
     assert set(statuses[:45]) == {503} and statuses[-1] == 200
     assert finished[0] == "honest", "the honest request waited for a thread until the tables gave up"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import every_export_turn_taken
 
 from slidelabel.services import exports
 from slidelabel.store.models import Role
@@ -37,13 +38,8 @@ def test_exports_build_at_most_exporters_at_once():
 def test_an_export_that_waits_too_long_is_busy_and_the_route_says_503(
         path, monkeypatch, client, member_headers, project, slide_row):
     monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
-    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]  # others' exports build
-    try:
+    with every_export_turn_taken():  # others' exports build
         response = client.get(f"/api/v1/projects/{project['id']}/{path.format(slide=slide_row)}",
                               headers=member_headers(Role.viewer))
-    finally:
-        for _ in held:
-            exports._EXPORTERS.release()
-    assert all(held)
     assert response.status_code == 503, response.text
     assert "busy" in response.json()["detail"]

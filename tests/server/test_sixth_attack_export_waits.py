@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from conftest import every_export_turn_taken
 
 from slidelabel.services import exports
 from slidelabel.store.models import Role
@@ -32,12 +33,8 @@ def test_requests_waiting_for_an_export_turn_hold_no_request_thread(app, monkeyp
             return await asyncio.gather(*(one(export, "export") for _ in range(WAITING)),
                                         one("/api/v1/auth/me", "honest", delay_s=0.5))
 
-    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]  # others' exports build
-    try:
+    with every_export_turn_taken():  # others' exports build
         statuses = asyncio.run(run())
-    finally:
-        for _ in held:
-            exports._EXPORTERS.release()
     assert statuses[:WAITING] == [503] * WAITING and statuses[-1] == 200
     assert finished[0] == "honest", "the honest request waited for a thread until the exports gave up"
 
@@ -57,12 +54,8 @@ def test_effective_labels_are_built_in_an_export_turn_and_ones_own_without(app, 
             f"/api/v1/projects/{project['id']}/labels/summary": 503,
             f"/api/v1/projects/{project['id']}/slides/{slide_row}/labels.bin": 200,
             f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin": 503}
-    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]
-    try:
+    with every_export_turn_taken():  # others' exports build
         statuses = {url: client.get(url, headers=owner).status_code for url in urls}
-    finally:
-        for _ in held:
-            exports._EXPORTERS.release()
     assert statuses == urls
 
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import every_export_turn_taken
 
 from slidelabel.services import exports
 from slidelabel.services import tiles as tiles_service
@@ -93,13 +94,9 @@ def test_the_real_table_s_json_is_the_former_bytes(cmu_superpixels):
 def test_a_json_table_is_built_in_an_export_turn(client, member_headers, slide_url, monkeypatch):
     viewer = member_headers(Role.viewer)
     monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
-    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]
-    try:
+    with every_export_turn_taken():  # others' exports build
         busy = client.get(f"{slide_url}/superpixels", headers=viewer)
         binary = client.get(f"{slide_url}/superpixels", headers=viewer, params={"format": "binary"})
-    finally:
-        for _ in held:
-            exports._EXPORTERS.release()
     assert busy.status_code == 503 and "busy" in busy.json()["detail"]
     assert binary.status_code == 200  # a few bytes a superpixel, copied: no turn needed
     assert client.get(f"{slide_url}/superpixels", headers=viewer).status_code == 200
