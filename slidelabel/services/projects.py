@@ -15,6 +15,7 @@ from slidelabel.pipelines.features import DEFAULT_EXTRACTOR
 from slidelabel.pipelines.models import DEFAULT_MODEL
 from slidelabel.pipelines.normalisation import DEFAULT_NORMALISATION
 from slidelabel.pipelines.strategies import DEFAULT_STRATEGY
+from slidelabel.services import label_history
 from slidelabel.services.names import check_printable_name, shown_input
 from slidelabel.services.registries import registry_of
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
@@ -32,6 +33,7 @@ from slidelabel.store.models import (
     Project,
     Review,
     Role,
+    Slide,
     User,
     utcnow,
 )
@@ -299,12 +301,17 @@ def update_category(session: Session, category: Category, *, name: str | None = 
 
 def merge_categories(session: Session, source: Category, target: Category, user: User) -> int:
     """Move every label and review of ``source`` to ``target`` and delete ``source``; the moves
-    enter the label history (previous category None: the source no longer exists), and the
+    enter the label history (previous category None: the source no longer exists), counted
+    against each label's user's history quota of its slide as a stroke's changes are
+    (:func:`~slidelabel.services.label_history.count_events`), and the
     predictions of earlier epochs read as ``target`` where they said ``source``
     (:func:`merged_categories`). The other categories keep their positions. Returns the labels
     moved."""
     if source.id == target.id or source.project_id != target.project_id:
         raise ParameterError("merge two different categories of the same project")
+    # A stroke locks its slide, then (writing rows that refer to it) the project: the merge locks
+    # the slides first too, so that neither waits for the other in a circle.
+    slides = _locked_slides(session, source.project_id)
     _lock_categories(session, source.project_id)
     # One hop per merged id: what was merged into the source now reads as the target too.
     session.execute(update(CategoryMerge).where(CategoryMerge.target_id == source.id).values(target_id=target.id))
@@ -315,6 +322,8 @@ def merge_categories(session: Session, source: Category, target: Category, user:
     # The events' previous_category_id is left NULL: deleting the source below sets its id NULL
     # throughout the history anyway (ON DELETE SET NULL); writing it first cost a second update of
     # every new event.
+    added = session.execute(select(Label.slide_id, Label.user_id, func.count()).where(Label.category_id == source.id)
+                            .group_by(Label.slide_id, Label.user_id)).all()
     labels, events = Label.__table__, LabelEvent.__table__
     history = (select(labels.c.project_id, labels.c.slide_id, labels.c.user_id, labels.c.superpixel,
                       literal(target.id, Integer), labels.c.epoch, literal(utcnow(), events.c.at.type))
@@ -323,8 +332,19 @@ def merge_categories(session: Session, source: Category, target: Category, user:
         ["project_id", "slide_id", "user_id", "superpixel", "category_id", "epoch", "at"], history)).rowcount
     session.execute(update(Label).where(Label.category_id == source.id).values(category_id=target.id))
     session.execute(update(Review).where(Review.category_id == source.id).values(category_id=target.id))
+    for slide_id, user_id, count in added:  # each user's history of each slide, within its quota as a stroke's
+        slide = slides.get(slide_id) or session.get(Slide, slide_id, with_for_update={"key_share": True})  # new
+        label_history.count_events(session, slide, user_id, count)
     session.delete(source)
     return moved
+
+
+def _locked_slides(session: Session, project_id: int) -> dict[int, Slide]:
+    """The project's slides by id, each row locked as :func:`~slidelabel.services.labels.locked_slide`
+    locks it, in the order of their ids (two merges wait for each other, not in a circle)."""
+    rows = session.scalars(select(Slide).where(Slide.project_id == project_id).order_by(Slide.id)
+                           .with_for_update(key_share=True))
+    return {slide.id: slide for slide in rows}
 
 
 def merged_categories(session: Session, project_id: int) -> dict[int, int]:
