@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
@@ -19,10 +20,11 @@ from slidelabel.services import accounts, smart
 from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services.accounts import require_project_creation, user_for_token
 from slidelabel.services.exports import export_turn_waiting
+from slidelabel.services.gallery import token_digest
 from slidelabel.services.login_limits import LoginThrottle
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
-from slidelabel.store.models import User
+from slidelabel.store.models import GalleryLink, User
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -122,13 +124,18 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _gallery_link(token: Annotated[str, Path(max_length=256)]) -> tuple[str, str]:
-    return "gallery", token
+def _gallery_link(session: ReadSession, token: Annotated[str, Path(max_length=256)]) -> Hashable:
+    """Who a gallery link's request holds its turn for: the user who made the link, so that one
+    person holds one export turn however they ask (their account, any of their links); the link
+    itself where it has no maker (deleted meanwhile: the link stops opening)."""
+    maker = session.scalar(select(GalleryLink.created_by).where(GalleryLink.token_sha256 == token_digest(token)))
+    release_connection(session)  # no connection held while waiting for the turn
+    return ("gallery", token) if maker is None else maker
 
 
 ClientAddress = Annotated[str, Depends(client_address)]
-# The export turn is looked up at each request (tests replace it). One user, or one gallery link,
-# holds at most one export turn and two smart-tool turns at once.
+# The export turn is looked up at each request (tests replace it). One user, with the gallery links
+# they made, holds at most one export turn, and two smart-tool turns, at once.
 ExportTurn = Annotated[None, _held_while_the_route_runs(lambda user_id: export_turn_waiting(user_id), _user_id)]
 GalleryExportTurn = Annotated[None, _held_while_the_route_runs(lambda link: export_turn_waiting(link), _gallery_link)]
 
