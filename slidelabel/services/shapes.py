@@ -19,6 +19,7 @@ distances are kept, and at most :data:`MEASURERS` requests measure at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import numpy as np
 import zarr
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import NotFoundError, ParameterError
+from slidelabel.errors import NotFoundError, OutputError, ParameterError
 from slidelabel.pipelines.normalisation import SlideStatistics
 from slidelabel.services.epochs import slide_predictions
 from slidelabel.services.tiles import LabelMap, label_map, superpixel_table, superpixels_version
@@ -270,7 +271,9 @@ def _cached_adjacency(folder: str, version: str) -> Adjacency:
             if str(stored["version"]) == version:
                 return Adjacency(stored["indptr"], stored["indices"])
     adjacency = adjacency_of(label_map(Path(folder)), superpixel_table(Path(folder)).ids.size)
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+    # Only a cache: a slide job's sweep of unfinished outputs may take the temporary file away
+    # while it is written, and the next request computes the adjacency again.
+    with contextlib.suppress(OutputError), atomic_path(path) as tmp, open(tmp, "wb") as out:
         np.savez(out, indptr=adjacency.indptr, indices=adjacency.indices, version=np.array(version))
     return adjacency
 

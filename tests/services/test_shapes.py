@@ -134,6 +134,30 @@ def test_slide_adjacency_is_kept_beside_the_label_map(cmu_superpixels, tmp_path)
     assert np.array_equal(first.indptr, again.indptr) and np.array_equal(first.indices, again.indices)
 
 
+def test_a_sweep_taking_the_adjacency_file_while_it_is_written_loses_only_the_cache(cmu_superpixels, tmp_path,
+                                                                                  monkeypatch):
+    """Ninth attack: a slide job's sweep of unfinished outputs (``.*.tmp*``) may remove the grow
+    tool's temporary adjacency file while the API writes it; the tool answered with an error."""
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for path in cmu_superpixels.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    savez = np.savez
+
+    def swept_while_written(out, **arrays):
+        savez(out, **arrays)
+        Path(out.name).unlink()  # what sweep_unfinished_outputs does to a file changed before it began
+
+    monkeypatch.setattr(shapes.np, "savez", swept_while_written)
+    shapes._cached_adjacency.cache_clear()
+    swept = shapes.slide_adjacency(folder)
+    monkeypatch.undo()
+    assert not (folder / shapes.ADJACENCY_FILE).exists()
+    shapes._cached_adjacency.cache_clear()
+    kept = shapes.slide_adjacency(folder)
+    assert np.array_equal(swept.indptr, kept.indptr) and np.array_equal(swept.indices, kept.indices)
+
+
 def chain(n: int) -> shapes.Adjacency:
     """Superpixels 1 - 2 - ... - n in a row."""
     pairs = [(i, i + 1) for i in range(1, n)] + [(i + 1, i) for i in range(1, n)]
