@@ -13,6 +13,7 @@ from pathlib import Path
 import tifffile
 
 from slidelabel.errors import SlideNotFoundError, SlideUnreadableError
+from slidelabel.pipelines.pinned_files import NOT_REGULAR, open_tiff
 
 # The truncation check reads broken files on purpose; tifffile's complaints about them would
 # otherwise reach stderr ahead of slidelabel's own message. Configured handlers still get them.
@@ -28,7 +29,7 @@ def _tiff_problem(path: Path, size: int) -> str | None:
     TIFFs and returns meaningless pixels.
     """
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with open_tiff(path) as tiff:
             pages = list(tiff.pages)  # stops quietly where the chain leaves the file
             for page in pages:
                 pages.extend(page.pages or ())  # sub-IFDs: the pyramid levels of OME-TIFF
@@ -57,11 +58,13 @@ def _tiff_problem(path: Path, size: int) -> str | None:
 
 
 def check_slide_file(path: Path) -> None:
-    """Raise when ``path`` is missing, a directory, empty, unreadable, or a truncated or 16-bit TIFF."""
+    """Raise when ``path`` is missing, a directory, no regular file, empty, unreadable, or a
+    truncated or 16-bit TIFF."""
     if not path.exists():
         raise SlideNotFoundError(path, "no such file")
     if path.is_dir():
         raise SlideUnreadableError(path, "is a directory, not a slide file")
+    check_regular_file(path)
     try:
         size = path.stat().st_size
         if size == 0:
@@ -133,7 +136,7 @@ def check_regular_file(path: Path) -> None:
     except OSError as error:
         raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
     if not stat.S_ISREG(mode):
-        raise SlideUnreadableError(path, "is not a regular file (a FIFO, socket or device): only slide files are read")
+        raise SlideUnreadableError(path, NOT_REGULAR)
 
 
 def check_slide_limits(path: Path, limits: SlideLimits) -> None:
@@ -143,7 +146,7 @@ def check_slide_limits(path: Path, limits: SlideLimits) -> None:
     other formats pass (their readers decode tiles)."""
     check_regular_file(path)
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with open_tiff(path) as tiff:
             problem = _tiff_limit_problem(tiff, limits)
     except (ValueError, struct.error, IndexError):  # TiffFileError is a ValueError
         return  # not a TIFF, or one tifffile cannot parse: the readers judge it

@@ -69,9 +69,9 @@ def slide_extensions() -> set[str]:
     return {ext.lower() for source in SLIDE_READERS.values() for ext in getattr(source, "extensions", {}) if ext}
 
 
-def open_reader(path: Path, source: str | None) -> tuple[str, tilesource.FileTileSource]:
+def open_reader(path: Path, source: str | None, **options: object) -> tuple[str, tilesource.FileTileSource]:
     """Open ``path`` with the named reader, or the first that can: :data:`PREFERRED_READERS`,
-    then large_image's order."""
+    then large_image's order; ``options`` go to the reader (``encoding``, ``edge``, ...)."""
     registry = dict(SLIDE_READERS.items())
     ranked = [entry[-1] for entry in sorted(tilesource.getSortedSourceList(registry, str(path)))]
     preferred = [name for name in PREFERRED_READERS if name in registry]
@@ -80,7 +80,7 @@ def open_reader(path: Path, source: str | None) -> tuple[str, tilesource.FileTil
         try:
             # noCache: large_image caches sources by path, which would return a stale reader for
             # a file rewritten in place; each Slide owns its own reader instead.
-            return name, registry[name](str(path), noCache=True)
+            return name, registry[name](str(path), noCache=True, **options)
         except TileSourceError as error:
             logger.debug("%s cannot open %s: %s", name, path, error)
     if source is not None:

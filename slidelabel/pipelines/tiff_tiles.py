@@ -25,6 +25,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -111,9 +112,10 @@ class TiffTiles:
     Safe to use from several threads at once.
     """
 
-    def __init__(self, path: Path, tiff: tifffile.TiffFile, levels: dict[int, tifffile.TiffPage],
+    def __init__(self, path: Path, handle: BinaryIO, tiff: tifffile.TiffFile, levels: dict[int, tifffile.TiffPage],
                  icc: ProfileTable | None) -> None:
         self.path = path
+        self._handle = handle
         self._tiff = tiff
         self._levels = levels
         self._icc = icc
@@ -127,14 +129,20 @@ class TiffTiles:
         """Read ``path`` directly if it is a TIFF with a stored level of a ``width`` x ``height``
         px image (level-0 size), applying ``icc_profile`` (converted to sRGB) when given."""
         try:
-            tiff = tifffile.TiffFile(path)
+            handle = open(path, "rb")  # noqa: SIM115 - kept open with the TiffFile, closed by close()
+        except OSError:
+            return None
+        try:
+            tiff = tifffile.TiffFile(handle)  # an open file: given a name, tifffile would resolve its links
         except (tifffile.TiffFileError, ValueError, OSError):
+            handle.close()
             return None
         levels = _levels(tiff, width, height)
         if not levels:
             tiff.close()
+            handle.close()
             return None
-        return cls(Path(path), tiff, levels, profile_table(icc_profile) if icc_profile is not None else None)
+        return cls(Path(path), handle, tiff, levels, profile_table(icc_profile) if icc_profile is not None else None)
 
     def levels(self) -> list[int]:
         """The working levels (downsample ``2 ** level``) read directly, finest first."""
@@ -182,3 +190,4 @@ class TiffTiles:
         self._tile.cache_clear()
         os.close(self._fd)
         self._tiff.close()
+        self._handle.close()

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from slidelabel.errors import ConflictError, NotFoundError, OutputError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.importers.segments import ImportOptions
+from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.feature_import import import_features
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.labels import locked_slide, set_labels
@@ -239,11 +240,11 @@ def slide_imports(files: ProjectFiles, slide_id: int) -> tuple[ImportedSegments 
     return segments, features
 
 
-def _slide(context: JobContext) -> tuple[Path, Path]:
-    """The slide file and superpixel folder of the job's slide."""
+def _slide(context: JobContext) -> tuple[PinnedFile, Path]:
+    """The slide file and superpixel folder of the job's slide (hold the file while it is read)."""
     with context.database.session() as session:
-        slide_path = slide_file(session.get(Slide, context.slide_id))
-    return slide_path, ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
+        pinned = slide_file(session.get(Slide, context.slide_id))
+    return pinned, ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
 
 
 def _forget_superpixels(session: Session, files: ProjectFiles, slide_id: int) -> None:
@@ -293,7 +294,7 @@ def import_segments_job(context: JobContext) -> dict:
     """Import the segments into a scratch folder, swap it in for the superpixels, drop the old
     feature arrays and compute the project's (computed) extractor on the new segments."""
     source = SegmentSource(**context.params["source"])
-    slide_path, folder = _slide(context)
+    slide, folder = _slide(context)
     files = ProjectFiles(context.settings.data_dir, context.project_id)
     with context.database.session() as session:
         refuse_labelled(session, session.get(Slide, context.slide_id))
@@ -302,7 +303,7 @@ def import_segments_job(context: JobContext) -> dict:
     options = ImportOptions(source.downsample, Path(source.bboxes) if source.bboxes else None)
     try:
         with _named_as_uploaded(source.path):
-            result = import_segments(slide_path, source.path, scratch, format=source.format, options=options,
+            result = import_segments(slide.reader_path, source.path, scratch, format=source.format, options=options,
                                      progress=lambda done, total: context.progress(
                                          0.5 * done / max(total, 1), f"segments: tile {done} of {total}"))
         with context.database.session(write=True) as session:
@@ -321,7 +322,7 @@ def import_segments_job(context: JobContext) -> dict:
     context.progress(0.5, f"computing {extractor} features", force=True)
     out_path = files.features(context.slide_id, extractor)
     remove_unfinished_features(out_path)
-    extract_slide_features(slide_path, folder, out_path, extractor=extractor, progress=lambda done, total: (
+    extract_slide_features(slide.reader_path, folder, out_path, extractor=extractor, progress=lambda done, total: (
         context.progress(0.5 + 0.5 * done / max(total, 1), f"{extractor} features: tile {done} of {total}")))
     return {"message": f"{message}\n{extractor} features"}
 
@@ -329,12 +330,12 @@ def import_segments_job(context: JobContext) -> dict:
 @job_kind(IMPORT_FEATURES)
 def import_features_job(context: JobContext) -> dict:
     """Import the features of the job's source for the slide's current segments."""
-    slide_path, folder = _slide(context)
+    slide, folder = _slide(context)
     files = ProjectFiles(context.settings.data_dir, context.project_id)
     name = context.params["name"]
     context.progress(0.0, f"importing {name} features", force=True)
     with _named_as_uploaded(context.params["source"]):
-        result = import_features(slide_path, context.params["source"], folder,
+        result = import_features(slide.reader_path, context.params["source"], folder,
                                  files.features(context.slide_id, name).parent, name=name,
                                  format=context.params["format"], progress=lambda done, total: context.progress(
                                      done / max(total, 1), f"{name}: {done} of {total}"))

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from slidelabel.errors import ConflictError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.access import Action
 from slidelabel.services.feature_import import remove_unfinished
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
@@ -165,12 +166,12 @@ def imported_segments(folder: Path) -> bool:
     return manifest is not None and manifest.get("algorithm") == IMPORTED_ALGORITHM
 
 
-def _slide_path(context: JobContext) -> Path:
+def _slide_file(context: JobContext) -> PinnedFile:
     with context.database.session() as session:
         return slide_file(session.get(Slide, context.slide_id))
 
 
-def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, share: float) -> str:
+def _superpixel_step(context: JobContext, slide: PinnedFile, *, start: float, share: float) -> str:
     """Compute the slide's superpixels, reporting progress in ``[start, start + share]``."""
     folder = ProjectFiles(context.settings.data_dir, context.project_id).superpixels(context.slide_id)
     context.progress(start, "computing superpixels", force=True)
@@ -184,7 +185,7 @@ def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, sha
         return "imported segments kept"  # the user's own segments are never recomputed away
     options = superpixel_options(context.params["options"])
     settings = context.settings
-    result = compute_slide_superpixels(slide_path, folder, options, progress=progress,
+    result = compute_slide_superpixels(slide.reader_path, folder, options, progress=progress,
                                        max_superpixels=settings.max_superpixels_per_slide,
                                        cache_bytes=settings.superpixel_cache_mb << 20)
     with context.database.session(write=True) as session:
@@ -192,13 +193,13 @@ def _superpixel_step(context: JobContext, slide_path: Path, *, start: float, sha
     return f"{result.superpixels} superpixels ({result.status})"
 
 
-def _feature_step(context: JobContext, slide_path: Path, *, start: float, share: float) -> str:
+def _feature_step(context: JobContext, slide: PinnedFile, *, start: float, share: float) -> str:
     """Compute the features of the slide's finished superpixels, reporting progress in
     ``[start, start + share]``."""
     files = ProjectFiles(context.settings.data_dir, context.project_id)
     folder, extractor = files.superpixels(context.slide_id), context.params["extractor"]
     if not imported_segments(folder) and finished_manifest(
-            folder, slide_path, superpixel_options(context.params["options"])) is None:
+            folder, slide.reader_path, superpixel_options(context.params["options"])) is None:
         raise ConflictError("the slide has no finished superpixels for these options; compute them first")
     context.progress(start, f"computing {extractor} features", force=True)
 
@@ -207,7 +208,7 @@ def _feature_step(context: JobContext, slide_path: Path, *, start: float, share:
 
     out_path = files.features(context.slide_id, extractor)
     remove_unfinished_features(out_path)  # left by an attempt whose worker was killed
-    extract_slide_features(slide_path, folder, out_path, extractor=extractor, progress=progress)
+    extract_slide_features(slide.reader_path, folder, out_path, extractor=extractor, progress=progress)
     return f"{extractor} features"
 
 
@@ -216,7 +217,7 @@ def superpixels(context: JobContext) -> dict:
     """Superpixels of the job's slide with the options it was submitted with; a finished folder
     with the same options is kept (the service checks its manifest)."""
     sweep_unfinished_outputs(context.database, context.settings.data_dir)
-    return {"message": _superpixel_step(context, _slide_path(context), start=0.0, share=1.0)}
+    return {"message": _superpixel_step(context, _slide_file(context), start=0.0, share=1.0)}
 
 
 @job_kind(FEATURES, action=Action.train)
@@ -224,7 +225,7 @@ def features(context: JobContext) -> dict:
     """Features of the job's slide with the extractor it was submitted with; an array with the
     same attributes is kept."""
     sweep_unfinished_outputs(context.database, context.settings.data_dir)
-    return {"message": _feature_step(context, _slide_path(context), start=0.0, share=1.0)}
+    return {"message": _feature_step(context, _slide_file(context), start=0.0, share=1.0)}
 
 
 @job_kind(PREPARE, action=Action.train)
@@ -232,6 +233,6 @@ def prepare(context: JobContext) -> dict:
     """Superpixels, then features of the job's slide, each skipped when finished. The bar gives
     each step half: which one takes longer depends on the extractor."""
     sweep_unfinished_outputs(context.database, context.settings.data_dir)
-    slide_path = _slide_path(context)
-    done = _superpixel_step(context, slide_path, start=0.0, share=0.5)
-    return {"message": f"{done}; {_feature_step(context, slide_path, start=0.5, share=0.5)}"}
+    slide = _slide_file(context)
+    done = _superpixel_step(context, slide, start=0.0, share=0.5)
+    return {"message": f"{done}; {_feature_step(context, slide, start=0.5, share=0.5)}"}

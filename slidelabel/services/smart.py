@@ -22,7 +22,6 @@ import time
 from collections import OrderedDict
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from large_image.constants import TILE_FORMAT_NUMPY
@@ -30,10 +29,11 @@ from large_image.exceptions import TileSourceError
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ParameterError, SlideUnreadableError
+from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.pipelines.sam import ImageEmbedding, SamPredictor, load_sam, mask_outline, sam_folder
 from slidelabel.services import shapes
 from slidelabel.services.slide_paths import slide_file
-from slidelabel.services.tiles import TileGrid, file_version, label_map, slide_source, superpixel_table
+from slidelabel.services.tiles import TileGrid, label_map, slide_source, superpixel_table
 from slidelabel.services.turns import Turns
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles
@@ -165,16 +165,16 @@ def clipped_region(region_level0: tuple[float, float, float, float], width: int,
     return left, top, right, bottom
 
 
-def read_region(path: Path, box: Box, long_side_px: int) -> tuple[np.ndarray, float]:
+def read_region(slide: PinnedFile, box: Box, long_side_px: int) -> tuple[np.ndarray, float]:
     """The RGB ``(H, W, 3)`` uint8 pixels of ``box`` (level-0 px) with the long side at most
     ``long_side_px``, and the level-0 px per image px; white where the slide has no pixels."""
-    source = slide_source(path)
+    source = slide_source(slide)
     region = {"left": box[0], "top": box[1], "right": box[2], "bottom": box[3], "units": "base_pixels"}
     try:
         pixels, _ = source.getRegion(region=region, output={"maxWidth": long_side_px, "maxHeight": long_side_px},
                                      format=TILE_FORMAT_NUMPY)
     except TileSourceError as error:
-        raise SlideUnreadableError(str(path), f"cannot read region {region}: {error}") from None
+        raise SlideUnreadableError(slide.path, f"cannot read region {region}: {error}") from None
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
         pixels = np.clip(pixels, 0, 255).astype(np.uint8)
@@ -198,10 +198,10 @@ def embed_region(settings: Settings, slide: Slide, region_level0: tuple[float, f
 
 def _embedded(predictor: SamPredictor, slide: Slide,
               region_level0: tuple[float, float, float, float]) -> tuple[RegionEmbedding, bool]:
-    path = slide_file(slide)
-    grid = TileGrid.of(slide_source(path))
+    pinned = slide_file(slide)
+    grid = TileGrid.of(slide_source(pinned))
     box = clipped_region(region_level0, grid.width, grid.height)
-    key = (str(predictor.folder), str(path), file_version(path), box, predictor.input_px)
+    key = (str(predictor.folder), str(pinned.path), pinned.version, box, predictor.input_px)
     found = _EMBEDDINGS.get(key)
     if found is not None:
         return found, True
@@ -211,7 +211,7 @@ def _embedded(predictor: SamPredictor, slide: Slide,
         if found is not None:
             return found, True
         start = time.perf_counter()
-        rgb, downsample = read_region(path, box, predictor.input_px)
+        rgb, downsample = read_region(pinned, box, predictor.input_px)
         embedding = RegionEmbedding(box, downsample, predictor.embed(rgb), time.perf_counter() - start)
         _EMBEDDINGS.put(key, embedding)
     return embedding, False

@@ -7,8 +7,8 @@ level-0 pixels ``[x * T * d, (x + 1) * T * d)`` for tile size ``T`` and downsamp
 ``d = 2 ** (levels - 1 - z)``. Superpixel index tiles use the same grid, so the client overlays
 them 1:1.
 
-Caches, each bounded: large_image's own (open tile sources, per reader class; decoded tiles,
-bounded in :mod:`slidelabel.pipelines.slide_readers`), and here blocks of label maps, label-map
+Caches, each bounded: open tile sources of pinned slide files, large_image's decoded tiles
+(bounded in :mod:`slidelabel.pipelines.slide_readers`), and blocks of label maps, label-map
 descriptions and superpixel tables. Cached entries are keyed by the file's modification time and
 size: superpixel files are replaced by renaming, so a recomputed file is a new key.
 """
@@ -32,6 +32,7 @@ from PIL import Image
 from scipy import ndimage
 
 from slidelabel.errors import NotFoundError, SlideUnreadableError
+from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.pipelines.render import BOUNDARY_RGB
 from slidelabel.pipelines.slide_readers import open_reader
 from slidelabel.store.label_map import read_labels
@@ -63,21 +64,19 @@ def file_version(path: Path) -> str:
     return f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
 
 
-@functools.lru_cache(maxsize=256)
-def _reader_name(path: str, _version: str) -> str:
-    return open_reader(Path(path), None)[0]
+#: Open tile sources kept, one per pinned slide file (each holds its pin, hence a descriptor).
+SOURCES = 32
 
 
-def slide_source(path: Path) -> tilesource.FileTileSource:
+@functools.lru_cache(maxsize=SOURCES)
+def slide_source(slide: PinnedFile) -> tilesource.FileTileSource:
     """A tile source of the slide that encodes JPEG tiles, filled white past the slide's edge.
 
     This is what ``large_image.open`` does, with the reader chosen as the project opens slides
-    (:data:`~slidelabel.pipelines.slide_readers.PREFERRED_READERS` first), and goes through
-    large_image's cache of open sources.
+    (:data:`~slidelabel.pipelines.slide_readers.PREFERRED_READERS` first), reading the pinned
+    file; kept while the pin is (large_image's own cache of sources is keyed by name).
     """
-    name = _reader_name(str(path), file_version(path))
-    return tilesource.AvailableTileSources[name](str(path), encoding="JPEG", jpegQuality=JPEG_QUALITY,
-                                                 edge="#ffffff")
+    return open_reader(slide.reader_path, None, encoding="JPEG", jpegQuality=JPEG_QUALITY, edge="#ffffff")[1]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from slidelabel.errors import ParameterError
+from slidelabel.pipelines.pinned_files import pin_file
 from slidelabel.pipelines.sam import SAM_ENV, load_sam, mask_outline, sam_folder
 from slidelabel.services.smart import read_region
 
@@ -71,7 +72,7 @@ def test_a_folder_without_the_processor_is_refused(tmp_path: Path, tiny_sam: Pat
 def test_embedding_and_three_masks_of_a_slide_region(tiny_sam: Path, cmu_slide: Path) -> None:
     predictor = load_sam(sam_folder(tiny_sam), "cpu")
     assert load_sam(sam_folder(tiny_sam), "cpu") is predictor  # loaded once
-    rgb, downsample = read_region(cmu_slide, (400, 600, 1400, 1350), predictor.input_px)
+    rgb, downsample = read_region(pin_file(cmu_slide, links=True), (400, 600, 1400, 1350), predictor.input_px)
     assert rgb.shape == (192, 256, 3) and rgb.dtype == np.uint8 and downsample == pytest.approx(1000 / 256)
     assert rgb.std() > 10  # tissue, not a blank
     embedding = predictor.embed(rgb)

@@ -134,7 +134,7 @@ def test_import_jobs_take_the_slide_file_through_the_same_check(app, client, adm
                           json={"path": str(folder / "swap.svs")}).json()["added"]
     context = SimpleNamespace(database=app.state.database, settings=settings, project_id=project["id"],
                               slide_id=slide["id"])
-    assert project_imports._slide(context)[0] == folder / "swap.svs"
+    assert project_imports._slide(context)[0].path == folder / "swap.svs"
     (folder / "swap.svs").unlink()
     (folder / "swap.svs").symlink_to(tcga_slide)
     with pytest.raises(ConflictError, match="replaced by a link"):

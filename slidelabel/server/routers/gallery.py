@@ -113,20 +113,20 @@ def tile_metadata(slide_id: int, view: View) -> TileMetadata:
 @public_router.get("/{token}/slides/{slide_id}/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
 def slide_tile(slide_id: int, z: int, x: int, y: int, view: View, request: Request) -> Response:
     """Tile (x, y) of level z, as the project's tile route serves it."""
-    path = slide_file(view.slide(slide_id))
+    pinned = slide_file(view.slide(slide_id))
     with _shown_as(f"tile ({x}, {y}) of level {z}"):
-        return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y), read=(slide_id, z, x, y))
+        return cached_response(request, pinned.version, GALLERY_CACHE, "image/jpeg",
+                               lambda: tiles.slide_tile(tiles.slide_source(pinned), z, x, y), read=(slide_id, z, x, y))
 
 
 @public_router.get("/{token}/slides/{slide_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
 def slide_thumbnail(slide_id: int, view: View, request: Request,
                     width: Annotated[int, Query(ge=16, le=512)] = 256) -> Response:
     """A picture of the whole slide for the slide picker, ``width`` rounded up to a power of two."""
-    path, shown = slide_file(view.slide(slide_id)), tiles.thumbnail_width(width)
+    pinned, shown = slide_file(view.slide(slide_id)), tiles.thumbnail_width(width)
     with _shown_as("thumbnail of this slide"):
-        return cached_response(request, tiles.file_version(path), GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_thumbnail(tiles.slide_source(path), shown), read=(slide_id, shown))
+        return cached_response(request, pinned.version, GALLERY_CACHE, "image/jpeg",
+                               lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown), read=(slide_id, shown))
 
 
 def _superpixels(settings: Settings, slide: Slide) -> Path:

@@ -68,9 +68,9 @@ def tile_metadata(slide_id: int, access: Viewer, session: ReadSession) -> TileMe
 def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: ReadSession,
                request: Request) -> Response:
     """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge."""
-    path = slide_file(_slide(access, session, slide_id))
-    return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_tile(tiles.slide_source(path), z, x, y), read=(slide_id, z, x, y))
+    pinned = slide_file(_slide(access, session, slide_id))
+    return cached_response(request, pinned.version, SLIDE_CACHE, "image/jpeg",
+                           lambda: tiles.slide_tile(tiles.slide_source(pinned), z, x, y), read=(slide_id, z, x, y))
 
 
 @router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
@@ -79,9 +79,9 @@ def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request
     """A JPEG of the whole slide, ``width`` rounded up to a power of two from 64 (a browser scales
     it down): at most 6 renders a slide for the cache, where every width was one (2,000 widths
     rendered in parallel took a viewer's requests to +0.9 GB)."""
-    path, shown = slide_file(_slide(access, session, slide_id)), tiles.thumbnail_width(width)
-    return cached_response(request, tiles.file_version(path), SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_thumbnail(tiles.slide_source(path), shown), read=(slide_id, shown))
+    pinned, shown = slide_file(_slide(access, session, slide_id)), tiles.thumbnail_width(width)
+    return cached_response(request, pinned.version, SLIDE_CACHE, "image/jpeg",
+                           lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown), read=(slide_id, shown))
 
 
 @router.get("/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG)

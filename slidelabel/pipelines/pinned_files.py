@@ -1,0 +1,195 @@
+"""Slide files opened once, checked on that descriptor, and read through it.
+
+The slide readers (OpenSlide, libtiff, PIL) open a file by its name, again and again. A name in a
+folder that others can write to may meanwhile have become a FIFO (the reader's open then waits
+forever) or a link to another folder's slide. So a server opens each slide file itself, once,
+without following links and without waiting (``O_NOFOLLOW | O_NONBLOCK``), checks what that
+descriptor holds (a regular file, at the very path it was added from), and gives the readers a
+name of its own for that descriptor: a link in a folder only this process writes to, pointing at
+``/proc/self/fd/N``, and named like the file (readers choose by extension). Whatever later happens
+to the slide's name, the readers read the file that was checked.
+
+The link of a :class:`PinnedFile` lives as long as the object: hold it while a reader may open
+its ``reader_path`` (OpenSlide reopens it for each new handle). Each link's path is used once, so
+no reader's cache keyed by path can give one file's pixels for another.
+
+Readers that resolve a name before opening it (tifffile's ``realpath``) reach the slide's name
+again; slidelabel's own TIFF reading passes them an open file instead (:func:`open_tiff`), and
+large_image's ``tifffile`` reader is only tried when OpenSlide cannot read a file. Formats made
+of several files (:data:`SIBLING_FORMATS`) are read by their own name, which the check only
+covers at the time it is made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import itertools
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tifffile
+
+from slidelabel.errors import SlideUnreadableError
+
+__all__ = ["NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "open_tiff", "pin_file"]
+
+#: Extensions of slides whose reader opens other files beside the named one (MIRAX's data
+#: folder, Hamamatsu VMS's JPEGs, DICOM's other instances of the series): read by their own name.
+SIBLING_FORMATS = frozenset({"mrxs", "vms", "vmu", "dcm"})
+
+#: Why a FIFO, socket or device named like a slide is refused.
+NOT_REGULAR = "is not a regular file (a FIFO, socket or device): only slide files are read"
+
+_PROC_FD = Path("/proc/self/fd")
+_FOLDER_PREFIX = "slidelabel-open-slides-"
+
+
+@dataclass(frozen=True, eq=False)
+class PinnedFile:
+    """A slide file held open by this process (compared and hashed by identity).
+
+    ``path`` is its name, for messages and keys; ``reader_path`` is what readers open (a link of
+    this process to the open descriptor, or ``path`` where that cannot be had); ``identity`` is
+    ``(st_dev, st_ino)``, ``version`` its modification time (ns) and size in hex, and ``links``
+    whether ``path`` was allowed to be or go through a link.
+    """
+
+    path: Path
+    reader_path: Path
+    identity: tuple[int, int]
+    version: str
+    links: bool
+    _release: weakref.finalize | None = field(default=None, repr=False)
+
+    def still_named(self) -> bool:
+        """Whether ``path`` still names this very file, unchanged, and its link is in place (a
+        cheap test whether the pin can be used again; the pin is safe to read either way)."""
+        try:
+            now = os.stat(self.path, follow_symlinks=self.links)
+        except OSError:
+            return False
+        return (stat.S_ISREG(now.st_mode) and (now.st_dev, now.st_ino) == self.identity
+                and _version(now) == self.version and os.path.lexists(self.reader_path))
+
+
+def _version(status: os.stat_result) -> str:
+    return f"{status.st_mtime_ns:x}-{status.st_size:x}"
+
+
+def pin_file(path: Path, *, links: bool) -> PinnedFile:
+    """Open ``path`` and check it: a regular file, and unless ``links``, at ``path`` itself (an
+    absolute, resolved path) with no link on the way.
+
+    Raises
+    ------
+    SlideNotFoundError
+        Nothing is at ``path``.
+    SlideUnreadableError
+        A FIFO, socket, device or folder; a link where ``links`` is False; unreadable.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SlideUnreadableError(path, "was replaced by a link since it was added") from None
+        raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise SlideUnreadableError(path, NOT_REGULAR)
+        if not links and _opened_name(descriptor, path) != str(path):
+            raise SlideUnreadableError(path, "was replaced by a link since it was added (a folder on its path)")
+        reader_path = _reader_link(descriptor, path)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    pin = PinnedFile(path, reader_path or path, (status.st_dev, status.st_ino), _version(status), links)
+    if reader_path is None:
+        os.close(descriptor)
+    else:
+        object.__setattr__(pin, "_release", weakref.finalize(pin, _unpin, descriptor, reader_path))
+    return pin
+
+
+def _opened_name(descriptor: int, path: Path) -> str:
+    """The path the kernel holds for ``descriptor`` (every link resolved); ``path`` itself where
+    this system does not say."""
+    try:
+        return os.readlink(_PROC_FD / str(descriptor))
+    except OSError:
+        return str(path)
+
+
+def _reader_link(descriptor: int, path: Path) -> Path | None:
+    """A new link named like ``path`` to ``descriptor``, in this process's own folder; None where
+    readers must open ``path`` itself (no ``/proc``, or a format of several files)."""
+    if path.suffix.lower().lstrip(".") in SIBLING_FORMATS or not _PROC_FD.is_dir():
+        return None
+    link = _own_folder() / str(next(_NUMBERS)) / path.name
+    link.parent.mkdir()
+    os.symlink(f"/proc/self/fd/{descriptor}", link)
+    return link
+
+
+def _unpin(descriptor: int, link: Path) -> None:
+    """Remove the link, then close the descriptor it names (never the other way round: a
+    reused descriptor number must not be reachable through an old link)."""
+    with contextlib.suppress(OSError):
+        link.unlink()
+        link.parent.rmdir()
+    os.close(descriptor)
+
+
+_NUMBERS = itertools.count()
+_FOLDER_LOCK = threading.Lock()
+_folder: tuple[int, Path] | None = None
+
+
+def _own_folder() -> Path:
+    """This process's folder of links (mode 0700 in the temporary folder), made at first use and
+    again in a forked child; folders of processes that ended without removing theirs go then."""
+    global _folder
+    with _FOLDER_LOCK:
+        if _folder is None or _folder[0] != os.getpid():
+            _remove_abandoned_folders()
+            folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
+            atexit.register(shutil.rmtree, folder, True)
+            _folder = (os.getpid(), folder)
+        return _folder[1]
+
+
+def _remove_abandoned_folders() -> None:
+    """Remove this user's link folders whose process is gone (killed workers leave theirs)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_FOLDER_PREFIX).partition("-")[0]
+        with contextlib.suppress(OSError, ValueError):
+            if folder.lstat().st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
+    """``tifffile.TiffFile`` of an open ``path``: given a name, tifffile resolves it first and
+    would open the slide's name rather than a :class:`PinnedFile`'s link."""
+    with open(path, "rb") as handle, tifffile.TiffFile(handle) as tiff:
+        yield tiff

@@ -1,0 +1,126 @@
+"""Pinned slide files: readers read the file that was checked, whatever its name becomes.
+
+Ninth attack: a FIFO renamed in and out of an added slide's name raced the check of the name (the
+readers opened the name again): 12 threads for 60 s blocked all 40 API threads; a link swapped in
+the same way served another folder's slide.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidelabel.errors import SlideUnreadableError
+from slidelabel.pipelines import pinned_files
+from slidelabel.pipelines.pinned_files import pin_file
+from slidelabel.pipelines.slides import open_slide
+from slidelabel.services import tiles
+
+#: Seconds a reader may take before it counts as blocked (a guard against hanging, not a timing).
+BLOCKED_S = 20
+
+
+def _unblock(fifo: Path) -> None:
+    """Let a reader blocked on ``fifo`` go (open its other end)."""
+    descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    os.close(descriptor)
+
+
+def _in_thread(read, fifo: Path):
+    """``read()`` in a thread (its result, or its error raised); fails the test (and frees the
+    thread) when it blocks."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = read()
+        except Exception as error:  # raised again in the test's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(BLOCKED_S)
+    if thread.is_alive():
+        _unblock(fifo)
+        thread.join(BLOCKED_S)
+        pytest.fail("the reader opened the FIFO now named like the slide and waited for a writer")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.fixture
+def folder_slide(tmp_path: Path, cmu_slide: Path) -> Path:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    return Path(shutil.copy(cmu_slide, folder / "swap.svs")).resolve()
+
+
+def test_a_fifo_swapped_in_after_the_check_is_never_opened(folder_slide: Path, tmp_path: Path) -> None:
+    pinned = pin_file(folder_slide, links=False)
+    expected = open_slide(folder_slide).read_region(100, 100, 64, 64)
+    folder_slide.rename(tmp_path / "moved.svs")
+    os.mkfifo(folder_slide)
+    source = _in_thread(lambda: tiles.slide_source(pinned), folder_slide)
+    assert tiles.TileGrid.of(source).width == 2220  # CMU-1-Small-Region
+    with open_slide(pinned.reader_path) as slide:  # OpenSlide, tifffile and the checks all read it
+        np.testing.assert_array_equal(_in_thread(lambda: slide.read_region(100, 100, 64, 64), folder_slide), expected)
+
+
+def test_a_link_swapped_in_after_the_check_does_not_change_what_is_read(folder_slide: Path, tcga_slide: Path) -> None:
+    pinned = pin_file(folder_slide, links=False)
+    folder_slide.unlink()
+    folder_slide.symlink_to(tcga_slide)
+    assert not pinned.still_named()
+    with open_slide(pinned.reader_path) as slide:
+        assert (slide.info.width, slide.info.height) == (2220, 2967)  # still CMU, not TCGA (4443 x 3567)
+    with pytest.raises(SlideUnreadableError, match="replaced by a link"):
+        pin_file(folder_slide, links=False)
+
+
+def test_a_folder_on_the_path_replaced_by_a_link_is_refused(folder_slide: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    folder_slide.parent.rename(elsewhere)
+    folder_slide.parent.symlink_to(elsewhere)
+    with pytest.raises(SlideUnreadableError, match="replaced by a link"):
+        pin_file(folder_slide, links=False)
+    assert pin_file(folder_slide, links=True).identity == pin_file(elsewhere / "swap.svs", links=False).identity
+
+
+def test_fifos_and_folders_are_refused_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.svs")
+    for path in (tmp_path / "fifo.svs", tmp_path):
+        with pytest.raises(SlideUnreadableError, match="not a regular file"):
+            _in_thread(lambda path=path: pin_file(path, links=False), tmp_path / "fifo.svs")
+
+
+def test_the_link_goes_with_the_pin_and_is_named_like_the_slide(folder_slide: Path) -> None:
+    pinned = pin_file(folder_slide, links=False)
+    link = pinned.reader_path
+    assert link.name == "swap.svs" and link != folder_slide and pinned.still_named()
+    assert pin_file(folder_slide, links=False).reader_path != link  # a path is never used twice
+    del pinned
+    gc.collect()
+    assert not os.path.lexists(link)
+
+
+def test_folders_of_ended_processes_are_removed(tmp_path: Path) -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = Path(tempfile.gettempdir()) / f"{pinned_files._FOLDER_PREFIX}{ended.stdout.strip()}-test"
+    abandoned.mkdir()
+    (abandoned / "1").mkdir()
+    code = ("from pathlib import Path; from slidelabel.pipelines.pinned_files import pin_file; "
+            f"print(pin_file(Path({str(tmp_path / 'a.svs')!r}), links=False).reader_path.parent.parent)")
+    (tmp_path / "a.svs").write_bytes(b"x")
+    mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert not abandoned.exists()
+    assert not Path(mine).exists()  # removed at exit
