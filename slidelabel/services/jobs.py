@@ -17,6 +17,10 @@ the work itself is a function registered by kind with :func:`job_kind`, which ge
   (``Settings.job_time_limit_slide_s``, ``job_time_limit_epoch_s``). Writers remove their
   temporary outputs on that exception. Celery's soft and hard time limits (the longest kind's
   limit plus :data:`HARD_LIMIT_GRACE_S`, then twice that) stop a job stuck where it reports nothing.
+- *Fair*: projects take turns on a queue. A job taken while another project waits there, whose
+  last turn came before this project's, steps back: its message goes to the end of the broker's
+  queue (:func:`steps_back`), so one owner's hundred slides delay another's one by a job, not by
+  a hundred.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePath
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 
 from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
 from slidelabel.registry import Registry
@@ -43,6 +47,10 @@ from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState, Role
 
 logger = logging.getLogger(__name__)
+
+#: Times a job steps back for other projects' waiting jobs before it runs regardless: a waiting
+#: job whose message the broker lost must not keep the others going round the queue forever.
+MAX_STEPS_BACK = 1000
 
 #: Modules whose import registers job kinds (imported by the worker before it runs a job).
 JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs", "slidelabel.services.project_imports",
@@ -306,11 +314,13 @@ def submit(database: Database, sender: Sender, *, project_id: int, kind: str, ke
     return dispatch(database, sender, job_id)
 
 
-def dispatch(database: Database, sender: Sender, job_id: int) -> Job:
-    """Send the Celery message of a committed, queued job."""
+def dispatch(database: Database, sender: Sender, job_id: int, *, steps_back: int = 0) -> Job:
+    """Send the Celery message of a committed, queued job (``steps_back``: how often it has let
+    other projects go first, carried in the message)."""
     with database.session(write=True) as session:
         job = session.get(Job, job_id)
-        result = sender.send_task(TASK_NAME, args=[job.id], queue=JOB_KINDS[job.kind].queue)
+        args = [job.id, steps_back] if steps_back else [job.id]
+        result = sender.send_task(TASK_NAME, args=args, queue=JOB_KINDS[job.kind].queue)
         job.celery_id = getattr(result, "id", None)
         return job
 
@@ -375,6 +385,28 @@ def _absolute_paths(params: object) -> Iterator[PurePath]:
         yield PurePath(params)
 
 
+def steps_back(database: Database, job_id: int) -> bool:
+    """Whether the queued job ``job_id`` should let another project go first: one waits on the
+    same queue whose last turn there (a job's start) came before this job's project's, or never
+    came. Round robin over projects, kept in the broker's queue itself."""
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state != JobState.queued:
+            return False
+        queue = JOB_KINDS[job.kind].queue
+        kinds = [name for name, kind in JOB_KINDS.items() if kind.queue == queue]
+        on_queue = Job.kind.in_(kinds)
+        last_turn = session.scalar(select(func.max(Job.started_at)).where(Job.project_id == job.project_id, on_queue))
+        if last_turn is None:
+            return False
+        waiting = select(Job.project_id).where(Job.state == JobState.queued, on_queue,
+                                               Job.project_id != job.project_id)
+        earlier = func.max(Job.started_at)
+        return session.scalar(select(Job.project_id).where(Job.project_id.in_(waiting), on_queue)
+                              .group_by(Job.project_id).having(or_(earlier.is_(None), earlier < last_turn))
+                              .limit(1)) is not None
+
+
 def _claim(database: Database, job_id: int, stale_s: float) -> Job | None:
     """Mark the job running; None when there is nothing to run: unknown, cancelled, finished, or
     running elsewhere with a live heartbeat (a message redelivered after its process died waits
@@ -388,7 +420,7 @@ def _claim(database: Database, job_id: int, stale_s: float) -> Job | None:
             if beat > datetime.now(UTC) - timedelta(seconds=stale_s):
                 return None
         job.state, job.attempts = JobState.running, job.attempts + 1
-        job.heartbeat_at = datetime.now(UTC)
+        job.heartbeat_at = job.started_at = datetime.now(UTC)
         return job
 
 
@@ -470,13 +502,18 @@ def _look(database: Database, context: JobContext, stop: threading.Event, kill: 
 
 
 def run(database: Database, settings: Settings, job_id: int, *, worker: str | None = None,
-        sender: Sender | None = None, kill: Callable[[], None] | None = None) -> None:
+        sender: Sender | None = None, kill: Callable[[], None] | None = None, stepped_back: int = 0) -> None:
     """Run a job in this process (the worker's side; ``worker``, its name, goes in the job's log;
-    ``sender`` sends the jobs it submits). A cancelled job ends cancelled; one past
+    ``sender`` sends the jobs it submits, and the job's own message again when it
+    :func:`steps_back`, at most :data:`MAX_STEPS_BACK` times: ``stepped_back`` so far). A
+    cancelled job ends cancelled; one past
     its time limit fails saying so (also when Celery's soft limit interrupted it); errors a user
     caused fail the job with their message; anything else fails it with the traceback in its log.
     ``kill`` ends this process: called when a cancelled or overlong job does not stop at a
     progress report within :data:`STOP_GRACE_S` (None: such a job runs on to its end)."""
+    if sender is not None and stepped_back < MAX_STEPS_BACK and steps_back(database, job_id):
+        dispatch(database, sender, job_id, steps_back=stepped_back + 1)
+        return
     job = _claim(database, job_id, settings.job_stale_seconds)
     if job is None:
         return

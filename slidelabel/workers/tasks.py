@@ -52,14 +52,14 @@ def _kill_pool_process() -> None:
 
 
 @shared_task(name=jobs.TASK_NAME, bind=True)
-def run_job(self, job_id: int) -> None:
+def run_job(self, job_id: int, stepped_back: int = 0) -> None:
     settings = _settings(self)
     # A job that will not stop may be killed only in a prefork pool's (daemonic) child: the pool
     # replaces it and the message goes back to the queue, where its job is no longer run. Killing a
     # solo or threaded worker would end the worker itself.
     kill = _kill_pool_process if current_process().daemon else None
     jobs.run(_database(settings.database_url), settings, job_id, worker=self.request.hostname,
-             sender=self.app, kill=kill)
+             sender=self.app, kill=kill, stepped_back=stepped_back)
 
 
 @task_failure.connect
