@@ -70,11 +70,12 @@ def slide_project(worker_settings: Settings, tcga_slide: Path):
     database.dispose()
 
 
-def _small_job(database, submission: dict, cmu_slide: Path) -> dict:
-    """A submission like ``submission`` of a quick superpixel job (seconds) on a new CMU slide row."""
+def _small_job(database, submission: dict, cmu_slide: Path, name: str = "") -> dict:
+    """A submission like ``submission`` of a quick superpixel job (seconds) on a new CMU slide row
+    (named ``name``, by default as the file)."""
     with database.session(write=True) as session:
-        quick = Slide(project_id=submission["project_id"], name=cmu_slide.name, path=str(cmu_slide), width=2220,
-                      height=2967)
+        quick = Slide(project_id=submission["project_id"], name=name or cmu_slide.name, path=str(cmu_slide),
+                      width=2220, height=2967)
         session.add(quick)
         session.flush()
         params = {"options": {"magnification": 5, "size": "100um"}}
@@ -240,3 +241,23 @@ def test_a_new_pool_process_opens_its_own_connections(tmp_path):
     inherited = tasks._database(url)
     tasks._forget_inherited_connections()
     assert tasks._database(url) is not inherited
+
+
+def test_projects_take_turns_on_the_slide_worker(slide_project, worker_settings, cmu_slide):
+    """Eighth attack: one owner's queued slides kept every other project's jobs waiting behind them.
+    Three jobs of one project are queued before another project's one: that one runs second."""
+    app, submission = slide_project
+    database = app.state.database
+    mine = [_small_job(database, submission, cmu_slide, f"cmu-{number}.svs") for number in range(3)]
+    with database.session(write=True) as session:
+        other = create_project(session, session.query(User).one(), "other").id
+    theirs = _small_job(database, {**submission, "project_id": other}, cmu_slide)
+    queued = [jobs.submit(database, app.state.celery, **small).id for small in (*mine, theirs)]
+    worker = start_worker(worker_settings)
+    try:
+        ended = [wait_for(database, job_id, {JobState.done, JobState.failed}, timeout=120) for job_id in queued]
+    finally:
+        stop(worker)
+    assert all(job.state == JobState.done for job in ended), [job.message for job in ended]
+    order = sorted(ended, key=lambda job: job.started_at)
+    assert [job.id for job in order] == [queued[0], queued[3], queued[1], queued[2]]
