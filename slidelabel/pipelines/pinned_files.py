@@ -81,6 +81,14 @@ class PinnedFile:
                 and _version(now) == self.version and os.path.lexists(self.reader_path))
 
 
+    def deleted(self) -> bool:
+        """Whether the file has no name left anywhere (its disk space is held by this pin)."""
+        try:
+            return os.stat(self.reader_path).st_nlink == 0
+        except OSError:
+            return False
+
+
 def _version(status: os.stat_result) -> str:
     return f"{status.st_mtime_ns:x}-{status.st_size:x}"
 

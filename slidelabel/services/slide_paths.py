@@ -6,27 +6,31 @@ another folder in its place (the project then showed that slide), or a FIFO (eve
 opened it waited forever, until the API had no thread left), and swap them in and out faster than
 any check of the name. So every opener takes the slide from :func:`slide_file`: a
 :class:`~slidelabel.pipelines.pinned_files.PinnedFile` whose ``reader_path`` reaches the file that
-was checked, whatever its name becomes. Pins are kept (per process, the most recent
-:data:`PINNED_SLIDES`) while their name still names the same unchanged file.
+was checked, whatever its name becomes. A pin lasts while something holds it (a running job, an
+open tile source) and its name still names the same unchanged file; a pin whose file was deleted
+lets its source go at the next look (:data:`DELETED_LOOK_S`), so the disk space comes back.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import time
+import weakref
 from pathlib import Path
 
 from slidelabel.errors import ConflictError, SlideError
 from slidelabel.pipelines.pinned_files import PinnedFile, pin_file
+from slidelabel.services import tiles
 from slidelabel.store.models import Slide
 
-__all__ = ["PINNED_SLIDES", "slide_file"]
+__all__ = ["DELETED_LOOK_S", "slide_file"]
 
-#: Slide files a process keeps open between requests (a descriptor each).
-PINNED_SLIDES = 256
+#: Seconds between looks for pinned files that were deleted (one ``stat`` per pin).
+DELETED_LOOK_S = 10.0
 
-_PINS: OrderedDict[str, PinnedFile] = OrderedDict()
+_PINS: weakref.WeakValueDictionary[str, PinnedFile] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
+_looked = time.monotonic()
 
 
 def slide_file(slide: Slide) -> PinnedFile:
@@ -34,16 +38,24 @@ def slide_file(slide: Slide) -> PinnedFile:
     folder (stored resolved), at the path it was added from with no link on the way;
     :class:`ConflictError` naming the slide otherwise (no server path). Hold the result while a
     reader uses its ``reader_path``."""
-    with _LOCK:
-        pin = _PINS.get(slide.path)
+    _let_deleted_go()
+    pin = _PINS.get(slide.path)
     if pin is None or not pin.still_named():
         pin = _pin(slide)
-    with _LOCK:
         _PINS[slide.path] = pin
-        _PINS.move_to_end(slide.path)
-        while len(_PINS) > PINNED_SLIDES:
-            _PINS.popitem(last=False)
     return pin
+
+
+def _let_deleted_go() -> None:
+    """At most every :data:`DELETED_LOOK_S`: when a pinned file was deleted, drop the open tile
+    sources (they hold the pins; the others reopen at their next tile)."""
+    global _looked
+    with _LOCK:
+        if time.monotonic() - _looked < DELETED_LOOK_S:
+            return
+        _looked = time.monotonic()
+    if any(pin.deleted() for pin in list(_PINS.values())):
+        tiles.slide_source.cache_clear()
 
 
 def _pin(slide: Slide) -> PinnedFile:

@@ -99,3 +99,31 @@ def test_names_swapped_in_a_loop_never_block_a_request_nor_show_another_slide(cl
               answer.headers["content-type"]}
     assert widths <= {2220}  # CMU, never TCGA's 4443
     assert client.get(f"{url}/tiles", headers=admin_headers).json()["width"] == 2220
+
+
+def _open_deleted(name: str) -> list[str]:
+    """This process's open files named ``name`` whose file was deleted."""
+    found = []
+    for entry in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(entry)
+            if target.endswith(f"/{name} (deleted)"):
+                found.append(target)
+    return found
+
+
+def test_a_deleted_slide_file_is_let_go(client, admin_headers, swap_slide, monkeypatch):
+    """A pinned file keeps its disk space while open: once deleted, the server lets it go at its
+    next look instead of holding a gigabyte slide until its caches turn over."""
+    import gc
+
+    from slidelabel.services import slide_paths
+
+    url, path = swap_slide
+    assert client.get(f"{url}/tiles/0/0/0.jpg", headers=admin_headers).status_code == 200
+    path.unlink()
+    assert _open_deleted("swap.svs")  # held by the open tile source
+    monkeypatch.setattr(slide_paths, "DELETED_LOOK_S", 0.0)
+    assert client.get(f"{url}/tiles", headers=admin_headers).status_code == 409
+    gc.collect()
+    assert _open_deleted("swap.svs") == []
