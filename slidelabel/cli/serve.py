@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -37,6 +38,8 @@ def _run_embedded_worker(settings: Settings, queue: str) -> None:
     """In a forked child: a process group of its own (ended whole, pool processes included), a
     lower priority (:data:`WORKER_NICENESS`), SIGTERM when the server process ends however it ends
     (uvicorn re-raises the signal that stopped it, which skips Python's clean-up), then the worker."""
+    from celery.platforms import SecurityWarning
+
     from slidelabel.workers.app import run_worker
 
     os.setpgid(0, 0)
@@ -45,6 +48,8 @@ def _run_embedded_worker(settings: Settings, queue: str) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:  # not Linux: the finally clause of embedded_workers is the only clean-up
         pass
+    # Celery's advice against running as root, once per worker: serve says it once itself.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     run_worker(settings, queue, loglevel="warning", quiet=True)
 
 
@@ -141,6 +146,8 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
     if leftovers := sweep_unfinished_uploads(settings.data_dir):
         click.echo(f"removed {len(leftovers)} unfinished upload(s) that a stopped server left")
     click.echo(f"slidelabel at http://{settings.host}:{settings.port}/ (API docs at /docs), data in {settings.data_dir}")
+    if os.geteuid() == 0:
+        click.echo("note: running as root; a server that reads slide folders is safer as a user of its own")
     # The API processes build their app from the environment: the same settings as here.
     os.environ.update(settings_environment(settings))
     run = functools.partial(uvicorn.run, "slidelabel.server.app:app_from_environment", factory=True,
