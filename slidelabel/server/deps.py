@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
-from slidelabel.services import accounts, smart
+from slidelabel.services import accounts, smart, tiles
 from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services.accounts import require_project_creation, user_for_token
 from slidelabel.services.exports import export_turn_waiting
@@ -155,6 +155,7 @@ def export_turn_when(needed: Callable[..., bool]) -> Any:
 
 
 SmartTurn = Annotated[None, _held_while_the_route_runs(smart.smart_turn_waiting, _user_id)]
+PictureTurn = Annotated[None, _held_while_the_route_runs(tiles.picture_turn_waiting, _user_id)]
 PasswordCheckTurn = Annotated[None, _held_while_the_route_runs(accounts.password_check_turn, client_address)]
 
 

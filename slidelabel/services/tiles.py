@@ -20,6 +20,7 @@ import io
 import json
 import math
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from slidelabel.errors import NotFoundError, SlideUnreadableError
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.pipelines.render import BOUNDARY_RGB
 from slidelabel.pipelines.slide_readers import open_reader
+from slidelabel.services.turns import Turns
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
 from slidelabel.store.superpixel_table import SuperpixelTable, read_table
@@ -47,6 +49,13 @@ LABEL_BLOCK_PX = 256
 TABLES = 4
 #: Largest picture side (px) of thumbnails and superpixel pictures.
 MAX_PICTURE_PX = 2048
+#: Superpixel pictures rendered at once per API process (0.2 s of CPU each at 1024 px), and by
+#: one user: the others wait on the event loop. One viewer asking for 90 at once took all 40
+#: request threads (others' requests 6-10 s, the API +2.7 GB: tenth attack).
+PICTURES, PICTURES_PER_USER = 8, 3
+#: Seconds a superpixel picture waits for its turn before it is answered busy (503).
+PICTURE_WAIT_S = 30.0
+_PICTURES = Turns(PICTURES, per_holder=PICTURES_PER_USER)
 #: A superpixel picture shows its bounding box enlarged by this factor, for context.
 CONTEXT = 2.0
 #: Smallest side of a superpixel picture's region (level-0 px), so that a tiny one is not a blur.
@@ -62,6 +71,13 @@ def file_version(path: Path) -> str:
     except OSError as error:
         raise NotFoundError(f"{path.name} is missing on the server ({error.strerror})") from None
     return f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
+
+
+def picture_turn_waiting(user_id: int | None = None) -> AbstractAsyncContextManager[None]:
+    """A turn to render one superpixel picture, waited for on the event loop; ``user_id`` holds at
+    most :data:`PICTURES_PER_USER` at once."""
+    return _PICTURES.waiting(PICTURE_WAIT_S, f"superpixel pictures are busy (yours, or {PICTURES} at once) for over "
+                                             f"{PICTURE_WAIT_S:.0f} s; try again", holder=user_id)
 
 
 #: Open tile sources kept, one per pinned slide file (each holds its pin, hence a descriptor).

@@ -1,5 +1,6 @@
-"""One user holds at most one of the export turns and two of the smart tool's at once: one
-viewer's parallel exports (or smart-tool requests) wait for each other, not for everyone else's."""
+"""One user holds at most one of the export turns, two of the smart tool's and three of the
+superpixel pictures' at once: one viewer's parallel exports (smart-tool requests, pictures) wait
+for each other, not for everyone else's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from slidelabel.services import exports, smart
+from slidelabel.services import exports, smart, tiles
 from slidelabel.services.turns import Turns
 from slidelabel.store.models import Role
 
@@ -32,13 +33,17 @@ def test_a_holder_waits_for_its_own_turn_while_others_take_the_free_one() -> Non
 
 # The smart tool's answer past its turn: 404, the slide has no features (the route ran).
 @pytest.mark.parametrize("url, turns, ran", [("/labels/summary", "exports", 200), ("/agreement", "exports", 200),
-                                             ("/slides/{slide}/shapes/scales?superpixel=1", "smart", 404)])
+                                             ("/slides/{slide}/shapes/scales?superpixel=1", "smart", 404),
+                                             ("/slides/{slide}/superpixels/7/thumbnail.png?size=1024", "pictures",
+                                              200)])
 def test_one_users_turns_do_not_keep_another_user_waiting(client, monkeypatch, member_headers, project, slide_row,
                                                            slide_url, url, turns, ran) -> None:
     monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
     monkeypatch.setattr(smart, "SMART_WAIT_S", 0.05)
-    held, per_user = ((exports._EXPORTERS, exports.EXPORTS_PER_HOLDER) if turns == "exports"
-                      else (smart._SMART_REQUESTS, smart.SMART_PER_USER))
+    monkeypatch.setattr(tiles, "PICTURE_WAIT_S", 0.05)
+    held, per_user = {"exports": (exports._EXPORTERS, exports.EXPORTS_PER_HOLDER),
+                      "smart": (smart._SMART_REQUESTS, smart.SMART_PER_USER),
+                      "pictures": (tiles._PICTURES, tiles.PICTURES_PER_USER)}[turns]
     greedy, other = member_headers(Role.viewer), member_headers(Role.viewer)
     greedy_id = client.get("/api/v1/auth/me", headers=greedy).json()["id"]
     full_url = f"/api/v1/projects/{project['id']}" + url.format(slide=slide_row)

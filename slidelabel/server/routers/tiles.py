@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from slidelabel.server.deps import ReadSession, SettingsDep, Viewer, export_turn_when
+from slidelabel.server.deps import PictureTurn, ReadSession, SettingsDep, Viewer, export_turn_when
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
 from slidelabel.services import tiles
@@ -128,9 +128,11 @@ def superpixel_table(slide_id: int, access: Viewer, _turn: JsonTableTurn, sessio
 
 
 @router.get("/superpixels/{superpixel}/thumbnail.png", response_class=Response, responses=PNG)
-def superpixel_picture(slide_id: int, superpixel: int, access: Viewer, session: ReadSession, settings: SettingsDep,
-                       request: Request, size: Annotated[int, Query(ge=32, le=1024)] = 192) -> Response:
-    """A size x size picture of the superpixel's neighbourhood with the superpixel outlined."""
+def superpixel_picture(slide_id: int, superpixel: int, access: Viewer, _turn: PictureTurn, session: ReadSession,
+                       settings: SettingsDep, request: Request,
+                       size: Annotated[int, Query(ge=32, le=1024)] = 192) -> Response:
+    """A size x size picture of the superpixel's neighbourhood with the superpixel outlined
+    (rendered :data:`~slidelabel.services.tiles.PICTURES_PER_USER` at a time per user)."""
     slide = _slide(access, session, slide_id)
     folder = _superpixels(settings, slide)
     labels = tiles.label_map(folder)
