@@ -31,6 +31,7 @@ from slidelabel.errors import (
     SlideError,
     SlidelabelError,
 )
+from slidelabel.pipelines.pinned_files import pin_file
 from slidelabel.pipelines.slide_files import MEGAPIXEL, SlideLimits, check_slide_limits
 from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.slides import SlideInfo, open_slide
@@ -193,12 +194,15 @@ def slide_limits(settings: Settings) -> SlideLimits:
                        max_chunk_bytes=settings.max_decoded_mb * MB)
 
 
-def _describe(path: Path, name: str, limits: SlideLimits) -> SlideInfo:
+def _describe(path: Path, name: str, limits: SlideLimits, *, links: bool = False) -> SlideInfo:
     """Check the slide's declared size against ``limits`` (headers only), then open it to check
-    that it is readable; errors name the file as ``name``."""
+    that it is readable; errors name the file as ``name``. The file is pinned first
+    (:func:`~slidelabel.pipelines.pinned_files.pin_file`, reached without links unless ``links``):
+    a FIFO or link swapped in after the caller's checks is never opened."""
     try:
-        check_slide_limits(path, limits)
-        with open_slide(path) as slide:
+        pinned = pin_file(path, links=links)
+        check_slide_limits(pinned.reader_path, limits)
+        with open_slide(pinned.reader_path) as slide:
             return slide.info
     except SlideError as error:
         raise type(error)(name, str(error).removeprefix(f"{error.path}: ")) from None
@@ -295,7 +299,7 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
 
 def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path,
                 limits: SlideLimits) -> Slide:
-    info = _describe(received, name, limits)
+    info = _describe(received, name, limits, links=True)
     final, moved = files.uploads / name, False
     try:
         with database.session(write=True) as session:

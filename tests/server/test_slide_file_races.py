@@ -127,3 +127,34 @@ def test_a_deleted_slide_file_is_let_go(client, admin_headers, swap_slide, monke
     assert client.get(f"{url}/tiles", headers=admin_headers).status_code == 409
     gc.collect()
     assert _open_deleted("swap.svs") == []
+
+
+def test_adding_a_slide_reads_the_file_it_checked(client, admin_headers, project, settings, cmu_slide, tmp_path,
+                                                  monkeypatch):
+    """The same race when a slide is added: its checks and its reader opened the name one after
+    the other, so a FIFO swapped in between blocked the request."""
+    from slidelabel.services import slides
+
+    path = settings.slide_folders[0] / "added.svs"
+    shutil.copy(cmu_slide, path)
+    pin = slides.pin_file
+
+    def pinned_then_swapped(name: Path, *, links: bool):
+        pinned = pin(name, links=links)
+        name.rename(tmp_path / "away.svs")
+        os.mkfifo(name)
+        return pinned
+
+    monkeypatch.setattr(slides, "pin_file", pinned_then_swapped)
+    added: list = []
+    url = f"/api/v1/projects/{project['id']}/slides"
+    request = threading.Thread(target=lambda: added.append(client.post(url, headers=admin_headers,
+                                                                       json={"path": str(path)})), daemon=True)
+    request.start()
+    request.join(BLOCKED_S)
+    if request.is_alive():
+        _release(path)
+        request.join(BLOCKED_S)
+        pytest.fail("adding the slide opened the FIFO swapped in for it")
+    assert added[0].status_code == 201, added[0].text
+    assert added[0].json()["added"][0]["width"] == 2220
