@@ -36,7 +36,7 @@ from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.feature_import import import_features
 from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
 from slidelabel.services.labels import locked_slide, set_labels
-from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category
+from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category, room_for_categories
 from slidelabel.services.segment_import import ALGORITHM, import_segments
 from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
 from slidelabel.services.slide_paths import slide_file
@@ -266,8 +266,10 @@ def label_classes(session: Session, slide: Slide, folder: Path, *, user_id: int)
     names_N = np.asarray(sources.class_names_N, dtype=object)
     known = {c.name: c.id for c in session.scalars(select(Category).where(Category.project_id == slide.project_id))}
     project = session.get(Project, slide.project_id)
+    names = sorted({name for name in sources.class_names_N if name})
+    room_for_categories(session, project, sum(name not in known for name in names))  # all or none
     labelled = {}
-    for name in sorted({name for name in sources.class_names_N if name}):
+    for name in names:
         ids_M = sources.ids_N[names_N == name]
         category_id = known.get(name) or add_category(session, project, name).id
         set_labels(session, slide, user_id, ids_M.tolist(), category_id)

@@ -280,3 +280,24 @@ def test_an_uploaded_pixelmap_with_its_uploaded_bounding_boxes(app, client, sett
     # The nuclei are segments of their own: as many distinct ids over the crop as components + background.
     crop = ids[top : top + components.shape[0], left : left + components.shape[1]]
     assert np.unique(crop).size == count
+
+
+def test_classes_past_the_category_limit_are_refused_all_at_once(app, client, settings, sender, admin_headers, project,
+                                                                 cmu_slide, nuclei_geojson, monkeypatch):
+    """Tenth attack: 300 classes against the 255-category limit were added one by one until one
+    passed it, then all rolled back, and the message counted one new class ("1 new would make
+    256"). The classes are counted first, as docs/server.md says."""
+    from slidelabel.services import projects
+
+    monkeypatch.setattr(projects, "MAX_CATEGORIES", len(project["categories"]) + 1)
+    document = json.loads(nuclei_geojson)
+    for k, feature in enumerate(document["features"][:30]):
+        feature["properties"]["classification"] = {"name": ("tumour", "lymphocyte", "necrosis")[k % 3]}
+    slide_id = add_slide(app, project, cmu_slide)
+    job = run_job(app, client.post(url(project, f"/slides/{slide_id}/segments"), headers=admin_headers,
+                                   params={"labels": "true"},
+                                   files={"file": ("cells.geojson", json.dumps(document).encode(), "application/geo+json")}))
+    assert job.state == JobState.done, job.message
+    assert "classes not imported as labels" in job.message and "2 new" in job.message, job.message
+    names = {c["name"] for c in client.get(url(project), headers=admin_headers).json()["categories"]}
+    assert names == {c["name"] for c in project["categories"]}
