@@ -43,6 +43,10 @@ SEED = 0
 MAX_FOLDS = 5
 #: Feature bytes read and predicted at once.
 PREDICT_BYTES = 64 << 20
+#: Most labels an epoch trains on: past it, a sample that keeps every category's labels up to an
+#: equal share of it (the rarer categories whole). 607,000 labels kept the one epoch worker in one
+#: model fit, with no progress report, for over 5 minutes at 4 GB (tenth attack).
+MAX_TRAINING_LABELS = 100_000
 
 #: ``{slide_id: (superpixels_M, columns_M)}``: ids (1..N) of labelled superpixels and the model
 #: column of each label, -1 for excluded categories (labelled, so never ranked, but not trained on).
@@ -175,6 +179,23 @@ def training_set(features: FeatureSource, labels: SlideLabels) -> TrainingSet:
     return TrainingSet(np.concatenate(feats), np.concatenate(columns))
 
 
+def sampled(data: TrainingSet, most: int, rng: np.random.Generator) -> TrainingSet:
+    """``data`` itself when it has at most ``most`` labels; else ``most`` of them, drawn from each
+    model column up to an equal share of ``most``, the share of columns with fewer labels passed
+    on to the others (so a rare category is kept whole), in their original order."""
+    if data.columns_L.size <= most:
+        return data
+    columns, counts = np.unique(data.columns_L, return_counts=True)
+    kept, left = [], most
+    for index in np.argsort(counts, kind="stable"):
+        take = min(int(counts[index]), left // (len(columns) - len(kept)))
+        rows = np.flatnonzero(data.columns_L == columns[index])
+        kept.append(rng.choice(rows, take, replace=False))
+        left -= take
+    rows_M = np.sort(np.concatenate(kept))
+    return TrainingSet(data.feats_L_D[rows_M], data.columns_L[rows_M])
+
+
 def assess(model: TrainedModel, data: TrainingSet) -> dict:
     """Out-of-fold figures of ``model``'s classifier (the one ``auto`` chose) on ``data``.
 
@@ -222,8 +243,10 @@ def run_epoch(features: FeatureSource, labels: SlideLabels, categories: list[Cat
     categories have labels with features.
     """
     report = progress or (lambda _share, _message: None)
-    data = training_set(features, labels)
-    report(0.05, f"training {choices.model} on {data.columns_L.size} labels")
+    labelled = training_set(features, labels)
+    data = sampled(labelled, MAX_TRAINING_LABELS, np.random.default_rng(SEED))
+    sample = "" if data is labelled else f" (a sample of the {labelled.columns_L.size:,} labelled)"
+    report(0.05, f"training {choices.model} on {data.columns_L.size:,} labels{sample}")
     model = train(data.feats_L_D, data.columns_L, categories, model=choices.model, model_options=choices.model_options(),
                   feature_extractor=choices.extractor, rng=np.random.default_rng(SEED), cross_validate_model=False)
     model.normalisation = choices.normalisation
