@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from sqlalchemy import Integer, func, literal, select, update
+from sqlalchemy import Integer, delete, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, ParameterError
@@ -167,25 +167,48 @@ def members(session: Session, project: Project) -> list[tuple[User, Role]]:
     return [(user, role) for user, role in rows]
 
 
+#: Rows of a project's labels, label history and reviews deleted per write transaction before
+#: the project itself: one transaction of 1.7 million labels kept every other project's writes
+#: waiting 7.5 s on SQLite (tenth attack).
+DELETE_BATCH_ROWS = 50_000
+
+
 def delete_project(database: Database, settings: Settings, *, project_id: int) -> None:
     """Remove the project with everything it holds, then its files (superpixels, features,
     models, uploads) once that is committed. :class:`ConflictError` while a job of it is queued
-    or running: cancel those first."""
+    or running: cancel those first. Its labels, label history and reviews go first, in
+    transactions of :data:`DELETE_BATCH_ROWS` (others write in between); a job started meanwhile
+    still stops the delete, with the project left without them, as the error says."""
+    with database.session() as session:
+        if session.get(Project, project_id) is None:
+            raise NotFoundError(f"no project {project_id}")
+        _refuse_active_jobs(session, project_id, "")
+    for table in (LabelEvent.__table__, Label.__table__, Review.__table__):
+        while True:
+            with database.session(write=True) as session:
+                batch = select(table.c.id).where(table.c.project_id == project_id).limit(DELETE_BATCH_ROWS)
+                if not session.execute(delete(table).where(table.c.id.in_(batch))).rowcount:
+                    break
     with database.session(write=True) as session:
         project = session.get(Project, project_id)
         if project is None:
             raise NotFoundError(f"no project {project_id}")
-        active = list(session.scalars(select(Job.id).where(
-            Job.project_id == project_id, Job.state.in_([JobState.queued, JobState.running])).order_by(Job.id)))
-        if active:
-            raise ConflictError(f"jobs {', '.join(map(str, active))} of this project are queued or running; "
-                                "cancel them first")
+        _refuse_active_jobs(session, project_id, " (its labels, their history and reviews are deleted already)")
         session.delete(project)
     # After the commit: a failed delete keeps the files; a failed removal leaves files nobody reads,
     # as no later project gets this id.
     files = ProjectFiles(settings.data_dir, project_id)
     for folder in (files.root, files.uploads):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _refuse_active_jobs(session: Session, project_id: int, note: str) -> None:
+    """:class:`ConflictError` (ending with ``note``) while a job of the project is queued or running."""
+    active = list(session.scalars(select(Job.id).where(
+        Job.project_id == project_id, Job.state.in_([JobState.queued, JobState.running])).order_by(Job.id)))
+    if active:
+        raise ConflictError(f"jobs {', '.join(map(str, active))} of this project are queued or running; "
+                            f"cancel them first{note}")
 
 
 def projects_of(session: Session, user: User) -> list[tuple[Project, Role]]:
