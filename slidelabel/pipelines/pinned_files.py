@@ -13,11 +13,11 @@ The link of a :class:`PinnedFile` lives as long as the object: hold it while a r
 its ``reader_path`` (OpenSlide reopens it for each new handle). Each link's path is used once, so
 no reader's cache keyed by path can give one file's pixels for another.
 
-Readers that resolve a name before opening it (tifffile's ``realpath``) reach the slide's name
-again; slidelabel's own TIFF reading passes them an open file instead (:func:`open_tiff`), and
-large_image's ``tifffile`` reader is only tried when OpenSlide cannot read a file. Formats made
-of several files (:data:`SIBLING_FORMATS`) are read by their own name, which the check only
-covers at the time it is made.
+Readers that resolve a name before opening it (tifffile's ``realpath`` turns the link back into
+the slide's name, or into whatever a writer names "<slide> (deleted)") are not given pinned files
+(:data:`NAME_RESOLVING_READERS`); slidelabel's own TIFF reading passes tifffile an open file
+(:func:`open_tiff`). A format that reads files beside the slide (:data:`SIBLING_FORMATS`) gets
+those pinned and linked beside its link, each checked alike.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import glob
 import itertools
 import os
 import shutil
@@ -40,11 +41,17 @@ import tifffile
 
 from slidelabel.errors import SlideUnreadableError
 
-__all__ = ["NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "open_tiff", "pin_file"]
+__all__ = ["NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
+           "pin_file"]
 
 #: Extensions of slides whose reader opens other files beside the named one (MIRAX's data
-#: folder, Hamamatsu VMS's JPEGs, DICOM's other instances of the series): read by their own name.
+#: folder, Hamamatsu VMS's images, DICOM's other instances of the series): those are pinned too.
 SIBLING_FORMATS = frozenset({"mrxs", "vms", "vmu", "dcm"})
+#: Most files pinned beside one slide.
+MAX_SIBLINGS = 1024
+#: Readers that resolve the name they are given before opening it (tifffile's ``realpath``): a
+#: pinned link would lead them back to the slide's name, so they do not read pinned files.
+NAME_RESOLVING_READERS = frozenset({"tifffile"})
 
 #: Why a FIFO, socket or device named like a slide is refused.
 NOT_REGULAR = "is not a regular file (a FIFO, socket or device): only slide files are read"
@@ -95,15 +102,43 @@ def _version(status: os.stat_result) -> str:
 
 def pin_file(path: Path, *, links: bool) -> PinnedFile:
     """Open ``path`` and check it: a regular file, and unless ``links``, at ``path`` itself (an
-    absolute, resolved path) with no link on the way.
+    absolute, resolved path) with no link on the way. The files a format reads beside it
+    (:data:`SIBLING_FORMATS`) are opened and checked alike, and linked beside its link; those that
+    are no regular file are left out, so no reader ever opens them.
 
     Raises
     ------
-    SlideNotFoundError
-        Nothing is at ``path``.
     SlideUnreadableError
-        A FIFO, socket, device or folder; a link where ``links`` is False; unreadable.
+        A FIFO, socket, device or folder; a link where ``links`` is False; unreadable; more than
+        :data:`MAX_SIBLINGS` files beside it.
     """
+    descriptor, status = _open_checked(path, links=links)
+    descriptors, folder = [descriptor], None
+    try:
+        if not _PROC_FD.is_dir():  # no /proc: readers open the name, checked just now
+            os.close(descriptor)
+            return PinnedFile(path, path, (status.st_dev, status.st_ino), _version(status), links)
+        folder = _own_folder() / str(next(_NUMBERS))
+        folder.mkdir()
+        reader_path = _link(folder, path.name, descriptor)
+        for name, sibling in _siblings(path):
+            with contextlib.suppress(SlideUnreadableError):  # not a slide's file: not shown to readers
+                descriptors.append(_open_checked(sibling, links=links)[0])
+                _link(folder, name, descriptors[-1])
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        for opened in descriptors:
+            os.close(opened)
+        raise
+    pin = PinnedFile(path, reader_path, (status.st_dev, status.st_ino), _version(status), links)
+    object.__setattr__(pin, "_release", weakref.finalize(pin, _unpin, descriptors, folder))
+    return pin
+
+
+def _open_checked(path: Path, *, links: bool) -> tuple[int, os.stat_result]:
+    """A descriptor of ``path`` and its status: a regular file, reached through no link unless
+    ``links``; :class:`SlideUnreadableError` otherwise (nothing waited for: ``O_NONBLOCK``)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if links else os.O_NOFOLLOW)
     try:
         descriptor = os.open(path, flags)
@@ -117,16 +152,31 @@ def pin_file(path: Path, *, links: bool) -> PinnedFile:
             raise SlideUnreadableError(path, NOT_REGULAR)
         if not links and _opened_name(descriptor, path) != str(path):
             raise SlideUnreadableError(path, "was replaced by a link since it was added (a folder on its path)")
-        reader_path = _reader_link(descriptor, path)
     except BaseException:
         os.close(descriptor)
         raise
-    pin = PinnedFile(path, reader_path or path, (status.st_dev, status.st_ino), _version(status), links)
-    if reader_path is None:
-        os.close(descriptor)
-    else:
-        object.__setattr__(pin, "_release", weakref.finalize(pin, _unpin, descriptor, reader_path))
-    return pin
+    return descriptor, status
+
+
+def _siblings(path: Path) -> list[tuple[str, Path]]:
+    """``(name under the link's folder, path)`` of the files ``path``'s format reads beside it:
+    a DICOM series' other instances, MIRAX's data folder, Hamamatsu VMS's images."""
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in SIBLING_FORMATS:
+        return []
+    try:
+        if kind == "mrxs":
+            data = path.with_suffix("")
+            found = [(f"{data.name}/{entry.name}", entry) for entry in data.iterdir()] if data.is_dir() else []
+        else:
+            pattern = "*.dcm" if kind == "dcm" else f"{glob.escape(path.stem)}*"
+            found = [(entry.name, entry) for entry in path.parent.glob(pattern) if entry != path]
+    except OSError as error:
+        raise SlideUnreadableError(path, f"the files beside it cannot be listed: {error.strerror or error}") from None
+    if len(found) > MAX_SIBLINGS:
+        raise SlideUnreadableError(path, f"has {len(found):,} files beside it of its format, more than the "
+                                         f"{MAX_SIBLINGS} slidelabel reads for one slide: give it a folder of its own")
+    return sorted(found)
 
 
 def _opened_name(descriptor: int, path: Path) -> str:
@@ -138,24 +188,26 @@ def _opened_name(descriptor: int, path: Path) -> str:
         return str(path)
 
 
-def _reader_link(descriptor: int, path: Path) -> Path | None:
-    """A new link named like ``path`` to ``descriptor``, in this process's own folder; None where
-    readers must open ``path`` itself (no ``/proc``, or a format of several files)."""
-    if path.suffix.lower().lstrip(".") in SIBLING_FORMATS or not _PROC_FD.is_dir():
-        return None
-    link = _own_folder() / str(next(_NUMBERS)) / path.name
-    link.parent.mkdir()
+def _link(folder: Path, name: str, descriptor: int) -> Path:
+    """A link ``folder/name`` to ``descriptor`` (its folders made)."""
+    link = folder / name
+    link.parent.mkdir(exist_ok=True)
     os.symlink(f"/proc/self/fd/{descriptor}", link)
     return link
 
 
-def _unpin(descriptor: int, link: Path) -> None:
-    """Remove the link, then close the descriptor it names (never the other way round: a
+def _unpin(descriptors: list[int], folder: Path) -> None:
+    """Remove the links, then close the descriptors they name (never the other way round: a
     reused descriptor number must not be reachable through an old link)."""
-    with contextlib.suppress(OSError):
-        link.unlink()
-        link.parent.rmdir()
-    os.close(descriptor)
+    shutil.rmtree(folder, ignore_errors=True)
+    for descriptor in descriptors:
+        os.close(descriptor)
+
+
+def is_reader_link(path: Path) -> bool:
+    """Whether ``path`` is a link of this process to a pinned file (what readers that resolve
+    names before opening them must not be given)."""
+    return _folder is not None and _folder[0] == os.getpid() and Path(path).is_relative_to(_folder[1])
 
 
 _NUMBERS = itertools.count()

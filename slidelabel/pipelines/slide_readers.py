@@ -16,6 +16,7 @@ from large_image import tilesource
 from large_image.exceptions import TileSourceError
 
 from slidelabel.errors import SlideUnreadableError
+from slidelabel.pipelines.pinned_files import NAME_RESOLVING_READERS, is_reader_link
 from slidelabel.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ def open_reader(path: Path, source: str | None, **options: object) -> tuple[str,
     """Open ``path`` with the named reader, or the first that can: :data:`PREFERRED_READERS`,
     then large_image's order; ``options`` go to the reader (``encoding``, ``edge``, ...)."""
     registry = dict(SLIDE_READERS.items())
+    if is_reader_link(path):  # they would read the slide's name, not the pinned file
+        if source in NAME_RESOLVING_READERS:
+            raise SlideUnreadableError(path, f"the {source} reader opens files by name, which a server does not let it "
+                                             "do with slides: choose another reader")
+        registry = {name: reader for name, reader in registry.items() if name not in NAME_RESOLVING_READERS}
     ranked = [entry[-1] for entry in sorted(tilesource.getSortedSourceList(registry, str(path)))]
     preferred = [name for name in PREFERRED_READERS if name in registry]
     candidates = list(dict.fromkeys(preferred + ranked)) if source is None else [source]

@@ -124,3 +124,45 @@ def test_folders_of_ended_processes_are_removed(tmp_path: Path) -> None:
     mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert not abandoned.exists()
     assert not Path(mine).exists()  # removed at exit
+
+
+def test_a_slide_named_like_a_format_of_several_files_is_read_through_its_pin_too(folder_slide: Path,
+                                                                                    tmp_path: Path) -> None:
+    """Eleventh attack: any SVS copied as ``x.dcm`` was read by its name (the formats of several
+    files were), so the FIFO race came back through it (85 of 90 requests never answered)."""
+    dicom_named = folder_slide.rename(folder_slide.with_suffix(".dcm"))
+    pinned = pin_file(dicom_named, links=False)
+    dicom_named.rename(tmp_path / "away.dcm")
+    os.mkfifo(dicom_named)
+    with open_slide(pinned.reader_path) as slide:
+        assert _in_thread(lambda: slide.info.width, dicom_named) == 2220
+
+
+def test_the_files_beside_a_slide_are_pinned_with_it_and_fifos_among_them_left_out(tmp_path: Path) -> None:
+    folder = (tmp_path / "series").resolve()
+    folder.mkdir()
+    for name in ("level0.dcm", "level1.dcm", "notes.txt"):
+        (folder / name).write_bytes(name.encode())
+    os.mkfifo(folder / "trap.dcm")
+    pinned = _in_thread(lambda: pin_file(folder / "level0.dcm", links=False), folder / "trap.dcm")
+    assert sorted(entry.name for entry in pinned.reader_path.parent.iterdir()) == ["level0.dcm", "level1.dcm"]
+    (folder / "level1.dcm").unlink()
+    assert (pinned.reader_path.parent / "level1.dcm").read_bytes() == b"level1.dcm"  # the file that was checked
+
+    mirax = folder / "scan.mrxs"
+    mirax.write_bytes(b"index")
+    (folder / "scan").mkdir()
+    (folder / "scan" / "Slidedat.ini").write_bytes(b"[GENERAL]")
+    pinned = pin_file(mirax, links=False)
+    assert (pinned.reader_path.parent / "scan" / "Slidedat.ini").read_bytes() == b"[GENERAL]"
+
+
+def test_readers_that_resolve_names_do_not_get_pinned_files(folder_slide: Path) -> None:
+    """Eleventh attack: tifffile resolves the link back to a name (the slide's, or a FIFO named
+    "<slide> (deleted)" once the slide's entry was replaced), and opened that in a slide job."""
+    from slidelabel.pipelines.slide_readers import open_reader
+
+    pinned = pin_file(folder_slide, links=False)
+    with pytest.raises(SlideUnreadableError, match="opens files by name"):
+        open_reader(pinned.reader_path, "tifffile")
+    assert open_reader(folder_slide, "tifffile")[0] == "tifffile"  # a path of the user's own: any reader
