@@ -17,10 +17,10 @@ the work itself is a function registered by kind with :func:`job_kind`, which ge
   (``Settings.job_time_limit_slide_s``, ``job_time_limit_epoch_s``). Writers remove their
   temporary outputs on that exception. Celery's soft and hard time limits (the longest kind's
   limit plus :data:`HARD_LIMIT_GRACE_S`, then twice that) stop a job stuck where it reports nothing.
-- *Fair*: projects take turns on a queue. A job taken while another project waits there, whose
-  last turn came before this project's, steps back: its message goes to the end of the broker's
-  queue (:func:`steps_back`), so one owner's hundred slides delay another's one by a job, not by
-  a hundred.
+- *Fair*: the users who start jobs take turns on a queue. A job taken while another user's job
+  waits there, whose starter's last turn came before this job's starter's, steps back: its
+  message goes to the end of the broker's queue (:func:`steps_back`), so one owner's hundred
+  slides, in one project or many, delay another's one by a job, not by a hundred.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from slidelabel.store.models import Job, JobState, Role
 
 logger = logging.getLogger(__name__)
 
-#: Times a job steps back for other projects' waiting jobs before it runs regardless: a waiting
+#: Times a job steps back for other users' waiting jobs before it runs regardless: a waiting
 #: job whose message the broker lost must not keep the others going round the queue forever.
 MAX_STEPS_BACK = 1000
 
@@ -316,7 +316,7 @@ def submit(database: Database, sender: Sender, *, project_id: int, kind: str, ke
 
 def dispatch(database: Database, sender: Sender, job_id: int, *, steps_back: int = 0) -> Job:
     """Send the Celery message of a committed, queued job (``steps_back``: how often it has let
-    other projects go first, carried in the message)."""
+    other users' jobs go first, carried in the message)."""
     with database.session(write=True) as session:
         job = session.get(Job, job_id)
         args = [job.id, steps_back] if steps_back else [job.id]
@@ -386,25 +386,24 @@ def _absolute_paths(params: object) -> Iterator[PurePath]:
 
 
 def steps_back(database: Database, job_id: int) -> bool:
-    """Whether the queued job ``job_id`` should let another project go first: one waits on the
-    same queue whose last turn there (a job's start) came before this job's project's, or never
-    came. Round robin over projects, kept in the broker's queue itself."""
+    """Whether the queued job ``job_id`` should let another user's job go first: one waits on the
+    same queue whose starter's last turn there (a job's start) came before this job's starter's,
+    or never came. Round robin over the users who start jobs (jobs no one started count as one
+    user), kept in the broker's queue itself."""
     with database.session() as session:
         job = session.get(Job, job_id)
         if job is None or job.state != JobState.queued:
             return False
         queue = JOB_KINDS[job.kind].queue
-        kinds = [name for name, kind in JOB_KINDS.items() if kind.queue == queue]
-        on_queue = Job.kind.in_(kinds)
-        last_turn = session.scalar(select(func.max(Job.started_at)).where(Job.project_id == job.project_id, on_queue))
+        on_queue = Job.kind.in_([name for name, kind in JOB_KINDS.items() if kind.queue == queue])
+        starter, mine = func.coalesce(Job.created_by, 0), job.created_by or 0
+        last_turn = session.scalar(select(func.max(Job.started_at)).where(starter == mine, on_queue))
         if last_turn is None:
             return False
-        waiting = select(Job.project_id).where(Job.state == JobState.queued, on_queue,
-                                               Job.project_id != job.project_id)
+        waiting = select(starter).where(Job.state == JobState.queued, on_queue, starter != mine)
         earlier = func.max(Job.started_at)
-        return session.scalar(select(Job.project_id).where(Job.project_id.in_(waiting), on_queue)
-                              .group_by(Job.project_id).having(or_(earlier.is_(None), earlier < last_turn))
-                              .limit(1)) is not None
+        return session.scalar(select(starter).where(starter.in_(waiting), on_queue).group_by(starter)
+                              .having(or_(earlier.is_(None), earlier < last_turn)).limit(1)) is not None
 
 
 def _claim(database: Database, job_id: int, stale_s: float) -> Job | None:

@@ -272,7 +272,9 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = NEVER_REUSED
+    # Fair turns (services/jobs.steps_back) look up the queued jobs and each starter's last start.
+    __table_args__ = (Index("ix_jobs_state", "state"), Index("ix_jobs_created_by_started_at", "created_by", "started_at"),
+                      NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)

@@ -13,7 +13,7 @@ import pytest
 
 from slidelabel.server.app import create_app
 from slidelabel.services import jobs
-from slidelabel.services.accounts import ensure_admin
+from slidelabel.services.accounts import create_user, ensure_admin
 from slidelabel.services.projects import create_project
 from slidelabel.services.slide_jobs import SUPERPIXELS, step_job, work_key
 from slidelabel.settings import Settings
@@ -243,15 +243,18 @@ def test_a_new_pool_process_opens_its_own_connections(tmp_path):
     assert tasks._database(url) is not inherited
 
 
-def test_projects_take_turns_on_the_slide_worker(slide_project, worker_settings, cmu_slide):
+def test_users_take_turns_on_the_slide_worker(slide_project, worker_settings, cmu_slide):
     """Eighth attack: one owner's queued slides kept every other project's jobs waiting behind them.
-    Three jobs of one project are queued before another project's one: that one runs second."""
+    Three jobs of one user are queued before another user's one: that one runs second."""
     app, submission = slide_project
     database = app.state.database
-    mine = [_small_job(database, submission, cmu_slide, f"cmu-{number}.svs") for number in range(3)]
     with database.session(write=True) as session:
-        other = create_project(session, session.query(User).one(), "other").id
-    theirs = _small_job(database, {**submission, "project_id": other}, cmu_slide)
+        admin = session.query(User).one()
+        other = create_project(session, admin, "other").id
+        owner, annotator = admin.id, create_user(session, "annotator", "annotator-password").id
+    mine = [{**_small_job(database, submission, cmu_slide, f"cmu-{number}.svs"), "user_id": owner}
+            for number in range(3)]
+    theirs = {**_small_job(database, {**submission, "project_id": other}, cmu_slide), "user_id": annotator}
     queued = [jobs.submit(database, app.state.celery, **small).id for small in (*mine, theirs)]
     worker = start_worker(worker_settings)
     try:

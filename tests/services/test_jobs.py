@@ -263,19 +263,20 @@ def test_a_retry_runs_as_its_retrier_and_needs_the_folder_right_its_job_reads_wi
                       may_read_folders=True).state == JobState.queued
 
 
-def test_projects_take_turns_on_a_queue(database, ran):
-    """Eighth attack: one owner's long jobs kept every other project's waiting on the one slide
-    worker, first come first served. A job of a project that had its turn steps back (its message
-    goes to the end of the queue) while another project waits for one."""
+def test_users_take_turns_on_a_queue(database, ran):
+    """Eighth attack: one owner's long jobs kept everyone else's waiting on the one slide worker,
+    first come first served. A job of a user who had a turn steps back (its message goes to the
+    end of the queue) while another user's job waits for one, in the same project or another."""
     with database.session(write=True) as session:
         create_project(session, session.query(User).one(), "q")
+        other_user = create_user(session, "other", "other-password").id
     sender, settings = Recorder(), Settings(data_dir=Path("/nonexistent"))
-    first, second, third = (jobs.submit(database, sender, project_id=1, kind="echo", key=f"a{n}", params={"a": n})
-                            for n in range(3))
+    first, second, third = (jobs.submit(database, sender, project_id=1 + n % 2, kind="echo", key=f"a{n}",
+                                        params={"a": n}, user_id=1) for n in range(3))
     jobs.run(database, settings, first.id, sender=sender)
-    other = jobs.submit(database, sender, project_id=2, kind="echo", key="b", params={"b": 0})
+    other = jobs.submit(database, sender, project_id=1, kind="echo", key="b", params={"b": 0}, user_id=other_user)
     del sender.sent[:]
-    # The broker hands the messages out in the order they were sent: project 1's two, then 2's.
+    # The broker hands the messages out in the order they were sent: the first user's two, then the other's.
     for job in (second, third, other):
         jobs.run(database, settings, job.id, sender=sender)
     assert ran == [{"a": 0}, {"b": 0}]
@@ -289,12 +290,12 @@ def test_projects_take_turns_on_a_queue(database, ran):
 def test_a_job_steps_back_a_bounded_number_of_times(database, ran):
     """A waiting job whose message the broker lost must not keep the others going round."""
     with database.session(write=True) as session:
-        create_project(session, session.query(User).one(), "q")
+        other_user = create_user(session, "other", "other-password").id
     sender, settings = Recorder(), Settings(data_dir=Path("/nonexistent"))
-    first, second = (jobs.submit(database, sender, project_id=1, kind="echo", key=f"a{n}", params={"a": n})
+    first, second = (jobs.submit(database, sender, project_id=1, kind="echo", key=f"a{n}", params={"a": n}, user_id=1)
                      for n in range(2))
     jobs.run(database, settings, first.id, sender=sender)
-    jobs.submit(database, sender, project_id=2, kind="echo", key="lost")
+    jobs.submit(database, sender, project_id=1, kind="echo", key="lost", user_id=other_user)
     jobs.run(database, settings, second.id, sender=sender, stepped_back=jobs.MAX_STEPS_BACK - 1)
     assert ran == [{"a": 0}] and sender.sent[-1][1] == [second.id, jobs.MAX_STEPS_BACK]
     jobs.run(database, settings, second.id, sender=sender, stepped_back=jobs.MAX_STEPS_BACK)
