@@ -5,12 +5,17 @@ keys on and a generous busy timeout; a write transaction takes the write lock wh
 (``BEGIN IMMEDIATE``), so two writers queue instead of failing on a lock upgrade. Writers of one
 process also queue on a lock of their own (the write turn) before that: SQLite's busy handler polls with sleeps of
 up to 100 ms, so under contention a waiting writer can miss the lock for seconds while newcomers
-take it; a process lock hands it over in order. PostgreSQL needs nothing special.
+take it; a process lock hands it over in order. The write-ahead log starts over only when a writer
+begins after a checkpoint copied all of it and no reader is on its pages; busy writers taking turns
+never leave such a moment, so the writer that committed past a bound checkpoints and empties it
+before giving its turn on (:class:`_WalBound`). PostgreSQL needs nothing special.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +44,16 @@ SQLITE_CACHE_KIB = 512
 #: Bytes the write-ahead log is cut back to after a checkpoint: without a limit it keeps the size
 #: of its busiest moment (1.1 GB after an annotator's scripted 100,000-superpixel batches).
 SQLITE_WAL_LIMIT_BYTES = 64 * 2**20
+#: Past that limit, the writer that committed empties the log (``wal_checkpoint(TRUNCATE)``), the
+#: database's writers waiting meanwhile. It waits for readers still on the log's pages up to
+#: SQLITE_CHECKPOINT_WAIT_MS (ms); when they kept it from finishing, the next try comes
+#: SQLITE_CHECKPOINT_RETRY_S (s) later at the earliest.
+SQLITE_CHECKPOINT_WAIT_MS, SQLITE_CHECKPOINT_RETRY_S = 200, 1.0
+#: Past SQLITE_WAL_CAP_BYTES it waits up to SQLITE_CAP_WAIT_MS (ms) for them: a read of a
+#: 600,000-superpixel slide's labels takes 3 s. A reader holding its snapshot longer still (a slow
+#: download) holds writes back for that long once per SQLITE_CAP_RETRY_S (s) at most.
+SQLITE_WAL_CAP_BYTES = 2 * SQLITE_WAL_LIMIT_BYTES
+SQLITE_CAP_WAIT_MS, SQLITE_CAP_RETRY_S = 5_000, 3.0
 
 
 #: SQLSTATE of a foreign-key violation (PostgreSQL's drivers); SQLite says it in words only.
@@ -91,6 +106,64 @@ def _sqlite_end(connection: Connection) -> None:
         turn.release()
 
 
+class _WalBound:
+    """Keeps the write-ahead log ``wal`` of a SQLite file near ``SQLITE_WAL_LIMIT_BYTES``.
+
+    SQLite's own checkpoint after each commit copies the log into the database while the next
+    writer already appends to it (it has the write turn), so under back-to-back writers the log
+    never starts over (2 GB after 45 s of an annotator's two parallel 100,000-superpixel batches).
+    Once the log is past the limit, a write transaction's commit therefore happens here, before
+    the write turn is given on, and the committing connection checkpoints the log and truncates
+    it to nothing: a short wait for readers on its pages first, then, past
+    ``SQLITE_WAL_CAP_BYTES``, one as long as a read of a large slide's labels takes (an export
+    looping beside a writer grew it to 1.4 GB otherwise). Below the limit, SQLite's checkpoints
+    keep running beside the next writer (holding the turn through them cut the writes of two
+    parallel batches by a third).
+    """
+
+    def __init__(self, wal: Path) -> None:
+        self._wal = wal
+        # time.monotonic() s of the next try below and above the cap; only the write turn's holder
+        # reads and sets them.
+        self._retry_at = {False: 0.0, True: 0.0}
+
+    def commit(self, connection: Connection) -> None:
+        """SQLAlchemy's commit event (before its own COMMIT, which then has nothing left to do
+        when the log is emptied): give the write turn on, after emptying the log if due."""
+        try:
+            if connection.get_execution_options().get("write"):
+                self._empty_when_due(connection)
+        finally:
+            _sqlite_end(connection)
+
+    def _empty_when_due(self, connection: Connection) -> None:
+        size = self._size()
+        capped = size > SQLITE_WAL_CAP_BYTES
+        if size <= SQLITE_WAL_LIMIT_BYTES or time.monotonic() < self._retry_at[capped]:
+            return
+        connection.exec_driver_sql("COMMIT")
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_CAP_WAIT_MS if capped else SQLITE_CHECKPOINT_WAIT_MS}")
+            busy, pages, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:  # the transaction is committed: a checkpoint failing is a try
+            busy, pages = 1, 0
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+            cursor.close()
+        # pages -1: another connection's checkpoint was running (SQLite waits for none), which cost
+        # no wait; the next commit tries again.
+        readers_kept_it = busy and pages != -1
+        retry = SQLITE_CAP_RETRY_S if capped else SQLITE_CHECKPOINT_RETRY_S
+        self._retry_at[capped] = time.monotonic() + retry if readers_kept_it else 0.0
+
+    def _size(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql://...``); a SQLite file's
     folder is created."""
@@ -105,8 +178,9 @@ def make_engine(url: str) -> Engine:
                                pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_OVERFLOW)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
-        for ending in ("commit", "rollback"):
-            event.listen(engine, ending, _sqlite_end)
+        event.listen(engine, "rollback", _sqlite_end)
+        in_memory = not parsed.database or parsed.database == ":memory:"
+        event.listen(engine, "commit", _sqlite_end if in_memory else _WalBound(Path(f"{parsed.database}-wal")).commit)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
