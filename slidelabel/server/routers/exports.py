@@ -3,7 +3,6 @@ Archive, mask TIFFs, predictions CSV), per slide and per project, and imports of
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
@@ -58,13 +57,10 @@ async def uploaded_json(request: Request) -> object:
 UploadedJson = Annotated[object, Depends(uploaded_json)]
 
 
-def _json(document: dict, filename: str, media_type: str) -> Response:
-    return Response(json.dumps(document, separators=(",", ":")), media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-
-
 def _temporary_file(filename: str, media_type: str, write: Callable[[Path], None]) -> FileResponse:
-    """A download written by ``write`` into a temporary folder that is removed once sent."""
+    """A download written by ``write`` into a temporary folder that is removed once sent: the
+    export is built in the route (in its export turn) and sent from the file, a chunk at a time,
+    so neither holds the whole document in memory."""
     folder = Path(tempfile.mkdtemp(prefix="slidelabel-export-"))
     try:
         write(folder / filename)
@@ -75,26 +71,27 @@ def _temporary_file(filename: str, media_type: str, write: Callable[[Path], None
                         background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
 
 
-@router.get("/slides/{slide_id}/export/geojson")
+@router.get("/slides/{slide_id}/export/geojson", response_class=FileResponse)
 def export_geojson(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep,
                    source: Source = Source.labels, epoch: EpochQuery = None,
-                   dissolve: DissolveQuery = True) -> Response:
+                   dissolve: DissolveQuery = True) -> FileResponse:
     """A GeoJSON FeatureCollection for QuPath (File > Import objects), level-0 pixels."""
     classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
-    return _json(service.geojson(classes, access.project, dissolve=dissolve),
-                 f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json")
+    return _temporary_file(f"{service.file_stem(classes.slide)}-{source}.geojson", "application/geo+json",
+                           lambda path: service.write_geojson(path, classes, access.project, dissolve=dissolve))
 
 
-@router.get("/slides/{slide_id}/export/annotation")
+@router.get("/slides/{slide_id}/export/annotation", response_class=FileResponse)
 def export_annotation(slide_id: int, access: Viewer, _turn: ExportTurn, session: ReadSession, settings: SettingsDep,
                       source: Source = Source.labels, epoch: EpochQuery = None, dissolve: DissolveQuery = True,
                       elements: ElementsQuery = Elements.polygons,
                       girder_id: Annotated[str | None, Query(description="Girder item of the superpixel image")] = None,
-                      ) -> Response:
+                      ) -> FileResponse:
     """A Digital Slide Archive (large_image) annotation JSON, level-0 pixels."""
     classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
-    document = service.annotation(classes, access.project, dissolve=dissolve, elements=elements, girder_id=girder_id)
-    return _json(document, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json")
+    return _temporary_file(f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json",
+                           lambda path: service.write_annotation(path, classes, access.project, dissolve=dissolve,
+                                                                 elements=elements, girder_id=girder_id))
 
 
 @router.get("/slides/{slide_id}/export/mask.tiff", response_class=FileResponse)
