@@ -16,8 +16,9 @@ no reader's cache keyed by path can give one file's pixels for another.
 Readers that resolve a name before opening it (tifffile's ``realpath`` turns the link back into
 the slide's name, or into whatever a writer names "<slide> (deleted)") are not given pinned files
 (:data:`NAME_RESOLVING_READERS`); slidelabel's own TIFF reading passes tifffile an open file
-(:func:`open_tiff`). A format that reads files beside the slide (:data:`SIBLING_FORMATS`) gets
-those pinned and linked beside its link, each checked alike.
+(:func:`open_tiff`). A format that reads the files of its folder (:data:`SIBLING_FORMATS`: DICOM)
+gets those pinned and linked beside its link, each checked alike; formats whose index names files
+anywhere (:data:`INDEX_FORMATS`: MIRAX, VMS) are not read.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import glob
 import itertools
 import os
 import shutil
@@ -41,14 +41,19 @@ import tifffile
 
 from slidelabel.errors import SlideUnreadableError
 
-__all__ = ["NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
+__all__ = ["INDEX_FORMATS", "NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
            "pin_file"]
 
-#: Extensions of slides whose reader opens other files beside the named one (MIRAX's data
-#: folder, Hamamatsu VMS's images, DICOM's other instances of the series): those are pinned too.
-SIBLING_FORMATS = frozenset({"mrxs", "vms", "vmu", "dcm"})
-#: Most files pinned beside one slide.
-MAX_SIBLINGS = 1024
+#: Extensions of slides whose reader opens the other files of their folder like them (DICOM's
+#: other instances of the series): those are pinned too.
+SIBLING_FORMATS = frozenset({"dcm"})
+#: Most files pinned beside one slide (a DICOM series has a few levels, a label and an overview):
+#: each is a descriptor held while the slide is open.
+MAX_SIBLINGS = 64
+#: Extensions of index files whose reader opens the files they name, wherever those are (MIRAX's
+#: Slidedat.ini, Hamamatsu VMS's ImageFile): not read (a .vms naming ../../tmp/x.jpg showed a
+#: server file; one naming a FIFO hung every request thread: twelfth attack).
+INDEX_FORMATS = frozenset({"mrxs", "vms", "vmu"})
 #: Readers that resolve the name they are given before opening it (tifffile's ``realpath``): a
 #: pinned link would lead them back to the slide's name, so they do not read pinned files.
 NAME_RESOLVING_READERS = frozenset({"tifffile"})
@@ -104,14 +109,19 @@ def pin_file(path: Path, *, links: bool) -> PinnedFile:
     """Open ``path`` and check it: a regular file, and unless ``links``, at ``path`` itself (an
     absolute, resolved path) with no link on the way. The files a format reads beside it
     (:data:`SIBLING_FORMATS`) are opened and checked alike, and linked beside its link; those that
-    are no regular file are left out, so no reader ever opens them.
+    are no regular file are left out, so no reader ever opens them. Index formats
+    (:data:`INDEX_FORMATS`) are refused.
 
     Raises
     ------
     SlideUnreadableError
         A FIFO, socket, device or folder; a link where ``links`` is False; unreadable; more than
-        :data:`MAX_SIBLINGS` files beside it.
+        :data:`MAX_SIBLINGS` files beside it; an index format.
     """
+    if path.suffix.lower().lstrip(".") in INDEX_FORMATS:
+        raise SlideUnreadableError(path, "is the index of a slide made of files it names (MIRAX, Hamamatsu VMS), which "
+                                         "slidelabel does not read: convert it to a pyramidal TIFF (e.g. vips tiffsave "
+                                         "in.mrxs out.tif --tile --pyramid --compression jpeg)")
     descriptor, status = _open_checked(path, links=links)
     descriptors, folder = [descriptor], None
     try:
@@ -122,9 +132,8 @@ def pin_file(path: Path, *, links: bool) -> PinnedFile:
         folder.mkdir()
         reader_path = _link(folder, path.name, descriptor)
         for name, sibling in _siblings(path):
-            with contextlib.suppress(SlideUnreadableError):  # not a slide's file: not shown to readers
-                descriptors.append(_open_checked(sibling, links=links)[0])
-                _link(folder, name, descriptors[-1])
+            descriptors.append(_open_checked(sibling, links=links)[0])
+            _link(folder, name, descriptors[-1])
     except BaseException:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -159,18 +168,15 @@ def _open_checked(path: Path, *, links: bool) -> tuple[int, os.stat_result]:
 
 
 def _siblings(path: Path) -> list[tuple[str, Path]]:
-    """``(name under the link's folder, path)`` of the files ``path``'s format reads beside it:
-    a DICOM series' other instances, MIRAX's data folder, Hamamatsu VMS's images."""
-    kind = path.suffix.lower().lstrip(".")
-    if kind not in SIBLING_FORMATS:
+    """``(name under the link's folder, path)`` of the regular files ``path``'s format reads beside
+    it (a DICOM series' other instances); a FIFO, socket, folder or link among them is left out,
+    so no reader opens it."""
+    if path.suffix.lower().lstrip(".") not in SIBLING_FORMATS:
         return []
     try:
-        if kind == "mrxs":
-            data = path.with_suffix("")
-            found = [(f"{data.name}/{entry.name}", entry) for entry in data.iterdir()] if data.is_dir() else []
-        else:
-            pattern = "*.dcm" if kind == "dcm" else f"{glob.escape(path.stem)}*"
-            found = [(entry.name, entry) for entry in path.parent.glob(pattern) if entry != path]
+        found = [(entry.name, Path(entry.path)) for entry in os.scandir(path.parent)
+                 if entry.name.lower().endswith(path.suffix.lower()) and entry.name != path.name
+                 and entry.is_file(follow_symlinks=False)]
     except OSError as error:
         raise SlideUnreadableError(path, f"the files beside it cannot be listed: {error.strerror or error}") from None
     if len(found) > MAX_SIBLINGS:

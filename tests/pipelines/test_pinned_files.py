@@ -138,7 +138,7 @@ def test_a_slide_named_like_a_format_of_several_files_is_read_through_its_pin_to
         assert _in_thread(lambda: slide.info.width, dicom_named) == 2220
 
 
-def test_the_files_beside_a_slide_are_pinned_with_it_and_fifos_among_them_left_out(tmp_path: Path) -> None:
+def test_the_files_beside_a_dicom_slide_are_pinned_with_it_and_fifos_among_them_left_out(tmp_path: Path) -> None:
     folder = (tmp_path / "series").resolve()
     folder.mkdir()
     for name in ("level0.dcm", "level1.dcm", "notes.txt"):
@@ -148,13 +148,19 @@ def test_the_files_beside_a_slide_are_pinned_with_it_and_fifos_among_them_left_o
     assert sorted(entry.name for entry in pinned.reader_path.parent.iterdir()) == ["level0.dcm", "level1.dcm"]
     (folder / "level1.dcm").unlink()
     assert (pinned.reader_path.parent / "level1.dcm").read_bytes() == b"level1.dcm"  # the file that was checked
+    for index in range(pinned_files.MAX_SIBLINGS + 1):
+        (folder / f"copy{index}.dcm").write_bytes(b"x")
+    with pytest.raises(SlideUnreadableError, match="folder of its own"):  # a descriptor each
+        pin_file(folder / "level0.dcm", links=False)
 
-    mirax = folder / "scan.mrxs"
-    mirax.write_bytes(b"index")
-    (folder / "scan").mkdir()
-    (folder / "scan" / "Slidedat.ini").write_bytes(b"[GENERAL]")
-    pinned = pin_file(mirax, links=False)
-    assert (pinned.reader_path.parent / "scan" / "Slidedat.ini").read_bytes() == b"[GENERAL]"
+
+@pytest.mark.parametrize("index", ["scan.vms", "scan.vmu", "scan.mrxs"])
+def test_slides_whose_index_names_other_files_are_not_read(tmp_path: Path, index: str) -> None:
+    """Twelfth attack: a .vms naming ImageFile=../../../tmp/red.jpg showed a server file through
+    its tiles, and one naming a FIFO hung every request thread."""
+    (tmp_path / index).write_text("[Virtual Microscope Specimen]\nImageFile=../../../../tmp/red.jpg\n")
+    with pytest.raises(SlideUnreadableError, match="pyramidal TIFF"):
+        pin_file(tmp_path / index, links=True)
 
 
 def test_readers_that_resolve_names_do_not_get_pinned_files(folder_slide: Path) -> None:
