@@ -137,13 +137,14 @@ def _create_children(context: JobContext, slides: list[tuple[str, str]]) -> list
     its cohort's count incomplete); ids of those still queued."""
     with context.database.session(write=True) as session:
         existing = set(session.scalars(select(Job.key).where(Job.key.like(_children_pattern(context.job_id)))))
+        starter = session.scalar(select(Job.created_by).where(Job.id == context.job_id))  # their turns on the queue
         for index, (slide, name) in enumerate(slides):
             key = _child_key(context.job_id, index)
             if key not in existing:
                 params = {"cohort": context.job_id, "slide": slide, "name": name,
                           **{field: context.params[field] for field in ("epoch", "formats", "options", "out")}}
                 session.add(Job(project_id=context.project_id, kind=COHORT_SLIDE, key=key, params=params,
-                                created_by=None))
+                                created_by=starter))
         session.flush()
         return list(session.scalars(select(Job.id).where(Job.key.like(_children_pattern(context.job_id)),
                                                          Job.state == JobState.queued).order_by(Job.id)))

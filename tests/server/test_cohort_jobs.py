@@ -64,6 +64,9 @@ def test_a_cohort_predicts_each_slide_as_the_cli_does_and_reports_the_bad_one(
     jobs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
     slide_messages = sender.sent[sent_before:]
     assert len(slide_messages) == 3 and {queue for _name, _args, queue in slide_messages} == {jobs.SLIDE_QUEUE}
+    with app.state.database.session() as session:  # the starter's turns on the queue (twelfth attack: nobody's)
+        starters = {session.get(Job, args[0]).created_by for _name, args, _queue in slide_messages}
+        assert starters == {session.get(Job, cohort["id"]).created_by} != {None}
     viewer = member_headers(Role.viewer)
     waiting = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=viewer).json()
     assert waiting["job"]["state"] == "running" and waiting["job"]["progress"] == 0
