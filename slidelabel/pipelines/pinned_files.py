@@ -101,16 +101,27 @@ class PinnedFile:
             return False
 
 
+def extension(path: Path) -> str:
+    """What follows the last '.' of ``path``'s name, in lower case, as OpenSlide reads it: ".vms"
+    is a VMS index to it, though ``Path(".vms").suffix`` is empty (thirteenth attack).
+
+    >>> extension(Path("/a/.vms")), extension(Path("/a/x.Tiff")), extension(Path("/a/x"))
+    ('vms', 'tiff', '')
+    """
+    _, dot, after = path.name.rpartition(".")
+    return after.lower() if dot else ""
+
+
 def _version(status: os.stat_result) -> str:
     return f"{status.st_mtime_ns:x}-{status.st_size:x}"
 
 
-def pin_file(path: Path, *, links: bool) -> PinnedFile:
+def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
     """Open ``path`` and check it: a regular file, and unless ``links``, at ``path`` itself (an
-    absolute, resolved path) with no link on the way. The files a format reads beside it
-    (:data:`SIBLING_FORMATS`) are opened and checked alike, and linked beside its link; those that
-    are no regular file are left out, so no reader ever opens them. Index formats
-    (:data:`INDEX_FORMATS`) are refused.
+    absolute, resolved path) with no link on the way. Where ``siblings`` (not for an upload, read
+    alone), the files its format reads beside it (:data:`SIBLING_FORMATS`) are opened and checked
+    alike, and linked beside its link; those that are no regular file are left out, so no reader
+    ever opens them. Index formats (:data:`INDEX_FORMATS`) are refused.
 
     Raises
     ------
@@ -118,7 +129,7 @@ def pin_file(path: Path, *, links: bool) -> PinnedFile:
         A FIFO, socket, device or folder; a link where ``links`` is False; unreadable; more than
         :data:`MAX_SIBLINGS` files beside it; an index format.
     """
-    if path.suffix.lower().lstrip(".") in INDEX_FORMATS:
+    if extension(path) in INDEX_FORMATS:
         raise SlideUnreadableError(path, "is the index of a slide made of files it names (MIRAX, Hamamatsu VMS), which "
                                          "slidelabel does not read: convert it to a pyramidal TIFF (e.g. vips tiffsave "
                                          "in.mrxs out.tif --tile --pyramid --compression jpeg)")
@@ -131,7 +142,7 @@ def pin_file(path: Path, *, links: bool) -> PinnedFile:
         folder = _own_folder() / str(next(_NUMBERS))
         folder.mkdir()
         reader_path = _link(folder, path.name, descriptor)
-        for name, sibling in _siblings(path):
+        for name, sibling in _siblings(path) if siblings else ():
             descriptors.append(_open_checked(sibling, links=links)[0])
             _link(folder, name, descriptors[-1])
     except BaseException:
@@ -171,11 +182,12 @@ def _siblings(path: Path) -> list[tuple[str, Path]]:
     """``(name under the link's folder, path)`` of the regular files ``path``'s format reads beside
     it (a DICOM series' other instances); a FIFO, socket, folder or link among them is left out,
     so no reader opens it."""
-    if path.suffix.lower().lstrip(".") not in SIBLING_FORMATS:
+    kind = extension(path)
+    if kind not in SIBLING_FORMATS:
         return []
     try:
         found = [(entry.name, Path(entry.path)) for entry in os.scandir(path.parent)
-                 if entry.name.lower().endswith(path.suffix.lower()) and entry.name != path.name
+                 if entry.name.lower().endswith(f".{kind}") and entry.name != path.name
                  and entry.is_file(follow_symlinks=False)]
     except OSError as error:
         raise SlideUnreadableError(path, f"the files beside it cannot be listed: {error.strerror or error}") from None

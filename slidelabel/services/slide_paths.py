@@ -60,7 +60,7 @@ def _let_deleted_go() -> None:
 
 def _pin(slide: Slide) -> PinnedFile:
     try:
-        return pin_file(Path(slide.path), links=slide.uploaded)
+        return pin_file(Path(slide.path), links=slide.uploaded, siblings=not slide.uploaded)
     except SlideError as error:
         problem = str(error).removeprefix(f"{error.path}: ")
         raise ConflictError(f"the file of slide {slide.name!r} {problem}; remove the slide and add its file again, "

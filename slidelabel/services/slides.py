@@ -194,13 +194,14 @@ def slide_limits(settings: Settings) -> SlideLimits:
                        max_chunk_bytes=settings.max_decoded_mb * MB)
 
 
-def _describe(path: Path, name: str, limits: SlideLimits, *, links: bool = False) -> SlideInfo:
+def _describe(path: Path, name: str, limits: SlideLimits, *, uploaded: bool = False) -> SlideInfo:
     """Check the slide's declared size against ``limits`` (headers only), then open it to check
     that it is readable; errors name the file as ``name``. The file is pinned first
-    (:func:`~slidelabel.pipelines.pinned_files.pin_file`, reached without links unless ``links``):
-    a FIFO or link swapped in after the caller's checks is never opened."""
+    (:func:`~slidelabel.pipelines.pinned_files.pin_file`; a server folder's reached without links,
+    an upload alone, with none of the other uploads beside it): a FIFO or link swapped in after
+    the caller's checks is never opened."""
     try:
-        pinned = pin_file(path, links=links)
+        pinned = pin_file(path, links=uploaded, siblings=not uploaded)
         check_slide_limits(pinned.reader_path, limits)
         with open_slide(pinned.reader_path) as slide:
             return slide.info
@@ -299,7 +300,7 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
 
 def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path,
                 limits: SlideLimits) -> Slide:
-    info = _describe(received, name, limits, links=True)
+    info = _describe(received, name, limits, uploaded=True)
     final, moved = files.uploads / name, False
     try:
         with database.session(write=True) as session:

@@ -154,7 +154,16 @@ def test_the_files_beside_a_dicom_slide_are_pinned_with_it_and_fifos_among_them_
         pin_file(folder / "level0.dcm", links=False)
 
 
-@pytest.mark.parametrize("index", ["scan.vms", "scan.vmu", "scan.mrxs"])
+def test_an_upload_is_read_alone(tmp_path: Path) -> None:
+    """Thirteenth attack: a project's uploads share a folder, so every uploaded .dcm counted as a
+    sibling of the others (the 65th upload was refused, and each open pinned them all)."""
+    for index in range(pinned_files.MAX_SIBLINGS + 2):
+        (tmp_path / f"upload{index}.dcm").write_bytes(b"x")
+    pinned = pin_file(tmp_path / "upload0.dcm", links=True, siblings=False)
+    assert [entry.name for entry in pinned.reader_path.parent.iterdir()] == ["upload0.dcm"]
+
+
+@pytest.mark.parametrize("index", ["scan.vms", "scan.vmu", "scan.mrxs", ".vms", "SCAN.VMS"])
 def test_slides_whose_index_names_other_files_are_not_read(tmp_path: Path, index: str) -> None:
     """Twelfth attack: a .vms naming ImageFile=../../../tmp/red.jpg showed a server file through
     its tiles, and one naming a FIFO hung every request thread."""

@@ -139,8 +139,8 @@ def test_adding_a_slide_reads_the_file_it_checked(client, admin_headers, project
     shutil.copy(cmu_slide, path)
     pin = slides.pin_file
 
-    def pinned_then_swapped(name: Path, *, links: bool):
-        pinned = pin(name, links=links)
+    def pinned_then_swapped(name: Path, **options):
+        pinned = pin(name, **options)
         name.rename(tmp_path / "away.svs")
         os.mkfifo(name)
         return pinned
