@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -203,24 +204,35 @@ def new_project(client: httpx.Client, name: str, options: dict, slide: str = SMA
     return pid, added["added"][0]["id"]
 
 
-def cancel_then_next(client: httpx.Client) -> dict[str, float | str]:
+def _jobs_ended_between(client: httpx.Client, pid: int, start: datetime, end: datetime) -> int:
+    """How many of project ``pid``'s jobs ended (last changed, done or failed) in [start, end] (UTC)."""
+    ended = 0
+    for job in client.get(f"/projects/{pid}/jobs").raise_for_status().json():
+        changed = datetime.fromisoformat(job["updated_at"]).replace(tzinfo=UTC)
+        ended += job["state"] in ("done", "failed") and start <= changed <= end
+    return ended
+
+
+def cancel_then_next(client: httpx.Client, other: httpx.Client, other_pid: int) -> dict[str, float | str]:
     """Cancel a running long superpixel job with a small one queued behind it: seconds from the
-    Cancel to the long job cancelled, to the small job running and done."""
+    Cancel to the long job cancelled, to the small job running and done, and how many jobs of
+    ``other_pid`` (another user's, who had no turn yet: they go first) ended in between."""
     long_pid, long_sid = new_project(client, "long job", LONG_JOB, LONG_SLIDE)
     small_pid, small_sid = new_project(client, "small job", SMALL_JOB)
     long_job = client.post(f"/projects/{long_pid}/slides/{long_sid}/superpixels").raise_for_status().json()
     wait_state(client, long_pid, long_job["id"], {"running"})
     time.sleep(3)  # inside a tile
     small_job = client.post(f"/projects/{small_pid}/slides/{small_sid}/superpixels").raise_for_status().json()
-    cancelled_at = time.perf_counter()
+    cancelled_at, cancelled_utc = time.perf_counter(), datetime.now(UTC)
     client.post(f"/projects/{long_pid}/jobs/{long_job['id']}/cancel").raise_for_status()
     stopped = wait_state(client, long_pid, long_job["id"], {"cancelled", "failed", "done"})
     stopped_s = time.perf_counter() - cancelled_at
     wait_state(client, small_pid, small_job["id"], {"running", "done", "failed"})
-    running_s = time.perf_counter() - cancelled_at
+    running_s, running_utc = time.perf_counter() - cancelled_at, datetime.now(UTC)
     done = wait_state(client, small_pid, small_job["id"], {"done", "failed", "cancelled"})
     return {"long_job_state": stopped["state"], "cancel_to_stopped_s": round(stopped_s, 2),
             "cancel_to_next_job_running_s": round(running_s, 2),
+            "other_users_jobs_ended_first": _jobs_ended_between(other, other_pid, cancelled_utc, running_utc),
             "cancel_to_next_job_done_s": round(time.perf_counter() - cancelled_at, 2), "next_job_state": done["state"]}
 
 
@@ -320,7 +332,8 @@ def main() -> None:
                             hostile_start = time.monotonic()
                             attacks["hostile_requests"] = hostile_requests(base, headers, pid, sid, files)
                             attacks["hostile_window"] = (hostile_start, time.monotonic())
-                            attacks["cancel"] = cancel_then_next(client)
+                            with httpx.Client(base_url=base, headers=fuzz_headers, timeout=120) as fuzzer:
+                                attacks["cancel"] = cancel_then_next(client, fuzzer, fuzz_ids["project_id"])
                             attacks["schemathesis"] = fuzz.result()
                     finally:
                         done.set()
