@@ -39,6 +39,11 @@ from pathlib import Path
 
 import tifffile
 
+try:
+    import openslide
+except ImportError:  # OpenSlide is large_image's optional reader
+    openslide = None
+
 from slidelabel.errors import SlideUnreadableError
 
 __all__ = ["INDEX_FORMATS", "NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
@@ -47,6 +52,10 @@ __all__ = ["INDEX_FORMATS", "NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile
 #: Extensions of slides whose reader opens the other files of their folder like them (DICOM's
 #: other instances of the series): those are pinned too.
 SIBLING_FORMATS = frozenset({"dcm"})
+#: Why an index format is refused.
+INDEX_REFUSED = ("is the index of a slide made of files it names (MIRAX, Hamamatsu VMS), which slidelabel does not "
+                 "read: convert it to a pyramidal TIFF (e.g. vips tiffsave in.mrxs out.tif --tile --pyramid "
+                 "--compression jpeg)")
 #: Most files pinned beside one slide (a DICOM series has a few levels, a label and an overview):
 #: each is a descriptor held while the slide is open.
 MAX_SIBLINGS = 64
@@ -130,9 +139,7 @@ def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
         :data:`MAX_SIBLINGS` files beside it; an index format.
     """
     if extension(path) in INDEX_FORMATS:
-        raise SlideUnreadableError(path, "is the index of a slide made of files it names (MIRAX, Hamamatsu VMS), which "
-                                         "slidelabel does not read: convert it to a pyramidal TIFF (e.g. vips tiffsave "
-                                         "in.mrxs out.tif --tile --pyramid --compression jpeg)")
+        raise SlideUnreadableError(path, INDEX_REFUSED)
     descriptor, status = _open_checked(path, links=links)
     descriptors, folder = [descriptor], None
     try:
@@ -153,7 +160,28 @@ def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
         raise
     pin = PinnedFile(path, reader_path, (status.st_dev, status.st_ino), _version(status), links)
     object.__setattr__(pin, "_release", weakref.finalize(pin, _unpin, descriptors, folder))
+    if _index_by_content(reader_path):
+        raise SlideUnreadableError(path, INDEX_REFUSED)
     return pin
+
+
+#: Bytes a TIFF file starts with (classic and BigTIFF, either byte order).
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _index_by_content(reader_path: Path) -> bool:
+    """Whether OpenSlide would read the pinned file as an index of other files whatever its name
+    (it knows a Hamamatsu VMS by its text: fourteenth attack, "plain.svs" holding one); NDPI,
+    Hamamatsu's TIFF, is no index."""
+    if openslide is None:  # no OpenSlide, no reader of index formats
+        return False
+    vendor = openslide.OpenSlide.detect_format(str(reader_path))
+    if vendor == "mirax":
+        return True
+    if vendor != "hamamatsu":
+        return False
+    with open(reader_path, "rb") as handle:
+        return handle.read(4) not in _TIFF_MAGIC
 
 
 def _open_checked(path: Path, *, links: bool) -> tuple[int, os.stat_result]:

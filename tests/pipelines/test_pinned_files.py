@@ -181,3 +181,22 @@ def test_readers_that_resolve_names_do_not_get_pinned_files(folder_slide: Path) 
     with pytest.raises(SlideUnreadableError, match="opens files by name"):
         open_reader(pinned.reader_path, "tifffile")
     assert open_reader(folder_slide, "tifffile")[0] == "tifffile"  # a path of the user's own: any reader
+
+
+def test_an_index_is_known_by_its_content_whatever_its_name(tmp_path: Path) -> None:
+    """Fourteenth attack: OpenSlide knows a Hamamatsu VMS index by its text, so one uploaded as
+    "plain.svs" (or named "x.vms." or with a look-alike letter) showed a file outside the slide
+    folders."""
+    from PIL import Image
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (256, 256), (254, 0, 0)).save(outside / "red.jpg", restart_marker_blocks=1)
+    Image.new("RGB", (64, 64)).save(outside / "map.jpg")
+    (outside / "o.opt").write_bytes(bytes(8))
+    index = tmp_path / "plain.svs"
+    index.write_text("[Virtual Microscope Specimen]\nNoLayers=1\nNoJpegColumns=1\nNoJpegRows=1\n"
+                     "ImageFile=outside/red.jpg\nMapFile=outside/map.jpg\nOptimisationFile=outside/o.opt\n"
+                     "PhysicalWidth=512000\nPhysicalHeight=512000\nSourceLens=20\n")
+    with pytest.raises(SlideUnreadableError, match="pyramidal TIFF"):
+        pin_file(index, links=True)
