@@ -46,7 +46,7 @@ except ImportError:  # OpenSlide is large_image's optional reader
 
 from slidelabel.errors import SlideUnreadableError
 
-__all__ = ["INDEX_FORMATS", "NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
+__all__ = ["INDEX_FORMATS", "INDEX_REFUSED", "index_by_content", "NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
            "pin_file"]
 
 #: Extensions of slides whose reader opens the other files of their folder like them (DICOM's
@@ -122,7 +122,9 @@ def extension(path: Path) -> str:
 
 
 def _version(status: os.stat_result) -> str:
-    return f"{status.st_mtime_ns:x}-{status.st_size:x}"
+    """Modification time, size and change time (ns, hex): a file rewritten in place with its old
+    size and modification time put back still has a new change time (fifteenth attack)."""
+    return f"{status.st_mtime_ns:x}-{status.st_size:x}-{status.st_ctime_ns:x}"
 
 
 def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
@@ -160,7 +162,7 @@ def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
         raise
     pin = PinnedFile(path, reader_path, (status.st_dev, status.st_ino), _version(status), links)
     object.__setattr__(pin, "_release", weakref.finalize(pin, _unpin, descriptors, folder))
-    if _index_by_content(reader_path):
+    if index_by_content(reader_path):
         raise SlideUnreadableError(path, INDEX_REFUSED)
     return pin
 
@@ -169,7 +171,7 @@ def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
-def _index_by_content(reader_path: Path) -> bool:
+def index_by_content(reader_path: Path) -> bool:
     """Whether OpenSlide would read the pinned file as an index of other files whatever its name
     (it knows a Hamamatsu VMS by its text: fourteenth attack, "plain.svs" holding one); NDPI,
     Hamamatsu's TIFF, is no index."""

@@ -16,7 +16,7 @@ from large_image import tilesource
 from large_image.exceptions import TileSourceError
 
 from slidelabel.errors import SlideUnreadableError
-from slidelabel.pipelines.pinned_files import NAME_RESOLVING_READERS, is_reader_link
+from slidelabel.pipelines.pinned_files import INDEX_REFUSED, NAME_RESOLVING_READERS, index_by_content, is_reader_link
 from slidelabel.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def open_reader(path: Path, source: str | None, **options: object) -> tuple[str,
     then large_image's order; ``options`` go to the reader (``encoding``, ``edge``, ...)."""
     registry = dict(SLIDE_READERS.items())
     if is_reader_link(path):  # they would read the slide's name, not the pinned file
+        if index_by_content(path):  # checked at each open: the file may have changed since it was pinned
+            raise SlideUnreadableError(path, INDEX_REFUSED)
         if source in NAME_RESOLVING_READERS:
             raise SlideUnreadableError(path, f"the {source} reader opens files by name, which a server does not let it "
                                              "do with slides: choose another reader")

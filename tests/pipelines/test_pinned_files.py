@@ -183,20 +183,48 @@ def test_readers_that_resolve_names_do_not_get_pinned_files(folder_slide: Path) 
     assert open_reader(folder_slide, "tifffile")[0] == "tifffile"  # a path of the user's own: any reader
 
 
+def _vms_index(folder: Path, name: str) -> Path:
+    """A Hamamatsu VMS index named ``name`` whose image is a red JPEG in ``folder/outside``."""
+    from PIL import Image
+
+    outside = folder / "outside"
+    outside.mkdir(exist_ok=True)
+    Image.new("RGB", (256, 256), (254, 0, 0)).save(outside / "red.jpg", restart_marker_blocks=1)
+    Image.new("RGB", (64, 64)).save(outside / "map.jpg")
+    (outside / "o.opt").write_bytes(bytes(8))
+    index = folder / name
+    index.write_text("[Virtual Microscope Specimen]\nNoLayers=1\nNoJpegColumns=1\nNoJpegRows=1\n"
+                     "ImageFile=outside/red.jpg\nMapFile=outside/map.jpg\nOptimisationFile=outside/o.opt\n"
+                     "PhysicalWidth=512000\nPhysicalHeight=512000\nSourceLens=20\n")
+    return index
+
+
 def test_an_index_is_known_by_its_content_whatever_its_name(tmp_path: Path) -> None:
     """Fourteenth attack: OpenSlide knows a Hamamatsu VMS index by its text, so one uploaded as
     "plain.svs" (or named "x.vms." or with a look-alike letter) showed a file outside the slide
     folders."""
-    from PIL import Image
-
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    Image.new("RGB", (256, 256), (254, 0, 0)).save(outside / "red.jpg", restart_marker_blocks=1)
-    Image.new("RGB", (64, 64)).save(outside / "map.jpg")
-    (outside / "o.opt").write_bytes(bytes(8))
-    index = tmp_path / "plain.svs"
-    index.write_text("[Virtual Microscope Specimen]\nNoLayers=1\nNoJpegColumns=1\nNoJpegRows=1\n"
-                     "ImageFile=outside/red.jpg\nMapFile=outside/map.jpg\nOptimisationFile=outside/o.opt\n"
-                     "PhysicalWidth=512000\nPhysicalHeight=512000\nSourceLens=20\n")
     with pytest.raises(SlideUnreadableError, match="pyramidal TIFF"):
-        pin_file(index, links=True)
+        pin_file(_vms_index(tmp_path, "plain.svs"), links=True)
+
+
+def test_a_file_changed_in_place_is_checked_again(folder_slide: Path, tmp_path: Path) -> None:
+    """Fifteenth attack: a slide rewritten in place as a VMS index, its size and modification time
+    put back, kept its pin and was opened by a new reader without the content check."""
+    from slidelabel.pipelines.slide_readers import open_reader
+
+    pinned = pin_file(folder_slide, links=False)
+    before = folder_slide.stat()
+    with open(folder_slide, "r+b") as handle:
+        handle.write(b"\0" * 64)  # same size
+    os.utime(folder_slide, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert not pinned.still_named()  # its change time moved
+
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(b"not yet an index")
+    pinned = pin_file(slide, links=True)
+    text = _vms_index(tmp_path, "index.txt").read_bytes()
+    with open(pinned.reader_path, "r+b") as handle:  # the pinned file itself becomes the index
+        handle.truncate(0)
+        handle.write(text)
+    with pytest.raises(SlideUnreadableError, match="pyramidal TIFF"):
+        open_reader(pinned.reader_path, None)
