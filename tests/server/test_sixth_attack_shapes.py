@@ -126,7 +126,9 @@ def test_one_scales_request_holds_memory_in_proportion_to_superpixels_not_featur
         tracemalloc.stop()
     assert [g.basis for g in grown] == ["features"] * 3 and grown[0].superpixels[0] == 5000
     # Before: the whole array read, copied and z-scored in float: about 5 x n x d x 4 = 660 MB.
-    assert peak < 40 * n + 4 * chunk_bytes, (peak, seconds)
+    # tracemalloc counts every thread of the test process (a CI run's other tests' threads added
+    # 18 MB once over 4 chunks): 6 chunks.
+    assert peak < 40 * n + 6 * chunk_bytes, (peak, seconds)
 
 
 def test_a_seed_s_distances_are_measured_once_and_parallel_measures_are_bounded(tmp_path, monkeypatch, no_epoch):
