@@ -21,7 +21,7 @@ from slidelabel.cli.server_options import (
     settings_environment,
     settings_from,
 )
-from slidelabel.services.jobs import EPOCH_QUEUE, SLIDE_QUEUE
+from slidelabel.services.jobs import QUEUES
 from slidelabel.settings import Settings
 
 #: prctl option: the signal a process gets when its parent dies.
@@ -69,7 +69,7 @@ def embedded_workers(settings: Settings) -> Iterator[list[multiprocessing.Proces
     preload_jobs()
     fork = multiprocessing.get_context("fork")
     workers = [fork.Process(target=_run_embedded_worker, args=(settings, queue), name=f"slidelabel worker {queue}")
-               for queue in (SLIDE_QUEUE, EPOCH_QUEUE)]
+               for queue in QUEUES]
     for process in workers:
         process.start()
         with suppress(OSError):  # set here too, so a SIGKILL of the group cannot miss a child not yet set up

@@ -20,7 +20,7 @@ from slidelabel.server.routers import (auth, cohorts, epochs, exports, gallery, 
 from slidelabel.services.login_limits import LoginThrottle
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
-from slidelabel.workers.app import make_celery
+from slidelabel.workers.app import declare_queues, make_celery
 
 API_PREFIX = "/api/v1"
 ROUTERS = (auth.router, users.router, projects.router, jobs.router, labels.router, reviews.router, slides.router,
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.database = database
     app.state.celery = make_celery(settings)
+    declare_queues(app.state.celery)
     app.state.responses = ResponseCache(settings.response_cache_mb * 2**20)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
     errors.install(app)

@@ -58,6 +58,7 @@ JOB_MODULES = ("slidelabel.services.slide_jobs", "slidelabel.services.epochs", "
 #: Queues: slide work (superpixels, features) and model work (epochs), so that a retrain never
 #: waits behind a folder of slides.
 SLIDE_QUEUE, EPOCH_QUEUE = "slides", "epochs"
+QUEUES = (SLIDE_QUEUE, EPOCH_QUEUE)
 TASK_NAME = "slidelabel.run_job"
 #: Seconds between heartbeats of a running job; ``Settings.job_stale_seconds`` must be larger.
 HEARTBEAT_S = 2.0

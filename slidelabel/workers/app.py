@@ -9,10 +9,12 @@ a Celery result backend.
 from __future__ import annotations
 
 import gc
+import time
 
 from celery import Celery
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from slidelabel.services.jobs import JOB_KINDS, SLIDE_QUEUE, celery_time_limits
+from slidelabel.services.jobs import JOB_KINDS, QUEUES, SLIDE_QUEUE, celery_time_limits
 from slidelabel.settings import Settings
 
 
@@ -51,10 +53,34 @@ def run_worker(settings: Settings, queues: str, concurrency: int = 1, hostname: 
                loglevel: str = "info", quiet: bool = False) -> None:
     """Run a prefork Celery worker for ``queues`` (comma-separated) until it is stopped."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    make_celery(settings).worker_main([
+    celery = make_celery(settings)
+    declare_queues(celery)
+    celery.worker_main([
         *(["--quiet"] if quiet else []), "worker", "--queues", queues, "--concurrency", str(concurrency),
         "--loglevel", loglevel, "--pool", "prefork", "--without-gossip", "--without-mingle",
         *(["--hostname", hostname] if hostname else [])])
+
+
+def declare_queues(celery: Celery, attempts: int = 3) -> None:
+    """Create the job queues in a SQLAlchemy broker (the embedded one) before messages flow.
+
+    kombu's SQLAlchemy transport creates its tables when a process first connects and a queue's
+    row when a message first names it; two processes doing either at once (a fresh data folder's
+    first job while its worker starts) both create, and the loser's error is not caught there (its
+    session is left unusable). Here the loser retries on a fresh connection, which finds what the
+    winner made. Other brokers declare queues themselves: nothing to do."""
+    if not celery.conf.broker_url.startswith("sqla+"):
+        return
+    for attempt in range(attempts):
+        try:
+            with celery.connection_for_write() as connection:
+                for queue in QUEUES:
+                    connection.default_channel.queue_declare(queue=queue)
+            return
+        except (IntegrityError, OperationalError):  # OperationalError: "table ... already exists"
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def preload_jobs() -> None:
