@@ -9,10 +9,7 @@
   the superpixels.
 - **Mask TIFF** (:mod:`slidelabel.services.masks`): a category's value is its position + 1,
   which no other category of the project has (:func:`slidelabel.services.projects.add_category`).
-- **Predictions CSV** (RFC 4180, header included). A text cell (slide or category name) that a
-  spreadsheet would read as a formula, one starting with ``=``, ``+``, ``-``, ``@``, a tab or a
-  carriage return, starts with a ``'`` (OWASP's escape for CSV injection), so that spreadsheets
-  take it as text.
+- **Predictions CSV**: :mod:`slidelabel.services.prediction_csv`.
 
 GeoJSON and annotation JSON are written to a file a feature at a time (:func:`write_geojson`,
 :func:`write_annotation`), the same bytes as ``json.dumps`` of :func:`geojson` or
@@ -29,13 +26,11 @@ one (:meth:`slidelabel.store.predictions.SlidePredictions.merged`).
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 import json
 import re
 import zipfile
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from itertools import chain
@@ -49,7 +44,6 @@ from slidelabel.services.epochs import get_epoch, slide_predictions
 from slidelabel.services.masks import category_values, write_mask
 from slidelabel.services.names import shown_input
 from slidelabel.services.polygons import Polygon, label_map_polygons, nearby_batches
-from slidelabel.services.projects import merged_categories
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
 from slidelabel.services.turns import Turns
@@ -57,9 +51,8 @@ from slidelabel.store.json_pieces import compact, key_sorted, list_pieces, objec
 from slidelabel.store.json_pieces import write_pieces_atomic
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Category, Project, Slide
-from slidelabel.store.predictions import SlidePredictions, read_predictions
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
-from slidelabel.store.superpixel_table import SuperpixelTable, read_table
+from slidelabel.store.superpixel_table import read_table
 
 #: Stands for the Girder item id of the superpixel image in a ``pixelmap`` element when none is
 #: given: 24 hex digits, as the schema demands, that no Girder item has. Replace it with the id of
@@ -67,9 +60,6 @@ from slidelabel.store.superpixel_table import SuperpixelTable, read_table
 #: ``R + 256 G + 65536 B``, at the working level; the element's ``transform`` scales it to level 0).
 PLACEHOLDER_GIRDER_ID = "0" * 24
 _GIRDER_ID = re.compile(r"^[0-9a-f]{24}$")
-#: First characters of a CSV cell that spreadsheets (Excel, LibreOffice, Google Sheets) read as a
-#: formula or an instruction (OWASP, "CSV Injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Exports that build at once in an API process. A slide of 134,091 imported cells exported one
 #: shape per cell held 360 MB above the process for 16 s when the document was built whole, and a
 #: viewer's parallel requests each did so at once (four: +1.06 GB); the others wait their turn, as
@@ -420,88 +410,6 @@ def _pixelmap(classes: SlideClasses, categories: list[Category], girder_id: str)
             "categories": legend, "transform": {"xoffset": 0, "yoffset": 0, "matrix": [[d, 0], [0, d]]},
             "user": {"superpixel_image": "pixel value = slidelabel superpixel id at the working level",
                      "excluded": [c.name for c in categories if c.excluded]}}
-
-
-def spreadsheet_text(text: str) -> str:
-    """``text`` for a CSV cell: with a ``'`` in front when a spreadsheet would read it as a
-    formula (:data:`_FORMULA_STARTS`), else unchanged."""
-    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
-
-
-def csv_header(category_ids_C: np.ndarray, categories: dict[int, Category]) -> list[str]:
-    """Columns of :func:`predictions_csv`, one ``p_<name>`` per model column (cells, to be written
-    with :mod:`csv`: a name may hold commas and quotes)."""
-    names = [categories[c].name if c in categories else f"category {c}" for c in category_ids_C.tolist()]
-    return ["slide", "superpixel", "centroid_x", "centroid_y", "x_min", "y_min", "x_max", "y_max", "area_um2",
-            "area_px_level0", "predicted", "certainty", *(f"p_{name}" for name in names)]
-
-
-def _csv_text(rows: Iterable[list]) -> str:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows)
-    return text.getvalue()
-
-
-def predictions_csv(slide: Slide, table: SuperpixelTable, predictions: SlidePredictions, downsample: float,
-                    categories: dict[int, Category], columns_C: np.ndarray, *, rows_per_chunk: int = 5000
-                    ) -> Iterator[str]:
-    """CSV text (no header) of every superpixel of a slide, ``rows_per_chunk`` rows at a time.
-
-    Coordinates and ``area_px_level0`` are level-0 pixels (bbox max exclusive), ``area_um2`` is
-    empty when the pixel size is unknown; ``predicted``, ``certainty`` and probabilities are
-    empty where nothing was predicted. Probabilities follow ``columns_C`` (category ids). Names
-    pass through :func:`spreadsheet_text`.
-    """
-    column_of = {c: i for i, c in enumerate(predictions.category_ids_C.tolist())}
-    probs_N_C = np.zeros((predictions.probs_N_C.shape[0], columns_C.size), np.float32)
-    for out, category_id in enumerate(columns_C.tolist()):
-        if category_id in column_of:
-            probs_N_C[:, out] = predictions.probs_N_C[:, column_of[category_id]]
-    predicted_N, certainty_N = predictions.predicted_N, predictions.certainty_N
-    area_um2 = table.area_um2
-    slide_name = spreadsheet_text(slide.name)
-    names = {category_id: spreadsheet_text(category.name) for category_id, category in categories.items()}
-
-    def row(i: int) -> list:
-        cx, cy = table.centroid_level0[i]
-        known = i < predicted_N.size and predicted_N[i] != 0
-        return [slide_name, int(table.ids[i]), f"{cx:.1f}", f"{cy:.1f}", *table.bbox_level0[i].tolist(),
-                "" if area_um2 is None else f"{area_um2[i]:.1f}", f"{table.area_px[i] * downsample ** 2:.0f}",
-                names.get(int(predicted_N[i]), "") if known else "", f"{certainty_N[i]:.4f}" if known else "",
-                *((f"{p:.4f}" for p in probs_N_C[i]) if known else ("",) * columns_C.size)]
-
-    for start in range(0, table.ids.size, rows_per_chunk):
-        yield _csv_text(row(i) for i in range(start, min(start + rows_per_chunk, table.ids.size)))
-
-
-def slide_predictions_csv(session: Session, files: ProjectFiles, project: Project, slides: list[Slide],
-                          epoch: int | None = None) -> Iterator[str]:
-    """The predictions CSV of ``slides`` (header first) as chunks of text, skipping slides the
-    epoch did not predict; :class:`NotFoundError` at once when none of them has predictions.
-
-    The database is read here; the chunks only read files, so they can be streamed after the
-    session has ended.
-    """
-    epoch = get_epoch(session, project.id, epoch).number
-    categories = {category.id: category for category in project.categories}
-    predicted = [slide for slide in slides if slide.superpixels and files.predictions(epoch, slide.id).exists()]
-    if not predicted:
-        which = "this slide" if len(slides) == 1 else "any slide"
-        raise NotFoundError(f"epoch {epoch} has no predictions for {which}: compute its features and train a new epoch")
-    return _csv_chunks(files, predicted, epoch, categories, merged_categories(session, project.id))
-
-
-def _csv_chunks(files: ProjectFiles, slides: list[Slide], epoch: int, categories: dict[int, Category],
-                merged: Mapping[int, int]) -> Iterator[str]:
-    columns_C = None
-    for slide in slides:
-        folder, manifest = superpixel_folder(files, slide)
-        predictions = read_predictions(files.predictions(epoch, slide.id)).merged(merged)
-        if columns_C is None:
-            columns_C = predictions.category_ids_C
-            yield _csv_text([[spreadsheet_text(cell) for cell in csv_header(columns_C, categories)]])
-        yield from predictions_csv(slide, read_table(folder / TABLE_FILE), predictions,
-                                   float(manifest["working"]["downsample"]), categories, columns_C)
 
 
 def write_slide_mask(classes: SlideClasses, project: Project, path: Path) -> None:

@@ -26,7 +26,7 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from slidelabel.services.epochs import PredictionWriter
-from slidelabel.services.exports import spreadsheet_text
+from slidelabel.services.prediction_csv import spreadsheet_text
 from slidelabel.services.projects import add_category
 from slidelabel.store.database import MIGRATIONS, Database, migration_connection
 from slidelabel.store.layout import ProjectFiles

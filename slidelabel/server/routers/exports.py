@@ -29,6 +29,7 @@ from slidelabel.server.request_checks import BadInput, parse_json
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.exports import ImportReport
 from slidelabel.services import exports as service
+from slidelabel.services import prediction_csv
 from slidelabel.services.exports import ArchiveFormat, Elements, Source
 from slidelabel.services.imports import apply_label_import, plan_label_import
 from slidelabel.services.labels import locked_slide
@@ -168,6 +169,6 @@ def _classes(session: Session, data_dir: Path, project: Project, slide_id: int, 
 
 def _csv(session: Session, data_dir: Path, project: Project, slides: list[Slide], epoch: int | None,
          stem: str) -> StreamingResponse:
-    chunks = service.slide_predictions_csv(session, ProjectFiles(data_dir, project.id), project, slides, epoch)
+    chunks = prediction_csv.slide_predictions_csv(session, ProjectFiles(data_dir, project.id), project, slides, epoch)
     return StreamingResponse(chunks, media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{stem}-predictions.csv"'})
