@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fifo_waits import within
 
 from slidelabel.errors import SlideUnreadableError
 from slidelabel.pipelines import pinned_files
@@ -25,37 +26,8 @@ from slidelabel.pipelines.pinned_files import pin_file
 from slidelabel.pipelines.slides import open_slide
 from slidelabel.services import tiles
 
-#: Seconds a reader may take before it counts as blocked (a guard against hanging, not a timing).
-BLOCKED_S = 20
-
-
-def _unblock(fifo: Path) -> None:
-    """Let a reader blocked on ``fifo`` go (open its other end)."""
-    descriptor = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    os.close(descriptor)
-
-
-def _in_thread(read, fifo: Path):
-    """``read()`` in a thread (its result, or its error raised); fails the test (and frees the
-    thread) when it blocks."""
-    result: dict = {}
-
-    def run() -> None:
-        try:
-            result["value"] = read()
-        except Exception as error:  # raised again in the test's thread
-            result["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(BLOCKED_S)
-    if thread.is_alive():
-        _unblock(fifo)
-        thread.join(BLOCKED_S)
-        pytest.fail("the reader opened the FIFO now named like the slide and waited for a writer")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+def _reads(read, fifo: Path):
+    return within(read, fifo, "the reader opened the FIFO now named like the slide and waited for a writer")
 
 
 @pytest.fixture
@@ -70,10 +42,10 @@ def test_a_fifo_swapped_in_after_the_check_is_never_opened(folder_slide: Path, t
     expected = open_slide(folder_slide).read_region(100, 100, 64, 64)
     folder_slide.rename(tmp_path / "moved.svs")
     os.mkfifo(folder_slide)
-    source = _in_thread(lambda: tiles.slide_source(pinned), folder_slide)
+    source = _reads(lambda: tiles.slide_source(pinned), folder_slide)
     assert tiles.TileGrid.of(source).width == 2220  # CMU-1-Small-Region
     with open_slide(pinned.reader_path) as slide:  # OpenSlide, tifffile and the checks all read it
-        np.testing.assert_array_equal(_in_thread(lambda: slide.read_region(100, 100, 64, 64), folder_slide), expected)
+        np.testing.assert_array_equal(_reads(lambda: slide.read_region(100, 100, 64, 64), folder_slide), expected)
 
 
 def test_a_link_swapped_in_after_the_check_does_not_change_what_is_read(folder_slide: Path, tcga_slide: Path) -> None:
@@ -100,7 +72,7 @@ def test_fifos_and_folders_are_refused_without_waiting(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.svs")
     for path in (tmp_path / "fifo.svs", tmp_path):
         with pytest.raises(SlideUnreadableError, match="not a regular file"):
-            _in_thread(lambda path=path: pin_file(path, links=False), tmp_path / "fifo.svs")
+            _reads(lambda path=path: pin_file(path, links=False), tmp_path / "fifo.svs")
 
 
 def test_the_link_goes_with_the_pin_and_is_named_like_the_slide(folder_slide: Path) -> None:
@@ -135,7 +107,7 @@ def test_a_slide_named_like_a_format_of_several_files_is_read_through_its_pin_to
     dicom_named.rename(tmp_path / "away.dcm")
     os.mkfifo(dicom_named)
     with open_slide(pinned.reader_path) as slide:
-        assert _in_thread(lambda: slide.info.width, dicom_named) == 2220
+        assert _reads(lambda: slide.info.width, dicom_named) == 2220
 
 
 def test_the_files_beside_a_dicom_slide_are_pinned_with_it_and_fifos_among_them_left_out(tmp_path: Path) -> None:
@@ -144,7 +116,7 @@ def test_the_files_beside_a_dicom_slide_are_pinned_with_it_and_fifos_among_them_
     for name in ("level0.dcm", "level1.dcm", "notes.txt"):
         (folder / name).write_bytes(name.encode())
     os.mkfifo(folder / "trap.dcm")
-    pinned = _in_thread(lambda: pin_file(folder / "level0.dcm", links=False), folder / "trap.dcm")
+    pinned = _reads(lambda: pin_file(folder / "level0.dcm", links=False), folder / "trap.dcm")
     assert sorted(entry.name for entry in pinned.reader_path.parent.iterdir()) == ["level0.dcm", "level1.dcm"]
     (folder / "level1.dcm").unlink()
     assert (pinned.reader_path.parent / "level1.dcm").read_bytes() == b"level1.dcm"  # the file that was checked

@@ -9,26 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from fifo_waits import within
 
 from slidelabel.store.models import Job, JobState
 
 
-def _answer_within(seconds: float, request, fifo: Path):
-    """``request()``'s answer; fails (after releasing the FIFO's readers) when none comes in time."""
-    answers = []
-    thread = threading.Thread(target=lambda: answers.append(request()), daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        with open(fifo, "wb"):  # a writer ends the reader's wait
-            pass
-        thread.join(30)
-        pytest.fail(f"no answer within {seconds} s: the FIFO blocked the request")
-    return answers[0]
+def _answer(request, fifo: Path):
+    return within(request, fifo, "no answer in time: the FIFO blocked the request", seconds=20)
 
 
 @pytest.mark.parametrize("pattern", [False, True], ids=["path", "pattern"])
@@ -39,7 +29,7 @@ def test_a_fifo_named_like_a_slide_is_refused_without_being_opened(client, admin
     os.mkfifo(fifo)
     url = f"/api/v1/projects/{project['id']}/slides"
     raw = str(folder / "*") if pattern else str(fifo)
-    answer = _answer_within(20, lambda: client.post(url, headers=admin_headers, json={"path": raw}), fifo)
+    answer = _answer(lambda: client.post(url, headers=admin_headers, json={"path": raw}), fifo)
     if pattern:
         assert answer.status_code == 201, answer.text
         [skipped] = answer.json()["skipped"]
@@ -66,7 +56,7 @@ def test_a_slide_replaced_by_a_link_or_a_fifo_after_it_was_added_is_not_served(c
 
     (folder / "swap.svs").unlink()
     os.mkfifo(folder / "swap.svs")
-    answer = _answer_within(20, lambda: client.get(f"{tiles}/0/0/0.jpg", headers=admin_headers), folder / "swap.svs")
+    answer = _answer(lambda: client.get(f"{tiles}/0/0/0.jpg", headers=admin_headers), folder / "swap.svs")
     assert answer.status_code == 409 and "not a regular file" in answer.json()["detail"], answer.text
 
 

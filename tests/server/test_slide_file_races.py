@@ -16,13 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fifo_waits import BLOCKED_S, release, within
 
 from slidelabel.services import tiles
 from slidelabel.services.slide_paths import slide_file
 from slidelabel.store.models import Slide
-
-#: Seconds after which a request counts as blocked (a guard against hanging, not a timing).
-BLOCKED_S = 30
 
 
 @pytest.fixture
@@ -35,27 +33,15 @@ def swap_slide(client, admin_headers, project, settings, cmu_slide) -> tuple[str
     return f"{url}/{slide['id']}", path
 
 
-def _release(fifo: Path) -> None:
-    """Let readers blocked on ``fifo`` go: open its other end (refused when none waits)."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-
-
 def test_a_fifo_swapped_in_after_the_check_is_not_opened_by_the_reader(app, swap_slide, tmp_path):
     url, path = swap_slide
     with app.state.database.session() as session:
         checked = slide_file(session.get(Slide, int(url.rsplit("/", 1)[1])))
     path.rename(tmp_path / "away.svs")
     os.mkfifo(path)  # swapped in after the check, before the reader opens the slide
-    opened: list = []
-    reader = threading.Thread(target=lambda: opened.append(tiles.slide_source(checked)), daemon=True)
-    reader.start()
-    reader.join(BLOCKED_S)
-    if reader.is_alive():
-        _release(path)
-        reader.join(BLOCKED_S)
-        pytest.fail("the reader opened the slide's name again and waited on the FIFO")
-    assert tiles.TileGrid.of(opened[0]).width == 2220
+    opened = within(lambda: tiles.slide_source(checked), path,
+                    "the reader opened the slide's name again and waited on the FIFO")
+    assert tiles.TileGrid.of(opened).width == 2220
 
 
 def test_names_swapped_in_a_loop_never_block_a_request_nor_show_another_slide(client, admin_headers, swap_slide,
@@ -91,7 +77,7 @@ def test_names_swapped_in_a_loop_never_block_a_request_nor_show_another_slide(cl
         stop.set()
         swapper.join()
         for _ in range(64):
-            _release(fifo)  # any reader still waiting (a failure above) goes
+            release(fifo)  # any reader still waiting (a failure above) goes
         pool.shutdown(cancel_futures=True)
     codes = {answer.status_code for answer in answers}
     assert codes <= {200, 409}, [answer.text for answer in answers if answer.status_code not in (200, 409)]
@@ -146,15 +132,8 @@ def test_adding_a_slide_reads_the_file_it_checked(client, admin_headers, project
         return pinned
 
     monkeypatch.setattr(slides, "pin_file", pinned_then_swapped)
-    added: list = []
     url = f"/api/v1/projects/{project['id']}/slides"
-    request = threading.Thread(target=lambda: added.append(client.post(url, headers=admin_headers,
-                                                                       json={"path": str(path)})), daemon=True)
-    request.start()
-    request.join(BLOCKED_S)
-    if request.is_alive():
-        _release(path)
-        request.join(BLOCKED_S)
-        pytest.fail("adding the slide opened the FIFO swapped in for it")
-    assert added[0].status_code == 201, added[0].text
-    assert added[0].json()["added"][0]["width"] == 2220
+    added = within(lambda: client.post(url, headers=admin_headers, json={"path": str(path)}), path,
+                   "adding the slide opened the FIFO swapped in for it")
+    assert added.status_code == 201, added.text
+    assert added.json()["added"][0]["width"] == 2220
