@@ -28,6 +28,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -72,6 +73,8 @@ NOT_REGULAR = "is not a regular file (a FIFO, socket or device): only slide file
 
 _PROC_FD = Path("/proc/self/fd")
 _FOLDER_PREFIX = "slidelabel-open-slides-"
+#: The folders of a reader link in a text: a temporary folder, the process's folder, the pin's.
+_LINK_FOLDERS = re.compile(r"/(?:[^\s'\"]*/)?" + re.escape(_FOLDER_PREFIX) + r"\d+-[^/\s'\"]+/\d+/")
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,6 +253,12 @@ def _unpin(descriptors: list[int], folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     for descriptor in descriptors:
         os.close(descriptor)
+
+
+def without_links(text: str) -> str:
+    """``text`` with each reader link of a pin (``<temp>/slidelabel-open-slides-<pid>-<x>/<n>/<name>``,
+    as readers' errors quote them) replaced by its name: the slide file's."""
+    return _LINK_FOLDERS.sub("", text)
 
 
 def is_reader_link(path: Path) -> bool:

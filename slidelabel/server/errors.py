@@ -35,6 +35,7 @@ from slidelabel.errors import (
     TooLargeError,
     TooManyAttemptsError,
 )
+from slidelabel.pipelines.pinned_files import without_links
 from slidelabel.services.jobs import names_only
 from slidelabel.store.database import Database, foreign_key_violation
 from slidelabel.store.models import Project, Slide
@@ -97,7 +98,7 @@ async def _deleted_meanwhile(request: Request, error: Exception) -> JSONResponse
 async def _slidelabel_error(request: Request, error: SlidelabelError) -> JSONResponse:
     if isinstance(error, (OutputError, SlideError)) and (deleted := await _deleted_meanwhile(request, error)):
         return deleted
-    message = str(error)
+    message = without_links(str(error)) if isinstance(error, SlideError) else str(error)
     if isinstance(error, OutputError):  # a server file: its folders are the admin's to see, in the log
         logger.error("%s %s: %s", request.method, request.url.path, message)
         message = names_only(message)

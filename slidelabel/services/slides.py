@@ -200,13 +200,15 @@ def _describe(path: Path, name: str, limits: SlideLimits, *, uploaded: bool = Fa
     (:func:`~slidelabel.pipelines.pinned_files.pin_file`; a server folder's reached without links,
     an upload alone, with none of the other uploads beside it): a FIFO or link swapped in after
     the caller's checks is never opened."""
+    pinned = None  # held while the file is read: its link goes with it
     try:
         pinned = pin_file(path, links=uploaded, siblings=not uploaded)
         check_slide_limits(pinned.reader_path, limits)
         with open_slide(pinned.reader_path) as slide:
             return slide.info
     except SlideError as error:
-        raise type(error)(name, str(error).removeprefix(f"{error.path}: ")) from None
+        message = str(error).removeprefix(f"{error.path}: ")
+        raise type(error)(name, message.replace(str(pinned.reader_path), name) if pinned else message) from None
 
 
 def _insert(session: Session, project_id: int, name: str, path: Path, info: SlideInfo, *, uploaded: bool) -> Slide:

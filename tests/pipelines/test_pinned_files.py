@@ -22,7 +22,7 @@ from fifo_waits import within
 
 from slidelabel.errors import SlideUnreadableError
 from slidelabel.pipelines import pinned_files
-from slidelabel.pipelines.pinned_files import pin_file
+from slidelabel.pipelines.pinned_files import pin_file, without_links
 from slidelabel.pipelines.slides import open_slide
 from slidelabel.services import tiles
 
@@ -200,3 +200,9 @@ def test_a_file_changed_in_place_is_checked_again(folder_slide: Path, tmp_path: 
         handle.write(text)
     with pytest.raises(SlideUnreadableError, match="pyramidal TIFF"):
         open_reader(pinned.reader_path, None)
+
+
+def test_reader_links_in_a_message_read_as_the_slides_name(folder_slide: Path) -> None:
+    pinned = pin_file(folder_slide, links=False)
+    quoted = f"cannot read tile on {pinned.reader_path}: Source('{pinned.reader_path}'); {folder_slide}: kept"
+    assert without_links(quoted) == f"cannot read tile on swap.svs: Source('swap.svs'); {folder_slide}: kept"

@@ -3,10 +3,13 @@ are not JSON, broken Unicode, long names, undecodable file names, bodies past th
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 
+import numpy as np
 import pytest
+import tifffile
 
 JSON = {"content-type": "application/json"}
 
@@ -61,3 +64,27 @@ def test_an_undecodable_file_name_is_a_warning_not_a_failure(anything, admin_hea
     added = anything.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers, json={"path": str(folder)})
     assert added.status_code == 201, added.text
     assert [s["name"] for s in added.json()["added"]] == ["cmu.svs"] and len(added.json()["skipped"]) == 1
+
+
+def _damaged_tiff() -> bytes:
+    """A tiled JPEG TIFF whose second half is zeros: its header reads, its tiles do not."""
+    tiled = io.BytesIO()
+    tifffile.imwrite(tiled, np.zeros((512, 512, 3), np.uint8), tile=(256, 256), compression="jpeg")
+    data = bytearray(tiled.getvalue())
+    data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+    return bytes(data)
+
+
+def test_a_damaged_slide_is_named_as_added_not_by_the_servers_link_to_it(anything, admin_headers, project, settings):
+    """Fifteenth attack: the reader's error quoted the server's link to the open file
+    (``/tmp/slidelabel-open-slides-<pid>-<x>/<n>/.upload-<hex>-broken.tif``)."""
+    folder = settings.slide_folders[0]
+    (folder / "broken.tif").write_bytes(_damaged_tiff())
+    url = f"/api/v1/projects/{project['id']}/slides"
+    added = anything.post(url, headers=admin_headers, json={"path": str(folder / "broken.tif")})
+    uploaded = anything.post(f"{url}/upload", headers=admin_headers, files={"file": ("up.tif", _damaged_tiff())})
+    for answer, name in ((added, "broken.tif"), (uploaded, "up.tif")):
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"]
+        assert "cannot read tile" in detail and detail.count(f"{name}") == 3, detail  # as added, twice in the reader's words
+        assert "slidelabel-open-slides" not in detail and ".upload-" not in detail, detail
