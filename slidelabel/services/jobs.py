@@ -208,6 +208,9 @@ _LINE_END_IN_FOLDER = r"[\n\r]+(?=[^\s\\/]*[\\/])"
 #: "PATH: error" messages, and not ending in a space, ',', ':', ';' or "..." (a following '/' then
 #: begins another path, or is prose such as "POST .../slides/{s}").
 _FOLDER = rf"(?:[^\\/\n\r:;]|[:;](?![\s]|$)|{_LINE_END_IN_FOLDER})+(?<![\s,:;])(?<!\.\.\.){_SEPARATOR}"
+#: The root of a POSIX path: '/', escaped as JSON may escape it ('\/srv\/lab'), or doubled
+#: ('//srv', which POSIX reads as '/srv') where no ':' comes before (a URL: 'https://host/a').
+_ROOT = r"(?:(?<!:)/{2,}|\\?/)"
 #: A path's last part as written unquoted: it stops at a space, quote, bracket or punctuation.
 _LAST_PART = r"[^\s\\/'\":,;()]*"
 #: Where a path starts that needs no folder to be one: a home folder ("~/", "~user/"), a Windows
@@ -216,11 +219,11 @@ _OTHER_ROOT = rf"~(?:[A-Za-z_][\w.-]*)?/|[A-Za-z]:{_SEPARATOR}|\\\\+"
 #: An absolute path (or file URI) in quotes, closed by the line's last quote of its kind that a
 #: word does not follow: a folder may hold that quote ('/srv/a"/b.svs'), so any earlier one may
 #: be inside the path (a name lost, never a folder shown).
-_QUOTED_PATH = re.compile(rf"""(['"])((?:(?:{_FILE_URI})?/|{_OTHER_ROOT})[^\n\r]*)\1(?!\w)""")
+_QUOTED_PATH = re.compile(rf"""(['"])((?:(?:{_FILE_URI})?{_ROOT}|{_OTHER_ROOT})[^\n\r]*)\1(?!\w)""")
 #: An absolute path (or file URI) not in quotes: a root that no word, '.', '~', '-' or separator
 #: comes right before (so not "and/or", ".../slides" or a URL's host), its folders (one at least
 #: after a bare '/'), its last part.
-_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~/\\-])(?:(?:{_FILE_URI})?/{_FOLDER}|{_OTHER_ROOT})(?:{_FOLDER})*{_LAST_PART}")
+_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~/\\-])(?:(?:{_FILE_URI})?{_ROOT}{_FOLDER}|{_OTHER_ROOT})(?:{_FOLDER})*{_LAST_PART}")
 
 
 def bounded(text: str, limit: int) -> str:

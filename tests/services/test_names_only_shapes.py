@@ -32,6 +32,10 @@ from slidelabel.services.jobs import names_only
     ("cannot read 'C:\\\\slides\\\\Patient B\\\\x.svs'", "cannot read 'x.svs'"),
     ("[Errno 2] No such file or directory: '\\\\\\\\server\\\\share\\\\x.svs'",
      "[Errno 2] No such file or directory: 'x.svs'"),
+    # A doubled root (POSIX reads '//srv' as '/srv'), and a path as JSON may escape it.
+    ("//srv/slides/x.svs: no such file", "x.svs: no such file"),
+    ("cannot read ///srv/slides/x.svs", "cannot read x.svs"),
+    ('{"path": "\\/srv\\/slides\\/x.svs"}', '{"path": "x.svs"}'),
 ])
 def test_a_viewer_reads_only_the_last_name(text, shown):
     assert names_only(text) == shown
@@ -39,7 +43,7 @@ def test_a_viewer_reads_only_the_last_name(text, shown):
 
 @pytest.mark.parametrize("text", [
     "2026-12-06 00:00:01 read x.svs\n2026-12-06 00:00:02 wrote 3/4 tiles",
-    "about ~5 s, ~3/4 done; and/or 1/2, http://host/a/b",
+    "about ~5 s, ~3/4 done; and/or 1/2, http://host/a/b, see https://example.org/docs/x",
     "pattern \\d+/\\w+",
 ])
 def test_prose_is_left_as_it_is(text):
