@@ -36,7 +36,7 @@ from slidelabel.errors import (
     TooManyAttemptsError,
 )
 from slidelabel.pipelines.pinned_files import without_links
-from slidelabel.services.jobs import names_only
+from slidelabel.services.shown_paths import names_only
 from slidelabel.store.database import Database, foreign_key_violation
 from slidelabel.store.models import Project, Slide
 

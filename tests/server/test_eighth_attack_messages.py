@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from slidelabel.services import jobs
+from slidelabel.services.shown_paths import names_only
 from slidelabel.services.segment_import import SUMMARY_CLASSES, SegmentImportResult
 from slidelabel.store.models import Job, JobState, Membership, Role
 
@@ -66,7 +67,7 @@ def test_the_slide_list_shows_a_viewer_step_jobs_as_the_job_routes_do(app, clien
     ("and/or 1/2, http://host/a/b", "and/or 1/2, http://host/a/b"),
 ])
 def test_a_viewer_reads_every_path_as_its_name(text, shown):
-    assert jobs.names_only(text) == shown
+    assert names_only(text) == shown
 
 
 def test_an_import_summary_names_its_largest_classes_briefly():

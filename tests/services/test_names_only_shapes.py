@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from slidelabel.services.jobs import names_only
+from slidelabel.services.shown_paths import names_only
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -15,7 +15,7 @@ from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.cohorts import CohortCreate, CohortPublic, CohortSlidePublic, CohortSummary
 from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import cohort_jobs as service
-from slidelabel.services.jobs import shown_params
+from slidelabel.services.shown_paths import shown_params
 from slidelabel.store.models import Job
 
 router = APIRouter(route_class=CommitInRouteThread, prefix="/projects/{project_id}", tags=["cohorts"])

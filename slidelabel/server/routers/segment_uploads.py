@@ -19,7 +19,7 @@ from slidelabel.server.schemas.jobs import JobPublic
 from slidelabel.services import project_imports as service
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.accounts import require_slide_folders
-from slidelabel.services.jobs import shown_params
+from slidelabel.services.shown_paths import shown_params
 from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.settings import Settings
 from slidelabel.store.layout import ProjectFiles

@@ -8,7 +8,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict
 
-from slidelabel.services.jobs import shown_params, shown_to
+from slidelabel.services.jobs import shown_to
+from slidelabel.services.shown_paths import shown_params
 from slidelabel.store.models import Job, JobState
 
 
