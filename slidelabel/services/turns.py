@@ -1,5 +1,13 @@
-"""Turns at heavy work in an API process: at most so many requests build an export or a Segment
-Anything embedding at once, and one that waits too long for its turn is answered busy (503).
+"""Turns at heavy work in an API process: at most so many requests build an export, check a
+password or compute a Segment Anything embedding at once, and one that waits too long for its
+turn is answered busy (503).
+
+Waiters stand in one line per holder (a user, a client address, a gallery link), and a free turn
+goes to the holders in turn: the holder that has waited longest since its last turn first, its
+waiters in the order they came. So a holder with many waiting requests gets one turn in each
+round, like everyone else, instead of most of them (the sixteenth attack: with free turns going
+to whoever looked first, two addresses with ten logins each kept a third client's login waiting
+9 s at the median, and two viewers with eight exports each made a third's wait 10 s and fail).
 
 A route waits with :meth:`Turns.waiting` on the event loop, not in one of the API's 40 request
 threads: sixty parallel exports waiting in threads kept every other request of every user
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -17,58 +26,123 @@ from slidelabel.errors import BusyError
 
 __all__ = ["Turns"]
 
+#: Seconds between a waiter's looks for its turn.
+POLL_S = 0.02
 
-class Turns(threading.BoundedSemaphore):
-    """At most ``value`` holders at once in this process, and at most ``per_holder`` of them
-    held for one holder (a user, a gallery link) when the holder is named: one viewer's parallel
-    exports then wait for each other, not everyone else's."""
+
+class _Anyone:
+    """The holder of a request that names none: a line of its own."""
+
+
+class Turns:
+    """At most ``value`` turns held at once in this process, and at most ``per_holder`` of them by
+    one named holder: one viewer's parallel exports then wait for each other, not everyone
+    else's. Free turns go round the waiting holders (see the module's docstring)."""
 
     def __init__(self, value: int, per_holder: int | None = None) -> None:
-        super().__init__(value)
+        self.value = value
         self.per_holder = per_holder
+        self._lock = threading.Lock()
+        self._free = value
         self._held: dict[Hashable, int] = {}
-        self._counting = threading.Lock()
+        #: Waiting holders in the order they are served (the longest waiting first), each with its
+        #: waiters' tickets in the order they came.
+        self._line: dict[Hashable, deque[object]] = {}
 
     @contextmanager
-    def hold(self, wait_s: float, busy: str) -> Iterator[None]:
-        """Holds a turn while the block runs; :class:`BusyError` saying ``busy`` when none frees
-        within ``wait_s`` seconds."""
-        if not self.acquire(timeout=wait_s):
-            raise BusyError(busy)
+    def hold(self, wait_s: float, busy: str, holder: Hashable | None = None) -> Iterator[None]:
+        """Holds a turn while the block runs, waiting in this thread; :class:`BusyError` saying
+        ``busy`` when none comes within ``wait_s`` seconds."""
+        holder = _Anyone() if holder is None else holder
+        ticket = self._join(holder)
         try:
-            yield
+            deadline = time.monotonic() + wait_s
+            while not self._take(holder, ticket):
+                if time.monotonic() >= deadline:
+                    raise BusyError(busy)
+                time.sleep(POLL_S)
         finally:
-            self.release()
-
-    @asynccontextmanager
-    async def waiting(self, wait_s: float, busy: str, poll_s: float = 0.02,
-                      holder: Hashable | None = None) -> AsyncIterator[None]:
-        """:meth:`hold` for a coroutine: waits on the event loop, looking for a free turn every
-        ``poll_s`` seconds, so no thread is held while waiting. A named ``holder`` also waits
-        while it holds ``per_holder`` turns already."""
-        deadline = time.monotonic() + wait_s
-        while not self._take(holder):
-            if time.monotonic() >= deadline:
-                raise BusyError(busy)
-            await asyncio.sleep(poll_s)
+            self._leave(holder, ticket)
         try:
             yield
         finally:
             self._give_back(holder)
 
-    def _take(self, holder: Hashable | None) -> bool:
-        if holder is None or self.per_holder is None:
-            return self.acquire(blocking=False)
-        with self._counting:
-            if self._held.get(holder, 0) >= self.per_holder or not self.acquire(blocking=False):
+    @asynccontextmanager
+    async def waiting(self, wait_s: float, busy: str, holder: Hashable | None = None) -> AsyncIterator[None]:
+        """:meth:`hold` for a coroutine: waits on the event loop, looking for its turn every
+        :data:`POLL_S` seconds, so no thread is held while waiting (nor after the client has
+        gone: the coroutine is cancelled and leaves the line)."""
+        holder = _Anyone() if holder is None else holder
+        ticket = self._join(holder)
+        try:
+            deadline = time.monotonic() + wait_s
+            while not self._take(holder, ticket):
+                if time.monotonic() >= deadline:
+                    raise BusyError(busy)
+                await asyncio.sleep(POLL_S)
+        finally:
+            self._leave(holder, ticket)
+        try:
+            yield
+        finally:
+            self._give_back(holder)
+
+    def take_now(self, holder: Hashable | None = None) -> bool:
+        """Take a turn at once if one is free and no one is waiting ahead; True when taken (give
+        it back with :meth:`give_back`)."""
+        holder = _Anyone() if holder is None else holder
+        ticket = self._join(holder)
+        try:
+            return self._take(holder, ticket)
+        finally:
+            self._leave(holder, ticket)
+
+    def give_back(self, holder: Hashable | None = None) -> None:
+        """Give back a turn taken with :meth:`take_now` for ``holder`` (None: for no holder)."""
+        if holder is None:
+            with self._lock:
+                holder = next(held for held in self._held if isinstance(held, _Anyone))
+        self._give_back(holder)
+
+    def _join(self, holder: Hashable) -> object:
+        ticket = object()
+        with self._lock:
+            self._line.setdefault(holder, deque()).append(ticket)
+        return ticket
+
+    def _leave(self, holder: Hashable, ticket: object) -> None:
+        """Out of the line (after its turn, or giving up); a no-op for a ticket already served."""
+        with self._lock:
+            tickets = self._line.get(holder)
+            if tickets is not None and ticket in tickets:
+                tickets.remove(ticket)
+                if not tickets:
+                    del self._line[holder]
+
+    def _may_hold_more(self, holder: Hashable) -> bool:
+        return self.per_holder is None or self._held.get(holder, 0) < self.per_holder
+
+    def _take(self, holder: Hashable, ticket: object) -> bool:
+        """Whether the ticket got a turn: one is free and it is the first waiter of the first
+        holder in line that may hold one more; that holder then goes to the line's end."""
+        with self._lock:
+            if self._free == 0:
                 return False
+            first = next((waiting for waiting in self._line if self._may_hold_more(waiting)), None)
+            if first != holder or self._line[holder][0] is not ticket:
+                return False
+            tickets = self._line.pop(holder)
+            tickets.popleft()
+            if tickets:
+                self._line[holder] = tickets  # the end of the line: the others' turn first
+            self._free -= 1
             self._held[holder] = self._held.get(holder, 0) + 1
             return True
 
-    def _give_back(self, holder: Hashable | None) -> None:
-        if holder is not None and self.per_holder is not None:
-            with self._counting:
-                left = self._held.pop(holder) - 1
-                if left:
-                    self._held[holder] = left
-        self.release()
+    def _give_back(self, holder: Hashable) -> None:
+        with self._lock:
+            left = self._held.pop(holder) - 1
+            if left:
+                self._held[holder] = left
+            self._free += 1

@@ -223,10 +223,10 @@ def every_export_turn_taken() -> Iterator[None]:
     """The API process's export turns all held, as by other users' exports being built."""
     from slidelabel.services import exports
 
-    held = [exports._EXPORTERS.acquire(timeout=1) for _ in range(exports.EXPORTERS)]
+    held = [exports._EXPORTERS.take_now() for _ in range(exports.EXPORTERS)]
     assert all(held)
     try:
         yield
     finally:
         for _ in held:
-            exports._EXPORTERS.release()
+            exports._EXPORTERS.give_back()

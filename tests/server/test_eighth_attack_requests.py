@@ -56,11 +56,11 @@ def test_one_clients_logins_leave_the_other_password_turn_to_everyone_else(clien
     monkeypatch.setattr(accounts, "PASSWORD_CHECK_WAIT_S", 0.05)
     credentials = {"username": "admin", "password": "admin-password"}
     for holder, status in (("testclient", 503), ("another address", 200)):
-        assert accounts.PASSWORD_CHECKS._take(holder)  # that client's earlier login is being checked
+        assert accounts.PASSWORD_CHECKS.take_now(holder)  # that client's earlier login is being checked
         try:
             answer = client.post("/api/v1/auth/login", json=credentials)
         finally:
-            accounts.PASSWORD_CHECKS._give_back(holder)
+            accounts.PASSWORD_CHECKS.give_back(holder)
         assert answer.status_code == status, (holder, answer.text)
 
 

@@ -5,9 +5,11 @@ for each other, not for everyone else's."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
+from slidelabel.errors import BusyError
 from slidelabel.services import exports, smart, tiles
 from slidelabel.services.turns import Turns
 from slidelabel.store.models import Role
@@ -20,7 +22,7 @@ def test_a_holder_waits_for_its_own_turn_while_others_take_the_free_one() -> Non
         taken: list[str] = []
 
         async def take(holder: str, hold_s: float) -> None:
-            async with turns.waiting(5.0, "busy", poll_s=0.005, holder=holder):
+            async with turns.waiting(5.0, "busy", holder=holder):
                 taken.append(holder)
                 await asyncio.sleep(hold_s)
 
@@ -28,7 +30,44 @@ def test_a_holder_waits_for_its_own_turn_while_others_take_the_free_one() -> Non
         return taken
 
     assert asyncio.run(run()) == ["a", "b", "a"]
-    assert turns.acquire(blocking=False) and turns.acquire(blocking=False), "a turn was not given back"
+    assert turns.take_now() and turns.take_now(), "a turn was not given back"
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_free_turns_go_round_the_waiting_holders(trial) -> None:
+    """Sixteenth attack: a free turn went to whichever waiter looked first, so two clients with
+    ten waiting logins each took nearly every turn and a third client's one login waited 9 s (at
+    the median; 30 s at most). As the password checks' turns (two, one a client): the greedy
+    clients' twenty requests each come first, then the other's one, and the checks take uneven
+    times. Its turn comes within the first round (the greedy ones' second turns, then its)."""
+    turns, durations = Turns(2, per_holder=1), random.Random(trial)
+
+    async def run() -> list[str]:
+        order: list[str] = []
+
+        async def take(holder: str) -> None:
+            async with turns.waiting(30.0, "busy", holder=holder):
+                order.append(holder)
+                await asyncio.sleep(durations.uniform(0.01, 0.05))
+
+        greedy = [asyncio.create_task(take(holder)) for _ in range(20) for holder in ("a", "b")]
+        await asyncio.sleep(0.005)
+        await asyncio.gather(*greedy, take("c"))
+        return order
+
+    order = asyncio.run(run())
+    assert order.index("c") <= 4, order
+
+
+def test_a_waiter_that_gives_up_leaves_the_line() -> None:
+    turns = Turns(1)
+    assert turns.take_now("a")
+    with pytest.raises(BusyError):
+        with turns.hold(0.05, "busy", holder="b"):
+            pass
+    turns.give_back("a")
+    with turns.hold(0.5, "busy", holder="c"):  # not kept waiting behind b, who left
+        pass
 
 
 # The smart tool's answer past its turn: 404, the slide has no features (the route ran).
@@ -48,13 +87,13 @@ def test_one_users_turns_do_not_keep_another_user_waiting(client, monkeypatch, m
     greedy_id = client.get("/api/v1/auth/me", headers=greedy).json()["id"]
     full_url = f"/api/v1/projects/{project['id']}" + url.format(slide=slide_row)
     for _ in range(per_user):  # the greedy viewer's earlier requests still build
-        assert held._take(greedy_id)
+        assert held.take_now(greedy_id)
     try:
         refused = client.get(full_url, headers=greedy)
         answered = client.get(full_url, headers=other)
     finally:
         for _ in range(per_user):
-            held._give_back(greedy_id)
+            held.give_back(greedy_id)
     assert refused.status_code == 503 and "your" in refused.json()["detail"]
     assert answered.status_code == ran, answered.text
     assert client.get(full_url, headers=greedy).status_code == ran
@@ -66,10 +105,10 @@ def test_a_gallery_link_holds_one_export_turn(client, monkeypatch, member_header
     links = [client.post(f"/api/v1/projects/{project['id']}/gallery", headers=owner, json={"overlay": "labels"}).json()
              for _ in range(2)]
     maker = client.get("/api/v1/auth/me", headers=owner).json()["id"]  # a link's turn is its maker's
-    assert exports._EXPORTERS._take(maker)
+    assert exports._EXPORTERS.take_now(maker)
     try:
         statuses = [client.get(f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin").status_code
                     for link in links]
     finally:
-        exports._EXPORTERS._give_back(maker)
+        exports._EXPORTERS.give_back(maker)
     assert statuses == [503, 503]

@@ -66,11 +66,11 @@ def test_smart_tool_requests_past_the_running_ones_wait_on_the_event_loop(client
     from slidelabel.services import smart
 
     monkeypatch.setattr(smart, "SMART_WAIT_S", 0.05)
-    held = [smart._SMART_REQUESTS.acquire(timeout=1) for _ in range(smart.SMART_REQUESTS)]
+    held = [smart._SMART_REQUESTS.take_now() for _ in range(smart.SMART_REQUESTS)]
     try:
         response = client.get(f"/api/v1/projects/{project['id']}/slides/{slide_row}/shapes/scales?superpixel=1",
                               headers=member_headers(Role.viewer))
     finally:
         for _ in held:
-            smart._SMART_REQUESTS.release()
+            smart._SMART_REQUESTS.give_back()
     assert response.status_code == 503 and "smart tool is busy" in response.json()["detail"]

@@ -163,14 +163,14 @@ def test_a_measure_that_waits_too_long_for_its_turn_is_busy(tmp_path, monkeypatc
     _synthetic(tmp_path, 500, 8)
     _chain(monkeypatch, 500)
     monkeypatch.setattr(shapes, "MEASURE_WAIT_S", 0.05)
-    held = [shapes._MEASURERS.acquire(timeout=1) for _ in range(shapes.MEASURERS)]
+    held = [shapes._MEASURERS.take_now() for _ in range(shapes.MEASURERS)]
     try:
         assert all(held)
         with pytest.raises(BusyError, match="busy"):
             shapes.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=123)
     finally:
         for _ in held:
-            shapes._MEASURERS.release()
+            shapes._MEASURERS.give_back()
     assert len(shapes.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=123)) == 3
 
 
