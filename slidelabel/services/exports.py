@@ -72,6 +72,8 @@ EXPORT_WAIT_S = 10.0
 #: for each other, so they cannot keep every other user's export waiting.
 EXPORTS_PER_HOLDER = 1
 _EXPORTERS = Turns(EXPORTERS, per_holder=EXPORTS_PER_HOLDER)
+#: Characters of a slide's name kept in its export files' names (:func:`file_stem`).
+STEM_CHARS = 120
 #: Values of a pixelmap element encoded at once (a few hundred kB of text).
 VALUES_PER_PIECE = 65_536
 
@@ -421,8 +423,10 @@ def write_slide_mask(classes: SlideClasses, project: Project, path: Path) -> Non
 
 
 def file_stem(slide: Slide) -> str:
-    """A safe file name for a slide's exports: its id and its name without extension."""
-    return f"{slide.id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(slide.name).stem)}"
+    """A safe file name for a slide's exports: its id and its name without extension, in ASCII
+    letters, digits, '.', '_' and '-', cut to :data:`STEM_CHARS` (with an export's suffix, a file
+    name must stay within the 255 bytes file systems allow; slide names may have 255)."""
+    return f"{slide.id}-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(slide.name).stem)[:STEM_CHARS]}"
 
 
 def write_archive(session: Session, files: ProjectFiles, project: Project, out: Path, archive_format: ArchiveFormat,

@@ -332,3 +332,20 @@ def test_one_shape_per_superpixel_of_a_slide_with_no_labels_is_an_empty_export(c
     archive = client.get(f"/api/v1/projects/{project['id']}/export/annotation.zip", headers=admin_headers,
                          params=params)
     assert archive.status_code == 200, archive.text
+
+
+@pytest.mark.parametrize("name", ["L" * 251 + ".svs", "é" * 125 + ".svs"], ids=["ascii", "two bytes a letter"])
+def test_exports_of_a_slide_with_the_longest_name_are_written(app, client, project, slide_id, predicted, admin_headers,
+                                                               name):
+    """Sixteenth attack: a slide file named with 250 bytes (file systems allow 255) made every
+    export of it a 500: its export file's name, the slide's with a suffix, was too long."""
+    with app.state.database.session(write=True) as session:
+        session.get(Slide, slide_id).name = name
+    for export in ("geojson", "annotation", "mask.tiff", "predictions.csv"):
+        answer = client.get(url(project, slide_id, f"/export/{export}"), headers=admin_headers,
+                            params={"source": "predictions"} if export != "predictions.csv" else None)
+        assert answer.status_code == 200, (export, answer.text)
+        assert len(re.search(r'filename="?([^";]+)', answer.headers["content-disposition"])[1].encode()) <= 255
+    archive = client.get(f"/api/v1/projects/{project['id']}/export/mask.zip", headers=admin_headers,
+                         params={"source": "predictions"})
+    assert archive.status_code == 200, archive.text
