@@ -32,6 +32,9 @@ from slidelabel.store.models import Token, User
 ADMIN = "admin"
 DISABLED = "this account is disabled: ask the admin to enable it"
 MIN_PASSWORD = 8
+#: Tokens an account keeps (browsers, scripts, devices at once): each login past them ends the
+#: oldest session, so logins in a loop cannot fill the database.
+TOKENS_PER_USER = 100
 #: Longest username (characters).
 USERNAME_CHARS = 150
 _HASHER = PasswordHasher()
@@ -103,9 +106,12 @@ def authenticate(session: Session, username: str, password: str) -> User:
 
 
 def issue_token(session: Session, user_id: int, *, hours: float) -> str:
-    """A new token for the user, valid ``hours``; expired tokens are deleted on the way."""
+    """A new token for the user, valid ``hours``; expired tokens are deleted on the way, and the
+    user's oldest ones past :data:`TOKENS_PER_USER` (the sessions longest open end first)."""
     now = datetime.now(UTC)
     session.execute(delete(Token).where(Token.expires_at < now))
+    kept = select(Token.token_sha256).where(Token.user_id == user_id).order_by(Token.expires_at.desc())
+    session.execute(delete(Token).where(Token.token_sha256.in_(kept.offset(TOKENS_PER_USER - 1))))
     token = secrets.token_urlsafe(32)
     session.add(Token(token_sha256=_digest(token), user_id=user_id, expires_at=now + timedelta(hours=hours)))
     return token

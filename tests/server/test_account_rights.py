@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slidelabel.server.app import create_app
+from slidelabel.services import accounts
 from slidelabel.services.accounts import ensure_admin
 from slidelabel.settings import Settings
-from slidelabel.store.models import Role
+from slidelabel.store.models import Role, Token, User
 from conftest import ADMIN_PASSWORD, PASSWORD, login
 
 USERS = "/api/v1/users"
@@ -152,7 +153,7 @@ def test_a_shared_folder_must_be_a_slide_folder(tmp_path):
 
 def test_accounts_show_their_rights_to_the_admin_and_only_their_names_to_others(app, client, admin_headers,
                                                                                 member_headers):
-    from slidelabel.store.models import Role
+    from slidelabel.store.models import Role, Token, User
 
     viewer = member_headers(Role.viewer)
     hidden = client.post("/api/v1/users", headers=admin_headers, json={"username": "hidden", "password": "a long password"})
@@ -169,3 +170,15 @@ def test_accounts_show_their_rights_to_the_admin_and_only_their_names_to_others(
 def test_a_project_description_is_bounded(client, admin_headers):
     response = client.post("/api/v1/projects", headers=admin_headers, json={"name": "long", "description": "x" * 10_001})
     assert response.status_code == 422 and "x" * 200 not in response.text
+
+
+def test_logins_past_an_accounts_token_limit_end_its_oldest_sessions(app, client, admin_headers, monkeypatch):
+    """Sixteenth attack: tokens piled up without limit (3 million made each login scan them all)."""
+    monkeypatch.setattr(accounts, "TOKENS_PER_USER", 3)
+    new_user(client, admin_headers, "often")
+    sessions = [login(client, "often", PASSWORD) for _ in range(5)]
+    answers = [client.get("/api/v1/auth/me", headers=headers).status_code for headers in sessions]
+    assert answers == [401, 401, 200, 200, 200], answers  # new_user logged in first: the 3 newest of 6 kept
+    with app.state.database.session() as session:
+        assert session.query(Token).join(User).filter(User.username == "often").count() == 3
+    assert me(client, admin_headers)["username"] == "admin"  # another account's sessions stay
