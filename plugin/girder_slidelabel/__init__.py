@@ -8,8 +8,8 @@ How it is put together, and why:
   every route and error included. Re-writing them as Girder resources would copy some hundred
   routes and drift. What is Girder's is added as Girder routes (:mod:`girder_slidelabel.rest`).
 - **Girder accounts, no second login**: slidelabel's ``current_user`` dependency is overridden
-  (:mod:`girder_slidelabel.users`): a Girder token (header, ``?token=``, bearer, or the login
-  cookie on reads) names the user, and folder access levels are the project roles.
+  (:mod:`girder_slidelabel.users`): a Girder token (header or bearer, or on reads ``?token=``
+  or the login cookie) names the user, and folder access levels are the project roles.
 - **Slides are Girder items**, read in place from the file large_image's Girder tile source
   reads (:mod:`girder_slidelabel.folders`).
 - **Jobs** are slidelabel's Celery tasks, run by ``slidelabel worker`` processes on the same
@@ -52,7 +52,7 @@ class SlidelabelPlugin(GirderPlugin):
         app = create_app(settings)
         app.dependency_overrides[current_user] = girder_current_user
         info["serverRoot"].graft(ASGIMiddleware(app), MOUNT)
-        rest.register(info["apiRoot"], app.state.database, settings.data_dir)
+        rest.register(info["apiRoot"], app.state.database, settings)
         links.ensure_indexes()
         registerPluginStaticContent(plugin="slidelabel", css=[], js=["/girder-slidelabel.js"], staticDir=WEB,
                                     tree=info["serverRoot"])

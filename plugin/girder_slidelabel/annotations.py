@@ -5,7 +5,8 @@ this module adds what only Girder has: the item of the superpixel image that the
 element colours (ids RGB-encoded as ``R + 256 G + 65536 B`` at the working level, the element's
 ``transform`` scales it to level 0), made once per slide next to the slide item, and the
 annotation saved through girder_large_image_annotation, which validates it against its schema.
-HistomicsUI then shows it like any other annotation.
+HistomicsUI then shows it like any other annotation. Who may: a viewer of the slide's project,
+as for slidelabel's own export routes (the Girder route asks write access to the item besides).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from girder.models.item import Item
 from girder.models.upload import Upload
 from girder_large_image.models.image_item import ImageItem
 from girder_large_image_annotation.models.annotation import Annotation
+from sqlalchemy import select
 
 from girder_slidelabel.links import SUPERPIXELS_OF
+from girder_slidelabel.users import member
+from slidelabel.errors import NotFoundError
+from slidelabel.services.access import Action, check_access
 from slidelabel.services.exports import Elements, Source, annotation, slide_classes
 from slidelabel.services.tiles import label_map, pack_ids
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Project, Slide
+from slidelabel.store.models import Slide
 
 #: Tile side of the superpixel image (px); zlib keeps the encoded ids exact (JPEG would not).
 TILE_PX = 256
@@ -80,10 +85,17 @@ def superpixel_item(slide_item: dict, slide: Slide, files: ProjectFiles, creator
 def export_to_item(database: Database, data_dir: Path, slide_item: dict, slide_id: int, creator: dict, *,
                    source: Source, epoch: int | None = None, elements: Elements = Elements.pixelmap) -> dict:
     """Save the slide's labels or predictions (of ``epoch``, default the latest) as a large_image
-    annotation on ``slide_item``; returns the saved annotation document."""
+    annotation on ``slide_item`` made by the Girder user ``creator``, a viewer of the slide's
+    project at least (else :class:`NotFoundError` or :class:`PermissionDeniedError`); returns the
+    saved annotation document."""
     with database.session() as session:
+        project_id = session.scalar(select(Slide.project_id).where(Slide.id == slide_id))
+    if project_id is None:
+        raise NotFoundError(f"no slide {slide_id}")
+    user = member(database, creator, project_id)
+    with database.session() as session:
+        project = check_access(session, user, project_id, Action.view).project
         slide = session.get(Slide, slide_id)
-        project = session.get(Project, slide.project_id)
         files = ProjectFiles(data_dir, project.id)
         classes = slide_classes(session, files, slide, source, epoch)
         pixels = superpixel_item(slide_item, slide, files, creator) if elements is not Elements.polygons else None

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from girder.exceptions import FilePathException
 from girder.models.folder import Folder
-from girder.models.item import Item
 from girder_large_image.girder_tilesource import getGirderTileSource
 from large_image.exceptions import TileSourceError
 
-from girder_slidelabel.links import PROJECT_LINK, SLIDE_LINK, SUPERPIXELS_OF
+from girder_slidelabel.links import SUPERPIXELS_OF, link_folder, link_item, slide_of
 from slidelabel.errors import SlidelabelError
 from slidelabel.server.schemas.projects import ProjectCreate, ProjectPublic
+from slidelabel.services.accounts import require_project_creation
 from slidelabel.services.projects import create_project
 from slidelabel.services.slides import Skipped, add_slide_file
 from slidelabel.store.database import Database
@@ -49,7 +49,7 @@ def add_folder_items(database: Database, folder: dict, project_id: int) -> Folde
     of the project; items that cannot be added are skipped with the reason."""
     added, skipped = {}, []
     for item in Folder().childItems(folder):
-        if SUPERPIXELS_OF in item or item.get(SLIDE_LINK) is not None:
+        if SUPERPIXELS_OF in item or slide_of(item) is not None:
             continue
         if "largeImage" not in item:
             skipped.append(Skipped(item["name"], "it is no large image (large_image has not made it one)"))
@@ -59,17 +59,20 @@ def add_folder_items(database: Database, folder: dict, project_id: int) -> Folde
         except (SlidelabelError, TileSourceError, FilePathException, OSError) as error:  # e.g. an S3 item
             skipped.append(Skipped(item["name"], str(error)))
             continue
-        Item().update({"_id": item["_id"]}, {"$set": {SLIDE_LINK: slide.id}})
+        link_item(item, slide.id)
         added[str(item["_id"])] = slide.id
     return FolderSlides(added, skipped)
 
 
-def create_folder_project(database: Database, folder: dict, user: User, body: ProjectCreate) -> ProjectPublic:
-    """A new project on ``folder`` made by ``user`` (its owner), through the same code as
-    ``POST /projects``, linked to the folder."""
+def create_folder_project(database: Database, folder: dict, user: User, body: ProjectCreate, *,
+                          open_creation: bool) -> ProjectPublic:
+    """A new project on ``folder`` made by ``user`` (its owner), through the same code and the
+    same right to create projects (``Settings.open_project_creation``) as ``POST /projects``,
+    linked to the folder."""
+    require_project_creation(user, open_creation=open_creation)
     with database.session(write=True) as session:
         project = ProjectPublic.of(create_project(
             session, session.merge(user), body.name, description=body.description, choices=body.choices(),
             superpixels=body.superpixels.chosen(), categories=body.new_categories()), Role.owner)
-    Folder().update({"_id": folder["_id"]}, {"$set": {PROJECT_LINK: project.id}})
+    link_folder(folder, project.id)
     return project

@@ -2,8 +2,9 @@
 
 The jobs themselves stay slidelabel's Celery tasks, whose state lives in slidelabel's ``jobs``
 table; a thread of the Girder process copies the state of the jobs of Girder-linked projects
-into Girder job documents every :data:`MIRROR_EVERY_S` seconds (status, progress, message), so
-users follow them where they follow every DSA job. A copy rather than a hook in the workers:
+into Girder job documents every :data:`MIRROR_EVERY_S` seconds (status, progress, and the message
+as slidelabel shows it to users other than the admin: no tracebacks or server paths), so users
+follow them where they follow every DSA job. A copy rather than a hook in the workers:
 the workers need no connection to Girder's database, and a mirror that falls behind or stops
 never slows or fails a job.
 """
@@ -13,14 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from girder.models.folder import Folder
 from girder.models.user import User as GirderUser
 from girder_jobs.constants import JobStatus
 from girder_jobs.models.job import Job as GirderJob
 from sqlalchemy import select
 
-from girder_slidelabel.links import PROJECT_LINK
+from girder_slidelabel.links import linked_folders, project_of
 from girder_slidelabel.users import USER_LINK
+from slidelabel.services.jobs import shown_to
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
 
@@ -56,7 +57,7 @@ def _girder_user(slidelabel_user_id: int | None) -> dict | None:
 def mirror_jobs(database: Database) -> int:
     """Copy the state of jobs of Girder-linked projects not yet final in Girder; returns how
     many Girder jobs were created or updated."""
-    projects = {folder[PROJECT_LINK] for folder in Folder().find({PROJECT_LINK: {"$exists": True}})}
+    projects = {project_of(folder) for folder in linked_folders()}
     if not projects:
         return 0
     mirrored = {doc[JOB_LINK]: doc for doc in GirderJob().find({JOB_LINK: {"$exists": True}})}
@@ -80,7 +81,8 @@ def mirror_jobs(database: Database) -> int:
             continue
         for status in _path(doc["status"], target) or [target]:
             doc = GirderJob().updateJob(doc, status=status, progressTotal=100,
-                                        progressCurrent=round(100 * row.progress), progressMessage=row.message)
+                                        progressCurrent=round(100 * row.progress),
+                                        progressMessage=shown_to(row, admin=False)[0])
         changed += 1
     return changed
 

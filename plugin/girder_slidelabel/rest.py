@@ -1,10 +1,14 @@
 """Girder REST routes: what only Girder knows about, on Girder's own resources.
 
-- ``POST /folder/{id}/slidelabel``: a project on the folder (folder admins), its large-image
-  items added as slides; ``PUT /folder/{id}/slidelabel/slides`` adds items added since;
-  ``GET /folder/{id}/slidelabel``: the folder's project id (readers).
+- ``POST /folder/{id}/slidelabel``: a project on the folder (folder admins who may create
+  projects, as for ``POST /projects``), its large-image items added as slides;
+  ``PUT /folder/{id}/slidelabel/slides`` adds items added since; ``GET /folder/{id}/slidelabel``:
+  the folder's project id (readers).
 - ``POST /item/{id}/slidelabel/annotation``: the slide's labels or predictions saved as a
-  large_image annotation on the item (writers of the item).
+  large_image annotation on the item (writers of the item who are members of its project).
+
+A folder or item stands for a project or slide only where the link was made, never in a copy
+(:mod:`girder_slidelabel.links`).
 
 Everything else (labels, jobs, epochs, queue, tiles, exports) is slidelabel's own API, mounted
 at ``/slidelabel/api/v1`` (see :mod:`girder_slidelabel`).
@@ -15,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
@@ -27,12 +30,13 @@ from pydantic import ValidationError
 
 from girder_slidelabel.annotations import export_to_item
 from girder_slidelabel.folders import add_folder_items, create_folder_project
-from girder_slidelabel.links import PROJECT_LINK, SLIDE_LINK
-from girder_slidelabel.users import slidelabel_user
+from girder_slidelabel.links import project_of, slide_of
+from girder_slidelabel.users import member, slidelabel_user
 from slidelabel.errors import SlidelabelError
 from slidelabel.server.errors import status_of
 from slidelabel.server.schemas.projects import ProjectCreate
 from slidelabel.services.exports import Elements, Source
+from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 
 
@@ -49,7 +53,7 @@ def _added(result) -> dict:
     return {"added": result.added, "skipped": [dataclasses.asdict(s) for s in result.skipped]}
 
 
-def register(api_root, database: Database, data_dir: Path) -> None:
+def register(api_root, database: Database, settings: Settings) -> None:
     """Add the routes to Girder's ``folder`` and ``item`` resources."""
 
     @access.user
@@ -61,17 +65,18 @@ def register(api_root, database: Database, data_dir: Path) -> None:
         .errorResponse("The folder has a project already.", 409))
     @boundHandler
     def create(self, folder: dict, project: dict) -> dict:
-        if folder.get(PROJECT_LINK) is not None:
-            raise RestException(f"this folder is slidelabel project {folder[PROJECT_LINK]} already", code=409)
+        if project_of(folder) is not None:
+            raise RestException(f"this folder is slidelabel project {project_of(folder)} already", code=409)
         try:
             body = ProjectCreate.model_validate(project)
         except ValidationError as error:
             raise RestException(f"bad project: {error}", code=422) from None
         with _as_rest_errors():
             user = slidelabel_user(database, getCurrentUser())
-            created = create_folder_project(database, folder, user, body)
-            return {"project": created.model_dump(mode="json"),
-                    **_added(add_folder_items(database, {**folder, PROJECT_LINK: created.id}, created.id))}
+            created = create_folder_project(database, folder, user, body,
+                                            open_creation=settings.open_project_creation)
+            added = add_folder_items(database, folder, created.id)
+            return {"project": created.model_dump(mode="json"), **_added(added)}
 
     @access.user
     @autoDescribeRoute(
@@ -79,18 +84,19 @@ def register(api_root, database: Database, data_dir: Path) -> None:
         .modelParam("id", model=Folder, level=AccessType.ADMIN))
     @boundHandler
     def add_slides(self, folder: dict) -> dict:
-        if folder.get(PROJECT_LINK) is None:
+        if project_of(folder) is None:
             raise RestException("this folder has no slidelabel project", code=404)
         with _as_rest_errors():
-            return _added(add_folder_items(database, folder, folder[PROJECT_LINK]))
+            member(database, getCurrentUser(), project_of(folder))  # refuses a disabled account
+            return _added(add_folder_items(database, folder, project_of(folder)))
 
     @access.user
     @autoDescribeRoute(
         Description("The slidelabel project of this folder (projectId null when none).")
         .modelParam("id", model=Folder, level=AccessType.READ))
     @boundHandler
-    def project_of(self, folder: dict) -> dict:
-        return {"projectId": folder.get(PROJECT_LINK)}
+    def folder_project(self, folder: dict) -> dict:
+        return {"projectId": project_of(folder)}
 
     @access.user
     @autoDescribeRoute(
@@ -103,15 +109,15 @@ def register(api_root, database: Database, data_dir: Path) -> None:
                enum=[e.value for e in Elements], default=Elements.pixelmap.value))
     @boundHandler
     def annotate(self, item: dict, source: str, epoch: int | None, elements: str) -> dict:
-        if item.get(SLIDE_LINK) is None:
+        if slide_of(item) is None:
             raise RestException("this item is no slide of a slidelabel project", code=404)
         with _as_rest_errors():
-            saved = export_to_item(database, data_dir, item, item[SLIDE_LINK], getCurrentUser(),
+            saved = export_to_item(database, settings.data_dir, item, slide_of(item), getCurrentUser(),
                                    source=Source(source), epoch=epoch, elements=Elements(elements))
         return {"_id": str(saved["_id"]), "name": saved["annotation"]["name"],
                 "elements": len(saved["annotation"]["elements"])}
 
     api_root.folder.route("POST", (":id", "slidelabel"), create)
     api_root.folder.route("PUT", (":id", "slidelabel", "slides"), add_slides)
-    api_root.folder.route("GET", (":id", "slidelabel"), project_of)
+    api_root.folder.route("GET", (":id", "slidelabel"), folder_project)
     api_root.item.route("POST", (":id", "slidelabel", "annotation"), annotate)

@@ -11,7 +11,8 @@ folder's access, re-read at every request of the user: read = viewer, write = an
 admin = owner. Girder wins: a user without access to the folder is no member (404 for
 everything in the project); the one role Girder has no level for, reviewer, may be given in
 slidelabel to a user with write access and is kept while that access lasts. Girder site admins
-are slidelabel admins (owners of every project).
+are slidelabel admins (owners of every project). The rest is slidelabel's, as on its own server:
+an account the admin disabled is refused at its next request, ``?token=`` is taken on reads only.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from girder.constants import AccessType, TokenScope
 from girder.models.folder import Folder
 from girder.models.token import Token
 from girder.models.user import User as GirderUser
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from girder_slidelabel.links import PROJECT_LINK, linked_folder
+from girder_slidelabel.links import linked_folders, project_of
 from slidelabel.errors import AuthenticationError, ConflictError
-from slidelabel.services.accounts import create_user
+from slidelabel.server.request_checks import MAX_ID
+from slidelabel.services.accounts import DISABLED, create_user
 from slidelabel.store.database import Database
 from slidelabel.store.models import Membership, Role, User
 
@@ -40,18 +43,26 @@ ROLE_OF_LEVEL: dict[int, Role] = {AccessType.READ: Role.viewer, AccessType.WRITE
                                   AccessType.ADMIN: Role.owner}
 #: Roles slidelabel may give beyond the Girder level, by level: a reviewer needs write access.
 KEPT_ABOVE_LEVEL: dict[int, frozenset[Role]] = {AccessType.WRITE: frozenset({Role.reviewer})}
-#: Requests that may authenticate with Girder's login cookie: only reads, as Girder itself
-#: refuses cookies on writes (a cross-site form could send them).
-COOKIE_METHODS = frozenset({"GET", "HEAD"})
+#: Requests that may authenticate with Girder's login cookie or ``?token=``: only reads, as Girder
+#: refuses cookies on writes and slidelabel's server query tokens (a cross-site form or link could
+#: send them).
+READ_METHODS = frozenset({"GET", "HEAD"})
+#: Path ids as FastAPI reads them (``+1``, `` 1`` and ``01`` are 1), so the roles brought up to
+#: date are those of the project the route acts on.
+_PATH_ID = TypeAdapter(int)
 
 
 def token_of(request: Request) -> str | None:
-    """The Girder token of a request: ``Girder-Token`` header, ``Authorization: Bearer``, the
-    ``token`` query parameter (tile URLs), or on reads the ``girderToken`` cookie."""
+    """The Girder token of a request: ``Girder-Token`` header, ``Authorization: Bearer``, or on
+    reads the ``token`` query parameter (tile URLs) or the ``girderToken`` cookie."""
     header = request.headers.get("authorization", "")
     bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
-    cookie = request.cookies.get("girderToken") if request.method in COOKIE_METHODS else None
-    return request.headers.get("girder-token") or bearer or request.query_params.get("token") or cookie
+    sent = request.headers.get("girder-token") or bearer
+    if sent or request.method in READ_METHODS:
+        return sent or request.query_params.get("token") or request.cookies.get("girderToken")
+    if request.query_params.get("token"):
+        raise AuthenticationError("?token= is accepted on reads only: send the token of a write as 'Girder-Token: ...'")
+    return None
 
 
 def girder_user_of_token(token: str | None) -> dict:
@@ -79,7 +90,8 @@ def _free_username(session: Session, login: str) -> str:
 
 def slidelabel_user(database: Database, girder_user: dict) -> User:
     """The slidelabel user linked to ``girder_user``, made on its first request. Its password is
-    random and never shown: the account is reached through Girder only."""
+    random and never shown: the account is reached through Girder only. A disabled account is
+    refused (:class:`AuthenticationError`), as slidelabel's server refuses its tokens."""
     with database.session(write=True) as session:
         user = session.get(User, girder_user[USER_LINK]) if USER_LINK in girder_user else None
         if user is None:
@@ -89,7 +101,9 @@ def slidelabel_user(database: Database, girder_user: dict) -> User:
                 raise AuthenticationError("your account is being set up: try again") from None
             GirderUser().update({"_id": girder_user["_id"]}, {"$set": {USER_LINK: user.id}})
         user.is_admin = bool(girder_user.get("admin"))
-        return user
+    if user.disabled:
+        raise AuthenticationError(DISABLED)
+    return user
 
 
 def role_of(girder_user: dict, folder: dict, current: Role | None) -> Role | None:
@@ -101,19 +115,13 @@ def role_of(girder_user: dict, folder: dict, current: Role | None) -> Role | Non
     return role
 
 
-def sync_memberships(database: Database, girder_user: dict, user: User, project_id: int | None) -> None:
-    """Make ``user``'s memberships of Girder-linked projects match its folder access: of the
-    project ``project_id`` when the request names one, else of every linked project."""
-    if project_id is not None:
-        folder = linked_folder(project_id)
-        folders = [folder] if folder is not None else []
-    else:
-        folders = list(Folder().find({PROJECT_LINK: {"$exists": True}}))
+def sync_memberships(database: Database, girder_user: dict, user: User, folders: list[dict]) -> None:
+    """Make ``user``'s memberships of the projects of the linked ``folders`` match its access to them."""
     if not folders:
         return
     with database.session(write=True) as session:
         for folder in folders:
-            key = (folder[PROJECT_LINK], user.id)
+            key = (project_of(folder), user.id)
             membership = session.get(Membership, key)
             role = role_of(girder_user, folder, membership.role if membership else None)
             if membership is not None and role is None:
@@ -124,12 +132,32 @@ def sync_memberships(database: Database, girder_user: dict, user: User, project_
                 membership.role = role
 
 
+def member(database: Database, girder_user: dict, project_id: int) -> User:
+    """The slidelabel user of ``girder_user``, its role in the project brought up to date."""
+    user = slidelabel_user(database, girder_user)
+    sync_memberships(database, girder_user, user, linked_folders(project_id))
+    return user
+
+
+def _path_project_id(raw: str) -> int | None:
+    """The project id FastAPI reads from the path; None where it reads none (the route answers 422)
+    or one no project has (no id goes beyond ``MAX_ID``)."""
+    try:
+        project_id = _PATH_ID.validate_python(raw)
+    except ValidationError:
+        return None
+    return project_id if 0 < project_id <= MAX_ID else None
+
+
 def girder_current_user(request: Request) -> User:
     """FastAPI dependency replacing slidelabel's ``current_user``: the request's Girder user as a
-    slidelabel user, its roles in the project the path names brought up to date first."""
+    slidelabel user, its roles in the project the path names (in every linked project when it
+    names none) brought up to date first."""
     girder_user = girder_user_of_token(token_of(request))
     database: Database = request.app.state.database
     user = slidelabel_user(database, girder_user)
     raw = request.path_params.get("project_id")
-    sync_memberships(database, girder_user, user, int(raw) if raw is not None and str(raw).isdigit() else None)
+    project_id = _path_project_id(raw) if raw is not None else None
+    folders = linked_folders(project_id) if raw is None or project_id is not None else []
+    sync_memberships(database, girder_user, user, folders)
     return user

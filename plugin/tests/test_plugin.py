@@ -42,6 +42,13 @@ def make_user(login: str) -> dict:
                              email=f"{login}@girder.test")
 
 
+def grant_project_creation(http, admin: dict, user: dict) -> None:
+    """Let ``user`` create projects, as a Girder admin does in slidelabel's user settings."""
+    me = http.get(f"{SL}/auth/me", headers=headers(user)).json()
+    granted = http.patch(f"{SL}/users/{me['id']}", headers=headers(admin), json={"can_create_projects": True})
+    assert granted.status_code == 200, granted.text
+
+
 def run_queued_jobs() -> list[Job]:
     """Run every queued slidelabel job in this process, as a worker's Celery task does."""
     settings = Settings()
@@ -72,7 +79,8 @@ def slide_folder(user, fsAssetstore, cmu_slide: Path, http) -> dict:
 
 
 @pytest.fixture
-def project(http, user, slide_folder) -> dict:
+def project(http, admin, user, slide_folder) -> dict:
+    grant_project_creation(http, admin, user)
     response = http.post(f"{API}/folder/{slide_folder['_id']}/slidelabel", headers=headers(user), json={
         "name": "skin", "superpixels": {"size": "60um"},
         "categories": [{"name": "tissue"}, {"name": "glass"}]})
