@@ -18,19 +18,33 @@ from slidelabel.errors import ParameterError
 #: marks), surrogate (Cs), private use (Co), line and paragraph separators (Zl, Zp) and unassigned
 #: (Cn, which holds the noncharacters U+FFFE, U+FFFF, U+FDD0...).
 UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Cn"})
+#: The controls a longer text (a description) may hold: line ends and tabs.
+TEXT_CONTROLS = "\n\r\t"
 #: Characters of an input an error message shows (then "..." and the input's length).
 SHOWN_CHARS = 40
 
 
-def unshown_character(text: str) -> str | None:
-    """The first character of ``text`` that a name may not hold (see :data:`UNSHOWN`), or None.
+def unshown_character(text: str, *, allowed: str = "") -> str | None:
+    """The first character of ``text`` that a name may not hold (see :data:`UNSHOWN`) and is not
+    one of ``allowed``, or None.
 
     >>> unshown_character("alice\\u200b")
     '\\u200b'
     >>> unshown_character("Tumour (grade 2)") is None
     True
     """
-    return next((c for c in text if unicodedata.category(c) in UNSHOWN), None)
+    return next((c for c in text if unicodedata.category(c) in UNSHOWN and c not in allowed), None)
+
+
+def check_printable_text(text: str, *, what: str) -> str:
+    """``text`` (a description: lines of printable text); :class:`ParameterError` naming ``what``
+    when it holds a character of :data:`UNSHOWN` other than a line end or a tab (a bidi override
+    would turn what others read around, an escape sequence drive their terminal)."""
+    bad = unshown_character(text, allowed=TEXT_CONTROLS)
+    if bad is not None:
+        raise ParameterError(f"{what} holds U+{ord(bad):04X}, a control, invisible or unassigned character; "
+                             "write printable text (line ends and tabs are fine)")
+    return text
 
 
 def check_printable_name(name: str, *, what: str, max_chars: int) -> str:

@@ -16,7 +16,7 @@ from slidelabel.pipelines.models import DEFAULT_MODEL
 from slidelabel.pipelines.normalisation import DEFAULT_NORMALISATION
 from slidelabel.pipelines.strategies import DEFAULT_STRATEGY
 from slidelabel.services import label_history
-from slidelabel.services.names import check_printable_name, shown_input
+from slidelabel.services.names import check_printable_name, check_printable_text, shown_input
 from slidelabel.services.registries import registry_of
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
 from slidelabel.settings import Settings
@@ -47,6 +47,8 @@ _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 IMPORTED_EXTRACTOR = re.compile(r"^imported-[a-z0-9][a-z0-9_-]{0,54}$")
 #: Longest category name (the database column's width).
 CATEGORY_NAME_CHARS = 100
+#: Longest project name (the database column's width).
+PROJECT_NAME_CHARS = 200
 #: Most categories of one project. A legend, its hotkeys and a K x K agreement or confusion table
 #: are read by people: tissue taxonomies have a few dozen classes at most (BCSS, a large public
 #: one, about 20). 255 leaves room for fine ones while bounding what one request does: an import
@@ -104,12 +106,11 @@ class NewCategory:
 
 
 def _name_free(session: Session, name: str, member: User, *, but: int | None = None) -> str:
-    """``name`` stripped; :class:`ParameterError` if empty, :class:`ConflictError` if another
-    project ``member`` belongs to has it. Other users' projects may have it: refusing would tell
-    anyone which names they use."""
-    name = name.strip()
-    if not name:
-        raise ParameterError("a project needs a name")
+    """``name`` stripped; :class:`ParameterError` unless printable (as category names and
+    usernames, :func:`~slidelabel.services.names.check_printable_name`) of at most
+    :data:`PROJECT_NAME_CHARS`, :class:`ConflictError` if another project ``member`` belongs to
+    has it. Other users' projects may have it: refusing would tell anyone which names they use."""
+    name = check_printable_name(name, what="project name", max_chars=PROJECT_NAME_CHARS)
     clash = (select(Project.id).join(Membership, Membership.project_id == Project.id)
              .where(Membership.user_id == member.id, Project.name == name, Project.id != (but or -1)))
     if session.scalar(clash.limit(1)) is not None:
@@ -125,7 +126,7 @@ def create_project(session: Session, owner: User, name: str, *, description: str
     name = _name_free(session, name, owner)
     check_choices(choices)
     options = superpixel_options(superpixels or {})
-    project = Project(name=name, description=description, extractor=choices.extractor, model=choices.model,
+    project = Project(name=name, description=check_printable_text(description, what="the description"), extractor=choices.extractor, model=choices.model,
                       strategy=choices.strategy, normalisation=choices.normalisation,
                       superpixel_options=options.as_dict())
     session.add(project)
@@ -153,7 +154,7 @@ def update_project(session: Session, project: Project, user: User, *, name: str 
     if name is not None:
         project.name = _name_free(session, name, user, but=project.id)
     if description is not None:
-        project.description = description
+        project.description = check_printable_text(description, what="the description")
     for attribute, value in changes.items():
         setattr(project, attribute, value)
     session.flush()

@@ -137,3 +137,18 @@ def test_misspelt_project_fields_and_a_colour_with_a_newline_are_refused(client,
     colour = client.post(f"/api/v1/projects/{project['id']}/categories", headers=admin_headers,
                          json={"name": "nl", "color": "#ffffff\n"})
     assert colour.status_code == 422, colour.text
+
+
+@pytest.mark.parametrize("field, value", [("name", "invoice\u202egpj.exe"), ("name", "a\u200bb"), ("name", "a\nb"),
+                                          ("name", "\x1b[31mred"), ("description", "see \u202eevil"),
+                                          ("description", "\x1b]0;title\x07")])
+def test_project_names_and_descriptions_are_printable_text(client, admin_headers, project, field, value):
+    """Sixteenth attack: project names and descriptions took bidi overrides, zero-width
+    characters and escape sequences (category and user names refused them)."""
+    created = client.post("/api/v1/projects", headers=admin_headers, json={"name": "p", field: value})
+    changed = client.patch(f"/api/v1/projects/{project['id']}", headers=admin_headers, json={field: value})
+    for answer in (created, changed):
+        assert answer.status_code == 422 and "U+" in answer.json()["detail"], answer.text
+    kept = client.patch(f"/api/v1/projects/{project['id']}", headers=admin_headers,
+                        json={"description": "Line one.\n\tLine two: tumour / stroma (grade 2)."})
+    assert kept.status_code == 200 and kept.json()["description"].startswith("Line one.\n\t"), kept.text

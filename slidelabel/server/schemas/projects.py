@@ -15,6 +15,7 @@ from slidelabel.services.projects import (
     DEFAULT_NORMALISATION,
     DEFAULT_STRATEGY,
     MAX_CATEGORIES,
+    PROJECT_NAME_CHARS,
     NewCategory,
     ProjectChoices,
     superpixel_options,
@@ -105,7 +106,7 @@ class ProjectCreate(BaseModel):
     # A misspelt field ("catgories", "superpixel_options") is refused, not silently left out.
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=PROJECT_NAME_CHARS)
     description: str = Field("", max_length=DESCRIPTION_CHARS)
     extractor: str = Field(DEFAULT_EXTRACTOR, max_length=CHOICE_CHARS)
     model: str = Field(DEFAULT_MODEL, max_length=CHOICE_CHARS)
@@ -126,7 +127,7 @@ class ProjectCreate(BaseModel):
 class ProjectUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=PROJECT_NAME_CHARS)
     description: str | None = Field(None, max_length=DESCRIPTION_CHARS)
     extractor: str | None = Field(None, max_length=CHOICE_CHARS)
     model: str | None = Field(None, max_length=CHOICE_CHARS)
