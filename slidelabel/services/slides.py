@@ -278,14 +278,14 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
         info = _describe(resolved, raw, limits)
         with database.session(write=True) as session:
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
-    added, skipped, seen = [], [], set()
+    added, skipped, seen, outside = [], [], set(), 0
     for path in _expand(raw, folders):
         if _undecodable(path):
             skipped.append(Skipped(shown_path(path), _RENAME))
             continue
         target = path.resolve()
-        if not _inside(target, folders):
-            skipped.append(Skipped(str(path), "it links to a file outside the slide folders"))
+        if not _inside(target, folders):  # not named: its name is another folder's content
+            outside += 1
             continue
         if target in seen:
             skipped.append(Skipped(str(path), "the same file as another match (a link)"))
@@ -297,6 +297,9 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
                 added.append(_insert(session, project_id, path.name, target, info, uploaded=False))
         except SlidelabelError as error:
             skipped.append(Skipped(str(path), str(error)))
+    if outside:
+        skipped.append(Skipped(raw, f"{outside} match{'es' if outside > 1 else ''} of it lead through links to files "
+                                    "outside the slide folders you may read; they are not named"))
     return Added(added, skipped)
 
 

@@ -142,6 +142,11 @@ def test_a_folder_shared_with_chosen_accounts_is_listed_and_read_by_them_only(se
             assert client.post(slides_url, headers=alice, json={"path": str(lab_b / "lab-b.svs")}).status_code == 403
             assert client.post(slides_url, headers=bob, json={"path": str(lab_a / "lab-a.svs")}).status_code == 403
             assert client.post(slides_url, headers=alice, json={"path": str(lab_a / "lab-a.svs")}).status_code == 201
+            # Sixteenth attack: a link in alice's folder to bob's named bob's files in what was skipped.
+            (lab_a / "elsewhere").symlink_to(lab_b)
+            added = client.post(slides_url, headers=alice, json={"path": str(lab_a / "*" / "*.svs")})
+            assert added.status_code == 201 and added.json()["added"] == [], added.text
+            assert "lab-b" not in added.text and "1 match" in added.text, added.text
     finally:
         app.state.database.dispose()
 
