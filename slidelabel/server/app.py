@@ -14,6 +14,7 @@ from slidelabel import __version__
 from slidelabel.pipelines.memory import release_freed_memory
 from slidelabel.server import errors
 from slidelabel.server.request_checks import RequestChecks
+from slidelabel.server.security_headers import SecurityHeaders
 from slidelabel.server.response_cache import ResponseCache
 from slidelabel.server.routers import (auth, cohorts, epochs, exports, gallery, jobs, labels, projects, reviews,
                                        segment_uploads, shapes, slides, tiles, users)
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                   description="Active-learning labelling of whole-slide images by superpixels.",
                   max_body_size=settings.max_body_mb * 2**20)  # uploads: their own limit (routers/slides.py)
     app.add_middleware(RequestChecks)
+    app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.database = database
     app.state.celery = make_celery(settings)
