@@ -32,6 +32,8 @@ from slidelabel.store.models import Token, User
 ADMIN = "admin"
 DISABLED = "this account is disabled: ask the admin to enable it"
 MIN_PASSWORD = 8
+#: Longest password taken (a passphrase, not a file).
+PASSWORD_CHARS = 1024
 #: Tokens an account keeps (browsers, scripts, devices at once): each login past them ends the
 #: oldest session, so logins in a loop cannot fill the database.
 TOKENS_PER_USER = 100
@@ -53,14 +55,30 @@ def create_user(session: Session, username: str, password: str, *, is_admin: boo
     account: :func:`~slidelabel.services.names.check_printable_name`), :class:`ConflictError` if
     the name is taken."""
     username = check_printable_name(username, what="username", max_chars=USERNAME_CHARS)
-    if len(password) < MIN_PASSWORD:
-        raise ParameterError(f"a password must have at least {MIN_PASSWORD} characters")
+    _check_password(password)
     if session.scalar(select(User).where(User.username == username)) is not None:
         raise ConflictError(f"the username {shown_input(username)} is taken")
     user = User(username=username, password_hash=_HASHER.hash(password), is_admin=is_admin)
     session.add(user)
     session.flush()
     return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise ParameterError(f"a password must have at least {MIN_PASSWORD} characters")
+
+
+def set_password(session: Session, user: User, password: str, *, keep_token: str | None = None) -> None:
+    """Give ``user`` a new ``password`` (:class:`ParameterError` when too short) and end its
+    sessions, all but the one of ``keep_token``: whoever knew the old password is logged out."""
+    _check_password(password)
+    user.password_hash = _HASHER.hash(password)
+    ended = delete(Token).where(Token.user_id == user.id)
+    if keep_token is not None:
+        ended = ended.where(Token.token_sha256 != _digest(keep_token))
+    session.execute(ended)
+    session.flush()
 
 
 def ensure_admin(session: Session, password: str | None) -> str | None:
@@ -132,8 +150,10 @@ def user_for_token(session: Session, token: str) -> User:
 
 
 def update_user(session: Session, actor: User, user_id: int, *, disabled: bool | None = None,
-                can_create_projects: bool | None = None, can_read_slide_folders: bool | None = None) -> User:
-    """Enable or disable an account and grant or withdraw its rights (None leaves one as it is).
+                can_create_projects: bool | None = None, can_read_slide_folders: bool | None = None,
+                password: str | None = None) -> User:
+    """Enable or disable an account, grant or withdraw its rights, or give it a new password
+    (None leaves each as it is; a new password ends the account's sessions).
 
     Only the admin may (:class:`PermissionDeniedError`), and never disable its own account
     (:class:`ParameterError`); :class:`NotFoundError` for an unknown id. A disabled account's
@@ -149,6 +169,8 @@ def update_user(session: Session, actor: User, user_id: int, *, disabled: bool |
         raise ParameterError("the admin cannot disable its own account: another admin may")
     if disabled is False and user.disabled:
         session.execute(delete(Token).where(Token.user_id == user.id))
+    if password is not None:
+        set_password(session, user, password)
     changes = {"disabled": disabled, "can_create_projects": can_create_projects,
                "can_read_slide_folders": can_read_slide_folders}
     for name, value in changes.items():

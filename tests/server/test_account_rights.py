@@ -32,8 +32,8 @@ def me(client: TestClient, headers: dict) -> dict:
     return response.json()
 
 
-def grant(client: TestClient, admin_headers: dict, user_id: int, **flags: bool) -> dict:
-    response = client.patch(f"{USERS}/{user_id}", headers=admin_headers, json=flags)
+def grant(client: TestClient, admin_headers: dict, user_id: int, **changes: bool | str) -> dict:
+    response = client.patch(f"{USERS}/{user_id}", headers=admin_headers, json=changes)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -187,3 +187,28 @@ def test_logins_past_an_accounts_token_limit_end_its_oldest_sessions(app, client
     with app.state.database.session() as session:
         assert session.query(Token).join(User).filter(User.username == "often").count() == 3
     assert me(client, admin_headers)["username"] == "admin"  # another account's sessions stay
+
+
+def test_an_account_changes_its_password_and_its_other_sessions_end(client, admin_headers):
+    """Sixteenth attack, low: there was no way to change a password."""
+    new_user(client, admin_headers, "carol")
+    here, elsewhere = login(client, "carol", PASSWORD), login(client, "carol", PASSWORD)
+    url = "/api/v1/auth/password"
+    wrong = client.post(url, headers=here, json={"current_password": "not it at all", "new_password": "a new secret"})
+    assert wrong.status_code == 401, wrong.text
+    short = client.post(url, headers=here, json={"current_password": PASSWORD, "new_password": "short"})
+    assert short.status_code == 422, short.text
+    changed = client.post(url, headers=here, json={"current_password": PASSWORD, "new_password": "a new secret"})
+    assert changed.status_code == 204, changed.text
+    assert me(client, here)["username"] == "carol"
+    assert client.get("/api/v1/auth/me", headers=elsewhere).status_code == 401
+    assert client.post("/api/v1/auth/login", json={"username": "carol", "password": PASSWORD}).status_code == 401
+    assert login(client, "carol", "a new secret")
+
+
+def test_the_admin_gives_an_account_a_new_password_and_its_sessions_end(client, admin_headers):
+    user_id, headers = new_user(client, admin_headers, "dave")
+    assert client.patch(f"{USERS}/{user_id}", headers=headers, json={"password": "mine now!"}).status_code == 403
+    grant(client, admin_headers, user_id, password="given by the admin")
+    assert client.get("/api/v1/auth/me", headers=headers).status_code == 401
+    assert login(client, "dave", "given by the admin")

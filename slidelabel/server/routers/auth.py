@@ -1,4 +1,4 @@
-"""Login (rate-limited per account and client address), logout and who am I."""
+"""Login (rate-limited per account and client address), logout, one's own password and who am I."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from slidelabel.server.deps import (
     WriteSession,
 )
 from slidelabel.server.routing import CommitInRouteThread
-from slidelabel.server.schemas.accounts import LoginRequest, LoginResponse, UserPublic
+from slidelabel.server.schemas.accounts import LoginRequest, LoginResponse, PasswordChange, UserPublic
 from slidelabel.services import accounts
 
 router = APIRouter(route_class=CommitInRouteThread, prefix="/auth", tags=["auth"])
@@ -42,6 +42,21 @@ def login(body: LoginRequest, throttle: LoginThrottleDep, _turn: PasswordCheckTu
 @router.post("/logout", status_code=204)
 def logout(session: WriteSession, token: Token) -> None:
     accounts.logout(session, token)
+
+
+@router.post("/password", status_code=204)
+def change_password(body: PasswordChange, throttle: LoginThrottleDep, _turn: PasswordCheckTurn, read: ReadSession,
+                    session: WriteSession, user: CurrentUser, token: Token, address: ClientAddress) -> None:
+    """Change your own password, giving the current one (checked and rate-limited as a login is);
+    your other sessions end, this one goes on."""
+    throttle.check(user.username, address)
+    try:
+        accounts.authenticate(read, user.username, body.current_password)
+    except AuthenticationError:
+        throttle.failed(user.username, address)
+        raise
+    throttle.succeeded(user.username, address)
+    accounts.set_password(session, session.merge(user), body.new_password, keep_token=token)
 
 
 @router.get("/me")

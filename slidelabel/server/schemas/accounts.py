@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slidelabel.services.accounts import USERNAME_CHARS
+from slidelabel.services.accounts import MIN_PASSWORD, PASSWORD_CHARS, USERNAME_CHARS
 
 
 class LoginRequest(BaseModel):
@@ -40,7 +40,7 @@ class LoginResponse(BaseModel):
 class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=USERNAME_CHARS,
                           description="printable text: no control, invisible, bidi or unassigned character")
-    password: str = Field(min_length=8)
+    password: str = Field(min_length=MIN_PASSWORD, max_length=PASSWORD_CHARS)
     is_admin: bool = False
 
 
@@ -52,3 +52,12 @@ class UserUpdate(BaseModel):
     disabled: bool | None = None
     can_create_projects: bool | None = None
     can_read_slide_folders: bool | None = None
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=PASSWORD_CHARS,
+                                 description="a new password; the account's sessions end")
+
+
+class PasswordChange(BaseModel):
+    """An account's own new password, with its current one."""
+
+    current_password: str = Field(max_length=PASSWORD_CHARS)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=PASSWORD_CHARS)
