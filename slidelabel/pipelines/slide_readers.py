@@ -9,14 +9,17 @@ own order of preference for the file's extension. Loading them also bounds large
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import large_image.config
 from large_image import tilesource
 from large_image.exceptions import TileSourceError
+from PIL import Image
 
 from slidelabel.errors import SlideUnreadableError
 from slidelabel.pipelines.pinned_files import INDEX_REFUSED, NAME_RESOLVING_READERS, index_by_content, is_reader_link
+from slidelabel.pipelines.slide_files import SlideLimits
 from slidelabel.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -46,8 +49,27 @@ def _bound_tile_cache() -> None:
         large_image.config.setConfig("cache_tileCache_maximum", TILE_CACHE_TILES)
 
 
+#: Pixels PIL decodes in one image at most: as many as one stored chunk of a slide may hold
+#: (:class:`~slidelabel.pipelines.slide_files.SlideLimits`, 3 bytes a pixel). large_image decodes
+#: JPEG tiles, and the whole image of its PIL reader, through PIL, and switches PIL's own guard off:
+#: a tile whose JPEG stream declared 20000 x 20000 px in a 256 px tile was decoded whole, 1.2 GB a
+#: request (the sixteenth attack).
+MAX_DECODED_PIXELS = SlideLimits().max_chunk_bytes // 3
+#: What readers raise for a file they cannot read: damaged, unsupported, or an image declaring
+#: more than :data:`MAX_DECODED_PIXELS`.
+READ_ERRORS = (TileSourceError, Image.DecompressionBombError)
+
+
+def _bound_image_decoding() -> None:
+    """Put PIL's guard back, at :data:`MAX_DECODED_PIXELS` (PIL refuses past twice its limit and
+    warns past it: the warning is not for users)."""
+    Image.MAX_IMAGE_PIXELS = MAX_DECODED_PIXELS // 2
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def _tile_sources(registry: Registry[type[tilesource.FileTileSource]]) -> None:
     _bound_tile_cache()
+    _bound_image_decoding()
     if not tilesource.AvailableTileSources:
         tilesource.loadTileSources()
     for name, source in sorted(tilesource.AvailableTileSources.items()):
@@ -84,13 +106,19 @@ def open_reader(path: Path, source: str | None, **options: object) -> tuple[str,
     ranked = [entry[-1] for entry in sorted(tilesource.getSortedSourceList(registry, str(path)))]
     preferred = [name for name in PREFERRED_READERS if name in registry]
     candidates = list(dict.fromkeys(preferred + ranked)) if source is None else [source]
+    too_large = None
     for name in candidates:
         try:
             # noCache: large_image caches sources by path, which would return a stale reader for
             # a file rewritten in place; each Slide owns its own reader instead.
             return name, registry[name](str(path), noCache=True, **options)
+        except Image.DecompressionBombError:
+            too_large = (f"the {name} reader would decode over {MAX_DECODED_PIXELS:,} px at once: convert it to a "
+                         "tiled pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid)")
         except TileSourceError as error:
             logger.debug("%s cannot open %s: %s", name, path, error)
+    if too_large is not None:
+        raise SlideUnreadableError(path, too_large)
     if source is not None:
         raise SlideUnreadableError(path, f"the {source} reader cannot open it")
     raise SlideUnreadableError(

@@ -22,7 +22,6 @@ import large_image.config
 import numpy as np
 from large_image import tilesource
 from large_image.constants import TILE_FORMAT_NUMPY
-from large_image.exceptions import TileSourceError
 
 from slidelabel.errors import (
     MissingMppError,
@@ -30,7 +29,7 @@ from slidelabel.errors import (
     SlideUnreadableError,
 )
 from slidelabel.pipelines.slide_files import check_slide_file
-from slidelabel.pipelines.slide_readers import list_sources, open_reader
+from slidelabel.pipelines.slide_readers import READ_ERRORS, list_sources, open_reader
 from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError, assemble_window
 
 logger = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ def _reading(path: Path, what: str) -> Iterator[None]:
     """Turn the readers' errors on a damaged file into a SlideUnreadableError naming ``what``."""
     try:
         yield
-    except (TileSourceError, OSError) as error:
+    except (*READ_ERRORS, OSError) as error:
         raise SlideUnreadableError(path, f"cannot read {what}: {error}") from error
 
 
@@ -253,7 +252,7 @@ class Slide:
             x1, y1 = min(x0 + self.info.tile_width, width), min(y0 + self.info.tile_height, height)
             try:
                 same = np.array_equal(direct.window(level, x0, y0, x1, y1), self._tiled_window(level, x0, y0, x1, y1))
-            except (TileDecodeError, TileSourceError, OSError):
+            except (TileDecodeError, *READ_ERRORS, OSError):
                 same = False  # a damaged tile: reading it later says so, through large_image
             if not same:
                 logger.debug("%s: level %d read directly differs from large_image's; not used", self.path, level)

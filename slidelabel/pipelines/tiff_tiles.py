@@ -31,6 +31,7 @@ import numpy as np
 import tifffile
 from PIL import ImageCms
 
+from slidelabel.pipelines.codestreams import declared_size
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
 
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
@@ -176,6 +177,14 @@ class TiffTiles:
             return np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8)
         try:
             data = os.pread(self._fd, count, page.dataoffsets[index])
+        except OSError as error:
+            raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: {error}") from error
+        declared = declared_size(data)
+        if declared is not None and (declared[0] > page.tilewidth or declared[1] > page.tilelength):
+            raise TileDecodeError(f"tile ({tx}, {ty}) of level {level} declares {declared[0]} x {declared[1]} px in its "
+                                  f"codestream, more than its tile's {page.tilewidth} x {page.tilelength}: the file is "
+                                  "damaged or made to exhaust memory, and is not decoded")
+        try:
             pixels = page.decode(data, index, jpegtables=page.jpegtables)[0]
             rgb = np.ascontiguousarray(pixels.reshape(page.tilelength, page.tilewidth, 3))
         except Exception as error:  # the codecs' own error types (imagecodecs, tifffile, zlib...)

@@ -37,9 +37,6 @@ from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, read_m
 Progress = Callable[[str, int, int], None]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 MASK_SUFFIXES = (".png", ".tiff", ".tif")
-# PIL refuses images above ~179 Mpx by default (a decompression-bomb guard); a level-0 mask of a
-# slide is that large, and it is the user's own file.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def load_inputs(images: Path, masks: Path, options: SimulationOptions, *, work: Path,
@@ -86,8 +83,21 @@ def _open_mask(path: Path) -> np.ndarray | zarr.Array:
     return _read_mask(path)
 
 
+def _own_image(path: Path, mode: str | None = None) -> np.ndarray:
+    """The pixels of the user's own image file (converted to ``mode``), whatever its size: PIL's
+    decompression-bomb guard (which the server keeps,
+    :data:`~slidelabel.pipelines.slide_readers.MAX_DECODED_PIXELS`) would refuse a level-0 mask
+    of a slide, and this file is no stranger's."""
+    bound, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode) if mode else image)
+    finally:
+        Image.MAX_IMAGE_PIXELS = bound
+
+
 def _read_mask(path: Path) -> np.ndarray:
-    mask = np.asarray(Image.open(path))
+    mask = _own_image(path)
     return mask[..., 0] if mask.ndim == 3 else mask
 
 
@@ -105,7 +115,7 @@ def _majority(superpixels_H_W: np.ndarray, mask_H_W: np.ndarray, n: int, n_class
 
 
 def _image(path: Path, mask_H_W: np.ndarray, n_classes: int, options: SimulationOptions) -> LabelledImage:
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+    rgb = _own_image(path, "RGB")
     if mask_H_W.shape != rgb.shape[:2]:
         raise ParameterError(f"the mask of {path.name} is {mask_H_W.shape}, the image {rgb.shape[:2]}")
     seeds = superpixel_array(rgb, SuperpixelParams(step=options.superpixel_px))

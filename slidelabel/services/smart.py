@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from large_image.constants import TILE_FORMAT_NUMPY
-from large_image.exceptions import TileSourceError
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import ParameterError, SlideUnreadableError
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.pipelines.sam import ImageEmbedding, SamPredictor, load_sam, mask_outline, sam_folder
+from slidelabel.pipelines.slide_readers import READ_ERRORS
 from slidelabel.services import shapes
 from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.tiles import TileGrid, label_map, slide_source, superpixel_table
@@ -173,7 +173,7 @@ def read_region(slide: PinnedFile, box: Box, long_side_px: int) -> tuple[np.ndar
     try:
         pixels, _ = source.getRegion(region=region, output={"maxWidth": long_side_px, "maxHeight": long_side_px},
                                      format=TILE_FORMAT_NUMPY)
-    except TileSourceError as error:
+    except READ_ERRORS as error:
         raise SlideUnreadableError(slide.path, f"cannot read region {region}: {error}") from None
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:

@@ -28,14 +28,13 @@ import numpy as np
 import tifffile
 from large_image import tilesource
 from large_image.constants import TILE_FORMAT_PIL
-from large_image.exceptions import TileSourceError
 from PIL import Image
 from scipy import ndimage
 
 from slidelabel.errors import NotFoundError, SlideUnreadableError
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.pipelines.render import BOUNDARY_RGB
-from slidelabel.pipelines.slide_readers import open_reader
+from slidelabel.pipelines.slide_readers import READ_ERRORS, open_reader
 from slidelabel.services.turns import Turns
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.superpixel_files import LABELS_FILE, MANIFEST_FILE, TABLE_FILE, read_manifest
@@ -130,7 +129,7 @@ def slide_tile(source: tilesource.FileTileSource, z: int, x: int, y: int) -> byt
     TileGrid.of(source).check(z, x, y)
     try:
         return source.getTile(x, y, z)
-    except TileSourceError as error:
+    except READ_ERRORS as error:
         message = f"cannot read tile ({x}, {y}) of level {z}: {error}"
         raise SlideUnreadableError(source.largeImagePath, message) from None
 
@@ -153,7 +152,7 @@ def slide_thumbnail(source: tilesource.FileTileSource, width: int) -> bytes:
     """A JPEG of the whole slide ``width`` pixels wide (never wider than level 0)."""
     try:
         return source.getThumbnail(width=width)[0]
-    except TileSourceError as error:
+    except READ_ERRORS as error:
         raise SlideUnreadableError(source.largeImagePath, f"cannot read a thumbnail: {error}") from None
 
 
@@ -349,7 +348,7 @@ def superpixel_picture(source: tilesource.FileTileSource, labels: LabelMap, tabl
         output = {"maxWidth": box[2] - box[0], "maxHeight": box[3] - box[1]}
         try:
             image, _ = source.getRegion(region=region, output=output, format=TILE_FORMAT_PIL)
-        except TileSourceError as error:
+        except READ_ERRORS as error:
             raise SlideUnreadableError(source.largeImagePath, f"cannot read region {region}: {error}") from None
         image = image.convert("RGBA").resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.BILINEAR)
         canvas.paste(image, box[:2], mask=image)  # transparent (unscanned) areas stay white

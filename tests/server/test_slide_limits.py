@@ -90,3 +90,55 @@ def test_a_bomb_in_a_slide_folder_is_skipped_and_the_limit_is_a_setting(app, cli
     assert set(skipped) == {"bomb.tif", "cmu.svs"}
     assert "SLIDELABEL_MAX_" in skipped["bomb.tif"]
     assert "SLIDELABEL_MAX_SLIDE_MEGAPIXELS" in skipped["cmu.svs"]
+
+
+def tile_bomb(path: Path, *, declared: int, codec: str = "jpeg") -> Path:
+    """A 1024 px tiled TIFF of 256 px tiles whose JPEG (or JPEG 2000) streams each declare
+    ``declared`` x ``declared`` px in their headers: 64 KB on disk, any size to a decoder."""
+    import imagecodecs
+    import numpy as np
+    import tifffile
+
+    tile = np.full((256, 256, 3), 200, np.uint8)
+    if codec == "jpeg":
+        stream = bytearray(imagecodecs.jpeg8_encode(tile, level=90))
+        frame = stream.find(b"\xff\xc0")
+        stream[frame + 5:frame + 9] = struct.pack(">HH", declared, declared)
+    else:
+        stream = bytearray(imagecodecs.jpeg2k_encode(tile, level=90, codecformat="j2k"))
+        size = stream.find(b"\xff\x51")
+        stream[size + 6:size + 14] = stream[size + 22:size + 30] = struct.pack(">II", declared, declared)
+    tifffile.imwrite(path, (bytes(stream) for _ in range(16)), shape=(1024, 1024, 3), dtype=np.uint8, tile=(256, 256),
+                     compression="jpeg" if codec == "jpeg" else 33003, photometric="rgb", metadata=None)
+    return path
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "jpeg2000"])
+def test_tiles_whose_codestreams_declare_more_than_their_tile_are_never_decoded(tmp_path, codec):
+    """Sixteenth attack: a 16 MB TIFF of 256 px tiles whose JPEG headers declared 20000 x 20000 px
+    passed every check (the tile tags are honest) and each tile request decoded 1.2 GB (13.8 GB
+    with four at once). Each decoder now refuses such a tile before decoding it: the direct TIFF
+    reader by the stream's header, large_image's (through PIL) past one stored chunk's pixels."""
+    from slidelabel.pipelines.pinned_files import pin_file
+    from slidelabel.pipelines.slides import open_slide
+    from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError
+    from slidelabel.services import tiles
+
+    bomb = tile_bomb(tmp_path / "bomb.tif", declared=12_000, codec=codec)
+    direct = TiffTiles.open(bomb, 1024, 1024, None)
+    with pytest.raises(TileDecodeError, match="declares 12000 x 12000 px in its codestream"):
+        direct.window(0, 0, 0, 256, 256)
+    direct.close()
+    with pytest.raises(SlideUnreadableError, match="12000 x 12000|exceeds limit"):
+        with open_slide(bomb) as slide:
+            slide.read_region(0, 0, 256, 256)
+    source = tiles.slide_source(pin_file(bomb, links=True))
+    with pytest.raises(SlideUnreadableError, match="exceeds limit"):
+        tiles.slide_tile(source, tiles.TileGrid.of(source).levels - 1, 0, 0)
+
+
+def test_the_upload_of_a_tile_bomb_is_refused(client, admin_headers, project, tmp_path):
+    bomb = tile_bomb(tmp_path / "bomb.tif", declared=12_000)
+    answer = client.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
+                         files={"file": ("bomb.tif", bomb.read_bytes())})
+    assert answer.status_code == 422 and "exceeds limit" in answer.json()["detail"], answer.text
