@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import ctypes
 import functools
+import logging
 import multiprocessing
 import os
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +29,9 @@ from slidelabel.cli.server_options import (
 from slidelabel.services.jobs import QUEUES
 from slidelabel.settings import Settings
 
+if TYPE_CHECKING:
+    import uvicorn
+
 #: prctl option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 #: Seconds a stopping server waits for open requests before ending them: a client that never
@@ -32,6 +40,8 @@ GRACEFUL_SHUTDOWN_S = 10
 #: Niceness of the embedded workers: on the cores they share with the API, a labeller's tile or
 #: queue request is answered first and jobs take the time it leaves.
 WORKER_NICENESS = 10
+#: Exit status of a server that did not start (uvicorn's).
+STARTUP_FAILURE = 3
 
 
 def _run_embedded_worker(settings: Settings, queue: str) -> None:
@@ -57,13 +67,43 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+class EmbeddedWorkers:
+    """The embedded worker processes; :meth:`stop` begins their stop (SIGTERM: Celery finishes the
+    running job) the moment the server is told to stop, so that their grace runs alongside the
+    API's wait for open requests, not after it (10 s, then 7-8 s more: 18.5 s for a stop the docs
+    gave 10 s, sixteenth attack)."""
+
+    def __init__(self, processes: list[multiprocessing.Process]) -> None:
+        self.processes = processes
+        self.deadline: float | None = None
+        """When the workers' grace ends (monotonic s); None until :meth:`stop`."""
+
+    def stop(self) -> None:
+        """SIGTERM to each worker, once; safe in a signal handler."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + GRACEFUL_SHUTDOWN_S
+            for process in self.processes:
+                process.terminate()
+
+    def reap(self) -> None:
+        """:meth:`stop`, wait for the workers until :attr:`deadline`, then SIGKILL each worker's
+        process group (its pool processes too) and reap it."""
+        self.stop()
+        for process in self.processes:
+            process.join(timeout=max(self.deadline - time.monotonic(), 0))
+            with suppress(ProcessLookupError):  # the group ended with its last process
+                os.killpg(process.pid, signal.SIGKILL)
+            process.join()
+
+
 @contextmanager
-def embedded_workers(settings: Settings) -> Iterator[list[multiprocessing.Process]]:
+def embedded_workers(settings: Settings) -> Iterator[EmbeddedWorkers]:
     """One worker per queue (a retrain never waits behind slide jobs), forked from this process
     after it has imported the job modules: the API, both workers and their pool processes share
-    one copy of those modules' memory instead of three. On the way out each worker gets SIGTERM
-    (Celery finishes the running job) and :data:`GRACEFUL_SHUTDOWN_S`, then its whole process
-    group SIGKILL: a job cut off runs again at the next start."""
+    one copy of those modules' memory instead of three. On the way out (or from
+    :meth:`EmbeddedWorkers.stop`, earlier) each worker gets SIGTERM (Celery finishes the running
+    job) and :data:`GRACEFUL_SHUTDOWN_S`, then its whole process group SIGKILL: a job cut off runs
+    again at the next start."""
     from slidelabel.workers.app import preload_jobs
 
     preload_jobs()
@@ -74,20 +114,71 @@ def embedded_workers(settings: Settings) -> Iterator[list[multiprocessing.Proces
         process.start()
         with suppress(OSError):  # set here too, so a SIGKILL of the group cannot miss a child not yet set up
             os.setpgid(process.pid, process.pid)
-    # uvicorn stops on SIGTERM, then raises it again with this handler in place: an exception, so
-    # that the clause below stops and reaps the workers rather than the process dying around them.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    embedded = EmbeddedWorkers(workers)
     try:
-        yield workers
+        yield embedded
     finally:
-        for process in workers:
-            process.terminate()
-        deadline = time.monotonic() + GRACEFUL_SHUTDOWN_S
-        for process in workers:
-            process.join(timeout=max(deadline - time.monotonic(), 0))
-            with suppress(ProcessLookupError):  # the group ended with its last process
-                os.killpg(process.pid, signal.SIGKILL)
-            process.join()
+        embedded.reap()
+
+
+class CutOffAtStop(logging.Filter):
+    """uvicorn's log of a stop that ends requests still open after :data:`GRACEFUL_SHUTDOWN_S`:
+    one line saying how many were cut off, not a traceback of each request's cancellation (about
+    100 lines per export download held open)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        if isinstance(record.msg, str) and record.msg.startswith("Cancel %s running task(s)"):
+            record.msg = f"stopping: %s request(s) still open after {GRACEFUL_SHUTDOWN_S} s were cut off"
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+def log_config() -> dict:
+    """uvicorn's logging configuration with :class:`CutOffAtStop` on its handlers (a dictionary:
+    each API process configures its own logging from it)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["cut_off_at_stop"] = {"()": CutOffAtStop}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("cut_off_at_stop")
+    return config
+
+
+def run_server(config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+    """``uvicorn.run`` of ``config`` that calls ``on_stop`` as soon as a signal tells the server to
+    stop (before uvicorn's wait for open requests): in the one API process's signal handler, or
+    in the supervisor of several."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            on_stop()
+            super().handle_exit(sig, frame)
+
+    class Supervisor(Multiprocess):
+        def handle_term(self) -> None:
+            on_stop()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            on_stop()
+            super().handle_int()
+
+    # uvicorn stops on SIGTERM, then raises it again with this handler in place: an exception, so
+    # that the caller's clean-up (workers, export folders) runs rather than the process dying
+    # around it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    if config.workers > 1:
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+        return
+    server = Server(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def bounded_connections(settings: Settings) -> dict[str, object]:
@@ -128,6 +219,7 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
     from slidelabel.server.app import create_app
     from slidelabel.services.accounts import ensure_admin
     from slidelabel.services.uploads import sweep_unfinished_uploads
+    from slidelabel.store.export_folders import sweep_export_folders
 
     settings = settings_from(**options)
     if demo:
@@ -145,17 +237,22 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
     app.state.database.dispose()
     if leftovers := sweep_unfinished_uploads(settings.data_dir):
         click.echo(f"removed {len(leftovers)} unfinished upload(s) that a stopped server left")
+    if leftovers := sweep_export_folders(settings.data_dir):
+        click.echo(f"removed {len(leftovers)} export folder(s) that a stopped server left")
     click.echo(f"slidelabel at http://{settings.host}:{settings.port}/ (API docs at /docs), data in {settings.data_dir}")
     if os.geteuid() == 0:
         click.echo("note: running as root; a server that reads slide folders is safer as a user of its own")
     # The API processes build their app from the environment: the same settings as here.
     os.environ.update(settings_environment(settings))
-    run = functools.partial(uvicorn.run, "slidelabel.server.app:app_from_environment", factory=True,
-                            host=settings.host, port=settings.port, workers=http_workers, log_level="warning",
+    config = uvicorn.Config("slidelabel.server.app:app_from_environment", factory=True, host=settings.host,
+                            port=settings.port, workers=http_workers, log_level="warning", log_config=log_config(),
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **bounded_connections(settings))
-    if settings.embedded_broker:
-        with embedded_workers(settings):
-            run()
-    else:
-        click.echo("jobs go to the broker: start workers with 'slidelabel worker'")
-        run()
+    try:
+        if settings.embedded_broker:
+            with embedded_workers(settings) as workers:
+                run_server(config, on_stop=workers.stop)
+        else:
+            click.echo("jobs go to the broker: start workers with 'slidelabel worker'")
+            run_server(config, on_stop=lambda: None)
+    finally:
+        sweep_export_folders(settings.data_dir)  # those of requests cut off, or of a killed API process
