@@ -54,15 +54,10 @@ class Turns:
         """Holds a turn while the block runs, waiting in this thread; :class:`BusyError` saying
         ``busy`` when none comes within ``wait_s`` seconds."""
         holder = _Anyone() if holder is None else holder
-        ticket = self._join(holder)
-        try:
+        with self._in_line(holder) as ticket:
             deadline = time.monotonic() + wait_s
-            while not self._take(holder, ticket):
-                if time.monotonic() >= deadline:
-                    raise BusyError(busy)
+            while not self._taken_by(holder, ticket, deadline, busy):
                 time.sleep(POLL_S)
-        finally:
-            self._leave(holder, ticket)
         try:
             yield
         finally:
@@ -74,15 +69,10 @@ class Turns:
         :data:`POLL_S` seconds, so no thread is held while waiting (nor after the client has
         gone: the coroutine is cancelled and leaves the line)."""
         holder = _Anyone() if holder is None else holder
-        ticket = self._join(holder)
-        try:
+        with self._in_line(holder) as ticket:
             deadline = time.monotonic() + wait_s
-            while not self._take(holder, ticket):
-                if time.monotonic() >= deadline:
-                    raise BusyError(busy)
+            while not self._taken_by(holder, ticket, deadline, busy):
                 await asyncio.sleep(POLL_S)
-        finally:
-            self._leave(holder, ticket)
         try:
             yield
         finally:
@@ -92,11 +82,8 @@ class Turns:
         """Take a turn at once if one is free and no one is waiting ahead; True when taken (give
         it back with :meth:`give_back`)."""
         holder = _Anyone() if holder is None else holder
-        ticket = self._join(holder)
-        try:
+        with self._in_line(holder) as ticket:
             return self._take(holder, ticket)
-        finally:
-            self._leave(holder, ticket)
 
     def give_back(self, holder: Hashable | None = None) -> None:
         """Give back a turn taken with :meth:`take_now` for ``holder`` (None: for no holder)."""
@@ -105,20 +92,31 @@ class Turns:
                 holder = next(held for held in self._held if isinstance(held, _Anyone))
         self._give_back(holder)
 
-    def _join(self, holder: Hashable) -> object:
+    @contextmanager
+    def _in_line(self, holder: Hashable) -> Iterator[object]:
+        """A ticket in ``holder``'s line, out of the line again at the end (after its turn, or
+        giving up: waiting past its time, a cancelled request)."""
         ticket = object()
         with self._lock:
             self._line.setdefault(holder, deque()).append(ticket)
-        return ticket
+        try:
+            yield ticket
+        finally:
+            with self._lock:
+                tickets = self._line.get(holder)
+                if tickets is not None and ticket in tickets:  # not served
+                    tickets.remove(ticket)
+                    if not tickets:
+                        del self._line[holder]
 
-    def _leave(self, holder: Hashable, ticket: object) -> None:
-        """Out of the line (after its turn, or giving up); a no-op for a ticket already served."""
-        with self._lock:
-            tickets = self._line.get(holder)
-            if tickets is not None and ticket in tickets:
-                tickets.remove(ticket)
-                if not tickets:
-                    del self._line[holder]
+    def _taken_by(self, holder: Hashable, ticket: object, deadline: float, busy: str) -> bool:
+        """Whether the ticket got its turn now; :class:`BusyError` saying ``busy`` when not and
+        the ``deadline`` (monotonic s) has passed."""
+        if self._take(holder, ticket):
+            return True
+        if time.monotonic() >= deadline:
+            raise BusyError(busy)
+        return False
 
     def _may_hold_more(self, holder: Hashable) -> bool:
         return self.per_holder is None or self._held.get(holder, 0) < self.per_holder
