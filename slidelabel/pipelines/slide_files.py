@@ -7,6 +7,7 @@ import logging
 import math
 import stat
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,23 @@ from slidelabel.pipelines.pinned_files import NOT_REGULAR, open_tiff
 logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 
+#: Why a file named .ndpi that holds another TIFF cannot be judged (tifffile reads any file so
+#: named with NDPI's 64-bit offsets: an SVS so named read as "2967 x 4121488756551188481 px").
+NOT_NDPI = ("is named .ndpi but is no Hamamatsu NDPI file (its first image has no NDPI tags), so its headers "
+            "cannot be read: give the file the extension of its format (e.g. .svs for an Aperio slide, .tif)")
+
+
+def _misnamed_ndpi(tiff: tifffile.TiffFile) -> bool:
+    """Whether tifffile read ``tiff`` as NDPI (by its name) though its first image is no NDPI's."""
+    if not tiff.tiff.is_ndpi:
+        return False
+    try:
+        first = tiff.pages.first
+    except IndexError:  # no image read (a truncated file): the other checks say what is wrong
+        return False
+    return not first.is_ndpi
+
+
 def _tiff_problem(path: Path, size: int) -> str | None:
     """Why a TIFF-based file (SVS, TIFF, NDPI...) of ``size`` bytes cannot be used, else None.
 
@@ -30,6 +48,8 @@ def _tiff_problem(path: Path, size: int) -> str | None:
     """
     try:
         with open_tiff(path) as tiff:
+            if _misnamed_ndpi(tiff):
+                return NOT_NDPI
             pages = list(tiff.pages)  # stops quietly where the chain leaves the file
             for page in pages:
                 pages.extend(page.pages or ())  # sub-IFDs: the pyramid levels of OME-TIFF
@@ -97,6 +117,8 @@ def _size(page: tifffile.TiffPage) -> str:
 
 def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | None:
     """Why the TIFF declares more than ``limits`` allow, else None; reads headers only."""
+    if _misnamed_ndpi(tiff):
+        return NOT_NDPI
     pages = [page for page in tiff.pages if isinstance(page, tifffile.TiffPage)]
     for page in list(pages):
         pages.extend(page.pages or ())
@@ -116,16 +138,30 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
                 "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
     if tiff.is_ndpi:  # OpenSlide reads NDPI's one-strip JPEGs piecewise, by their restart markers
         return None
+    if oversized := oversized_chunks(pages, limits):
+        page, chunk_bytes = oversized
+        return (f"stores an image of {_size(page)} in {stored_chunks(page)} of {chunk_bytes // 2**20} MB decoded "
+                f"each, more than the {limits.max_chunk_bytes // 2**20} MB this server decodes at once "
+                "(SLIDELABEL_MAX_DECODED_MB): convert it to a tiled pyramidal TIFF, e.g. "
+                "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+    return None
+
+
+def oversized_chunks(pages: Iterable[tifffile.TiffPage], limits: SlideLimits) -> tuple[tifffile.TiffPage, int] | None:
+    """The first of ``pages`` whose stored strips or tiles decode to more than
+    ``limits.max_chunk_bytes`` each (a reader decodes each one whole), with that size in bytes;
+    None when all fit. Reads headers only: slides, and the label masks imported onto them."""
     for page in pages:
         itemsize = page.dtype.itemsize if page.dtype is not None else 1
         chunk_bytes = math.prod(page.chunks) * itemsize
         if chunk_bytes > limits.max_chunk_bytes:
-            stored = "tile" if page.is_tiled else "strip"
-            return (f"stores an image of {_size(page)} in {stored}s of {chunk_bytes // 2**20} MB decoded each, "
-                    f"more than the {limits.max_chunk_bytes // 2**20} MB this server decodes at once "
-                    "(SLIDELABEL_MAX_DECODED_MB): convert it to a tiled pyramidal TIFF, e.g. "
-                    "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+            return page, chunk_bytes
     return None
+
+
+def stored_chunks(page: tifffile.TiffPage) -> str:
+    """How ``page`` stores its pixels, for messages: "tiles" or "strips"."""
+    return "tiles" if page.is_tiled else "strips"
 
 
 def check_regular_file(path: Path) -> None:

@@ -40,7 +40,7 @@ from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category, room_
 from slidelabel.services.segment_import import ALGORITHM, import_segments
 from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
 from slidelabel.services.slide_paths import slide_file
-from slidelabel.services.slides import allowed_folders, resolve_in_folders
+from slidelabel.services.slides import allowed_folders, resolve_in_folders, slide_limits
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
 from slidelabel.store.atomic import replace_folder
@@ -302,7 +302,8 @@ def import_segments_job(context: JobContext) -> dict:
         refuse_labelled(session, session.get(Slide, context.slide_id))
     context.progress(0.0, "importing segments", force=True)
     scratch = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.import")
-    options = ImportOptions(source.downsample, Path(source.bboxes) if source.bboxes else None)
+    options = ImportOptions(source.downsample, Path(source.bboxes) if source.bboxes else None,
+                            limits=slide_limits(context.settings))
     try:
         with _named_as_uploaded(source.path):
             result = import_segments(slide.reader_path, source.path, scratch, format=source.format, options=options,

@@ -22,22 +22,32 @@ import zarr
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.importers.segments import MAX_SEGMENTS, ImportOptions, SlideGeometry, check_downsample, working_size
+from slidelabel.pipelines.slide_files import SlideLimits, oversized_chunks, stored_chunks
 from slidelabel.pipelines.superpixels import Tile, core_tiles
 
 TILE_SIZE = 2048
+#: Tile side (px) that messages suggest for a mask or pixelmap stored in chunks too large to decode.
+SUGGESTED_TILE = 512
 
 
 class _TiffImage:
     """Level 0 of a TIFF as a lazily read array, sized to the slide's working grid."""
 
-    def __init__(self, path: Path, geometry: SlideGeometry, downsample: float | None) -> None:
+    def __init__(self, path: Path, geometry: SlideGeometry, options: ImportOptions) -> None:
         self.path = Path(path)
         try:
             self._tiff = tifffile.TiffFile(self.path)
             series = self._tiff.series[0]
+            level = series.levels[0]
+            stored = [page for page in (level.keyframe, *level.pages) if isinstance(page, tifffile.TiffPage)]
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as error:
+            raise ParameterError(f"{self.path} is not a readable TIFF image ({error})") from None
+        self._check_chunks(stored, options.limits)  # before zarr decodes any
+        try:
             self._store = series.aszarr(level=0)
             self.array = zarr.open_array(self._store, mode="r")
         except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as error:
+            self.close()
             raise ParameterError(f"{self.path} is not a readable TIFF image ({error})") from None
         self.axes, self.dtype = series.axes, series.dtype
         height, width = self.array.shape[:2] if self.axes[:2] == "YX" else (0, 0)
@@ -46,6 +56,7 @@ class _TiffImage:
             raise ParameterError(f"{self.path}: expected a 2-D image (axes YX or YXS), got axes {self.axes}")
         self.height, self.width = height, width
         found = geometry.width / width
+        downsample = options.downsample
         self.downsample = check_downsample(downsample if downsample is not None else 2.0 ** round(math.log2(max(found, 1))), self.path)
         expected_h, expected_w = working_size(geometry, self.downsample)
         # A writer may round the reduced size down, so one pixel less than ours is the same level.
@@ -55,6 +66,22 @@ class _TiffImage:
                 f"{self.path} is {width} x {height} px but the {geometry.width} x {geometry.height} px slide at "
                 f"downsample {self.downsample:g} is {expected_w} x {expected_h} px: the image is of another level or "
                 f"another slide (give --downsample for the level it is at)")
+
+    def _check_chunks(self, pages: list[tifffile.TiffPage], limits: SlideLimits) -> None:
+        """:class:`ParameterError` when a stored strip or tile of ``pages`` (level 0's) decodes to
+        more than ``limits`` allow: zarr decodes each one whole (a 4 MB mask of one 32768 px tile
+        took 4.5 GB of the worker); headers only."""
+        oversized = oversized_chunks(pages, limits)
+        if oversized is None:
+            return
+        page, chunk_bytes = oversized
+        self.close()
+        raise ParameterError(
+            f"{self.path} stores its {page.imagewidth} x {page.imagelength} px image in {stored_chunks(page)} of "
+            f"{chunk_bytes / 2**20:,.0f} MB decoded each, more than the {limits.max_chunk_bytes // 2**20} MB this "
+            f"server decodes at once (SLIDELABEL_MAX_DECODED_MB): write it tiled, e.g. in {SUGGESTED_TILE} x "
+            f"{SUGGESTED_TILE} px tiles (tifffile.imwrite(path, mask, tile=({SUGGESTED_TILE}, {SUGGESTED_TILE}), "
+            "compression='zlib'))")
 
     def window(self, tile: Tile) -> np.ndarray:
         """The pixels of a working-level tile, 0 beyond the image's edge."""
@@ -76,7 +103,7 @@ class MaskSource:
 
     def __init__(self, path: Path, geometry: SlideGeometry, options: ImportOptions) -> None:
         self.path = Path(path)
-        self._image = _TiffImage(self.path, geometry, options.downsample)
+        self._image = _TiffImage(self.path, geometry, options)
         self.downsample = self._image.downsample
         if self._image.axes != "YX" or self._image.dtype.kind not in "iu":
             self.close()
@@ -142,7 +169,7 @@ class PixelmapSource:
         boxes = read_bboxes(options.bboxes)
         if len(boxes) > MAX_SEGMENTS:
             raise ParameterError(f"{options.bboxes} lists {len(boxes):,} segments; a slide holds at most {MAX_SEGMENTS:,}")
-        self._image = _TiffImage(self.path, geometry, options.downsample)
+        self._image = _TiffImage(self.path, geometry, options)
         if self._image.axes != "YXS" or self._image.dtype != np.uint8 or self._image.array.shape[2] not in (3, 4):
             self.close()
             raise ParameterError(f"{self.path}: a pixelmap is an 8-bit RGB image, got {self._image.axes} {self._image.dtype}")

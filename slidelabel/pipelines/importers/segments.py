@@ -19,6 +19,7 @@ import numpy as np
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.importers.geojson import read_geojson
 from slidelabel.pipelines.importers.polygons import fill_polygons, self_crossing, tile_buckets
+from slidelabel.pipelines.slide_files import SlideLimits
 from slidelabel.pipelines.superpixel_stats import SuperpixelStatistics, SuperpixelSummary
 from slidelabel.pipelines.superpixels import Block, Tile, core_tiles
 from slidelabel.store.label_map import LabelMapWriter
@@ -45,12 +46,15 @@ class SlideGeometry:
 @dataclass(frozen=True)
 class ImportOptions:
     """How to read a source: ``downsample`` (level-0 px per label-map px, a power of two; None:
-    1 for polygons, the image's own for rasters), ``bboxes`` (Histomics Label's bounding-box CSV)
-    and ``even_odd`` (fill self-crossing polygons by the even-odd rule instead of refusing them)."""
+    1 for polygons, the image's own for rasters), ``bboxes`` (Histomics Label's bounding-box CSV),
+    ``even_odd`` (fill self-crossing polygons by the even-odd rule instead of refusing them) and
+    ``limits`` (a raster's strips or tiles decode to at most ``limits.max_chunk_bytes`` each: a
+    server's :func:`~slidelabel.services.slides.slide_limits`)."""
 
     downsample: float | None = None
     bboxes: Path | None = None
     even_odd: bool = False
+    limits: SlideLimits = field(default_factory=SlideLimits)
 
 
 class SegmentSource(Protocol):
