@@ -22,6 +22,8 @@ import click
 
 from slidelabel.cli.errors import user_errors
 from slidelabel.cli.server_options import (
+    PORTS,
+    check_listen_address,
     server_options,
     settings_environment,
     settings_from,
@@ -205,7 +207,7 @@ def bounded_connections(settings: Settings) -> dict[str, object]:
 @click.command("serve")
 @server_options
 @click.option("--host", default=None, help="Address to listen on [env SLIDELABEL_HOST; default 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port [env SLIDELABEL_PORT; default 8000].")
+@click.option("--port", type=PORTS, default=None, help="Port [env SLIDELABEL_PORT; default 8000].")
 @click.option("--slide-folder", "slide_folders", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A server folder projects may add slides from (repeatable) [env SLIDELABEL_SLIDE_FOLDERS].")
 @click.option("--demo", is_flag=True, help="Create a demo project on a real sample slide.")
@@ -222,6 +224,7 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
     from slidelabel.store.export_folders import sweep_export_folders
 
     settings = settings_from(**options)
+    check_listen_address(settings)  # before the data folder and the admin user are made
     if demo:
         from slidelabel.services.demo_project import create_demo_project, demo_settings
 
