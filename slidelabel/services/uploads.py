@@ -17,6 +17,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from slidelabel.errors import NotFoundError, ParameterError, TooLargeError
+from slidelabel.services.names import shown_input, unshown_character
 
 MB = 1 << 20
 #: Longest slide file name: the hidden name it is received under adds 25 bytes, and file systems
@@ -42,11 +43,17 @@ def _parsing() -> Iterator[None]:
 
 
 def upload_name(filename: str) -> str:
-    """The slide name of an uploaded file: its base name, which must be a plain visible file name."""
+    """The slide name of an uploaded file: its base name, which must be a plain visible file name
+    of printable characters (:func:`~slidelabel.services.names.unshown_character`), as other
+    names are: a slide's name is shown to the project's members."""
     name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
     if not name or name.startswith(".") or "\x00" in name or len(name.encode()) > MAX_NAME_BYTES:
         raise ParameterError(f"{filename[:80]!r} is not a usable file name (at most {MAX_NAME_BYTES} bytes, not hidden); "
                              "rename the file (e.g. slide.svs)")
+    bad = unshown_character(name)
+    if bad is not None:
+        raise ParameterError(f"the file name {shown_input(name)} holds U+{ord(bad):04X}, a control, invisible or "
+                             "unassigned character; names are printable text: rename the file (e.g. slide.svs)")
     return name
 
 
