@@ -37,6 +37,7 @@ from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.slides import SlideInfo, open_slide
 from slidelabel.services.accounts import may_read_slide_folders, require_slide_folders
 from slidelabel.services.batch import expand_inputs
+from slidelabel.services.jobs import still_stopping, stopping_message, wait_stopped
 from slidelabel.services.slide_jobs import STEP_KINDS
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
@@ -278,14 +279,17 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
         info = _describe(resolved, raw, limits)
         with database.session(write=True) as session:
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
-    added, skipped, seen, outside = [], [], set(), 0
+    added, skipped, seen, links_out = [], [], set(), set()
     for path in _expand(raw, folders):
         if _undecodable(path):
             skipped.append(Skipped(shown_path(path), _RENAME))
             continue
         target = path.resolve()
-        if not _inside(target, folders):  # not named: its name is another folder's content
-            outside += 1
+        if not _inside(target, folders):
+            link = _link_out(path, folders)  # named, not what lies behind it: another folder's content
+            if link not in links_out:
+                links_out.add(link)
+                skipped.append(Skipped(str(link), "it links to a file or folder outside the slide folders you may read"))
             continue
         if target in seen:
             skipped.append(Skipped(str(path), "the same file as another match (a link)"))
@@ -297,10 +301,16 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
                 added.append(_insert(session, project_id, path.name, target, info, uploaded=False))
         except SlidelabelError as error:
             skipped.append(Skipped(str(path), str(error)))
-    if outside:
-        skipped.append(Skipped(raw, f"{outside} match{'es' if outside > 1 else ''} of it lead through links to files "
-                                    "outside the slide folders you may read; they are not named"))
     return Added(added, skipped)
+
+
+def _link_out(path: Path, folders: list[Path]) -> Path:
+    """The first part of ``path`` (a match inside ``folders``, unresolved) that resolves outside
+    them: the link that leads out."""
+    for part in (*reversed(path.parents), path):
+        if not _inside(part.resolve(), folders) and any(part.parent.resolve().is_relative_to(f) for f in folders):
+            return part
+    return path
 
 
 def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path,
@@ -375,16 +385,25 @@ def delete_slide(database: Database, settings: Settings, project_id: int, slide_
     """Remove the slide, its labels and jobs, and its files under the data folder: superpixels,
     features, predictions, and the slide file itself if it was uploaded. :class:`ConflictError`
     while a job of the slide, or an epoch of the project (it reads every slide's labels and
-    features, and writes every slide's predictions), is queued or running."""
+    features, and writes every slide's predictions), is queued or running. Such a job that was
+    cancelled but whose process still runs is waited for (:data:`~slidelabel.services.jobs.STOP_WAIT_S` at most), then
+    refused as running, as :func:`~slidelabel.services.projects.delete_project` does."""
     files = ProjectFiles(settings.data_dir, project_id)
+    reading = or_(Job.slide_id == slide_id, (Job.project_id == project_id) & (Job.kind == EPOCH_KIND))
+    with database.session() as session:
+        get_slide(session, project_id, slide_id)
+    wait_stopped(database, reading, stale_s=settings.job_stale_seconds)
     with database.session(write=True) as session:
         slide = get_slide(session, project_id, slide_id)
-        reading = or_(Job.slide_id == slide_id, (Job.project_id == project_id) & (Job.kind == EPOCH_KIND))
         active = list(session.scalars(select(Job.id).where(
             reading, Job.state.in_([JobState.queued, JobState.running])).order_by(Job.id)))
         if active:
             raise ConflictError(f"jobs {', '.join(map(str, active))} reading this slide are queued or running; "
                                 "cancel them first")
+        stopping = list(session.scalars(select(Job.id).where(
+            still_stopping(reading, stale_s=settings.job_stale_seconds)).order_by(Job.id)))
+        if stopping:
+            raise ConflictError(stopping_message(stopping))
         epochs = session.scalars(select(Epoch.number).where(Epoch.project_id == project_id))
         remove = [files.predictions(number, slide_id) for number in epochs]
         if slide.uploaded and Path(slide.path).resolve().is_relative_to(files.uploads.resolve()):
