@@ -17,6 +17,9 @@ the work itself is a function registered by kind with :func:`job_kind`, which ge
   (``Settings.job_time_limit_slide_s``, ``job_time_limit_epoch_s``). Writers remove their
   temporary outputs on that exception. Celery's soft and hard time limits (the longest kind's
   limit plus :data:`HARD_LIMIT_GRACE_S`, then twice that) stop a job stuck where it reports nothing.
+  A cancelled job's heartbeat beats until its process ends, and deleting its project or slide
+  waits for that (:func:`still_stopping`), so that no job writes into a deleted folder; a job
+  whose row is gone stops as a cancelled one.
 - *Fair*: the users who start jobs take turns on a queue. A job taken while another user's job
   waits there, whose starter's last turn came before this job's starter's, steps back: its
   message goes to the end of the broker's queue (:func:`steps_back`), so one owner's hundred
@@ -36,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePath
 from typing import Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from slidelabel.errors import ConflictError, JobCancelled, NotFoundError, PermissionDeniedError, SlidelabelError
 from slidelabel.registry import Registry
@@ -74,6 +77,12 @@ HARD_LIMIT_GRACE_S = 60.0
 #: the heartbeat kills its process (where the worker allows it): one computation that reports
 #: nothing, such as a large superpixel tile on busy cores, must not hold the worker for minutes.
 STOP_GRACE_S = 2.0
+#: Seconds a delete of a project or slide waits for the processes of its cancelled jobs to end
+#: (a cancelled job stops at its next progress report or is killed :data:`STOP_GRACE_S` later)
+#: before it refuses: Cancel then Delete at once just works, and no job writes after the delete.
+STOP_WAIT_S = STOP_GRACE_S + 3.0
+#: What a job whose row went with its project or slide says (in the worker's log: no row is left).
+GONE = "its project or slide was deleted"
 #: Key of a job function's result that leaves the job running after the function returns: its
 #: work goes on in other jobs (one per slide of a cohort), whose ``on_end`` ends it. Such a job
 #: has no heartbeat (NULL), so :func:`requeue_stale` never takes it for a dead worker's.
@@ -173,6 +182,8 @@ class JobContext:
         self._last_write = now
         with self.database.session(write=True) as session:
             job = session.get(Job, self.job_id)
+            if job is None:
+                raise JobCancelled(GONE)
             if job.state == JobState.cancelled:
                 raise JobCancelled()
             job.progress = min(max(float(fraction), 0.0), 1.0)
@@ -181,8 +192,11 @@ class JobContext:
                 job.message = bounded(message, MESSAGE_CHARS)
 
     def log(self, line: str) -> None:
+        """Add ``line`` to the job's log (nothing once the job's row is gone)."""
         with self.database.session(write=True) as session:
             job = session.get(Job, self.job_id)
+            if job is None:
+                return
             job.log = f"{job.log}{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {bounded(line, LOG_LINE_CHARS)}\n"
 
 
@@ -273,6 +287,35 @@ def cancel(database: Database, project_id: int, job_id: int, *, user_id: int, is
         return job
 
 
+def still_stopping(where: ColumnElement[bool], *, stale_s: float) -> ColumnElement[bool]:
+    """The jobs matching ``where`` that were cancelled but whose process has not ended: the
+    heartbeat beats on until the process ends (:func:`run` clears it; a kill clears it first),
+    and a heartbeat older than ``stale_s`` is a dead worker's."""
+    fresh = Job.heartbeat_at > datetime.now(UTC) - timedelta(seconds=stale_s)
+    return where & (Job.state == JobState.cancelled) & Job.heartbeat_at.is_not(None) & fresh
+
+
+def wait_stopped(database: Database, where: ColumnElement[bool], *, stale_s: float,
+                 wait_s: float | None = None) -> list[int]:
+    """Wait up to ``wait_s`` (:data:`STOP_WAIT_S` by default) for the processes of the cancelled
+    jobs matching ``where`` to end (:func:`still_stopping`); the ids of those still running."""
+    deadline = time.monotonic() + (STOP_WAIT_S if wait_s is None else wait_s)
+    while True:
+        with database.session() as session:
+            stopping = list(session.scalars(select(Job.id).where(still_stopping(where, stale_s=stale_s))
+                                            .order_by(Job.id)))
+        if not stopping or time.monotonic() >= deadline:
+            return stopping
+        time.sleep(0.2)
+
+
+def stopping_message(job_ids: list[int]) -> str:
+    """What a delete refused for :func:`still_stopping` jobs says."""
+    return (f"job{'s' if len(job_ids) > 1 else ''} {', '.join(map(str, job_ids))} "
+            f"{'were' if len(job_ids) > 1 else 'was'} cancelled but {'their' if len(job_ids) > 1 else 'its'} "
+            "process has not ended yet; try again in a few seconds")
+
+
 def _check_may_manage(job: Job, *, user_id: int, is_owner: bool, verb: str) -> None:
     """:class:`PermissionDeniedError` unless ``user_id`` started the job or owns its project."""
     if not is_owner and job.created_by != user_id:
@@ -361,7 +404,7 @@ def _claim(database: Database, job_id: int, stale_s: float) -> Job | None:
 def _finish(database: Database, job_id: int, state: JobState, message: str, log: str = "") -> None:
     with database.session(write=True) as session:
         job = session.get(Job, job_id)
-        if job.state == JobState.cancelled and state != JobState.cancelled:
+        if job is None or (job.state == JobState.cancelled and state != JobState.cancelled):
             return
         job.state, job.message = state, bounded(message, MESSAGE_CHARS)
         if state == JobState.done:
@@ -378,8 +421,21 @@ def _wait(database: Database, job_id: int, message: str) -> None:
                         .execution_options(synchronize_session=False))
 
 
+def _process_ended(database: Database, job_id: int) -> None:
+    """Clear the heartbeat of the job unless it is still queued or running: no process runs it
+    (:func:`still_stopping`)."""
+    with database.session(write=True) as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.state.not_in([JobState.queued, JobState.running]))
+                        .values(heartbeat_at=None).execution_options(synchronize_session=False))
+
+
+def _row_gone(database: Database, job_id: int) -> bool:
+    with database.session() as session:
+        return session.get(Job, job_id) is None
+
+
 def _ended(database: Database, job_id: int) -> None:
-    """Call the ``on_end`` of the job's kind, if it has one."""
+    """Call the ``on_end`` of the job's kind, if it has one (none when the job's row is gone)."""
     with database.session() as session:
         kind = session.scalar(select(Job.kind).where(Job.id == job_id))
     on_end = getattr(JOB_KINDS.get(kind, None), "on_end", None)
@@ -391,8 +447,11 @@ def _beat(database: Database, context: JobContext, stop: threading.Event, kill: 
     """Beat the job's heartbeat every :data:`HEARTBEAT_S` until ``stop``; with ``kill``, look at
     the job every :data:`PROGRESS_EVERY_S` and call ``kill`` once it was cancelled or ran past its
     time limit :data:`STOP_GRACE_S` ago and is still running (it reports no progress), after
-    recording why in the job. A look that fails (the database busy past its wait, a dropped
-    connection) is tried again at the next one: the thread that stops the job must not die."""
+    recording why in the job. A job whose row is gone (deleted with its project or slide) is
+    stopped as a cancelled one. The heartbeat beats on after a Cancel until the process ends, so
+    that a delete knows to wait for it (:func:`still_stopping`). A look that fails (the database
+    busy past its wait, a dropped connection) is tried again at the next one: the thread that
+    stops the job must not die."""
     state = _BeatState(cancelled_at=None, beaten=time.monotonic())
     while not stop.wait(PROGRESS_EVERY_S if kill is not None else HEARTBEAT_S):
         try:
@@ -414,17 +473,24 @@ def _look(database: Database, context: JobContext, stop: threading.Event, kill: 
     now = time.monotonic()
     if now - state.beaten >= HEARTBEAT_S or kill is None:
         with database.session(write=True) as session:
-            session.execute(update(Job).where(Job.id == context.job_id, Job.state == JobState.running)
+            session.execute(update(Job).where(Job.id == context.job_id,
+                                              Job.state.in_([JobState.running, JobState.cancelled]))
                             .values(heartbeat_at=datetime.now(UTC)).execution_options(synchronize_session=False))
         state.beaten = now
     if kill is None:
         return False
     with database.session() as session:
-        cancelled = session.scalar(select(Job.state).where(Job.id == context.job_id)) == JobState.cancelled
+        job_state = session.scalar(select(Job.state).where(Job.id == context.job_id))
+    cancelled = job_state is None or job_state == JobState.cancelled
     state.cancelled_at = (state.cancelled_at or now) if cancelled else None
     if state.cancelled_at is not None and now - state.cancelled_at > STOP_GRACE_S and not stop.is_set():
-        context.log(f"killed its process: no progress report within {STOP_GRACE_S:g} s after it was cancelled")
+        if job_state is None:
+            logger.info("job %s: %s; killed its process (no progress report within %g s)", context.job_id, GONE,
+                        STOP_GRACE_S)
+        else:
+            context.log(f"killed its process: no progress report within {STOP_GRACE_S:g} s after it was cancelled")
         _ended(database, context.job_id)
+        _process_ended(database, context.job_id)  # the process ends next: a delete need wait no longer
         kill()
         return True
     if now - context.started > context.time_limit_s + STOP_GRACE_S and not stop.is_set():
@@ -444,7 +510,10 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     its time limit fails saying so (also when Celery's soft limit interrupted it); errors a user
     caused fail the job with their message; anything else fails it with the traceback in its log.
     ``kill`` ends this process: called when a cancelled or overlong job does not stop at a
-    progress report within :data:`STOP_GRACE_S` (None: such a job runs on to its end)."""
+    progress report within :data:`STOP_GRACE_S` (None: such a job runs on to its end). A job
+    whose row went with its project or slide ends as a cancelled one, with a line in the worker's
+    log and no traceback. Its heartbeat is cleared last: a delete waits for that
+    (:func:`still_stopping`)."""
     if sender is not None and stepped_back < MAX_STEPS_BACK and steps_back(database, job_id):
         dispatch(database, sender, job_id, steps_back=stepped_back + 1)
         return
@@ -458,7 +527,7 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     stop = threading.Event()
     heart = threading.Thread(target=_beat, args=(database, context, stop, kill), daemon=True)
     heart.start()
-    waiting = None
+    waiting, gone = None, ""
     try:
         result = kind.function(context) or {}
         if result.get(WAITING):
@@ -472,6 +541,8 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
     except Exception as error:
         if context.over_time():  # Celery's soft limit, where the job reported no progress
             _finish(database, job_id, JobState.failed, context.over_time_message())
+        elif _row_gone(database, job_id):  # its files went from under it: no bug, and no row to record in
+            gone = f" ({type(error).__name__}: {error})"
         else:
             logger.exception("job %s (%s) failed", job_id, job.kind)
             _finish(database, job_id, JobState.failed, f"{_INTERNAL}: {error}", traceback.format_exc())
@@ -480,8 +551,13 @@ def run(database: Database, settings: Settings, job_id: int, *, worker: str | No
         heart.join()
     if waiting is not None:  # after the last heartbeat, so that none follows the NULL
         _wait(database, job_id, waiting)
-    if kind.on_end is not None:
-        kind.on_end(database, job_id)
+    try:
+        if _row_gone(database, job_id):
+            logger.info("job %s (%s) stopped: %s%s", job_id, job.kind, GONE, gone)
+        elif kind.on_end is not None:
+            kind.on_end(database, job_id)
+    finally:
+        _process_ended(database, job_id)  # last: a delete waits for a cancelled job's process until here
 
 
 def fail_running(database: Database, job_id: int, message: str) -> bool:

@@ -15,7 +15,7 @@ from slidelabel.pipelines.features import DEFAULT_EXTRACTOR
 from slidelabel.pipelines.models import DEFAULT_MODEL
 from slidelabel.pipelines.normalisation import DEFAULT_NORMALISATION
 from slidelabel.pipelines.strategies import DEFAULT_STRATEGY
-from slidelabel.services import label_history
+from slidelabel.services import jobs, label_history
 from slidelabel.services.names import check_printable_name, check_printable_text, shown_input
 from slidelabel.services.registries import registry_of
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
@@ -177,13 +177,18 @@ DELETE_BATCH_ROWS = 50_000
 def delete_project(database: Database, settings: Settings, *, project_id: int) -> None:
     """Remove the project with everything it holds, then its files (superpixels, features,
     models, uploads) once that is committed. :class:`ConflictError` while a job of it is queued
-    or running: cancel those first. Its labels, label history and reviews go first, in
+    or running: cancel those first. A cancelled job whose process still runs (it stops at its
+    next progress report, or is killed) is waited for, :data:`~jobs.STOP_WAIT_S` at most, then
+    refused as running: it must not write into the project's folders after they are removed, and
+    Cancel then Delete at once should just work. Its labels, label history and reviews go first, in
     transactions of :data:`DELETE_BATCH_ROWS` (others write in between); a job started meanwhile
     still stops the delete, with the project left without them, as the error says."""
     with database.session() as session:
         if session.get(Project, project_id) is None:
             raise NotFoundError(f"no project {project_id}")
-        _refuse_active_jobs(session, project_id, "")
+    jobs.wait_stopped(database, Job.project_id == project_id, stale_s=settings.job_stale_seconds)
+    with database.session() as session:
+        _refuse_active_jobs(session, project_id, "", stale_s=settings.job_stale_seconds)
     for table in (LabelEvent.__table__, Label.__table__, Review.__table__):
         while True:
             with database.session(write=True) as session:
@@ -194,7 +199,8 @@ def delete_project(database: Database, settings: Settings, *, project_id: int) -
         project = session.get(Project, project_id)
         if project is None:
             raise NotFoundError(f"no project {project_id}")
-        _refuse_active_jobs(session, project_id, " (its labels, their history and reviews are deleted already)")
+        _refuse_active_jobs(session, project_id, " (its labels, their history and reviews are deleted already)",
+                            stale_s=settings.job_stale_seconds)
         session.delete(project)
     # After the commit: a failed delete keeps the files; a failed removal leaves files nobody reads,
     # as no later project gets this id.
@@ -203,13 +209,18 @@ def delete_project(database: Database, settings: Settings, *, project_id: int) -
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _refuse_active_jobs(session: Session, project_id: int, note: str) -> None:
-    """:class:`ConflictError` (ending with ``note``) while a job of the project is queued or running."""
+def _refuse_active_jobs(session: Session, project_id: int, note: str, *, stale_s: float) -> None:
+    """:class:`ConflictError` (ending with ``note``) while a job of the project is queued or
+    running, or was cancelled but its process still runs (:func:`jobs.still_stopping`)."""
     active = list(session.scalars(select(Job.id).where(
         Job.project_id == project_id, Job.state.in_([JobState.queued, JobState.running])).order_by(Job.id)))
     if active:
         raise ConflictError(f"jobs {', '.join(map(str, active))} of this project are queued or running; "
                             f"cancel them first{note}")
+    stopping = list(session.scalars(select(Job.id).where(
+        jobs.still_stopping(Job.project_id == project_id, stale_s=stale_s)).order_by(Job.id)))
+    if stopping:
+        raise ConflictError(f"{jobs.stopping_message(stopping)}{note}")
 
 
 def projects_of(session: Session, user: User) -> list[tuple[Project, Role]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import time
 from collections.abc import Iterable
@@ -20,12 +21,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from slidelabel.errors import ConflictError, ParameterError
+from slidelabel.errors import ConflictError, JobCancelled, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.access import Action
 from slidelabel.services.feature_import import remove_unfinished
-from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
+from slidelabel.services.jobs import GONE, JobContext, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.segment_import import ALGORITHM as IMPORTED_ALGORITHM
 from slidelabel.services.slide_paths import slide_file
@@ -168,7 +169,24 @@ def imported_segments(folder: Path) -> bool:
 
 def _slide_file(context: JobContext) -> PinnedFile:
     with context.database.session() as session:
-        return slide_file(session.get(Slide, context.slide_id))
+        slide = session.get(Slide, context.slide_id)
+        if slide is None:
+            raise JobCancelled(GONE)
+        return slide_file(slide)
+
+
+def _check_slide_kept(context: JobContext) -> None:
+    """After a step wrote its outputs: :class:`JobCancelled` when the slide or its project was
+    deleted meanwhile, once what the job wrote is removed. A delete waits for a cancelled job's
+    process to end, so this is the backstop for one whose heartbeat fell silent (a database busy
+    past ``job_stale_seconds``): no file of a deleted slide stays (ids are never reused)."""
+    with context.database.session() as session:
+        project_kept = session.get(Project, context.project_id) is not None
+        slide_kept = project_kept and session.get(Slide, context.slide_id) is not None
+    if not slide_kept:
+        files = ProjectFiles(context.settings.data_dir, context.project_id)
+        shutil.rmtree(files.slide_dir(context.slide_id) if project_kept else files.root, ignore_errors=True)
+        raise JobCancelled(GONE)
 
 
 def _superpixel_step(context: JobContext, slide: PinnedFile, *, start: float, share: float) -> str:
@@ -188,8 +206,11 @@ def _superpixel_step(context: JobContext, slide: PinnedFile, *, start: float, sh
     result = compute_slide_superpixels(slide.reader_path, folder, options, progress=progress,
                                        max_superpixels=settings.max_superpixels_per_slide,
                                        cache_bytes=settings.superpixel_cache_mb << 20)
+    _check_slide_kept(context)
     with context.database.session(write=True) as session:
-        session.get(Slide, context.slide_id).superpixels = result.superpixels
+        kept = session.get(Slide, context.slide_id)
+        if kept is not None:  # else deleted since the check: its files went with it
+            kept.superpixels = result.superpixels
     return f"{result.superpixels} superpixels ({result.status})"
 
 
@@ -209,6 +230,7 @@ def _feature_step(context: JobContext, slide: PinnedFile, *, start: float, share
     out_path = files.features(context.slide_id, extractor)
     remove_unfinished_features(out_path)  # left by an attempt whose worker was killed
     extract_slide_features(slide.reader_path, folder, out_path, extractor=extractor, progress=progress)
+    _check_slide_kept(context)
     return f"{extractor} features"
 
 

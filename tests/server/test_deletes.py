@@ -83,3 +83,33 @@ def test_a_projects_labels_go_in_batches_that_let_others_write_between(app, clie
         for table in (Label, LabelEvent, Review):
             assert session.scalar(select(func.count()).select_from(table).where(table.project_id == project["id"])) == 0
     assert client.get(f"/api/v1/projects/{other['id']}", headers=admin_headers).status_code == 200
+
+
+@pytest.mark.parametrize("what", ["project", "slide"])
+def test_a_cancelled_job_whose_process_still_runs_holds_the_delete_back(app, client, admin_headers, project, slide_row,
+                                                                         settings, monkeypatch, what):
+    """Sixteenth attack: Cancel then Delete at once went through while the cancelled job still
+    computed (a beating heartbeat), which then wrote its files into the deleted folders or ran on
+    for minutes that nobody could stop. Now the delete waits for it (here 0.2 s) and then says to
+    try again; once the heartbeat is gone, or stale (a dead worker's), the delete goes through."""
+    from datetime import UTC, datetime, timedelta
+
+    from slidelabel.services import jobs
+
+    monkeypatch.setattr(jobs, "STOP_WAIT_S", 0.2, raising=False)
+    made = _leave_files(settings, project["id"])
+    with app.state.database.session(write=True) as session:
+        job = Job(project_id=project["id"], slide_id=slide_row, kind="superpixels", key="k", state=JobState.cancelled,
+                  heartbeat_at=datetime.now(UTC))
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    url = f"/api/v1/projects/{project['id']}" + (f"/slides/{slide_row}" if what == "slide" else "")
+    response = client.delete(url, headers=admin_headers)
+    assert response.status_code == 409, response.text
+    assert response.json()["detail"] == f"job {job_id} was cancelled but its process has not ended yet; try again in " \
+                                        "a few seconds"
+    assert all(path.exists() for path in made)
+    with app.state.database.session(write=True) as session:
+        session.get(Job, job_id).heartbeat_at = datetime.now(UTC) - timedelta(seconds=settings.job_stale_seconds + 1)
+    assert client.delete(url, headers=admin_headers).status_code == 204

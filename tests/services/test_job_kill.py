@@ -142,3 +142,141 @@ def test_a_heartbeat_that_fails_once_goes_on_and_still_kills_a_cancelled_job(dat
     thread.join(timeout=90)
     assert failures, "the heartbeat never met the busy database"
     assert silent.is_set(), "the heartbeat thread died at the busy database: the cancelled job ran to its end"
+
+
+# Sixteenth attack: Cancel then Delete at once. The job's row went with its project, so the heartbeat
+# found no row (not "cancelled") and the job computed on for minutes that nobody could stop (the
+# worker's only slide process, 915 MB, still busy 150 s later); and a cancelled job still writing
+# its last tile put its files back into the deleted project's folder (5 runs of 5).
+
+
+def _job_row_deleted(database: Database, job_id: int) -> None:
+    from sqlalchemy import delete
+
+    with database.session(write=True) as session:
+        session.execute(delete(Job).where(Job.id == job_id))
+
+
+def test_a_job_whose_row_went_with_its_project_is_killed_quietly(database, silent, tmp_path, caplog):
+    job = jobs.submit(database, Recorder(), project_id=1, kind="silent", key="orphan")
+    thread = _run_in_thread(database, Settings(data_dir=tmp_path), job.id, silent)
+    _wait_running(database, job.id)
+    gone = time.monotonic()
+    _job_row_deleted(database, job.id)
+    thread.join(timeout=90)
+    assert silent.is_set(), "the job whose row was deleted ran its computation to the end"
+    assert time.monotonic() - gone < jobs.STOP_GRACE_S + 2
+    assert not [record for record in caplog.records if record.levelno >= 40], caplog.text
+
+
+def test_cancel_then_delete_the_project_at_once_stops_the_job_before_the_delete(database, silent, tmp_path):
+    from slidelabel.services.projects import delete_project
+
+    job = jobs.submit(database, Recorder(), project_id=1, kind="silent", key="cancel-delete")
+    thread = _run_in_thread(database, Settings(data_dir=tmp_path), job.id, silent)
+    _wait_running(database, job.id)
+    jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
+    asked = time.monotonic()
+    delete_project(database, Settings(data_dir=tmp_path), project_id=1)
+    assert silent.is_set(), "the project was deleted while its cancelled job still computed"
+    assert time.monotonic() - asked < jobs.STOP_WAIT_S
+    thread.join(timeout=90)
+
+
+@pytest.fixture
+def late_writer(monkeypatch):
+    """A job kind ``late_writer`` that, once cancelled, finishes its tile for a while without a
+    progress report, puts its output into the slide's folder (made again if missing, as the
+    superpixel writers do) and only then reports progress; its process is never killed. The
+    test sets the event once it cancelled."""
+    from slidelabel.store.layout import ProjectFiles
+
+    cancelled = threading.Event()
+
+    def late_writer(context: jobs.JobContext) -> dict:
+        context.progress(0.1, "started", force=True)
+        cancelled.wait(timeout=60)
+        time.sleep(0.6)  # the last tile
+        output = ProjectFiles(context.settings.data_dir, context.project_id).superpixels(1) / "superpixels.parquet"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(b"written after the cancel")
+        context.progress(0.9, force=True)
+        return {}
+
+    monkeypatch.setitem(jobs.JOB_KINDS, "late_writer", jobs.JobKind("late_writer", late_writer, jobs.SLIDE_QUEUE))
+    monkeypatch.setattr(jobs, "JOB_MODULES", ())
+    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    return cancelled
+
+
+def test_a_cancelled_job_writes_nothing_after_its_project_is_deleted(database, late_writer, tmp_path):
+    from slidelabel.services.projects import delete_project
+
+    settings = Settings(data_dir=tmp_path)
+    job = jobs.submit(database, Recorder(), project_id=1, kind="late_writer", key="late")
+    thread = threading.Thread(target=jobs.run, args=(database, settings, job.id))
+    thread.start()
+    _wait_running(database, job.id)
+    jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
+    late_writer.set()
+    delete_project(database, settings, project_id=1)
+    thread.join(timeout=90)
+    left = [path for path in (tmp_path / "projects").rglob("*") if path.is_file()]
+    assert left == [], "the cancelled job wrote into the deleted project's folder"
+
+
+def test_a_delete_refuses_while_a_cancelled_jobs_process_runs_past_the_wait(database, late_writer, tmp_path,
+                                                                            monkeypatch):
+    from slidelabel.errors import ConflictError
+    from slidelabel.services.projects import delete_project
+
+    monkeypatch.setattr(jobs, "STOP_WAIT_S", 0.1, raising=False)
+    settings = Settings(data_dir=tmp_path)
+    job = jobs.submit(database, Recorder(), project_id=1, kind="late_writer", key="late")
+    thread = threading.Thread(target=jobs.run, args=(database, settings, job.id))
+    thread.start()
+    _wait_running(database, job.id)
+    jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
+    late_writer.set()
+    with pytest.raises(ConflictError, match=f"job {job.id} was cancelled but its process has not ended yet; try again"):
+        delete_project(database, settings, project_id=1)
+    thread.join(timeout=90)
+    delete_project(database, settings, project_id=1)  # its process ended: the delete goes through
+    assert not (tmp_path / "projects" / "1").exists()
+
+
+@pytest.mark.parametrize("error", [None, FileNotFoundError("[Errno 2] .slidelabel-windows.x.tmp")],
+                         ids=["at-its-progress-report", "its-files-gone"])
+def test_a_job_that_finds_its_project_gone_ends_without_a_traceback(database, monkeypatch, tmp_path, caplog, error):
+    def deleted_under_it(context: jobs.JobContext) -> dict:
+        context.progress(0.1, force=True)
+        _job_row_deleted(context.database, context.job_id)
+        if error is not None:
+            raise error
+        context.progress(0.2, force=True)
+        return {}
+
+    monkeypatch.setitem(jobs.JOB_KINDS, "deleted", jobs.JobKind("deleted", deleted_under_it, jobs.SLIDE_QUEUE))
+    monkeypatch.setattr(jobs, "JOB_MODULES", ())
+    job = jobs.submit(database, Recorder(), project_id=1, kind="deleted", key="gone")
+    caplog.set_level("INFO", logger=jobs.__name__)
+    jobs.run(database, Settings(data_dir=tmp_path), job.id, kill=lambda: None)
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= 30], caplog.text
+    assert f"job {job.id} (deleted) stopped: its project or slide was deleted" in caplog.text
+
+
+def test_a_slide_job_whose_slide_was_deleted_meanwhile_removes_what_it_wrote(database, tmp_path):
+    """The backstop where a delete did not wait (a cancelled job's heartbeat silent past
+    ``job_stale_seconds``): the step that wrote a deleted slide's outputs removes them."""
+    from slidelabel.errors import JobCancelled
+    from slidelabel.services import slide_jobs
+    from slidelabel.store.layout import ProjectFiles
+
+    context = jobs.JobContext(database, Settings(data_dir=tmp_path), Job(id=99, project_id=1, slide_id=42, params={}),
+                              queue=jobs.SLIDE_QUEUE)
+    written = ProjectFiles(tmp_path, 1).superpixels(42) / "superpixels.parquet"
+    written.parent.mkdir(parents=True)
+    written.write_bytes(b"computed for a deleted slide")
+    with pytest.raises(JobCancelled, match="its project or slide was deleted"):
+        slide_jobs._check_slide_kept(context)
+    assert not ProjectFiles(tmp_path, 1).slide_dir(42).exists() and ProjectFiles(tmp_path, 1).root.exists()
