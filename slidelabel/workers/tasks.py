@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 
+from billiard.exceptions import WorkerLostError
 from billiard.process import current_process
 from celery import shared_task
 from celery.exceptions import TimeLimitExceeded
@@ -87,6 +88,23 @@ def _watch(sender_app) -> None:
                 logger.warning("requeued jobs %s whose worker died", requeued)
         except Exception:  # a database hiccup must not end the watch
             logger.exception("looking for stale jobs failed")
+
+
+class OneLineWorkerLost(logging.Filter):
+    """Celery logs a pool process that was killed (by its job's heartbeat, a cancelled job's that
+    reported nothing for ``services/jobs.STOP_GRACE_S``; or by the kernel) with the traceback of
+    its own bookkeeping, 12 lines that say nothing more than their first: that line only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(getattr(error, "exc", error), WorkerLostError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@worker_init.connect
+def _one_line_for_killed_processes(**_kwargs) -> None:
+    logging.getLogger("celery.worker.request").addFilter(OneLineWorkerLost())
 
 
 @worker_init.connect
