@@ -101,8 +101,9 @@ class Settings(BaseSettings):
     """Longest a request body may stop arriving while the server is reading it (s); the connection
     is then closed and the route sees a client disconnect."""
     max_connections_per_address: int = Field(default=100, ge=0)
-    """Most open connections from one client address to each API process; past it a new one is
-    answered 503 and closed. 0: no bound, e.g. behind a reverse proxy that bounds them itself."""
+    """Most open connections from one client address to each API process, and most of its requests
+    being answered there at once (a request goes on after its client hangs up); past either a new
+    one is answered 503. 0: no bound, e.g. behind a reverse proxy that bounds them itself."""
     max_connections: int = Field(default=4096, ge=1)
     """Most open connections to each API process (lowered to leave a quarter of its open-file
     limit to files); at it a new connection replaces the one that has waited longest for a request

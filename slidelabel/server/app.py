@@ -14,6 +14,7 @@ from slidelabel import __version__
 from slidelabel.pipelines.memory import release_freed_memory
 from slidelabel.server import errors
 from slidelabel.server.request_checks import RequestChecks
+from slidelabel.server.requests_per_address import RequestsPerAddress
 from slidelabel.server.security_headers import SecurityHeaders
 from slidelabel.server.response_cache import ResponseCache
 from slidelabel.server.routers import (auth, cohorts, epochs, exports, gallery, jobs, labels, projects, reviews,
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                   max_body_size=settings.max_body_mb * 2**20)  # uploads: their own limit (routers/slides.py)
     app.add_middleware(RequestChecks)
     app.add_middleware(SecurityHeaders)
+    # Outermost: a request past its address's bound costs nothing more.
+    app.add_middleware(RequestsPerAddress, limit=settings.max_connections_per_address)
     app.state.settings = settings
     app.state.database = database
     app.state.celery = make_celery(settings)
