@@ -66,8 +66,9 @@ class Turns:
     @asynccontextmanager
     async def waiting(self, wait_s: float, busy: str, holder: Hashable | None = None) -> AsyncIterator[None]:
         """:meth:`hold` for a coroutine: waits on the event loop, looking for its turn every
-        :data:`POLL_S` seconds, so no thread is held while waiting (nor after the client has
-        gone: the coroutine is cancelled and leaves the line)."""
+        :data:`POLL_S` seconds, so no thread is held while waiting. A request whose client has
+        hung up waits and runs all the same (a route is not cancelled): what bounds those is the
+        bound on an address's requests at once (``slidelabel/server/requests_per_address.py``)."""
         holder = _Anyone() if holder is None else holder
         with self._in_line(holder) as ticket:
             deadline = time.monotonic() + wait_s
