@@ -18,6 +18,10 @@ from slidelabel.errors import ParameterError
 #: marks), surrogate (Cs), private use (Co), line and paragraph separators (Zl, Zp) and unassigned
 #: (Cn, which holds the noncharacters U+FFFE, U+FFFF, U+FDD0...).
 UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Cn"})
+#: Characters of other categories that show nothing: the combining grapheme joiner, the Hangul
+#: and Khmer fillers that Unicode marks ignorable, and the blank Braille pattern (a name of them
+#: looked empty, seventeenth attack).
+INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
 #: The controls a longer text (a description) may hold: line ends and tabs.
 TEXT_CONTROLS = "\n\r\t"
 #: Characters of an input an error message shows (then "..." and the input's length).
@@ -25,15 +29,16 @@ SHOWN_CHARS = 40
 
 
 def unshown_character(text: str, *, allowed: str = "") -> str | None:
-    """The first character of ``text`` that a name may not hold (see :data:`UNSHOWN`) and is not
-    one of ``allowed``, or None.
+    """The first character of ``text`` that a name may not hold (see :data:`UNSHOWN` and
+    :data:`INVISIBLE`) and is not one of ``allowed``, or None.
 
     >>> unshown_character("alice\\u200b")
     '\\u200b'
     >>> unshown_character("Tumour (grade 2)") is None
     True
     """
-    return next((c for c in text if unicodedata.category(c) in UNSHOWN and c not in allowed), None)
+    return next((c for c in text if (c in INVISIBLE or unicodedata.category(c) in UNSHOWN) and c not in allowed),
+                None)
 
 
 def check_printable_text(text: str, *, what: str) -> str:

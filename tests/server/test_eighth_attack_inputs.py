@@ -79,7 +79,9 @@ def test_printable_usernames_are_taken(client, admin_headers):
         assert answer.status_code == 201, answer.text
 
 
-@pytest.mark.parametrize("name", ["x\uffff", "a\u200bb", "a\u2028b", "tab\tx"])
+@pytest.mark.parametrize("name", ["x\uffff", "a\u200bb", "a\u2028b", "tab\tx",
+                                  # Seventeenth attack: names that looked blank were taken.
+                                  "\u3164", "\u2800", "\uffa0", "\u115f", "a\u034fb"])
 def test_the_name_rule_refuses_what_would_not_show(name):
     with pytest.raises(ParameterError, match="U\\+"):
         check_printable_name(name, what="category name", max_chars=100)
