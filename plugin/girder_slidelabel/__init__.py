@@ -23,14 +23,16 @@ Configuration is slidelabel's own: ``SLIDELABEL_DATA_DIR``, ``SLIDELABEL_DB``,
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 from a2wsgi import ASGIMiddleware
+from girder import events
 from girder.plugin import GirderPlugin, getPlugin, registerPluginStaticContent
 
 from girder_slidelabel import job_list, links, rest
-from girder_slidelabel.users import girder_current_user
+from girder_slidelabel.users import end_roles_of_deleted_folder, girder_current_user
 from slidelabel.server.app import create_app
 from slidelabel.server.deps import current_user
 from slidelabel.settings import Settings
@@ -53,7 +55,9 @@ class SlidelabelPlugin(GirderPlugin):
         app.dependency_overrides[current_user] = girder_current_user
         info["serverRoot"].graft(ASGIMiddleware(app), MOUNT)
         rest.register(info["apiRoot"], app.state.database, settings)
-        links.ensure_indexes()
+        links.ensure_indexes(app.state.database)
+        events.bind("model.folder.remove", "slidelabel",
+                    functools.partial(end_roles_of_deleted_folder, app.state.database))
         registerPluginStaticContent(plugin="slidelabel", css=[], js=["/girder-slidelabel.js"], staticDir=WEB,
                                     tree=info["serverRoot"])
         # large_image loads the jobs plugin; the check keeps the mirror off where it is missing.

@@ -13,12 +13,27 @@ it is admin) or of a slide item would carry the link too. A link therefore also 
 of the document it was made on (:data:`LINKED_ON`), and holds only there: a project has one
 folder, a slide one item, and a copy (a new id) stands for nothing (:func:`project_of`,
 :func:`slide_of`).
+
+Links made before :data:`LINKED_ON` are marked once, at Girder's start (:func:`ensure_indexes`),
+on the one document older than the row the link names: a folder exists before the project made
+on it and an item before the slide added from it, while any copy is made after the link. Where
+no such document is left (the original was deleted and only copies remain) or several are, none
+is marked, so none grants anything, and a warning names the project or slide.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 from girder.models.folder import Folder
 from girder.models.item import Item
+from sqlalchemy.orm import InstrumentedAttribute
+
+from slidelabel.store.database import Database
+from slidelabel.store.models import Project, Slide
+
+logger = logging.getLogger(__name__)
 
 PROJECT_LINK = "slidelabelProjectId"
 SLIDE_LINK = "slidelabelSlideId"
@@ -60,18 +75,38 @@ def linked_folder(project_id: int) -> dict | None:
     return next(iter(linked_folders(project_id)), None)
 
 
-def _mark_old_links(model, field: str) -> None:
-    """Links made before :data:`LINKED_ON` held on every copy: each keeps its oldest document."""
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _mark_old_links(database: Database, model, field: str, made_at: InstrumentedAttribute[datetime]) -> None:
+    """Mark each link made before :data:`LINKED_ON` on the one document carrying it that was made
+    before the row it names (``made_at``: the project's or slide's time of creation); leave it
+    unmarked where none or several were, with a warning: a copy left where the original was
+    deleted grants nothing."""
     marked = {doc[field] for doc in model.find({field: {"$exists": True}, LINKED_ON: {"$exists": True}})}
-    for doc in model.find({field: {"$exists": True}, LINKED_ON: {"$exists": False}}, sort=[("created", 1), ("_id", 1)]):
+    unmarked: dict[object, list[dict]] = {}
+    for doc in model.find({field: {"$exists": True}, LINKED_ON: {"$exists": False}}):
         if doc[field] not in marked:
-            model.update({"_id": doc["_id"]}, {"$set": {LINKED_ON: doc["_id"]}})
-            marked.add(doc[field])
+            unmarked.setdefault(doc[field], []).append(doc)
+    if not unmarked:
+        return
+    with database.session() as session:
+        for link, docs in unmarked.items():
+            row = session.get(made_at.class_, link) if isinstance(link, int) else None
+            older = [doc for doc in docs if row is not None and isinstance(doc.get("created"), datetime)
+                     and _utc(doc["created"]) <= _utc(getattr(row, made_at.key))]
+            if len(older) == 1:
+                model.update({"_id": older[0]["_id"]}, {"$set": {LINKED_ON: older[0]["_id"]}})
+            else:
+                logger.warning("slidelabel %s %s: its link made before copies were told apart is on %d Girder %s "
+                               "document(s), %d made before it; none is marked, so none stands for it",
+                               made_at.class_.__name__.lower(), link, len(docs), model.name, len(older))
 
 
-def ensure_indexes() -> None:
+def ensure_indexes(database: Database) -> None:
     """Index the links (every request of a Girder user looks the folder link up); mark old links."""
     Folder().collection.create_index(PROJECT_LINK, sparse=True)
     Item().collection.create_index(SLIDE_LINK, sparse=True)
-    _mark_old_links(Folder(), PROJECT_LINK)
-    _mark_old_links(Item(), SLIDE_LINK)
+    _mark_old_links(database, Folder(), PROJECT_LINK, Project.created_at)
+    _mark_old_links(database, Item(), SLIDE_LINK, Slide.added_at)

@@ -11,8 +11,11 @@ folder's access, re-read at every request of the user: read = viewer, write = an
 admin = owner. Girder wins: a user without access to the folder is no member (404 for
 everything in the project); the one role Girder has no level for, reviewer, may be given in
 slidelabel to a user with write access and is kept while that access lasts. Girder site admins
-are slidelabel admins (owners of every project). The rest is slidelabel's, as on its own server:
-an account the admin disabled is refused at its next request, ``?token=`` is taken on reads only.
+are slidelabel admins (owners of every project). Deleting a project's folder ends every role in
+the project (:func:`end_roles_of_deleted_folder`). The rest is slidelabel's, as on its own
+server: an account the admin disabled is refused at its next request, ``?token=`` is taken on
+reads only. So is a Girder account that Girder disabled or has not approved, whatever token it
+sends (an API key's token included, which Girder still issues to it).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import secrets
 from datetime import UTC, datetime
 
 from fastapi import Request
+from girder import events
 from girder.constants import AccessType, TokenScope
 from girder.models.folder import Folder
 from girder.models.token import Token
 from girder.models.user import User as GirderUser
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from girder_slidelabel.links import linked_folders, project_of
@@ -47,6 +51,8 @@ KEPT_ABOVE_LEVEL: dict[int, frozenset[Role]] = {AccessType.WRITE: frozenset({Rol
 #: refuses cookies on writes and slidelabel's server query tokens (a cross-site form or link could
 #: send them).
 READ_METHODS = frozenset({"GET", "HEAD"})
+#: The Girder user status of an account that may use slidelabel ('disabled' and 'pending' may not).
+ENABLED = "enabled"
 #: Path ids as FastAPI reads them (``+1``, `` 1`` and ``01`` are 1), so the roles brought up to
 #: date are those of the project the route acts on.
 _PATH_ID = TypeAdapter(int)
@@ -90,8 +96,12 @@ def _free_username(session: Session, login: str) -> str:
 
 def slidelabel_user(database: Database, girder_user: dict) -> User:
     """The slidelabel user linked to ``girder_user``, made on its first request. Its password is
-    random and never shown: the account is reached through Girder only. A disabled account is
-    refused (:class:`AuthenticationError`), as slidelabel's server refuses its tokens."""
+    random and never shown: the account is reached through Girder only. A disabled account, in
+    slidelabel or in Girder (status not 'enabled'), is refused (:class:`AuthenticationError`), as
+    slidelabel's server refuses its tokens."""
+    status = girder_user.get("status", ENABLED)  # Girder reads a missing status as enabled
+    if status != ENABLED:
+        raise AuthenticationError(f"this Girder account is {status}: a Girder site admin can enable it")
     with database.session(write=True) as session:
         user = session.get(User, girder_user[USER_LINK]) if USER_LINK in girder_user else None
         if user is None:
@@ -130,6 +140,20 @@ def sync_memberships(database: Database, girder_user: dict, user: User, folders:
                 session.add(Membership(project_id=key[0], user_id=user.id, role=role))
             elif membership is not None:
                 membership.role = role
+
+
+def end_roles_of_deleted_folder(database: Database, event: events.Event) -> None:
+    """Bound to Girder's ``model.folder.remove``: the folder of a project is going, so every
+    membership of the project goes with it, and only Girder site admins (owners of every project)
+    still reach it. Roles follow the folder's access, and a folder that is gone grants none: left
+    alone, the roles of the last request would stay for good, as no folder is left to re-read.
+    The project itself stays (its labels and epochs are work a site admin may export or delete,
+    and a folder restored from a MongoDB backup brings its link, and the roles, back)."""
+    project_id = project_of(event.info)
+    if project_id is None:
+        return
+    with database.session(write=True) as session:
+        session.execute(delete(Membership).where(Membership.project_id == project_id))
 
 
 def member(database: Database, girder_user: dict, project_id: int) -> User:

@@ -14,7 +14,7 @@ from girder_jobs.models.job import Job as GirderJob
 from sqlalchemy import select
 
 import test_plugin
-from girder_slidelabel import job_list, links
+from girder_slidelabel import job_list
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -56,13 +56,8 @@ def test_a_copy_of_the_project_folder_grants_its_copier_nothing(http, user, proj
     assert http.get(f"{SL}/projects/{p}", headers=headers(user)).json()["name"] == "skin"
 
 
-def test_a_link_made_before_copies_were_told_apart_holds_on_the_oldest_folder(server, user):
-    original = Folder().createFolder(user, "linked", parentType="user", creator=user)
-    Folder().update({"_id": original["_id"]}, {"$set": {links.PROJECT_LINK: 7}})  # as the plugin linked it
-    Folder().copyFolder(Folder().load(original["_id"], force=True), parent=user, parentType="user", name="copy",
-                        creator=user)
-    links.ensure_indexes()  # at Girder's start
-    assert [folder["_id"] for folder in links.linked_folders(7)] == [original["_id"]]
+# The link made before copies were told apart: test_access_attack17.py (it holds on the folder
+# made before its project, not on the oldest).
 
 
 def test_an_annotation_needs_a_role_and_the_item_the_slide_was_added_from(http, user, project, slide_folder):
