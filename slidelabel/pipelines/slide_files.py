@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import tifffile
 
@@ -179,14 +180,76 @@ def check_slide_limits(path: Path, limits: SlideLimits) -> None:
     """Raise :class:`SlideUnreadableError` when the TIFF-based file at ``path`` (SVS, TIFF, NDPI...)
     declares more pixels, a larger level without a pyramid, or larger strips or tiles than
     ``limits`` allow, or is no regular file (:func:`check_regular_file`). Only headers are read;
-    other formats pass (their readers decode tiles)."""
+    other formats pass (their readers decode tiles) but GIFs and animated PNGs and WebPs
+    (:func:`animation_problem`)."""
     check_regular_file(path)
     try:
         with open_tiff(path) as tiff:
             problem = _tiff_limit_problem(tiff, limits)
     except (ValueError, struct.error, IndexError):  # TiffFileError is a ValueError
-        return  # not a TIFF, or one tifffile cannot parse: the readers judge it
+        problem = animation_problem(path)  # not a TIFF, or one tifffile cannot parse: the readers judge it
     except OSError as error:
         raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
     if problem:
         raise SlideUnreadableError(path, problem)
+
+
+#: What to do with a file of many images that is no TIFF.
+_CONVERT = "a slide is one image: convert it to a pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)"
+#: Chunks of a PNG or WebP read, at most, to find its image data, before which an animation is declared.
+_MAX_CHUNKS = 1000
+
+
+def animation_problem(path: Path) -> str | None:
+    """Why the GIF, animated PNG (APNG) or animated WebP at ``path`` is refused, or None for
+    another file; only its first chunks' headers are read. large_image's PIL reader decodes every
+    frame of such a file on each open, and PIL's pixel limit checks only the first: a 1.7 MB GIF
+    of 120 frames of 4096 x 4096 px took 54 s to add and 39 s per thumbnail (seventeenth attack).
+    A slide is never a GIF, so GIFs are refused by their signature, still or not."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+            if head[:6] in (b"GIF87a", b"GIF89a"):
+                return f"is a GIF, which may hold many frames that each open decodes: {_CONVERT}"
+            if head[:8] == b"\x89PNG\r\n\x1a\n":
+                animated = _png_animated(file)
+            elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                animated = _webp_animated(file)
+            else:
+                return None
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    return f"is an animated image of several frames, each decoded on every open: {_CONVERT}" if animated else None
+
+
+def _png_animated(file: BinaryIO) -> bool:
+    """Whether the PNG ``file`` has an 'acTL' chunk (APNG) before its image data."""
+    file.seek(8)
+    for _ in range(_MAX_CHUNKS):
+        header = file.read(8)
+        if len(header) < 8:
+            return False
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"acTL":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        file.seek(length + 4, 1)  # the chunk's data and CRC
+    return True  # image data this far in is no PNG encoder's: refused as one would an animation
+
+
+def _webp_animated(file: BinaryIO) -> bool:
+    """Whether the WebP ``file`` declares an animation (its VP8X flag, an 'ANIM' or 'ANMF' chunk)
+    before its image data."""
+    file.seek(12)
+    for _ in range(_MAX_CHUNKS):
+        header = file.read(9)
+        if len(header) < 8:
+            return False
+        kind, length = struct.unpack("<4sI", header[:8])
+        if kind in (b"ANIM", b"ANMF") or (kind == b"VP8X" and len(header) == 9 and header[8] & 0x02):
+            return True
+        if kind in (b"VP8 ", b"VP8L"):
+            return False
+        file.seek(length + (length & 1) - 1, 1)  # the chunk's data, padded to an even size
+    return True

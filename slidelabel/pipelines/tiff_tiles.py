@@ -31,7 +31,7 @@ import numpy as np
 import tifffile
 from PIL import ImageCms
 
-from slidelabel.pipelines.codestreams import declared_size
+from slidelabel.pipelines.codestreams import declared_size, is_codestream
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
 
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
@@ -180,6 +180,10 @@ class TiffTiles:
         except OSError as error:
             raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: {error}") from error
         declared = declared_size(data)
+        if declared is None and is_codestream(data):  # a decoder would find a size here, perhaps any
+            raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: its JPEG or JPEG 2000 header cannot be read, so "
+                                  "the pixels it declares are unknown: the file is damaged or made to exhaust memory, "
+                                  "and is not decoded")
         if declared is not None and (declared[0] > page.tilewidth or declared[1] > page.tilelength):
             raise TileDecodeError(f"tile ({tx}, {ty}) of level {level} declares {declared[0]} x {declared[1]} px in its "
                                   f"codestream, more than its tile's {page.tilewidth} x {page.tilelength}: the file is "

@@ -92,9 +92,11 @@ def test_a_bomb_in_a_slide_folder_is_skipped_and_the_limit_is_a_setting(app, cli
     assert "SLIDELABEL_MAX_SLIDE_MEGAPIXELS" in skipped["cmu.svs"]
 
 
-def tile_bomb(path: Path, *, declared: int, codec: str = "jpeg") -> Path:
+def tile_bomb(path: Path, *, declared: int, codec: str = "jpeg", hide: bool = False) -> Path:
     """A 1024 px tiled TIFF of 256 px tiles whose JPEG (or JPEG 2000) streams each declare
-    ``declared`` x ``declared`` px in their headers: 64 KB on disk, any size to a decoder."""
+    ``declared`` x ``declared`` px in their headers: 64 KB on disk, any size to a decoder. With
+    ``hide``, the size is where a strict reading of the header misses it but a decoder finds it:
+    after two stray bytes libjpeg skips, or in a JP2 file past a 5 KB box before its codestream."""
     import imagecodecs
     import numpy as np
     import tifffile
@@ -104,36 +106,46 @@ def tile_bomb(path: Path, *, declared: int, codec: str = "jpeg") -> Path:
         stream = bytearray(imagecodecs.jpeg8_encode(tile, level=90))
         frame = stream.find(b"\xff\xc0")
         stream[frame + 5:frame + 9] = struct.pack(">HH", declared, declared)
+        if hide:
+            stream[frame:frame] = b"\x00\x00"
     else:
-        stream = bytearray(imagecodecs.jpeg2k_encode(tile, level=90, codecformat="j2k"))
+        stream = bytearray(imagecodecs.jpeg2k_encode(tile, level=90, codecformat="jp2" if hide else "j2k"))
         size = stream.find(b"\xff\x51")
         stream[size + 6:size + 14] = stream[size + 22:size + 30] = struct.pack(">II", declared, declared)
+        if hide:
+            codestream, note = stream.find(b"jp2c") - 4, b"<x>" + b"a" * 5000 + b"</x>"
+            stream[codestream:codestream] = struct.pack(">I", 8 + len(note)) + b"xml " + note
     tifffile.imwrite(path, (bytes(stream) for _ in range(16)), shape=(1024, 1024, 3), dtype=np.uint8, tile=(256, 256),
                      compression="jpeg" if codec == "jpeg" else 33003, photometric="rgb", metadata=None)
     return path
 
 
+@pytest.mark.parametrize("hide", [False, True], ids=["plain", "hidden"])
 @pytest.mark.parametrize("codec", ["jpeg", "jpeg2000"])
-def test_tiles_whose_codestreams_declare_more_than_their_tile_are_never_decoded(tmp_path, codec):
+def test_tiles_whose_codestreams_declare_more_than_their_tile_are_never_decoded(tmp_path, codec, hide):
     """Sixteenth attack: a 16 MB TIFF of 256 px tiles whose JPEG headers declared 20000 x 20000 px
     passed every check (the tile tags are honest) and each tile request decoded 1.2 GB (13.8 GB
     with four at once). Each decoder now refuses such a tile before decoding it: the direct TIFF
-    reader by the stream's header, large_image's (through PIL) past one stored chunk's pixels."""
+    reader by the stream's header, large_image's (through PIL) past one stored chunk's pixels.
+    Seventeenth attack: two stray bytes before the JPEG frame header, or a JP2 box before the
+    codestream, hid that header from the direct reader (+1.1 GB, +930 MB); it reads them as the
+    decoders do."""
     from slidelabel.pipelines.pinned_files import pin_file
     from slidelabel.pipelines.slides import open_slide
     from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError
     from slidelabel.services import tiles
 
-    bomb = tile_bomb(tmp_path / "bomb.tif", declared=12_000, codec=codec)
+    bomb = tile_bomb(tmp_path / "bomb.tif", declared=12_000, codec=codec, hide=hide)
     direct = TiffTiles.open(bomb, 1024, 1024, None)
     with pytest.raises(TileDecodeError, match="declares 12000 x 12000 px in its codestream"):
         direct.window(0, 0, 0, 256, 256)
     direct.close()
-    with pytest.raises(SlideUnreadableError, match="12000 x 12000|exceeds limit"):
-        with open_slide(bomb) as slide:
-            slide.read_region(0, 0, 256, 256)
+    with pytest.raises(SlideUnreadableError, match="12000 x 12000|exceeds limit|broken data stream"), \
+            open_slide(bomb) as slide:
+        slide.read_region(0, 0, 256, 256)
     source = tiles.slide_source(pin_file(bomb, links=True))
-    with pytest.raises(SlideUnreadableError, match="exceeds limit"):
+    with pytest.raises(SlideUnreadableError if not (hide and codec == "jpeg2000") else OSError,
+                       match="exceeds limit|broken data stream"):  # PIL reads a JP2's size from its own box
         tiles.slide_tile(source, tiles.TileGrid.of(source).levels - 1, 0, 0)
 
 
@@ -142,3 +154,62 @@ def test_the_upload_of_a_tile_bomb_is_refused(client, admin_headers, project, tm
     answer = client.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
                          files={"file": ("bomb.tif", bomb.read_bytes())})
     assert answer.status_code == 422 and "exceeds limit" in answer.json()["detail"], answer.text
+
+
+@pytest.mark.parametrize("stream", [
+    b"\xff\xd8\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + bytes(64),  # a scan before any frame header
+    b"\xff\xd8\x00\x00\x00",  # no marker after the start
+    b"\xff\x4f\xff\x51\x00\x29",  # a JPEG 2000 codestream cut inside its size marker
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x00xml " + bytes(64),  # a JP2 file without a codestream
+], ids=["jpeg-sos-first", "jpeg-no-marker", "j2k-cut", "jp2-no-codestream"])
+def test_a_tile_whose_codestream_size_cannot_be_read_is_never_decoded(tmp_path, stream):
+    """A JPEG or JPEG 2000 tile whose declared size cannot be read is refused as damaged: a decoder
+    reading its header another way might find any size there (seventeenth attack)."""
+    import numpy as np
+    import tifffile
+
+    from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError
+
+    bomb = tmp_path / "damaged.tif"
+    tifffile.imwrite(bomb, (stream for _ in range(16)), shape=(1024, 1024, 3), dtype=np.uint8, tile=(256, 256),
+                     compression="jpeg" if stream[:2] == b"\xff\xd8" else 33003, photometric="rgb", metadata=None)
+    direct = TiffTiles.open(bomb, 1024, 1024, None)
+    with pytest.raises(TileDecodeError, match="header cannot be read"):
+        direct.window(0, 0, 0, 256, 256)
+    direct.close()
+
+
+def animations(folder: Path) -> dict[str, Path]:
+    """A GIF, an animated PNG and an animated WebP, each of 3 frames of 64 px."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (64, 64), (value, 0, 0)) for value in (0, 120, 240)]
+    paths = {kind: folder / f"frames.{kind}" for kind in ("gif", "png", "webp")}
+    for path in paths.values():
+        frames[0].save(path, save_all=True, append_images=frames[1:])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["gif", "png", "webp"])
+def test_an_image_of_many_frames_is_refused_unopened(tmp_path, no_reader, kind):
+    """Seventeenth attack: a 1.7 MB GIF of 120 frames of 4096 x 4096 px took 54 s to add and 39 s
+    per thumbnail (large_image's PIL reader decodes every frame on each open; PIL's pixel limit
+    checks the first). GIFs, animated PNGs and animated WebPs are refused by their headers."""
+    with pytest.raises(SlideUnreadableError, match="pyramidal TIFF"):
+        check_slide_limits(animations(tmp_path)[kind], SlideLimits())
+
+
+@pytest.mark.parametrize("kind", ["png", "webp"])
+def test_a_still_png_or_webp_passes(tmp_path, kind):
+    from PIL import Image
+
+    still = tmp_path / f"still.{kind}"
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(still)
+    check_slide_limits(still, SlideLimits())
+
+
+def test_the_upload_of_a_gif_is_a_422_before_any_reader(client, admin_headers, project, tmp_path, no_reader):
+    gif = animations(tmp_path)["gif"]
+    response = client.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
+                           files={"file": ("frames.gif", gif.read_bytes(), "image/gif")})
+    assert response.status_code == 422 and "pyramidal TIFF" in response.json()["detail"], response.text

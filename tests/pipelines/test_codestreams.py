@@ -1,0 +1,94 @@
+""":func:`declared_size` reads the size of every stream a real encoder writes (a legitimate tile is
+never refused) and finds it where the decoders do, past bytes and boxes a strict reading stops at."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from slidelabel.pipelines.codestreams import declared_size, is_codestream
+
+#: Not square, so that a swapped width and height shows.
+HEIGHT, WIDTH = 96, 160
+
+
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), np.uint8)
+
+
+def pil_jpeg(pixels: np.ndarray, **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+ENCODERS = {
+    "jpeg8": lambda rgb: imagecodecs.jpeg8_encode(rgb, level=90),
+    "jpeg8-optimized-444": lambda rgb: imagecodecs.jpeg8_encode(rgb, level=75, optimize=True, subsampling="444"),
+    "jpeg8-grey": lambda rgb: imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb[..., 0]), level=90),
+    "jpeg8-lossless": lambda rgb: imagecodecs.jpeg8_encode(rgb, lossless=True),
+    "jpeg-progressive": lambda rgb: pil_jpeg(rgb, progressive=True, quality=80),
+    "jpeg-exif-icc": lambda rgb: pil_jpeg(rgb, exif=b"Exif\x00\x00" + bytes(64), icc_profile=bytes(3000)),
+    "j2k": lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="j2k"),
+    "jp2": lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="jp2"),
+    "j2k-lossless": lambda rgb: imagecodecs.jpeg2k_encode(rgb, codecformat="j2k", reversible=True),
+}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_the_size_of_real_encoder_output_is_read(pixels, encoder):
+    stream = bytes(ENCODERS[encoder](pixels))
+    assert is_codestream(stream)
+    assert declared_size(stream) == (WIDTH, HEIGHT)
+
+
+def test_the_tiles_of_a_jpeg_tiff_are_read_with_their_tables_apart(tmp_path, pixels):
+    path = tmp_path / "tiles.tif"
+    tifffile.imwrite(path, np.tile(pixels, (4, 2, 1)), tile=(128, 64), compression="jpeg", photometric="rgb")
+    with tifffile.TiffFile(path) as tiff, open(path, "rb") as file:
+        page = tiff.pages.first
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            file.seek(offset)
+            assert declared_size(file.read(count)) == (page.tilewidth, page.tilelength) == (64, 128)
+
+
+def test_the_sample_slides_tiles_are_read(cmu_slide, tcga_slide):
+    """The real SVS tiles (JPEG, JPEG 2000): each declares at most its tile's size."""
+    for slide in (cmu_slide, tcga_slide):
+        with tifffile.TiffFile(slide) as tiff, open(slide, "rb") as file:
+            for page in tiff.pages:
+                if not page.is_tiled:
+                    continue
+                for offset, count in list(zip(page.dataoffsets, page.databytecounts))[:50]:
+                    file.seek(offset)
+                    size = declared_size(file.read(count))
+                    assert size is not None and size[0] <= page.tilewidth and size[1] <= page.tilelength, slide
+
+
+def test_a_jpeg_size_past_bytes_libjpeg_skips_is_read(pixels):
+    stream = bytearray(imagecodecs.jpeg8_encode(pixels))
+    frame = stream.find(b"\xff\xc0")
+    stream[frame:frame] = b"\x00\x00\xff\x00\xff\xff"  # stray bytes, a stuffed 0xFF, fill bytes
+    assert imagecodecs.jpeg8_decode(bytes(stream)).shape == (HEIGHT, WIDTH, 3)
+    assert declared_size(bytes(stream)) == (WIDTH, HEIGHT)
+
+
+def test_a_jp2_codestream_past_other_boxes_is_read(pixels):
+    stream = bytearray(imagecodecs.jpeg2k_encode(pixels, codecformat="jp2"))
+    codestream = stream.find(b"jp2c") - 4
+    note = b"\xff\x4f\xff\x51" + bytes(20) + b"a" * 9000  # a decoy size marker, in a box that is none
+    stream[codestream:codestream] = struct.pack(">I", 8 + len(note)) + b"xml " + note
+    assert imagecodecs.jpeg2k_decode(bytes(stream)).shape == (HEIGHT, WIDTH, 3)
+    assert declared_size(bytes(stream)) == (WIDTH, HEIGHT)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 32, b"II*\x00" + bytes(16), b"\x89PNG\r\n\x1a\n" + bytes(16)])
+def test_other_data_is_no_codestream(data):
+    assert declared_size(data) is None and not is_codestream(data)
