@@ -55,9 +55,10 @@ def _bound_tile_cache() -> None:
 #: a tile whose JPEG stream declared 20000 x 20000 px in a 256 px tile was decoded whole, 1.2 GB a
 #: request (the sixteenth attack).
 MAX_DECODED_PIXELS = SlideLimits().max_chunk_bytes // 3
-#: What readers raise for a file they cannot read: damaged, unsupported, or an image declaring
-#: more than :data:`MAX_DECODED_PIXELS`.
-READ_ERRORS = (TileSourceError, Image.DecompressionBombError)
+#: What readers raise for a file they cannot read: damaged, unsupported, an image declaring more
+#: than :data:`MAX_DECODED_PIXELS`, or a stream PIL cannot decode (``OSError``: "broken data
+#: stream"; a file gone or unreadable too).
+READ_ERRORS = (TileSourceError, Image.DecompressionBombError, OSError)
 
 
 def _bound_image_decoding() -> None:

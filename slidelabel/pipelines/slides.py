@@ -136,7 +136,7 @@ def _reading(path: Path, what: str) -> Iterator[None]:
     """Turn the readers' errors on a damaged file into a SlideUnreadableError naming ``what``."""
     try:
         yield
-    except (*READ_ERRORS, OSError) as error:
+    except READ_ERRORS as error:
         raise SlideUnreadableError(path, f"cannot read {what}: {error}") from error
 
 
@@ -252,7 +252,7 @@ class Slide:
             x1, y1 = min(x0 + self.info.tile_width, width), min(y0 + self.info.tile_height, height)
             try:
                 same = np.array_equal(direct.window(level, x0, y0, x1, y1), self._tiled_window(level, x0, y0, x1, y1))
-            except (TileDecodeError, *READ_ERRORS, OSError):
+            except (TileDecodeError, *READ_ERRORS):
                 same = False  # a damaged tile: reading it later says so, through large_image
             if not same:
                 logger.debug("%s: level %d read directly differs from large_image's; not used", self.path, level)

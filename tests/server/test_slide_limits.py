@@ -144,7 +144,7 @@ def test_tiles_whose_codestreams_declare_more_than_their_tile_are_never_decoded(
             open_slide(bomb) as slide:
         slide.read_region(0, 0, 256, 256)
     source = tiles.slide_source(pin_file(bomb, links=True))
-    with pytest.raises(SlideUnreadableError if not (hide and codec == "jpeg2000") else OSError,
+    with pytest.raises(SlideUnreadableError,
                        match="exceeds limit|broken data stream"):  # PIL reads a JP2's size from its own box
         tiles.slide_tile(source, tiles.TileGrid.of(source).levels - 1, 0, 0)
 
