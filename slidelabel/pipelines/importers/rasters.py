@@ -28,6 +28,11 @@ from slidelabel.pipelines.superpixels import Tile, core_tiles
 TILE_SIZE = 2048
 #: Tile side (px) that messages suggest for a mask or pixelmap stored in chunks too large to decode.
 SUGGESTED_TILE = 512
+#: Compressions a label image may be stored with: general-purpose and lossless, so a stored
+#: chunk decodes to the size its tags say (a JPEG or PNG stream says its own).
+LOSSLESS_CODECS = frozenset({tifffile.COMPRESSION.NONE, tifffile.COMPRESSION.LZW, tifffile.COMPRESSION.ADOBE_DEFLATE,
+                             tifffile.COMPRESSION.DEFLATE, tifffile.COMPRESSION.PACKBITS, tifffile.COMPRESSION.LZMA,
+                             tifffile.COMPRESSION.ZSTD})
 
 
 class _TiffImage:
@@ -70,7 +75,17 @@ class _TiffImage:
     def _check_chunks(self, pages: list[tifffile.TiffPage], limits: SlideLimits) -> None:
         """:class:`ParameterError` when a stored strip or tile of ``pages`` (level 0's) decodes to
         more than ``limits`` allow: zarr decodes each one whole (a 4 MB mask of one 32768 px tile
-        took 4.5 GB of the worker); headers only."""
+        took 4.5 GB of the worker); or when they are stored with an image codec (JPEG, PNG,
+        WebP...), whose streams say their own size and are decoded at it whatever the tile's (256
+        px tiles whose JPEG headers said 16000 px took 5.1 GB, eighteenth attack), and which no
+        label image is stored with; headers only."""
+        codec = next((page.compression for page in pages if page.compression not in LOSSLESS_CODECS), None)
+        if codec is not None:
+            self.close()
+            raise ParameterError(
+                f"{self.path} is compressed with {codec.name}: a label image is stored with a general-purpose "
+                f"lossless compression ({', '.join(sorted(c.name.lower() for c in LOSSLESS_CODECS))}), e.g. "
+                f"tifffile.imwrite(path, mask, tile=({SUGGESTED_TILE}, {SUGGESTED_TILE}), compression='zlib')")
         oversized = oversized_chunks(pages, limits)
         if oversized is None:
             return

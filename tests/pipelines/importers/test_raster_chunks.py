@@ -70,3 +70,31 @@ def test_a_pixelmap_is_held_to_the_same_limit(cmu_slide, tmp_path):
     options = ImportOptions(bboxes=boxes, limits=SlideLimits(max_chunk_bytes=8 << 20))
     with pytest.raises(ParameterError, match=r"pixelmap.tif stores its 2220 x 2967 px image in strips of 19 MB"):
         import_segments(cmu_slide, pixelmap, tmp_path / "out", format="pixelmap", options=options)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "png"])
+def test_a_mask_stored_with_an_image_codec_is_refused_before_a_tile_is_decoded(cmu_slide, tmp_path, codec):
+    """Eighteenth attack: 256 px tiles whose JPEG (or PNG) streams declared 16000 px passed the
+    chunk check (their tags are honest) and each decoded whole: the worker took 5.1 GB. No label
+    image is stored with an image codec (JPEG's values are not labels)."""
+    import imagecodecs
+
+    tile = np.zeros((256, 256), np.uint8)
+    stream = bytearray(imagecodecs.jpeg8_encode(tile) if codec == "jpeg" else imagecodecs.png_encode(tile))
+    if codec == "jpeg":
+        frame = stream.find(b"\xff\xc0")
+        stream[frame + 5:frame + 9] = (12000).to_bytes(2, "big") * 2
+    else:
+        stream[16:24] = (12000).to_bytes(4, "big") * 2  # IHDR's width and height (its CRC left wrong)
+    tiles = -(-CMU_SHAPE[0] // 256) * -(-CMU_SHAPE[1] // 256)
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, (bytes(stream) for _ in range(tiles)), shape=CMU_SHAPE, dtype=np.uint8, tile=(256, 256),
+                     compression=codec)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParameterError, match=f"compressed with {codec.upper()}: a label image"):
+            import_segments(cmu_slide, path, tmp_path / "out")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak / 2**20:.0f} MB allocated"
