@@ -111,7 +111,7 @@ def _held_download(port: int, path: str, token: str) -> socket.socket:
 
 def _export_files(data_dir: Path, old_before: set[str]) -> list[str]:
     """The exports being sent: in the data folder, or where they were built before."""
-    return [*map(str, (data_dir / EXPORTS_FOLDER).glob("*/*.geojson")),
+    return [*map(str, (data_dir / EXPORTS_FOLDER).rglob("*.geojson")),
             *(name for name in glob.glob(os.path.join(OLD_EXPORT_FOLDERS, "*.geojson"))
               if os.path.dirname(name) not in old_before)]
 
