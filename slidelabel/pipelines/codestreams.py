@@ -22,21 +22,25 @@ _J2K_SIZ = b"\xff\x4f\xff\x51"
 #: The JP2 signature box, and the older signature imagecodecs also takes for a JP2 file.
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _JP2_MAGIC = b"\r\n\x87\n"
+#: A PNG file's signature.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def is_codestream(data: bytes) -> bool:
-    """Whether ``data`` starts as a JPEG, a JPEG 2000 codestream or a JP2 file does (what
-    libjpeg and OpenJPEG, through imagecodecs, look at to take it for one)."""
+    """Whether ``data`` starts as a JPEG, a JPEG 2000 codestream, a JP2 file or a PNG does (what
+    libjpeg, OpenJPEG and libpng, through imagecodecs, look at to take it for one)."""
     return (data[:2] == b"\xff\xd8" or data[:4] == _J2K_SIZ or data[4:8] == _JP2_SIGNATURE[4:8]
-            or data[:4] == _JP2_MAGIC)
+            or data[:4] == _JP2_MAGIC or data[:8] == _PNG_SIGNATURE)
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` in pixels that the JPEG, JPEG 2000 codestream or JP2 file ``data``
+    """``(width, height)`` in pixels that the JPEG, JPEG 2000 codestream, JP2 file or PNG ``data``
     declares; None for another kind of data or a header that cannot be read (see
     :func:`is_codestream`: such a stream is damaged or made to hide its size)."""
     if data[:2] == b"\xff\xd8":
         return _jpeg_size(data)
+    if data[:8] == _PNG_SIGNATURE:  # its first chunk is IHDR: width, height
+        return struct.unpack_from(">II", data, 16) if data[12:16] == b"IHDR" and len(data) >= 24 else None
     start = 0 if data[:4] == _J2K_SIZ else _jp2_codestream(data)
     if start is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 22:
         return None
