@@ -313,7 +313,8 @@ def stopping_message(job_ids: list[int]) -> str:
     """What a delete refused for :func:`still_stopping` jobs says."""
     return (f"job{'s' if len(job_ids) > 1 else ''} {', '.join(map(str, job_ids))} "
             f"{'were' if len(job_ids) > 1 else 'was'} cancelled but {'their' if len(job_ids) > 1 else 'its'} "
-            "process has not ended yet; try again in a few seconds")
+            "process has not ended yet; try again in a few seconds (if its worker was killed, the job is "
+            "taken for dead once its heartbeat is SLIDELABEL_JOB_STALE_SECONDS old)")
 
 
 def _check_may_manage(job: Job, *, user_id: int, is_owner: bool, verb: str) -> None:
