@@ -79,16 +79,21 @@ def test_an_account_girder_refuses_is_refused_with_its_api_key_too(http, admin, 
     assert http.get(f"{SL}/projects/{p}", headers=token).status_code == 200
 
 
+def _readers_copy(slide_folder: dict) -> dict:
+    """A copy of ``slide_folder`` in the own space of a new user who may read it."""
+    reader = make_user("reader")
+    Folder().setUserAccess(slide_folder, reader, AccessType.READ, save=True)
+    mine = Folder().createFolder(reader, "mine", parentType="user", creator=reader)
+    return Folder().copyFolder(Folder().load(slide_folder["_id"], force=True), parent=mine, parentType="folder",
+                               creator=reader)
+
+
 def test_an_old_link_is_marked_on_the_document_older_than_its_row(server, user, project, slide_folder):
     p = project["project"]["id"]
     item = next(Folder().childItems(slide_folder))
     _unmark(Folder(), slide_folder)
     _unmark(Item(), item)
-    reader = make_user("reader")
-    Folder().setUserAccess(slide_folder, reader, AccessType.READ, save=True)
-    mine = Folder().createFolder(reader, "mine", parentType="user", creator=reader)
-    copy = Folder().copyFolder(Folder().load(slide_folder["_id"], force=True), parent=mine, parentType="folder",
-                               creator=reader)
+    copy = _readers_copy(slide_folder)
     _mark_old_links()
 
     assert [folder["_id"] for folder in links.linked_folders(p)] == [slide_folder["_id"]]
@@ -100,11 +105,7 @@ def test_an_old_link_is_marked_on_the_document_older_than_its_row(server, user, 
 def test_an_old_link_left_only_on_a_copy_is_marked_nowhere(server, user, project, slide_folder, caplog):
     p = project["project"]["id"]
     _unmark(Folder(), slide_folder)
-    reader = make_user("reader")
-    Folder().setUserAccess(slide_folder, reader, AccessType.READ, save=True)
-    mine = Folder().createFolder(reader, "mine", parentType="user", creator=reader)
-    copy = Folder().copyFolder(Folder().load(slide_folder["_id"], force=True), parent=mine, parentType="folder",
-                               creator=reader)
+    copy = _readers_copy(slide_folder)
     Folder().remove(Folder().load(slide_folder["_id"], force=True))  # before the upgrade
     with caplog.at_level(logging.WARNING, logger=links.__name__):
         _mark_old_links()

@@ -209,16 +209,23 @@ def late_writer(monkeypatch):
     return cancelled
 
 
-def test_a_cancelled_job_writes_nothing_after_its_project_is_deleted(database, late_writer, tmp_path):
-    from slidelabel.services.projects import delete_project
-
-    settings = Settings(data_dir=tmp_path)
+def _cancelled_as_it_writes(database: Database, settings: Settings, late_writer: threading.Event):
+    """A ``late_writer`` job run in a thread, cancelled once running and told to write: the job
+    and its thread."""
     job = jobs.submit(database, Recorder(), project_id=1, kind="late_writer", key="late")
     thread = threading.Thread(target=jobs.run, args=(database, settings, job.id))
     thread.start()
     _wait_running(database, job.id)
     jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
     late_writer.set()
+    return job, thread
+
+
+def test_a_cancelled_job_writes_nothing_after_its_project_is_deleted(database, late_writer, tmp_path):
+    from slidelabel.services.projects import delete_project
+
+    settings = Settings(data_dir=tmp_path)
+    job, thread = _cancelled_as_it_writes(database, settings, late_writer)
     delete_project(database, settings, project_id=1)
     thread.join(timeout=90)
     left = [path for path in (tmp_path / "projects").rglob("*") if path.is_file()]
@@ -232,12 +239,7 @@ def test_a_delete_refuses_while_a_cancelled_jobs_process_runs_past_the_wait(data
 
     monkeypatch.setattr(jobs, "STOP_WAIT_S", 0.1, raising=False)
     settings = Settings(data_dir=tmp_path)
-    job = jobs.submit(database, Recorder(), project_id=1, kind="late_writer", key="late")
-    thread = threading.Thread(target=jobs.run, args=(database, settings, job.id))
-    thread.start()
-    _wait_running(database, job.id)
-    jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
-    late_writer.set()
+    job, thread = _cancelled_as_it_writes(database, settings, late_writer)
     with pytest.raises(ConflictError, match=f"job {job.id} was cancelled but its process has not ended yet; try again"):
         delete_project(database, settings, project_id=1)
     thread.join(timeout=90)
