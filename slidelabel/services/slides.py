@@ -308,7 +308,7 @@ def _link_out(path: Path, folders: list[Path]) -> Path:
     """The first part of ``path`` (a match inside ``folders``, unresolved) that resolves outside
     them: the link that leads out."""
     for part in (*reversed(path.parents), path):
-        if not _inside(part.resolve(), folders) and any(part.parent.resolve().is_relative_to(f) for f in folders):
+        if not _inside(part.resolve(), folders) and _inside(part.parent.resolve(), folders):
             return part
     return path
 
