@@ -1,17 +1,22 @@
-"""The size an image codestream declares in its header, read without decoding it.
+"""The size an image stream declares in its header, read without decoding it.
 
-A TIFF's tile tags say how large its tiles are, but each tile's JPEG or JPEG 2000 stream says so
-again, and decoders believe the stream: a 16 MB file of 256 px tiles whose JPEG headers declare
-20000 x 20000 px had each tile decoded to 1.2 GB (the sixteenth attack). :func:`declared_size`
-reads that header as the decoders do (libjpeg skips stray bytes between markers; OpenJPEG finds a
-JP2 file's codestream by walking its boxes) so a reader can refuse the tile first, and
-:func:`is_codestream` says which data a decoder would take for such a stream, so that one whose
-size cannot be read is refused too (the seventeenth attack decoded those).
+A TIFF's tile tags say how large its tiles are, but a tile stored with an image codec (JPEG,
+JPEG 2000, PNG, WebP) says so again in its own stream, and decoders believe the stream: a 16 MB
+file of 256 px tiles whose JPEG headers declare 20000 x 20000 px had each tile decoded to 1.2 GB
+(the sixteenth attack). :func:`declared_size` reads that header as the decoders do (libjpeg skips
+stray bytes between markers; OpenJPEG finds a JP2 file's codestream by walking its boxes; libwebp
+takes a bare VP8 or VP8L bitstream as well as a RIFF file) so that a reader can refuse the tile
+first; a stream whose size cannot be read is refused too (the seventeenth attack decoded those).
+Which codec a decoder uses is chosen by the TIFF's compression tag, never by the stream, so the
+stream is read as that codec's.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+
+import tifffile
 
 #: JPEG markers that start a frame (its size follows): SOF0-SOF15 but DHT (C4), JPG (C8), DAC (CC).
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -19,36 +24,17 @@ _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_BARE = frozenset({0x01, *range(0xD0, 0xD9)})
 #: JPEG 2000: the start of a codestream (SOC) and its image and tile size marker (SIZ).
 _J2K_SIZ = b"\xff\x4f\xff\x51"
-#: The JP2 signature box, and the older signature imagecodecs also takes for a JP2 file.
-_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-_JP2_MAGIC = b"\r\n\x87\n"
 #: A PNG file's signature.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Chunks of a WebP file read, at most, to find its bitstream.
+_MAX_WEBP_CHUNKS = 64
+
+Size = tuple[int, int]
 
 
-def is_codestream(data: bytes) -> bool:
-    """Whether ``data`` starts as a JPEG, a JPEG 2000 codestream, a JP2 file or a PNG does (what
-    libjpeg, OpenJPEG and libpng, through imagecodecs, look at to take it for one)."""
-    return (data[:2] == b"\xff\xd8" or data[:4] == _J2K_SIZ or data[4:8] == _JP2_SIGNATURE[4:8]
-            or data[:4] == _JP2_MAGIC or data[:8] == _PNG_SIGNATURE)
-
-
-def declared_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` in pixels that the JPEG, JPEG 2000 codestream, JP2 file or PNG ``data``
-    declares; None for another kind of data or a header that cannot be read (see
-    :func:`is_codestream`: such a stream is damaged or made to hide its size)."""
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    if data[:8] == _PNG_SIGNATURE:  # its first chunk is IHDR: width, height
-        return struct.unpack_from(">II", data, 16) if data[12:16] == b"IHDR" and len(data) >= 24 else None
-    start = 0 if data[:4] == _J2K_SIZ else _jp2_codestream(data)
-    if start is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 22:
+def _jpeg_size(data: bytes) -> Size | None:
+    if data[:2] != b"\xff\xd8":
         return None
-    width, height, x_offset, y_offset = struct.unpack_from(">IIII", data, start + 8)
-    return width - x_offset, height - y_offset
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     at = 2
     while True:
         at = data.find(b"\xff", at)  # libjpeg skips other bytes before a marker ("extraneous bytes")
@@ -74,6 +60,15 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         at += 2 + max(length, 2)
 
 
+def _jpeg2000_size(data: bytes) -> Size | None:
+    """A JPEG 2000 codestream's size, or a JP2 file's (OpenJPEG, through imagecodecs, takes both)."""
+    start = 0 if data[:4] == _J2K_SIZ else _jp2_codestream(data)
+    if start is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 22:
+        return None
+    width, height, x_offset, y_offset = struct.unpack_from(">IIII", data, start + 8)
+    return max(width - x_offset, 0), max(height - y_offset, 0)
+
+
 def _jp2_codestream(data: bytes) -> int | None:
     """Offset of the contents of a JP2 file's first 'jp2c' box (its codestream), None if none."""
     at = 0
@@ -90,4 +85,108 @@ def _jp2_codestream(data: bytes) -> int | None:
         if length == 0 or length < header:  # a box to the end of the file, or a damaged length
             return None
         at += length
+    return None
+
+
+def _png_size(data: bytes) -> Size | None:
+    """A PNG's size: its first chunk is IHDR (width, height)."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return struct.unpack_from(">II", data, 16)
+
+
+def _vp8_size(data: bytes) -> Size | None:
+    """A VP8 key frame's size (lossy WebP): a 3-byte frame tag, a start code, 14-bit sizes."""
+    if len(data) < 10 or data[3:6] != b"\x9d\x01\x2a":
+        return None
+    width, height = struct.unpack_from("<HH", data, 6)
+    return width & 0x3FFF, height & 0x3FFF
+
+
+def _vp8l_size(data: bytes) -> Size | None:
+    """A VP8L bitstream's size (lossless WebP): a signature byte, then 14 bits each of width - 1
+    and height - 1."""
+    if len(data) < 5 or data[0] != 0x2F:
+        return None
+    (bits,) = struct.unpack_from("<I", data, 1)
+    return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+
+
+def _webp_size(data: bytes) -> Size | None:
+    """A WebP's size: of a RIFF file, the largest of its extended header's canvas and its
+    bitstream's; a bare VP8L or VP8 bitstream's own; None for an animation (a tile is one image)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return _vp8l_size(data) or _vp8_size(data)
+    sizes: list[Size] = []
+    at = 12
+    for _ in range(_MAX_WEBP_CHUNKS):
+        if at + 8 > len(data):
+            return None
+        kind, length = struct.unpack_from("<4sI", data, at)
+        body = data[at + 8:at + 8 + length]
+        if kind in (b"ANIM", b"ANMF"):
+            return None
+        if kind == b"VP8X" and len(body) >= 10:
+            sizes.append((int.from_bytes(body[4:7], "little") + 1, int.from_bytes(body[7:10], "little") + 1))
+        elif kind in (b"VP8 ", b"VP8L"):
+            bitstream = (_vp8_size if kind == b"VP8 " else _vp8l_size)(body)
+            if bitstream is None:
+                return None
+            sizes.append(bitstream)
+            return max(width for width, _ in sizes), max(height for _, height in sizes)
+        at += 8 + length + (length & 1)  # chunks are padded to an even size
+    return None
+
+
+#: The size reader of each TIFF compression whose chunks are image streams with a size of their
+#: own, by the code tifffile, libtiff and large_image dispatch on.
+_SIZE_READERS: dict[int, Callable[[bytes], Size | None]] = {
+    tifffile.COMPRESSION.JPEG: _jpeg_size,
+    34892: _jpeg_size,  # lossy JPEG (DNG)
+    33007: _jpeg_size,  # ALT_JPEG
+    tifffile.COMPRESSION.APERIO_JP2000_YCBC: _jpeg2000_size,
+    33004: _jpeg2000_size,
+    tifffile.COMPRESSION.APERIO_JP2000_RGB: _jpeg2000_size,
+    tifffile.COMPRESSION.JPEG2000: _jpeg2000_size,
+    tifffile.COMPRESSION.PNG: _png_size,
+    tifffile.COMPRESSION.WEBP: _webp_size,
+}
+
+
+def declares_size(compression: int) -> bool:
+    """Whether chunks stored with the TIFF ``compression`` are image streams that declare their
+    own size (decoded at that size, whatever the tile tags say), for :func:`declared_size`."""
+    return compression in _SIZE_READERS
+
+
+def unchecked_codec(compression: int) -> str | None:
+    """The name of the image codec of TIFF ``compression`` when its streams declare their own
+    size (tifffile's image compressions) but :func:`declared_size` cannot read it (JPEG XL,
+    JPEG XR, old-style JPEG, ...); None for a codec it reads or one that decodes into the tile."""
+    if compression in _SIZE_READERS or compression not in tifffile.TIFF.IMAGE_COMPRESSIONS:
+        return None
+    try:
+        return tifffile.COMPRESSION(compression).name
+    except ValueError:
+        return f"code {compression}"
+
+
+def declared_size(data: bytes, compression: int) -> Size | None:
+    """``(width, height)`` in pixels that ``data``, a chunk stored with the TIFF ``compression``
+    (one that :func:`declares_size`), declares; None when its header cannot be read: such a
+    stream is damaged or made to hide its size, and is never decoded."""
+    return _SIZE_READERS[compression](data)
+
+
+def stream_problem(data: bytes, compression: int, width: int, height: int) -> str | None:
+    """Why ``data``, a chunk of ``width`` x ``height`` px stored with the TIFF ``compression``, must
+    not be decoded: its image stream declares more pixels, or hides how many; None when it may be
+    (or the codec decodes into the chunk's own size)."""
+    if not declares_size(compression):
+        return None
+    declared = declared_size(data, compression)
+    if declared is None:
+        return "its image stream's header cannot be read, so the pixels it declares are unknown"
+    if declared[0] > width or declared[1] > height:
+        return f"its image stream declares {declared[0]} x {declared[1]} px, more than its {width} x {height}"
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import stat
 import struct
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from typing import BinaryIO
 import tifffile
 
 from slidelabel.errors import SlideNotFoundError, SlideUnreadableError
+from slidelabel.pipelines.codestreams import declares_size, stream_problem, unchecked_codec
 from slidelabel.pipelines.pinned_files import NOT_REGULAR, open_tiff
 
 # The truncation check reads broken files on purpose; tifffile's complaints about them would
@@ -145,6 +147,42 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
                 f"each, more than the {limits.max_chunk_bytes // 2**20} MB this server decodes at once "
                 "(SLIDELABEL_MAX_DECODED_MB): convert it to a tiled pyramidal TIFF, e.g. "
                 "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+    return _image_stream_problem(tiff.filehandle, pages)
+
+
+#: Bytes of a stored chunk read first for its image stream's header, which encoders write at its
+#: start (a JPEG's frame header after its tables, a PNG's IHDR at byte 16, a WebP's at 30); the
+#: whole chunk is read only when the header is not within them.
+_STREAM_HEAD_BYTES = 512
+
+
+def _image_stream_problem(file: tifffile.FileHandle, pages: Iterable[tifffile.TiffPage]) -> str | None:
+    """Why a strip or tile of ``pages`` that a decoder takes as an image stream (JPEG, JPEG 2000,
+    PNG, WebP) must not be decoded, else None: readers decode such a stream at the size it declares,
+    whatever the tile tags say, and one reader (large_image's tifffile source) checks none (256 px
+    PNG tiles saying 6000 px took 28 s and 557 MB to add, the eighteenth attack). Reads each
+    chunk's header (an 80,000 px slide's 131,000 tiles: 1 s, 9 s from a cold disk); codecs whose
+    header this cannot read (JPEG XL, ...) are refused."""
+    fd = file.fileno()
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # headers only: read ahead, they would read all
+    for page in pages:
+        if codec := unchecked_codec(page.compression):
+            return (f"stores its pixels with {codec} compression, whose streams this server cannot check before "
+                    "decoding them: convert it, e.g. vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+        if not declares_size(page.compression):
+            continue
+        width, height = ((page.tilewidth, page.tilelength) if page.is_tiled
+                         else (page.imagewidth, min(page.rowsperstrip or page.imagelength, page.imagelength)))
+        for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts)):
+            if not count:
+                continue
+            problem = stream_problem(os.pread(fd, min(count, _STREAM_HEAD_BYTES), offset), page.compression,
+                                     width, height)
+            if problem and count > _STREAM_HEAD_BYTES:
+                problem = stream_problem(os.pread(fd, count, offset), page.compression, width, height)
+            if problem:
+                return (f"cannot be read safely: {stored_chunks(page)[:-1]} {index} of its {_size(page)} image: "
+                        f"{problem}; the file is damaged or made to exhaust memory")
     return None
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import tifffile
 from PIL import ImageCms
 
-from slidelabel.pipelines.codestreams import declared_size, is_codestream
+from slidelabel.pipelines.codestreams import stream_problem, unchecked_codec
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
 
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
@@ -80,9 +80,10 @@ def level_size(size_level0: int, level: int) -> int:
 
 
 def _readable(page: tifffile.TiffPage) -> bool:
-    """8-bit RGB in tiles of one plane, without padding tricks tifffile's decoder leaves to us."""
+    """8-bit RGB in tiles of one plane, without padding tricks tifffile's decoder leaves to us, and
+    stored with a codec whose streams' sizes can be checked before decoding them."""
     return (
-        page.is_tiled and page.dtype == np.uint8 and page.samplesperpixel == 3 and page.imagedepth == 1
+        unchecked_codec(page.compression) is None and page.is_tiled and page.dtype == np.uint8 and page.samplesperpixel == 3 and page.imagedepth == 1
         and page.planarconfig == tifffile.PLANARCONFIG.CONTIG
         and page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
     )
@@ -179,15 +180,9 @@ class TiffTiles:
             data = os.pread(self._fd, count, page.dataoffsets[index])
         except OSError as error:
             raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: {error}") from error
-        declared = declared_size(data)
-        if declared is None and is_codestream(data):  # a decoder would find a size here, perhaps any
-            raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: its JPEG or JPEG 2000 header cannot be read, so "
-                                  "the pixels it declares are unknown: the file is damaged or made to exhaust memory, "
-                                  "and is not decoded")
-        if declared is not None and (declared[0] > page.tilewidth or declared[1] > page.tilelength):
-            raise TileDecodeError(f"tile ({tx}, {ty}) of level {level} declares {declared[0]} x {declared[1]} px in its "
-                                  f"codestream, more than its tile's {page.tilewidth} x {page.tilelength}: the file is "
-                                  "damaged or made to exhaust memory, and is not decoded")
+        if problem := stream_problem(data, page.compression, page.tilewidth, page.tilelength):
+            raise TileDecodeError(f"tile ({tx}, {ty}) of level {level}: {problem}: the file is damaged or made to "
+                                  "exhaust memory, and is not decoded")
         try:
             pixels = page.decode(data, index, jpegtables=page.jpegtables)[0]
             rgb = np.ascontiguousarray(pixels.reshape(page.tilelength, page.tilewidth, 3))

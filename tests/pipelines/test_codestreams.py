@@ -1,5 +1,6 @@
 """:func:`declared_size` reads the size of every stream a real encoder writes (a legitimate tile is
-never refused) and finds it where the decoders do, past bytes and boxes a strict reading stops at."""
+never refused) and finds it where the decoders do, past bytes and boxes a strict reading stops at,
+as the codec of the TIFF's compression tag (which the decoders dispatch on) reads it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from slidelabel.pipelines.codestreams import declared_size, is_codestream
+from slidelabel.pipelines.codestreams import declared_size, declares_size, stream_problem, unchecked_codec
 
 #: Not square, so that a swapped width and height shows.
 HEIGHT, WIDTH = 96, 160
@@ -29,25 +30,53 @@ def pil_jpeg(pixels: np.ndarray, **options) -> bytes:
     return out.getvalue()
 
 
+def pil_webp(pixels: np.ndarray, **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "WEBP", **options)
+    return out.getvalue()
+
+
+JPEG, JPEG2000, PNG, WEBP = (tifffile.COMPRESSION.JPEG, tifffile.COMPRESSION.JPEG2000, tifffile.COMPRESSION.PNG,
+                             tifffile.COMPRESSION.WEBP)
+
+#: A real encoder's stream of an image, and the TIFF compression a tile of it is stored with.
 ENCODERS = {
-    "jpeg8": lambda rgb: imagecodecs.jpeg8_encode(rgb, level=90),
-    "jpeg8-optimized-444": lambda rgb: imagecodecs.jpeg8_encode(rgb, level=75, optimize=True, subsampling="444"),
-    "jpeg8-grey": lambda rgb: imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb[..., 0]), level=90),
-    "jpeg8-lossless": lambda rgb: imagecodecs.jpeg8_encode(rgb, lossless=True),
-    "jpeg-progressive": lambda rgb: pil_jpeg(rgb, progressive=True, quality=80),
-    "jpeg-exif-icc": lambda rgb: pil_jpeg(rgb, exif=b"Exif\x00\x00" + bytes(64), icc_profile=bytes(3000)),
-    "j2k": lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="j2k"),
-    "jp2": lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="jp2"),
-    "j2k-lossless": lambda rgb: imagecodecs.jpeg2k_encode(rgb, codecformat="j2k", reversible=True),
-    "png": lambda rgb: imagecodecs.png_encode(rgb),  # eighteenth attack: PNG tiles said 6000 px too
+    "jpeg8": (lambda rgb: imagecodecs.jpeg8_encode(rgb, level=90), JPEG),
+    "jpeg8-optimized-444": (lambda rgb: imagecodecs.jpeg8_encode(rgb, level=75, optimize=True, subsampling="444"),
+                            JPEG),
+    "jpeg8-grey": (lambda rgb: imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb[..., 0]), level=90), JPEG),
+    "jpeg8-lossless": (lambda rgb: imagecodecs.jpeg8_encode(rgb, lossless=True), JPEG),
+    "jpeg-progressive": (lambda rgb: pil_jpeg(rgb, progressive=True, quality=80), JPEG),
+    "jpeg-exif-icc": (lambda rgb: pil_jpeg(rgb, exif=b"Exif\x00\x00" + bytes(64), icc_profile=bytes(3000)), JPEG),
+    "j2k": (lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="j2k"), JPEG2000),
+    "jp2": (lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="jp2"), JPEG2000),
+    "j2k-lossless": (lambda rgb: imagecodecs.jpeg2k_encode(rgb, codecformat="j2k", reversible=True), JPEG2000),
+    "aperio-j2k": (lambda rgb: imagecodecs.jpeg2k_encode(rgb, level=80, codecformat="j2k"),
+                   tifffile.COMPRESSION.APERIO_JP2000_RGB),
+    "png": (lambda rgb: imagecodecs.png_encode(rgb), PNG),  # eighteenth attack: PNG tiles said 6000 px too
+    "webp-lossy": (lambda rgb: pil_webp(rgb, quality=80), WEBP),
+    "webp-lossless": (lambda rgb: imagecodecs.webp_encode(rgb, lossless=True), WEBP),
+    "webp-alpha": (lambda rgb: pil_webp(np.dstack([rgb, rgb[..., 0]]), quality=80), WEBP),  # an extended header
+    "webp-exif": (lambda rgb: pil_webp(rgb, lossless=True, exif=b"Exif\x00\x00" + bytes(30)), WEBP),
+    "webp-bare-vp8l": (lambda rgb: bytes(imagecodecs.webp_encode(rgb, lossless=True))[20:], WEBP),
+    "webp-bare-vp8": (lambda rgb: pil_webp(rgb, quality=80)[20:], WEBP),
 }
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_the_size_of_real_encoder_output_is_read(pixels, encoder):
-    stream = bytes(ENCODERS[encoder](pixels))
-    assert is_codestream(stream)
-    assert declared_size(stream) == (WIDTH, HEIGHT)
+    encode, compression = ENCODERS[encoder]
+    stream = bytes(encode(pixels))
+    assert declares_size(compression)
+    assert declared_size(stream, compression) == (WIDTH, HEIGHT)
+    assert stream_problem(stream, compression, WIDTH, HEIGHT) is None
+    assert "declares 160 x 96 px" in stream_problem(stream, compression, WIDTH - 1, HEIGHT)
+
+
+def test_libwebp_decodes_the_bare_bitstreams_read(pixels):
+    """libwebp takes a VP8 or VP8L bitstream without its RIFF file: a tile may hold one."""
+    for name in ("webp-bare-vp8l", "webp-bare-vp8"):
+        assert imagecodecs.webp_decode(bytes(ENCODERS[name][0](pixels))).shape == (HEIGHT, WIDTH, 3)
 
 
 def test_the_tiles_of_a_jpeg_tiff_are_read_with_their_tables_apart(tmp_path, pixels):
@@ -57,7 +86,7 @@ def test_the_tiles_of_a_jpeg_tiff_are_read_with_their_tables_apart(tmp_path, pix
         page = tiff.pages.first
         for offset, count in zip(page.dataoffsets, page.databytecounts):
             file.seek(offset)
-            assert declared_size(file.read(count)) == (page.tilewidth, page.tilelength) == (64, 128)
+            assert declared_size(file.read(count), page.compression) == (page.tilewidth, page.tilelength) == (64, 128)
 
 
 def test_the_sample_slides_tiles_are_read(cmu_slide, tcga_slide):
@@ -69,7 +98,7 @@ def test_the_sample_slides_tiles_are_read(cmu_slide, tcga_slide):
                     continue
                 for offset, count in list(zip(page.dataoffsets, page.databytecounts))[:50]:
                     file.seek(offset)
-                    size = declared_size(file.read(count))
+                    size = declared_size(file.read(count), page.compression)
                     assert size is not None and size[0] <= page.tilewidth and size[1] <= page.tilelength, slide
 
 
@@ -78,7 +107,7 @@ def test_a_jpeg_size_past_bytes_libjpeg_skips_is_read(pixels):
     frame = stream.find(b"\xff\xc0")
     stream[frame:frame] = b"\x00\x00\xff\x00\xff\xff"  # stray bytes, a stuffed 0xFF, fill bytes
     assert imagecodecs.jpeg8_decode(bytes(stream)).shape == (HEIGHT, WIDTH, 3)
-    assert declared_size(bytes(stream)) == (WIDTH, HEIGHT)
+    assert declared_size(bytes(stream), JPEG) == (WIDTH, HEIGHT)
 
 
 def test_a_jp2_codestream_past_other_boxes_is_read(pixels):
@@ -87,9 +116,22 @@ def test_a_jp2_codestream_past_other_boxes_is_read(pixels):
     note = b"\xff\x4f\xff\x51" + bytes(20) + b"a" * 9000  # a decoy size marker, in a box that is none
     stream[codestream:codestream] = struct.pack(">I", 8 + len(note)) + b"xml " + note
     assert imagecodecs.jpeg2k_decode(bytes(stream)).shape == (HEIGHT, WIDTH, 3)
-    assert declared_size(bytes(stream)) == (WIDTH, HEIGHT)
+    assert declared_size(bytes(stream), JPEG2000) == (WIDTH, HEIGHT)
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00" * 32, b"II*\x00" + bytes(16), b"\x89PNX\r\n\x1a\n" + bytes(16)])
-def test_other_data_is_no_codestream(data):
-    assert declared_size(data) is None and not is_codestream(data)
+@pytest.mark.parametrize("compression", [JPEG, JPEG2000, PNG, WEBP])
+@pytest.mark.parametrize("data", [b"", b"\x00" * 32, b"II*\x00" + bytes(16), b"\x89PNX\r\n\x1a\n" + bytes(16),
+                                  b"RIFF\x00\x00\x00\x00WEBPANIM" + bytes(16)])
+def test_a_stream_whose_size_cannot_be_read_is_a_problem(data, compression):
+    assert declared_size(data, compression) is None
+    assert "header cannot be read" in stream_problem(data, compression, 256, 256)
+
+
+def test_codecs_decoded_into_the_tile_need_no_check_and_unread_image_codecs_are_named():
+    for compression in (tifffile.COMPRESSION.NONE, tifffile.COMPRESSION.LZW, tifffile.COMPRESSION.ADOBE_DEFLATE,
+                        tifffile.COMPRESSION.ZSTD):
+        assert not declares_size(compression) and unchecked_codec(compression) is None
+        assert stream_problem(bytes(64), compression, 256, 256) is None
+    assert unchecked_codec(tifffile.COMPRESSION.JPEGXL) == "JPEGXL"
+    assert unchecked_codec(tifffile.COMPRESSION.OJPEG) == "OJPEG"
+    assert unchecked_codec(PNG) is None

@@ -92,11 +92,16 @@ def test_a_bomb_in_a_slide_folder_is_skipped_and_the_limit_is_a_setting(app, cli
     assert "SLIDELABEL_MAX_SLIDE_MEGAPIXELS" in skipped["cmu.svs"]
 
 
+#: The TIFF compression of each codec a tile bomb is made with.
+BOMB_COMPRESSIONS = {"jpeg": "jpeg", "jpeg2000": 33003, "png": 34933, "webp": 50001}
+
+
 def tile_bomb(path: Path, *, declared: int, codec: str = "jpeg", hide: bool = False) -> Path:
-    """A 1024 px tiled TIFF of 256 px tiles whose JPEG (or JPEG 2000) streams each declare
+    """A 1024 px tiled TIFF of 256 px tiles whose JPEG (JPEG 2000, PNG, WebP) streams each declare
     ``declared`` x ``declared`` px in their headers: 64 KB on disk, any size to a decoder. With
     ``hide``, the size is where a strict reading of the header misses it but a decoder finds it:
-    after two stray bytes libjpeg skips, or in a JP2 file past a 5 KB box before its codestream."""
+    after two stray bytes libjpeg skips, or in a JP2 file past a 5 KB box before its codestream.
+    PNG and WebP tiles are real images of that size, of one colour."""
     import imagecodecs
     import numpy as np
     import tifffile
@@ -108,16 +113,78 @@ def tile_bomb(path: Path, *, declared: int, codec: str = "jpeg", hide: bool = Fa
         stream[frame + 5:frame + 9] = struct.pack(">HH", declared, declared)
         if hide:
             stream[frame:frame] = b"\x00\x00"
-    else:
+    elif codec == "jpeg2000":
         stream = bytearray(imagecodecs.jpeg2k_encode(tile, level=90, codecformat="jp2" if hide else "j2k"))
         size = stream.find(b"\xff\x51")
         stream[size + 6:size + 14] = stream[size + 22:size + 30] = struct.pack(">II", declared, declared)
         if hide:
             codestream, note = stream.find(b"jp2c") - 4, b"<x>" + b"a" * 5000 + b"</x>"
             stream[codestream:codestream] = struct.pack(">I", 8 + len(note)) + b"xml " + note
+    else:
+        image = np.full((declared, declared, 3), 200, np.uint8)
+        stream = imagecodecs.png_encode(image) if codec == "png" else imagecodecs.webp_encode(image, lossless=True)
     tifffile.imwrite(path, (bytes(stream) for _ in range(16)), shape=(1024, 1024, 3), dtype=np.uint8, tile=(256, 256),
-                     compression="jpeg" if codec == "jpeg" else 33003, photometric="rgb", metadata=None)
+                     compression=BOMB_COMPRESSIONS[codec], photometric="rgb", metadata=None)
     return path
+
+
+@pytest.mark.parametrize("codec", BOMB_COMPRESSIONS)
+def test_a_tile_bomb_is_refused_unopened(tmp_path, no_reader, codec):
+    """Eighteenth attack: 256 px PNG tiles whose streams said 6000 px passed every check, and
+    large_image's tifffile reader (which checks no stream) decoded them: 28 s and 557 MB to add the
+    slide (WebP: 14 s, 732 MB). Every tile's header is read when the slide is added."""
+    bomb = tile_bomb(tmp_path / "bomb.tif", declared=3000, codec=codec)
+    with pytest.raises(SlideUnreadableError, match="tile 0 of its 1024 x 1024 px image: its image stream declares "
+                                                   "3000 x 3000 px, more than its 256 x 256"):
+        check_slide_limits(bomb, SlideLimits())
+
+
+def test_one_bomb_tile_among_honest_ones_is_found(tmp_path, no_reader):
+    import imagecodecs
+    import numpy as np
+    import tifffile
+
+    honest, bomb = (bytes(imagecodecs.png_encode(np.full((side, side, 3), 90, np.uint8))) for side in (256, 2000))
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, (bomb if index == 13 else honest for index in range(16)), shape=(1024, 1024, 3),
+                     dtype=np.uint8, tile=(256, 256), compression=34933, photometric="rgb", metadata=None)
+    with pytest.raises(SlideUnreadableError, match="tile 13 of"):
+        check_slide_limits(path, SlideLimits())
+
+
+@pytest.mark.parametrize("codec", BOMB_COMPRESSIONS)
+def test_honest_tiles_of_every_checked_codec_pass_and_read(tmp_path, cmu_slide, codec):
+    """Real pixels stored with each codec whose streams are checked: the check refuses none of
+    them, and the slide opens and reads."""
+    import numpy as np
+    import tifffile
+
+    from slidelabel.pipelines.slides import open_slide
+
+    with open_slide(cmu_slide) as slide:
+        rgb = slide.read_region(0, 0, 1024, 1024)
+    path = tmp_path / f"honest-{codec}.tif"
+    with tifffile.TiffWriter(path) as tiff:
+        for level in range(3):
+            tiff.write(np.ascontiguousarray(rgb[::2**level, ::2**level]), tile=(256, 256), photometric="rgb",
+                       compression=BOMB_COMPRESSIONS[codec], subfiletype=int(level > 0), metadata=None)
+    check_slide_limits(path, SlideLimits())
+    with open_slide(path) as slide:
+        assert slide.read_region(0, 0, 512, 512).std() > 10
+
+
+def test_a_codec_whose_streams_cannot_be_checked_is_refused(tmp_path, no_reader):
+    import imagecodecs
+    import numpy as np
+    import tifffile
+
+    if not imagecodecs.JPEGXL.available:
+        pytest.skip("imagecodecs was built without JPEG XL")
+    path = tmp_path / "jxl.tif"
+    tifffile.imwrite(path, np.full((512, 512, 3), 200, np.uint8), tile=(256, 256), compression="jpegxl",
+                     photometric="rgb", metadata=None)
+    with pytest.raises(SlideUnreadableError, match="JPEGXL compression, whose streams this server cannot check"):
+        check_slide_limits(path, SlideLimits())
 
 
 @pytest.mark.parametrize("hide", [False, True], ids=["plain", "hidden"])
@@ -137,7 +204,7 @@ def test_tiles_whose_codestreams_declare_more_than_their_tile_are_never_decoded(
 
     bomb = tile_bomb(tmp_path / "bomb.tif", declared=12_000, codec=codec, hide=hide)
     direct = TiffTiles.open(bomb, 1024, 1024, None)
-    with pytest.raises(TileDecodeError, match="declares 12000 x 12000 px in its codestream"):
+    with pytest.raises(TileDecodeError, match="its image stream declares 12000 x 12000 px"):
         direct.window(0, 0, 0, 256, 256)
     direct.close()
     with pytest.raises(SlideUnreadableError, match="12000 x 12000|exceeds limit|broken data stream"), \
@@ -149,11 +216,11 @@ def test_tiles_whose_codestreams_declare_more_than_their_tile_are_never_decoded(
         tiles.slide_tile(source, tiles.TileGrid.of(source).levels - 1, 0, 0)
 
 
-def test_the_upload_of_a_tile_bomb_is_refused(client, admin_headers, project, tmp_path):
+def test_the_upload_of_a_tile_bomb_is_refused(client, admin_headers, project, tmp_path, no_reader):
     bomb = tile_bomb(tmp_path / "bomb.tif", declared=12_000)
     answer = client.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
                          files={"file": ("bomb.tif", bomb.read_bytes())})
-    assert answer.status_code == 422 and "exceeds limit" in answer.json()["detail"], answer.text
+    assert answer.status_code == 422 and "declares 12000 x 12000 px" in answer.json()["detail"], answer.text
 
 
 @pytest.mark.parametrize("stream", [
