@@ -33,7 +33,7 @@ import tifffile
 from sqlalchemy import select
 
 from slidelabel.cli.server_options import settings_environment
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from slidelabel.services.accounts import ensure_admin
 from slidelabel.services.cohort import MANIFEST_FILE
 from slidelabel.services.cohort_jobs import COHORT_SLIDE, cohort_dir, start_cohort
@@ -67,7 +67,7 @@ class Recorder:
 def run_here(database: Database, settings: Settings, recorder: Recorder) -> None:
     """Run every recorded job in this process, in order."""
     while recorder.sent:
-        jobs.run(database, settings, recorder.sent.pop(0), sender=recorder)
+        job_runs.run(database, settings, recorder.sent.pop(0), sender=recorder)
 
 
 def trained_project(database: Database, settings: Settings, slide: Path) -> tuple[Project, User]:

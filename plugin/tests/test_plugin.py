@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from girder_slidelabel import job_list
 from girder_slidelabel.links import SLIDE_LINK, SUPERPIXELS_OF
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -57,7 +57,7 @@ def run_queued_jobs() -> list[Job]:
         with database.session() as session:
             queued = list(session.scalars(select(Job.id).where(Job.state == JobState.queued)))
         for job_id in queued:
-            jobs.run(database, settings, job_id)
+            job_runs.run(database, settings, job_id)
         with database.session() as session:
             return [session.get(Job, job_id) for job_id in queued]
     finally:

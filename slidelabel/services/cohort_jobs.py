@@ -40,7 +40,8 @@ from slidelabel.services import cohort
 from slidelabel.services.access import Action
 from slidelabel.services.batch import output_names
 from slidelabel.services.epochs import get_epoch, model_file
-from slidelabel.services.jobs import WAITING, JobContext, Sender, dispatch, job_kind, submit
+from slidelabel.services.job_runs import JobContext
+from slidelabel.services.jobs import WAITING, Sender, dispatch, job_kind, submit
 from slidelabel.services.names import shown_input
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.slides import browse_folders, require_readable_folders, resolve_in_folders

@@ -35,7 +35,8 @@ from slidelabel.pipelines.models import Category, save_model
 from slidelabel.pipelines.models.base import tempered
 from slidelabel.services import reviews
 from slidelabel.services.access import Action
-from slidelabel.services.jobs import EPOCH_QUEUE, JobContext, Sender, job_kind, submit
+from slidelabel.services.job_runs import JobContext
+from slidelabel.services.jobs import EPOCH_QUEUE, Sender, job_kind, submit
 from slidelabel.services.labels import label_array
 from slidelabel.services.learning_loop import EpochOutcome, FileFeatures, LoopChoices, SlideLabels, run_epoch
 from slidelabel.services.projects import merged_categories

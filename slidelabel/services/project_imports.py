@@ -34,7 +34,8 @@ from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.importers.segments import ImportOptions
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.feature_import import import_features
-from slidelabel.services.jobs import JobContext, Sender, job_kind, submit
+from slidelabel.services.job_runs import JobContext
+from slidelabel.services.jobs import Sender, job_kind, submit
 from slidelabel.services.labels import locked_slide, set_labels
 from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category, room_for_categories
 from slidelabel.services.segment_import import ALGORITHM, import_segments

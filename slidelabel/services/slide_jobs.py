@@ -26,7 +26,8 @@ from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.access import Action
 from slidelabel.services.feature_import import remove_unfinished
-from slidelabel.services.jobs import GONE, JobContext, Sender, job_kind, submit
+from slidelabel.services.job_runs import JobContext
+from slidelabel.services.jobs import GONE, Sender, job_kind, submit
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.segment_import import ALGORITHM as IMPORTED_ALGORITHM
 from slidelabel.services.slide_paths import slide_file

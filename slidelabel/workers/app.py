@@ -14,7 +14,8 @@ import time
 from celery import Celery
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from slidelabel.services.jobs import JOB_KINDS, QUEUES, SLIDE_QUEUE, celery_time_limits
+from slidelabel.services.job_runs import celery_time_limits
+from slidelabel.services.jobs import JOB_KINDS, QUEUES, SLIDE_QUEUE
 from slidelabel.settings import Settings
 
 

@@ -1,6 +1,6 @@
 """The one Celery task: run a slidelabel job by id. The work lives in
-:mod:`slidelabel.services.jobs` and the job kinds it registers; this module only connects it to
-Celery, and keeps every worker watching for jobs whose worker died."""
+:mod:`slidelabel.services.job_runs` and the job kinds :mod:`slidelabel.services.jobs` registers;
+this module only connects it to Celery, and keeps every worker watching for jobs whose worker died."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from celery import shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_init, worker_process_init, worker_ready, worker_shutdown
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 
@@ -59,7 +59,7 @@ def run_job(self, job_id: int, stepped_back: int = 0) -> None:
     # replaces it and the message goes back to the queue, where its job is no longer run. Killing a
     # solo or threaded worker would end the worker itself.
     kill = _kill_pool_process if current_process().daemon else None
-    jobs.run(_database(settings.database_url), settings, job_id, worker=self.request.hostname,
+    job_runs.run(_database(settings.database_url), settings, job_id, worker=self.request.hostname,
              sender=self.app, kill=kill, stepped_back=stepped_back)
 
 
@@ -70,9 +70,9 @@ def _record_hard_time_limit(sender=None, exception=None, args=None, **_kwargs) -
     if getattr(sender, "name", None) != jobs.TASK_NAME or not isinstance(exception, TimeLimitExceeded) or not args:
         return
     settings = _settings(run_job)
-    hard_limit_s = jobs.celery_time_limits(settings)[1]
+    hard_limit_s = job_runs.celery_time_limits(settings)[1]
     variables = ", ".join(f"SLIDELABEL_{field.upper()}" for _name, field in jobs.TIME_LIMITS.values())
-    jobs.fail_running(_database(settings.database_url), int(args[0]),
+    job_runs.fail_running(_database(settings.database_url), int(args[0]),
                       f"stopped after {hard_limit_s:g} s by the worker's hard time limit (it reported no progress "
                       f"past its own time limit); see {variables}")
 
@@ -82,7 +82,7 @@ def _watch(sender_app) -> None:
     # Three looks per stale period: a dead worker's job waits at most 4/3 of the period.
     while not _stop_watching.wait(settings.job_stale_seconds / 3):
         try:
-            requeued = jobs.requeue_stale(_database(settings.database_url), sender_app,
+            requeued = job_runs.requeue_stale(_database(settings.database_url), sender_app,
                                           stale_s=settings.job_stale_seconds)
             if requeued:
                 logger.warning("requeued jobs %s whose worker died", requeued)
@@ -126,7 +126,7 @@ def _start_watch(sender, **_kwargs) -> None:
     if removed:
         logger.warning("removed %d unfinished outputs (scratch files, window caches, feature arrays) left by "
                        "killed jobs", len(removed))
-    jobs.redispatch_queued(_database(settings.database_url), sender.app)
+    job_runs.redispatch_queued(_database(settings.database_url), sender.app)
     threading.Thread(target=_watch, args=(sender.app,), daemon=True, name="slidelabel-stale-jobs").start()
 
 

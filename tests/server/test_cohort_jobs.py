@@ -17,7 +17,7 @@ import tifffile
 from test_epochs import annotator, cmu_files, rule, slide_id, trained  # noqa: F401  (fixtures)
 from tissue_slides import write_tissue_slide
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.services.cohort import PredictOptions, open_cohort_model, predict_cohort
 from slidelabel.services.cohort_jobs import COHORT, COHORT_SLIDE
 from slidelabel.services.projects import superpixel_options
@@ -47,7 +47,7 @@ def run_sent(app, sender, start: int = 0) -> list[int]:
     ran = []
     while start < len(sender.sent):
         job_id = sender.sent[start][1][0]
-        jobs.run(app.state.database, app.state.settings, job_id, sender=sender)
+        job_runs.run(app.state.database, app.state.settings, job_id, sender=sender)
         ran.append(job_id)
         start += 1
     return ran
@@ -61,7 +61,7 @@ def test_a_cohort_predicts_each_slide_as_the_cli_does_and_reports_the_bad_one(
     cohort = response.json()
     assert cohort["kind"] == COHORT and cohort["state"] == "queued"
     sent_before = len(sender.sent)
-    jobs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
+    job_runs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
     slide_messages = sender.sent[sent_before:]
     assert len(slide_messages) == 3 and {queue for _name, _args, queue in slide_messages} == {jobs.SLIDE_QUEUE}
     with app.state.database.session() as session:  # the starter's turns on the queue (twelfth attack: nobody's)
@@ -72,7 +72,7 @@ def test_a_cohort_predicts_each_slide_as_the_cli_does_and_reports_the_bad_one(
     assert waiting["job"]["state"] == "running" and waiting["job"]["progress"] == 0
     assert [s["job"]["state"] for s in waiting["slides"]] == ["queued"] * 3
 
-    jobs.run(app.state.database, app.state.settings, slide_messages[0][1][0], sender=sender)
+    job_runs.run(app.state.database, app.state.settings, slide_messages[0][1][0], sender=sender)
     one = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=viewer).json()
     assert one["job"]["state"] == "running" and one["job"]["progress"] == pytest.approx(1 / 3)
     run_sent(app, sender, sent_before + 1)
@@ -132,7 +132,7 @@ def test_cancelling_a_cohort_stops_its_slide_jobs(app, client, project, admin_he
     cohort = client.post(url(project, "/epochs/1/cohort"), headers=admin_headers,
                          json={"folder": str(cohort_folder)}).json()
     start = len(sender.sent)
-    jobs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
+    job_runs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
     cancelled = client.post(url(project, f"/jobs/{cohort['id']}/cancel"), headers=admin_headers)
     assert cancelled.json()["state"] == "cancelled"
     run_sent(app, sender, start)
@@ -167,25 +167,25 @@ def test_a_waiting_cohort_is_never_taken_for_a_dead_worker_s_and_a_slide_given_u
     cohort = client.post(url(project, "/epochs/1/cohort"), headers=admin_headers,
                          json={"folder": str(cohort_folder)}).json()
     start = len(sender.sent)
-    jobs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
+    job_runs.run(app.state.database, app.state.settings, cohort["id"], sender=sender)
     first, *others = [job_id for _name, (job_id,), _queue in sender.sent[start:]]
     database = app.state.database
     with database.session(write=True) as session:  # the first slide's worker died for the last time
         job = session.get(Job, first)
-        job.state, job.attempts = JobState.running, jobs.MAX_ATTEMPTS
+        job.state, job.attempts = JobState.running, job_runs.MAX_ATTEMPTS
         job.heartbeat_at = datetime.now(UTC) - timedelta(hours=1)
-    requeued = jobs.requeue_stale(database, sender, stale_s=1.0)
+    requeued = job_runs.requeue_stale(database, sender, stale_s=1.0)
     assert requeued == [], "neither the waiting cohort nor a slide whose worker died too often is requeued"
     result = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()
     assert result["job"]["state"] == "running" and result["job"]["progress"] == pytest.approx(1 / 3)
     assert result["job"]["message"] == "1 of 3 slides (1 failed)"
     for job_id in others:
-        jobs.run(database, app.state.settings, job_id, sender=sender)
+        job_runs.run(database, app.state.settings, job_id, sender=sender)
     ended = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()["job"]
     assert ended["state"] == "done" and ended["message"] == "3 slides: 1 done, 2 failed"
     retried = client.post(url(project, f"/jobs/{first}/retry"), headers=admin_headers).json()
     assert retried["id"] != first and retried["kind"] == COHORT_SLIDE
-    jobs.run(database, app.state.settings, retried["id"], sender=sender)
+    job_runs.run(database, app.state.settings, retried["id"], sender=sender)
     result = client.get(url(project, f"/cohorts/{cohort['id']}"), headers=admin_headers).json()
     assert result["job"]["message"] == "3 slides: 2 done, 1 failed", "a retried slide updates its ended cohort"
     assert [s["job"]["id"] for s in result["slides"]][0] == retried["id"] and result["slides"][0]["counts"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.services.shown_paths import names_only
 from slidelabel.services.segment_import import SUMMARY_CLASSES, SegmentImportResult
 from slidelabel.store.models import Job, JobState, Membership, Role
@@ -81,14 +81,14 @@ def test_an_import_summary_names_its_largest_classes_briefly():
 def test_a_job_message_and_log_line_are_stored_bounded(app, project, monkeypatch):
     huge = "x" * 3_000_000
 
-    def chatty(context: jobs.JobContext) -> dict:
+    def chatty(context: job_runs.JobContext) -> dict:
         context.progress(0.5, huge, force=True)
         context.log(huge)
         return {"message": huge}
 
     monkeypatch.setitem(jobs.JOB_KINDS, "chatty", jobs.JobKind("chatty", chatty, jobs.SLIDE_QUEUE))
     job_id = _job(app, project, kind="chatty", state=JobState.queued)
-    jobs.run(app.state.database, app.state.settings, job_id)
+    job_runs.run(app.state.database, app.state.settings, job_id)
     with app.state.database.session() as session:
         job = session.get(Job, job_id)
         assert job.state == JobState.done

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from slidelabel.errors import ParameterError
-from slidelabel.services import jobs, slide_jobs
+from slidelabel.services import job_runs, slide_jobs
 from slidelabel.services import superpixels as superpixel_service
 from slidelabel.services.projects import superpixel_options
 from slidelabel.store.layout import ProjectFiles
@@ -31,7 +31,7 @@ def _options(app, project: dict, options: dict) -> None:
 
 
 def _run(app, job_id: int) -> Job:
-    jobs.run(app.state.database, app.state.settings, job_id)
+    job_runs.run(app.state.database, app.state.settings, job_id)
     with app.state.database.session() as session:
         return session.get(Job, job_id)
 

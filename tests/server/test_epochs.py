@@ -16,7 +16,7 @@ import pytest
 
 from slidelabel.pipelines.features.extract import extract_slide_features
 from slidelabel.pipelines.models import load_model
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.services.projects import superpixel_options
 from slidelabel.services.superpixels import compute_slide_superpixels
 from slidelabel.store.layout import ProjectFiles
@@ -82,7 +82,7 @@ def run_epoch(app, client, headers: dict, project: dict) -> dict:
     response = client.post(url(project, "/epochs"), headers=headers)
     assert response.status_code == 202, response.text
     started = time.perf_counter()
-    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
     with app.state.database.session() as session:
         job = session.get(Job, response.json()["id"])
         return {"id": job.id, "state": job.state, "message": job.message, "log": job.log,

@@ -6,7 +6,7 @@ queued one already trains on later labels: a retrain while one is queued now ret
 
 from __future__ import annotations
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from slidelabel.store.models import JobState
 from test_epochs import annotator, cmu_files, label, rule, run_epoch, slide_id, url  # noqa: F401  (fixtures)
 
@@ -21,7 +21,7 @@ def test_retrains_while_an_epoch_is_queued_return_it(app, client, project, sende
         assert response.status_code == 202, response.text
         queued.append(response.json()["id"])
     assert len(set(queued)) == 1 and len(sender.sent) == 1
-    jobs.run(app.state.database, app.state.settings, queued[0])
+    job_runs.run(app.state.database, app.state.settings, queued[0])
     epoch = client.get(url(project, "/epochs/1"), headers=annotator).json()
     assert epoch["labels"] == len(rule["tumour"]) + len(rule["stroma"]) + 5  # the later labels too
     label(client, annotator, project, slide_id, rule["held_stroma"][:1], "stroma")

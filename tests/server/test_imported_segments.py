@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Slide
@@ -58,7 +58,7 @@ def add_slide(app, project: dict, cmu_slide: Path) -> int:
 def run_job(app, response) -> Job:
     """Run the job a route answered with, here; its row."""
     assert response.status_code == 202, response.text
-    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
     with app.state.database.session() as session:
         job = session.get(Job, response.json()["id"])
         session.expunge(job)
@@ -96,7 +96,7 @@ def test_imported_segments_round_trip_through_a_second_project(app, client, sett
     prepared = client.post(url(project, "/jobs/prepare"), headers=admin_headers)
     assert prepared.status_code == 202, prepared.text
     for submitted in prepared.json():
-        jobs.run(app.state.database, app.state.settings, submitted["id"])
+        job_runs.run(app.state.database, app.state.settings, submitted["id"])
     with app.state.database.session() as session:
         assert session.get(Job, prepared.json()[0]["id"]).state == JobState.done
         assert session.get(Slide, slide_id).superpixels == segments

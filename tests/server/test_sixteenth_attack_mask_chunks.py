@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from conftest import ADMIN_PASSWORD
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from slidelabel.settings import Settings
 from slidelabel.store.models import Job, JobState, Slide
 
@@ -46,7 +46,7 @@ def test_a_mask_in_tiles_past_the_servers_limit_fails_its_job_with_what_to_do(ap
     response = client.post(f"/api/v1/projects/{project['id']}/slides/{slide_id}/segments", headers=admin_headers,
                            files={"file": ("mask.tif", mask_tiff(1024), "image/tiff")})
     assert response.status_code == 202, response.text
-    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
     with app.state.database.session() as session:
         job = session.get(Job, response.json()["id"])
         assert job.state == JobState.failed, job.message

@@ -13,7 +13,7 @@ import h5py
 import pytest
 
 from slidelabel.errors import ParameterError
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from slidelabel.services.segment_import import import_segments
 from slidelabel.services.slide_jobs import sweep_unfinished_outputs
 from slidelabel.services.uploads import UploadReceiver
@@ -93,7 +93,7 @@ def test_the_segment_import_job_fails_with_the_message_not_an_internal_error(app
     response = client.post(f"/api/v1/projects/{project['id']}/slides/{slide_row}/segments", headers=admin_headers,
                            files={"file": ("cells.geojson", body, "application/geo+json")})
     assert response.status_code == 202, response.text
-    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
     with app.state.database.session() as session:
         job = session.get(Job, response.json()["id"])
         assert job.state == JobState.failed and message in job.message and "internal error" not in job.message
@@ -106,7 +106,7 @@ def test_the_attack_feature_file_fails_its_job_at_once_and_leaves_no_scratch(app
     cells = json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square}, "properties": {}}]}).encode()
     response = client.post(base + "/segments", headers=admin_headers, files={"file": ("cells.geojson", cells)})
-    jobs.run(app.state.database, app.state.settings, response.json()["id"])
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
     bomb = io.BytesIO()
     with h5py.File(bomb, "w") as file:  # the attack's 2,064 bytes: (1, 2,000,000) float32 never written
         file.create_dataset("coords", data=[[0, 0]]).attrs["patch_size_level0"] = 512
@@ -115,7 +115,7 @@ def test_the_attack_feature_file_fails_its_job_at_once_and_leaves_no_scratch(app
     response = client.post(base + "/features/imported-bomb", headers=admin_headers,
                            files={"file": ("bomb.h5", bomb.getvalue())})
     assert response.status_code == 202, response.text
-    jobs.run(app.state.database, app.state.settings, response.json()["id"])  # before: 18.5 GB, OOM-killed
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])  # before: 18.5 GB, OOM-killed
     with app.state.database.session() as session:
         job = session.get(Job, response.json()["id"])
         assert job.state == JobState.failed and "2,000,000 features per row" in job.message, job.message

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from slidelabel.pipelines.features.extract import read_features
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.services.projects import superpixel_options
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Job, JobState, Project, Role, Slide
@@ -26,7 +26,7 @@ def slide_id(app, project: dict, slide_row: int) -> int:
 
 
 def run(app, job: dict) -> Job:
-    jobs.run(app.state.database, app.state.settings, job["id"])
+    job_runs.run(app.state.database, app.state.settings, job["id"])
     with app.state.database.session() as session:
         return session.get(Job, job["id"])
 

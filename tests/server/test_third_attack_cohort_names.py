@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs
 from test_cohort_jobs import run_sent, url
 from test_epochs import annotator, cmu_files, rule, slide_id, trained  # noqa: F401  (fixtures)
 from tissue_slides import write_tissue_slide
@@ -22,7 +22,7 @@ def test_download_links_of_a_slide_named_with_url_characters_open_its_files(
     response = client.post(url(project, "/epochs/1/cohort"), headers=admin_headers, json={"folder": str(folder)})
     assert response.status_code == 202, response.text
     start = len(sender.sent)
-    jobs.run(app.state.database, app.state.settings, response.json()["id"], sender=sender)
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"], sender=sender)
     run_sent(app, sender, start)
 
     cohort = client.get(url(project, f"/cohorts/{response.json()['id']}"), headers=admin_headers).json()

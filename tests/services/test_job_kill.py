@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState
@@ -24,7 +24,7 @@ def silent(monkeypatch):
     "killed" (the event), as one 8192 px superpixel tile or one model fit does; fast beats."""
     killed = threading.Event()
 
-    def silent_job(context: jobs.JobContext) -> dict:
+    def silent_job(context: job_runs.JobContext) -> dict:
         context.progress(0.1, "started", force=True)
         deadline = time.monotonic() + 5
         while not killed.is_set() and time.monotonic() < deadline:
@@ -35,7 +35,7 @@ def silent(monkeypatch):
 
     monkeypatch.setitem(jobs.JOB_KINDS, "silent", jobs.JobKind("silent", silent_job, jobs.SLIDE_QUEUE))
     monkeypatch.setattr(jobs, "JOB_MODULES", ())
-    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(job_runs, "HEARTBEAT_S", 0.05)
     monkeypatch.setattr(jobs, "STOP_GRACE_S", 0.3, raising=False)
     return killed
 
@@ -43,7 +43,7 @@ def silent(monkeypatch):
 def _run_in_thread(database: Database, settings: Settings, job_id: int, killed: threading.Event) -> threading.Thread:
     def run() -> None:
         try:
-            jobs.run(database, settings, job_id, kill=killed.set)
+            job_runs.run(database, settings, job_id, kill=killed.set)
         except SystemExit:
             pass
 
@@ -90,7 +90,7 @@ def test_a_job_past_its_time_limit_that_reports_nothing_is_failed_and_killed(dat
 def test_a_job_that_stops_at_its_progress_report_is_not_killed(database, monkeypatch, tmp_path):
     killed = threading.Event()
 
-    def reporting(context: jobs.JobContext) -> dict:
+    def reporting(context: job_runs.JobContext) -> dict:
         for step in range(600):
             context.progress(step / 600, force=True)
             time.sleep(0.05)
@@ -98,7 +98,7 @@ def test_a_job_that_stops_at_its_progress_report_is_not_killed(database, monkeyp
 
     monkeypatch.setitem(jobs.JOB_KINDS, "reporting", jobs.JobKind("reporting", reporting, jobs.SLIDE_QUEUE))
     monkeypatch.setattr(jobs, "JOB_MODULES", ())
-    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(job_runs, "HEARTBEAT_S", 0.05)
     monkeypatch.setattr(jobs, "STOP_GRACE_S", 5.0, raising=False)
     job = jobs.submit(database, Recorder(), project_id=1, kind="reporting", key="polite")
     thread = _run_in_thread(database, Settings(data_dir=tmp_path), job.id, killed)
@@ -130,11 +130,11 @@ def test_a_heartbeat_that_fails_once_goes_on_and_still_kills_a_cancelled_job(dat
 
     def named(*args, target=None, **kwargs):
         thread = real_thread(*args, target=target, **kwargs)
-        if target is jobs._beat:
+        if target is job_runs._beat:
             thread.name = "heart"
         return thread
 
-    monkeypatch.setattr(jobs.threading, "Thread", named)
+    monkeypatch.setattr(job_runs.threading, "Thread", named)
     job = jobs.submit(database, Recorder(), project_id=1, kind="silent", key="busy-heart")
     thread = _run_in_thread(database, Settings(data_dir=tmp_path), job.id, silent)
     _wait_running(database, job.id)
@@ -193,7 +193,7 @@ def late_writer(monkeypatch):
 
     cancelled = threading.Event()
 
-    def late_writer(context: jobs.JobContext) -> dict:
+    def late_writer(context: job_runs.JobContext) -> dict:
         context.progress(0.1, "started", force=True)
         cancelled.wait(timeout=60)
         time.sleep(0.6)  # the last tile
@@ -205,7 +205,7 @@ def late_writer(monkeypatch):
 
     monkeypatch.setitem(jobs.JOB_KINDS, "late_writer", jobs.JobKind("late_writer", late_writer, jobs.SLIDE_QUEUE))
     monkeypatch.setattr(jobs, "JOB_MODULES", ())
-    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(job_runs, "HEARTBEAT_S", 0.05)
     return cancelled
 
 
@@ -213,7 +213,7 @@ def _cancelled_as_it_writes(database: Database, settings: Settings, late_writer:
     """A ``late_writer`` job run in a thread, cancelled once running and told to write: the job
     and its thread."""
     job = jobs.submit(database, Recorder(), project_id=1, kind="late_writer", key="late")
-    thread = threading.Thread(target=jobs.run, args=(database, settings, job.id))
+    thread = threading.Thread(target=job_runs.run, args=(database, settings, job.id))
     thread.start()
     _wait_running(database, job.id)
     jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
@@ -250,7 +250,7 @@ def test_a_delete_refuses_while_a_cancelled_jobs_process_runs_past_the_wait(data
 @pytest.mark.parametrize("error", [None, FileNotFoundError("[Errno 2] .slidelabel-windows.x.tmp")],
                          ids=["at-its-progress-report", "its-files-gone"])
 def test_a_job_that_finds_its_project_gone_ends_without_a_traceback(database, monkeypatch, tmp_path, caplog, error):
-    def deleted_under_it(context: jobs.JobContext) -> dict:
+    def deleted_under_it(context: job_runs.JobContext) -> dict:
         context.progress(0.1, force=True)
         _job_row_deleted(context.database, context.job_id)
         if error is not None:
@@ -261,8 +261,8 @@ def test_a_job_that_finds_its_project_gone_ends_without_a_traceback(database, mo
     monkeypatch.setitem(jobs.JOB_KINDS, "deleted", jobs.JobKind("deleted", deleted_under_it, jobs.SLIDE_QUEUE))
     monkeypatch.setattr(jobs, "JOB_MODULES", ())
     job = jobs.submit(database, Recorder(), project_id=1, kind="deleted", key="gone")
-    caplog.set_level("INFO", logger=jobs.__name__)
-    jobs.run(database, Settings(data_dir=tmp_path), job.id, kill=lambda: None)
+    caplog.set_level("INFO", logger=job_runs.__name__)
+    job_runs.run(database, Settings(data_dir=tmp_path), job.id, kill=lambda: None)
     assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= 30], caplog.text
     assert f"job {job.id} (deleted) stopped: its project or slide was deleted" in caplog.text
 
@@ -274,8 +274,8 @@ def test_a_slide_job_whose_slide_was_deleted_meanwhile_removes_what_it_wrote(dat
     from slidelabel.services import slide_jobs
     from slidelabel.store.layout import ProjectFiles
 
-    context = jobs.JobContext(database, Settings(data_dir=tmp_path), Job(id=99, project_id=1, slide_id=42, params={}),
-                              queue=jobs.SLIDE_QUEUE)
+    job = Job(id=99, project_id=1, slide_id=42, params={})
+    context = job_runs.JobContext(database, Settings(data_dir=tmp_path), job, queue=jobs.SLIDE_QUEUE)
     written = ProjectFiles(tmp_path, 1).superpixels(42) / "superpixels.parquet"
     written.parent.mkdir(parents=True)
     written.write_bytes(b"computed for a deleted slide")

@@ -12,7 +12,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from slidelabel.errors import ConflictError, PermissionDeniedError
-from slidelabel.services import jobs
+from slidelabel.services import job_runs, jobs
 from slidelabel.services.accounts import create_user, ensure_admin
 from slidelabel.services.projects import create_project
 from slidelabel.services.slide_jobs import SUPERPIXELS, step_job
@@ -54,7 +54,7 @@ def ran(monkeypatch):
     """A job kind ``echo`` that records its params, failing when asked to."""
     calls = []
 
-    def echo(context: jobs.JobContext) -> dict:
+    def echo(context: job_runs.JobContext) -> dict:
         context.progress(0.5, "half", force=True)
         if context.params.get("fail"):
             raise RuntimeError("boom")
@@ -71,7 +71,7 @@ def test_submission_is_idempotent_by_key(database, ran):
     first = jobs.submit(database, sender, project_id=1, kind="echo", key="k", params={"x": 1})
     again = jobs.submit(database, sender, project_id=1, kind="echo", key="k", params={"x": 1})
     assert again.id == first.id and len(sender.sent) == 1
-    jobs.run(database, Settings(data_dir=Path("/nonexistent")), first.id)
+    job_runs.run(database, Settings(data_dir=Path("/nonexistent")), first.id)
     assert ran == [{"x": 1}]
     done = jobs.submit(database, sender, project_id=1, kind="echo", key="k")
     assert done.id == first.id and done.state == JobState.done and len(sender.sent) == 1
@@ -80,7 +80,7 @@ def test_submission_is_idempotent_by_key(database, ran):
 def test_failure_keeps_the_traceback_and_retry_makes_a_new_job(database, ran):
     sender = Recorder()
     job = jobs.submit(database, sender, project_id=1, kind="echo", key="bad", params={"fail": True})
-    jobs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
+    job_runs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
     with database.session() as session:
         failed = session.get(Job, job.id)
         assert failed.state == JobState.failed and "boom" in failed.message and "RuntimeError" in failed.log
@@ -94,7 +94,7 @@ def test_a_cancelled_job_stops_at_its_next_progress_report(database, ran):
     sender = Recorder()
     job = jobs.submit(database, sender, project_id=1, kind="echo", key="c")
     jobs.cancel(database, 1, job.id, user_id=1, is_owner=True)
-    jobs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
+    job_runs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
     with database.session() as session:
         assert session.get(Job, job.id).state == JobState.cancelled
     assert ran == []
@@ -113,10 +113,10 @@ def test_queued_jobs_are_sent_again_and_a_second_message_runs_nothing_twice(data
     sender = Recorder()
     lost = jobs.submit(database, Recorder(), project_id=1, kind="echo", key="lost")  # its message never arrives
     running = _running(database, 1)
-    assert jobs.redispatch_queued(database, sender) == [lost.id]
+    assert job_runs.redispatch_queued(database, sender) == [lost.id]
     assert [args for _, args, _ in sender.sent] == [[lost.id]]
     for _ in range(2):  # the first message and the one sent again
-        jobs.run(database, Settings(data_dir=Path("/nonexistent")), lost.id)
+        job_runs.run(database, Settings(data_dir=Path("/nonexistent")), lost.id)
     assert len(ran) == 1
     with database.session() as session:
         assert session.get(Job, lost.id).state == JobState.done
@@ -126,14 +126,14 @@ def test_queued_jobs_are_sent_again_and_a_second_message_runs_nothing_twice(data
 def test_only_silent_running_jobs_are_requeued_and_only_a_few_times(database, ran):
     sender = Recorder()
     alive, dead, hopeless = _running(database, 1), _running(database, 60), _running(database, 60, attempts=3)
-    assert jobs.requeue_stale(database, sender, stale_s=10) == [dead]
+    assert job_runs.requeue_stale(database, sender, stale_s=10) == [dead]
     assert [args for _, args, _ in sender.sent] == [[dead]]
     with database.session() as session:
         assert session.get(Job, alive).state == JobState.running
         assert session.get(Job, dead).state == JobState.queued
         assert session.get(Job, hopeless).state == JobState.failed
     # A redelivered message of a job that still beats is not run a second time.
-    jobs.run(database, Settings(data_dir=Path("/nonexistent"), job_stale_seconds=10), alive)
+    job_runs.run(database, Settings(data_dir=Path("/nonexistent"), job_stale_seconds=10), alive)
     assert ran == []
 
 
@@ -173,7 +173,7 @@ def test_cancel_stops_a_running_job_within_seconds_and_frees_its_worker(database
     first = jobs.submit(database, sender, **long_job)
     after = jobs.submit(database, sender, project_id=1, kind="echo", key="after", params={"next": True})
     # One worker thread running the two jobs in turn, as a worker process of concurrency 1 does.
-    worker = threading.Thread(target=lambda: [jobs.run(database, settings, i) for i in (first.id, after.id)])
+    worker = threading.Thread(target=lambda: [job_runs.run(database, settings, i) for i in (first.id, after.id)])
     worker.start()
     _wait_running(database, first.id)
     jobs.cancel(database, long_job["project_id"], first.id, user_id=long_job["user_id"], is_owner=False)
@@ -193,7 +193,7 @@ def test_cancel_stops_a_running_job_within_seconds_and_frees_its_worker(database
 def test_a_job_past_its_time_limit_fails_naming_the_limit_and_its_setting(database, long_job, tmp_path):
     settings = Settings(data_dir=tmp_path / "data", job_time_limit_slide_s=1.0)
     job = jobs.submit(database, Recorder(), **long_job)
-    jobs.run(database, settings, job.id)
+    job_runs.run(database, settings, job.id)
     with database.session() as session:
         stopped = session.get(Job, job.id)
     assert stopped.state == JobState.failed and stopped.progress < 1
@@ -201,7 +201,7 @@ def test_a_job_past_its_time_limit_fails_naming_the_limit_and_its_setting(databa
     assert stopped.message.endswith(": the time limit for slide jobs is 1 s (SLIDELABEL_JOB_TIME_LIMIT_SLIDE_S)")
     assert _outputs(settings, long_job) == (False, [])
     # The epoch queue keeps its own limit.
-    assert jobs.time_limit(settings, jobs.EPOCH_QUEUE)[0] == Settings().job_time_limit_epoch_s
+    assert job_runs.time_limit(settings, jobs.EPOCH_QUEUE)[0] == Settings().job_time_limit_epoch_s
 
 
 def test_celery_limits_back_the_longest_kind_soft_then_hard(tmp_path):
@@ -209,30 +209,30 @@ def test_celery_limits_back_the_longest_kind_soft_then_hard(tmp_path):
     celery = make_celery(settings)
     celery.loader.import_default_modules()  # the worker's task module, as a worker imports it
     task = celery.tasks[jobs.TASK_NAME]
-    assert task.soft_time_limit == 500 + jobs.HARD_LIMIT_GRACE_S
-    assert task.time_limit == 500 + 2 * jobs.HARD_LIMIT_GRACE_S
+    assert task.soft_time_limit == 500 + job_runs.HARD_LIMIT_GRACE_S
+    assert task.time_limit == 500 + 2 * job_runs.HARD_LIMIT_GRACE_S
 
 
 def test_a_job_killed_by_the_hard_limit_is_failed_once(database, ran):
     job = jobs.submit(database, Recorder(), project_id=1, kind="echo", key="hard")
-    assert not jobs.fail_running(database, job.id, "killed")  # queued, not running
+    assert not job_runs.fail_running(database, job.id, "killed")  # queued, not running
     with database.session(write=True) as session:
         session.get(Job, job.id).state = JobState.running
-    assert jobs.fail_running(database, job.id, "killed")
+    assert job_runs.fail_running(database, job.id, "killed")
     with database.session() as session:
         assert (session.get(Job, job.id).state, session.get(Job, job.id).message) == (JobState.failed, "killed")
-    assert not jobs.fail_running(database, job.id, "again")
+    assert not job_runs.fail_running(database, job.id, "again")
 
 
 def test_a_job_interrupted_by_celerys_soft_limit_fails_naming_the_time_limit(database, monkeypatch, tmp_path):
-    def silent(context: jobs.JobContext) -> dict:
+    def silent(context: job_runs.JobContext) -> dict:
         time.sleep(0.2)  # past the limit without a progress report, until Celery interrupts it
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setitem(jobs.JOB_KINDS, "silent", jobs.JobKind("silent", silent, jobs.SLIDE_QUEUE))
     monkeypatch.setattr(jobs, "JOB_MODULES", ())
     job = jobs.submit(database, Recorder(), project_id=1, kind="silent", key="silent")
-    jobs.run(database, Settings(data_dir=tmp_path, job_time_limit_slide_s=0.1), job.id)
+    job_runs.run(database, Settings(data_dir=tmp_path, job_time_limit_slide_s=0.1), job.id)
     with database.session() as session:
         stopped = session.get(Job, job.id)
     assert stopped.state == JobState.failed and "Traceback" not in stopped.log
@@ -251,7 +251,7 @@ def test_a_retry_runs_as_its_retrier_and_needs_the_folder_right_its_job_reads_wi
     uploaded = jobs.submit(database, sender, project_id=1, kind="echo", key="upload", user_id=1,
                            params={"source": {"path": "/srv/slidelabel/projects/1/slides/2/sources/a.geojson"}, "fail": True})
     for job in (reads_folder, uploaded):
-        jobs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
+        job_runs.run(database, Settings(data_dir=Path("/nonexistent")), job.id)
     with pytest.raises(PermissionDeniedError, match="slide folders"):
         jobs.retry(database, sender, 1, reads_folder.id, user_id=2, is_owner=True, data_dir=data_dir,
                    may_read_folders=False)
@@ -273,17 +273,17 @@ def test_users_take_turns_on_a_queue(database, ran):
     sender, settings = Recorder(), Settings(data_dir=Path("/nonexistent"))
     first, second, third = (jobs.submit(database, sender, project_id=1 + n % 2, kind="echo", key=f"a{n}",
                                         params={"a": n}, user_id=1) for n in range(3))
-    jobs.run(database, settings, first.id, sender=sender)
+    job_runs.run(database, settings, first.id, sender=sender)
     other = jobs.submit(database, sender, project_id=1, kind="echo", key="b", params={"b": 0}, user_id=other_user)
     del sender.sent[:]
     # The broker hands the messages out in the order they were sent: the first user's two, then the other's.
     for job in (second, third, other):
-        jobs.run(database, settings, job.id, sender=sender)
+        job_runs.run(database, settings, job.id, sender=sender)
     assert ran == [{"a": 0}, {"b": 0}]
     assert sender.sent == [(jobs.TASK_NAME, [second.id, 1], jobs.SLIDE_QUEUE),
                            (jobs.TASK_NAME, [third.id, 1], jobs.SLIDE_QUEUE)]
     for _name, args, _queue in list(sender.sent):  # now at the end of the queue: they run in order
-        jobs.run(database, settings, args[0], sender=sender, stepped_back=args[1])
+        job_runs.run(database, settings, args[0], sender=sender, stepped_back=args[1])
     assert ran == [{"a": 0}, {"b": 0}, {"a": 1}, {"a": 2}]
 
 
@@ -294,9 +294,9 @@ def test_a_job_steps_back_a_bounded_number_of_times(database, ran):
     sender, settings = Recorder(), Settings(data_dir=Path("/nonexistent"))
     first, second = (jobs.submit(database, sender, project_id=1, kind="echo", key=f"a{n}", params={"a": n}, user_id=1)
                      for n in range(2))
-    jobs.run(database, settings, first.id, sender=sender)
+    job_runs.run(database, settings, first.id, sender=sender)
     jobs.submit(database, sender, project_id=1, kind="echo", key="lost", user_id=other_user)
-    jobs.run(database, settings, second.id, sender=sender, stepped_back=jobs.MAX_STEPS_BACK - 1)
+    job_runs.run(database, settings, second.id, sender=sender, stepped_back=jobs.MAX_STEPS_BACK - 1)
     assert ran == [{"a": 0}] and sender.sent[-1][1] == [second.id, jobs.MAX_STEPS_BACK]
-    jobs.run(database, settings, second.id, sender=sender, stepped_back=jobs.MAX_STEPS_BACK)
+    job_runs.run(database, settings, second.id, sender=sender, stepped_back=jobs.MAX_STEPS_BACK)
     assert ran == [{"a": 0}, {"a": 1}]
