@@ -6,7 +6,9 @@ file of 256 px tiles whose JPEG headers declare 20000 x 20000 px had each tile d
 (the sixteenth attack). :func:`declared_size` reads that header as the decoders do (libjpeg skips
 stray bytes between markers; OpenJPEG finds a JP2 file's codestream by walking its boxes; libwebp
 takes a bare VP8 or VP8L bitstream as well as a RIFF file) so that a reader can refuse the tile
-first; a stream whose size cannot be read is refused too (the seventeenth attack decoded those).
+first; a stream whose size cannot be read is refused too (the seventeenth attack decoded those),
+and so is one whose pixels decode to more than RGBA at 16 bits (a JPEG 2000 stream may declare
+16,384 components in a tile of the right size).
 Which codec a decoder uses is chosen by the TIFF's compression tag, never by the stream, so the
 stream is read as that codec's.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 
 import tifffile
 
@@ -26,13 +29,30 @@ _JPEG_BARE = frozenset({0x01, *range(0xD0, 0xD9)})
 _J2K_SIZ = b"\xff\x4f\xff\x51"
 #: A PNG file's signature.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Bytes of a pixel libwebp decodes (RGBA at most).
+_WEBP_PIXEL_BYTES = 4
 #: Chunks of a WebP file read, at most, to find its bitstream.
 _MAX_WEBP_CHUNKS = 64
 
-Size = tuple[int, int]
+#: Bytes a decoded pixel may take: four samples (RGBA) of 16 bits. A JPEG 2000 stream may declare
+#: 16,384 components: a 32 KB tile of 256 px and 2,000 components decoded to 131 MB.
+MAX_PIXEL_BYTES = 8
 
 
-def _jpeg_size(data: bytes) -> Size | None:
+class Declared(NamedTuple):
+    """What an image stream declares it decodes to."""
+
+    width: int
+    height: int
+    pixel_bytes: int
+    """Bytes of one decoded pixel: samples (components, channels) times bytes per sample."""
+
+
+def _sample_bytes(bits: int) -> int:
+    return 1 if bits <= 8 else 2 if bits <= 16 else 4
+
+
+def _jpeg_size(data: bytes) -> Declared | None:
     if data[:2] != b"\xff\xd8":
         return None
     at = 2
@@ -49,24 +69,32 @@ def _jpeg_size(data: bytes) -> Size | None:
             continue
         if marker in (0xDA, 0xD9):  # start of scan or end of image: no frame header came first
             return None
-        if marker in _JPEG_FRAMES:
-            if at + 9 > len(data):
+        if marker in _JPEG_FRAMES:  # length, precision (bits), height, width, components
+            if at + 10 > len(data):
                 return None
-            height, width = struct.unpack_from(">HH", data, at + 5)
-            return width, height
+            bits, height, width, components = struct.unpack_from(">BHHB", data, at + 4)
+            return Declared(width, height, components * _sample_bytes(bits))
         if at + 4 > len(data):
             return None
         (length,) = struct.unpack_from(">H", data, at + 2)
         at += 2 + max(length, 2)
 
 
-def _jpeg2000_size(data: bytes) -> Size | None:
+def _jpeg2000_size(data: bytes) -> Declared | None:
     """A JPEG 2000 codestream's size, or a JP2 file's (OpenJPEG, through imagecodecs, takes both)."""
     start = 0 if data[:4] == _J2K_SIZ else _jp2_codestream(data)
-    if start is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 22:
+    if start is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 42:
         return None
     width, height, x_offset, y_offset = struct.unpack_from(">IIII", data, start + 8)
-    return max(width - x_offset, 0), max(height - y_offset, 0)
+    (components,) = struct.unpack_from(">H", data, start + 40)
+    if components > MAX_PIXEL_BYTES:  # too many whatever their depth: their depths need not be read
+        pixel_bytes = components
+    else:  # each component's depth (bits - 1, and a sign bit), then its subsampling
+        depths = data[start + 42:start + 42 + 3 * components:3]
+        if len(depths) < components:
+            return None
+        pixel_bytes = sum(_sample_bytes((depth & 0x7F) + 1) for depth in depths)
+    return Declared(max(width - x_offset, 0), max(height - y_offset, 0), pixel_bytes)
 
 
 def _jp2_codestream(data: bytes) -> int | None:
@@ -88,36 +116,38 @@ def _jp2_codestream(data: bytes) -> int | None:
     return None
 
 
-def _png_size(data: bytes) -> Size | None:
-    """A PNG's size: its first chunk is IHDR (width, height)."""
-    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+def _png_size(data: bytes) -> Declared | None:
+    """A PNG's size: its first chunk is IHDR (width, height, bit depth, colour type)."""
+    if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 26:
         return None
-    return struct.unpack_from(">II", data, 16)
+    width, height, bits, colour = struct.unpack_from(">IIBB", data, 16)
+    samples = {0: 1, 2: 3, 4: 2}.get(colour, 4)  # grey, RGB, grey and alpha; RGBA, or a palette's colours
+    return Declared(width, height, samples * _sample_bytes(bits))
 
 
-def _vp8_size(data: bytes) -> Size | None:
+def _vp8_size(data: bytes) -> Declared | None:
     """A VP8 key frame's size (lossy WebP): a 3-byte frame tag, a start code, 14-bit sizes."""
     if len(data) < 10 or data[3:6] != b"\x9d\x01\x2a":
         return None
     width, height = struct.unpack_from("<HH", data, 6)
-    return width & 0x3FFF, height & 0x3FFF
+    return Declared(width & 0x3FFF, height & 0x3FFF, _WEBP_PIXEL_BYTES)
 
 
-def _vp8l_size(data: bytes) -> Size | None:
+def _vp8l_size(data: bytes) -> Declared | None:
     """A VP8L bitstream's size (lossless WebP): a signature byte, then 14 bits each of width - 1
     and height - 1."""
     if len(data) < 5 or data[0] != 0x2F:
         return None
     (bits,) = struct.unpack_from("<I", data, 1)
-    return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return Declared((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, _WEBP_PIXEL_BYTES)
 
 
-def _webp_size(data: bytes) -> Size | None:
+def _webp_size(data: bytes) -> Declared | None:
     """A WebP's size: of a RIFF file, the largest of its extended header's canvas and its
     bitstream's; a bare VP8L or VP8 bitstream's own; None for an animation (a tile is one image)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
         return _vp8l_size(data) or _vp8_size(data)
-    sizes: list[Size] = []
+    sizes: list[Declared] = []
     at = 12
     for _ in range(_MAX_WEBP_CHUNKS):
         if at + 8 > len(data):
@@ -127,20 +157,21 @@ def _webp_size(data: bytes) -> Size | None:
         if kind in (b"ANIM", b"ANMF"):
             return None
         if kind == b"VP8X" and len(body) >= 10:
-            sizes.append((int.from_bytes(body[4:7], "little") + 1, int.from_bytes(body[7:10], "little") + 1))
+            sizes.append(Declared(int.from_bytes(body[4:7], "little") + 1, int.from_bytes(body[7:10], "little") + 1,
+                                  _WEBP_PIXEL_BYTES))
         elif kind in (b"VP8 ", b"VP8L"):
             bitstream = (_vp8_size if kind == b"VP8 " else _vp8l_size)(body)
             if bitstream is None:
                 return None
             sizes.append(bitstream)
-            return max(width for width, _ in sizes), max(height for _, height in sizes)
+            return Declared(max(size.width for size in sizes), max(size.height for size in sizes), _WEBP_PIXEL_BYTES)
         at += 8 + length + (length & 1)  # chunks are padded to an even size
     return None
 
 
 #: The size reader of each TIFF compression whose chunks are image streams with a size of their
 #: own, by the code tifffile, libtiff and large_image dispatch on.
-_SIZE_READERS: dict[int, Callable[[bytes], Size | None]] = {
+_SIZE_READERS: dict[int, Callable[[bytes], Declared | None]] = {
     tifffile.COMPRESSION.JPEG: _jpeg_size,
     34892: _jpeg_size,  # lossy JPEG (DNG)
     33007: _jpeg_size,  # ALT_JPEG
@@ -171,10 +202,10 @@ def unchecked_codec(compression: int) -> str | None:
         return f"code {compression}"
 
 
-def declared_size(data: bytes, compression: int) -> Size | None:
-    """``(width, height)`` in pixels that ``data``, a chunk stored with the TIFF ``compression``
-    (one that :func:`declares_size`), declares; None when its header cannot be read: such a
-    stream is damaged or made to hide its size, and is never decoded."""
+def declared_size(data: bytes, compression: int) -> Declared | None:
+    """The width and height in pixels, and bytes a pixel, that ``data``, a chunk stored with the
+    TIFF ``compression`` (one that :func:`declares_size`), declares; None when its header cannot
+    be read: such a stream is damaged or made to hide its size, and is never decoded."""
     return _SIZE_READERS[compression](data)
 
 
@@ -187,6 +218,9 @@ def stream_problem(data: bytes, compression: int, width: int, height: int) -> st
     declared = declared_size(data, compression)
     if declared is None:
         return "its image stream's header cannot be read, so the pixels it declares are unknown"
-    if declared[0] > width or declared[1] > height:
-        return f"its image stream declares {declared[0]} x {declared[1]} px, more than its {width} x {height}"
+    if declared.width > width or declared.height > height:
+        return f"its image stream declares {declared.width} x {declared.height} px, more than its {width} x {height}"
+    if declared.pixel_bytes > MAX_PIXEL_BYTES:
+        return (f"its image stream declares {declared.pixel_bytes} bytes a pixel (samples of every component), more "
+                f"than the {MAX_PIXEL_BYTES} of RGBA at 16 bits")
     return None

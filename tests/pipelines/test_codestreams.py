@@ -68,9 +68,30 @@ def test_the_size_of_real_encoder_output_is_read(pixels, encoder):
     encode, compression = ENCODERS[encoder]
     stream = bytes(encode(pixels))
     assert declares_size(compression)
-    assert declared_size(stream, compression) == (WIDTH, HEIGHT)
+    assert declared_size(stream, compression)[:2] == (WIDTH, HEIGHT)
     assert stream_problem(stream, compression, WIDTH, HEIGHT) is None
     assert "declares 160 x 96 px" in stream_problem(stream, compression, WIDTH - 1, HEIGHT)
+
+
+@pytest.mark.parametrize(("encode", "compression", "pixel_bytes"), [
+    (lambda rgb: imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb[..., 0])), JPEG, 1),
+    (lambda rgb: imagecodecs.jpeg8_encode(rgb), JPEG, 3),
+    (lambda rgb: imagecodecs.png_encode(np.dstack([rgb, rgb[..., :1]]).astype(np.uint16) * 257), PNG, 8),
+    (lambda rgb: imagecodecs.png_encode(np.ascontiguousarray(rgb[..., 0])), PNG, 1),
+    (lambda rgb: imagecodecs.jpeg2k_encode(rgb.astype(np.uint16) * 16, bitspersample=12, codecformat="j2k"), JPEG2000,
+     6),
+    (lambda rgb: imagecodecs.jpeg2k_encode(np.dstack([rgb] * 4), codecformat="j2k"), JPEG2000, 12),
+], ids=["jpeg-grey", "jpeg-rgb", "png-rgba16", "png-grey", "j2k-12-bit", "j2k-12-components"])
+def test_the_bytes_a_pixel_decodes_to_are_read(pixels, encode, compression, pixel_bytes):
+    """A JPEG 2000 stream may declare 16,384 components: a 32 KB tile of 256 px and 2,000
+    components decoded to 131 MB. What each pixel decodes to is read, and more than RGBA at
+    16 bits is a problem."""
+    stream = bytes(encode(pixels))
+    assert declared_size(stream, compression).pixel_bytes == pixel_bytes
+    problem = stream_problem(stream, compression, WIDTH, HEIGHT)
+    assert (problem is None) == (pixel_bytes <= 8)
+    if problem:
+        assert f"declares {pixel_bytes} bytes a pixel" in problem
 
 
 def test_libwebp_decodes_the_bare_bitstreams_read(pixels):
@@ -86,7 +107,7 @@ def test_the_tiles_of_a_jpeg_tiff_are_read_with_their_tables_apart(tmp_path, pix
         page = tiff.pages.first
         for offset, count in zip(page.dataoffsets, page.databytecounts):
             file.seek(offset)
-            assert declared_size(file.read(count), page.compression) == (page.tilewidth, page.tilelength) == (64, 128)
+            assert declared_size(file.read(count), page.compression)[:2] == (page.tilewidth, page.tilelength) == (64, 128)
 
 
 def test_the_sample_slides_tiles_are_read(cmu_slide, tcga_slide):
@@ -99,7 +120,8 @@ def test_the_sample_slides_tiles_are_read(cmu_slide, tcga_slide):
                 for offset, count in list(zip(page.dataoffsets, page.databytecounts))[:50]:
                     file.seek(offset)
                     size = declared_size(file.read(count), page.compression)
-                    assert size is not None and size[0] <= page.tilewidth and size[1] <= page.tilelength, slide
+                    assert size is not None and size.width <= page.tilewidth and size.height <= page.tilelength, slide
+                    assert size.pixel_bytes == 3, slide
 
 
 def test_a_jpeg_size_past_bytes_libjpeg_skips_is_read(pixels):
@@ -107,7 +129,7 @@ def test_a_jpeg_size_past_bytes_libjpeg_skips_is_read(pixels):
     frame = stream.find(b"\xff\xc0")
     stream[frame:frame] = b"\x00\x00\xff\x00\xff\xff"  # stray bytes, a stuffed 0xFF, fill bytes
     assert imagecodecs.jpeg8_decode(bytes(stream)).shape == (HEIGHT, WIDTH, 3)
-    assert declared_size(bytes(stream), JPEG) == (WIDTH, HEIGHT)
+    assert declared_size(bytes(stream), JPEG)[:2] == (WIDTH, HEIGHT)
 
 
 def test_a_jp2_codestream_past_other_boxes_is_read(pixels):
@@ -116,7 +138,7 @@ def test_a_jp2_codestream_past_other_boxes_is_read(pixels):
     note = b"\xff\x4f\xff\x51" + bytes(20) + b"a" * 9000  # a decoy size marker, in a box that is none
     stream[codestream:codestream] = struct.pack(">I", 8 + len(note)) + b"xml " + note
     assert imagecodecs.jpeg2k_decode(bytes(stream)).shape == (HEIGHT, WIDTH, 3)
-    assert declared_size(bytes(stream), JPEG2000) == (WIDTH, HEIGHT)
+    assert declared_size(bytes(stream), JPEG2000)[:2] == (WIDTH, HEIGHT)
 
 
 @pytest.mark.parametrize("compression", [JPEG, JPEG2000, PNG, WEBP])

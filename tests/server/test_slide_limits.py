@@ -139,6 +139,27 @@ def test_a_tile_bomb_is_refused_unopened(tmp_path, no_reader, codec):
         check_slide_limits(bomb, SlideLimits())
 
 
+def test_a_jpeg2000_tile_of_many_components_is_refused_unopened(tmp_path, no_reader):
+    """A JPEG 2000 stream may declare up to 16,384 components in a tile of the right size: 32 KB
+    of 256 px and 2,000 components decoded to 131 MB, 16,384 would take 1 GB a tile."""
+    import imagecodecs
+    import numpy as np
+    import tifffile
+
+    from slidelabel.pipelines.tiff_tiles import TiffTiles, TileDecodeError
+
+    stream = bytes(imagecodecs.jpeg2k_encode(np.zeros((256, 256, 40), np.uint8), codecformat="j2k"))
+    path = tmp_path / "components.tif"
+    tifffile.imwrite(path, (stream for _ in range(16)), shape=(1024, 1024, 3), dtype=np.uint8, tile=(256, 256),
+                     compression=33003, photometric="rgb", metadata=None)
+    with pytest.raises(SlideUnreadableError, match="its image stream declares 40 bytes a pixel"):
+        check_slide_limits(path, SlideLimits())
+    direct = TiffTiles.open(path, 1024, 1024, None)
+    with pytest.raises(TileDecodeError, match="declares 40 bytes a pixel"):
+        direct.window(0, 0, 0, 256, 256)
+    direct.close()
+
+
 def test_one_bomb_tile_among_honest_ones_is_found(tmp_path, no_reader):
     import imagecodecs
     import numpy as np
