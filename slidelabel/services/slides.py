@@ -38,6 +38,7 @@ from slidelabel.pipelines.slides import SlideInfo, open_slide
 from slidelabel.services.accounts import may_read_slide_folders, require_slide_folders
 from slidelabel.services.batch import expand_inputs
 from slidelabel.services.jobs import still_stopping, stopping_message, wait_stopped
+from slidelabel.services.names import unshown_character
 from slidelabel.services.slide_jobs import STEP_KINDS
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
@@ -86,7 +87,21 @@ def _undecodable(path: Path | str) -> bool:
     return False
 
 
-_RENAME = "its name is not valid UTF-8; rename the file to add it"
+def _name_problem(path: Path) -> str | None:
+    """Why the server-folder file ``path`` cannot be added under its name, else None: bytes that
+    are not UTF-8, or a character a name may not hold (a bidi override shows others the name
+    reversed, an escape sequence drives a terminal; uploads are refused the same)."""
+    if _undecodable(path):
+        return "its name is not valid UTF-8; rename the file to add it"
+    if (bad := unshown_character(path.name)) is not None:
+        return (f"its name holds U+{ord(bad):04X}, a control, invisible or unassigned character; rename the file to "
+                "add it")
+    return None
+
+
+def _named(path: Path) -> str:
+    """``path`` for a message: as is, or escaped (its ``repr``) when its name has a problem."""
+    return shown_path(path) if _name_problem(path) is None else repr(shown_path(path))
 
 
 @dataclass(frozen=True)
@@ -178,8 +193,8 @@ def browse_folders(user: User, settings: Settings) -> list[FolderListing]:
                     continue
                 if not path.is_file() or (path.is_symlink() and not _inside(path.resolve(), folders)):
                     continue
-                if _undecodable(path):
-                    warnings.append(f"{shown_path(path)}: {_RENAME}")
+                if problem := _name_problem(path):
+                    warnings.append(f"{_named(path)}: {problem}")
                     continue
                 found.append(FolderSlide(path, path.stat().st_size))
             if len(found) > MAX_LISTED:
@@ -276,13 +291,15 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
     folders, limits = allowed_folders(settings) if folders is None else folders, slide_limits(settings)
     resolved = resolve_in_folders(raw, folders) if not glob.has_magic(raw) else None
     if resolved is not None and not resolved.is_dir():
+        if problem := _name_problem(Path(raw)):
+            raise ParameterError(f"{_named(Path(raw))}: {problem}")
         info = _describe(resolved, raw, limits)
         with database.session(write=True) as session:
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
     added, skipped, seen, links_out = [], [], set(), set()
     for path in _expand(raw, folders):
-        if _undecodable(path):
-            skipped.append(Skipped(shown_path(path), _RENAME))
+        if problem := _name_problem(path):
+            skipped.append(Skipped(_named(path), problem))
             continue
         target = path.resolve()
         if not _inside(target, folders):

@@ -67,11 +67,17 @@ def test_an_undecodable_file_name_is_a_warning_not_a_failure(anything, admin_hea
 
 
 def _damaged_tiff() -> bytes:
-    """A tiled JPEG TIFF whose second half is zeros: its header reads, its tiles do not."""
+    """A tiled JPEG TIFF whose tiles in its second half lose their scans: their headers read (so
+    the slide is added, its size known), their pixels do not."""
     tiled = io.BytesIO()
     tifffile.imwrite(tiled, np.zeros((512, 512, 3), np.uint8), tile=(256, 256), compression="jpeg")
     data = bytearray(tiled.getvalue())
-    data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tiff:
+        page = tiff.pages.first
+        tiles = list(zip(page.dataoffsets, page.databytecounts))
+    for offset, count in tiles[len(tiles) // 2:]:
+        scan = data.index(b"\xff\xda", offset, offset + count)
+        data[scan:offset + count] = bytes(offset + count - scan)
     return bytes(data)
 
 

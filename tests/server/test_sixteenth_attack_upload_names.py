@@ -27,3 +27,26 @@ def test_an_upload_named_with_a_bidi_override_is_a_422_and_adds_nothing(client, 
     assert response.status_code == 422, response.text
     assert "U+202E" in response.json()["detail"] and "\u202e" not in response.json()["detail"]
     assert client.get(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers).json() == []
+
+
+def test_a_server_folder_file_named_with_a_bidi_override_is_not_added(client, admin_headers, project, settings,
+                                                                       cmu_slide):
+    """Eighteenth attack (low): a slide folder's file named ``tumour<U+202E>gpj.svs`` was added under
+    that name (shown to the members as "tumoursvs.jpg"). It is listed as a warning, skipped from a
+    folder, refused alone, and every message shows the character escaped."""
+    import shutil
+
+    folder = settings.slide_folders[0]
+    shutil.copy(cmu_slide, folder / "cmu.svs")
+    shutil.copy(cmu_slide, folder / "tumour\u202egpj.svs")
+    listing = client.get("/api/v1/slide-folders", headers=admin_headers).json()[0]
+    assert [s["path"].rsplit("/", 1)[1] for s in listing["slides"]] == ["cmu.svs"]
+    assert "U+202E" in listing["warnings"][0] and "\u202e" not in listing["warnings"][0]
+    added = client.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers, json={"path": str(folder)})
+    assert added.status_code == 201, added.text
+    assert [s["name"] for s in added.json()["added"]] == ["cmu.svs"]
+    assert ["U+202E" in s["reason"] and "\u202e" not in s["path"] for s in added.json()["skipped"]] == [True]
+    alone = client.post(f"/api/v1/projects/{project['id']}/slides", headers=admin_headers,
+                        json={"path": str(folder / "tumour\u202egpj.svs")})
+    assert alone.status_code == 422 and "U+202E" in alone.json()["detail"], alone.text
+    assert "\u202e" not in alone.json()["detail"]
