@@ -44,7 +44,7 @@ from slidelabel.services.job_runs import JobContext
 from slidelabel.services.jobs import WAITING, Sender, dispatch, job_kind, submit
 from slidelabel.services.names import shown_input
 from slidelabel.services.projects import superpixel_options
-from slidelabel.services.slides import browse_folders, require_readable_folders, resolve_in_folders
+from slidelabel.services.slide_folders import browse_folders, require_readable_folders, resolve_in_folders
 from slidelabel.settings import Settings
 from slidelabel.store.atomic import remove_temporaries
 from slidelabel.store.database import Database

@@ -39,9 +39,10 @@ from slidelabel.services.jobs import Sender, job_kind, submit
 from slidelabel.services.labels import locked_slide, set_labels
 from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category, room_for_categories
 from slidelabel.services.segment_import import ALGORITHM, import_segments
+from slidelabel.services.slide_folders import allowed_folders, resolve_in_folders
 from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
 from slidelabel.services.slide_paths import slide_file
-from slidelabel.services.slides import allowed_folders, resolve_in_folders, slide_limits
+from slidelabel.services.slides import slide_limits
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
 from slidelabel.store.atomic import replace_folder

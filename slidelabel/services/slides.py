@@ -1,7 +1,6 @@
-"""Slides of a project: added from the server's slide folders or uploaded, listed, removed.
+"""Slides of a project: added from the server's slide folders
+(:mod:`~slidelabel.services.slide_folders`) or uploaded, listed, removed.
 
-Server folders (:attr:`Settings.slide_folders`) are the only places on the server's disk that a
-project may read: every path is resolved (``..`` and symlinks) before it is compared with them.
 An upload is streamed to a hidden file in the project's upload folder, checked and opened as a
 slide, and renamed to its name only then, so a refused upload leaves nothing behind. Removing a
 slide removes what slidelabel made of it, never a file of a server folder.
@@ -10,7 +9,6 @@ slide removes what slidelabel made of it, never a file of a server folder.
 from __future__ import annotations
 
 import glob
-import itertools
 import logging
 import os
 import shutil
@@ -27,82 +25,30 @@ from slidelabel.errors import (
     ConflictError,
     NotFoundError,
     ParameterError,
-    PermissionDeniedError,
     SlideError,
     SlidelabelError,
 )
 from slidelabel.pipelines.pinned_files import pin_file
 from slidelabel.pipelines.slide_files import MEGAPIXEL, SlideLimits, check_slide_limits
-from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.pipelines.slides import SlideInfo, open_slide
-from slidelabel.services.accounts import may_read_slide_folders, require_slide_folders
-from slidelabel.services.batch import expand_inputs
 from slidelabel.services.jobs import still_stopping, stopping_message, wait_stopped
-from slidelabel.services.names import unshown_character
+from slidelabel.services.slide_folders import (
+    allowed_folders,
+    expand_pattern,
+    inside,
+    link_out,
+    name_problem,
+    named,
+    resolve_in_folders,
+)
 from slidelabel.services.slide_jobs import STEP_KINDS
 from slidelabel.services.uploads import MB, UploadReceiver
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, foreign_key_violation
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Epoch, Job, JobState, Slide, User
+from slidelabel.store.models import Epoch, Job, JobState, Slide
 
 logger = logging.getLogger(__name__)
-
-#: Most slide files listed per request of the folder browser, or matched by one pattern.
-MAX_LISTED = 10_000
-#: Most parts of a pattern with wildcards (``lab-*/case-*/*.svs``).
-MAX_PATTERN_WILDCARDS = 3
-
-
-@dataclass(frozen=True)
-class FolderSlide:
-    """A slide file in a server folder: ``path`` (as inside the folder), ``size_bytes``."""
-
-    path: Path
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class FolderListing:
-    folder: Path
-    slides: list[FolderSlide]
-    truncated: bool
-    """True when the folder holds more than :data:`MAX_LISTED` slide files."""
-    warnings: list[str]
-    """Files that cannot be offered, and why (names that are not UTF-8)."""
-
-
-def shown_path(path: Path | str) -> str:
-    """``path`` as text for a person: bytes of a name that are not UTF-8 appear as U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
-
-
-def _undecodable(path: Path | str) -> bool:
-    """True when the file system gave ``path`` bytes that are not UTF-8 (Python keeps them as
-    surrogates, which no JSON answer or database can hold)."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _name_problem(path: Path) -> str | None:
-    """Why the server-folder file ``path`` cannot be added under its name, else None: bytes that
-    are not UTF-8, or a character a name may not hold (a bidi override shows others the name
-    reversed, an escape sequence drives a terminal; uploads are refused the same)."""
-    if _undecodable(path):
-        return "its name is not valid UTF-8; rename the file to add it"
-    if (bad := unshown_character(path.name)) is not None:
-        return (f"its name holds U+{ord(bad):04X}, a control, invisible or unassigned character; rename the file to "
-                "add it")
-    return None
-
-
-def _named(path: Path) -> str:
-    """``path`` for a message: as is, or escaped (its ``repr``) when its name has a problem."""
-    return shown_path(path) if _name_problem(path) is None else repr(shown_path(path))
-
 
 @dataclass(frozen=True)
 class Skipped:
@@ -128,79 +74,6 @@ class SlideStatus:
 
 #: The kind of the project's epoch jobs (:mod:`slidelabel.services.epochs`), which read every slide.
 EPOCH_KIND = "epoch"
-
-
-def allowed_folders(settings: Settings) -> list[Path]:
-    """The server's slide folders, resolved."""
-    return [Path(folder).resolve() for folder in settings.slide_folders]
-
-
-def _inside(path: Path, folders: list[Path]) -> bool:
-    return any(path.is_relative_to(folder) for folder in folders)
-
-
-def resolve_in_folders(raw: str, folders: list[Path]) -> Path:
-    """``raw`` with ``..`` and symlinks resolved, when that lies inside one of ``folders``.
-
-    Raises :class:`ParameterError` for a relative path and :class:`PermissionDeniedError` for one
-    that leads outside (whether or not it exists, so that nothing is learnt about other files).
-    """
-    if not folders:
-        raise PermissionDeniedError("this server has no slide folders (SLIDELABEL_SLIDE_FOLDERS); upload the slide")
-    names = ", ".join(map(str, folders))
-    if not Path(raw).is_absolute():
-        raise ParameterError(f"{raw!r} is not an absolute path; give one inside {names}")
-    try:
-        resolved = Path(raw).resolve()
-    except ValueError:  # a NUL byte or a lone surrogate: no file can have that name
-        raise ParameterError(f"{raw[:80]!r} is not a usable path (NUL byte or bad Unicode); "
-                             f"give one inside {names}") from None
-    if not _inside(resolved, folders):
-        raise PermissionDeniedError(f"{raw} is outside the slide folders this server may read: {names}")
-    return resolved
-
-
-def readable_folders(user: User, settings: Settings) -> list[Path]:
-    """The slide folders ``user`` may read, resolved: all for the admin and the accounts granted
-    them, else those shared with it (:attr:`Settings.slide_folder_readers`)."""
-    if may_read_slide_folders(user):
-        return allowed_folders(settings)
-    return [Path(folder).resolve() for folder, names in settings.slide_folder_readers.items() if user.username in names]
-
-
-def require_readable_folders(user: User, settings: Settings) -> list[Path]:
-    """:func:`readable_folders`, or :class:`PermissionDeniedError` when ``user`` may read none of
-    the server's slide folders (while it has some)."""
-    folders = readable_folders(user, settings)
-    if settings.slide_folders and not folders:
-        require_slide_folders(user)
-    return folders
-
-
-def browse_folders(user: User, settings: Settings) -> list[FolderListing]:
-    """The slide folders ``user`` may read (:func:`readable_folders`) and the slide files in them
-    (recursively, hidden ones left out)."""
-    folders, extensions = readable_folders(user, settings), slide_extensions()
-    listings = []
-    for folder in folders:
-        found: list[FolderSlide] = []
-        warnings: list[str] = []
-        for root, dirs, names in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                path = Path(root) / name
-                if name.startswith(".") or path.suffix.lower().lstrip(".") not in extensions:
-                    continue
-                if not path.is_file() or (path.is_symlink() and not _inside(path.resolve(), folders)):
-                    continue
-                if problem := _name_problem(path):
-                    warnings.append(f"{_named(path)}: {problem}")
-                    continue
-                found.append(FolderSlide(path, path.stat().st_size))
-            if len(found) > MAX_LISTED:
-                break
-        listings.append(FolderListing(folder, found[:MAX_LISTED], len(found) > MAX_LISTED, warnings))
-    return listings
 
 
 def slide_limits(settings: Settings) -> SlideLimits:
@@ -258,26 +131,6 @@ def add_slide_file(database: Database, project_id: int, name: str, path: Path, *
         return _insert(session, project_id, name, path, info, uploaded=False)
 
 
-def _expand(raw: str, folders: list[Path]) -> list[Path]:
-    """The slide files a folder or glob pattern inside the slide folders names, unresolved: at
-    most :data:`MAX_LISTED`, from a pattern of at most :data:`MAX_PATTERN_WILDCARDS` wildcard
-    parts (a link back into its folder makes each wildcard part double the paths to walk)."""
-    parts = Path(raw).parts
-    if ".." in parts:
-        raise ParameterError(f"{raw!r}: a folder or pattern may not contain '..'")
-    magic = [i for i, part in enumerate(parts) if glob.has_magic(part)]
-    # The fixed part of a pattern must be inside, so that no pattern lists files elsewhere.
-    resolve_in_folders(str(Path(*parts[:magic[0]])) if magic else raw, folders)
-    if not magic:
-        return [path for path in expand_inputs([raw]) if path.exists()]
-    if len(magic) > MAX_PATTERN_WILDCARDS:
-        raise ParameterError(f"{raw!r}: at most {MAX_PATTERN_WILDCARDS} parts of a pattern may hold wildcards")
-    matches = list(itertools.islice(glob.iglob(raw), MAX_LISTED + 1))
-    if len(matches) > MAX_LISTED:
-        raise ParameterError(f"{raw!r} matches more than {MAX_LISTED} files: narrow the pattern")
-    return sorted(Path(match) for match in matches)
-
-
 def add_from_server(database: Database, settings: Settings, project_id: int, raw: str, *,
                     folders: list[Path] | None = None) -> Added:
     """Add the slide at ``raw``, or every slide file of a folder or glob pattern, inside
@@ -291,19 +144,19 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
     folders, limits = allowed_folders(settings) if folders is None else folders, slide_limits(settings)
     resolved = resolve_in_folders(raw, folders) if not glob.has_magic(raw) else None
     if resolved is not None and not resolved.is_dir():
-        if problem := _name_problem(Path(raw)):
-            raise ParameterError(f"{_named(Path(raw))}: {problem}")
+        if problem := name_problem(Path(raw)):
+            raise ParameterError(f"{named(Path(raw))}: {problem}")
         info = _describe(resolved, raw, limits)
         with database.session(write=True) as session:
             return Added([_insert(session, project_id, Path(raw).name, resolved, info, uploaded=False)], [])
     added, skipped, seen, links_out = [], [], set(), set()
-    for path in _expand(raw, folders):
-        if problem := _name_problem(path):
-            skipped.append(Skipped(_named(path), problem))
+    for path in expand_pattern(raw, folders):
+        if problem := name_problem(path):
+            skipped.append(Skipped(named(path), problem))
             continue
         target = path.resolve()
-        if not _inside(target, folders):
-            link = _link_out(path, folders)  # named, not what lies behind it: another folder's content
+        if not inside(target, folders):
+            link = link_out(path, folders)  # named, not what lies behind it: another folder's content
             if link not in links_out:
                 links_out.add(link)
                 skipped.append(Skipped(str(link), "it links to a file or folder outside the slide folders you may read"))
@@ -319,15 +172,6 @@ def add_from_server(database: Database, settings: Settings, project_id: int, raw
         except SlidelabelError as error:
             skipped.append(Skipped(str(path), str(error)))
     return Added(added, skipped)
-
-
-def _link_out(path: Path, folders: list[Path]) -> Path:
-    """The first part of ``path`` (a match inside ``folders``, unresolved) that resolves outside
-    them: the link that leads out."""
-    for part in (*reversed(path.parents), path):
-        if not _inside(part.resolve(), folders) and _inside(part.parent.resolve(), folders):
-            return part
-    return path
 
 
 def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: str, received: Path,

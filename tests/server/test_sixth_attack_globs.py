@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from slidelabel.errors import ParameterError
-from slidelabel.services import slides
+from slidelabel.services import slide_folders, slides
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_a_pattern_of_many_wildcard_parts_is_refused(app, settings, project, loo
 
 
 def test_a_pattern_of_too_many_matches_is_refused(app, settings, project, looped_folder, monkeypatch):
-    monkeypatch.setattr(slides, "MAX_LISTED", 5)
+    monkeypatch.setattr(slide_folders, "MAX_LISTED", 5)
     with pytest.raises(ParameterError, match="more than 5 files"):
         slides.add_from_server(app.state.database, settings, project["id"], str(looped_folder / "l*/l*/*"),
                                folders=[looped_folder])

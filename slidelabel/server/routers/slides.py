@@ -18,7 +18,7 @@ from slidelabel.server.schemas.slides import (
     SlidesAdded,
     StepJob,
 )
-from slidelabel.services import slide_jobs, slides
+from slidelabel.services import slide_folders, slide_jobs, slides
 from slidelabel.services.access import ProjectAccess
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
@@ -42,7 +42,7 @@ def list_slide_folders(user: CurrentUser, settings: SettingsDep) -> list[SlideFo
     return [SlideFolderPublic(
         path=str(listing.folder), truncated=listing.truncated, warnings=listing.warnings,
         slides=[FolderSlidePublic(path=str(s.path), size_bytes=s.size_bytes) for s in listing.slides])
-        for listing in slides.browse_folders(user, settings)]
+        for listing in slide_folders.browse_folders(user, settings)]
 
 
 @router.get("/projects/{project_id}/slides")
@@ -56,7 +56,7 @@ def list_slides(access: Viewer, session: ReadSession) -> list[SlidePublic]:
 def add_slides(body: SlideAdd, access: Owner, database: DatabaseDep, settings: SettingsDep) -> SlidesAdded:
     """Add a slide file of a server folder the caller may read, or every slide file of a folder or
     glob pattern in one."""
-    folders = slides.require_readable_folders(access.user, settings)
+    folders = slide_folders.require_readable_folders(access.user, settings)
     added = slides.add_from_server(database, settings, access.project.id, body.path, folders=folders)
     return SlidesAdded(added=[_public(slide) for slide in added.slides],
                        skipped=[SkippedPath(path=s.path, reason=s.reason) for s in added.skipped])
