@@ -16,7 +16,7 @@ stream is read as that codec's.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import tifffile
@@ -52,38 +52,61 @@ def _sample_bytes(bits: int) -> int:
     return 1 if bits <= 8 else 2 if bits <= 16 else 4
 
 
-def _jpeg_size(data: bytes) -> Declared | None:
+def _jpeg_markers(data: bytes) -> Iterator[tuple[int, int]]:
+    """``(marker, offset)`` of a JPEG stream's markers up to its first scan (SOS, included), as
+    libjpeg finds them: it skips other bytes before a marker ("extraneous bytes"), fill bytes and
+    stuffed 0xFF; ends where the data does."""
     if data[:2] != b"\xff\xd8":
-        return None
+        return
     at = 2
     while True:
-        at = data.find(b"\xff", at)  # libjpeg skips other bytes before a marker ("extraneous bytes")
+        at = data.find(b"\xff", at)
         if at < 0 or at + 2 > len(data):
-            return None
+            return
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
             continue
-        if marker == 0x00 or marker in _JPEG_BARE:  # 0x00: a stuffed 0xFF, skipped as libjpeg does
+        if marker == 0x00 or marker in _JPEG_BARE:  # 0x00: a stuffed 0xFF
             at += 2
             continue
-        if marker in (0xDA, 0xD9):  # start of scan or end of image: no frame header came first
+        yield marker, at
+        if marker in (0xDA, 0xD9) or at + 4 > len(data):  # start of scan, end of image: the header ends
+            return
+        (length,) = struct.unpack_from(">H", data, at + 2)
+        at += 2 + max(length, 2)
+
+
+def _jpeg_size(data: bytes) -> Declared | None:
+    for marker, at in _jpeg_markers(data):
+        if marker in (0xDA, 0xD9):  # a scan or the end before any frame header
             return None
         if marker in _JPEG_FRAMES:  # length, precision (bits), height, width, components
             if at + 10 > len(data):
                 return None
             bits, height, width, components = struct.unpack_from(">BHHB", data, at + 4)
             return Declared(width, height, components * _sample_bytes(bits))
-        if at + 4 > len(data):
-            return None
-        (length,) = struct.unpack_from(">H", data, at + 2)
-        at += 2 + max(length, 2)
+    return None
+
+
+def jpeg_restart_interval(data: bytes) -> int:
+    """MCUs between the restart markers of the JPEG stream ``data`` (its DRI marker), 0 for none:
+    a stream with them can be decoded piece by piece (OpenSlide reads NDPI's one-strip levels so)."""
+    for marker, at in _jpeg_markers(data):
+        if marker == 0xDD and at + 6 <= len(data):
+            return struct.unpack_from(">H", data, at + 4)[0]
+    return 0
 
 
 def _jpeg2000_size(data: bytes) -> Declared | None:
-    """A JPEG 2000 codestream's size, or a JP2 file's (OpenJPEG, through imagecodecs, takes both)."""
-    start = 0 if data[:4] == _J2K_SIZ else _jp2_codestream(data)
-    if start is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 42:
+    """A JPEG 2000 codestream's size, or a JP2 file's (OpenJPEG, through imagecodecs, takes both):
+    a JP2's palette ('pclr' box) adds its columns to each pixel, as OpenJPEG expands it (a 1.8 KB
+    tile of one 8-bit component and a 255-column palette decoded to 255 bytes a pixel)."""
+    if data[:4] == _J2K_SIZ:
+        start, palette_bytes = 0, 0
+    else:
+        start, palette_bytes = _jp2_codestream(data)
+    if start is None or palette_bytes is None or data[start:start + 4] != _J2K_SIZ or len(data) < start + 42:
         return None
     width, height, x_offset, y_offset = struct.unpack_from(">IIII", data, start + 8)
     (components,) = struct.unpack_from(">H", data, start + 40)
@@ -94,26 +117,46 @@ def _jpeg2000_size(data: bytes) -> Declared | None:
         if len(depths) < components:
             return None
         pixel_bytes = sum(_sample_bytes((depth & 0x7F) + 1) for depth in depths)
-    return Declared(max(width - x_offset, 0), max(height - y_offset, 0), pixel_bytes)
+    return Declared(max(width - x_offset, 0), max(height - y_offset, 0), pixel_bytes + palette_bytes)
 
 
-def _jp2_codestream(data: bytes) -> int | None:
-    """Offset of the contents of a JP2 file's first 'jp2c' box (its codestream), None if none."""
-    at = 0
-    while at + 8 <= len(data):
+def _jp2_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """``(kind, contents start, contents end)`` of the JP2 boxes in ``data[start:end]``, in order,
+    as OpenJPEG walks them; ends at a damaged length."""
+    at = start
+    while at + 8 <= end:
         length, kind = struct.unpack_from(">I4s", data, at)
         header = 8
         if length == 1:  # the length follows, in 64 bits
-            if at + 16 > len(data):
-                return None
+            if at + 16 > end:
+                return
             (length,) = struct.unpack_from(">Q", data, at + 8)
             header = 16
-        if kind == b"jp2c":
-            return at + header
-        if length == 0 or length < header:  # a box to the end of the file, or a damaged length
-            return None
+        elif length == 0:  # a box to the end of the file
+            length = end - at
+        if length < header:
+            return
+        yield kind, at + header, min(at + length, end)
         at += length
-    return None
+
+
+def _jp2_codestream(data: bytes) -> tuple[int | None, int | None]:
+    """Offset of the contents of a JP2 file's first 'jp2c' box (its codestream), None if none;
+    and the bytes its palettes (the 'pclr' boxes of its header box, before the codestream) add to
+    a decoded pixel, None when one cannot be read."""
+    palette_bytes: int | None = 0
+    for kind, start, end in _jp2_boxes(data, 0, len(data)):
+        if kind == b"jp2c":
+            return start, palette_bytes
+        if kind != b"jp2h":
+            continue
+        for inner, at, inner_end in _jp2_boxes(data, start, end):
+            if inner == b"pclr" and palette_bytes is not None:  # entries (2 bytes), columns, each one's depth
+                columns = data[at + 2] if at + 2 < inner_end else 0
+                depths = data[at + 3:min(at + 3 + columns, inner_end)]
+                palette_bytes = (palette_bytes + sum(_sample_bytes((depth & 0x7F) + 1) for depth in depths)
+                                 if columns and len(depths) == columns else None)
+    return None, palette_bytes
 
 
 def _png_size(data: bytes) -> Declared | None:

@@ -8,15 +8,17 @@ import math
 import os
 import stat
 import struct
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import tifffile
+from PIL import Image
 
 from slidelabel.errors import SlideNotFoundError, SlideUnreadableError
-from slidelabel.pipelines.codestreams import declares_size, stream_problem, unchecked_codec
+from slidelabel.pipelines.codestreams import declares_size, jpeg_restart_interval, stream_problem, unchecked_codec
 from slidelabel.pipelines.pinned_files import NOT_REGULAR, open_tiff
 
 # The truncation check reads broken files on purpose; tifffile's complaints about them would
@@ -139,9 +141,8 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
                 f"server takes at most {limits.max_unpyramided_pixels // MEGAPIXEL} megapixels without one "
                 "(SLIDELABEL_MAX_UNPYRAMIDED_MEGAPIXELS): convert it to a tiled pyramidal TIFF, e.g. "
                 "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
-    if tiff.is_ndpi:  # OpenSlide reads NDPI's one-strip JPEGs piecewise, by their restart markers
-        return None
-    if oversized := oversized_chunks(pages, limits):
+    whole = [page for page in pages if not (tiff.is_ndpi and _read_in_pieces(tiff.filehandle, page))]
+    if oversized := oversized_chunks(whole, limits):
         page, chunk_bytes = oversized
         return (f"stores an image of {_size(page)} in {stored_chunks(page)} of {chunk_bytes // 2**20} MB decoded "
                 f"each, more than the {limits.max_chunk_bytes // 2**20} MB this server decodes at once "
@@ -150,6 +151,23 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
     return _image_stream_problem(tiff.filehandle, pages)
 
 
+def _read_in_pieces(file: tifffile.FileHandle, page: tifffile.TiffPage) -> bool:
+    """Whether the NDPI ``page`` is a JPEG that readers decode piece by piece, however large its one
+    strip: tifffile by its MCU starts (tag 65426), OpenSlide by its restart markers. Any other page
+    of a file with NDPI's tags (which any TIFF may carry: a 20,000 px deflate tile so tagged went
+    past every check, the nineteenth attack) is held to the limits of other slides."""
+    if page.compression != tifffile.COMPRESSION.JPEG:
+        return False
+    if page.jpegheader is not None:  # tifffile made tiles of it, by its MCU starts
+        return True
+    if not page.dataoffsets or not page.databytecounts[0]:
+        return False
+    head = os.pread(file.fileno(), min(page.databytecounts[0], _JPEG_HEADER_BYTES), page.dataoffsets[0])
+    return jpeg_restart_interval(head) > 0
+
+
+#: Bytes of an NDPI strip read for its JPEG header (tables, frame header, restart interval).
+_JPEG_HEADER_BYTES = 4096
 #: Bytes of a stored chunk read first for its image stream's header, which encoders write at its
 #: start (a JPEG's frame header after its tables, a PNG's IHDR at byte 16, a WebP's at 30); the
 #: whole chunk is read only when the header is not within them.
@@ -170,6 +188,10 @@ def _image_stream_problem(file: tifffile.FileHandle, pages: Iterable[tifffile.Ti
             return (f"stores its pixels with {codec} compression, whose streams this server cannot check before "
                     "decoding them: convert it, e.g. vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
         if not declares_size(page.compression):
+            continue
+        if page.jpegheader is not None:  # NDPI's tiles by MCU starts: tifffile decodes each after this header
+            if problem := stream_problem(page.jpegheader, page.compression, page.tilewidth, page.tilelength):
+                return f"cannot be read safely: the JPEG header of its {_size(page)} image: {problem}"
             continue
         width, height = ((page.tilewidth, page.tilelength) if page.is_tiled
                          else (page.imagewidth, min(page.rowsperstrip or page.imagelength, page.imagelength)))
@@ -239,9 +261,10 @@ _MAX_CHUNKS = 1000
 
 
 def animation_problem(path: Path) -> str | None:
-    """Why the GIF, animated PNG (APNG) or animated WebP at ``path`` is refused, or None for
-    another file; only its first chunks' headers are read. large_image's PIL reader decodes every
-    frame of such a file on each open, and PIL's pixel limit checks only the first: a 1.7 MB GIF
+    """Why the GIF, animated PNG (APNG), animated WebP or other image of several frames (FLI, MPO,
+    ...) at ``path`` is refused, or None for another file; only its headers are read. large_image's
+    PIL reader decodes every frame of such a file on each open, and PIL's pixel limit checks only
+    the first: a 1.7 MB GIF
     of 120 frames of 4096 x 4096 px took 54 s to add and 39 s per thumbnail (seventeenth attack).
     A slide is never a GIF, so GIFs are refused by their signature, still or not."""
     try:
@@ -254,10 +277,29 @@ def animation_problem(path: Path) -> str | None:
             elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
                 animated = _webp_animated(file)
             else:
-                return None
+                animated = _frames(path) > 1
     except OSError as error:
         return f"cannot be read: {error.strerror or error}"
     return f"is an animated image of several frames, each decoded on every open: {_CONVERT}" if animated else None
+
+
+#: What PIL raises for a file it cannot take for an image of a format it knows, or one whose
+#: header it cannot read: the readers judge such files.
+_NOT_AN_IMAGE = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+def _frames(path: Path) -> int:
+    """Frames of the image at ``path`` (FLI/FLC, MPO, DCX, PSD layers...) as PIL reads them from
+    its header, 1 for a file PIL does not take for an image: large_image's PIL reader steps
+    through every frame, and PIL decodes each one it steps past (a 780 KB FLI of 30,000 frames of
+    4,096 px took 20 s of CPU to add and each thumbnail 21 s, the nineteenth attack)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return int(getattr(image, "n_frames", 1) or 1)
+    except _NOT_AN_IMAGE:
+        return 1
 
 
 def _png_animated(file: BinaryIO) -> bool:

@@ -157,3 +157,33 @@ def test_codecs_decoded_into_the_tile_need_no_check_and_unread_image_codecs_are_
     assert unchecked_codec(tifffile.COMPRESSION.JPEGXL) == "JPEGXL"
     assert unchecked_codec(tifffile.COMPRESSION.OJPEG) == "OJPEG"
     assert unchecked_codec(PNG) is None
+
+
+def jp2_with_palette(columns: int) -> bytes:
+    """A JP2 file of one 8-bit component whose header box holds a palette of ``columns`` columns
+    and the mapping of the component through it: OpenJPEG decodes it to ``columns`` components."""
+    plain = bytes(imagecodecs.jpeg2k_encode(np.zeros((HEIGHT, WIDTH), np.uint8), codecformat="jp2"))
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I4s", 8 + len(body), kind) + body
+
+    palette = box(b"pclr", struct.pack(">HB", 2, columns) + bytes([7] * columns) + bytes(range(2 * columns)))
+    mapping = box(b"cmap", b"".join(struct.pack(">HBB", 0, 1, column) for column in range(columns)))
+    out, at = b"", 0
+    while at < len(plain):
+        length, kind = struct.unpack_from(">I4s", plain, at)
+        length = length or len(plain) - at
+        body = plain[at + 8:at + length]
+        out += box(kind, body + palette + mapping if kind == b"jp2h" else body)
+        at += length
+    return out
+
+
+@pytest.mark.parametrize("columns", [3, 40])
+def test_a_jp2_palette_adds_its_columns_to_each_pixel(columns):
+    """Nineteenth attack: a 1.8 KB JP2 tile of one 8-bit component (1 byte a pixel by its
+    codestream) with a palette of 255 columns decoded to 255 bytes a pixel (1,024 px: 1.34 GB)."""
+    stream = jp2_with_palette(columns)
+    assert imagecodecs.jpeg2k_decode(stream).shape == (HEIGHT, WIDTH, columns)
+    assert declared_size(stream, JPEG2000) == (WIDTH, HEIGHT, 1 + columns)
+    assert (stream_problem(stream, JPEG2000, WIDTH, HEIGHT) is None) == (columns == 3)

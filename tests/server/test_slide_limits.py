@@ -301,3 +301,81 @@ def test_the_upload_of_a_gif_is_a_422_before_any_reader(client, admin_headers, p
     response = client.post(f"/api/v1/projects/{project['id']}/slides/upload", headers=admin_headers,
                            files={"file": ("frames.gif", gif.read_bytes(), "image/gif")})
     assert response.status_code == 422 and "pyramidal TIFF" in response.json()["detail"], response.text
+
+
+#: The tags that make tifffile (and OpenSlide's format detection) take any TIFF for an NDPI.
+NDPI_TAGS = [(65420, 4, 1, 1, True), (271, "s", 0, "Hamamatsu", True)]
+
+
+def ndpi_tagged(path: Path, data, *, side: int, tile: int | None, compression) -> Path:
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(path, data, shape=(side, side, 3), dtype=np.uint8, photometric="rgb", compression=compression,
+                     **({"tile": (tile, tile)} if tile else {"rowsperstrip": side}), extratags=NDPI_TAGS,
+                     metadata=None)
+    return path
+
+
+def test_ndpis_tags_exempt_no_tile_from_the_limits(tmp_path, no_reader):
+    """Nineteenth attack: NDPI's two tags on any TIFF skipped every check of its tiles: one deflate
+    tile of 20,000 px (1.1 GB decoded, a 1.2 MB file) took the API to 7.2 GB, PNG tiles saying
+    6,000 px to 3.8 GB. Only an NDPI's JPEG levels that readers decode in pieces are exempt."""
+    import imagecodecs
+    import numpy as np
+
+    deflated = zlib.compress(bytes(8000 * 8000 * 3), 9)
+    big_tile = ndpi_tagged(tmp_path / "tile.tif", iter([deflated]), side=8000, tile=8000, compression="zlib")
+    with pytest.raises(SlideUnreadableError, match="in tiles of 183 MB decoded each"):
+        check_slide_limits(big_tile, SlideLimits())
+    png = bytes(imagecodecs.png_encode(np.full((3000, 3000, 3), 9, np.uint8)))
+    png_tiles = ndpi_tagged(tmp_path / "png.tif", (png for _ in range(16)), side=1024, tile=256, compression=34933)
+    with pytest.raises(SlideUnreadableError, match="declares 3000 x 3000 px"):
+        check_slide_limits(png_tiles, SlideLimits())
+
+
+@pytest.mark.parametrize("restarts", [True, False])
+def test_an_ndpi_jpeg_strip_is_exempt_only_when_it_can_be_read_in_pieces(tmp_path, restarts):
+    """A real NDPI stores a level as one JPEG strip with restart markers, which OpenSlide decodes
+    piece by piece: it may be larger than a chunk decoded at once; without them it may not."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side = 7200  # 155 MB decoded, more than the 128 MB default
+    out = io.BytesIO()
+    Image.fromarray(np.full((side, side, 3), 180, np.uint8)).save(out, "JPEG", quality=50,
+                                                                   **({"restart_marker_rows": 1} if restarts else {}))
+    strip = ndpi_tagged(tmp_path / "strip.tif", iter([out.getvalue()]), side=side, tile=None, compression="jpeg")
+    if restarts:
+        check_slide_limits(strip, SlideLimits())
+    else:
+        with pytest.raises(SlideUnreadableError, match="in strips of 148 MB decoded each"):
+            check_slide_limits(strip, SlideLimits())
+
+
+def fli(path: Path, *, frames: int, side: int) -> Path:
+    """An FLI animation of ``frames`` empty frames of ``side`` px: 16 bytes a frame on disk."""
+    header = struct.pack("<IHHHHHHI", 0, 0xAF11, frames, side, side, 8, 0, 5).ljust(128, b"\0")
+    body = struct.pack("<IHH8x", 16, 0xF1FA, 0) * frames
+    path.write_bytes(struct.pack("<I", 128 + len(body)) + header[4:] + body)
+    return path
+
+
+def test_other_images_of_many_frames_are_refused_unopened(tmp_path, no_reader):
+    """Nineteenth attack: a 780 KB FLI of 30,000 frames of 4,096 px named .jpg took 20 s of CPU to
+    add and 21 s each thumbnail (PIL decodes each frame large_image's reader steps past). Any image
+    PIL reads several frames in from its header is refused; a one-frame image passes."""
+    from PIL import Image
+
+    animation = fli(tmp_path / "frames.jpg", frames=1000, side=1024)
+    with Image.open(animation) as image:
+        assert (image.format, image.n_frames) == ("FLI", 1000)
+    pictures = [Image.new("RGB", (64, 64), (value, 0, 0)) for value in (0, 200)]
+    pictures[0].save(tmp_path / "two.mpo", "MPO", save_all=True, append_images=pictures[1:])
+    pictures[0].save(tmp_path / "one.jpg", "JPEG")
+    for many in (animation, tmp_path / "two.mpo"):
+        with pytest.raises(SlideUnreadableError, match="several frames"):
+            check_slide_limits(many, SlideLimits())
+    check_slide_limits(tmp_path / "one.jpg", SlideLimits())
