@@ -18,7 +18,10 @@ without pixels, and the learning loop skips them.
 Every reader checks, before it reads a value, that rows hold at most :data:`MAX_FEATURE_DIM`
 features and that the file does not declare far more data than it holds (:func:`check_declared`):
 an HDF5 dataset left at its fill value, or a Parquet column of one repeated value, costs nothing
-on disk, while the import's memory and time grow with the rows and features declared.
+on disk, while the import's memory and time grow with the rows and features declared. Values must
+be numbers of a fixed width (a table's key an integer), and an HDF5 dataset's chunk, which is
+decoded whole to read any of its values, may decode to at most ``limits.max_chunk_bytes``
+(:func:`check_datasets`; a slide's strips and tiles have the same limit).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pyarrow.parquet as pq
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.importers.patch_means import area_weighted_means
+from slidelabel.pipelines.slide_files import SlideLimits
 from slidelabel.store.label_map import read_labels
 from slidelabel.store.segment_sources import SegmentSources
 
@@ -95,6 +99,34 @@ def check_declared(path: Path, declared_bytes: int) -> None:
                              f"value; write the real features into the file")
 
 
+def check_datasets(path: Path, datasets: dict[str, h5py.Dataset], limits: SlideLimits) -> None:
+    """:class:`ParameterError` unless each of ``datasets`` is an HDF5 dataset holding numbers
+    (integers or floats) in the file itself (not in external files or other HDF5 files: a virtual
+    dataset's) and, stored in chunks, a chunk decodes to at most ``limits.max_chunk_bytes``: HDF5
+    decodes a whole chunk to read any value of it, and a chunk may be far larger than the dataset
+    it belongs to."""
+    import h5py
+
+    for name, dataset in datasets.items():
+        if not isinstance(dataset, h5py.Dataset):
+            raise ParameterError(f"{path}: {name} is a {type(dataset).__name__}, not a dataset")
+        if dataset.is_virtual or dataset.external:
+            how = "a virtual dataset" if dataset.is_virtual else "external storage"
+            raise ParameterError(f"{path}: {name} is stored in other files ({how}); slidelabel reads values "
+                                 f"stored in the file itself")
+        if dataset.dtype.kind not in "iuf":
+            raise ParameterError(f"{path}: {name} holds {dataset.dtype} values; slidelabel reads numbers "
+                                 f"(integers or floats) only")
+        chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize if dataset.chunks else 0
+        if chunk_bytes > limits.max_chunk_bytes:
+            chunks = " x ".join(f"{n:,}" for n in dataset.chunks)
+            raise ParameterError(f"{path}: {name} is stored in chunks of {chunks} {dataset.dtype.name}, "
+                                 f"{chunk_bytes / MiB:,.0f} MiB decoded each, more than the "
+                                 f"{limits.max_chunk_bytes / MiB:,.0f} MiB this server decodes at once "
+                                 f"(SLIDELABEL_MAX_DECODED_MB): HDF5 decodes a whole chunk to read any value of it; "
+                                 f"write the file with smaller chunks (e.g. h5py's chunks=(1, D) or chunks=True)")
+
+
 def batch_rows(dim: int) -> int:
     """Rows of ``dim`` float64 features to read at a time: :data:`BATCH_ROWS`, fewer for wide rows
     so that a batch stays within :data:`BATCH_BYTES`."""
@@ -121,10 +153,13 @@ def _open_hdf5(path: Path):
 
 
 class PatchFeatures:
-    """TRIDENT / CLAM patch features (see the module's docstring)."""
+    """TRIDENT / CLAM patch features (see the module's docstring); a dataset's chunks may decode
+    to at most ``limits.max_chunk_bytes`` each (a server's
+    :func:`~slidelabel.services.slides.slide_limits`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, limits: SlideLimits | None = None) -> None:
         self.path = Path(path)
+        self._limits = limits or SlideLimits()
         self._file = _open_hdf5(self.path)
         try:
             coords, features = self._datasets()
@@ -139,13 +174,15 @@ class PatchFeatures:
                            "coords_attributes": {k: _plain(v) for k, v in coords.attrs.items()}}
 
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
-        """The ``coords`` and ``features`` datasets, checked (shapes, width, declared size)."""
+        """The ``coords`` and ``features`` datasets, checked (shapes, width, values, chunks,
+        declared size)."""
         file = self._file
         if "coords" not in file or "features" not in file:
             missing = " and ".join(name for name in ("coords", "features") if name not in file)
             raise ParameterError(f"{self.path} has no {missing} dataset: a TRIDENT/CLAM patch-feature file holds "
                                  f"coords (P x 2, level-0 top-left corners) and features (P x D)")
         coords, features = file["coords"], file["features"]
+        check_datasets(self.path, {"coords": coords, "features": features}, self._limits)
         if coords.ndim != 2 or coords.shape[1] != 2 or features.ndim != 2 or features.shape[0] != coords.shape[0]:
             raise ParameterError(f"{self.path}: coords {coords.shape} and features {features.shape} must be "
                                  f"P x 2 and P x D")
@@ -224,14 +261,26 @@ def _keyed_rows(path: Path, segments: Segments, keys_M: np.ndarray, by_source: b
 
 
 def _row_bytes(schema: pa.Schema) -> int:
-    """Bytes of one row of a table (8 for a column of variable width, such as a text key)."""
-    return sum(max(1, field.type.bit_width // 8) if pa.types.is_primitive(field.type) else 8 for field in schema)
+    """Bytes of one row of a table of integer and float columns (checked before: a column of
+    variable width, such as text, may decode to any size)."""
+    return sum(field.type.bit_width // 8 for field in schema)
+
+
+def uncompressed_bytes(metadata: pq.FileMetaData) -> int:
+    """Bytes a Parquet file's column chunks declare once decompressed (its row groups'
+    ``total_byte_size``): its pages are inflated to this before their values are decoded."""
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+def _is_number(data_type: pa.DataType) -> bool:
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
 
 
 class TableFeatures:
-    """A Parquet or CSV table of features keyed by ``id`` or ``source_id``."""
+    """A Parquet or CSV table of features keyed by ``id`` or ``source_id`` (integers), its other
+    columns numbers; ``limits`` is taken for symmetry with the HDF5 readers."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, limits: SlideLimits | None = None) -> None:
         self.path = Path(path)
         schema = self._schema()
         names = schema.names
@@ -242,13 +291,21 @@ class TableFeatures:
         self.key = key
         self.feature_names = [name for name in names if name != key]
         check_width(self.path, len(self.feature_names))
-        bad = [f.name for f in schema if f.name != key and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+        # Checked in the schema, before a value is read: a text key of one long string repeated
+        # (a dictionary) costs nothing on disk and its length in every row once read.
+        key_type = schema.field(key).type
+        if not pa.types.is_integer(key_type):
+            ids = "1..N" if key == "id" else "the ids of the imported segments' source"
+            raise ParameterError(f"{self.path}: key column {key} is {key_type}, expected integer segment ids "
+                                 f"({ids}, e.g. int64); write the ids as integers")
+        bad = [f"{f.name} ({f.type})" for f in schema if f.name != key and not _is_number(f.type)]
         if bad or not self.feature_names:
-            raise ParameterError(f"{self.path}: feature columns must be numbers; "
+            raise ParameterError(f"{self.path}: feature columns must be numbers (integers or floats); "
                                  + (f"not: {', '.join(bad)}" if bad else "the table has none besides its key"))
         if self._parquet:
             # A CSV holds its values as text: never less than it declares.
-            check_declared(self.path, pq.read_metadata(self.path).num_rows * _row_bytes(schema))
+            metadata = pq.read_metadata(self.path)
+            check_declared(self.path, max(metadata.num_rows * _row_bytes(schema), uncompressed_bytes(metadata)))
         self.provenance = {"key": key, "columns": len(self.feature_names)}
 
     @property
@@ -289,10 +346,12 @@ class TableFeatures:
 
 
 class HistomicsFeatures:
-    """Histomics Label's ``feature.h5`` (see the module's docstring)."""
+    """Histomics Label's ``feature.h5`` (see the module's docstring); ``limits`` as for
+    :class:`PatchFeatures`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, limits: SlideLimits | None = None) -> None:
         self.path = Path(path)
+        self._limits = limits or SlideLimits()
         self._file = _open_hdf5(self.path)
         try:
             self._images, self._indices = self._datasets()
@@ -305,8 +364,10 @@ class HistomicsFeatures:
 
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset | None]:
         """The ``images`` dataset and ``used_indices`` (None without), checked (shape, width,
-        declared size)."""
+        values, chunks, declared size)."""
         images, indices = self._file.get("images"), self._file.get("used_indices")
+        check_datasets(self.path, ({} if images is None else {"images": images})
+                       | ({} if indices is None else {"used_indices": indices}), self._limits)
         if images is None or images.ndim != 2:
             shape = None if images is None else images.shape
             raise ParameterError(f"{self.path}: expected an images dataset of feature vectors (M x D), got {shape}; "
