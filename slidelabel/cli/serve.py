@@ -200,8 +200,11 @@ def bounded_connections(settings: Settings) -> dict[str, object]:
         open_files=raise_open_file_limit(), head_timeout_s=settings.request_head_timeout_s,
         body_timeout_s=settings.request_body_timeout_s, per_address=settings.max_connections_per_address,
         total=settings.max_connections)
+    # No WebSockets (no route takes one): uvicorn hands an upgraded connection to a protocol that
+    # gives back none of the bounds' counts, so 100 upgrade requests locked an address out.
     return {"http": functools.partial(BoundedH11Protocol, limits=limits, connections=OpenConnections()),
-            "loop": new_event_loop, "backlog": limits.backlog}
+            "loop": new_event_loop, "backlog": limits.backlog, "ws": "none",
+            "proxy_headers": bool(settings.forwarded_allow_ips), "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 @click.command("serve")

@@ -31,6 +31,8 @@ HEAD_TIMEOUT_S = 1.5
 BODY_TIMEOUT_S = 1.5
 #: Seconds a client waits for the server to answer or close (generous: a loaded CI machine).
 WAIT_S = 30
+#: Failed logins from one address before its logins get 429.
+FAILURES_PER_ADDRESS = 5
 #: A request head that never ends.
 HALF_HEAD = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nX-a: b\r\n"
 
@@ -55,7 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     environment = {**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD, "SLIDELABEL_BROKER": "memory://",
                    "SLIDELABEL_REQUEST_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
                    "SLIDELABEL_REQUEST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-                   "SLIDELABEL_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS), "OMP_NUM_THREADS": "1"}
+                   "SLIDELABEL_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS), "OMP_NUM_THREADS": "1",
+                   "SLIDELABEL_LOGIN_FAILURES_PER_ADDRESS": str(FAILURES_PER_ADDRESS)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-c", WITH_FEW_OPEN_FILES, "serve", "--data-dir",
                                     str(tmp_path / "data"), "--port", str(port)], env=environment,
@@ -69,11 +72,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
         kill_group(process)
 
 
-def _honest_request(port: int, method: str, path: str, **options: object) -> httpx.Response:
-    """A request from 127.0.0.2, another address than the attacker's 127.0.0.1, on a connection of
-    its own that it closes (so that it does not count towards that address's bound)."""
+def _honest_request(port: int, method: str, path: str, *, source: str = "127.0.0.2",
+                    **options: object) -> httpx.Response:
+    """A request from ``source`` (by default 127.0.0.2, another address than the attacker's
+    127.0.0.1) on a connection of its own that it closes (so that it does not count towards that
+    address's bound)."""
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=WAIT_S,
-                      transport=httpx.HTTPTransport(local_address="127.0.0.2")) as client:
+                      transport=httpx.HTTPTransport(local_address=source)) as client:
         return client.request(method, path, **options)
 
 
@@ -173,3 +178,30 @@ def test_failed_accepts_are_summarised_in_the_log(caplog):
         loop.close()
     lines = [record for record in caplog.records if "accept" in record.getMessage()]
     assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
+
+
+def test_a_forwarded_for_header_names_no_other_client_by_default(server):
+    """Nineteenth attack: uvicorn trusted ``X-Forwarded-For`` from 127.0.0.1, so a local client
+    naming a new address in each request escaped every per-address bound and login limit (43,461
+    logins in 10 s kept another user's login waiting 79 s). Only SLIDELABEL_FORWARDED_ALLOW_IPS's
+    proxies are believed; by default none."""
+    port, _log_path = server
+    # From 127.0.0.1, the address uvicorn trusted; no other test here logs in from it.
+    answers = [_honest_request(port, "POST", "/auth/login", source="127.0.0.1",
+                               headers={"X-Forwarded-For": f"10.0.{attempt}.1"},
+                               json={"username": "nobody", "password": "wrong"}).status_code
+               for attempt in range(FAILURES_PER_ADDRESS + 2)]
+    assert answers[-1] == 429, answers
+
+
+def test_the_server_never_upgrades_to_websockets():
+    """Nineteenth attack: where a WebSocket library is installed, uvicorn upgraded a connection
+    to a protocol that gave back none of the bounds' counts: 100 upgrade requests (each answered
+    403) locked their address out until a restart. No route takes a WebSocket."""
+    from slidelabel.cli.serve import bounded_connections
+    from slidelabel.settings import Settings
+
+    options = bounded_connections(Settings(data_dir=Path("/nonexistent")))
+    assert options["ws"] == "none" and options["proxy_headers"] is False
+    behind_a_proxy = bounded_connections(Settings(data_dir=Path("/nonexistent"), forwarded_allow_ips="10.0.0.5"))
+    assert behind_a_proxy["proxy_headers"] is True and behind_a_proxy["forwarded_allow_ips"] == "10.0.0.5"
