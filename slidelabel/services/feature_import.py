@@ -28,6 +28,7 @@ from slidelabel.pipelines.features.extract import FORMAT, POOLING_VERSION
 from slidelabel.pipelines.importers import FEATURE_FORMATS, choose
 from slidelabel.pipelines.importers.feature_sources import Segments
 from slidelabel.pipelines.normalisation import SlideStatistics
+from slidelabel.pipelines.slide_files import SlideLimits
 from slidelabel.services.segment_import import file_record
 from slidelabel.store.atomic import replace_folder
 from slidelabel.store.feature_files import STATISTICS_ATTRIBUTE, chunk_rows
@@ -89,9 +90,11 @@ def import_features(
     name: str,
     format: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    limits: SlideLimits | None = None,
 ) -> FeatureImportResult:
     """Import the features of ``source_path`` for the segments in ``segments_folder`` as
-    ``out_folder / f"{name}.zarr"``.
+    ``out_folder / f"{name}.zarr"``; the source may decode at most ``limits.max_chunk_bytes`` at
+    once (default :class:`~slidelabel.pipelines.slide_files.SlideLimits`'s, a server passes its own).
 
     Raises
     ------
@@ -110,7 +113,7 @@ def import_features(
     fmt = choose(FEATURE_FORMATS, source_path, format)
     segments = _segments(folder, manifest)
     remove_unfinished(Path(out_folder), name)  # what a killed attempt left (3.3 GB of rows in the attack)
-    source = fmt.open(source_path)
+    source = fmt.open(source_path, limits=limits or SlideLimits())
     Path(out_folder).mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
     tmp, scratch_path = out_path.with_name(f".{out_path.name}.{token}.tmp"), out_path.with_name(f".{name}.{token}.rows")

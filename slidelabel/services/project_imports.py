@@ -342,6 +342,7 @@ def import_features_job(context: JobContext) -> dict:
     with _named_as_uploaded(context.params["source"]):
         result = import_features(slide.reader_path, context.params["source"], folder,
                                  files.features(context.slide_id, name).parent, name=name,
-                                 format=context.params["format"], progress=lambda done, total: context.progress(
-                                     done / max(total, 1), f"{name}: {done} of {total}"))
+                                 format=context.params["format"], limits=slide_limits(context.settings),
+                                 progress=lambda done, total: context.progress(done / max(total, 1),
+                                                                               f"{name}: {done} of {total}"))
     return {"message": result.summary().replace(str(result.path), f"{name} features")}

@@ -121,3 +121,29 @@ def test_the_attack_feature_file_fails_its_job_at_once_and_leaves_no_scratch(app
         assert job.state == JobState.failed and "2,000,000 features per row" in job.message, job.message
     features = ProjectFiles(settings.data_dir, project["id"]).features(slide_row, "imported-bomb").parent
     assert not list(features.glob(".*"))
+
+
+def test_a_feature_files_chunks_are_held_to_the_servers_own_decoding_limit(app, client, sender, project, slide_row,
+                                                                            admin_headers):
+    """Nineteenth attack: an HDF5 chunk is decoded whole to read any row of it (one of 1.17 GB in a
+    1.2 MB file took the worker to 1.6 GB). The job holds it to the server's
+    SLIDELABEL_MAX_DECODED_MB, not the default's 128 MB."""
+    base = f"/api/v1/projects/{project['id']}/slides/{slide_row}"
+    square = [[[100, 100], [300, 100], [300, 300], [100, 300], [100, 100]]]
+    cells = json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square}, "properties": {}}]}).encode()
+    response = client.post(base + "/segments", headers=admin_headers, files={"file": ("cells.geojson", cells)})
+    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
+    patches = io.BytesIO()
+    with h5py.File(patches, "w") as file:  # one 4 MB chunk: within the default, past a server's 2 MB
+        file.create_dataset("coords", data=[[0, 0]]).attrs["patch_size_level0"] = 512
+        file.create_dataset("features", shape=(1, 16), maxshape=(None, 16), dtype="float32", chunks=(65_536, 16),
+                            compression="gzip", fillvalue=0.0)
+    response = client.post(base + "/features/imported-chunk", headers=admin_headers,
+                           files={"file": ("chunk.h5", patches.getvalue())})
+    assert response.status_code == 202, response.text
+    settings = app.state.settings.model_copy(update={"max_decoded_mb": 2})
+    job_runs.run(app.state.database, settings, response.json()["id"])
+    with app.state.database.session() as session:
+        job = session.get(Job, response.json()["id"])
+        assert job.state == JobState.failed and "4 MiB decoded each, more than the 2 MiB" in job.message, job.message

@@ -24,7 +24,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Format(Generic[T]):
-    """A file format: ``can_read(path)`` says cheaply whether it is one, ``open`` reads it."""
+    """A file format: ``can_read(path)`` says cheaply whether it is one, ``open`` reads it (a feature
+    format's ``open(path, *, limits)``: ``limits``, a
+    :class:`~slidelabel.pipelines.slide_files.SlideLimits`, bounds what it decodes at once)."""
 
     name: str
     description: str
