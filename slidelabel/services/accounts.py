@@ -123,9 +123,21 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-def issue_token(session: Session, user_id: int, *, hours: float) -> str:
-    """A new token for the user, valid ``hours``; expired tokens are deleted on the way, and the
-    user's oldest ones past :data:`TOKENS_PER_USER` (the sessions longest open end first)."""
+def issue_token(session: Session, user: User, *, hours: float) -> str:
+    """A new token for ``user`` (as :func:`authenticate` found it, in another transaction), valid
+    ``hours``; expired tokens are deleted on the way, and the user's oldest ones past
+    :data:`TOKENS_PER_USER` (the sessions longest open end first). :class:`AuthenticationError`
+    when the password checked is no longer the account's, or the account was disabled since: a
+    login checked with the old password while it was changed got a session that outlived the
+    change (the nineteenth attack, 6 of 6 tries). The user's row is locked until the commit, so
+    that a change waits for this token, then ends it."""
+    current = session.execute(select(User.password_hash, User.disabled).where(User.id == user.id)
+                              .with_for_update()).one_or_none()
+    if current is None or current.password_hash != user.password_hash:
+        raise AuthenticationError("the password was changed while you logged in: log in with the new one")
+    if current.disabled:
+        raise AuthenticationError(DISABLED)
+    user_id = user.id
     now = datetime.now(UTC)
     session.execute(delete(Token).where(Token.expires_at < now))
     kept = select(Token.token_sha256).where(Token.user_id == user_id).order_by(Token.expires_at.desc())
@@ -151,9 +163,10 @@ def user_for_token(session: Session, token: str) -> User:
 
 def update_user(session: Session, actor: User, user_id: int, *, disabled: bool | None = None,
                 can_create_projects: bool | None = None, can_read_slide_folders: bool | None = None,
-                password: str | None = None) -> User:
+                password: str | None = None, actor_token: str | None = None) -> User:
     """Enable or disable an account, grant or withdraw its rights, or give it a new password
-    (None leaves each as it is; a new password ends the account's sessions).
+    (None leaves each as it is; a new password ends the account's sessions, but for the admin's
+    own of ``actor_token`` when it changes its own password).
 
     Only the admin may (:class:`PermissionDeniedError`), and never disable its own account
     (:class:`ParameterError`); :class:`NotFoundError` for an unknown id. A disabled account's
@@ -170,7 +183,7 @@ def update_user(session: Session, actor: User, user_id: int, *, disabled: bool |
     if disabled is False and user.disabled:
         session.execute(delete(Token).where(Token.user_id == user.id))
     if password is not None:
-        set_password(session, user, password)
+        set_password(session, user, password, keep_token=actor_token if user.id == actor.id else None)
     changes = {"disabled": disabled, "can_create_projects": can_create_projects,
                "can_read_slide_folders": can_read_slide_folders}
     for name, value in changes.items():

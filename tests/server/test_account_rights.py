@@ -213,3 +213,33 @@ def test_the_admin_gives_an_account_a_new_password_and_its_sessions_end(client, 
     grant(client, admin_headers, user_id, password="given by the admin")
     assert client.get("/api/v1/auth/me", headers=headers).status_code == 401
     assert login(client, "dave", "given by the admin")
+
+
+def test_the_admin_setting_its_own_password_keeps_this_session_and_ends_the_others(client, admin_headers):
+    """Nineteenth attack, low: the admin's PATCH of its own password ended the very session that made it."""
+    me = client.get("/api/v1/auth/me", headers=admin_headers).json()
+    elsewhere = login(client, "admin", ADMIN_PASSWORD)
+    changed = client.patch(f"{USERS}/{me['id']}", headers=admin_headers, json={"password": "the admin's new one"})
+    assert changed.status_code == 200, changed.text
+    assert client.get("/api/v1/auth/me", headers=admin_headers).status_code == 200
+    assert client.get("/api/v1/auth/me", headers=elsewhere).status_code == 401
+
+
+@pytest.mark.postgresql
+def test_a_login_checked_with_a_password_changed_meanwhile_gets_no_session(app, client, admin_headers):
+    """Nineteenth attack: the password is checked in a read transaction and the token written in a
+    later one; a login checked with the old password while it was changed got a token after the
+    change had ended the sessions, and kept it (6 of 6 tries)."""
+    from slidelabel.errors import AuthenticationError
+
+    new_user(client, admin_headers, "erin")
+    database = app.state.database
+    with database.session() as read:
+        checked = accounts.authenticate(read, "erin", PASSWORD)
+    with database.session(write=True) as session:
+        accounts.set_password(session, session.get(User, checked.id), "changed meanwhile")
+    with pytest.raises(AuthenticationError, match="changed while you logged in"), \
+            database.session(write=True) as session:
+        accounts.issue_token(session, checked, hours=1)
+    with database.session() as read:
+        assert read.query(Token).filter(Token.user_id == checked.id).count() == 0

@@ -35,7 +35,7 @@ def login(body: LoginRequest, throttle: LoginThrottleDep, _turn: PasswordCheckTu
         raise
     throttle.succeeded(body.username, address)
     # The password is checked outside the write transaction: only the token's row needs SQLite's write turn.
-    token = accounts.issue_token(session, user.id, hours=settings.token_hours)
+    token = accounts.issue_token(session, user, hours=settings.token_hours)
     return LoginResponse(token=token, user=UserPublic.model_validate(user))
 
 
