@@ -260,5 +260,6 @@ def serve(demo: bool, http_workers: int, **options: object) -> None:
         else:
             click.echo("jobs go to the broker: start workers with 'slidelabel worker'")
             run_server(config, on_stop=lambda: None)
-    finally:
-        sweep_export_folders(settings.data_dir)  # those of requests cut off, or of a killed API process
+    finally:  # those of requests cut off, or of a killed API process; another server's in progress stay
+        sweep_unfinished_uploads(settings.data_dir)
+        sweep_export_folders(settings.data_dir)

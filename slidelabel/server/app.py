@@ -4,6 +4,7 @@ routers under ``/api/v1``; OpenAPI docs are at ``/docs``; the web client is serv
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from slidelabel.server.response_cache import ResponseCache
 from slidelabel.server.routers import (auth, cohorts, epochs, exports, gallery, jobs, labels, projects, reviews,
                                        segment_uploads, shapes, slides, tiles, users)
 from slidelabel.services.login_limits import LoginThrottle
+from slidelabel.services.uploads import sweep_unfinished_uploads
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database, migrate
+from slidelabel.store.export_folders import sweep_export_folders
 from slidelabel.workers.app import declare_queues, make_celery
 
 API_PREFIX = "/api/v1"
@@ -33,6 +36,19 @@ WEB_CLIENT = Path(__file__).parent / "static"
 #: Seconds between two returns of freed heap memory to the system (:func:`release_freed_memory`):
 #: the request threads' malloc arenas otherwise keep the peak of every large response.
 RELEASE_MEMORY_EVERY_S = 5.0
+
+logger = logging.getLogger("uvicorn.error")
+
+
+def _sweep_leftovers(data_dir: Path) -> None:
+    """Remove the unfinished uploads and export folders of processes that ended (those of living
+    ones, this server's or another's on the same data folder, are locked and stay): as each API
+    process starts, so that one uvicorn starts in place of a killed one cleans up after it."""
+    uploads, exports = sweep_unfinished_uploads(data_dir), sweep_export_folders(data_dir, own=False)
+    removed = [f"{len(found)} {what}" for found, what in ((uploads, "unfinished upload(s)"),
+                                                           (exports, "export folder(s)")) if found]
+    if removed:
+        logger.warning("removed %s that an ended server process left", " and ".join(removed))
 
 
 async def _release_memory_periodically() -> None:
@@ -51,6 +67,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        await asyncio.to_thread(_sweep_leftovers, settings.data_dir)
         releasing = asyncio.create_task(_release_memory_periodically())
         yield
         releasing.cancel()

@@ -7,6 +7,10 @@ is, not after it was received in full.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,7 +65,9 @@ class UploadReceiver:
     """Writes the file of a ``multipart/form-data`` body to a hidden file as the body arrives.
 
     The first part with a file name goes to ``folder/.upload-<random>-<name>`` (the extension is
-    kept: readers are chosen by it) chunk by chunk; other parts are ignored. More than
+    kept: readers are chosen by it) chunk by chunk; other parts are ignored. The receiver holds a
+    lock (``flock``) on that file from its creation until :meth:`discard`, through its checks and
+    its rename into place: :func:`sweep_unfinished_uploads` removes only unlocked ones. More than
     ``limit_bytes`` of file, a body larger than that and the form's overhead, or a declared body
     that cannot fit, is a :class:`TooLargeError`.
 
@@ -81,6 +87,7 @@ class UploadReceiver:
         self.name: str | None = None
         self.path: Path | None = None
         self._file: BinaryIO | None = None
+        self._locked: BinaryIO | None = None  # the file written, open (and locked) until discard()
         self._finished = False
         self._written = self._received = 0
         self._header: list[bytes] = [b"", b""]
@@ -113,11 +120,21 @@ class UploadReceiver:
         filename = disposition.get(b"filename")
         if filename and self.path is None:
             self.name = upload_name(filename.decode("utf-8", "replace"))
-            path = self.folder / f"{UNFINISHED_PREFIX}{secrets.token_hex(8)}-{self.name}"
-            try:
-                self._file = open(path, "wb")  # noqa: SIM115 - closed at the part's end or by discard()
-            except FileNotFoundError:
-                raise NotFoundError(REMOVED) from None
+            while True:
+                path = self.folder / f"{UNFINISHED_PREFIX}{secrets.token_hex(8)}-{self.name}"
+                try:
+                    file = open(path, "xb")  # noqa: SIM115 - closed by discard()
+                except FileNotFoundError:
+                    raise NotFoundError(REMOVED) from None
+                try:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # a sweep took it first, and removes it: another name
+                    file.close()
+                    continue
+                if os.fstat(file.fileno()).st_nlink:
+                    break
+                file.close()  # a sweep removed it before the lock was taken
+            self._file = self._locked = file
             self.path = path
 
     def _write(self, data: bytes, start: int, end: int) -> None:
@@ -131,7 +148,7 @@ class UploadReceiver:
 
     def _end_part(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._file.flush()  # kept open: its lock holds the file until discard()
             self._file, self._finished = None, True
 
     def feed(self, chunk: bytes) -> None:
@@ -154,17 +171,46 @@ class UploadReceiver:
         return self.name, self.path
 
     def discard(self) -> None:
-        """Close and remove the hidden file (nothing happens once it was renamed into place)."""
-        if self._file is not None:
-            self._file.close()
+        """Remove the hidden file (nothing happens once it was renamed into place), then close it,
+        which ends its lock."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+        if self._locked is not None:
+            self._locked.close()
+            self._file = self._locked = None
 
 
 def sweep_unfinished_uploads(data_dir: Path) -> list[Path]:
-    """Remove the files that uploads cut off by a stopped server left half received (in
-    :data:`UPLOAD_FOLDERS`); the removed paths. Call it before the server takes requests."""
-    leftovers = [path for folder in UPLOAD_FOLDERS for path in data_dir.glob(f"{folder}/{UNFINISHED_PREFIX}*")]
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    return leftovers
+    """Remove the files that uploads cut off by a process that ended (a stopped server, a killed
+    API process) left half received (in :data:`UPLOAD_FOLDERS`); the removed paths. A file whose
+    lock a living process holds (:class:`UploadReceiver`) is an upload in progress, of this server
+    or of another one on the same data folder: it is left."""
+    return [path for folder in UPLOAD_FOLDERS for path in sorted(data_dir.glob(f"{folder}/{UNFINISHED_PREFIX}*"))
+            if _remove_abandoned(path)]
+
+
+def _remove_abandoned(path: Path) -> bool:
+    """Remove ``path`` if no process holds its lock (or it is a link: no upload writes through
+    one); whether it was removed."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:  # removed or renamed into place meanwhile
+        return False
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            return False
+        with contextlib.suppress(OSError):
+            path.unlink()
+            return True
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        opened, named = os.fstat(descriptor), os.stat(path, follow_symlinks=False)
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            return False
+        path.unlink()  # with the lock held: a receiver that takes it next sees the file gone
+        return True
+    except OSError:  # locked by a living upload (BlockingIOError), gone meanwhile, a folder
+        return False
+    finally:
+        os.close(descriptor)

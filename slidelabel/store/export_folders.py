@@ -4,8 +4,9 @@ by a stopping server).
 
 Each API process builds its exports in a folder of its own, on which it holds a lock (``flock``)
 while it lives. A server killed while it built or sent one cannot remove it, so ``serve`` removes
-the folders whose process has gone, before it answers and again when it stops: no export folder
-outlives the process that made it, and a second server started on the same data folder (a
+the folders whose process has gone, before it answers and again when it stops, and each API
+process does as it starts (one that uvicorn starts in place of a killed one removes what that one
+left, nineteenth attack): no export folder outlives for long the process that made it, and a second server started on the same data folder (a
 restart that overlaps the old server, two API containers on one volume) removes none of the
 first one's exports in progress (before, it removed them all: 6 of 71 exports answered 500, the
 eighteenth attack).
@@ -42,12 +43,13 @@ def new_export_folder(data_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="export-", dir=_process_folder(data_dir)))
 
 
-def sweep_export_folders(data_dir: Path) -> list[Path]:
-    """Remove the export folders under ``data_dir`` of processes that have ended, and this
-    process's own (call it when this process sends no more exports); the removed folders."""
+def sweep_export_folders(data_dir: Path, *, own: bool = True) -> list[Path]:
+    """Remove the export folders under ``data_dir`` of processes that have ended, and with
+    ``own`` this process's own (call it so when this process sends no more exports); the removed
+    folders."""
     removed = []
     for path in sorted((data_dir / EXPORTS_FOLDER).glob("*")):
-        if path.is_dir() and (_release_own(data_dir, path) or _abandoned(path)):
+        if path.is_dir() and ((own and _release_own(data_dir, path)) or _abandoned(path)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
