@@ -28,6 +28,11 @@ __all__ = ["Turns"]
 
 #: Seconds between a waiter's looks for its turn.
 POLL_S = 0.02
+#: Requests of one holder that may wait for a turn at once; more are answered busy at once. One
+#: viewer's token sent from 200 addresses kept thousands of exports waiting, each looking for its
+#: turn every :data:`POLL_S`: another user's requests waited 22 s, its tiles 54 s (the
+#: nineteenth attack).
+WAITING_PER_HOLDER = 16
 
 
 class _Anyone:
@@ -37,11 +42,13 @@ class _Anyone:
 class Turns:
     """At most ``value`` turns held at once in this process, and at most ``per_holder`` of them by
     one named holder: one viewer's parallel exports then wait for each other, not everyone
-    else's. Free turns go round the waiting holders (see the module's docstring)."""
+    else's; at most ``waiting_per_holder`` of its requests wait, the others are answered busy.
+    Free turns go round the waiting holders (see the module's docstring)."""
 
-    def __init__(self, value: int, per_holder: int | None = None) -> None:
+    def __init__(self, value: int, per_holder: int | None = None, waiting_per_holder: int = WAITING_PER_HOLDER) -> None:
         self.value = value
         self.per_holder = per_holder
+        self.waiting_per_holder = waiting_per_holder
         self._lock = threading.Lock()
         self._free = value
         self._held: dict[Hashable, int] = {}
@@ -54,7 +61,7 @@ class Turns:
         """Holds a turn while the block runs, waiting in this thread; :class:`BusyError` saying
         ``busy`` when none comes within ``wait_s`` seconds."""
         holder = _Anyone() if holder is None else holder
-        with self._in_line(holder) as ticket:
+        with self._in_line(holder, busy) as ticket:
             deadline = time.monotonic() + wait_s
             while not self._taken_by(holder, ticket, deadline, busy):
                 time.sleep(POLL_S)
@@ -70,7 +77,7 @@ class Turns:
         hung up waits and runs all the same (a route is not cancelled): what bounds those is the
         bound on an address's requests at once (``slidelabel/server/requests_per_address.py``)."""
         holder = _Anyone() if holder is None else holder
-        with self._in_line(holder) as ticket:
+        with self._in_line(holder, busy) as ticket:
             deadline = time.monotonic() + wait_s
             while not self._taken_by(holder, ticket, deadline, busy):
                 await asyncio.sleep(POLL_S)
@@ -83,8 +90,11 @@ class Turns:
         """Take a turn at once if one is free and no one is waiting ahead; True when taken (give
         it back with :meth:`give_back`)."""
         holder = _Anyone() if holder is None else holder
-        with self._in_line(holder) as ticket:
-            return self._take(holder, ticket)
+        try:
+            with self._in_line(holder, "") as ticket:
+                return self._take(holder, ticket)
+        except BusyError:
+            return False
 
     def give_back(self, holder: Hashable | None = None) -> None:
         """Give back a turn taken with :meth:`take_now` for ``holder`` (None: for no holder)."""
@@ -94,12 +104,16 @@ class Turns:
         self._give_back(holder)
 
     @contextmanager
-    def _in_line(self, holder: Hashable) -> Iterator[object]:
+    def _in_line(self, holder: Hashable, busy: str) -> Iterator[object]:
         """A ticket in ``holder``'s line, out of the line again at the end (after its turn, or
-        giving up: waiting past its time, a cancelled request)."""
+        giving up: waiting past its time, a cancelled request); :class:`BusyError` saying ``busy``
+        when :attr:`waiting_per_holder` of its tickets wait already."""
         ticket = object()
         with self._lock:
-            self._line.setdefault(holder, deque()).append(ticket)
+            tickets = self._line.setdefault(holder, deque())
+            if len(tickets) >= self.waiting_per_holder:
+                raise BusyError(busy)
+            tickets.append(ticket)
         try:
             yield ticket
         finally:

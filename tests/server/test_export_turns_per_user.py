@@ -11,7 +11,7 @@ import pytest
 
 from slidelabel.errors import BusyError
 from slidelabel.services import exports, smart, tiles
-from slidelabel.services.turns import Turns
+from slidelabel.services.turns import WAITING_PER_HOLDER, Turns
 from slidelabel.store.models import Role
 
 
@@ -38,7 +38,7 @@ def test_free_turns_go_round_the_waiting_holders(trial) -> None:
     """Sixteenth attack: a free turn went to whichever waiter looked first, so two clients with
     ten waiting logins each took nearly every turn and a third client's one login waited 9 s (at
     the median; 30 s at most). As the password checks' turns (two, one a client): the greedy
-    clients' twenty requests each come first, then the other's one, and the checks take uneven
+    clients' sixteen requests each (as many as may wait) come first, then the other's one, and the checks take uneven
     times. Its turn comes within the first round (the greedy ones' second turns, then its)."""
     turns, durations = Turns(2, per_holder=1), random.Random(trial)
 
@@ -50,13 +50,43 @@ def test_free_turns_go_round_the_waiting_holders(trial) -> None:
                 order.append(holder)
                 await asyncio.sleep(durations.uniform(0.01, 0.05))
 
-        greedy = [asyncio.create_task(take(holder)) for _ in range(20) for holder in ("a", "b")]
+        greedy = [asyncio.create_task(take(holder)) for _ in range(WAITING_PER_HOLDER) for holder in ("a", "b")]
         await asyncio.sleep(0.005)
         await asyncio.gather(*greedy, take("c"))
         return order
 
     order = asyncio.run(run())
     assert order.index("c") <= 4, order
+
+
+def test_a_holder_past_its_waiting_requests_is_answered_busy_at_once_and_others_still_wait() -> None:
+    """Nineteenth attack: one viewer's token sent from 200 addresses kept thousands of exports
+    waiting, each looking for its turn every 20 ms: another user's requests waited 22 s, its tiles
+    54 s. At most ``waiting_per_holder`` of a holder's requests wait; the next is busy at once."""
+    turns = Turns(1, per_holder=1, waiting_per_holder=2)
+    assert turns.take_now("a")
+
+    async def run() -> tuple[list[str], float]:
+        async def wait(holder: str) -> str:
+            try:
+                async with turns.waiting(0.5, "busy", holder=holder):
+                    return "turn"
+            except BusyError:
+                return "busy"
+
+        waiting = [asyncio.create_task(wait("a")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        third = await wait("a")
+        refused_after = asyncio.get_running_loop().time() - started
+        other = asyncio.create_task(wait("b"))
+        await asyncio.sleep(0.05)
+        turns.give_back("a")
+        return [third, *await asyncio.gather(*waiting), await other], refused_after
+
+    answers, refused_after = asyncio.run(run())
+    assert answers[0] == "busy" and refused_after < 0.4  # at once, not after its 0.5 s wait
+    assert answers[1:] == ["turn", "turn", "turn"], answers  # a's two waiters and b's one waited for theirs
 
 
 def test_a_waiter_that_gives_up_leaves_the_line() -> None:

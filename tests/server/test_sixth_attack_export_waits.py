@@ -10,6 +10,7 @@ import httpx
 from conftest import every_export_turn_taken
 
 from slidelabel.services import exports
+from slidelabel.services.turns import WAITING_PER_HOLDER
 from slidelabel.store.models import Role
 
 WAITING = 60
@@ -36,7 +37,10 @@ def test_requests_waiting_for_an_export_turn_hold_no_request_thread(app, monkeyp
     with every_export_turn_taken():  # others' exports build
         statuses = asyncio.run(run())
     assert statuses[:WAITING] == [503] * WAITING and statuses[-1] == 200
-    assert finished[0] == "honest", "the honest request waited for a thread until the exports gave up"
+    # Past the waiting bound, the viewer's other exports are refused at once; the honest request
+    # comes before any that waited.
+    assert finished.index("honest") <= WAITING - WAITING_PER_HOLDER, \
+        "the honest request waited for a thread until the exports gave up"
 
 
 def test_effective_labels_are_built_in_an_export_turn_and_ones_own_without(app, client, monkeypatch, member_headers,
