@@ -6,10 +6,10 @@ Each API process builds its exports in a folder of its own, on which it holds a 
 while it lives. A server killed while it built or sent one cannot remove it, so ``serve`` removes
 the folders whose process has gone, before it answers and again when it stops, and each API
 process does as it starts (one that uvicorn starts in place of a killed one removes what that one
-left, nineteenth attack): no export folder outlives for long the process that made it, and a second server started on the same data folder (a
-restart that overlaps the old server, two API containers on one volume) removes none of the
-first one's exports in progress (before, it removed them all: 6 of 71 exports answered 500, the
-eighteenth attack).
+left, nineteenth attack): no export folder outlives for long the process that made it, and a
+second server started on the same data folder (a restart that overlaps the old server, two API
+containers on one volume) removes none of the first one's exports in progress (before, it
+removed them all: 6 of 71 exports answered 500, the eighteenth attack).
 
 Under the data folder, not the system's temporary folder, so that the sweep finds exactly the
 folders of this data folder's servers and no other server's.
