@@ -99,14 +99,20 @@ def test_the_segment_import_job_fails_with_the_message_not_an_internal_error(app
         assert job.state == JobState.failed and message in job.message and "internal error" not in job.message
 
 
-def test_the_attack_feature_file_fails_its_job_at_once_and_leaves_no_scratch(app, client, sender, settings, project,
-                                                                             slide_row, admin_headers):
+def _one_cell_imported(app, client, project, slide_row, admin_headers) -> str:
+    """Import one square cell as the slide's segments; the slide's URL."""
     base = f"/api/v1/projects/{project['id']}/slides/{slide_row}"
     square = [[[100, 100], [300, 100], [300, 300], [100, 300], [100, 100]]]
     cells = json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square}, "properties": {}}]}).encode()
     response = client.post(base + "/segments", headers=admin_headers, files={"file": ("cells.geojson", cells)})
     job_runs.run(app.state.database, app.state.settings, response.json()["id"])
+    return base
+
+
+def test_the_attack_feature_file_fails_its_job_at_once_and_leaves_no_scratch(app, client, sender, settings, project,
+                                                                             slide_row, admin_headers):
+    base = _one_cell_imported(app, client, project, slide_row, admin_headers)
     bomb = io.BytesIO()
     with h5py.File(bomb, "w") as file:  # the attack's 2,064 bytes: (1, 2,000,000) float32 never written
         file.create_dataset("coords", data=[[0, 0]]).attrs["patch_size_level0"] = 512
@@ -128,12 +134,7 @@ def test_a_feature_files_chunks_are_held_to_the_servers_own_decoding_limit(app, 
     """Nineteenth attack: an HDF5 chunk is decoded whole to read any row of it (one of 1.17 GB in a
     1.2 MB file took the worker to 1.6 GB). The job holds it to the server's
     SLIDELABEL_MAX_DECODED_MB, not the default's 128 MB."""
-    base = f"/api/v1/projects/{project['id']}/slides/{slide_row}"
-    square = [[[100, 100], [300, 100], [300, 300], [100, 300], [100, 100]]]
-    cells = json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square}, "properties": {}}]}).encode()
-    response = client.post(base + "/segments", headers=admin_headers, files={"file": ("cells.geojson", cells)})
-    job_runs.run(app.state.database, app.state.settings, response.json()["id"])
+    base = _one_cell_imported(app, client, project, slide_row, admin_headers)
     patches = io.BytesIO()
     with h5py.File(patches, "w") as file:  # one 4 MB chunk: within the default, past a server's 2 MB
         file.create_dataset("coords", data=[[0, 0]]).attrs["patch_size_level0"] = 512
