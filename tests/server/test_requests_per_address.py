@@ -56,3 +56,45 @@ def test_the_bound_is_the_servers_connection_bound(client, app):
     while not isinstance(layer, RequestsPerAddress):
         layer = layer.app
     assert layer.limit == app.state.settings.max_connections_per_address == 100
+
+
+def test_one_tokens_requests_are_bounded_from_whatever_addresses_they_come():
+    """Nineteenth attack: one viewer's token sent on fresh connections from 200 addresses kept
+    another user's /auth/me waiting 22 s and its tiles 54 s. A token's requests count together,
+    before it is checked; requests of other tokens, and without one, are not refused."""
+    async def run() -> list[int]:
+        release = asyncio.Event()
+
+        async def slow_app(scope, receive, send) -> None:
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        bounded = RequestsPerAddress(slow_app, limit=2)
+
+        async def ask(address: str, *, header: str | None = None, query: str = "") -> int:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            async def receive() -> dict:
+                return {"type": "http.disconnect"}
+
+            scope = {**_scope(address), "query_string": query.encode(),
+                     "headers": [(b"authorization", header.encode())] if header else []}
+            await bounded(scope, receive, send)
+            return sent[0]["status"]
+
+        held = [asyncio.create_task(ask(f"10.0.1.{i}", header="Bearer bobs")) for i in range(2)]
+        await asyncio.sleep(0.01)
+        refused = [await ask("10.0.1.9", header="Bearer bobs"), await ask("10.0.1.8", query="size=1&token=bobs")]
+        others = [asyncio.create_task(ask("10.0.1.7", header="Bearer carols")),
+                  asyncio.create_task(ask("10.0.1.6", query="token=carols")), asyncio.create_task(ask("10.0.1.5"))]
+        await asyncio.sleep(0.01)
+        release.set()
+        answered = [*(await asyncio.gather(*held, *others))]
+        assert not bounded.in_flight
+        return [*refused, *answered]
+
+    assert asyncio.run(run()) == [503, 503, 200, 200, 200, 200, 200]
