@@ -98,6 +98,15 @@ def token_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentia
 Token = Annotated[str, Depends(token_of)]
 
 
+def bearer_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str | None:
+    """The bearer token a request sends, None without one (the Girder plugin's requests may send
+    Girder's instead): for a route that keeps the caller's own session, not to authenticate."""
+    return credentials.credentials if credentials else None
+
+
+BearerToken = Annotated[str | None, Depends(bearer_of)]
+
+
 def release_connection(session: Session) -> None:
     """End a check's read transaction so that its connection goes back to the pool (what it
     loaded stays usable: sessions do not expire on commit). Otherwise a write route holds two

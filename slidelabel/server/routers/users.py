@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from slidelabel.errors import PermissionDeniedError
-from slidelabel.server.deps import CurrentUser, ReadSession, Token, WriteSession
+from slidelabel.server.deps import BearerToken, CurrentUser, ReadSession, WriteSession
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.accounts import UserCreate, UserPublic, UserUpdate
 from slidelabel.services import accounts
@@ -34,7 +34,7 @@ def create_user(body: UserCreate, session: WriteSession, user: CurrentUser) -> U
 
 @router.patch("/{user_id}")
 def update_user(user_id: int, body: UserUpdate, session: WriteSession, user: CurrentUser,
-                token: Token) -> UserPublic:
+                token: BearerToken) -> UserPublic:
     """Disable or enable an account, grant or withdraw creating projects and reading slide folders,
     or set its password (admin; its other sessions end, and the admin's own but this one)."""
     return UserPublic.model_validate(accounts.update_user(session, session.merge(user), user_id, actor_token=token,
