@@ -243,3 +243,56 @@ def test_a_login_checked_with_a_password_changed_meanwhile_gets_no_session(app, 
         accounts.issue_token(session, checked, hours=1)
     with database.session() as read:
         assert read.query(Token).filter(Token.user_id == checked.id).count() == 0
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("change", ["password", "disabled"])
+def test_a_request_authenticated_before_an_admins_change_does_not_undo_it(app, client, admin_headers, change):
+    """Twentieth attack: a write route merged the user its request had read (before the admin's
+    change committed) into its transaction, copying the old password hash, or the account enabled,
+    back over the admin's change: 6 of 6 resets undone by the user's project creations in flight,
+    3 of 5 disables by its password changes."""
+    from slidelabel.server.deps import current_user
+
+    user_id, headers = new_user(client, admin_headers, f"racer-{change}")
+    grant(client, admin_headers, user_id, can_create_projects=True)
+    with app.state.database.session() as read:
+        as_authenticated = read.get(User, user_id)  # the request read its user here...
+    grant(client, admin_headers, user_id, **({"password": "reset by the admin"} if change == "password"
+                                             else {"disabled": True}))  # ...then the admin's change committed
+    app.dependency_overrides[current_user] = lambda: as_authenticated
+    try:
+        created = client.post("/api/v1/projects", headers=headers, json={"name": f"made-{change}"})
+    finally:
+        del app.dependency_overrides[current_user]
+    if change == "password":
+        assert created.status_code == 201, created.text
+        assert client.post("/api/v1/auth/login", json={"username": "racer-password", "password": PASSWORD}
+                           ).status_code == 401
+        assert login(client, "racer-password", "reset by the admin")
+    else:
+        assert created.status_code == 401, created.text
+        with app.state.database.session() as read:
+            assert read.get(User, user_id).disabled
+
+
+@pytest.mark.postgresql
+def test_two_admins_disabling_each_other_leave_one_enabled(app, client, admin_headers):
+    """Twentieth attack: two admins disabling each other at once both got 200, and no admin was left
+    enabled. The actor is read again, locked, in the write: the second one finds itself disabled."""
+    from slidelabel.server.deps import current_user
+
+    second_id, second = new_user(client, admin_headers, "second-admin")
+    with app.state.database.session(write=True) as session:
+        session.get(User, second_id).is_admin = True
+    with app.state.database.session() as read:
+        as_authenticated = read.get(User, second_id)
+    admin_id = me(client, admin_headers)["id"]
+    grant(client, admin_headers, second_id, disabled=True)
+    app.dependency_overrides[current_user] = lambda: as_authenticated
+    try:
+        answer = client.patch(f"{USERS}/{admin_id}", headers=second, json={"disabled": True})
+    finally:
+        del app.dependency_overrides[current_user]
+    assert answer.status_code == 401, answer.text
+    assert me(client, admin_headers)["disabled"] is False

@@ -56,7 +56,7 @@ def change_password(body: PasswordChange, throttle: LoginThrottleDep, _turn: Pas
         throttle.failed(user.username, address)
         raise
     throttle.succeeded(user.username, address)
-    accounts.set_password(session, session.merge(user), body.new_password, keep_token=token)
+    accounts.set_password(session, accounts.acting(session, user), body.new_password, keep_token=token)
 
 
 @router.get("/me")

@@ -30,6 +30,7 @@ from slidelabel.server.schemas.projects import (
     ProjectUpdate,
 )
 from slidelabel.server.schemas.registry import RegistryPublic
+from slidelabel.services import accounts
 from slidelabel.services import projects as service
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.registries import registries
@@ -53,7 +54,7 @@ def list_projects(session: ReadSession, user: CurrentUser) -> list[ProjectPublic
 
 @router.post("/projects", status_code=201)
 def create_project(body: ProjectCreate, session: WriteSession, user: ProjectCreator) -> ProjectPublic:
-    project = service.create_project(session, session.merge(user), body.name, description=body.description,
+    project = service.create_project(session, accounts.acting(session, user), body.name, description=body.description,
                                      choices=body.choices(), superpixels=body.superpixels.chosen(),
                                      categories=body.new_categories())
     return ProjectPublic.of(project, Role.owner)

@@ -37,5 +37,5 @@ def update_user(user_id: int, body: UserUpdate, session: WriteSession, user: Cur
                 token: BearerToken) -> UserPublic:
     """Disable or enable an account, grant or withdraw creating projects and reading slide folders,
     or set its password (admin; its other sessions end, and the admin's own but this one)."""
-    return UserPublic.model_validate(accounts.update_user(session, session.merge(user), user_id, actor_token=token,
+    return UserPublic.model_validate(accounts.update_user(session, user, user_id, actor_token=token,
                                                           **body.model_dump(exclude_none=True)))
