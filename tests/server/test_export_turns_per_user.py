@@ -104,7 +104,10 @@ def test_a_waiter_that_gives_up_leaves_the_line() -> None:
 @pytest.mark.parametrize("url, turns, ran", [("/labels/summary", "exports", 200), ("/agreement", "exports", 200),
                                              ("/slides/{slide}/shapes/scales?superpixel=1", "smart", 404),
                                              ("/slides/{slide}/superpixels/7/thumbnail.png?size=1024", "pictures",
-                                              200), ("/labels/history?user=all&limit=10000", "exports", 200)])
+                                              200), ("/labels/history?user=all&limit=10000", "exports", 200),
+                                             # twentieth attack: the predictions CSVs took no turn (60: 49 s of CPU)
+                                             ("/export/predictions.csv", "exports", 404),
+                                             ("/slides/{slide}/export/predictions.csv", "exports", 404)])
 def test_one_users_turns_do_not_keep_another_user_waiting(client, monkeypatch, member_headers, project, slide_row,
                                                            slide_url, url, turns, ran) -> None:
     monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
