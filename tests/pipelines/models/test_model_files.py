@@ -138,3 +138,27 @@ def test_forest_with_a_dangling_child_is_refused(saved, tmp_path):
     _rewrite(saved["random_forest"], path, replace={"classifier/left_child.npy": _npy(left)})
     with pytest.raises(ModelFileError, match="not a valid tree"):
         load_model(path)
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return out.getvalue()
+
+
+def test_a_member_declaring_more_than_it_holds_is_refused_before_it_is_read(saved, tmp_path):
+    """Twentieth attack (the command line's --model): a 3.9 MB file whose compressed .npy declared
+    25,000 x 20,000 float64 took 4.2 GB and 34 s before its error. Members are stored uncompressed
+    (as save_model writes them) and hold what they declare."""
+    bomb = _npy_header((25_000, 20_000)) + bytes(1 << 20)
+    compressed = tmp_path / "compressed.slmodel"
+    with zipfile.ZipFile(saved["linear"]) as old, zipfile.ZipFile(compressed, "w") as new:
+        for name in old.namelist():
+            data = bomb if name == "feature_mean.npy" else old.read(name)
+            new.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED if name == "feature_mean.npy" else None)
+    with pytest.raises(ModelFileError, match="feature_mean.npy is compressed"):
+        load_model(compressed)
+    stored = tmp_path / "stored.slmodel"
+    _rewrite(saved["linear"], stored, replace={"feature_mean.npy": bomb})
+    with pytest.raises(ModelFileError, match=r"declares \(25000, 20000\) float64 \(4,000,000,000 bytes\) in 1,048,576"):
+        load_model(stored)
