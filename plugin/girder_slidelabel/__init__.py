@@ -9,7 +9,8 @@ How it is put together, and why:
   routes and drift. What is Girder's is added as Girder routes (:mod:`girder_slidelabel.rest`).
 - **Girder accounts, no second login**: slidelabel's ``current_user`` dependency is overridden
   (:mod:`girder_slidelabel.users`): a Girder token (header or bearer, or on reads ``?token=``
-  or the login cookie) names the user, and folder access levels are the project roles.
+  or the login cookie) names the user, and folder access levels are the project roles; a gallery
+  link opens only while Girder still gives its maker the rights to publish it.
 - **Slides are Girder items**, read in place from the file large_image's Girder tile source
   reads (:mod:`girder_slidelabel.folders`).
 - **Jobs** are slidelabel's Celery tasks, run by ``slidelabel worker`` processes on the same
@@ -32,9 +33,10 @@ from girder import events
 from girder.plugin import GirderPlugin, getPlugin, registerPluginStaticContent
 
 from girder_slidelabel import job_list, links, rest
-from girder_slidelabel.users import end_roles_of_deleted_folder, girder_current_user
+from girder_slidelabel.users import end_roles_of_deleted_folder, gallery_maker_still_known, girder_current_user
 from slidelabel.server.app import create_app
 from slidelabel.server.deps import current_user
+from slidelabel.services import gallery
 from slidelabel.settings import Settings
 
 #: Where slidelabel's app lives on Girder's server: API at /slidelabel/api/v1, client at /slidelabel/.
@@ -53,6 +55,8 @@ class SlidelabelPlugin(GirderPlugin):
         settings = Settings()
         app = create_app(settings)
         app.dependency_overrides[current_user] = girder_current_user
+        # A gallery link's maker is checked as Girder has them now (users.gallery_maker_still_known).
+        gallery.check_makers_with(functools.partial(gallery_maker_still_known, app.state.database))
         info["serverRoot"].graft(ASGIMiddleware(app), MOUNT)
         rest.register(info["apiRoot"], app.state.database, settings)
         links.ensure_indexes(app.state.database)
@@ -61,5 +65,7 @@ class SlidelabelPlugin(GirderPlugin):
         registerPluginStaticContent(plugin="slidelabel", css=[], js=["/girder-slidelabel.js"], staticDir=WEB,
                                     tree=info["serverRoot"])
         # large_image loads the jobs plugin; the check keeps the mirror off where it is missing.
-        if getPlugin("jobs") is not None and getPlugin("jobs").loaded and os.environ.get(MIRROR_VARIABLE) != "0":
-            job_list.start_mirror(app.state.database)
+        if getPlugin("jobs") is not None and getPlugin("jobs").loaded:
+            events.bind("jobs.cancel", "slidelabel", functools.partial(job_list.cancel_in_slidelabel, app.state.database))
+            if os.environ.get(MIRROR_VARIABLE) != "0":
+                job_list.start_mirror(app.state.database)

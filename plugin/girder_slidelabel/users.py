@@ -199,3 +199,24 @@ def girder_current_user(request: Request) -> User:
     folders = linked_folders(project_id) if raw is None or project_id is not None else []
     sync_memberships(database, girder_user, user, folders)
     return user
+
+
+def gallery_maker_still_known(database: Database, maker_id: int, project_id: int) -> bool:
+    """slidelabel's gallery check (``services.gallery.check_makers_with``): before a link opens,
+    its maker's account and roles are brought up to date from Girder, as at the maker's own
+    requests, so the link stops as soon as Girder withdraws the maker's admin access to the
+    folder, disables the account, takes its site admin flag or deletes it, not at the maker's
+    next request (which may never come). False, the link stops, when no Girder user is linked to
+    the maker (deleted), Girder or slidelabel disabled it, or its slidelabel user is gone."""
+    girder_user = GirderUser().findOne({USER_LINK: maker_id})
+    if girder_user is None:
+        return False
+    with database.session() as session:
+        if session.get(User, maker_id) is None:  # else slidelabel_user would make a new account
+            return False
+    try:
+        user = slidelabel_user(database, girder_user)
+    except AuthenticationError:
+        return False
+    sync_memberships(database, girder_user, user, linked_folders(project_id))
+    return True

@@ -7,7 +7,7 @@ Routes declare what they need as ``Annotated`` aliases (``ReadSession``, ``Curre
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import AuthenticationError
-from slidelabel.services import accounts, smart, tiles
+from slidelabel.services import accounts, gallery, smart, tiles
 from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services.accounts import require_project_creation, user_for_token
 from slidelabel.services.exports import export_turn_waiting
@@ -134,19 +134,30 @@ def client_address(request: Request) -> str:
 
 
 def _gallery_link(session: ReadSession, token: Annotated[str, Path(max_length=256)]) -> Hashable:
-    """Who a gallery link's request holds its turn for: the user who made the link, so that one
-    person holds one export turn however they ask (their account, any of their links); the link
-    itself where it has no maker (deleted meanwhile: the link stops opening)."""
-    maker = session.scalar(select(GalleryLink.created_by).where(GalleryLink.token_sha256 == token_digest(token)))
+    """Who a gallery link's request holds its overlay turn for: the link, in a line of its own,
+    never its maker's export line (whoever holds a link would otherwise keep its maker's exports
+    503, the twentieth attack)."""
+    digest = token_digest(token)
+    link_id = session.scalar(select(GalleryLink.id).where(GalleryLink.token_sha256 == digest))
     release_connection(session)  # no connection held while waiting for the turn
-    return ("gallery", token) if maker is None else maker
+    return ("gallery", digest if link_id is None else link_id)
 
 
 ClientAddress = Annotated[str, Depends(client_address)]
-# The export turn is looked up at each request (tests replace it). One user, with the gallery links
-# they made, holds at most one export turn, and two smart-tool turns, at once.
+# The turns are looked up at each request (tests replace them). One user holds at most one export
+# turn, and two smart-tool turns, at once; one gallery link one overlay turn, in a line apart, and
+# all links together one export turn.
 ExportTurn = Annotated[None, _held_while_the_route_runs(lambda user_id: export_turn_waiting(user_id), _user_id)]
-GalleryExportTurn = Annotated[None, _held_while_the_route_runs(lambda link: export_turn_waiting(link), _gallery_link)]
+
+
+@asynccontextmanager
+async def _overlay_turns(link: Hashable) -> AsyncIterator[None]:
+    """The link's overlay turn, in its own line, then an export turn for all links together."""
+    async with gallery.overlay_turn_waiting(link), export_turn_waiting(gallery.GALLERIES):
+        yield
+
+
+GalleryExportTurn = Annotated[None, _held_while_the_route_runs(_overlay_turns, _gallery_link)]
 
 
 def export_turn_when(needed: Callable[..., bool]) -> Any:

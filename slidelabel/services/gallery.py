@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from slidelabel.services import epochs, labels
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
+from slidelabel.services.turns import Turns
 from slidelabel.store.models import Epoch, GalleryLink, GalleryOverlay, Membership, Project, Role, Slide, User, utcnow
 
 #: The answer to every token that opens nothing (never issued, revoked, or its project deleted).
@@ -36,6 +38,40 @@ FIGURE_METRICS = ("model_chosen", "cv_balanced_accuracy", "cv_macro_f1", "cv_not
                   "calibration", "changed_fraction", "stopping", "label_counts")
 #: Most slides a link may name (a project's slides are listed on one page).
 MAX_SLIDES = 1000
+#: Overlays of gallery links built at once in an API process; each link is a holder of its own
+#: line (one turn, 16 waiting requests, the rest busy at once), never its maker's export line.
+#: Before, a link's requests stood in its maker's line: 40 anonymous loops on one link's
+#: ``overlay.bin`` left the maker's own exports 503 (4 of 11 answered, the twentieth attack). The
+#: overlay then builds in an export turn held for every link together (:data:`GALLERIES`), so
+#: links hold at most one of the server's export turns and memory stays bounded by them.
+OVERLAY_BUILDERS = 1
+#: Seconds an overlay waits for its link's turn before it is answered busy (503).
+OVERLAY_WAIT_S = 10.0
+#: The holder of the export turn an overlay builds in: all gallery links together.
+GALLERIES = ("gallery", "links")
+_OVERLAY_TURNS = Turns(OVERLAY_BUILDERS, per_holder=1)
+_OVERLAY_BUSY = (f"the gallery's overlays are busy (this link's earlier one, or another link's) for over "
+                 f"{OVERLAY_WAIT_S:.0f} s; try again in a minute")
+#: Brings a link maker's account and roles up to date where another system keeps them (the Girder
+#: plugin sets it): called with the maker's user id and the link's project id before the maker is
+#: checked, False where that system no longer knows the maker (the link stops). None on
+#: slidelabel's own server, whose rows are the accounts themselves.
+MakerCheck = Callable[[int, int], bool]
+_maker_check: MakerCheck | None = None
+
+
+def check_makers_with(check: MakerCheck | None) -> None:
+    """Have :func:`resolve` call ``check`` before it reads a link maker's rights (None: no more)."""
+    global _maker_check
+    _maker_check = check
+
+
+def overlay_turn_waiting(holder: Hashable) -> AbstractAsyncContextManager[None]:
+    """Holds one of the :data:`OVERLAY_BUILDERS` turns while a link's overlay is built (with an
+    export turn for :data:`GALLERIES`, ``slidelabel/server/deps.py``), waited for on the event
+    loop; ``holder`` (a link) holds one at once. :class:`~slidelabel.errors.BusyError` after
+    :data:`OVERLAY_WAIT_S` seconds, or at once when 16 of the holder's requests wait already."""
+    return _OVERLAY_TURNS.waiting(OVERLAY_WAIT_S, _OVERLAY_BUSY, holder=holder)
 
 
 def token_digest(token: str) -> str:
@@ -127,13 +163,21 @@ def _may_still_publish(session: Session, link: GalleryLink) -> bool:
 
 def resolve(session: Session, token: str) -> GalleryView:
     """What ``token`` opens; :class:`NotFoundError` with :data:`UNKNOWN` when it opens nothing
-    (unknown, revoked, or its creator may no longer publish it)."""
+    (unknown, revoked, or its creator may no longer publish it: under Girder, as Girder says now,
+    see :func:`check_makers_with`)."""
     digest = token_digest(token)
     link = session.scalar(select(GalleryLink).where(GalleryLink.token_sha256 == digest))
     # The row is found by the digest; comparing it again in constant time costs nothing and keeps
     # the check independent of how the database compares strings.
     if link is None or link.revoked_at is not None or not hmac.compare_digest(link.token_sha256, digest):
         raise NotFoundError(UNKNOWN)
+    if _maker_check is not None and link.created_by is not None:
+        maker, project_id = link.created_by, link.project_id
+        # The check reads and writes in sessions of its own: this read transaction ends first (its
+        # connection goes back to the pool), so what is read next is what the check left.
+        session.commit()
+        if not _maker_check(maker, project_id):
+            raise NotFoundError(UNKNOWN)
     project = session.get(Project, link.project_id)
     if project is None or not _may_still_publish(session, link):
         raise NotFoundError(UNKNOWN)
