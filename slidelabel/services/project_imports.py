@@ -74,14 +74,16 @@ def sources_dir(files: ProjectFiles, slide_id: int) -> Path:
 
 
 async def receive_source(chunks: AsyncIterable[bytes], *, content_type: str, content_length: str | None,
-                         settings: Settings, project_id: int, slide_id: int) -> Path:
-    """Stream an uploaded source file (form field ``file``) into the slide's ``sources/`` folder
-    under a name of its own (its extension kept: formats are told by it); its path is returned.
+                         settings: Settings, project_id: int, slide_id: int, user_id: int | None = None) -> Path:
+    """Stream an uploaded source file (form field ``file``) into the slide's ``sources/`` folder, as
+    one of the uploads of ``user_id`` arriving at once, under a name of its own (its extension
+    kept: formats are told by it); its path is returned.
     :class:`TooLargeError` past :attr:`Settings.upload_limit_mb`, with nothing left behind;
     :class:`NotFoundError` when the slide is deleted meanwhile (its folder goes with it)."""
     folder = sources_dir(ProjectFiles(settings.data_dir, project_id), slide_id)
     declared = int(content_length) if content_length and content_length.isdigit() else None
-    receiver = UploadReceiver(content_type, folder, limit_bytes=settings.upload_limit_mb * MB, declared_bytes=declared)
+    receiver = UploadReceiver(content_type, folder, limit_bytes=settings.upload_limit_mb * MB, declared_bytes=declared,
+                              holder=user_id)
     try:
         async for chunk in chunks:
             receiver.feed(chunk)

@@ -192,8 +192,9 @@ def _add_upload(database: Database, files: ProjectFiles, project_id: int, name: 
 
 
 async def receive_upload(chunks: AsyncIterable[bytes], *, content_type: str, content_length: str | None,
-                         database: Database, settings: Settings, project_id: int) -> Slide:
-    """Stream an uploaded slide into the project's upload folder and add it to the project.
+                         database: Database, settings: Settings, project_id: int, user_id: int | None = None) -> Slide:
+    """Stream an uploaded slide into the project's upload folder and add it to the project, as one
+    of the uploads of ``user_id`` arriving at once (:data:`~slidelabel.services.uploads.UPLOADS_PER_HOLDER`).
 
     Raises :class:`TooLargeError` past :attr:`Settings.upload_limit_mb`, :class:`SlideError` when
     the file is no readable slide and :class:`ConflictError` for a taken name; in each case no
@@ -202,7 +203,7 @@ async def receive_upload(chunks: AsyncIterable[bytes], *, content_type: str, con
     files = ProjectFiles(settings.data_dir, project_id)
     declared = int(content_length) if content_length and content_length.isdigit() else None
     receiver = UploadReceiver(content_type, files.uploads, limit_bytes=settings.upload_limit_mb * MB,
-                              declared_bytes=declared)
+                              declared_bytes=declared, holder=user_id)
     try:
         async for chunk in chunks:
             receiver.feed(chunk)

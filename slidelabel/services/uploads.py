@@ -12,7 +12,8 @@ import errno
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -20,8 +21,10 @@ from typing import BinaryIO
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from slidelabel.errors import NotFoundError, ParameterError, TooLargeError
+from slidelabel.errors import BusyError, NotFoundError, ParameterError, TooLargeError
+from slidelabel.pipelines.window_cache import reserve_bytes
 from slidelabel.services.names import shown_input, unshown_character
+from slidelabel.services.turns import Turns
 
 MB = 1 << 20
 #: Longest slide file name: the hidden name it is received under adds 25 bytes, and file systems
@@ -33,6 +36,12 @@ FORM_OVERHEAD_BYTES = 64 << 10
 UNFINISHED_PREFIX = ".upload-"
 #: Where uploads are received, under the data folder: slides, and slides' source files.
 UPLOAD_FOLDERS = ("uploads/*", "projects/*/slides/*/sources")
+#: Uploads received at once in an API process, and by one user: each may take the disk's room for
+#: minutes (one owner could keep 100 uploads of 20 GB going at once, the twentieth attack).
+UPLOADS, UPLOADS_PER_HOLDER = 64, 4
+_UPLOADS = Turns(UPLOADS, per_holder=UPLOADS_PER_HOLDER)
+#: Bytes written between two looks at the disk's free space.
+FREE_SPACE_EVERY_BYTES = 64 * MB
 #: Why an upload's file went while it was received: deleting a slide or project removes its folders.
 REMOVED = "the slide or project this file was uploaded to was deleted while the file arrived; nothing was kept"
 
@@ -77,13 +86,17 @@ class UploadReceiver:
     file in it, or failing to move the file out of a folder that went.
     """
 
-    def __init__(self, content_type: str, folder: Path, *, limit_bytes: int, declared_bytes: int | None) -> None:
+    def __init__(self, content_type: str, folder: Path, *, limit_bytes: int, declared_bytes: int | None,
+                 holder: Hashable | None = None) -> None:
         mime, options = parse_options_header(content_type)
         if mime != b"multipart/form-data" or not options.get(b"boundary"):
             raise ParameterError("send the file as multipart/form-data, the file in the field 'file'")
         self.folder, self.limit_bytes = folder, limit_bytes
         if declared_bytes is not None and declared_bytes > limit_bytes + FORM_OVERHEAD_BYTES:
             self._refuse()
+        folder.mkdir(parents=True, exist_ok=True)
+        self._reserve = reserve_bytes(folder)
+        self._check_room(declared_bytes or 0)
         self.name: str | None = None
         self.path: Path | None = None
         self._file: BinaryIO | None = None
@@ -102,7 +115,21 @@ class UploadReceiver:
                 "on_part_data": self._write,
                 "on_part_end": self._end_part,
             })
-        folder.mkdir(parents=True, exist_ok=True)
+        # Last: a receiver made is discarded, which gives the turn back.
+        if not _UPLOADS.take_now(holder):
+            raise BusyError(f"you have {UPLOADS_PER_HOLDER} uploads arriving already (or the server {UPLOADS}): send "
+                            "this one when one of them has ended")
+        self._holder, self._holding = holder, True
+
+    def _check_room(self, coming_bytes: int) -> None:
+        """:class:`TooLargeError` when ``coming_bytes`` more would leave the upload folder's file
+        system less free space than it keeps (5%, at least 1 GB: a full disk fails every write
+        of the server, the database's too)."""
+        free = shutil.disk_usage(self.folder).free
+        if free - coming_bytes < self._reserve:
+            raise TooLargeError(f"the server's disk has {free / 2**30:.1f} GB free and keeps "
+                                f"{self._reserve / 2**30:.1f} GB free: this upload does not fit; ask the admin to "
+                                "make room, or to put the slide in a slide folder")
 
     def _refuse(self) -> None:
         raise TooLargeError(f"the slide is larger than this server's upload limit of {self.limit_bytes // MB} MB; "
@@ -140,9 +167,11 @@ class UploadReceiver:
     def _write(self, data: bytes, start: int, end: int) -> None:
         if self._file is None:
             return
-        self._written += end - start
+        before, self._written = self._written, self._written + end - start
         if self._written > self.limit_bytes:
             self._refuse()
+        if before // FREE_SPACE_EVERY_BYTES != self._written // FREE_SPACE_EVERY_BYTES:
+            self._check_room(FREE_SPACE_EVERY_BYTES)
         # A local write of one chunk takes microseconds; a thread hop per chunk would cost more.
         self._file.write(data[start:end])
 
@@ -178,6 +207,9 @@ class UploadReceiver:
         if self._locked is not None:
             self._locked.close()
             self._file = self._locked = None
+        if self._holding:
+            _UPLOADS.give_back(self._holder)
+            self._holding = False
 
 
 def sweep_unfinished_uploads(data_dir: Path) -> list[Path]:

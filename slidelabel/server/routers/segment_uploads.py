@@ -47,7 +47,7 @@ async def _upload(request: Request, settings: Settings, access: ProjectAccess, s
     return await service.receive_source(
         request.stream(), content_type=request.headers["content-type"],
         content_length=request.headers.get("content-length"), settings=settings, project_id=access.project.id,
-        slide_id=slide_id)
+        slide_id=slide_id, user_id=access.user.id)
 
 
 #: Most bytes of a JSON source ({"path", "bboxes"}): these routes take uploads of any size, but

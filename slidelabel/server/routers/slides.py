@@ -71,7 +71,7 @@ async def upload_slide(request: Request, access: Owner, session: ReadSession, da
     slide = await slides.receive_upload(
         request.stream(), content_type=request.headers.get("content-type", ""),
         content_length=request.headers.get("content-length"), database=database, settings=settings,
-        project_id=access.project.id)
+        project_id=access.project.id, user_id=access.user.id)
     return _public(slide)
 
 
