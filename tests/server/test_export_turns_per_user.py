@@ -130,18 +130,3 @@ def test_one_users_turns_do_not_keep_another_user_waiting(client, monkeypatch, m
     assert refused.status_code == 503 and "your" in refused.json()["detail"]
     assert answered.status_code == ran, answered.text
     assert client.get(full_url, headers=greedy).status_code == ran
-
-
-def test_a_gallery_link_holds_one_export_turn(client, monkeypatch, member_headers, project, slide_row) -> None:
-    monkeypatch.setattr(exports, "EXPORT_WAIT_S", 0.05)
-    owner = member_headers(Role.owner)
-    links = [client.post(f"/api/v1/projects/{project['id']}/gallery", headers=owner, json={"overlay": "labels"}).json()
-             for _ in range(2)]
-    maker = client.get("/api/v1/auth/me", headers=owner).json()["id"]  # a link's turn is its maker's
-    assert exports._EXPORTERS.take_now(maker)
-    try:
-        statuses = [client.get(f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin").status_code
-                    for link in links]
-    finally:
-        exports._EXPORTERS.give_back(maker)
-    assert statuses == [503, 503]
