@@ -19,7 +19,7 @@ import functools
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,18 @@ PICTURES, PICTURES_PER_USER = 8, 3
 #: Seconds a superpixel picture waits for its turn before it is answered busy (503).
 PICTURE_WAIT_S = 30.0
 _PICTURES = Turns(PICTURES, per_holder=PICTURES_PER_USER)
+#: Renders that read more than a tile's worth of a stored level (thumbnails, low-zoom tiles
+#: resampled from a larger level, and every render of a gallery link) at once per API process,
+#: and for one user or gallery link: the others wait on the event loop. A 400 Mpx tiled TIFF
+#: without a pyramid: the same thumbnail asked 8 times at once took 78 s of CPU and +1.6 GB; 6
+#: widths of 2 such slides 128 s and +2.2 GB (the twentieth attack).
+RENDERS, RENDERS_PER_HOLDER = 4, 2
+#: Seconds a render waits for its turn before it is answered busy (503).
+RENDER_WAIT_S = 30.0
+_RENDERS = Turns(RENDERS, per_holder=RENDERS_PER_HOLDER)
+#: A slide tile is rendered without a turn when it reads at most this many level-0-tile widths
+#: of a stored level each way (2: at most 4 stored tiles for one sent).
+CHEAP_TILE_SCALE = 2
 #: A superpixel picture shows its bounding box enlarged by this factor, for context.
 CONTEXT = 2.0
 #: Smallest side of a superpixel picture's region (level-0 px), so that a tiny one is not a blur.
@@ -77,6 +89,13 @@ def picture_turn_waiting(user_id: int | None = None) -> AbstractAsyncContextMana
     most :data:`PICTURES_PER_USER` at once."""
     return _PICTURES.waiting(PICTURE_WAIT_S, f"superpixel pictures are busy (yours, or {PICTURES} at once) for over "
                                              f"{PICTURE_WAIT_S:.0f} s; try again", holder=user_id)
+
+
+def render_turn_waiting(holder: Hashable | None = None) -> AbstractAsyncContextManager[None]:
+    """A turn to render a thumbnail or a tile read from a larger stored level, waited for on the
+    event loop; ``holder`` (a user id, a gallery link) holds at most :data:`RENDERS_PER_HOLDER`."""
+    return _RENDERS.waiting(RENDER_WAIT_S, f"slide renders are busy (yours, or {RENDERS} at once) for over "
+                                           f"{RENDER_WAIT_S:.0f} s; try again", holder=holder)
 
 
 #: Open tile sources kept, one per pinned slide file (each holds its pin, hence a descriptor).
@@ -132,6 +151,28 @@ def slide_tile(source: tilesource.FileTileSource, z: int, x: int, y: int) -> byt
     except READ_ERRORS as error:
         message = f"cannot read tile ({x}, {y}) of level {z}: {error}"
         raise SlideUnreadableError(source.largeImagePath, message) from None
+
+
+def stored_scale(source: tilesource.FileTileSource, z: int) -> int:
+    """Pixels of the stored level a tile of level ``z`` is read from, per pixel sent, each way:
+    1 for a level stored as such, ``2 ** k`` for one resampled from the level ``k`` finer.
+
+    Known for large_image's TIFF and OpenSlide readers; for another reader a level is taken to be
+    resampled from level 0 (the pyramid is not known)."""
+    directories = getattr(source, "_tiffDirectories", None)
+    if isinstance(directories, list) and len(directories) == source.levels:
+        finer = next((level for level in range(z, source.levels) if directories[level] is not None), None)
+        if finer is not None:
+            return 2 ** (finer - z)
+    levels = getattr(source, "_svslevels", None)
+    if isinstance(levels, list) and len(levels) == source.levels and isinstance(levels[z], dict):
+        return max(1, int(levels[z].get("scale", 1)))
+    return 2 ** (source.levels - 1 - z)
+
+
+def tile_is_cheap(source: tilesource.FileTileSource, z: int) -> bool:
+    """Whether a tile of level ``z`` reads at most :data:`CHEAP_TILE_SCALE` squared stored tiles."""
+    return stored_scale(source, z) <= CHEAP_TILE_SCALE
 
 
 #: Narrowest thumbnail rendered: asked-for widths round up to a power of two from it.

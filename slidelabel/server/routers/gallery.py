@@ -9,7 +9,7 @@ or has no superpixels or predictions yet is a 404 (409) in the page's own words.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from slidelabel.errors import ConflictError, NotFoundError, SlideError
 from slidelabel.server.deps import GalleryExportTurn, Owner, ReadSession, SettingsDep, WriteSession, release_connection
-from slidelabel.server.routers.tiles import JPEG, PNG, cached_response
+from slidelabel.server.routers.tiles import JPEG, PNG, Render, rendered_in_turn
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.gallery import (
     GalleryCategory,
@@ -110,39 +110,65 @@ def tile_metadata(slide_id: int, view: View) -> TileMetadata:
                         width=grid.width, height=grid.height, mpp=slide.mpp)
 
 
-@public_router.get("/{token}/slides/{slide_id}/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
-def slide_tile(slide_id: int, z: int, x: int, y: int, view: View, request: Request) -> Response:
-    """Tile (x, y) of level z, as the project's tile route serves it."""
+def _link(view: View) -> Hashable:
+    """Who a gallery render holds its turn for: the link."""
+    return "gallery", view.link.id
+
+
+def _tile(slide_id: int, z: int, x: int, y: int, view: View) -> Render:
     pinned = slide_file(view.slide(slide_id))
     with _shown_as(f"tile ({x}, {y}) of level {z}"):
-        return cached_response(request, pinned.version, GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_tile(tiles.slide_source(pinned), z, x, y), read=(slide_id, z, x, y))
+        source = tiles.slide_source(pinned)
+        tiles.TileGrid.of(source).check(z, x, y)
+    return Render(pinned.version, (slide_id, z, x, y), lambda: tiles.slide_tile(source, z, x, y), heavy=True)
 
 
-@public_router.get("/{token}/slides/{slide_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
-def slide_thumbnail(slide_id: int, view: View, request: Request,
-                    width: Annotated[int, Query(ge=16, le=512)] = 256) -> Response:
-    """A picture of the whole slide for the slide picker, ``width`` rounded up to a power of two."""
+def _thumbnail(slide_id: int, view: View, width: Annotated[int, Query(ge=16, le=512)] = 256) -> Render:
     pinned, shown = slide_file(view.slide(slide_id)), tiles.thumbnail_width(width)
-    with _shown_as("thumbnail of this slide"):
-        return cached_response(request, pinned.version, GALLERY_CACHE, "image/jpeg",
-                               lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown), read=(slide_id, shown))
+    return Render(pinned.version, (slide_id, shown), lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown),
+                  heavy=True)
 
 
 def _superpixels(settings: Settings, slide: Slide) -> Path:
     return ProjectFiles(settings.data_dir, slide.project_id).superpixels(slide.id)
 
 
-@public_router.get("/{token}/slides/{slide_id}/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response,
-                   responses=PNG)
-def superpixel_tile(slide_id: int, z: int, x: int, y: int, view: View, settings: SettingsDep,
-                    request: Request) -> Response:
-    """Superpixel ids of tile (x, y) of level z packed in RGB, as the project's route serves them."""
+def _index_tile(slide_id: int, z: int, x: int, y: int, view: View, settings: SettingsDep) -> Render:
     slide = view.slide(slide_id)
     with _shown_as(f"superpixel tile ({x}, {y}) of level {z}"):
         labels = tiles.label_map(_superpixels(settings, slide))
-        return cached_response(request, labels.version, GALLERY_CACHE, "image/png", lambda: tiles.superpixel_index_tile(
-            labels, tiles.TileGrid.of(tiles.slide_source(slide_file(slide))), z, x, y), read=(slide_id, z, x, y))
+    return Render(labels.version, (slide_id, z, x, y), lambda: tiles.superpixel_index_tile(
+        labels, tiles.TileGrid.of(tiles.slide_source(slide_file(slide))), z, x, y), heavy=True)
+
+
+# Every render of a link (not kept yet) takes a render turn held by the link: 99 connections asking
+# for random tiles kept a logged-in user's /auth/me 0.14-0.63 s at the median, 5.3 s at most.
+TileRender = Annotated[Render, rendered_in_turn(_tile, _link)]
+ThumbnailRender = Annotated[Render, rendered_in_turn(_thumbnail, _link)]
+IndexTileRender = Annotated[Render, rendered_in_turn(_index_tile, _link)]
+
+
+@public_router.get("/{token}/slides/{slide_id}/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
+def slide_tile(slide_id: int, z: int, x: int, y: int, render: TileRender, request: Request) -> Response:
+    """Tile (x, y) of level z, as the project's tile route serves it."""
+    with _shown_as(f"tile ({x}, {y}) of level {z}"):
+        return render.response(request, GALLERY_CACHE, "image/jpeg")
+
+
+@public_router.get("/{token}/slides/{slide_id}/thumbnail.jpg", response_class=Response, responses=JPEG)
+def slide_thumbnail(slide_id: int, render: ThumbnailRender, request: Request,
+                    width: Annotated[int, Query(ge=16, le=512)] = 256) -> Response:
+    """A picture of the whole slide for the slide picker, ``width`` rounded up to a power of two."""
+    with _shown_as("thumbnail of this slide"):
+        return render.response(request, GALLERY_CACHE, "image/jpeg")
+
+
+@public_router.get("/{token}/slides/{slide_id}/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response,
+                   responses=PNG)
+def superpixel_tile(slide_id: int, z: int, x: int, y: int, render: IndexTileRender, request: Request) -> Response:
+    """Superpixel ids of tile (x, y) of level z packed in RGB, as the project's route serves them."""
+    with _shown_as(f"superpixel tile ({x}, {y}) of level {z}"):
+        return render.response(request, GALLERY_CACHE, "image/png")
 
 
 @public_router.get("/{token}/slides/{slide_id}/overlay.bin", response_class=Response,

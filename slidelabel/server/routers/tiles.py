@@ -4,13 +4,22 @@ client revalidates with ``If-None-Match`` and gets a 304 without the image being
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from slidelabel.server.deps import PictureTurn, ReadSession, SettingsDep, Viewer, export_turn_when
+from slidelabel.server.deps import (
+    PictureTurn,
+    ReadSession,
+    SettingsDep,
+    Viewer,
+    export_turn_when,
+    release_connection,
+)
+from slidelabel.server.response_cache import Flight
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.slides import SuperpixelTablePublic, TileMetadata
 from slidelabel.services import tiles
@@ -32,20 +41,80 @@ JPEG = {200: {"content": {"image/jpeg": {}}}}
 PNG = {200: {"content": {"image/png": {}}}}
 
 
+def _client_holds(request: Request, etag: str) -> bool:
+    return request.headers.get("if-none-match") in (f'"{etag}"', f'W/"{etag}"')
+
+
 def cached_response(request: Request, etag: str, cache_control: str, media_type: str, make: Callable[[], bytes], *,
-                    read: tuple) -> Response:
+                    read: tuple, flight: Flight | None = None) -> Response:
     """``make()`` as the response, or a 304 when the client holds the version ``etag``.
 
     The body is kept in the API's response cache under the route, ``read`` and ``etag``, so it is
     made once per version. ``read`` holds the values of every parameter the body depends on (path
     and query) as the route parsed them, never the URL's text: junk query parameters, a ``token``
-    or ``05`` for ``5`` are the same body, so varying them makes nothing again.
+    or ``05`` for ``5`` are the same body, so varying them makes nothing again. ``flight`` is the
+    request's claim to make it (:func:`rendered_in_turn`).
     """
     headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control}
-    if request.headers.get("if-none-match") in (headers["ETag"], f"W/{headers['ETag']}"):
+    if _client_holds(request, etag):
         return Response(status_code=304, headers=headers)
-    responses, key = request.app.state.responses, (request.scope["route"].path_format, read, etag)
-    return Response(responses.get_or_make(key, make), media_type=media_type, headers=headers)
+    responses, key = request.app.state.responses, _key(request, read, etag)
+    return Response(responses.get_or_make(key, make, flight), media_type=media_type, headers=headers)
+
+
+def _key(request: Request, read: tuple, etag: str) -> tuple:
+    return request.scope["route"].path_format, read, etag
+
+
+@dataclass
+class Render:
+    """An image a route sends: its version (``etag``), the parameters it depends on (``read``, see
+    :func:`cached_response`), how to make it and whether making it takes a render turn
+    (:func:`~slidelabel.services.tiles.render_turn_waiting`). ``flight`` is set once the request
+    has claimed making it."""
+
+    etag: str
+    read: tuple
+    make: Callable[[], bytes]
+    heavy: bool
+    flight: Flight | None = None
+
+    def response(self, request: Request, cache_control: str, media_type: str) -> Response:
+        return cached_response(request, self.etag, cache_control, media_type, self.make, read=self.read,
+                               flight=self.flight)
+
+
+def rendered_in_turn(plan: Callable[..., Render], holder: Callable[..., Hashable]) -> Any:
+    """A dependency giving the :class:`Render` the dependency ``plan`` describes, ready to make:
+    a heavy one not kept yet is made by one request at a time (the others wait for its result on
+    the event loop, holding no thread) in a render turn of ``holder`` (a dependency), held until
+    the route returns. A kept one, a 304 and a cheap one take no turn."""
+    # A default, not an Annotated type: annotations are strings here, read in the module's globals.
+    async def hold(request: Request, render: Render = Depends(plan),  # noqa: B008
+                   who: Hashable = Depends(holder)) -> AsyncIterator[Render]:  # noqa: B008
+        if not render.heavy or _client_holds(request, render.etag):
+            yield render
+            return
+        responses, key = request.app.state.responses, _key(request, render.read, render.etag)
+        while True:
+            await responses.settled(key)
+            if key in responses:
+                yield render
+                return
+            render.flight = responses.claim(key)
+            if render.flight is not None:
+                break
+        try:
+            async with tiles.render_turn_waiting(who):
+                yield render
+        finally:
+            responses.land(render.flight)
+
+    return Depends(hold, scope="function")
+
+
+def _viewer(access: Viewer) -> int:
+    return access.user.id
 
 
 def _slide(access: ProjectAccess, session: ReadSession, slide_id: int) -> Slide:
@@ -64,24 +133,42 @@ def tile_metadata(slide_id: int, access: Viewer, session: ReadSession) -> TileMe
                         width=grid.width, height=grid.height, mpp=slide.mpp)
 
 
-@router.get("/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
-def slide_tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: ReadSession,
-               request: Request) -> Response:
-    """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge."""
+def _tile(slide_id: int, z: int, x: int, y: int, access: Viewer, session: ReadSession) -> Render:
     pinned = slide_file(_slide(access, session, slide_id))
-    return cached_response(request, pinned.version, SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_tile(tiles.slide_source(pinned), z, x, y), read=(slide_id, z, x, y))
+    release_connection(session)  # none held while waiting for a turn
+    source = tiles.slide_source(pinned)
+    tiles.TileGrid.of(source).check(z, x, y)
+    return Render(pinned.version, (slide_id, z, x, y), lambda: tiles.slide_tile(source, z, x, y),
+                  heavy=not tiles.tile_is_cheap(source, z))
+
+
+def _thumbnail(slide_id: int, access: Viewer, session: ReadSession,
+               width: Annotated[int, Query(ge=16, le=tiles.MAX_PICTURE_PX)] = 256) -> Render:
+    pinned, shown = slide_file(_slide(access, session, slide_id)), tiles.thumbnail_width(width)
+    release_connection(session)
+    return Render(pinned.version, (slide_id, shown), lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown),
+                  heavy=True)
+
+
+TileRender = Annotated[Render, rendered_in_turn(_tile, _viewer)]
+ThumbnailRender = Annotated[Render, rendered_in_turn(_thumbnail, _viewer)]
+
+
+@router.get("/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
+def slide_tile(slide_id: int, z: int, x: int, y: int, render: TileRender, request: Request) -> Response:
+    """Tile (x, y) of level z (0 = the whole slide in about one tile), white past the slide's edge;
+    one resampled from a stored level more than twice as fine is rendered in a render turn."""
+    return render.response(request, SLIDE_CACHE, "image/jpeg")
 
 
 @router.get("/thumbnail.jpg", response_class=Response, responses=JPEG)
-def slide_thumbnail(slide_id: int, access: Viewer, session: ReadSession, request: Request,
+def slide_thumbnail(slide_id: int, render: ThumbnailRender, request: Request,
                     width: Annotated[int, Query(ge=16, le=tiles.MAX_PICTURE_PX)] = 256) -> Response:
     """A JPEG of the whole slide, ``width`` rounded up to a power of two from 64 (a browser scales
     it down): at most 6 renders a slide for the cache, where every width was one (2,000 widths
-    rendered in parallel took a viewer's requests to +0.9 GB)."""
-    pinned, shown = slide_file(_slide(access, session, slide_id)), tiles.thumbnail_width(width)
-    return cached_response(request, pinned.version, SLIDE_CACHE, "image/jpeg",
-                           lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown), read=(slide_id, shown))
+    rendered in parallel took a viewer's requests to +0.9 GB); each made once at a time, in a
+    render turn (:data:`~slidelabel.services.tiles.RENDERS_PER_HOLDER` a user)."""
+    return render.response(request, SLIDE_CACHE, "image/jpeg")
 
 
 @router.get("/superpixel-tiles/{z}/{x}/{y}.png", response_class=Response, responses=PNG)
