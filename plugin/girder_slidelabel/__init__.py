@@ -36,7 +36,7 @@ from girder_slidelabel import job_list, links, rest
 from girder_slidelabel.users import end_roles_of_deleted_folder, gallery_maker_still_known, girder_current_user
 from slidelabel.server.app import create_app
 from slidelabel.server.deps import current_user
-from slidelabel.services import gallery
+from slidelabel.server.routers.gallery import link_maker_check
 from slidelabel.settings import Settings
 
 #: Where slidelabel's app lives on Girder's server: API at /slidelabel/api/v1, client at /slidelabel/.
@@ -56,7 +56,8 @@ class SlidelabelPlugin(GirderPlugin):
         app = create_app(settings)
         app.dependency_overrides[current_user] = girder_current_user
         # A gallery link's maker is checked as Girder has them now (users.gallery_maker_still_known).
-        gallery.check_makers_with(functools.partial(gallery_maker_still_known, app.state.database))
+        maker_check = functools.partial(gallery_maker_still_known, app.state.database)
+        app.dependency_overrides[link_maker_check] = lambda: maker_check
         info["serverRoot"].graft(ASGIMiddleware(app), MOUNT)
         rest.register(info["apiRoot"], app.state.database, settings)
         links.ensure_indexes(app.state.database)

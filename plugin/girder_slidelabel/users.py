@@ -202,8 +202,8 @@ def girder_current_user(request: Request) -> User:
 
 
 def gallery_maker_still_known(database: Database, maker_id: int, project_id: int) -> bool:
-    """slidelabel's gallery check (``services.gallery.check_makers_with``): before a link opens,
-    its maker's account and roles are brought up to date from Girder, as at the maker's own
+    """slidelabel's gallery check (its ``link_maker_check`` dependency, overridden): before a link
+    opens, its maker's account and roles are brought up to date from Girder, as at the maker's own
     requests, so the link stops as soon as Girder withdraws the maker's admin access to the
     folder, disables the account, takes its site admin flag or deletes it, not at the maker's
     next request (which may never come). False, the link stops, when no Girder user is linked to

@@ -53,17 +53,9 @@ _OVERLAY_TURNS = Turns(OVERLAY_BUILDERS, per_holder=1)
 _OVERLAY_BUSY = (f"the gallery's overlays are busy (this link's earlier one, or another link's) for over "
                  f"{OVERLAY_WAIT_S:.0f} s; try again in a minute")
 #: Brings a link maker's account and roles up to date where another system keeps them (the Girder
-#: plugin sets it): called with the maker's user id and the link's project id before the maker is
-#: checked, False where that system no longer knows the maker (the link stops). None on
-#: slidelabel's own server, whose rows are the accounts themselves.
+#: plugin's): called with the maker's user id and the link's project id before the maker is
+#: checked, False where that system no longer knows the maker (the link stops).
 MakerCheck = Callable[[int, int], bool]
-_maker_check: MakerCheck | None = None
-
-
-def check_makers_with(check: MakerCheck | None) -> None:
-    """Have :func:`resolve` call ``check`` before it reads a link maker's rights (None: no more)."""
-    global _maker_check
-    _maker_check = check
 
 
 def overlay_turn_waiting(holder: Hashable) -> AbstractAsyncContextManager[None]:
@@ -161,22 +153,23 @@ def _may_still_publish(session: Session, link: GalleryLink) -> bool:
         Membership.project_id == link.project_id, Membership.user_id == creator.id)) == Role.owner
 
 
-def resolve(session: Session, token: str) -> GalleryView:
+def resolve(session: Session, token: str, *, maker_check: MakerCheck | None = None) -> GalleryView:
     """What ``token`` opens; :class:`NotFoundError` with :data:`UNKNOWN` when it opens nothing
-    (unknown, revoked, or its creator may no longer publish it: under Girder, as Girder says now,
-    see :func:`check_makers_with`)."""
+    (unknown, revoked, or its creator may no longer publish it: as ``maker_check`` says now where
+    another system keeps the accounts, under Girder; None on slidelabel's own server, whose rows
+    are the accounts themselves)."""
     digest = token_digest(token)
     link = session.scalar(select(GalleryLink).where(GalleryLink.token_sha256 == digest))
     # The row is found by the digest; comparing it again in constant time costs nothing and keeps
     # the check independent of how the database compares strings.
     if link is None or link.revoked_at is not None or not hmac.compare_digest(link.token_sha256, digest):
         raise NotFoundError(UNKNOWN)
-    if _maker_check is not None and link.created_by is not None:
+    if maker_check is not None and link.created_by is not None:
         maker, project_id = link.created_by, link.project_id
         # The check reads and writes in sessions of its own: this read transaction ends first (its
         # connection goes back to the pool), so what is read next is what the check left.
         session.commit()
-        if not _maker_check(maker, project_id):
+        if not maker_check(maker, project_id):
             raise NotFoundError(UNKNOWN)
     project = session.get(Project, link.project_id)
     if project is None or not _may_still_publish(session, link):

@@ -67,11 +67,18 @@ def revoke(link_id: int, access: Owner, session: WriteSession) -> GalleryLinkPub
     return GalleryLinkPublic.model_validate(gallery.revoke(session, project_id=access.project.id, link_id=link_id))
 
 
+def link_maker_check() -> gallery.MakerCheck | None:
+    """How a link's maker is checked where another system keeps the accounts: none on slidelabel's
+    own server; the Girder plugin overrides this dependency, as it overrides ``current_user``."""
+    return None
+
+
 def gallery_view(session: ReadSession,
-                 token: Annotated[str, PathParam(max_length=256, description="the link's token")]) -> GalleryView:
+                 token: Annotated[str, PathParam(max_length=256, description="the link's token")],
+                 maker_check: Annotated[gallery.MakerCheck | None, Depends(link_maker_check)]) -> GalleryView:
     """What the token opens; the read transaction ends here, so that a request waiting for an
     export turn holds no database connection (15 such waits took SQLite's whole pool)."""
-    view = gallery.resolve(session, token)
+    view = gallery.resolve(session, token, maker_check=maker_check)
     release_connection(session)
     return view
 
