@@ -14,7 +14,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 from slidelabel.errors import ParameterError
-from slidelabel.services.imports import Shape, _assign_shapes
+from slidelabel.services.shape_centroids import Shape, assign_shapes
 
 
 def _polygon(rng: np.random.Generator, centre: np.ndarray, radius: float, sides: int) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_the_strip_of_each_shape_labels_what_testing_every_centroid_labels():
     shapes.append(Shape("a", None, np.array([[500.0, 0], [600, 0], [600, 1000], [500, 1000]]), []))
     category_of = {"a": 1, "b": 2}
     assigned_S = np.zeros(len(centroid_N_2) + 1, np.int64)
-    empty = _assign_shapes(assigned_S, shapes, centroid_N_2, category_of)
+    empty = assign_shapes(assigned_S, shapes, centroid_N_2, category_of)
     assert np.array_equal(assigned_S, _reference(len(centroid_N_2), shapes, centroid_N_2, category_of))
     assert np.count_nonzero(assigned_S) > 1000 and 0 <= empty < len(shapes)
 
@@ -55,7 +55,7 @@ def test_many_small_shapes_do_not_each_scan_every_centroid():
     square = np.array([[0.0, 0], [3, 0], [3, 3], [0, 3]])
     shapes = [Shape("c", None, square + (7 * (i % 420), 7 * (i // 420)), []) for i in range(10_000)]
     start = time.perf_counter()
-    _assign_shapes(np.zeros(134_092, np.int64), shapes, centroid_N_2, {"c": 3})
+    assign_shapes(np.zeros(134_092, np.int64), shapes, centroid_N_2, {"c": 3})
     assert time.perf_counter() - start < 5  # each scanning every centroid: 36 s
 
 
@@ -66,6 +66,6 @@ def test_an_import_past_the_step_bound_is_refused_at_once():
                              [[3000, 3000], [0, 3000]]])
     start = time.perf_counter()
     with pytest.raises(ParameterError, match="simplify them"):
-        _assign_shapes(np.zeros(50_001, np.int64), [Shape("b", None, zigzag, [])], centroid_N_2, {"b": 2},
+        assign_shapes(np.zeros(50_001, np.int64), [Shape("b", None, zigzag, [])], centroid_N_2, {"b": 2},
                        max_tests=2**30)
     assert time.perf_counter() - start < 1

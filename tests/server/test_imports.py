@@ -155,17 +155,17 @@ def test_an_imports_polygons_are_placed_outside_the_write_turn(app, client, proj
                                                                 monkeypatch):
     """Seventh attack: an annotator's import placed 20,000 polygons inside its write transaction,
     so every write of every user of the server waited 54 s behind it."""
-    from slidelabel.services import imports
+    from slidelabel.services import imports, shape_centroids
 
     turn = app.state.database._writes.kw["bind"].get_execution_options().get("write_turn")
     held: list[bool] = []
-    assign = imports._assign_shapes
+    assign = shape_centroids.assign_shapes
 
     def watched(*args, **kwargs):
         held.append(turn.locked() if turn is not None else False)
         return assign(*args, **kwargs)
 
-    monkeypatch.setattr(imports, "_assign_shapes", watched)
+    monkeypatch.setattr(imports, "assign_shapes", watched)
     document = {"type": "FeatureCollection", "features": [
         feature({"type": "Polygon", "coordinates": [rectangle(0, 0, 1100, 1500)]}, {"name": "tumour"})]}
     response = client.post(url(project, slide_id, "/import"), headers=member_headers(Role.annotator), json=document)

@@ -17,8 +17,8 @@ from test_exports import slide_id, slide_labels, url  # noqa: F401 - fixtures
 from test_imports import feature, rectangle
 
 from slidelabel.errors import ParameterError
-from slidelabel.services import imports
-from slidelabel.services.imports import Shape, _assign_shapes
+from slidelabel.services import shape_centroids
+from slidelabel.services.shape_centroids import Shape, assign_shapes
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +60,14 @@ def _thin(count: int, width: float, height: float) -> list[Shape]:
 def gathered(monkeypatch) -> list[int]:
     """How many centroids each shape gathered from the grid."""
     sizes: list[int] = []
-    candidates = imports._CentroidGrid.candidates
+    candidates = shape_centroids.CentroidGrid.candidates
 
     def counted(self, first_2, last_2):
         found = candidates(self, first_2, last_2)
         sizes.append(found.size)
         return found
 
-    monkeypatch.setattr(imports._CentroidGrid, "candidates", counted)
+    monkeypatch.setattr(shape_centroids.CentroidGrid, "candidates", counted)
     return sizes
 
 
@@ -75,26 +75,26 @@ def gathered(monkeypatch) -> list[int]:
 def tested(monkeypatch) -> list[int]:
     """How many points each point-in-polygon test was given."""
     sizes: list[int] = []
-    contains = imports._contains
+    contains = shape_centroids.contains
 
     def counted(ring_K_2, points_M_2):
         sizes.append(len(points_M_2))
         return contains(ring_K_2, points_M_2)
 
-    monkeypatch.setattr(imports, "_contains", counted)
+    monkeypatch.setattr(shape_centroids, "contains", counted)
     return sizes
 
 
 def test_thin_full_width_shapes_gather_only_the_centroids_about_their_box(cells, gathered):
     shapes = _thin(20_000, 6000, 5000)
     assigned_S = np.zeros(len(cells) + 1, np.int64)
-    empty = _assign_shapes(assigned_S, shapes, cells, {"a": 1})
+    empty = assign_shapes(assigned_S, shapes, cells, {"a": 1})
     # Each shape gathered a row of cells (two centroids each on average), not its x-strip: all of them.
     assert len(gathered) <= len(shapes) and sum(gathered) < 0.02 * len(shapes) * len(cells)
     assert 0 < np.count_nonzero(assigned_S) and empty < len(shapes)
     some = shapes[::100]
     assigned_S = np.zeros(len(cells) + 1, np.int64)
-    _assign_shapes(assigned_S, some, cells, {"a": 1})
+    assign_shapes(assigned_S, some, cells, {"a": 1})
     assert np.array_equal(assigned_S, _reference(len(cells), some, cells))
 
 
@@ -113,7 +113,7 @@ def test_the_grid_labels_what_testing_every_centroid_labels(cells):
                Shape("a", None, np.array([[7000, 10], [7100, 10], [7100, 90]])),  # beside every centroid
                *_thin(40, 6000, 5000)]
     assigned_S = np.zeros(len(cells) + 1, np.int64)
-    empty = _assign_shapes(assigned_S, shapes, cells, {"a": 1, "b": 2})
+    empty = assign_shapes(assigned_S, shapes, cells, {"a": 1, "b": 2})
     expected_S = _reference(len(cells), shapes, cells)
     assert np.array_equal(assigned_S, expected_S)
     assert empty == sum(not _reference(len(cells), [shape], cells).any() for shape in shapes)
@@ -133,7 +133,7 @@ def test_degenerate_centroids_are_labelled_as_testing_every_one_labels(centroid_
               Shape("a", None, np.array([[20.0, 20.0], [60, 20], [40, 61]]), (np.array([[30.0, 25], [50, 25], [40, 40]]),)),
               Shape("b", None, np.array([[2.5, 2.5], [3.5, 2.5], [3.5, 3.5], [2.5, 3.5]]))]
     assigned_S = np.zeros(len(centroid_N_2) + 1, np.int64)
-    _assign_shapes(assigned_S, shapes, centroid_N_2, {"a": 1, "b": 2})
+    assign_shapes(assigned_S, shapes, centroid_N_2, {"a": 1, "b": 2})
     assert np.array_equal(assigned_S, _reference(len(centroid_N_2), shapes, centroid_N_2))
 
 
@@ -142,7 +142,7 @@ def test_what_each_shape_costs_beside_its_edges_counts_and_is_refused_before_any
     triangle = np.array([[-1.0, -1.0], [1, -1], [0, 1]])
     shapes = [Shape("a", None, triangle + cells[index % len(cells)]) for index in range(100_000)]
     with pytest.raises(ParameterError, match="simplify them") as refused:
-        _assign_shapes(np.zeros(len(cells) + 1, np.int64), shapes, cells, {"a": 1}, max_tests=10_000 * len(shapes))
+        assign_shapes(np.zeros(len(cells) + 1, np.int64), shapes, cells, {"a": 1}, max_tests=10_000 * len(shapes))
     assert "import them a part at a time" in str(refused.value)
     assert tested == []
 
@@ -154,9 +154,9 @@ def test_a_costly_shape_late_in_the_file_is_refused_before_the_first_is_tested(c
                              [[6000, 5000], [0, 5000]]])
     shapes = [*(Shape("a", None, square + 60 * index) for index in range(30)), Shape("b", None, zigzag)]
     with pytest.raises(ParameterError, match=r"more than the 100,000,000 an import may take"):
-        _assign_shapes(np.zeros(len(cells) + 1, np.int64), shapes, cells, {"a": 1, "b": 2}, max_tests=10**8)
+        assign_shapes(np.zeros(len(cells) + 1, np.int64), shapes, cells, {"a": 1, "b": 2}, max_tests=10**8)
     assert tested == []
-    _assign_shapes(np.zeros(len(cells) + 1, np.int64), shapes[:30], cells, {"a": 1}, max_tests=10**8)
+    assign_shapes(np.zeros(len(cells) + 1, np.int64), shapes[:30], cells, {"a": 1}, max_tests=10**8)
     assert len(tested) > 0
 
 
@@ -164,7 +164,7 @@ def test_the_attack_input_on_a_slide_of_as_many_superpixels_fits_the_bound(cells
     """55,000 thin full-width shapes over as many real cells as the CMU slide had superpixels
     (73,274): accepted, and each gathered about a row of cells (once: all 73,274)."""
     centroid_N_2 = cells[np.sort(np.random.default_rng(20).choice(len(cells), 73_274, replace=False))]
-    imports._assign_shapes(np.zeros(len(centroid_N_2) + 1, np.int64), _thin(55_000, 6000, 5000), centroid_N_2,
+    shape_centroids.assign_shapes(np.zeros(len(centroid_N_2) + 1, np.int64), _thin(55_000, 6000, 5000), centroid_N_2,
                            {"a": 1})
     assert sum(gathered) < 0.02 * 55_000 * len(centroid_N_2)
 
@@ -173,7 +173,7 @@ def test_the_attack_input_on_a_slide_of_as_many_superpixels_fits_the_bound(cells
 @pytest.mark.postgresql
 def test_an_import_past_the_bound_is_422_with_what_to_do_and_labels_nothing(app, client, project, slide_id,  # noqa: F811
                                                                              admin_headers, monkeypatch):
-    monkeypatch.setattr(imports, "MAX_POINT_EDGE_TESTS", 10_000)
+    monkeypatch.setattr(shape_centroids, "MAX_POINT_EDGE_TESTS", 10_000)
     document = {"type": "FeatureCollection", "features": [
         feature({"type": "Polygon", "coordinates": [rectangle(0, 0, 2220, 2967)]}, {"name": "tumour"})]}
     response = client.post(url(project, slide_id, "/import"), headers=admin_headers, json=document)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.path import Path as MplPath
 
-from slidelabel.services import imports
+from slidelabel.services import shape_centroids
 
 
 def test_polygon_tests_come_in_bounded_calls_with_the_same_answer(monkeypatch):
@@ -25,9 +25,9 @@ def test_polygon_tests_come_in_bounded_calls_with_the_same_answer(monkeypatch):
         calls.append(len(points) * len(self.vertices))
         return real(self, points, *args, **kwargs)
 
-    monkeypatch.setattr(imports, "POINT_EDGE_TESTS_PER_CALL", 10_000_000)
+    monkeypatch.setattr(shape_centroids, "POINT_EDGE_TESTS_PER_CALL", 10_000_000)
     monkeypatch.setattr(MplPath, "contains_points", counted)
-    inside_M = imports._contains(ring_K_2, points_M_2)
+    inside_M = shape_centroids.contains(ring_K_2, points_M_2)
     assert np.array_equal(inside_M, expected_M) and expected_M.any() and not expected_M.all()
     assert len(calls) > 1 and max(calls) <= 10_000_000, calls
-    assert imports._contains(ring_K_2, points_M_2[:0]).shape == (0,)
+    assert shape_centroids.contains(ring_K_2, points_M_2[:0]).shape == (0,)
