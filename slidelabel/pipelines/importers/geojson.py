@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ from slidelabel.pipelines.importers.polygons import PolygonSet
 _CHUNK_CHARS = 8 << 20
 #: Features whose vertices are gathered into one array before the next batch starts.
 _BATCH = 20_000
+#: How much a growing array grows when full: its memory is at most this share above what it holds.
+_GROWTH = 1.25
 _WHITESPACE = " \t\n\r"
 #: Stands for the coordinates the fast path read, in the rest of the Feature given to json.
 _PLACEHOLDER_VALUE = "slidelabel: coordinates read"
@@ -55,20 +57,37 @@ class _Batches:
     arrays), then converts and checks them all at once: a numpy call per ring would cost more than
     parsing the JSON."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path, max_polygons: int | None = None, max_vertices: int | None = None) -> None:
+        self.path, self.max_polygons, self.max_vertices = path, max_polygons, max_vertices
+        self.polygons_read = self.vertices_read = 0
         self.rings: list = []
         self.lengths: list[np.ndarray] = []
         self.fast = False
         self.rings_per_polygon: list[int] = []
         self.feature_index: list[int] = []
         self.classes: list[int] = []
-        self.parts: list[tuple[np.ndarray, ...]] = []
+        # x, y; ring lengths; rings per polygon; feature index; class; bounding box.
+        self.out = [_Growing((2,), np.float64), _Growing((), np.int64), _Growing((), np.int64),
+                    _Growing((), np.int64), _Growing((), np.int32), _Growing((4,), np.float64)]
         self.invalid = 0
+
+    def _count(self, vertices: int) -> None:
+        """Count a polygon as it is read; past a bound, stop with an error before reading on."""
+        self.polygons_read += 1
+        self.vertices_read += vertices
+        if self.max_polygons is not None and self.polygons_read > self.max_polygons:
+            raise ParameterError(f"{self.path} holds more than {self.max_polygons:,} polygons; a slide holds at most "
+                                 f"{self.max_polygons:,} segments (24-bit ids): split the file or drop polygons")
+        if self.max_vertices is not None and self.vertices_read > self.max_vertices:
+            raise ParameterError(f"{self.path} holds more than {self.max_vertices:,} vertices (polygon "
+                                 f"{self.polygons_read:,} passes the bound); simplify the outlines (e.g. shapely's "
+                                 f"simplify(0.5) or QuPath's Simplify shape) and import them again")
 
     def add(self, rings: list[list] | tuple[np.ndarray, np.ndarray], feature_index: int, class_index: int) -> None:
         """Add a polygon's rings: lists of points, or (from the fast path) its (V, 2) points and
         (R,) ring lengths; a batch holds one kind or the other."""
         fast = isinstance(rings, tuple)
+        self._count(len(rings[0]) if fast else sum(map(len, rings)))
         if self.rings_per_polygon and fast != self.fast:
             self.pack()
         self.fast = fast
@@ -104,25 +123,47 @@ class _Batches:
         keep_ring = ~bad_polygon[polygon_of_ring]
         keep_vertex = np.repeat(keep_ring, lengths)
         if not bad_polygon.all():  # an empty part would leave polygons() nothing to reduce
-            self.parts.append((xy[keep_vertex], lengths[keep_ring], rings_per_polygon[~bad_polygon],
-                               np.asarray(self.feature_index, np.int64)[~bad_polygon],
-                               np.asarray(self.classes, np.int32)[~bad_polygon]))
+            first_ring = np.cumsum(rings_per_polygon) - rings_per_polygon
+            bbox = np.stack([np.minimum.reduceat(low_x, first_ring), np.minimum.reduceat(low_y, first_ring),
+                             np.maximum.reduceat(high_x, first_ring), np.maximum.reduceat(high_y, first_ring)], 1)
+            batch = (xy[keep_vertex], lengths[keep_ring], rings_per_polygon[~bad_polygon],
+                     np.asarray(self.feature_index, np.int64)[~bad_polygon],
+                     np.asarray(self.classes, np.int32)[~bad_polygon], bbox[~bad_polygon])
+            for out, array in zip(self.out, batch):
+                out.extend(array)
         self.invalid += int(bad_polygon.sum())
         self.rings, self.lengths, self.rings_per_polygon, self.feature_index, self.classes = [], [], [], [], []
 
     def polygons(self) -> tuple[PolygonSet, np.ndarray, np.ndarray]:
         """The polygons, each one's feature index and class index."""
         self.pack()
-        if not self.parts:
-            empty = np.zeros(0, np.int64)
-            return PolygonSet(np.zeros((0, 2)), empty, empty, np.zeros((0, 4))), empty, empty.astype(np.int32)
-        xy, lengths, per_polygon, feature_index, classes = (np.concatenate(a) for a in zip(*self.parts))
-        self.parts = []
-        ring_end, polygon_ring_end = np.cumsum(lengths), np.cumsum(per_polygon)
-        first_vertex = np.concatenate([[0], ring_end[polygon_ring_end[:-1] - 1]])
-        bbox = np.stack([np.minimum.reduceat(xy[:, 0], first_vertex), np.minimum.reduceat(xy[:, 1], first_vertex),
-                         np.maximum.reduceat(xy[:, 0], first_vertex), np.maximum.reduceat(xy[:, 1], first_vertex)], 1)
+        xy, lengths, per_polygon, feature_index, classes, bbox = (out.take() for out in self.out)
+        ring_end = np.cumsum(lengths, out=lengths)
+        polygon_ring_end = np.cumsum(per_polygon, out=per_polygon)
         return PolygonSet(xy, ring_end, polygon_ring_end, bbox), feature_index, classes
+
+
+class _Growing:
+    """An array that batches are appended to in place: ``ndarray.resize`` reallocates, which for a
+    large array remaps its pages rather than copying them, so memory stays near what it holds
+    instead of doubling as a concatenation of all batches would."""
+
+    def __init__(self, tail: tuple[int, ...], dtype: type) -> None:
+        self.array = np.empty((0, *tail), dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.array):
+            self.array.resize((max(end, int(len(self.array) * _GROWTH) + 4096), *self.array.shape[1:]), refcheck=False)
+        self.array[self.size : end] = values
+        self.size = end
+
+    def take(self) -> np.ndarray:
+        """The array of what was appended (the object is spent)."""
+        array, self.array = self.array, None
+        array.resize((self.size, *array.shape[1:]), refcheck=False)
+        return array
 
 
 def _points(rings: list[list], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,18 +187,20 @@ def _points(rings: list[list], lengths: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.concatenate(parts), bad
 
 
-def read_geojson(path: Path) -> GeoJsonPolygons:
-    """The polygons of the GeoJSON file at ``path``, in file order.
+def read_geojson(path: Path, *, max_polygons: int | None = None, max_vertices: int | None = None) -> GeoJsonPolygons:
+    """The polygons of the GeoJSON file at ``path``, in file order; polygons and vertices are
+    counted as they are read (invalid ones too), and reading stops past ``max_polygons`` or
+    ``max_vertices``.
 
     Raises
     ------
     ParameterError
         The file is not JSON, nested deeper than the parser follows, or not a FeatureCollection or
         list of Features; the message names the file and, for broken JSON, the character where it
-        breaks.
+        breaks. It holds more than ``max_polygons`` polygons or ``max_vertices`` vertices.
     """
     path = Path(path)
-    batches = _Batches()
+    batches = _Batches(path, max_polygons, max_vertices)
     class_names: dict[str, int] = {}
     skipped: dict[str, int] = {}
     count = 0

@@ -56,24 +56,33 @@ def tile_buckets(bbox_P_4: np.ndarray, *, downsample: float, tile_size: int, til
     Tile ``t`` (row-major, ``tiles_x`` per row, ``tile_size`` working px) draws polygons
     ``polygons[starts[t]:starts[t + 1]]``, in ascending order (so later polygons still win).
     """
-    cells_P_4 = np.empty(bbox_P_4.shape, np.int64)
-    cells_P_4[:, :2] = np.floor(bbox_P_4[:, :2] / downsample) // tile_size
-    cells_P_4[:, 2:] = np.ceil(bbox_P_4[:, 2:] / downsample) // tile_size
-    cells_P_4[:, [0, 2]] = np.clip(cells_P_4[:, [0, 2]], 0, tiles_x - 1)
-    cells_P_4[:, [1, 3]] = np.clip(cells_P_4[:, [1, 3]], 0, tiles_y - 1)
-    span_x = cells_P_4[:, 2] - cells_P_4[:, 0] + 1
-    span_y = cells_P_4[:, 3] - cells_P_4[:, 1] + 1
-    per_polygon = span_x * span_y
-    polygons = np.repeat(np.arange(bbox_P_4.shape[0]), per_polygon)
-    # k-th tile of polygon p: row offset k // span_x, column offset k % span_x.
-    k = np.arange(polygons.size) - np.repeat(np.cumsum(per_polygon) - per_polygon, per_polygon)
-    tile = (cells_P_4[polygons, 1] + k // span_x[polygons]) * tiles_x + cells_P_4[polygons, 0] + k % span_x[polygons]
-    order = np.lexsort((polygons, tile))
-    starts = np.searchsorted(tile[order], np.arange(tiles_x * tiles_y + 1))
+    def cells(column: int, rounding, tiles: int) -> np.ndarray:
+        """(P,) int32 tile row or column of one bbox column: 4 bytes a polygon, not a (P, 4) int64."""
+        return np.clip(rounding(bbox_P_4[:, column] / downsample) // tile_size, 0, tiles - 1).astype(np.int32)
+
+    x0, y0 = cells(0, np.floor, tiles_x), cells(1, np.floor, tiles_y)
+    span_x = cells(2, np.ceil, tiles_x) - x0 + 1
+    per_polygon = (cells(3, np.ceil, tiles_y) - y0 + 1) * span_x
+    # Each polygon's first tile, repeated once for each tile it spans (ascending polygon).
+    tile = np.repeat(y0 * tiles_x + x0, per_polygon)
+    del x0, y0
+    several = np.flatnonzero(per_polygon > 1)
+    if several.size:
+        # k-th tile of polygon p: row offset k // span_x, column offset k % span_x; only polygons
+        # that span several tiles need it.
+        spans = per_polygon[several].astype(np.int64)
+        first_entry = (np.cumsum(per_polygon, dtype=np.int64) - per_polygon)[several]
+        k = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
+        width = np.repeat(span_x[several], spans)
+        tile[np.repeat(first_entry, spans) + k] += (k // width * tiles_x + k % width).astype(np.int32)
+        del spans, first_entry, k, width
+    polygons = np.repeat(np.arange(bbox_P_4.shape[0], dtype=np.int32), per_polygon)
+    order = np.argsort(tile, kind="stable")  # stable: ascending polygons within a tile
+    starts = np.zeros(tiles_x * tiles_y + 1, np.int64)
+    np.cumsum(np.bincount(tile, minlength=tiles_x * tiles_y), out=starts[1:])
     return starts, polygons[order]
 
 
-@njit(cache=True, nogil=True)
 def _fill(ids_H_W, top, left, downsample, xy, ring_end, polygon_ring_end, bbox, polygons, values):  # pragma: no cover
     height, width = ids_H_W.shape
     crossings = np.empty(64, np.float64)

@@ -18,7 +18,7 @@ import numpy as np
 
 from slidelabel.errors import ParameterError
 from slidelabel.pipelines.importers.geojson import read_geojson
-from slidelabel.pipelines.importers.polygons import fill_polygons, self_crossing, tile_buckets
+from slidelabel.pipelines.importers.polygons import PolygonSet, fill_polygons, self_crossing, tile_buckets
 from slidelabel.pipelines.slide_files import SlideLimits
 from slidelabel.pipelines.superpixel_stats import SuperpixelStatistics, SuperpixelSummary
 from slidelabel.pipelines.superpixels import Block, Tile, core_tiles
@@ -30,6 +30,15 @@ MAX_SEGMENTS = (1 << 24) - 1
 #: A file where more than this share of the polygons lies wholly outside the slide is refused:
 #: its coordinates are most likely in another level's pixels or belong to another slide.
 MAX_OUTSIDE_SHARE = 0.1
+#: The most vertices a GeoJSON file may hold, counted as it is read: 16 bytes each in memory
+#: (1 GiB), 30 each for two million traced cells.
+MAX_VERTICES = 1 << 26
+#: Drawing a polygon visits each pixel of its bounding box (clipped to the slide) and, on each of
+#: its rows, each of its edges. The polygons of a file may cost that many times the label map's
+#: pixels (cells barely overlap; region annotations are a few layers deep) or :data:`MIN_DRAW_WORK`
+#: on a small slide: 2,000 squares each covering a slide were each drawn over it all (13.2 Gpx).
+MAX_DRAW_LAYERS = 16
+MIN_DRAW_WORK = 1 << 30
 
 #: Gives the bool (h, w) tissue pixels of a working-level tile.
 TissueFunction = Callable[[Tile], np.ndarray]
@@ -136,6 +145,45 @@ def _describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in counts.items() if n)
 
 
+def _check_draw_work(path: Path, polygons: PolygonSet, drawn: np.ndarray, height: int, width: int,
+                     downsample: float) -> None:
+    """Refuse, before any pixel is drawn, polygons whose drawing would cost more than
+    :data:`MAX_DRAW_LAYERS` times the label map's ``height`` x ``width`` pixels (rows and columns
+    as :func:`~.polygons.fill_polygons` draws them)."""
+    area = edge_work = 0.0
+    vertices = 0
+    for start in range(0, drawn.size, 1 << 20):  # a million polygons at a time: temporaries stay small
+        which = drawn[start : start + (1 << 20)]
+        bbox = polygons.bbox_P_4[which]
+        rows = (np.clip(np.ceil(bbox[:, 3] / downsample - 0.5), 0, height)
+                - np.clip(np.ceil(bbox[:, 1] / downsample - 0.5), 0, height)).clip(0)
+        columns = (np.clip(np.ceil(bbox[:, 2] / downsample - 0.5), 0, width)
+                   - np.clip(np.ceil(bbox[:, 0] / downsample - 0.5), 0, width)).clip(0)
+        last_ring = polygons.polygon_ring_end_P[which] - 1
+        first_ring = np.where(which > 0, polygons.polygon_ring_end_P[which - 1], 0) - 1
+        first_vertex = np.where(first_ring >= 0, polygons.ring_end_R[first_ring], 0)
+        polygon_vertices = (polygons.ring_end_R[last_ring] - first_vertex).astype(np.float64)
+        area += float(rows @ columns)
+        edge_work += float(rows @ polygon_vertices)
+        vertices += int(polygon_vertices.sum())
+    pixels = float(height) * width
+    budget = max(MAX_DRAW_LAYERS * pixels, MIN_DRAW_WORK)
+    if area + edge_work <= budget:
+        return
+    fix = (f"merge or drop overlapping polygons, or import at a larger --downsample (downsample {downsample:g} "
+           f"draws {height:,} x {width:,} px)")
+    if edge_work > area:
+        raise ParameterError(
+            f"{path}: drawing these polygons would test {edge_work:,.0f} edges row by row ({vertices:,} "
+            f"vertices across their rows), more than the {budget:,.0f} allowed ({MAX_DRAW_LAYERS} times the label "
+            f"map's {pixels:,.0f} pixels, at least {MIN_DRAW_WORK:,}); simplify the outlines (e.g. shapely's "
+            f"simplify(0.5)), or {fix}")
+    raise ParameterError(
+        f"{path}: the bounding boxes of its {drawn.size:,} polygons cover {area:,.0f} pixels, {area / pixels:,.1f} "
+        f"layers of the label map's {pixels:,.0f}; at most {budget / pixels:,.0f} are drawn here (cells barely overlap, "
+        f"region annotations are a few layers deep): {fix}")
+
+
 class GeoJsonSource:
     """Polygons of a GeoJSON file, rasterised at ``options.downsample`` (default 1: level 0)."""
 
@@ -144,11 +192,8 @@ class GeoJsonSource:
     def __init__(self, path: Path, geometry: SlideGeometry, options: ImportOptions) -> None:
         self.path = Path(path)
         self.downsample = check_downsample(options.downsample or 1.0, self.path)
-        read = read_geojson(self.path)
+        read = read_geojson(self.path, max_polygons=MAX_SEGMENTS, max_vertices=MAX_VERTICES)
         polygons = read.polygons
-        if polygons.size > MAX_SEGMENTS:
-            raise ParameterError(f"{self.path} holds {polygons.size:,} polygons; a slide holds at most "
-                                 f"{MAX_SEGMENTS:,} segments (24-bit ids)")
         self.counts = dict(read.skipped)
         if not polygons.size:
             raise ParameterError(f"{self.path}: no usable polygon ({_describe(self.counts) or 'no Features'}); "
@@ -174,9 +219,10 @@ class GeoJsonSource:
         self.polygons, self.n_raw = polygons, polygons.size
         self._read = read
         height, width = working_size(geometry, self.downsample)
+        drawn = np.flatnonzero(inside)
+        _check_draw_work(self.path, polygons, drawn, height, width, self.downsample)
         tile_size = self.tile_size
         self._tiles_x = math.ceil(width / tile_size)
-        drawn = np.flatnonzero(inside)
         starts, order = tile_buckets(bbox[drawn], downsample=self.downsample, tile_size=tile_size,
                                      tiles_x=self._tiles_x, tiles_y=math.ceil(height / tile_size))
         self._starts, self._drawn = starts, drawn[order]
