@@ -22,7 +22,7 @@ import tifffile
 
 from slidelabel.pipelines.slide_readers import open_reader
 from slidelabel.server.response_cache import ResponseCache
-from slidelabel.services import tiles
+from slidelabel.services import gallery, tiles
 from slidelabel.store.layout import ProjectFiles
 
 API = "/api/v1"
@@ -148,8 +148,10 @@ def test_low_zoom_tiles_wait_for_a_turn_and_cheap_ones_do_not(client, admin_head
         assert client.get(f"{slide_url}/tiles/1/0/0.jpg", headers=revalidate).status_code == 304
 
 
-def test_a_gallery_link_s_renders_take_the_link_s_turns(app, client, admin_headers, project, slide_row,
-                                                        cmu_superpixels, monkeypatch):
+def test_gallery_links_renders_take_the_turns_all_links_hold_together(app, client, admin_headers, project,
+                                                                       slide_row, cmu_superpixels, monkeypatch):
+    """Twenty-first attack: each link held two render turns of its own, so loops on two links took
+    all four of the process's and a viewer's thumbnail got 503 after 30 s."""
     shutil.copytree(cmu_superpixels, ProjectFiles(app.state.settings.data_dir, project["id"]).superpixels(slide_row))
     response = client.post(f"{API}/projects/{project['id']}/gallery", headers=admin_headers, json={})
     assert response.status_code == 201, response.text
@@ -158,7 +160,7 @@ def test_a_gallery_link_s_renders_take_the_link_s_turns(app, client, admin_heade
     kept = client.get(f"{base}/tiles/4/1/1.jpg")
     assert kept.status_code == 200
     monkeypatch.setattr(tiles, "RENDER_WAIT_S", 0.3)
-    with turns_taken(("gallery", link["id"])):
+    with turns_taken(gallery.GALLERIES):
         for url in ("tiles/4/0/0.jpg", "thumbnail.jpg", "superpixel-tiles/3/0/0.png"):
             assert client.get(f"{base}/{url}").status_code == 503, url
         assert client.get(f"{base}/tiles/4/1/1.jpg").content == kept.content  # kept: no turn

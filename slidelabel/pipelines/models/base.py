@@ -356,6 +356,7 @@ def load_model(path: str | Path) -> TrainedModel:
 
     with _open_archive(path) as archive:
         header = _header(archive, path)
+        _check_members(archive, path)
         try:
             arrays = {
                 info.filename.removesuffix(".npy"): _read_npy(archive, info, path)
@@ -406,6 +407,20 @@ def _stored(info: zipfile.ZipInfo, path: str | Path) -> None:
                              "use the model file as slidelabel wrote it (export it again)")
 
 
+#: Members a model file may have: its header and a few dozen arrays.
+_MAX_MEMBERS = 1000
+
+
+def _check_members(archive: zipfile.ZipFile, path: str | Path) -> None:
+    """:class:`ModelFileError` for a file of more members than a model has, or one listing a name
+    twice: the directory of a 21 MB file named one 20 MB member 5,000 times, and each was read
+    (66 s; 100,000 under 30 MB would take 20 minutes, the twenty-first attack)."""
+    names = archive.namelist()
+    if len(names) > _MAX_MEMBERS or len(set(names)) != len(names):
+        raise ModelFileError(f"{path}: not a slidelabel model file ({len(names):,} members, "
+                             f"{len(names) - len(set(names)):,} of them named twice)")
+
+
 #: Readers of a .npy header by format version.
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -417,7 +432,8 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | Path)
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version not in _NPY_HEADERS:
-            raise ModelFileError(f"{path}: {info.filename} is a .npy file of version {version}, which slidelabel does not read")
+            raise ModelFileError(f"{path}: {info.filename} is a .npy file of version {version}, which slidelabel "
+                                 "does not read")
         shape, _, dtype = _NPY_HEADERS[version](member)
         data_bytes = info.file_size - member.tell()
     if dtype.hasobject:  # never unpickled: it could run code

@@ -162,3 +162,17 @@ def test_a_member_declaring_more_than_it_holds_is_refused_before_it_is_read(save
     _rewrite(saved["linear"], stored, replace={"feature_mean.npy": bomb})
     with pytest.raises(ModelFileError, match=r"declares \(25000, 20000\) float64 \(4,000,000,000 bytes\) in 1,048,576"):
         load_model(stored)
+
+
+def test_a_member_listed_many_times_is_refused_before_any_is_read(saved, tmp_path):
+    """Twenty-first attack: a zip directory naming one stored 20 MB member 5,000 times made a
+    21 MB file that took 66 s to load, each entry read again."""
+    listed = tmp_path / "listed.slmodel"
+    with zipfile.ZipFile(saved["linear"]) as old, zipfile.ZipFile(listed, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, old.read(name))
+        for _ in range(3):
+            with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile's, writing the attack
+                new.writestr("feature_mean.npy", old.read("feature_mean.npy"))
+    with pytest.raises(ModelFileError, match="3 of them named twice"):
+        load_model(listed)
