@@ -419,6 +419,13 @@ def _check_members(archive: zipfile.ZipFile, path: str | Path) -> None:
     if len(names) > _MAX_MEMBERS or len(set(names)) != len(names):
         raise ModelFileError(f"{path}: not a slidelabel model file ({len(names):,} members, "
                              f"{len(names) - len(set(names)):,} of them named twice)")
+    # Members whose data overlap (each local header nested in the one before, so that 120 names
+    # read one 20 MB array each: 2.8 GB from a 21 MB file, the twenty-second attack) hold more
+    # bytes together than the file has.
+    stored, size = sum(info.compress_size for info in archive.infolist()), Path(path).stat().st_size
+    if stored > size:
+        raise ModelFileError(f"{path}: not a slidelabel model file (its members hold {stored:,} bytes together, "
+                             f"more than its {size:,}: they overlap)")
 
 
 #: Readers of a .npy header by format version.

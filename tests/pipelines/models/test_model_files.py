@@ -176,3 +176,38 @@ def test_a_member_listed_many_times_is_refused_before_any_is_read(saved, tmp_pat
                 new.writestr("feature_mean.npy", old.read("feature_mean.npy"))
     with pytest.raises(ModelFileError, match="3 of them named twice"):
         load_model(listed)
+
+
+def test_members_whose_data_overlap_are_refused_before_any_is_read(saved, tmp_path):
+    """Twenty-second attack: member names each with a local header nested in the one before, so
+    that all their data start at one stored array: 120 names read a 20 MB array 120 times (2.8 GB
+    from a 21 MB file)."""
+    import struct
+    import zlib
+
+    with zipfile.ZipFile(saved["linear"]) as model:
+        header, array = model.read("header.json"), model.read("feature_mean.npy")
+    names = [f"copy{i}.npy".encode() for i in range(5)]
+
+    def local(name: bytes, data: bytes, extra: int) -> bytes:
+        return struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data),
+                           len(name), extra) + name
+
+    def central(name: bytes, data: bytes, offset: int) -> bytes:
+        return struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data),
+                           len(name), 0, 0, 0, 0, 0, offset) + name
+
+    body = local(b"header.json", header, 0) + header
+    directory = central(b"header.json", header, 0)
+    data_at = len(body) + sum(30 + len(name) for name in names)
+    for name in names:  # each header's extra field runs over the next ones, to the one array
+        directory += central(name, array, len(body))
+        body += local(name, array, data_at - (len(body) + 30 + len(name)))
+    body += array
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(names) + 1, len(names) + 1, len(directory), len(body), 0)
+    path = tmp_path / "overlapping.slmodel"
+    path.write_bytes(body + directory + end)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("copy4.npy") == array  # zipfile reads every one of them
+    with pytest.raises(ModelFileError, match="they overlap"):
+        load_model(path)
