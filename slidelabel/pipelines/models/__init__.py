@@ -30,14 +30,11 @@ from slidelabel.pipelines.models.base import (
     Category,
     Classifier,
     ClassifierState,
-    ModelFileError,
     TrainedModel,
     cross_validate,
-    load_model,
     out_of_fold,
-    read_header,
-    save_model,
 )
+from slidelabel.pipelines.models.model_files import ModelFileError, load_model, read_header, save_model
 from slidelabel.registry import Registry
 
 __all__ = [
