@@ -1,6 +1,6 @@
 """Labels and predictions as large_image annotations on the slide's Girder item.
 
-The annotation JSON is slidelabel's own DSA export (:func:`slidelabel.services.exports.annotation`);
+The annotation JSON is slidelabel's own DSA export (:func:`slidelabel.services.dsa_annotation.annotation`);
 this module adds what only Girder has: the item of the superpixel image that the ``pixelmap``
 element colours (ids RGB-encoded as ``R + 256 G + 65536 B`` at the working level, the element's
 ``transform`` scales it to level 0), made once per slide next to the slide item, and the
@@ -26,7 +26,8 @@ from girder_slidelabel.links import SUPERPIXELS_OF
 from girder_slidelabel.users import member
 from slidelabel.errors import NotFoundError
 from slidelabel.services.access import Action, check_access
-from slidelabel.services.exports import Elements, Source, annotation, slide_classes
+from slidelabel.services.dsa_annotation import Elements, annotation
+from slidelabel.services.slide_classes import Source, slide_classes
 from slidelabel.services.tiles import label_map, pack_ids
 from slidelabel.store.database import Database
 from slidelabel.store.layout import ProjectFiles

@@ -35,7 +35,8 @@ from girder_slidelabel.users import member, slidelabel_user
 from slidelabel.errors import SlidelabelError
 from slidelabel.server.errors import status_of
 from slidelabel.server.schemas.projects import ProjectCreate
-from slidelabel.services.exports import Elements, Source
+from slidelabel.services.dsa_annotation import Elements
+from slidelabel.services.slide_classes import Source
 from slidelabel.settings import Settings
 from slidelabel.store.database import Database
 

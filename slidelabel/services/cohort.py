@@ -34,9 +34,11 @@ from slidelabel.pipelines.models import TrainedModel, load_model
 from slidelabel.pipelines.normalisation import get_normalisation
 from slidelabel.pipelines.superpixels import ProgressFunction
 from slidelabel.services.batch import BatchReport, Failure, run_each
-from slidelabel.services.exports import SlideClasses, Source, annotation, geojson, write_slide_mask
+from slidelabel.services.dsa_annotation import annotation
+from slidelabel.services.exports import geojson, write_slide_mask
 from slidelabel.services.learning_loop import FileFeatures, predict_pool
 from slidelabel.services.projects import PALETTE
+from slidelabel.services.slide_classes import SlideClasses, Source
 from slidelabel.services.superpixels import SlideResult, SuperpixelOptions, compute_slide_superpixels, finished_manifest
 from slidelabel.store import models as store
 from slidelabel.store.atomic import atomic_path, write_json_atomic

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, ParameterError, PermissionDeniedError
 from slidelabel.services.access import ALLOWED, Action
-from slidelabel.services.exports import superpixel_folder
 from slidelabel.services.labels import set_labels
 from slidelabel.services.names import shown_input
 from slidelabel.services.projects import add_category, check_category_name, room_for_categories
 from slidelabel.services.shape_centroids import Shape, assign_shapes
+from slidelabel.services.slide_classes import superpixel_folder
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Project, Role, Slide, User
 from slidelabel.store.superpixel_files import TABLE_FILE

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import NotFoundError
 from slidelabel.services.epochs import get_epoch
-from slidelabel.services.exports import superpixel_folder
 from slidelabel.services.projects import merged_categories
+from slidelabel.services.slide_classes import superpixel_folder
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Category, Project, Slide
 from slidelabel.store.predictions import SlidePredictions, read_predictions

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidelabel.services import exports, polygons
+from slidelabel.errors import ParameterError
+from slidelabel.services import dsa_annotation, exports, polygons, slide_classes
 from slidelabel.services.superpixels import (
     SuperpixelOptions,
     SuperpixelSize,
@@ -121,7 +122,7 @@ def test_a_project_zip_of_a_shape_per_superpixel_holds_a_batch_not_the_documents
     out = tmp_path / "geojson.zip"
     with app.state.database.session() as session, peak_bytes() as peak:
         exports.write_archive(session, files, session.get(Project, project["id"]), out,
-                              exports.ArchiveFormat.geojson, exports.Source.predictions, dissolve=False)
+                              exports.ArchiveFormat.geojson, slide_classes.Source.predictions, dissolve=False)
     with zipfile.ZipFile(out) as archive:
         size = next(info.file_size for info in archive.infolist() if info.filename.endswith(".geojson"))
         assert json.loads(archive.read("slidelabel.json"))["skipped"] == {}
@@ -129,14 +130,14 @@ def test_a_project_zip_of_a_shape_per_superpixel_holds_a_batch_not_the_documents
     assert peak[0] < bound(many_superpixels[1], size)
 
 
-def _classes(folder: Path, downsample: float | None = None, certainty: bool = True) -> exports.SlideClasses:
+def _classes(folder: Path, downsample: float | None = None, certainty: bool = True) -> slide_classes.SlideClasses:
     """Two thirds of the superpixels of ``folder`` in random categories (one unknown id, left out)."""
     ids = read_table(folder / TABLE_FILE).ids.astype(np.int64)
     rng = np.random.default_rng(1)
     chosen_M = rng.permutation(ids)[: ids.size * 2 // 3]
     working = read_manifest(folder / MANIFEST_FILE)["working"]
     slide = Slide(id=1, project_id=1, name="CMU.svs", superpixels=int(ids.size))
-    return exports.SlideClasses(slide, exports.Source.predictions if certainty else exports.Source.labels, 2 if certainty else None,
+    return slide_classes.SlideClasses(slide, slide_classes.Source.predictions if certainty else slide_classes.Source.labels, 2 if certainty else None,
                                 chosen_M, rng.integers(10, 14, chosen_M.size),
                                 rng.uniform(0.3, 1, chosen_M.size) if certainty else None, folder,
                                 downsample or float(working["downsample"]), working.get("mpp"))
@@ -160,17 +161,17 @@ def test_the_written_exports_are_the_documents_json_byte_for_byte(cmu_superpixel
     known = int((classes.category_ids_M < 13).sum())  # 13 is no category: left out
     assert len(document["features"]) == (3 if dissolve else known) and known > 100
     assert (tmp_path / "a.geojson").read_text() == json.dumps(document, separators=(",", ":"))
-    for elements in exports.Elements:
+    for elements in dsa_annotation.Elements:
         for girder_id in (None, "0123456789abcdef01234567"):
-            exports.write_annotation(tmp_path / "a.json", classes, legend, dissolve=dissolve, elements=elements,
+            dsa_annotation.write_annotation(tmp_path / "a.json", classes, legend, dissolve=dissolve, elements=elements,
                                      girder_id=girder_id)
-            document = exports.annotation(classes, legend, dissolve=dissolve, elements=elements, girder_id=girder_id)
+            document = dsa_annotation.annotation(classes, legend, dissolve=dissolve, elements=elements, girder_id=girder_id)
             assert (tmp_path / "a.json").read_text() == json.dumps(document, separators=(",", ":"))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.geojson", "a.json"]  # no temporary left
 
 
 def test_a_bad_girder_id_leaves_no_file(cmu_superpixels, legend, tmp_path):
-    with pytest.raises(exports.ParameterError, match="girder_id"):
-        exports.write_annotation(tmp_path / "a.json", _classes(cmu_superpixels), legend, elements=exports.Elements.both,
+    with pytest.raises(ParameterError, match="girder_id"):
+        dsa_annotation.write_annotation(tmp_path / "a.json", _classes(cmu_superpixels), legend, elements=dsa_annotation.Elements.both,
                                  girder_id="x")
     assert list(tmp_path.iterdir()) == []

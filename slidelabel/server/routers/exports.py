@@ -29,9 +29,11 @@ from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.exports import ImportReport
 from slidelabel.services import exports as service
 from slidelabel.services import prediction_csv
-from slidelabel.services.exports import ArchiveFormat, Elements, Source
+from slidelabel.services.dsa_annotation import Elements, write_annotation
+from slidelabel.services.exports import ArchiveFormat
 from slidelabel.services.imports import apply_label_import, plan_label_import
 from slidelabel.services.labels import locked_slide
+from slidelabel.services.slide_classes import SlideClasses, Source, slide_classes
 from slidelabel.services.slides import get_slide, slides_of
 from slidelabel.store.export_folders import new_export_folder
 from slidelabel.store.layout import ProjectFiles
@@ -107,7 +109,7 @@ def export_annotation(slide_id: int, access: Viewer, _turn: ExportTurn, session:
     """A Digital Slide Archive (large_image) annotation JSON, level-0 pixels."""
     classes = _classes(session, settings.data_dir, access.project, slide_id, source, epoch)
     return _temporary_file(settings.data_dir, f"{service.file_stem(classes.slide)}-{source}.annotation.json", "application/json",
-                           lambda path: service.write_annotation(path, classes, access.project, dissolve=dissolve,
+                           lambda path: write_annotation(path, classes, access.project, dissolve=dissolve,
                                                                  elements=elements, girder_id=girder_id))
 
 
@@ -171,13 +173,13 @@ def import_annotations(slide_id: int, access: Annotator, _turn: ExportTurn, read
 
 
 def _classes(session: Session, data_dir: Path, project: Project, slide_id: int, source: Source,
-             epoch: int | None) -> service.SlideClasses:
+             epoch: int | None) -> SlideClasses:
     """What the slide's superpixels are, read in a read transaction that ends here, with the
     project's categories: the document is built after it (seconds on a large slide), and a read
     transaction held meanwhile keeps SQLite's write-ahead log from starting over (1.4 GB after 45 s
     of a writer beside a viewer exporting in a loop)."""
     slide = get_slide(session, project.id, slide_id)
-    classes = service.slide_classes(session, ProjectFiles(data_dir, project.id), slide, source, epoch)
+    classes = slide_classes(session, ProjectFiles(data_dir, project.id), slide, source, epoch)
     _ = project.categories  # loaded now, not lazily in a read transaction of its own while building
     release_connection(session)
     return classes
