@@ -31,7 +31,7 @@ from slidelabel.errors import ParameterError, SlideUnreadableError
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.pipelines.sam import ImageEmbedding, SamPredictor, load_sam, mask_outline, sam_folder
 from slidelabel.pipelines.slide_readers import READ_ERRORS
-from slidelabel.services import shapes
+from slidelabel.services import region_growing, shapes
 from slidelabel.services.slide_paths import slide_file
 from slidelabel.services.tiles import TileGrid, label_map, slide_source, superpixel_table
 from slidelabel.services.turns import Turns
@@ -221,7 +221,7 @@ def suggest(session: Session, settings: Settings, project: Project, slide: Slide
             y_level0: float, region_level0: tuple[float, float, float, float], downsample: float) -> Suggestions:
     """The smart tool's three scales at ``(x_level0, y_level0)``: SAM's masks over the region's
     embedding (computed first if not cached), or the classical regions grown from the superpixel
-    there (:func:`slidelabel.services.shapes.grow_at_scales`) without SAM weights. Coverage is
+    there (:func:`slidelabel.services.region_growing.grow_at_scales`) without SAM weights. Coverage is
     counted at the label-map level shown at ``downsample`` level-0 px per screen pixel."""
     folder = ProjectFiles(settings.data_dir, slide.project_id).superpixels(slide.id)
     labels = label_map(folder)
@@ -230,7 +230,7 @@ def suggest(session: Session, settings: Settings, project: Project, slide: Slide
         seed = int(labels.sample(np.array([x_level0]), np.array([y_level0]), 0)[0, 0])
         if seed == 0:
             return Suggestions("classical", [], why)
-        grown = shapes.grow_at_scales(session, settings.data_dir, project, slide, seed=seed)
+        grown = region_growing.grow_at_scales(session, settings.data_dir, project, slide, seed=seed)
         return Suggestions("classical", [Suggestion(np.sort(g.superpixels), np.zeros((0, 2)), None) for g in grown],
                            why)
     embedding, _ = _embedded(predictor, slide, region_level0)

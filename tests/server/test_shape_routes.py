@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slidelabel.services import shapes, smart
+from slidelabel.services import region_growing, shapes, smart
 from slidelabel.services.tiles import label_map, superpixel_table
 from slidelabel.store.layout import ProjectFiles
 from slidelabel.store.models import Epoch, Role
@@ -78,8 +78,8 @@ def test_grow_follows_confident_predictions_of_the_seed_s_category(app, client, 
     scales = client.get(f"{slide_url}/shapes/scales", headers=viewer, params={"superpixel": seed})
     assert scales.status_code == 200, scales.text
     regions = [set(region["superpixels"]) for region in scales.json()]
-    assert len(regions) == len(shapes.SCALES) and regions[0] <= regions[1] <= regions[2] and len(regions[2]) > 1
-    for region, (threshold, steps) in zip(regions, shapes.SCALES):
+    assert len(regions) == len(region_growing.SCALES) and regions[0] <= regions[1] <= regions[2] and len(regions[2]) > 1
+    for region, (threshold, steps) in zip(regions, region_growing.SCALES):
         assert region == set(client.get(f"{slide_url}/shapes/grow", headers=viewer, params={
             "superpixel": seed, "threshold": threshold, "steps": steps}).json()["superpixels"])
 

@@ -6,7 +6,7 @@ it with several N x D float temporaries per request, nothing shared and nothing 
 requests: 409,520 superpixels x 274 features took +2.5 GB per request, three in parallel +7.5 GB.
 Now the column statistics come from the array (stored by its writer, or read once per version),
 the distances to the seed are measured a chunk of rows at a time, a few seeds' distances are kept,
-and at most ``shapes.MEASURERS`` measures run at once (a request that waits too long is busy, 503).
+and at most ``region_growing.MEASURERS`` measures run at once (a request that waits too long is busy, 503).
 The regions are those of the former implementation (kept here as the reference) on real features.
 
 F10: without SAM weights the smart tool's note showed every member the server's home and cache
@@ -29,7 +29,7 @@ import zarr
 
 from slidelabel.errors import BusyError, NotFoundError
 from slidelabel.pipelines.features.extract import FORMAT, extract_slide_features, read_features
-from slidelabel.services import shapes
+from slidelabel.services import region_growing
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize, compute_slide_superpixels
 from slidelabel.store.feature_files import chunk_rows, store_statistics
 from slidelabel.store.layout import ProjectFiles
@@ -37,7 +37,7 @@ from slidelabel.store.models import Role
 
 
 def former_feature_distances(feats_N_D: np.ndarray, seed: int) -> np.ndarray:
-    """services.shapes.feature_distances before the sixth attack: the reference of the results."""
+    """services.region_growing.feature_distances before the sixth attack: the reference of the results."""
     finite_N = np.isfinite(feats_N_D).all(axis=1)
     rows_M_D = feats_N_D[finite_N]
     scale_D = rows_M_D.std(axis=0)
@@ -61,26 +61,26 @@ def no_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     def none_yet(*args, **kwargs):
         raise NotFoundError("no epoch yet")
 
-    monkeypatch.setattr(shapes, "slide_predictions", none_yet)
+    monkeypatch.setattr(region_growing, "slide_predictions", none_yet)
 
 
 PROJECT, SLIDE = SimpleNamespace(id=1, extractor="tissue"), SimpleNamespace(id=1)
 #: The smart tool's scales and grow's default and extremes.
-SCALES = (*shapes.SCALES, (0.8, 50), (0.0, 1000), (0.99, 1000))
+SCALES = (*region_growing.SCALES, (0.8, 50), (0.0, 1000), (0.99, 1000))
 
 
 def test_regions_grown_by_features_are_the_former_ones_on_real_features(cmu_tissue, no_epoch):
     files = ProjectFiles(cmu_tissue, 1)
     feats_N_D = read_features(files.features(1, "tissue"))
-    adjacency = shapes.slide_adjacency(files.superpixels(1))
+    adjacency = region_growing.slide_adjacency(files.superpixels(1))
     finite = np.flatnonzero(np.isfinite(feats_N_D).all(axis=1)) + 1
     assert finite.size > 2000 and feats_N_D.shape[1] == 274
     for seed in finite[np.linspace(0, finite.size - 1, 12).astype(int)]:
         former_N = former_feature_distances(feats_N_D, int(seed))
-        assert np.allclose(shapes.feature_distances(feats_N_D, int(seed)), former_N, rtol=1e-5, atol=1e-5)
-        grown = shapes.grow_at_scales(None, cmu_tissue, PROJECT, SLIDE, seed=int(seed), scales=SCALES)
+        assert np.allclose(region_growing.feature_distances(feats_N_D, int(seed)), former_N, rtol=1e-5, atol=1e-5)
+        grown = region_growing.grow_at_scales(None, cmu_tissue, PROJECT, SLIDE, seed=int(seed), scales=SCALES)
         for found, (threshold, steps) in zip(grown, SCALES):
-            ids, reached = shapes.grow(adjacency, int(seed), shapes.similar_by_features(former_N, 1 - threshold),
+            ids, reached = region_growing.grow(adjacency, int(seed), region_growing.similar_by_features(former_N, 1 - threshold),
                                        max_steps=steps)
             assert found.basis == "features"
             assert np.array_equal(found.superpixels, ids) and np.array_equal(found.steps, reached)
@@ -107,8 +107,8 @@ def _chain(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     """Superpixels in a row (i's neighbours are i - 1 and i + 1) as the slide's adjacency."""
     neighbours = [[n_ for n_ in (i - 1, i + 1) if 1 <= n_ <= n] for i in range(1, n + 1)]
     indptr = np.cumsum([0, 0, *map(len, neighbours)]).astype(np.int64)
-    adjacency = shapes.Adjacency(indptr, np.concatenate(neighbours).astype(np.int32))
-    monkeypatch.setattr(shapes, "slide_adjacency", lambda folder: adjacency)
+    adjacency = region_growing.Adjacency(indptr, np.concatenate(neighbours).astype(np.int32))
+    monkeypatch.setattr(region_growing, "slide_adjacency", lambda folder: adjacency)
 
 
 def test_one_scales_request_holds_memory_in_proportion_to_superpixels_not_features(tmp_path, monkeypatch, no_epoch):
@@ -119,7 +119,7 @@ def test_one_scales_request_holds_memory_in_proportion_to_superpixels_not_featur
     tracemalloc.start()
     try:
         start = time.perf_counter()
-        grown = shapes.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=5000)
+        grown = region_growing.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=5000)
         seconds = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -135,7 +135,7 @@ def test_a_seed_s_distances_are_measured_once_and_parallel_measures_are_bounded(
     n = 3000
     _synthetic(tmp_path, n, 16)
     _chain(monkeypatch, n)
-    measure, running, most, calls = shapes.feature_distances, [0], [0], []
+    measure, running, most, calls = region_growing.feature_distances, [0], [0], []
     lock = threading.Lock()
 
     def counted(*args, **kwargs):
@@ -150,28 +150,28 @@ def test_a_seed_s_distances_are_measured_once_and_parallel_measures_are_bounded(
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(shapes, "feature_distances", counted)
+    monkeypatch.setattr(region_growing, "feature_distances", counted)
     seeds = [10, 20, 30, 40, 50, 60]
     with ThreadPoolExecutor(len(seeds)) as pool:
-        list(pool.map(lambda seed: shapes.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=seed), seeds))
-    assert sorted(calls) == seeds and most[0] <= shapes.MEASURERS
-    shapes.grow_to_similar(None, tmp_path, PROJECT, SLIDE, seed=60, threshold=0.5, max_steps=10)
+        list(pool.map(lambda seed: region_growing.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=seed), seeds))
+    assert sorted(calls) == seeds and most[0] <= region_growing.MEASURERS
+    region_growing.grow_to_similar(None, tmp_path, PROJECT, SLIDE, seed=60, threshold=0.5, max_steps=10)
     assert sorted(calls) == seeds  # the hover's seed again: its distances are kept
 
 
 def test_a_measure_that_waits_too_long_for_its_turn_is_busy(tmp_path, monkeypatch, no_epoch):
     _synthetic(tmp_path, 500, 8)
     _chain(monkeypatch, 500)
-    monkeypatch.setattr(shapes, "MEASURE_WAIT_S", 0.05)
-    held = [shapes._MEASURERS.take_now() for _ in range(shapes.MEASURERS)]
+    monkeypatch.setattr(region_growing, "MEASURE_WAIT_S", 0.05)
+    held = [region_growing._MEASURERS.take_now() for _ in range(region_growing.MEASURERS)]
     try:
         assert all(held)
         with pytest.raises(BusyError, match="busy"):
-            shapes.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=123)
+            region_growing.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=123)
     finally:
         for _ in held:
-            shapes._MEASURERS.give_back()
-    assert len(shapes.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=123)) == 3
+            region_growing._MEASURERS.give_back()
+    assert len(region_growing.grow_at_scales(None, tmp_path, PROJECT, SLIDE, seed=123)) == 3
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 from slidelabel.errors import ParameterError
-from slidelabel.services import shapes
+from slidelabel.services import region_growing, shapes
 from slidelabel.services.polygons import array_polygons
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize, compute_slide_superpixels
 from slidelabel.services.tiles import label_map, superpixel_table
@@ -115,7 +115,7 @@ def brute_force_pairs(labels_H_W: np.ndarray) -> set[tuple[int, int]]:
 def test_adjacency_tile_by_tile_is_the_whole_map_s(cmu_superpixels):
     labels = label_map(cmu_superpixels)
     count = superpixel_table(cmu_superpixels).ids.size
-    adjacency = shapes.adjacency_of(labels, count, tile_px=100)  # many tile borders
+    adjacency = region_growing.adjacency_of(labels, count, tile_px=100)  # many tile borders
     found = {(i, int(j)) for i in range(1, count + 1) for j in adjacency.neighbours(i) if i < j}
     assert found == brute_force_pairs(read_labels(cmu_superpixels / LABELS_FILE))
     symmetric = {(int(j), i) for i in range(1, count + 1) for j in adjacency.neighbours(i)}
@@ -127,10 +127,10 @@ def test_slide_adjacency_is_kept_beside_the_label_map(cmu_superpixels, tmp_path)
     folder.mkdir()
     for path in cmu_superpixels.iterdir():
         (folder / path.name).write_bytes(path.read_bytes())
-    first = shapes.slide_adjacency(folder)
-    assert (folder / shapes.ADJACENCY_FILE).is_file()
-    shapes._cached_adjacency.cache_clear()
-    again = shapes.slide_adjacency(folder)  # read from the file
+    first = region_growing.slide_adjacency(folder)
+    assert (folder / region_growing.ADJACENCY_FILE).is_file()
+    region_growing._cached_adjacency.cache_clear()
+    again = region_growing.slide_adjacency(folder)  # read from the file
     assert np.array_equal(first.indptr, again.indptr) and np.array_equal(first.indices, again.indices)
 
 
@@ -148,42 +148,42 @@ def test_a_sweep_taking_the_adjacency_file_while_it_is_written_loses_only_the_ca
         savez(out, **arrays)
         Path(out.name).unlink()  # what sweep_unfinished_outputs does to a file changed before it began
 
-    monkeypatch.setattr(shapes.np, "savez", swept_while_written)
-    shapes._cached_adjacency.cache_clear()
-    swept = shapes.slide_adjacency(folder)
+    monkeypatch.setattr(region_growing.np, "savez", swept_while_written)
+    region_growing._cached_adjacency.cache_clear()
+    swept = region_growing.slide_adjacency(folder)
     monkeypatch.undo()
-    assert not (folder / shapes.ADJACENCY_FILE).exists()
-    shapes._cached_adjacency.cache_clear()
-    kept = shapes.slide_adjacency(folder)
+    assert not (folder / region_growing.ADJACENCY_FILE).exists()
+    region_growing._cached_adjacency.cache_clear()
+    kept = region_growing.slide_adjacency(folder)
     assert np.array_equal(swept.indptr, kept.indptr) and np.array_equal(swept.indices, kept.indices)
 
 
-def chain(n: int) -> shapes.Adjacency:
+def chain(n: int) -> region_growing.Adjacency:
     """Superpixels 1 - 2 - ... - n in a row."""
     pairs = [(i, i + 1) for i in range(1, n)] + [(i + 1, i) for i in range(1, n)]
     pairs.sort()
     indptr = np.zeros(n + 2, np.int64)
     np.cumsum(np.bincount([p[0] for p in pairs], minlength=n + 1), out=indptr[1:])
-    return shapes.Adjacency(indptr, np.array([p[1] for p in pairs], np.int32))
+    return region_growing.Adjacency(indptr, np.array([p[1] for p in pairs], np.int32))
 
 
 def test_grow_stops_at_dissimilar_superpixels_and_at_the_step_limit():
     similar = np.array([False, True, True, True, False, True, True])  # id 4 breaks the chain
-    ids, steps = shapes.grow(chain(6), 2, similar, max_steps=10)
+    ids, steps = region_growing.grow(chain(6), 2, similar, max_steps=10)
     assert sorted(ids.tolist()) == [1, 2, 3] and dict(zip(ids.tolist(), steps.tolist())) == {2: 0, 1: 1, 3: 1}
-    ids, _ = shapes.grow(chain(6), 5, np.ones(7, bool), max_steps=1)
+    ids, _ = region_growing.grow(chain(6), 5, np.ones(7, bool), max_steps=1)
     assert sorted(ids.tolist()) == [4, 5, 6]
 
 
 def test_similar_by_prediction_needs_the_seed_s_category_and_certainty():
     predicted = np.array([7, 7, 8, 7, 0])
     certainty = np.array([0.9, 0.6, 0.95, 0.99, 0.0])
-    assert shapes.similar_by_prediction(predicted, certainty, 1, 0.8).tolist() == [False, True, False, False, True, False]
+    assert region_growing.similar_by_prediction(predicted, certainty, 1, 0.8).tolist() == [False, True, False, False, True, False]
 
 
 def test_similar_by_features_takes_the_nearest_share_and_never_rows_without_features():
     feats = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [np.nan, 0.0], [0.2, 0.1]])
-    assert shapes.similar_by_features(shapes.feature_distances(feats, 1), 0.5).tolist() == [False, True, True, False, False, False]
-    assert shapes.similar_by_features(shapes.feature_distances(feats, 1), 0.75).tolist() == [False, True, True, False, False, True]
+    assert region_growing.similar_by_features(region_growing.feature_distances(feats, 1), 0.5).tolist() == [False, True, True, False, False, False]
+    assert region_growing.similar_by_features(region_growing.feature_distances(feats, 1), 0.75).tolist() == [False, True, True, False, False, True]
     with pytest.raises(ParameterError, match="no features"):
-        shapes.feature_distances(feats, 4)
+        region_growing.feature_distances(feats, 4)

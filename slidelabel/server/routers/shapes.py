@@ -21,8 +21,8 @@ from slidelabel.server.schemas.shapes import (
     SuggestionPublic,
     SuggestionsPublic,
 )
+from slidelabel.services import region_growing, smart
 from slidelabel.services import shapes as service
-from slidelabel.services import smart
 from slidelabel.services.slides import get_slide
 from slidelabel.store.layout import ProjectFiles
 
@@ -46,10 +46,10 @@ def grow(slide_id: int, access: Viewer, _turn: SmartTurn, session: ReadSession, 
                                            "category; by features: 1 - the share of the slide taken as similar")] = 0.8,
          steps: Annotated[int, Query(ge=0, le=1000, description="most neighbour steps from the seed")] = 50,
          ) -> GrowthPublic:
-    """The connected region of superpixels like ``superpixel`` (see services.shapes.grow_to_similar)."""
+    """The connected region of superpixels like ``superpixel`` (see services.region_growing.grow_to_similar)."""
     slide = get_slide(session, access.project.id, slide_id)
-    found = service.grow_to_similar(session, settings.data_dir, access.project, slide, seed=superpixel,
-                                    threshold=threshold, max_steps=steps)
+    found = region_growing.grow_to_similar(session, settings.data_dir, access.project, slide, seed=superpixel,
+                                           threshold=threshold, max_steps=steps)
     return _public(found)
 
 
@@ -57,10 +57,11 @@ def grow(slide_id: int, access: Viewer, _turn: SmartTurn, session: ReadSession, 
 def scales(slide_id: int, access: Viewer, _turn: SmartTurn, session: ReadSession, settings: SettingsDep,
            superpixel: Annotated[int, Query(ge=1, description="the superpixel under the cursor")]) -> list[GrowthPublic]:
     """The smart tool's proposals without a model: the regions grown from ``superpixel`` at the
-    three scales of services.shapes.SCALES (threshold, steps), strict and near to loose and far."""
+    three scales of services.region_growing.SCALES (threshold, steps), strict and near to loose and
+    far."""
     slide = get_slide(session, access.project.id, slide_id)
-    return [_public(found) for found in service.grow_at_scales(session, settings.data_dir, access.project, slide,
-                                                               seed=superpixel)]
+    grown = region_growing.grow_at_scales(session, settings.data_dir, access.project, slide, seed=superpixel)
+    return [_public(found) for found in grown]
 
 
 @router.post("/sam/embed")
@@ -92,6 +93,6 @@ def sam_suggest(slide_id: int, body: SamPoint, access: Viewer, _turn: SmartTurn,
                                      for s in found.scales])
 
 
-def _public(found: service.Growth) -> GrowthPublic:
+def _public(found: region_growing.Growth) -> GrowthPublic:
     return GrowthPublic(superpixels=found.superpixels.tolist(), steps=found.steps.tolist(), basis=found.basis,
                         epoch=found.epoch, category_id=found.category_id)
