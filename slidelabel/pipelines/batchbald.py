@@ -21,7 +21,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from slidelabel.errors import ParameterError
-from slidelabel.pipelines.strategies import Evidence, Selection, bald_scores, register, top_k
+from slidelabel.pipelines.strategies import Evidence, Selection, register, top_k
+from slidelabel.pipelines.uncertainty_scores import bald_scores
 
 __all__ = ["batchbald_selection"]
 

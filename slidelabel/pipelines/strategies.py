@@ -9,8 +9,7 @@ unlabelled row and ``1 <= k <= unlabelled rows``. A new strategy is one decorate
     @register("batchbald", needs_samples=True, description="...")
     def _batchbald(evidence: Evidence, *, k: int, rng: np.random.Generator) -> Selection: ...
 
-Per-row scores are computed over chunks of :data:`CHUNK_ROWS` rows so that a million superpixels
-with many posterior samples never need more than a few chunk-sized temporaries, and the best k are
+Per-row scores are :mod:`slidelabel.pipelines.uncertainty_scores`; the best k are
 found with :func:`numpy.argpartition` (linear time) rather than a full sort. Ties are broken by row
 index, lowest first, so results do not depend on the partition algorithm.
 """
@@ -18,18 +17,20 @@ index, lowest first, so results do not depend on the partition algorithm.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import entr
 
 from slidelabel.errors import ParameterError
+from slidelabel.pipelines.uncertainty_scores import (
+    bald_scores,
+    confidence_scores,
+    entropy_scores,
+    margin_scores,
+)
 from slidelabel.registry import Registry
 
-#: Rows per chunk of the per-row kernels. 65,536 rows x 16 samples x 5 classes in float64 is 42 MB,
-#: and the kernels keep only a few (rows, classes) arrays of a chunk alive at a time.
-CHUNK_ROWS = 65_536
 #: Largest allowed distance of a row sum of ``probs_N_C`` from 1 (float16 softmax outputs pass).
 ROW_SUM_TOLERANCE = 1e-3
 #: ``diversity`` looks for a spread batch among the ``max(DIVERSITY_POOL_PER_PICK * k,
@@ -162,60 +163,6 @@ def select(
     return info.function(evidence, k=min(int(k), unlabelled), rng=np.random.default_rng(rng))
 
 
-# --- per-row kernels -------------------------------------------------------------------------
-
-
-def confidence_scores(probs_N_C: np.ndarray, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """``(N,)`` float64 least-confidence uncertainty, ``1 - max_c p_c`` (0 = certain)."""
-    scores_N = np.empty(probs_N_C.shape[0], np.float64)
-    for rows in _chunks(probs_N_C.shape[0], chunk_rows):
-        scores_N[rows] = 1.0 - probs_N_C[rows].max(axis=1)
-    return scores_N
-
-
-def margin_scores(probs_N_C: np.ndarray, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """``(N,)`` float64 ``-(p1 - p2)``, minus the gap between the two largest probabilities.
-
-    0 when the two most likely classes are tied, -1 when the model is certain.
-    """
-    classes = probs_N_C.shape[1]
-    scores_N = np.empty(probs_N_C.shape[0], np.float64)
-    for rows in _chunks(probs_N_C.shape[0], chunk_rows):
-        top2_n_2 = np.partition(probs_N_C[rows], classes - 2, axis=1)[:, classes - 2 :]
-        scores_N[rows] = top2_n_2[:, 0].astype(np.float64) - top2_n_2[:, 1]
-    return scores_N
-
-
-def entropy_scores(probs_N_C: np.ndarray, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """``(N,)`` float64 predictive entropy ``-sum_c p_c ln p_c`` in nats (0 = certain)."""
-    scores_N = np.empty(probs_N_C.shape[0], np.float64)
-    for rows in _chunks(probs_N_C.shape[0], chunk_rows):
-        scores_N[rows] = entr(probs_N_C[rows].astype(np.float64)).sum(axis=1)
-    return scores_N
-
-
-def bald_scores(samples_S_N_C: np.ndarray, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
-    """``(N,)`` float64 BALD: mutual information between a row's label and the model, in nats.
-
-    ``H[mean_s p_s] - mean_s H[p_s]`` (Houlsby et al. 2011): high where the posterior samples
-    disagree with each other, 0 where they agree, however uncertain each of them is. Memory is
-    a few ``(chunk_rows, C)`` float64 arrays, whatever S and N.
-    """
-    n_samples, n_rows, classes = samples_S_N_C.shape
-    scores_N = np.empty(n_rows, np.float64)
-    for rows in _chunks(n_rows, chunk_rows):
-        mean_n_C = np.zeros((rows.stop - rows.start, classes), np.float64)
-        mean_entropy_n = np.zeros(rows.stop - rows.start, np.float64)
-        for sample_n_C in samples_S_N_C[:, rows]:
-            sample_n_C = sample_n_C.astype(np.float64)
-            mean_n_C += sample_n_C
-            mean_entropy_n += entr(sample_n_C).sum(axis=1)
-        mean_n_C /= n_samples
-        scores_N[rows] = entr(mean_n_C).sum(axis=1) - mean_entropy_n / n_samples
-    # Jensen makes it >= 0; only rounding can take agreeing samples below.
-    return np.maximum(scores_N, 0.0, out=scores_N)
-
-
 def top_k(scores_P: np.ndarray, pool_P: np.ndarray, *, k: int) -> Selection:
     """The ``k`` rows of a pool with the highest scores, best first, ties by lower row index.
 
@@ -246,13 +193,6 @@ def top_k(scores_P: np.ndarray, pool_P: np.ndarray, *, k: int) -> Selection:
         chosen_K = np.arange(pool_P.size)
     chosen_K = chosen_K[np.lexsort((chosen_K, -scores_P[chosen_K]))]
     return Selection(pool_P[chosen_K].astype(np.int64), scores_P[chosen_K])
-
-
-def _chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
-    if chunk_rows < 1:
-        raise ParameterError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    for start in range(0, n_rows, chunk_rows):
-        yield slice(start, min(start + chunk_rows, n_rows))
 
 
 def _unlabelled(evidence: Evidence) -> np.ndarray:

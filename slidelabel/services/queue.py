@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import OutputError
 from slidelabel.pipelines.models import TrainedModel
-from slidelabel.pipelines.strategies import STRATEGIES, Evidence, entropy_scores, farthest_points, margin_scores, top_k
+from slidelabel.pipelines.strategies import STRATEGIES, Evidence, farthest_points, top_k
 from slidelabel.pipelines.strategies import select as choose
+from slidelabel.pipelines.uncertainty_scores import entropy_scores, margin_scores
 from slidelabel.services.labels import superpixel_keys
 from slidelabel.services.projects import merged_categories
 from slidelabel.services.slides import get_slide

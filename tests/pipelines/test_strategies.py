@@ -14,11 +14,10 @@ from slidelabel.pipelines.strategies import (
     STRATEGIES,
     Evidence,
     Selection,
-    bald_scores,
-    entropy_scores,
     register,
     select,
 )
+from slidelabel.pipelines.uncertainty_scores import bald_scores, entropy_scores
 from slidelabel.registry import Registry
 
 NAMES = sorted(STRATEGIES)
