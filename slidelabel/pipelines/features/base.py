@@ -1,7 +1,7 @@
 """What a feature extractor is, and the per-superpixel statistics shared by the built-in ones.
 
 An extractor turns an RGB window into ``K`` per-pixel channels (:meth:`window_channels`); the
-driver (:mod:`slidelabel.pipelines.features.extract`) pools them over each superpixel, over its
+driver (:mod:`slidelabel.pipelines.features.tile_pooling`) pools them over each superpixel, over its
 context ring and, for the superpixel's shape, over its pixel coordinates, and the extractor's
 :meth:`features` turns those pools into its ``D`` features. Dense CNN feature maps fit the same
 mould (:mod:`slidelabel.pipelines.features.dense`): their channels are the upsampled activations,
@@ -10,12 +10,20 @@ mould (:mod:`slidelabel.pipelines.features.dense`): their channels are the upsam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from slidelabel.pipelines.features.pooling import HistogramBins, Pools
+
+#: Reads a window (top, left, height, width) in working pixels.
+WindowReader = Callable[[int, int, int, int], np.ndarray]
+#: Receives finished rows: (ids_M, feats_M_D).
+RowWriter = Callable[[np.ndarray, np.ndarray], None]
+#: Called with (tiles done, tiles in all).
+TileProgress = Callable[[int, int], None]
 
 #: Pixel-coordinate channels pooled for the shape features: x, y, x + y (for the covariance of x
 #: and y from variances alone) and "on a superpixel boundary" (0/1).

@@ -13,22 +13,15 @@ the tiling, so any tile size gives the same features bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from slidelabel.errors import ParameterError
+from slidelabel.pipelines.features.base import RowWriter, TileProgress, WindowReader
 from slidelabel.pipelines.superpixels import Tile, core_tiles
 from slidelabel.store.superpixel_table import SuperpixelTable
-
-#: Reads a window (top, left, height, width) in working pixels.
-WindowReader = Callable[[int, int, int, int], np.ndarray]
-#: Receives finished rows: (ids_M, feats_M_D).
-RowWriter = Callable[[np.ndarray, np.ndarray], None]
-#: Called with (tiles done, tiles in all).
-TileProgress = Callable[[int, int], None]
 
 #: A centroid within this distance (px) below a half-pixel rounds up: the same pixel whether the
 #: centroid comes from a label map or from the level-0 table (scaled there and back).

@@ -10,7 +10,7 @@ import pytest
 
 from slidelabel.errors import OutputError
 from slidelabel.pipelines.features import FEATURES
-from slidelabel.pipelines.features import extract
+from slidelabel.pipelines.features import extract, tile_pooling
 from slidelabel.pipelines.features.extract import extract_slide_features, features_of_array, read_features
 from slidelabel.pipelines.slides import Slide
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize, compute_slide_superpixels
@@ -101,7 +101,7 @@ def test_tiles_out_of_every_superpixels_reach_are_not_decoded(
     skipping = read_features(extract_slide_features(cmu_slide, cmu_superpixels, tmp_path / "a.zarr", extractor=name))
     decoded_when_skipping = len(set(decoded))
     decoded.clear()
-    monkeypatch.setattr(extract, "_used_pixels", lambda labels, reach_px: np.ones(labels.shape, bool))
+    monkeypatch.setattr(tile_pooling, "_used_pixels", lambda labels, reach_px: np.ones(labels.shape, bool))
     every = read_features(extract_slide_features(cmu_slide, cmu_superpixels, tmp_path / "b.zarr", extractor=name))
     assert decoded_when_skipping < len(set(decoded))
     np.testing.assert_array_equal(skipping, every)

@@ -11,8 +11,9 @@ from PIL import Image
 from scipy import ndimage
 
 from slidelabel.pipelines.features import FEATURES
-from slidelabel.pipelines.features.extract import features_of_array, pool_image
+from slidelabel.pipelines.features.extract import features_of_array
 from slidelabel.pipelines.features.pooling import HistogramBins, Pools
+from slidelabel.pipelines.features.tile_pooling import pool_image
 from slidelabel.pipelines.superpixels import SuperpixelParams, superpixel_array
 
 
