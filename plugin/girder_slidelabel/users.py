@@ -30,13 +30,13 @@ from girder.models.folder import Folder
 from girder.models.token import Token
 from girder.models.user import User as GirderUser
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from girder_slidelabel.links import linked_folders, project_of
 from slidelabel.errors import AuthenticationError, ConflictError
 from slidelabel.server.request_checks import MAX_ID
-from slidelabel.services.accounts import DISABLED, create_user
+from slidelabel.services.accounts import DISABLED, create_user, username_taken
 from slidelabel.store.database import Database
 from slidelabel.store.models import Membership, Role, User
 
@@ -86,9 +86,10 @@ def girder_user_of_token(token: str | None) -> dict:
 
 
 def _free_username(session: Session, login: str) -> str:
-    """``login``, or ``login-2``, ``login-3`` ... when a slidelabel user already has it."""
+    """``login``, or ``login-2``, ``login-3`` ... when a slidelabel user already has it or one that
+    looks like it (:func:`~slidelabel.services.accounts.username_taken`)."""
     name, n = login, 1
-    while session.scalar(select(User.id).where(User.username == name)) is not None:
+    while username_taken(session, name) is not None:
         n += 1
         name = f"{login}-{n}"
     return name

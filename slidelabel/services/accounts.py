@@ -25,7 +25,7 @@ from slidelabel.errors import (
     ParameterError,
     PermissionDeniedError,
 )
-from slidelabel.services.names import check_printable_name, shown_input
+from slidelabel.services.names import check_printable_name, look_alike, shown_input
 from slidelabel.services.turns import Turns
 from slidelabel.store.models import Token, User
 
@@ -53,15 +53,23 @@ def create_user(session: Session, username: str, password: str, *, is_admin: boo
     """A new user; :class:`ParameterError` for a name that is not 1 to :data:`USERNAME_CHARS`
     printable characters (an invisible or bidi character would make a lookalike of another
     account: :func:`~slidelabel.services.names.check_printable_name`), :class:`ConflictError` if
-    the name is taken."""
+    the name is taken or looks like one that is (:func:`username_taken`)."""
     username = check_printable_name(username, what="username", max_chars=USERNAME_CHARS)
     _check_password(password)
-    if session.scalar(select(User).where(User.username == username)) is not None:
-        raise ConflictError(f"the username {shown_input(username)} is taken")
+    if (taken := username_taken(session, username)) is not None:
+        same = "is taken" if taken == username else f"looks like the existing username {shown_input(taken)}"
+        raise ConflictError(f"the username {shown_input(username)} {same}; choose another")
     user = User(username=username, password_hash=_HASHER.hash(password), is_admin=is_admin)
     session.add(user)
     session.flush()
     return user
+
+
+def username_taken(session: Session, username: str) -> str | None:
+    """The existing username that ``username`` is or looks like (the same
+    :func:`~slidelabel.services.names.look_alike_key`: 'Admin', 'ａｄｍｉｎ' and Cyrillic 'аdmin'
+    look like 'admin'), or None."""
+    return look_alike(username, session.scalars(select(User.username)))
 
 
 def _check_password(password: str) -> None:

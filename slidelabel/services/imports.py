@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 from slidelabel.errors import ConflictError, ParameterError, PermissionDeniedError
 from slidelabel.services.access import ALLOWED, Action
 from slidelabel.services.labels import set_labels
-from slidelabel.services.names import shown_input
-from slidelabel.services.projects import add_category, check_category_name, room_for_categories
+from slidelabel.services.names import look_alike_key, shown_input
+from slidelabel.services.projects import add_category, category_ids_by_look, check_category_name, room_for_categories
 from slidelabel.services.shape_centroids import Shape, assign_shapes
 from slidelabel.services.slide_classes import superpixel_folder
 from slidelabel.store.layout import ProjectFiles
@@ -329,17 +329,20 @@ def _categories(session: Session, project: Project, role: Role, parsed: Document
                 ) -> tuple[dict[str, int], list[str]]:
     """Category id by name for every name in ``parsed``, creating missing ones when allowed: all
     their names and their number (:data:`~slidelabel.services.projects.MAX_CATEGORIES`) are
-    checked before the first is created, so a refused import creates none and ends at once."""
-    known = {category.name: category.id for category in project.categories}
+    checked before the first is created, so a refused import creates none and ends at once. A name
+    that looks like a category's ('Tumour' for 'tumour': :func:`category_ids_by_look`) is that
+    category; of new names that look alike, the first is created."""
+    by_look = category_ids_by_look(project.categories)
     colors = {shape.name: shape.color for shape in parsed.shapes}
     for pixelmap in parsed.pixelmaps:
         used = set(np.unique(pixelmap.values_S).tolist())
         colors.update((name, color) for i, (name, color) in enumerate(zip(pixelmap.names, pixelmap.colors))
                       if name and i in used)
-    missing = [name for name in colors if name not in known]
+    new = {look_alike_key(name): name for name in reversed(colors) if look_alike_key(name) not in by_look}
+    missing = list(reversed(new.values()))
     if missing and not create:
         raise ParameterError(
-            f"unknown categories {_some(missing)}; this project has {_some(list(known))}. "
+            f"unknown categories {_some(missing)}; this project has {_some([c.name for c in project.categories])}. "
             "Rename them in the file, or add them with ?create_categories=true (owners only)")
     if missing and role not in ALLOWED[Action.manage]:
         raise PermissionDeniedError(f"only owners may add categories; you are {role.value}: ask an owner to add "
@@ -348,8 +351,8 @@ def _categories(session: Session, project: Project, role: Role, parsed: Document
         check_category_name(name)
     room_for_categories(session, project, len(missing))
     for name in missing:
-        known[name] = add_category(session, project, name, color=colors[name]).id
-    return known, missing
+        by_look[look_alike_key(name)] = add_category(session, project, name, color=colors[name]).id
+    return {name: by_look[look_alike_key(name)] for name in colors}, missing
 
 
 def _some(names: list[str], *, shown: int = 10) -> str:

@@ -3,7 +3,9 @@ category names) and the inputs an error message names.
 
 A name is read, not parsed: two names that look the same must be the same name, so a name holds
 only printable characters, never a control, format (zero-width, bidi), surrogate, private-use,
-separator-line or unassigned character (a noncharacter such as U+FFFF among them). An error
+separator-line or unassigned character (a noncharacter such as U+FFFF among them), and names that
+must differ are compared as they look (:func:`look_alike_key`: 'ＡＤＭＩＮ', Cyrillic 'аdmin' and
+'admin' are one name). An error
 message names a caller's input so that they see which one is wrong, never the whole of a large
 one: :func:`shown_input` gives a short prefix and the length.
 """
@@ -11,6 +13,7 @@ one: :func:`shown_input` gives a short prefix and the length.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 
 from slidelabel.errors import ParameterError
 
@@ -82,3 +85,34 @@ def shown_input(value: object, *, limit: int = SHOWN_CHARS) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+#: Letters of other scripts drawn like Latin ones, as the Latin letter they are compared as (the
+#: common Cyrillic and Greek confusables of Unicode's UTS #39, lower case: names are compared case-
+#: folded, and a capital such as Cyrillic 'В' folds to 'в').
+_LATIN_LOOKALIKES = str.maketrans(
+    "авекмнорстухіјѕһԁԛԝӏүɡ" "αβεηικνορτυχζμϲ",
+    "abekmhopctyxijshdqwlyg" "abehiknoptuxzmc",
+)
+#: Variation selectors (U+FE00-FE0F, U+E0100-E01EF): they change nothing of a letter's look.
+_VARIATION_SELECTORS = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+
+
+def look_alike_key(name: str) -> str:
+    """What ``name`` is compared as when names must not look the same: compatibility forms read as
+    their letters (fullwidth, mathematical bold, ligatures: NFKC), case folded, variation
+    selectors dropped and Cyrillic or Greek letters drawn like Latin ones read as those.
+
+    >>> look_alike_key("ＡＤＭＩＮ") == look_alike_key("\\U0001d41a\\U0001d41d\\U0001d426\\U0001d422\\U0001d427")
+    True
+    >>> look_alike_key("\\u0430dmin\\ufe0f")
+    'admin'
+    """
+    folded = unicodedata.normalize("NFKC", name).casefold().translate(_VARIATION_SELECTORS)
+    return unicodedata.normalize("NFKC", folded).translate(_LATIN_LOOKALIKES)
+
+
+def look_alike(name: str, others: Iterable[str]) -> str | None:
+    """The first of ``others`` that looks like ``name`` (the same :func:`look_alike_key`), or None."""
+    key = look_alike_key(name)
+    return next((other for other in others if look_alike_key(other) == key), None)

@@ -37,7 +37,8 @@ from slidelabel.services.feature_import import import_features
 from slidelabel.services.job_runs import JobContext
 from slidelabel.services.jobs import Sender, job_kind, submit
 from slidelabel.services.labels import locked_slide, set_labels
-from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category, room_for_categories
+from slidelabel.services.names import look_alike_key
+from slidelabel.services.projects import IMPORTED_EXTRACTOR, add_category, category_ids_by_look, room_for_categories
 from slidelabel.services.segment_import import ALGORITHM, import_segments
 from slidelabel.services.slide_folders import allowed_folders, resolve_in_folders
 from slidelabel.services.slide_jobs import remove_unfinished_features, work_key
@@ -49,7 +50,7 @@ from slidelabel.store.atomic import replace_folder
 from slidelabel.store.database import Database
 from slidelabel.store.feature_files import open_features
 from slidelabel.store.layout import ProjectFiles
-from slidelabel.store.models import Category, Epoch, Job, Label, Project, Slide
+from slidelabel.store.models import Epoch, Job, Label, Project, Slide
 from slidelabel.store.segment_sources import SOURCES_FILE, read_segment_sources
 from slidelabel.store.superpixel_files import MANIFEST_FILE, read_manifest
 
@@ -268,14 +269,15 @@ def label_classes(session: Session, slide: Slide, folder: Path, *, user_id: int)
     if sources.class_names_N is None:
         return {}
     names_N = np.asarray(sources.class_names_N, dtype=object)
-    known = {c.name: c.id for c in session.scalars(select(Category).where(Category.project_id == slide.project_id))}
     project = session.get(Project, slide.project_id)
+    by_look = category_ids_by_look(project.categories)  # 'Tumour' in a file is the category 'tumour'
     names = sorted({name for name in sources.class_names_N if name})
-    room_for_categories(session, project, sum(name not in known for name in names))  # all or none
+    room_for_categories(session, project, len({look_alike_key(name) for name in names} - set(by_look)))  # all or none
     labelled = {}
     for name in names:
         ids_M = sources.ids_N[names_N == name]
-        category_id = known.get(name) or add_category(session, project, name).id
+        if (category_id := by_look.get(look_alike_key(name))) is None:
+            category_id = by_look[look_alike_key(name)] = add_category(session, project, name).id
         set_labels(session, slide, user_id, ids_M.tolist(), category_id)
         labelled[name] = int(ids_M.size)
     return labelled

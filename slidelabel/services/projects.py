@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
 from sqlalchemy import Integer, delete, func, literal, select, update
@@ -16,7 +16,13 @@ from slidelabel.pipelines.models import DEFAULT_MODEL
 from slidelabel.pipelines.normalisation import DEFAULT_NORMALISATION
 from slidelabel.pipelines.strategies import DEFAULT_STRATEGY
 from slidelabel.services import jobs, label_history
-from slidelabel.services.names import check_printable_name, check_printable_text, shown_input
+from slidelabel.services.names import (
+    check_printable_name,
+    check_printable_text,
+    look_alike,
+    look_alike_key,
+    shown_input,
+)
 from slidelabel.services.registries import registry_of
 from slidelabel.services.superpixels import SuperpixelOptions, SuperpixelSize
 from slidelabel.settings import Settings
@@ -260,6 +266,23 @@ def _check_category(name: str, color: str | None, hotkey: str | None) -> None:
         raise ParameterError(f"hotkey {shown_input(hotkey)} must be one printable character")
 
 
+def category_ids_by_look(categories: Iterable[Category]) -> dict[str, int]:
+    """Category id by the :func:`~slidelabel.services.names.look_alike_key` of its name: a name read
+    from a file that looks like a category's ('Tumour', 'TUMOUR' for 'tumour') is that category
+    (:func:`_category_name_free` keeps a project's names from looking alike)."""
+    return {look_alike_key(category.name): category.id for category in categories}
+
+
+def _category_name_free(session: Session, project_id: int, name: str, but: int | None = None) -> None:
+    """:class:`ConflictError` when another category of the project has ``name`` or one that looks
+    like it (:func:`~slidelabel.services.names.look_alike_key`: 'Tumour' and 'Тumour' with a
+    Cyrillic 'Т' would be two categories an annotator cannot tell apart)."""
+    others = select(Category.name).where(Category.project_id == project_id, Category.id != (but or 0))
+    if (clash := look_alike(name, session.scalars(others))) is not None:
+        looks = "" if clash == name else f", which looks like {shown_input(name)},"
+        raise ConflictError(f"a category named {shown_input(clash)}{looks} exists in this project; choose another name")
+
+
 def _hotkey_taken(session: Session, project_id: int, hotkey: str | None, but: int | None = None) -> None:
     if hotkey is None:
         return
@@ -298,8 +321,7 @@ def add_category(session: Session, project: Project, name: str, *, color: str | 
     _lock_categories(session, project.id)
     room_for_categories(session, project, 1)
     position = _next_position(session, project.id)
-    if session.scalar(select(Category).where(Category.project_id == project.id, Category.name == name.strip())):
-        raise ConflictError(f"a category named {name.strip()!r} exists in this project")
+    _category_name_free(session, project.id, name.strip())
     if hotkey is None and position < 9:
         free = str(position + 1)
         taken = set(session.scalars(select(Category.hotkey).where(Category.project_id == project.id)))
@@ -324,8 +346,7 @@ def update_category(session: Session, category: Category, *, name: str | None = 
     """Rename, recolour, re-key or (un)exclude a category; labels keep pointing at it."""
     _check_category(name if name is not None else category.name, color, hotkey)
     if name is not None and name.strip() != category.name:
-        if session.scalar(select(Category).where(Category.project_id == category.project_id, Category.name == name.strip())):
-            raise ConflictError(f"a category named {name.strip()!r} exists in this project")
+        _category_name_free(session, category.project_id, name.strip(), but=category.id)
         category.name = name.strip()
     _hotkey_taken(session, category.project_id, hotkey, but=category.id)
     for attribute, value in (("color", color), ("hotkey", hotkey), ("excluded", excluded)):
