@@ -168,10 +168,11 @@ def update_project(session: Session, project: Project, user: User, *, name: str 
 
 
 def members(session: Session, project: Project) -> list[tuple[User, Role]]:
-    """The project's members and their roles, by user name."""
+    """The project's members and the roles they act in, by user name: an admin acts as an owner in
+    every project (:func:`~slidelabel.services.access.role_in`), whatever role its membership says."""
     rows = session.execute(select(User, Membership.role).join(Membership, User.id == Membership.user_id)
                            .where(Membership.project_id == project.id).order_by(User.username))
-    return [(user, role) for user, role in rows]
+    return [(user, Role.owner if user.is_admin else role) for user, role in rows]
 
 
 #: Rows of a project's labels, label history and reviews deleted per write transaction before
@@ -416,6 +417,9 @@ def set_member(session: Session, project: Project, username: str, role: Role) ->
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFoundError(f"no user {shown_input(username)}")
+    if user.is_admin and role is not Role.owner:
+        raise ConflictError(f"{shown_input(username)} is an admin, an owner of every project whatever its role here; "
+                            "the server's admin may withdraw the admin right first (PATCH /users/{id})")
     membership = session.get(Membership, (project.id, user.id))
     if membership is None:
         membership = Membership(project_id=project.id, user_id=user.id, role=role)

@@ -152,3 +152,20 @@ def test_project_names_and_descriptions_are_printable_text(client, admin_headers
     kept = client.patch(f"/api/v1/projects/{project['id']}", headers=admin_headers,
                         json={"description": "Line one.\n\tLine two: tumour / stroma (grade 2)."})
     assert kept.status_code == 200 and kept.json()["description"].startswith("Line one.\n\t"), kept.text
+
+
+def test_an_admin_is_listed_as_the_owner_it_acts_as(app, client, admin_headers, project):
+    """A member made admin (as the Girder plugin does for a Girder site admin) acts as an owner: the
+    list says so (it said 'viewer'), and no admin's role can be set lower."""
+    users, members = "/api/v1/users", f"/api/v1/projects/{project['id']}/members"
+    boss = client.post(users, headers=admin_headers, json={"username": "boss", "password": "a long password"}).json()
+    assert client.put(members, headers=admin_headers, json={"username": "boss", "role": "viewer"}).status_code == 200
+    with app.state.database.session(write=True) as session:
+        session.get(User, boss["id"]).is_admin = True
+    listed = {m["username"]: m["role"] for m in client.get(members, headers=admin_headers).json()}
+    assert listed["boss"] == "owner"
+    lowered = client.put(members, headers=admin_headers, json={"username": "boss", "role": "annotator"})
+    assert lowered.status_code == 409 and "is an admin" in lowered.json()["detail"]
+    client.post(users, headers=admin_headers, json={"username": "chief", "password": "a long password", "is_admin": True})
+    assert client.put(members, headers=admin_headers, json={"username": "chief", "role": "viewer"}).status_code == 409
+    assert client.put(members, headers=admin_headers, json={"username": "chief", "role": "owner"}).status_code == 200
