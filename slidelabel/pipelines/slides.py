@@ -273,8 +273,9 @@ class Slide:
         if self.info.mpp is None:
             raise MissingMppError(
                 self.path,
-                "the slide has no pixel size (um per pixel) in its metadata; pass --base-mpp "
-                "with its level-0 pixel size, e.g. 0.25 for 40x or 0.5 for 20x scans",
+                "the slide has no pixel size (um per pixel) in its metadata; give its level-0 pixel size as "
+                "the superpixel option base_mpp (--base-mpp on the command line), e.g. 0.25 for 40x or 0.5 "
+                "for 20x scans",
             )
         return self.info.mpp
 

@@ -184,7 +184,8 @@ def step_pixels(size: SuperpixelSize, scale: WorkingScale) -> int:
         step = round(size.value)
     elif scale.mpp is None:
         raise ParameterError(
-            f"a superpixel size in um ({size}) needs the slide's pixel size; give --base-mpp or a size in px"
+            f"a superpixel size in um ({size}) needs the slide's pixel size; give it as the superpixel option "
+            "base_mpp (--base-mpp on the command line) or a size in px"
         )
     else:
         step = round(size.value / scale.mpp)

@@ -134,7 +134,7 @@ def test_tcga_has_no_mpp_and_says_how_to_set_it(tcga: Slide, tcga_slide: Path):
     with pytest.raises(MissingMppError) as caught:
         tcga.require_mpp()
     message = str(caught.value)
-    assert str(tcga_slide) in message and "--base-mpp" in message and "0.25" in message
+    assert str(tcga_slide) in message and "--base-mpp" in message and "option base_mpp" in message and "0.25" in message
     with pytest.raises(MissingMppError):
         tcga.working_scale(mpp=1.0)
     with pytest.raises(MissingMppError):
