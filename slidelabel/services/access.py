@@ -35,6 +35,13 @@ ALLOWED: dict[Action, frozenset[Role]] = {
 }
 
 
+def roles_allowed(action: Action) -> str:
+    """The roles that may do ``action``, weakest first, as a sentence says them: 'annotator,
+    reviewer or owner'."""
+    roles = [role.value for role in Role if role in ALLOWED[action]]
+    return roles[0] if len(roles) == 1 else f"{', '.join(roles[:-1])} or {roles[-1]}"
+
+
 @dataclass(frozen=True)
 class ProjectAccess:
     """A project as one user may use it."""
@@ -61,6 +68,6 @@ def check_access(session: Session, user: User, project_id: int, action: Action) 
     if role is None:
         raise NotFoundError(f"no project {project_id}")
     if role not in ALLOWED[action]:
-        needed = " or ".join(sorted(r.value for r in ALLOWED[action]))
-        raise PermissionDeniedError(f"to {action.value} in this project you need the role {needed}; you are {role.value}")
+        raise PermissionDeniedError(f"to {action.value} in this project you need to be {roles_allowed(action)}; you "
+                                    f"are {role.value}")
     return ProjectAccess(project, user, role)

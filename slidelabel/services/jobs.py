@@ -43,7 +43,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 
 from slidelabel.errors import ConflictError, NotFoundError, PermissionDeniedError
 from slidelabel.registry import Registry
-from slidelabel.services.access import ALLOWED, Action
+from slidelabel.services.access import ALLOWED, Action, roles_allowed
 from slidelabel.services.shown_paths import names_only
 from slidelabel.store.database import Database
 from slidelabel.store.models import Job, JobState, Role
@@ -267,9 +267,8 @@ def retry(database: Database, sender: Sender, project_id: int, job_id: int, *, u
         _check_may_manage(job, user_id=user_id, is_owner=role == Role.owner, verb="retry")
         action = JOB_KINDS[job.kind].action
         if role not in ALLOWED[action]:
-            needed = " or ".join(sorted(r.value for r in ALLOWED[action]))
-            raise PermissionDeniedError(f"{job.kind} jobs are started, and retried, by the role {needed}; you are "
-                                        f"{role.value} in this project: ask an owner")
+            raise PermissionDeniedError(f"{job.kind} jobs are started, and retried, by {roles_allowed(action)}; you "
+                                        f"are {role.value} in this project: ask an owner")
         if job.state not in (JobState.failed, JobState.cancelled):
             raise ConflictError(f"job {job_id} is {job.state.value}; only failed or cancelled jobs are retried")
         kind, key, params, slide_id = job.kind, job.key, job.params, job.slide_id

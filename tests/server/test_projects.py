@@ -169,3 +169,15 @@ def test_an_admin_is_listed_as_the_owner_it_acts_as(app, client, admin_headers, 
     client.post(users, headers=admin_headers, json={"username": "chief", "password": "a long password", "is_admin": True})
     assert client.put(members, headers=admin_headers, json={"username": "chief", "role": "viewer"}).status_code == 409
     assert client.put(members, headers=admin_headers, json={"username": "chief", "role": "owner"}).status_code == 200
+
+
+def test_a_refused_role_is_told_the_roles_that_may(client, project, member_headers):
+    """The roles that may are said as a sentence says them, weakest first (it said 'the role
+    annotator or owner or reviewer', sorted by name)."""
+    viewer = member_headers(Role.viewer)
+    response = client.post(f"/api/v1/projects/{project['id']}/categories", headers=viewer, json={"name": "fat"})
+    assert response.status_code == 403
+    assert response.json()["detail"] == "to manage in this project you need to be owner; you are viewer"
+    response = client.post(f"/api/v1/projects/{project['id']}/epochs", headers=viewer, json={})
+    assert response.status_code == 403
+    assert "you need to be annotator, reviewer or owner; you are viewer" in response.json()["detail"]
