@@ -17,7 +17,6 @@ from pathlib import Path
 from slidelabel.errors import ParameterError, PermissionDeniedError
 from slidelabel.pipelines.slide_readers import slide_extensions
 from slidelabel.services.accounts import may_read_slide_folders, require_slide_folders
-from slidelabel.services.batch import expand_inputs
 from slidelabel.services.names import unshown_character
 from slidelabel.settings import Settings
 from slidelabel.store.models import User
@@ -162,13 +161,24 @@ def expand_pattern(raw: str, folders: list[Path]) -> list[Path]:
     # The fixed part of a pattern must be inside, so that no pattern lists files elsewhere.
     resolve_in_folders(str(Path(*parts[:magic[0]])) if magic else raw, folders)
     if not magic:
-        return [path for path in expand_inputs([raw]) if path.exists()]
+        return _folder_files(Path(raw))
     if len(magic) > MAX_PATTERN_WILDCARDS:
         raise ParameterError(f"{raw!r}: at most {MAX_PATTERN_WILDCARDS} parts of a pattern may hold wildcards")
     matches = list(itertools.islice(glob.iglob(raw), MAX_LISTED + 1))
     if len(matches) > MAX_LISTED:
         raise ParameterError(f"{raw!r} matches more than {MAX_LISTED} files: narrow the pattern")
     return sorted(Path(match) for match in matches)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The slide files of ``folder`` (not its subfolders), links among them whether what they lead
+    to exists or not, as a pattern's matches are: a link out of the slide folders is then skipped
+    alike whatever lies behind it, and the answer tells nothing of files outside them."""
+    if not folder.is_dir():
+        return []
+    extensions = slide_extensions()
+    return sorted(path.absolute() for path in folder.iterdir()
+                  if (path.is_symlink() or path.is_file()) and path.suffix.lower().lstrip(".") in extensions)
 
 
 def link_out(path: Path, folders: list[Path]) -> Path:

@@ -184,3 +184,19 @@ def test_a_slide_file_authorised_by_the_caller_is_added_without_a_slide_folder(a
     not_a_slide.write_text("no pixels here")
     with pytest.raises(SlideError):
         add_slide_file(database, project["id"], "notes.svs", not_a_slide)
+
+
+def test_links_out_are_skipped_alike_whatever_lies_behind_them(client, admin_headers, project, slide_folder, tmp_path):
+    """A folder's link out of the slide folders is skipped with the same reason whether what it
+    leads to is a file, a folder or nothing: before, only links to existing files were listed, so
+    adding the folder told whether a path outside existed (twenty-second attack, low)."""
+    (tmp_path / "exists.svs").write_bytes(b"x")
+    (tmp_path / "a-folder.svs").mkdir()
+    for name, target in [("file.svs", "exists.svs"), ("folder.svs", "a-folder.svs"), ("missing.svs", "missing.svs")]:
+        (slide_folder / name).symlink_to(tmp_path / target)
+    for path in [str(slide_folder), f"{slide_folder}/*.svs"]:
+        response = client.post(slides_url(project), headers=admin_headers, json={"path": path})
+        assert response.status_code == 201, response.text
+        skipped = {Path(s["path"]).name: s["reason"] for s in response.json()["skipped"]}
+        assert {skipped[name] for name in ["file.svs", "folder.svs", "missing.svs"]} == {
+            "it links to a file or folder outside the slide folders you may read"}, (path, skipped)
