@@ -158,6 +158,7 @@ async def _overlay_turns(link: Hashable) -> AsyncIterator[None]:
 
 
 GalleryExportTurn = Annotated[None, _held_while_the_route_runs(_overlay_turns, _gallery_link)]
+GalleryPageTurn = Annotated[None, _held_while_the_route_runs(gallery.page_turn_waiting, _gallery_link)]
 
 
 def export_turn_when(needed: Callable[..., bool]) -> Any:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Hashable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import NotFoundError, ParameterError, PermissionDeniedError
-from slidelabel.services import epochs, labels
+from slidelabel.services import epochs, labels, tiles
 from slidelabel.services.access import ProjectAccess
 from slidelabel.services.reviews import effective_labels
 from slidelabel.services.slides import slides_of
@@ -47,9 +47,23 @@ MAX_SLIDES = 1000
 OVERLAY_BUILDERS = 1
 #: Seconds an overlay waits for its link's turn before it is answered busy (503).
 OVERLAY_WAIT_S = 10.0
-#: The holder of the export turn an overlay builds in: all gallery links together.
+#: The holder of the export turn an overlay builds in, and of the render turns links render in:
+#: all gallery links together.
 GALLERIES = ("gallery", "links")
+#: Gallery renders waiting for the links' render turn, each link in a line of its own (16 waiting,
+#: the rest busy at once), the links served in turn: one link's visitors filled the one line all
+#: links stood in, and another link's got 503 on 46 of 62 requests (the twenty-third attack).
+_LINK_RENDERS = Turns(tiles.RENDERS_PER_HOLDER, per_holder=1)
 _OVERLAY_TURNS = Turns(OVERLAY_BUILDERS, per_holder=1)
+#: Gallery pages built at once per API process, each link waiting in a line of its own: a page
+#: lists every slide the link shows (5,004: 0.1-0.3 s), and ten anonymous requests a second on
+#: one link kept a user's requests waiting 8-9 s (the twenty-third attack).
+PAGE_BUILDERS = 1
+#: Seconds a page waits for its turn before it is answered busy (503).
+PAGE_WAIT_S = 10.0
+_PAGE_TURNS = Turns(PAGE_BUILDERS, per_holder=1)
+_RENDERS_BUSY = (f"the gallery's images are busy (this link's, or other links') for over {tiles.RENDER_WAIT_S:.0f} "
+                 "s; try again in a minute")
 _OVERLAY_BUSY = (f"the gallery's overlays are busy (this link's earlier one, or another link's) for over "
                  f"{OVERLAY_WAIT_S:.0f} s; try again in a minute")
 #: Brings a link maker's account and roles up to date where another system keeps them (the Girder
@@ -64,6 +78,24 @@ def overlay_turn_waiting(holder: Hashable) -> AbstractAsyncContextManager[None]:
     loop; ``holder`` (a link) holds one at once. :class:`~slidelabel.errors.BusyError` after
     :data:`OVERLAY_WAIT_S` seconds, or at once when 16 of the holder's requests wait already."""
     return _OVERLAY_TURNS.waiting(OVERLAY_WAIT_S, _OVERLAY_BUSY, holder=holder)
+
+
+@asynccontextmanager
+async def render_turn_waiting(link: Hashable) -> AsyncIterator[None]:
+    """Holds the render turn of all links together (:data:`GALLERIES`,
+    :func:`~slidelabel.services.tiles.render_turn_waiting`), waited for in the line of ``link``:
+    links take the turn in turn, whatever the number of requests each has waiting."""
+    async with _LINK_RENDERS.waiting(tiles.RENDER_WAIT_S, _RENDERS_BUSY, holder=link), \
+            tiles.render_turn_waiting(GALLERIES):
+        yield
+
+
+def page_turn_waiting(link: Hashable) -> AbstractAsyncContextManager[None]:
+    """Holds one of the :data:`PAGE_BUILDERS` turns while a link's page is built, waited for on
+    the event loop in the line of ``link``; :class:`~slidelabel.errors.BusyError` after
+    :data:`PAGE_WAIT_S` seconds, or at once when 16 of the link's requests wait already."""
+    return _PAGE_TURNS.waiting(PAGE_WAIT_S, f"gallery pages are busy for over {PAGE_WAIT_S:.0f} s; try again in a "
+                                            "minute", holder=link)
 
 
 def token_digest(token: str) -> str:
@@ -153,11 +185,15 @@ def _may_still_publish(session: Session, link: GalleryLink) -> bool:
         Membership.project_id == link.project_id, Membership.user_id == creator.id)) == Role.owner
 
 
-def resolve(session: Session, token: str, *, maker_check: MakerCheck | None = None) -> GalleryView:
+def resolve(session: Session, token: str, *, maker_check: MakerCheck | None = None,
+            slide_id: int | None = None) -> GalleryView:
     """What ``token`` opens; :class:`NotFoundError` with :data:`UNKNOWN` when it opens nothing
     (unknown, revoked, or its creator may no longer publish it: as ``maker_check`` says now where
     another system keeps the accounts, under Girder; None on slidelabel's own server, whose rows
-    are the accounts themselves)."""
+    are the accounts themselves). With ``slide_id`` (a request about one slide) the view's slides
+    are that one slide where the link shows it, else none: the project's slides are not all read
+    for each anonymous tile (a link to 5,004 slides kept a user's requests waiting 8-9 s under
+    ten such requests a second, the twenty-third attack)."""
     digest = token_digest(token)
     link = session.scalar(select(GalleryLink).where(GalleryLink.token_sha256 == digest))
     # The row is found by the digest; comparing it again in constant time costs nothing and keeps
@@ -175,7 +211,11 @@ def resolve(session: Session, token: str, *, maker_check: MakerCheck | None = No
     if project is None or not _may_still_publish(session, link):
         raise NotFoundError(UNKNOWN)
     shown = set(link.slide_ids)
-    slides = [slide for slide in slides_of(session, project.id) if not shown or slide.id in shown]
+    if slide_id is None:
+        slides = [slide for slide in slides_of(session, project.id) if not shown or slide.id in shown]
+    else:
+        slide = session.get(Slide, slide_id) if not shown or slide_id in shown else None
+        slides = [slide] if slide is not None and slide.project_id == project.id else []
     return GalleryView(link, project, slides)
 
 

@@ -57,10 +57,12 @@ PICTURE_WAIT_S = 30.0
 _PICTURES = Turns(PICTURES, per_holder=PICTURES_PER_USER)
 #: Renders that read more than a tile's worth of a stored level (thumbnails, low-zoom tiles
 #: resampled from a larger level, and every render of a gallery link) at once per API process,
-#: and for one user or gallery link: the others wait on the event loop. A 400 Mpx tiled TIFF
-#: without a pyramid: the same thumbnail asked 8 times at once took 78 s of CPU and +1.6 GB; 6
-#: widths of 2 such slides 128 s and +2.2 GB (the twentieth attack).
-RENDERS, RENDERS_PER_HOLDER = 4, 2
+#: and for one user or all gallery links together: the others wait on the event loop. A 400 Mpx
+#: tiled TIFF without a pyramid: the same thumbnail asked 8 times at once took 78 s of CPU and
+#: +1.6 GB; 6 widths of 2 such slides 128 s and +2.2 GB (the twentieth attack). One a holder: with
+#: two, one viewer and one link's visitor took all four, and another user's thumbnails waited 9-17
+#: s or 30 s for a 503 (the twenty-third attack); now they leave two.
+RENDERS, RENDERS_PER_HOLDER = 4, 1
 #: Seconds a render waits for its turn before it is answered busy (503).
 RENDER_WAIT_S = 30.0
 _RENDERS = Turns(RENDERS, per_holder=RENDERS_PER_HOLDER)

@@ -19,7 +19,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from slidelabel.errors import ConflictError, NotFoundError, SlideError
-from slidelabel.server.deps import GalleryExportTurn, Owner, ReadSession, SettingsDep, WriteSession, release_connection
+from slidelabel.server.deps import (
+    GalleryExportTurn,
+    GalleryPageTurn,
+    Owner,
+    ReadSession,
+    SettingsDep,
+    WriteSession,
+    release_connection,
+)
 from slidelabel.server.routers.tiles import JPEG, PNG, Render, rendered_in_turn
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.gallery import (
@@ -83,7 +91,18 @@ def gallery_view(session: ReadSession,
     return view
 
 
+def gallery_slide_view(session: ReadSession,
+                       token: Annotated[str, PathParam(max_length=256, description="the link's token")],
+                       slide_id: int,
+                       maker_check: Annotated[gallery.MakerCheck | None, Depends(link_maker_check)]) -> GalleryView:
+    """:func:`gallery_view` for a request about one slide: only that slide is read."""
+    view = gallery.resolve(session, token, maker_check=maker_check, slide_id=slide_id)
+    release_connection(session)
+    return view
+
+
 View = Annotated[GalleryView, Depends(gallery_view)]
+SlideView = Annotated[GalleryView, Depends(gallery_slide_view)]
 
 
 @contextmanager
@@ -98,7 +117,7 @@ def _shown_as(what: str) -> Iterator[None]:
 
 
 @public_router.get("/{token}")
-def gallery_page(view: View, session: ReadSession) -> GalleryPublic:
+def gallery_page(_turn: GalleryPageTurn, view: View, session: ReadSession) -> GalleryPublic:
     """What the page shows: the project's name, the legend, the shown slides and the epochs' figures."""
     return GalleryPublic(
         project=view.project.name, overlay=view.overlay,
@@ -109,7 +128,7 @@ def gallery_page(view: View, session: ReadSession) -> GalleryPublic:
 
 
 @public_router.get("/{token}/slides/{slide_id}/tiles")
-def tile_metadata(slide_id: int, view: View) -> TileMetadata:
+def tile_metadata(slide_id: int, view: SlideView) -> TileMetadata:
     slide = view.slide(slide_id)
     with _shown_as("image of this slide"):
         grid = tiles.TileGrid.of(tiles.slide_source(slide_file(slide)))
@@ -117,15 +136,12 @@ def tile_metadata(slide_id: int, view: View) -> TileMetadata:
                         width=grid.width, height=grid.height, mpp=slide.mpp)
 
 
-def _link(view: View) -> Hashable:
-    """Who a gallery render holds its turn for: every link together (:data:`gallery.GALLERIES`), so
-    that links hold at most two of the process's render turns and its users always have the rest
-    (anonymous loops on two links, a turn holder each, took all four: a viewer's thumbnail waited
-    30 s and was answered 503, the twenty-first attack)."""
-    return gallery.GALLERIES
+def _link(view: SlideView) -> Hashable:
+    """Who a gallery render waits in line for: its link (:func:`gallery.render_turn_waiting`)."""
+    return ("gallery", view.link.id)
 
 
-def _tile(slide_id: int, z: int, x: int, y: int, view: View) -> Render:
+def _tile(slide_id: int, z: int, x: int, y: int, view: SlideView) -> Render:
     pinned = slide_file(view.slide(slide_id))
     with _shown_as(f"tile ({x}, {y}) of level {z}"):
         source = tiles.slide_source(pinned)
@@ -133,7 +149,7 @@ def _tile(slide_id: int, z: int, x: int, y: int, view: View) -> Render:
     return Render(pinned.version, (slide_id, z, x, y), lambda: tiles.slide_tile(source, z, x, y), heavy=True)
 
 
-def _thumbnail(slide_id: int, view: View, width: Annotated[int, Query(ge=16, le=512)] = 256) -> Render:
+def _thumbnail(slide_id: int, view: SlideView, width: Annotated[int, Query(ge=16, le=512)] = 256) -> Render:
     pinned, shown = slide_file(view.slide(slide_id)), tiles.thumbnail_width(width)
     return Render(pinned.version, (slide_id, shown), lambda: tiles.slide_thumbnail(tiles.slide_source(pinned), shown),
                   heavy=True)
@@ -143,7 +159,7 @@ def _superpixels(settings: Settings, slide: Slide) -> Path:
     return ProjectFiles(settings.data_dir, slide.project_id).superpixels(slide.id)
 
 
-def _index_tile(slide_id: int, z: int, x: int, y: int, view: View, settings: SettingsDep) -> Render:
+def _index_tile(slide_id: int, z: int, x: int, y: int, view: SlideView, settings: SettingsDep) -> Render:
     slide = view.slide(slide_id)
     with _shown_as(f"superpixel tile ({x}, {y}) of level {z}"):
         labels = tiles.label_map(_superpixels(settings, slide))
@@ -153,9 +169,9 @@ def _index_tile(slide_id: int, z: int, x: int, y: int, view: View, settings: Set
 
 # Every render of a link (not kept yet) takes a render turn held by the link: 99 connections asking
 # for random tiles kept a logged-in user's /auth/me 0.14-0.63 s at the median, 5.3 s at most.
-TileRender = Annotated[Render, rendered_in_turn(_tile, _link)]
-ThumbnailRender = Annotated[Render, rendered_in_turn(_thumbnail, _link)]
-IndexTileRender = Annotated[Render, rendered_in_turn(_index_tile, _link)]
+TileRender = Annotated[Render, rendered_in_turn(_tile, _link, gallery.render_turn_waiting)]
+ThumbnailRender = Annotated[Render, rendered_in_turn(_thumbnail, _link, gallery.render_turn_waiting)]
+IndexTileRender = Annotated[Render, rendered_in_turn(_index_tile, _link, gallery.render_turn_waiting)]
 
 
 @public_router.get("/{token}/slides/{slide_id}/tiles/{z}/{x}/{y}.jpg", response_class=Response, responses=JPEG)
@@ -185,7 +201,8 @@ def superpixel_tile(slide_id: int, z: int, x: int, y: int, render: IndexTileRend
                    responses={200: {"content": {"application/octet-stream": {}},
                                     "description": "little-endian uint32 category id per superpixel id (0: none), "
                                                    "N + 1 values"}})
-def overlay(slide_id: int, view: View, _turn: GalleryExportTurn, session: ReadSession, settings: SettingsDep) -> Response:
+def overlay(slide_id: int, view: SlideView, _turn: GalleryExportTurn, session: ReadSession,
+            settings: SettingsDep) -> Response:
     """The link's overlay of the slide: its labels (reviews, else the users' majority) or the
     latest epoch's predicted categories (``X-Epoch`` names the epoch). Built in an export turn:
     the majority reads every label row of the slide (4.8 million: about 30 s and 800 MB)."""

@@ -5,6 +5,7 @@ client revalidates with ``If-None-Match`` and gets a 304 without the image being
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -84,11 +85,13 @@ class Render:
                                flight=self.flight)
 
 
-def rendered_in_turn(plan: Callable[..., Render], holder: Callable[..., Hashable]) -> Any:
+def rendered_in_turn(plan: Callable[..., Render], holder: Callable[..., Hashable],
+                     waiting: Callable[[Hashable], AbstractAsyncContextManager[None]] = tiles.render_turn_waiting
+                     ) -> Any:
     """A dependency giving the :class:`Render` the dependency ``plan`` describes, ready to make:
     a heavy one not kept yet is made by one request at a time (the others wait for its result on
-    the event loop, holding no thread) in a render turn of ``holder`` (a dependency), held until
-    the route returns. A kept one, a 304 and a cheap one take no turn."""
+    the event loop, holding no thread) in the turn ``waiting`` gives ``holder`` (a dependency),
+    held until the route returns. A kept one, a 304 and a cheap one take no turn."""
     # A default, not an Annotated type: annotations are strings here, read in the module's globals.
     async def hold(request: Request, render: Render = Depends(plan),  # noqa: B008
                    who: Hashable = Depends(holder)) -> AsyncIterator[Render]:  # noqa: B008
@@ -105,7 +108,7 @@ def rendered_in_turn(plan: Callable[..., Render], holder: Callable[..., Hashable
             if render.flight is not None:
                 break
         try:
-            async with tiles.render_turn_waiting(who):
+            async with waiting(who):
                 yield render
         finally:
             responses.land(render.flight)
