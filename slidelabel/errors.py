@@ -66,6 +66,10 @@ class BusyError(SlidelabelError):
     """The server is too busy to take the request now; trying again later may succeed."""
 
 
+class ClientGoneError(SlidelabelError):
+    """The client hung up while its request waited for a turn at heavy work: the work is not done."""
+
+
 class TooManyAttemptsError(SlidelabelError):
     """Too many failed attempts (logins) in a while; ``retry_after_s`` says when to try again."""
 

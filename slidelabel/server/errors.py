@@ -25,6 +25,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from slidelabel.errors import (
     AuthenticationError,
     BusyError,
+    ClientGoneError,
     ConflictError,
     NotFoundError,
     OutputError,
@@ -51,6 +52,7 @@ STATUS = (
     (TooLargeError, 413),
     (TooManyAttemptsError, 429),
     (BusyError, 503),
+    (ClientGoneError, 499),  # nginx's "client closed request": no one reads it
     (ParameterError, 422),
     (SlideError, 422),
     (OutputError, 500),

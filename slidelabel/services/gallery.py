@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,10 @@ _OVERLAY_TURNS = Turns(OVERLAY_BUILDERS, per_holder=1)
 PAGE_BUILDERS = 1
 #: Seconds a page waits for its turn before it is answered busy (503).
 PAGE_WAIT_S = 10.0
-_PAGE_TURNS = Turns(PAGE_BUILDERS, per_holder=1)
+#: Requests of one link that wait for a page turn at once: a link handed to a class opens at once
+#: in as many browsers (80 at once, a few milliseconds each for a project of tens of slides).
+PAGE_WAITING = 128
+_PAGE_TURNS = Turns(PAGE_BUILDERS, per_holder=1, waiting_per_holder=PAGE_WAITING)
 _RENDERS_BUSY = (f"the gallery's images are busy (this link's, or other links') for over {tiles.RENDER_WAIT_S:.0f} "
                  "s; try again in a minute")
 _OVERLAY_BUSY = (f"the gallery's overlays are busy (this link's earlier one, or another link's) for over "
@@ -81,12 +84,14 @@ def overlay_turn_waiting(holder: Hashable) -> AbstractAsyncContextManager[None]:
 
 
 @asynccontextmanager
-async def render_turn_waiting(link: Hashable) -> AsyncIterator[None]:
+async def render_turn_waiting(link: Hashable, gone: Callable[[], Awaitable[bool]] | None = None
+                              ) -> AsyncIterator[None]:
     """Holds the render turn of all links together (:data:`GALLERIES`,
     :func:`~slidelabel.services.tiles.render_turn_waiting`), waited for in the line of ``link``:
-    links take the turn in turn, whatever the number of requests each has waiting."""
-    async with _LINK_RENDERS.waiting(tiles.RENDER_WAIT_S, _RENDERS_BUSY, holder=link), \
-            tiles.render_turn_waiting(GALLERIES):
+    links take the turn in turn, whatever the number of requests each has waiting. A request
+    whose client has hung up (``gone``) renders nothing."""
+    async with _LINK_RENDERS.waiting(tiles.RENDER_WAIT_S, _RENDERS_BUSY, holder=link, gone=gone), \
+            tiles.render_turn_waiting(GALLERIES, gone=gone):
         yield
 
 

@@ -19,7 +19,7 @@ import functools
 import io
 import json
 import math
-from collections.abc import Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +93,13 @@ def picture_turn_waiting(user_id: int | None = None) -> AbstractAsyncContextMana
                                              f"{PICTURE_WAIT_S:.0f} s; try again", holder=user_id)
 
 
-def render_turn_waiting(holder: Hashable | None = None) -> AbstractAsyncContextManager[None]:
+def render_turn_waiting(holder: Hashable | None = None, gone: Callable[[], Awaitable[bool]] | None = None
+                        ) -> AbstractAsyncContextManager[None]:
     """A turn to render a thumbnail or a tile read from a larger stored level, waited for on the
-    event loop; ``holder`` (a user id, a gallery link) holds at most :data:`RENDERS_PER_HOLDER`."""
+    event loop; ``holder`` (a user id, a gallery link) holds at most :data:`RENDERS_PER_HOLDER`.
+    A request whose client has hung up (``gone``, see :meth:`Turns.waiting`) renders nothing."""
     return _RENDERS.waiting(RENDER_WAIT_S, f"slide renders are busy (yours, or {RENDERS} at once) for over "
-                                           f"{RENDER_WAIT_S:.0f} s; try again", holder=holder)
+                                           f"{RENDER_WAIT_S:.0f} s; try again", holder=holder, gone=gone)
 
 
 #: Open tile sources kept, one per pinned slide file (each holds its pin, hence a descriptor).

@@ -19,10 +19,10 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from slidelabel.errors import BusyError
+from slidelabel.errors import BusyError, ClientGoneError
 
 __all__ = ["Turns"]
 
@@ -71,16 +71,25 @@ class Turns:
             self._give_back(holder)
 
     @asynccontextmanager
-    async def waiting(self, wait_s: float, busy: str, holder: Hashable | None = None) -> AsyncIterator[None]:
+    async def waiting(self, wait_s: float, busy: str, holder: Hashable | None = None,
+                      gone: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[None]:
         """:meth:`hold` for a coroutine: waits on the event loop, looking for its turn every
-        :data:`POLL_S` seconds, so no thread is held while waiting. A request whose client has
-        hung up waits and runs all the same (a route is not cancelled): what bounds those is the
-        bound on an address's requests at once (``slidelabel/server/requests_per_address.py``)."""
+        :data:`POLL_S` seconds, so no thread is held while waiting. ``gone`` says whether the
+        request's client has hung up: then it leaves the line (:class:`ClientGoneError`) before its
+        turn, or with it before the work begins. Without it (a request whose body a route reads
+        itself must not be asked) a request whose client has gone waits and runs all the same:
+        what bounds those is the bound on an address's requests at once
+        (``slidelabel/server/requests_per_address.py``)."""
         holder = _Anyone() if holder is None else holder
         with self._in_line(holder, busy) as ticket:
             deadline = time.monotonic() + wait_s
             while not self._taken_by(holder, ticket, deadline, busy):
+                if gone is not None and await gone():
+                    raise ClientGoneError("the client hung up while its request waited for its turn")
                 await asyncio.sleep(POLL_S)
+        if gone is not None and await gone():
+            self._give_back(holder)
+            raise ClientGoneError("the client hung up while its request waited for its turn")
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 
 import pytest
 
@@ -117,3 +118,45 @@ def test_pages_are_built_in_turn(client, link, slide_row, monkeypatch):
     finally:
         gallery._PAGE_TURNS.give_back("someone")
     assert client.get(f"{API}/gallery/{link}").status_code == 200
+
+
+def _get_hanging_up(app, path: str, after_s: float) -> list[dict]:
+    """The messages ``app`` sends for a GET of ``path`` whose client hangs up ``after_s`` seconds
+    after sending it, called as an ASGI server calls it."""
+    sent: list[dict] = []
+
+    async def call() -> None:
+        start, body = time.monotonic(), [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict:
+            if body:
+                return body.pop()
+            if time.monotonic() - start >= after_s:
+                return {"type": "http.disconnect"}
+            await asyncio.Event().wait()  # nothing more from a client still there
+            return {}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+                 "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"testserver")], "client": ("127.0.0.9", 50000), "server": ("testserver", 80)}
+        await app(scope, receive, send)
+
+    asyncio.run(call())
+    return sent
+
+
+def test_a_render_whose_client_hung_up_while_waiting_is_not_made(app, client, link, slide_row, monkeypatch):
+    """Twenty-second attack, low: a render waiting for its turn was made after its client had gone."""
+    made: list[int] = []
+    monkeypatch.setattr(tiles, "slide_thumbnail", lambda source, width: made.append(width) or b"jpeg")
+    path = f"{API}/gallery/{link}/slides/{slide_row}/thumbnail.jpg"
+    assert tiles._RENDERS.take_now(gallery.GALLERIES)  # the links' render turn is busy
+    try:
+        sent = _get_hanging_up(app, path, after_s=0.3)
+    finally:
+        tiles._RENDERS.give_back(gallery.GALLERIES)
+    assert sent[0]["status"] == 499 and made == []
+    assert _get_hanging_up(app, path, after_s=60)[0]["status"] == 200 and made == [256]

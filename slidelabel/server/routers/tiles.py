@@ -86,12 +86,13 @@ class Render:
 
 
 def rendered_in_turn(plan: Callable[..., Render], holder: Callable[..., Hashable],
-                     waiting: Callable[[Hashable], AbstractAsyncContextManager[None]] = tiles.render_turn_waiting
-                     ) -> Any:
+                     waiting: Callable[..., AbstractAsyncContextManager[None]] = tiles.render_turn_waiting) -> Any:
     """A dependency giving the :class:`Render` the dependency ``plan`` describes, ready to make:
     a heavy one not kept yet is made by one request at a time (the others wait for its result on
-    the event loop, holding no thread) in the turn ``waiting`` gives ``holder`` (a dependency),
-    held until the route returns. A kept one, a 304 and a cheap one take no turn."""
+    the event loop, holding no thread) in the turn ``waiting(holder, gone)`` gives ``holder`` (a
+    dependency), held until the route returns; one whose client hung up while it waited is not
+    made (``gone``: the request's disconnect check; a GET's empty body is all it may read). A kept
+    one, a 304 and a cheap one take no turn."""
     # A default, not an Annotated type: annotations are strings here, read in the module's globals.
     async def hold(request: Request, render: Render = Depends(plan),  # noqa: B008
                    who: Hashable = Depends(holder)) -> AsyncIterator[Render]:  # noqa: B008
@@ -108,7 +109,7 @@ def rendered_in_turn(plan: Callable[..., Render], holder: Callable[..., Hashable
             if render.flight is not None:
                 break
         try:
-            async with waiting(who):
+            async with waiting(who, gone=request.is_disconnected):
                 yield render
         finally:
             responses.land(render.flight)
