@@ -9,11 +9,17 @@ left other users unanswered and wrote 108 MB of log in 40 s). Here, in each API 
 - a request's head must arrive within ``head_timeout_s`` of the connection (or of its first byte on
   a kept-alive one): then 408 if part of it came, a plain close if nothing did;
 - a request body that stops arriving for ``body_timeout_s`` while the server is reading it ends the
-  connection (the route sees a client disconnect);
+  connection (the route sees a client disconnect), and so does one that arrives slower than
+  :data:`MIN_BODY_BYTES_PER_S`: each ``body_timeout_s`` of it (the first from the end of the head)
+  must bring that many times as many bytes. Time when the route is not reading (uvicorn paused
+  reading, or a client waits for ``100 Continue``) does not count;
 - one client address holds at most ``per_address`` connections: past that a new one is answered
   503 and closed at once, costing nothing more;
 - at ``total`` connections a new one takes the place of the connection that has waited longest for
-  a request's head (half-sent or idle), which is closed; with none such it is refused as above;
+  a request's head (half-sent or idle), which is closed; with none such, of the connection whose
+  body has come slowest (bytes per second since it began, as ranked at most once per
+  :data:`BODY_RANKING_INTERVAL_S`) among those the route is reading that have been in their body
+  for ``body_timeout_s`` at least; with none such either it is refused as above;
 - refused connections, failed accepts and uvicorn's per-request warnings are logged as at most one
   line per :data:`LOG_SUMMARY_INTERVAL_S`, saying how many there were.
 """
@@ -42,6 +48,14 @@ ACCEPT_BACKLOG = 512
 FILE_RESERVE_SHARE = 0.25
 #: ``accept()`` failures for want of descriptors or memory (asyncio retries them a second later).
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Slowest average a request body may arrive at while the route reads it (bytes/s), checked over
+#: each ``body_timeout_s`` window (60 KiB per default 60 s window). 1/64 of a poor 64 KB/s uplink,
+#: so an honest upload over one is cut only if it brings under 2% of its rate for a whole window;
+#: a client dripping a few bytes per window is closed after the first.
+MIN_BODY_BYTES_PER_S = 1024
+#: At the total bound, connections in their body are ranked by speed at most this often (s), so
+#: that a flood of new connections costs one sort a second, not one scan each.
+BODY_RANKING_INTERVAL_S = 1.0
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -71,6 +85,7 @@ class ConnectionLimits:
     """0: no bound per address."""
     total: int
     backlog: int = ACCEPT_BACKLOG
+    min_body_bytes_per_s: float = MIN_BODY_BYTES_PER_S
 
     @classmethod
     def within(cls, *, open_files: int, head_timeout_s: float, body_timeout_s: float, per_address: int,
@@ -138,9 +153,14 @@ class OpenConnections:
         self.per_address: Counter[str] = Counter()
         self.waiting: dict[BoundedH11Protocol, None] = {}
         """Connections waiting for a request's head (half-sent or idle), longest waiting first."""
+        self.in_body: dict[BoundedH11Protocol, None] = {}
+        """Connections whose request body is arriving."""
+        self.slowest_bodies: list[BoundedH11Protocol] = []
+        """Of :attr:`in_body`, those that may make room, as last ranked: the slowest last."""
+        self.ranked_at = -math.inf
         self.refused = SummarisedLog("refused connections over the limits (SLIDELABEL_MAX_CONNECTIONS*)")
         self.made_room = SummarisedLog("at SLIDELABEL_MAX_CONNECTIONS: closed a connection waiting for a request "
-                                       "head to make room")
+                                       "head, or with the slowest body, to make room")
         self.warnings: dict[str, SummarisedLog] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # an API process started by --http-workers counts its own
@@ -188,6 +208,14 @@ class BoundedH11Protocol(H11Protocol):
         self.body_timer: asyncio.TimerHandle | None = None
         self.body_data_at = 0.0
         """When the last bytes of a request body came (loop time, s)."""
+        self.received = 0
+        """Bytes received on this connection."""
+        self.body_began_at = 0.0
+        self.body_began_with = 0
+        """When the request body being received began (loop time, s), and :attr:`received` then."""
+        self.window_at = 0.0
+        self.window_began_with = 0
+        """The same for the body's current ``body_timeout_s`` window."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -197,7 +225,7 @@ class BoundedH11Protocol(H11Protocol):
             self._refuse(f"{address} already holds {self.limits.per_address} connections")
             return
         if len(self.connections) > self.limits.total and not self._make_room():
-            self._refuse(f"{self.limits.total} connections are open, none of them idle")
+            self._refuse(f"{self.limits.total} connections are open, none of them idle or with a slow body")
             return
         if address is not None:
             self.address = address
@@ -219,23 +247,46 @@ class BoundedH11Protocol(H11Protocol):
             return
         if self.head_timer is None and self.conn.their_state is h11.IDLE:
             self._wait_for_head()  # the first byte of a kept-alive connection's next request
+        before = self.received  # a body's first window counts the bytes that ended its head
+        self.received += len(data)
         super().data_received(data)
-        self._follow_request()
+        self.body_data_at = self.loop.time()
+        self._follow_request(before)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE and self.head_timer is None:
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE and self.head_timer is None:
             self.open_connections.waiting[self] = None  # idle until uvicorn's keep-alive timeout
+        else:
+            self._follow_request(self.received)  # a pipelined request, read from what was received
 
-    def _follow_request(self) -> None:
+    def _follow_request(self, received_before: int) -> None:
         """After received bytes: stop the head's timer once the head is in; time the body while it
-        is arriving (one timer per stall, not one per chunk of an upload)."""
+        is arriving (one timer per stall or window, not one per chunk of an upload)."""
         state = self.conn.their_state
         if state is not h11.IDLE:
             self._stop_head_timer()
-        self.body_data_at = self.loop.time()
-        if state is h11.SEND_BODY and self.body_timer is None and not self.transport.is_closing():
+        if state is not h11.SEND_BODY or self.transport.is_closing():
+            self._end_body()
+        elif self not in self.open_connections.in_body:
+            now = self.body_began_at = self.window_at = self.loop.time()
+            self.body_began_with = self.window_began_with = received_before
+            self.body_data_at = now
+            self.open_connections.in_body[self] = None
+            if self.body_timer is not None:
+                self.body_timer.cancel()
             self.body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+
+    def _end_body(self) -> None:
+        self.open_connections.in_body.pop(self, None)
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def _route_not_reading(self) -> bool:
+        return self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
 
     def _wait_for_head(self) -> None:
         self._stop_head_timer()
@@ -250,9 +301,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def _stop_timers(self) -> None:
         self._stop_head_timer()
-        if self.body_timer is not None:
-            self.body_timer.cancel()
-            self.body_timer = None
+        self._end_body()
 
     def _head_timed_out(self) -> None:
         self.head_timer = None
@@ -268,24 +317,55 @@ class BoundedH11Protocol(H11Protocol):
         self.transport.close()
 
     def _body_timed_out(self) -> None:
+        """At the end of a stall or of a window: close a body that stalled for ``body_timeout_s`` or
+        whose window brought too few bytes."""
         self.body_timer = None
         if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            self._end_body()
             return
-        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
-            self.body_data_at = self.loop.time()  # the route is not reading (yet): the client is not late
-        stalled_s = self.loop.time() - self.body_data_at
-        if stalled_s < self.limits.body_timeout_s:
-            self.body_timer = self.loop.call_later(self.limits.body_timeout_s - stalled_s, self._body_timed_out)
+        now, window_s = self.loop.time(), self.limits.body_timeout_s
+        if self._route_not_reading():  # the client is not late: its stall and window start again
+            self.body_data_at = self.window_at = now
+            self.window_began_with = self.received
+        if now - self.body_data_at >= window_s:
+            self.transport.close()
             return
-        self.transport.close()
+        if now - self.window_at >= window_s:
+            if self.received - self.window_began_with < self.limits.min_body_bytes_per_s * window_s:
+                self.transport.close()
+                return
+            self.window_at, self.window_began_with = now, self.received
+        self.body_timer = self.loop.call_at(min(self.body_data_at, self.window_at) + window_s, self._body_timed_out)
+
+    def _body_rate(self, now: float) -> float:
+        """Bytes per second since this connection's body began."""
+        return (self.received - self.body_began_with) / max(now - self.body_began_at, 1e-9)
 
     def _make_room(self) -> bool:
-        """Close the connection that has waited longest for a request's head; False if none does."""
-        for protocol in self.open_connections.waiting:
+        """Close the connection that has waited longest for a request's head, else the one whose
+        body has come slowest (see the module's docstring); False if there is none."""
+        connections = self.open_connections
+        for protocol in connections.waiting:
             if protocol is not self:
                 protocol._close_waiting("the server is at its connection limit")
-                self.open_connections.made_room.event(self.loop, f"one from {protocol.address}")
+                connections.made_room.event(self.loop, f"one from {protocol.address}")
                 return True
+        now = self.loop.time()
+        if now - connections.ranked_at >= BODY_RANKING_INTERVAL_S:
+            connections.ranked_at = now
+            measured = [protocol for protocol in connections.in_body
+                        if now - protocol.body_began_at >= self.limits.body_timeout_s]
+            connections.slowest_bodies = sorted(measured, key=lambda protocol: protocol._body_rate(now), reverse=True)
+        while connections.slowest_bodies:
+            protocol = connections.slowest_bodies.pop()
+            if (protocol is self or protocol not in connections.in_body or protocol.transport.is_closing()
+                    or protocol._route_not_reading()):
+                continue
+            rate = protocol._body_rate(now)
+            protocol._end_body()
+            protocol.transport.close()
+            connections.made_room.event(self.loop, f"one from {protocol.address} whose body came at {rate:.0f} B/s")
+            return True
         return False
 
     def _refuse(self, reason: str) -> None:
