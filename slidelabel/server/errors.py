@@ -17,10 +17,11 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.requests import ClientDisconnect
 
 from slidelabel.errors import (
     AuthenticationError,
@@ -164,6 +165,13 @@ async def _no_connection(_request: Request, _error: Exception) -> JSONResponse:
                         status_code=503)
 
 
+async def _client_gone(request: Request, error: ClientDisconnect) -> Response:
+    """A client that hung up while its body was read (an upload cut off): nothing went wrong here,
+    and nothing is left of what it sent (see ``services/uploads.py``)."""
+    logger.info("%s %s: the client hung up while sending its body", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
@@ -175,6 +183,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _out_of_range)
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(PoolTimeout, _no_connection)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(IntegrityError, _refers_to_deleted)
     app.add_exception_handler(StaleDataError, _changed_meanwhile)
     app.add_exception_handler(FileNotFoundError, _missing_file)
