@@ -157,7 +157,7 @@ def test_a_shared_folder_must_be_a_slide_folder(tmp_path):
         Settings(data_dir=tmp_path, slide_folders=[tmp_path / "a"], slide_folder_readers={tmp_path / "b": ["alice"]})
 
 
-def test_accounts_show_their_rights_to_the_admin_and_only_their_names_to_others(app, client, admin_headers,
+def test_accounts_show_their_rights_to_the_admin_and_only_their_names_to_owners(app, client, admin_headers,
                                                                                 member_headers):
     from slidelabel.store.models import Role, Token, User
 
@@ -166,7 +166,9 @@ def test_accounts_show_their_rights_to_the_admin_and_only_their_names_to_others(
     client.patch(f"/api/v1/users/{hidden.json()['id']}", headers=admin_headers, json={"disabled": True})
     seen_by_admin = {u["username"]: u for u in client.get("/api/v1/users", headers=admin_headers).json()}
     assert seen_by_admin["admin"]["is_admin"] is True and seen_by_admin["hidden"]["disabled"] is True
-    seen = {u["username"]: u for u in client.get("/api/v1/users", headers=viewer).json()}
+    refused = client.get("/api/v1/users", headers=viewer)
+    assert refused.status_code == 403 and "owners" in refused.json()["detail"]  # a viewer adds no one
+    seen = {u["username"]: u for u in client.get("/api/v1/users", headers=member_headers(Role.owner)).json()}
     assert "admin" in seen and "hidden" not in seen
     assert all(u[flag] is None for u in seen.values()
                for flag in ("is_admin", "disabled", "can_create_projects", "can_read_slide_folders"))

@@ -1,4 +1,4 @@
-"""User accounts: the admin creates, disables and grants rights to them; everyone may list names (to add
+"""User accounts: the admin creates, disables and grants rights to them; owners may list names (to add
 members)."""
 
 from __future__ import annotations
@@ -11,16 +11,21 @@ from slidelabel.server.deps import BearerToken, CurrentUser, ReadSession, WriteS
 from slidelabel.server.routing import CommitInRouteThread
 from slidelabel.server.schemas.accounts import UserCreate, UserPublic, UserUpdate
 from slidelabel.services import accounts
-from slidelabel.store.models import User
+from slidelabel.store.models import Membership, Role, User
 
 router = APIRouter(route_class=CommitInRouteThread, prefix="/users", tags=["users"])
 
 
 @router.get("")
 def list_users(session: ReadSession, user: CurrentUser) -> list[UserPublic]:
-    """Every account for the admin; the enabled accounts' names for others (to add members)."""
+    """Every account for the admin; the enabled accounts' names for the owners of a project (to add
+    members); a 403 for others, who add no one (any account listed every name, the twenty-third
+    attack)."""
     if user.is_admin:
         return [UserPublic.model_validate(u) for u in session.scalars(select(User).order_by(User.username))]
+    owns = select(Membership.project_id).where(Membership.user_id == user.id, Membership.role == Role.owner)
+    if session.scalar(owns.limit(1)) is None:
+        raise PermissionDeniedError("only the admin and the owners of a project list accounts (to add members)")
     return [UserPublic.model_validate(u).for_others()
             for u in session.scalars(select(User).where(User.disabled.is_(False)).order_by(User.username))]
 
