@@ -98,8 +98,9 @@ class Settings(BaseSettings):
     connection or, on a kept-alive one, from the request's first byte (s); the connection is then
     closed, with 408 if part of a head came."""
     request_body_timeout_s: float = Field(default=60.0, gt=0)
-    """Longest a request body may stop arriving while the server is reading it (s); the connection
-    is then closed and the route sees a client disconnect."""
+    """Longest a request body may stop arriving while the server is reading it (s), and the window
+    over which it must average at least 1 KiB/s (60 KiB at the default); the connection is then
+    closed and the route sees a client disconnect."""
     max_connections_per_address: int = Field(default=100, ge=0)
     """Most open connections from one client address to each API process, and most of its requests
     being answered there at once (a request goes on after its client hangs up); past either a new
@@ -107,7 +108,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=4096, ge=1)
     """Most open connections to each API process (lowered to leave a quarter of its open-file
     limit to files); at it a new connection replaces the one that has waited longest for a request
-    head, or is answered 503 and closed when none is waiting."""
+    head, else the one whose body arrives slowest (in its body for a window at least), or is
+    answered 503 and closed when there is neither."""
     forwarded_allow_ips: str = ""
     """Addresses of reverse proxies whose ``X-Forwarded-For`` header names the client (comma
     separated, ``*`` for any); empty: none, and every client is the address it connects from. A
