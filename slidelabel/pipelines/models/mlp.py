@@ -159,14 +159,15 @@ class MLPClassifier:
 
     @classmethod
     def from_state(cls, state: ClassifierState) -> MLPClassifier:
-        """Rebuild the fitted network from :meth:`to_state`'s result."""
+        """Rebuild the fitted network from :meth:`to_state`'s result, the arrays' shapes checked
+        against the settings before any is turned into a tensor (as the cnn's are: the twenty-third
+        attack)."""
         model = cls(**state.config)
-        model.layers = _network().layers_of_arrays(state.arrays, _LAYERS)
-        (weights_D_H, _), _, (_, bias_C) = model.layers
-        widths = (weights_D_H.shape[0], *model.hidden, bias_C.shape[0])
-        shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in model.layers]
+        shapes = [(state.arrays[weights].shape, state.arrays[bias].shape) for weights, bias in _LAYERS]
+        widths = (shapes[0][0][0], *model.hidden, shapes[-1][1][0])
         if shapes != [((i, o), (o,)) for i, o in itertools.pairwise(widths)]:
             raise ValueError(f"mlp layer arrays have inconsistent shapes {shapes}")
+        model.layers = _network().layers_of_arrays(state.arrays, _LAYERS)
         return model
 
 

@@ -91,9 +91,12 @@ def forward(layers: Layers, feats_N_D: np.ndarray, scales_S: list[list[torch.Ten
 
 
 def layers_of_arrays(arrays: dict[str, np.ndarray], names: tuple[tuple[str, str], ...]) -> Layers:
-    """The layers from a model file's float arrays, ``names`` giving each layer's (weights, bias)."""
-    tensors = {name: torch.as_tensor(array, dtype=torch.float32) for name, array in arrays.items()}
-    return [(tensors[weights_name], tensors[bias_name]) for weights_name, bias_name in names]
+    """The layers from a model file's float arrays, ``names`` giving each layer's (weights, bias);
+    arrays not named are left out."""
+    def tensor(name: str) -> torch.Tensor:
+        return torch.as_tensor(arrays[name], dtype=torch.float32)
+
+    return [(tensor(weights_name), tensor(bias_name)) for weights_name, bias_name in names]
 
 
 def _first(layers: Layers, feats_n_D: torch.Tensor) -> torch.Tensor:

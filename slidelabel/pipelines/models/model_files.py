@@ -9,10 +9,13 @@ run code; what its members declare is held to the bytes the file has before any 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -125,13 +128,25 @@ def load_model(path: str | Path) -> TrainedModel:
             raise ModelFileError(f"{path}: corrupt slidelabel model file ({error!r})") from error
 
 
-def _open_archive(path: str | Path) -> zipfile.ZipFile:
+@contextlib.contextmanager
+def _open_archive(path: str | Path) -> Iterator[zipfile.ZipFile]:
+    """The model file ``path`` opened as a zip archive, once its directory is found no larger than
+    a model file's (:func:`_check_directory`); :class:`ModelFileError` otherwise."""
+    not_a_zip = f"{path}: not a slidelabel model file (not a zip archive)"
     try:
-        return zipfile.ZipFile(path)
+        file = open(path, "rb")  # not `with` here: only the opening's errors say the file is missing
     except FileNotFoundError as error:
         raise ModelFileError(f"{path}: no such model file") from error
-    except (zipfile.BadZipFile, OSError) as error:
-        raise ModelFileError(f"{path}: not a slidelabel model file (not a zip archive)") from error
+    except OSError as error:
+        raise ModelFileError(not_a_zip) from error
+    with file:
+        try:
+            _check_directory(file, path)
+            archive = zipfile.ZipFile(file)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise ModelFileError(not_a_zip) from error
+        with archive:
+            yield archive
 
 
 def _stored(info: zipfile.ZipInfo, path: str | Path) -> None:
@@ -146,6 +161,27 @@ def _stored(info: zipfile.ZipInfo, path: str | Path) -> None:
 
 #: Members a model file may have: its header and a few dozen arrays.
 _MAX_MEMBERS = 1000
+#: Bytes of a model file's zip directory: an entry is 46 bytes and its name (slidelabel's are under
+#: 50 bytes), so 1 KB a member is ample. zipfile parses all of a directory's bytes, whatever count it
+#: declares: 1,000,000 entries in 57 MB took 883 MB and 9.5 s before they were counted (the
+#: twenty-third attack).
+_MAX_DIRECTORY_BYTES = _MAX_MEMBERS * 1024
+
+
+def _check_directory(file: BinaryIO, path: str | Path) -> None:
+    """:class:`ModelFileError` for a zip whose end record declares more members, or a larger
+    directory, than a model file has, read before zipfile parses that directory.
+
+    The end record is found by zipfile's own reader of it (``_EndRecData``, zip64 included), so
+    that the directory checked is the one zipfile goes on to parse.
+    """
+    end = zipfile._EndRecData(file)
+    if end is None:
+        raise zipfile.BadZipFile("no end of central directory record")
+    members, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if members > _MAX_MEMBERS or size > _MAX_DIRECTORY_BYTES:
+        raise ModelFileError(f"{path}: not a slidelabel model file (its zip directory lists {members:,} members in "
+                             f"{size:,} bytes; a model file has at most {_MAX_MEMBERS:,} in {_MAX_DIRECTORY_BYTES:,})")
 
 
 def _check_members(archive: zipfile.ZipFile, path: str | Path) -> None:
@@ -205,6 +241,9 @@ def _header(archive: zipfile.ZipFile, path: str | Path) -> dict:
         raise ModelFileError(f"{path}: not a slidelabel model file (no {_HEADER})") from error
     except (ValueError, zipfile.BadZipFile, OSError) as error:
         raise ModelFileError(f"{path}: corrupt slidelabel model file ({error})") from error
+    except RecursionError as error:  # 200,000 nested '[' in a 400 KB header (the twenty-third attack)
+        raise ModelFileError(f"{path}: corrupt slidelabel model file (its {_HEADER} is nested deeper than "
+                             "slidelabel reads)") from error
     if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
         raise ModelFileError(f"{path}: not a slidelabel model file (header format is not {FILE_FORMAT!r})")
     version = header.get("format_version")
