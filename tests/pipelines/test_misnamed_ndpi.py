@@ -9,12 +9,8 @@ import shutil
 import pytest
 
 from slidelabel.errors import SlideUnreadableError
-from slidelabel.pipelines.slide_files import (
-    NOT_NDPI,
-    SlideLimits,
-    check_slide_file,
-    check_slide_limits,
-)
+from slidelabel.pipelines.slide_files import SlideLimits, check_slide_file, check_slide_limits
+from slidelabel.pipelines.tiff_structure import NOT_NDPI
 
 CHECKS = {"file": check_slide_file, "limits": lambda path: check_slide_limits(path, SlideLimits())}
 
