@@ -7,7 +7,9 @@ with ``Polygon`` or ``MultiPolygon`` geometries in level-0 pixels. A Feature's c
 ": ") or a string ``properties.classification``. Features that are not polygons, empty or
 invalid (a ring of fewer than 3 points, coordinates that are not finite numbers) are skipped and
 counted in :attr:`GeoJsonPolygons.skipped`. The coordinates of most Features are parsed straight
-from the file's bytes (:mod:`.json_coordinates`), the rest of each Feature by :mod:`json`.
+from the file's bytes (:mod:`.json_coordinates`), the rest of each Feature by :mod:`json`, whose
+objects cost up to ~30 times their text: every value it parses is bounded before it is parsed
+(:data:`MAX_VALUE_CHARS`, :data:`MAX_FEATURE_CHARS`), as are the classes.
 """
 
 from __future__ import annotations
@@ -24,13 +26,35 @@ from slidelabel.errors import ParameterError
 from slidelabel.pipelines.importers.json_coordinates import DONE, INCOMPLETE, FeatureScanner
 from slidelabel.pipelines.importers.polygons import PolygonSet
 
-#: Characters read from the file at a time.
-_CHUNK_CHARS = 8 << 20
+#: Characters read from the file at a time, at least: a value longer than what is held is read in
+#: reads as long as it, so that it is parsed again a few times rather than once per chunk.
+_CHUNK_CHARS = 1 << 20
+#: Most characters of a JSON value other than coordinates that json parses: a top-level value
+#: besides "features", a Feature's properties, a list element that is not an object. A cell's
+#: QuPath properties (class, colour, a hundred measurements) take a few kB; json's objects cost up to
+#: 30 times their text (the twenty-third attack: 100 MB of empty lists under a top-level key held
+#: 3 GB for 130 s, and in one Feature's properties 3 GB): twice this costs at most ~60 MB.
+MAX_VALUE_CHARS = 1 << 20
+#: Most characters of one Feature (its coordinates included): json parses a Feature whole when the
+#: fast path cannot (an exponent, a z, over a million points), at ~8 times the text of coordinates
+#: and up to ~30 times that of empty lists; at most twice this is parsed before a longer one is
+#: refused (0.25 GB of coordinates, 1 GB of empty lists). A million points as QuPath writes them
+#: (the fast path's capacity) take about 14 MiB.
+MAX_FEATURE_CHARS = 16 << 20
+#: Longest class name, as a project's category names (services/projects.py CATEGORY_NAME_CHARS):
+#: the twenty-third attack's 60,000 names of 1,000 characters made a 58 MB manifest that every
+#: listing of imports sent.
+MAX_CLASS_NAME_CHARS = 100
+#: Most distinct class names of a file, as a project's categories (services/projects.py MAX_CATEGORIES).
+MAX_CLASSES = 255
 #: Features whose vertices are gathered into one array before the next batch starts.
 _BATCH = 20_000
 #: How much a growing array grows when full: its memory is at most this share above what it holds.
 _GROWTH = 1.25
 _WHITESPACE = " \t\n\r"
+#: A truncated value breaks within this many characters of the end of the text given to json
+#: (an unfinished number, literal or escape), but for an unterminated string.
+_TRUNCATION_CHARS = 8
 #: Stands for the coordinates the fast path read, in the rest of the Feature given to json.
 _PLACEHOLDER_VALUE = "slidelabel: coordinates read"
 _PLACEHOLDER = json.dumps(_PLACEHOLDER_VALUE)
@@ -71,12 +95,14 @@ class _Batches:
                     _Growing((), np.int64), _Growing((), np.int32), _Growing((4,), np.float64)]
         self.invalid = 0
 
-    def _count(self, vertices: int) -> None:
-        """Count a polygon as it is read; past a bound, stop with an error before reading on."""
+    def count(self, vertices: int) -> None:
+        """Count a polygon (or a Feature skipped) as it is read; past a bound, stop with an error
+        before reading on."""
         self.polygons_read += 1
         self.vertices_read += vertices
         if self.max_polygons is not None and self.polygons_read > self.max_polygons:
-            raise ParameterError(f"{self.path} holds more than {self.max_polygons:,} polygons; a slide holds at most "
+            raise ParameterError(f"{self.path} holds more than {self.max_polygons:,} polygons (Features of other "
+                                 f"kinds counted alike); a slide holds at most "
                                  f"{self.max_polygons:,} segments (24-bit ids): split the file or drop polygons")
         if self.max_vertices is not None and self.vertices_read > self.max_vertices:
             raise ParameterError(f"{self.path} holds more than {self.max_vertices:,} vertices (polygon "
@@ -87,7 +113,7 @@ class _Batches:
         """Add a polygon's rings: lists of points, or (from the fast path) its (V, 2) points and
         (R,) ring lengths; a batch holds one kind or the other."""
         fast = isinstance(rings, tuple)
-        self._count(len(rings[0]) if fast else sum(map(len, rings)))
+        self.count(len(rings[0]) if fast else sum(map(len, rings)))
         if self.rings_per_polygon and fast != self.fast:
             self.pack()
         self.fast = fast
@@ -197,7 +223,10 @@ def read_geojson(path: Path, *, max_polygons: int | None = None, max_vertices: i
     ParameterError
         The file is not JSON, nested deeper than the parser follows, or not a FeatureCollection or
         list of Features; the message names the file and, for broken JSON, the character where it
-        breaks. It holds more than ``max_polygons`` polygons or ``max_vertices`` vertices.
+        breaks. It holds more than ``max_polygons`` polygons (skipped Features counted alike) or
+        ``max_vertices`` vertices, a value longer than :data:`MAX_VALUE_CHARS` or a Feature longer
+        than :data:`MAX_FEATURE_CHARS` (the message names the key or the Feature), a class name
+        longer than :data:`MAX_CLASS_NAME_CHARS` or more than :data:`MAX_CLASSES` classes.
     """
     path = Path(path)
     batches = _Batches(path, max_polygons, max_vertices)
@@ -210,9 +239,10 @@ def read_geojson(path: Path, *, max_polygons: int | None = None, max_vertices: i
             reason, rings = (None, points) if points is not None else _rings(feature)
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
+                batches.count(0)
                 continue
             name = _class_name(feature.get("properties"))
-            batches.add(rings, index, -1 if name is None else class_names.setdefault(name, len(class_names)))
+            batches.add(rings, index, _class_index(path, class_names, name, index))
     except RecursionError:  # json's parser (and str() of what it parsed) recurses once per level
         raise _not_geojson(path, "nested too deep: lists or objects hundreds of levels inside each other, where "
                                  "a MultiPolygon's coordinates need 4") from None
@@ -241,6 +271,22 @@ def _rings(feature: object) -> tuple[str | None, list[list]]:
     return (None, rings) if rings else ("empty geometry", [])
 
 
+def _class_index(path: Path, class_names: dict[str, int], name: str | None, index: int) -> int:
+    """The index of ``name`` in ``class_names`` (added if new), -1 for None; a name longer than
+    :data:`MAX_CLASS_NAME_CHARS`, or a class past :data:`MAX_CLASSES`, is refused."""
+    if name is None:
+        return -1
+    if len(name) > MAX_CLASS_NAME_CHARS:
+        raise ParameterError(f"{path}: feature {index}'s class name has {len(name):,} characters; a class becomes "
+                             f"a project category, whose name has at most {MAX_CLASS_NAME_CHARS}: shorten it")
+    found = class_names.setdefault(name, len(class_names))
+    if found >= MAX_CLASSES:
+        raise ParameterError(f"{path} holds more than {MAX_CLASSES} classes (feature {index} is the first past the "
+                             f"bound); a class becomes a project category, of which a project has at most "
+                             f"{MAX_CLASSES}: merge classes or import the polygons without classification")
+    return found
+
+
 def _class_name(properties: object) -> str | None:
     classification = properties.get("classification") if isinstance(properties, dict) else None
     if isinstance(classification, str):
@@ -254,7 +300,10 @@ def _class_name(properties: object) -> str | None:
 
 
 class _Reader:
-    """Reads JSON values one at a time from a text file, refilling its buffer as needed."""
+    """Reads JSON values one at a time from a text file, refilling its buffer as needed. The buffer
+    grows past a read only while the value at its start is within its bound, so json parses at most
+    twice :data:`MAX_FEATURE_CHARS` for any value, and twice :data:`MAX_VALUE_CHARS` for a value
+    outside the features that starts a read."""
 
     def __init__(self, path: Path, file) -> None:
         self.path, self.file = path, file
@@ -264,9 +313,11 @@ class _Reader:
         self.codes: np.ndarray | None = None
 
     def _more(self) -> bool:
+        """Read on: at least :data:`_CHUNK_CHARS`, and as much as the unread part of the buffer
+        holds, so that a long value is re-scanned a logarithmic number of times (linear work)."""
         if self.eof:
             return False
-        chunk = self.file.read(_CHUNK_CHARS)
+        chunk = self.file.read(max(_CHUNK_CHARS, len(self.buffer) - self.position))
         self.eof = not chunk
         self.buffer = self.buffer[self.position:] + chunk
         self.position = 0
@@ -274,16 +325,30 @@ class _Reader:
         self.codes = np.frombuffer(self.buffer.encode("ascii"), np.uint8) if self.buffer.isascii() else None
         return bool(chunk)
 
-    def feature(self) -> tuple[object, tuple[np.ndarray, np.ndarray] | None]:
-        """The next value and, when it is a Polygon or MultiPolygon Feature whose coordinates the
-        fast path read, its (V, 2) points and (R,) ring lengths; else (the value, None)."""
-        self.peek()
+    def _more_within(self, limit: int, where: str) -> bool:
+        """Read on (False at the end of the file) for a value at :attr:`position` that is not
+        complete in the buffer; refused once the buffer holds more than ``limit`` characters of it."""
+        if len(self.buffer) - self.position > limit:
+            raise self.too_long(where, limit)
+        return self._more()
+
+    def feature(self, index: int) -> tuple[object, tuple[np.ndarray, np.ndarray] | None]:
+        """The next value (element ``index`` of the features) and, when it is a Polygon or
+        MultiPolygon Feature whose coordinates the fast path read, its (V, 2) points and (R,) ring
+        lengths; else (the value, None)."""
+        where = f"feature {index}"
+        if self.peek() != "{":
+            return self.value(MAX_VALUE_CHARS, where), None
         while self.codes is not None:
             status, end, value_start, value_end, leaf = self.scanner.scan(self.codes, self.position)
-            if status == INCOMPLETE and self._more():
+            if status == INCOMPLETE and self._more_within(MAX_FEATURE_CHARS, where):
                 continue
             if status != DONE:
                 break
+            if end - self.position > MAX_FEATURE_CHARS:
+                raise self.too_long(where, MAX_FEATURE_CHARS)
+            if end - self.position - (value_end - value_start) > MAX_VALUE_CHARS:
+                raise self.too_long(f"{where}'s properties (all but its coordinates)", MAX_VALUE_CHARS)
             rest = self.buffer[self.position : value_start] + _PLACEHOLDER + self.buffer[value_end:end]
             try:
                 feature = json.loads(rest)
@@ -296,7 +361,7 @@ class _Reader:
                 self.position = end
                 return feature, self.scanner.points()
             break
-        return self.value(), None
+        return self.value(MAX_FEATURE_CHARS, where), None
 
     def peek(self) -> str:
         """The next character that is not whitespace ('' at the end of the file)."""
@@ -313,23 +378,37 @@ class _Reader:
         self.position += 1
         return found
 
-    def value(self) -> object:
+    def value(self, limit: int, where: str) -> object:
+        """The next JSON value, ``where`` in the file, of at most ``limit`` characters: the buffer
+        grows only while the value may be within ``limit``, so a longer one is refused after json
+        parsed no more than the buffer holds."""
         self.peek()
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buffer, self.position)
             except json.JSONDecodeError as error:
-                if self._more():
+                truncated = (error.pos >= len(self.buffer) - _TRUNCATION_CHARS
+                             or error.msg.startswith("Unterminated string"))
+                if truncated and self._more_within(limit, where):
                     continue
                 raise self.error(error.msg) from None
             # A number at the very end of the buffer may continue in the next chunk.
-            if end == len(self.buffer) and not self.eof and self._more():
+            if end == len(self.buffer) and not self.eof and self._more_within(limit, where):
                 continue
+            if end - self.position > limit:
+                raise self.too_long(where, limit)
             self.position = end
             return value
 
     def error(self, message: str) -> ParameterError:
         return _not_geojson(self.path, message)
+
+    def too_long(self, where: str, limit: int) -> ParameterError:
+        advice = ("simplify its outline (e.g. shapely's simplify(0.5) or QuPath's Simplify shape) and keep no "
+                  "properties but its classification" if limit == MAX_FEATURE_CHARS
+                  else "drop what the import does not read: it reads the polygons and their classification only")
+        return ParameterError(f"{self.path}: {where}: more than {limit:,} characters of JSON, the most read there; "
+                              f"{advice}")
 
 
 def _not_geojson(path: Path, message: str) -> ParameterError:
@@ -351,14 +430,14 @@ def _features(path: Path) -> Iterator[tuple[object, tuple[np.ndarray, np.ndarray
             if opening == "{":
                 found = False
                 while reader.peek() != "}":
-                    key = reader.value()
+                    key = reader.value(MAX_VALUE_CHARS, "a top-level key")
                     reader.expect(":")
                     if key == "features":
                         found = True
                         reader.expect("[")
                         yield from _array(reader)
                     else:
-                        reader.value()
+                        reader.value(MAX_VALUE_CHARS, f"the value of the top-level key {str(key)[:100]!r}")
                     if reader.expect(",}") == "}":
                         break
                 if not found:
@@ -374,7 +453,9 @@ def _array(reader: _Reader) -> Iterator[tuple[object, tuple[np.ndarray, np.ndarr
     if reader.peek() == "]":
         reader.position += 1
         return
+    index = 0
     while True:
-        yield reader.feature()
+        yield reader.feature(index)
         if reader.expect(",]") == "]":
             return
+        index += 1
