@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from slidelabel.errors import ConflictError, NotFoundError, OutputError, ParameterError
 from slidelabel.pipelines.features.extract import extract_slide_features
+from slidelabel.pipelines.importers.feature_sources import MAX_ARRAY_METADATA_BYTES
 from slidelabel.pipelines.importers.segments import ImportOptions
 from slidelabel.pipelines.pinned_files import PinnedFile
 from slidelabel.services.feature_import import import_features
@@ -239,6 +240,11 @@ def slide_imports(files: ProjectFiles, slide_id: int) -> tuple[ImportedSegments 
     folder = files.slide_dir(slide_id) / "features"
     for path in sorted(folder.glob("imported-*.zarr")) if folder.is_dir() else []:
         if IMPORTED_EXTRACTOR.match(path.stem):
+            metadata = path / "zarr.json"  # parsed whole to open the array: checked first
+            if metadata.is_file() and (size := metadata.stat().st_size) > MAX_ARRAY_METADATA_BYTES:
+                raise OutputError(f"slide {slide_id}'s feature array {path.stem} has {size:,} bytes of metadata "
+                                  f"(zarr.json), more than the {MAX_ARRAY_METADATA_BYTES / MB:,.0f} MB an import "
+                                  f"writes: it kept a file's attributes whole; import the features again")
             array = open_features(path)
             written = array.attrs.get("provenance", {}).get("segments_with_features", array.shape[0])
             features.append(ImportedFeatures(path.stem, int(array.shape[1]), int(written)))

@@ -21,7 +21,11 @@ an HDF5 dataset left at its fill value, or a Parquet column of one repeated valu
 on disk, while the import's memory and time grow with the rows and features declared. Values must
 be numbers of a fixed width (a table's key an integer), and an HDF5 dataset's chunk, which is
 decoded whole to read any of its values, may decode to at most ``limits.max_chunk_bytes``
-(:func:`check_datasets`; a slide's strips and tiles have the same limit).
+(:func:`check_datasets`; a slide's strips and tiles have the same limit). Of a file's own
+descriptions only what the import reads is kept in the array's attributes (its ``zarr.json``,
+parsed by every listing of the imports): the few ``coords`` attributes in :data:`PATCH_ATTRIBUTES`,
+each checked by its declared size before its value is read, and column names of at most
+:data:`MAX_NAME_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ DECLARED_ALLOWANCE_BYTES = 64 << 20
 MiB = 1 << 20
 #: Rows of patch features this far apart or closer are read in one go, the rows between discarded.
 _READ_GAP_ROWS = 64
+#: The ``coords`` attributes read and kept in the provenance: the patch side's (TRIDENT, CLAM) and
+#: TRIDENT's magnifications; any other attribute is never read. The twenty-third attack kept every
+#: attribute whole: an 8M-float one made a 242 MB zarr.json (job 30 CPU-s, 1.53 GB) that each
+#: GET .../imports then parsed for 3.5 s.
+PATCH_ATTRIBUTES = ("patch_size_level0", "patch_size", "patch_level", "downsample", "level0_magnification",
+                    "target_magnification", "overlap")
+#: Numbers one of :data:`PATCH_ATTRIBUTES` may hold, at most (CLAM's ``downsample`` holds 2).
+MAX_ATTRIBUTE_VALUES = 4
+#: Characters of a table's column name (a feature's name, kept in the array's attributes), at
+#: most: CellProfiler's longest are under 100.
+MAX_NAME_CHARS = 128
+#: Bytes of an imported feature array's metadata (``zarr.json``) its listing parses, at most: an
+#: import writes at most :data:`MAX_FEATURE_DIM` names of :data:`MAX_NAME_CHARS` characters (12.6 MB
+#: as JSON escapes of 4-byte characters), their statistics (0.4 MB) and a provenance of a few KB.
+#: The twenty-third attack's 242 MB (written before these limits) took 3.5 s to parse per request.
+MAX_ARRAY_METADATA_BYTES = 16 << 20
 #: Receives rows: (ids_M segment ids 1..N, feats_M_D float32).
 RowWriter = Callable[[np.ndarray, np.ndarray], None]
 
@@ -163,7 +183,8 @@ class PatchFeatures:
         self._file = _open_hdf5(self.path)
         try:
             coords, features = self._datasets()
-            self.patch_level0 = self._patch_side(dict(coords.attrs))
+            attributes = _number_attributes(self.path, coords, PATCH_ATTRIBUTES)
+            self.patch_level0 = self._patch_side(attributes)
         except ParameterError:
             self.close()
             raise
@@ -171,7 +192,7 @@ class PatchFeatures:
         self._features = features
         self.feature_names = [f"feature_{j}" for j in range(features.shape[1])]
         self.provenance = {"patches": int(coords.shape[0]), "patch_size_level0": self.patch_level0,
-                           "coords_attributes": {k: _plain(v) for k, v in coords.attrs.items()}}
+                           "coords_attributes": {name: value.tolist() for name, value in attributes.items()}}
 
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
         """The ``coords`` and ``features`` datasets, checked (shapes, width, values, chunks,
@@ -190,13 +211,15 @@ class PatchFeatures:
         check_declared(self.path, _declared_bytes(coords) + _declared_bytes(features))
         return coords, features
 
-    def _patch_side(self, attrs: dict) -> float:
-        if "patch_size_level0" in attrs:
-            return float(attrs["patch_size_level0"])
-        if "patch_size" in attrs and int(attrs.get("patch_level", 0)) == 0:
-            return float(attrs["patch_size"])
-        if "patch_size" in attrs and "downsample" in attrs:
-            return float(attrs["patch_size"]) * float(np.ravel(attrs["downsample"])[0])
+    def _patch_side(self, attrs: dict[str, np.ndarray]) -> float:
+        """The patch side in level-0 pixels from ``attrs`` (of :func:`_number_attributes`)."""
+        first = {name: float(np.ravel(value)[0]) for name, value in attrs.items()}
+        if "patch_size_level0" in first:
+            return first["patch_size_level0"]
+        if "patch_size" in first and int(first.get("patch_level", 0)) == 0:
+            return first["patch_size"]
+        if "patch_size" in first and "downsample" in first:
+            return first["patch_size"] * first["downsample"]
         raise ParameterError(f"{self.path}: cannot tell the patches' size in level-0 pixels: coords needs the "
                              f"attribute patch_size_level0 (TRIDENT) or patch_size with patch_level 0 or downsample (CLAM)")
 
@@ -234,13 +257,33 @@ def _declared_bytes(dataset: h5py.Dataset) -> int:
     return math.prod(dataset.shape) * dataset.dtype.itemsize
 
 
-def _plain(value: object) -> object:
-    """An HDF5 attribute as JSON-friendly Python."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
+def _number_attributes(path: Path, dataset: h5py.Dataset, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The attributes ``names`` that ``dataset`` has, each 1 to :data:`MAX_ATTRIBUTE_VALUES`
+    numbers (a 0-d or 1-d array); :class:`ParameterError` for one that is not, told by its
+    declared type and shape before its value is read. Other attributes are never read."""
+    found = {}
+    for name in names:
+        if name not in dataset.attrs:
+            continue
+        declared = dataset.attrs.get_id(name)
+        size = 0 if declared.shape is None else math.prod(declared.shape)  # None: an empty attribute
+        if declared.dtype.kind not in "iuf" or not 1 <= size <= MAX_ATTRIBUTE_VALUES:
+            raise ParameterError(f"{path}: coords attribute {name} holds {_described(declared.dtype, size)}; "
+                                 f"slidelabel reads it as a number (at most {MAX_ATTRIBUTE_VALUES}, as CLAM's "
+                                 f"downsample): write it as one")
+        found[name] = np.asarray(dataset.attrs[name])
+    return found
+
+
+def _described(dtype: np.dtype, size: int) -> str:
+    """What an HDF5 attribute of ``size`` values of ``dtype`` holds, in words."""
+    import h5py
+
+    if size == 0:
+        return "no value"
+    if h5py.check_string_dtype(dtype):
+        return "str" if size == 1 else f"{size:,} str values"
+    return f"{size:,} values" if dtype.kind in "iuf" else f"{dtype} values"
 
 
 def _keyed_rows(path: Path, segments: Segments, keys_M: np.ndarray, by_source: bool, first_row: int,
@@ -272,6 +315,18 @@ def uncompressed_bytes(metadata: pq.FileMetaData) -> int:
     return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
 
 
+def parquet_rows(path: Path, metadata: pq.FileMetaData) -> int:
+    """Rows of the Parquet file at ``path``: its row groups' sum, which is what a reader reads.
+    :class:`ParameterError` when the footer's own count differs (pyarrow never compares them: in
+    the twenty-third attack a 1.58 MB file claiming 1 row held 200M, 4 CPU-s and 270 MB to read,
+    growing ~2.5 CPU-s per MB of file)."""
+    rows = sum(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+    if rows != metadata.num_rows:
+        raise ParameterError(f"{path}: its footer counts {metadata.num_rows:,} row(s) but its row groups hold "
+                             f"{rows:,}: the file is damaged or was altered; write it again (e.g. pandas' to_parquet)")
+    return rows
+
+
 def _is_number(data_type: pa.DataType) -> bool:
     return pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
 
@@ -291,6 +346,7 @@ class TableFeatures:
         self.key = key
         self.feature_names = [name for name in names if name != key]
         check_width(self.path, len(self.feature_names))
+        self._check_names(names)
         # Checked in the schema, before a value is read: a text key of one long string repeated
         # (a dictionary) costs nothing on disk and its length in every row once read.
         key_type = schema.field(key).type
@@ -305,8 +361,16 @@ class TableFeatures:
         if self._parquet:
             # A CSV holds its values as text: never less than it declares.
             metadata = pq.read_metadata(self.path)
-            check_declared(self.path, max(metadata.num_rows * _row_bytes(schema), uncompressed_bytes(metadata)))
+            rows = parquet_rows(self.path, metadata)
+            check_declared(self.path, max(rows * _row_bytes(schema), uncompressed_bytes(metadata)))
         self.provenance = {"key": key, "columns": len(self.feature_names)}
+
+    def _check_names(self, names: list[str]) -> None:
+        """:class:`ParameterError` when a column name is longer than :data:`MAX_NAME_CHARS`."""
+        longest = max(names, key=len)
+        if len(longest) > MAX_NAME_CHARS:
+            raise ParameterError(f"{self.path}: a column name of {len(longest):,} characters ({longest[:40]!r}...), "
+                                 f"more than the {MAX_NAME_CHARS} slidelabel keeps as a feature's name; rename it")
 
     @property
     def _parquet(self) -> bool:
