@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from slidelabel.errors import ParameterError
-from slidelabel.pipelines.importers import geojson as geojson_module
+from slidelabel.pipelines.importers import geojson_stream
 from slidelabel.pipelines.importers.geojson import read_geojson
 
 SQUARE = [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]
@@ -32,9 +32,9 @@ def write(path: Path, features: list, head: str = '"type": "FeatureCollection", 
 @pytest.fixture
 def small_bounds(monkeypatch):
     """Values outside the coordinates at most 2,000 characters, Features 8,000, read 512 at a time."""
-    monkeypatch.setattr(geojson_module, "MAX_VALUE_CHARS", 2_000)
-    monkeypatch.setattr(geojson_module, "MAX_FEATURE_CHARS", 8_000)
-    monkeypatch.setattr(geojson_module, "_CHUNK_CHARS", 512)
+    monkeypatch.setattr(geojson_stream, "MAX_VALUE_CHARS", 2_000)
+    monkeypatch.setattr(geojson_stream, "MAX_FEATURE_CHARS", 8_000)
+    monkeypatch.setattr(geojson_stream, "_CHUNK_CHARS", 512)
 
 
 def junk(n: int) -> list:
@@ -82,13 +82,13 @@ def test_broken_json_is_still_named_as_broken(tmp_path, small_bounds):
 def test_a_large_feature_is_read_in_few_chunks(tmp_path, monkeypatch):
     # A 60,000-point polygon (about 700 kB) read 512 characters at a time: each read doubles what is
     # held, so the file is read in tens of calls, not once per 512 characters with all of it parsed again.
-    monkeypatch.setattr(geojson_module, "_CHUNK_CHARS", 512)
+    monkeypatch.setattr(geojson_stream, "_CHUNK_CHARS", 512)
     ring = [[k % 1000 + 0.5, k // 1000 + 0.25] for k in range(60_000)]
     ring = [[0, 0], *ring, [0, 0]]
     path = write(tmp_path / "big.geojson", [feature({"classification": "Tumor"}, [ring]), feature()])
     reads = []
-    more = geojson_module._Reader._more
-    monkeypatch.setattr(geojson_module._Reader, "_more", lambda self: reads.append(1) or more(self))
+    more = geojson_stream.Reader._more
+    monkeypatch.setattr(geojson_stream.Reader, "_more", lambda self: reads.append(1) or more(self))
     read = read_geojson(path)
     assert read.polygons.size == 2 and read.class_names == ["Tumor"]
     assert len(reads) < 40, len(reads)
