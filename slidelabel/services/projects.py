@@ -417,15 +417,16 @@ def set_member(session: Session, project: Project, username: str, role: Role) ->
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFoundError(f"no user {shown_input(username)}")
+    membership = session.get(Membership, (project.id, user.id))
+    if membership is not None:
+        _keep_an_owner(session, project, membership, role)  # first: the project's need says most
     if user.is_admin and role is not Role.owner:
         raise ConflictError(f"{shown_input(username)} is an admin, an owner of every project whatever its role here; "
                             "the server's admin may withdraw the admin right first (PATCH /users/{id})")
-    membership = session.get(Membership, (project.id, user.id))
     if membership is None:
         membership = Membership(project_id=project.id, user_id=user.id, role=role)
         session.add(membership)
     else:
-        _keep_an_owner(session, project, membership, role)
         membership.role = role
     session.flush()
     return membership

@@ -71,7 +71,7 @@ def test_the_last_owner_cannot_leave(client, admin_headers, project):
     owner = members[0]
     response = client.put(f"/api/v1/projects/{project['id']}/members", headers=admin_headers,
                           json={"username": owner["username"], "role": "viewer"})
-    assert response.status_code == 409
+    assert response.status_code == 409 and "a project needs an owner" in response.json()["detail"]
 
 
 def test_renaming_onto_a_taken_name_is_a_conflict_that_changes_nothing(client, admin_headers, project):
