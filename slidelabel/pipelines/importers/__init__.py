@@ -68,7 +68,9 @@ def _hdf5_with(dataset: str) -> Callable[[Path], bool]:
 
         try:
             with h5py.File(path, "r") as file:
-                return dataset in file
+                # The name, not what it links to: a link to another file is never followed (and is
+                # refused by the reader, saying why).
+                return file.get(dataset, getlink=True) is not None
         except OSError:
             return False
     return can_read

@@ -119,6 +119,24 @@ def check_declared(path: Path, declared_bytes: int) -> None:
                              f"value; write the real features into the file")
 
 
+def stored_member(path: Path, file: h5py.File, name: str) -> h5py.Dataset | h5py.Group | None:
+    """What the top-level ``name`` of ``file`` holds, None when there is no such name;
+    :class:`ParameterError` when it is a link (soft, or to another file), looked at without
+    following it: a 968-byte file whose datasets linked to another HDF5 file of the server imported
+    that file's values, and a link to a FIFO blocked a worker past its cancel (the twenty-fourth
+    attack)."""
+    import h5py
+
+    link = file.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        to = "another file" if isinstance(link, h5py.ExternalLink) else "another name"
+        raise ParameterError(f"{path}: {name} is a link to {to}; slidelabel reads the datasets stored in the file "
+                             "itself: store them there (e.g. h5py's Group.copy)")
+    return file[name]
+
+
 def check_datasets(path: Path, datasets: dict[str, h5py.Dataset], limits: SlideLimits) -> None:
     """:class:`ParameterError` unless each of ``datasets`` is an HDF5 dataset holding numbers
     (integers or floats) in the file itself (not in external files or other HDF5 files: a virtual
@@ -197,12 +215,11 @@ class PatchFeatures:
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
         """The ``coords`` and ``features`` datasets, checked (shapes, width, values, chunks,
         declared size)."""
-        file = self._file
-        if "coords" not in file or "features" not in file:
-            missing = " and ".join(name for name in ("coords", "features") if name not in file)
+        coords, features = (stored_member(self.path, self._file, name) for name in ("coords", "features"))
+        if coords is None or features is None:
+            missing = " and ".join(name for name, found in (("coords", coords), ("features", features)) if found is None)
             raise ParameterError(f"{self.path} has no {missing} dataset: a TRIDENT/CLAM patch-feature file holds "
                                  f"coords (P x 2, level-0 top-left corners) and features (P x D)")
-        coords, features = file["coords"], file["features"]
         check_datasets(self.path, {"coords": coords, "features": features}, self._limits)
         if coords.ndim != 2 or coords.shape[1] != 2 or features.ndim != 2 or features.shape[0] != coords.shape[0]:
             raise ParameterError(f"{self.path}: coords {coords.shape} and features {features.shape} must be "
@@ -429,7 +446,7 @@ class HistomicsFeatures:
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset | None]:
         """The ``images`` dataset and ``used_indices`` (None without), checked (shape, width,
         values, chunks, declared size)."""
-        images, indices = self._file.get("images"), self._file.get("used_indices")
+        images, indices = (stored_member(self.path, self._file, name) for name in ("images", "used_indices"))
         check_datasets(self.path, ({} if images is None else {"images": images})
                        | ({} if indices is None else {"used_indices": indices}), self._limits)
         if images is None or images.ndim != 2:
