@@ -92,7 +92,7 @@ class Reader:
             rest = self.buffer[self.position : value_start] + _PLACEHOLDER + self.buffer[value_end:end]
             try:
                 feature = json.loads(rest)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or a number json refuses: value() says which
                 break
             geometry = feature.get("geometry") if isinstance(feature, dict) else None
             if (isinstance(geometry, dict) and feature.get("type") == "Feature"
@@ -132,6 +132,8 @@ class Reader:
                 if truncated and self._more_within(limit, where):
                     continue
                 raise self.error(error.msg) from None
+            except ValueError as error:  # an integer of more digits than Python converts (4,300)
+                raise self.error(f"{where}: {error}") from None
             # A number at the very end of the buffer may continue in the next chunk.
             if end == len(self.buffer) and not self.eof and self._more_within(limit, where):
                 continue

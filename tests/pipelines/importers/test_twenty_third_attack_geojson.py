@@ -110,3 +110,14 @@ def test_skipped_features_count_toward_the_polygon_bound(tmp_path):
     path = write(tmp_path / "points.geojson", points, tail=", {broken")
     with pytest.raises(ParameterError, match="more than 10 polygons"):
         read_geojson(path, max_polygons=10)
+
+
+def test_an_integer_of_a_million_digits_is_invalid_geojson(tmp_path):
+    """Twenty-fourth attack, low: a 1,000,000-digit integer in a Feature's properties failed the
+    import job as "internal error" (Python's int conversion limit, a ValueError)."""
+    features = [feature(), {**feature(), "properties": {"n": 0}}]
+    path = tmp_path / "digits.geojson"
+    text = json.dumps({"type": "FeatureCollection", "features": features})
+    path.write_text(text.replace('"n": 0', '"n": ' + "9" * 1_000_000))
+    with pytest.raises(ParameterError, match="not valid GeoJSON.*feature 1.*digits"):
+        read_geojson(path)
