@@ -31,8 +31,10 @@ import numpy as np
 import tifffile
 from PIL import ImageCms
 
+from slidelabel.errors import SlideUnreadableError
 from slidelabel.pipelines.codestreams import stream_problem, unchecked_codec
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
+from slidelabel.pipelines.ome_xml import ome_problem
 
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
 #: decoded once: 170 tiles of 256 px (192 KB each), 10 of 1024 px.
@@ -129,7 +131,8 @@ class TiffTiles:
     def open(cls, path: str | Path, width: int, height: int,
              icc_profile: ImageCms.ImageCmsProfile | None) -> TiffTiles | None:
         """Read ``path`` directly if it is a TIFF with a stored level of a ``width`` x ``height``
-        px image (level-0 size), applying ``icc_profile`` (converted to sRGB) when given."""
+        px image (level-0 size), applying ``icc_profile`` (converted to sRGB) when given; raise
+        :class:`SlideUnreadableError` when its OME-XML declares more than may be read (:func:`ome_problem`)."""
         try:
             handle = open(path, "rb")  # noqa: SIM115 - kept open with the TiffFile, closed by close()
         except OSError:
@@ -139,6 +142,10 @@ class TiffTiles:
         except (tifffile.TiffFileError, ValueError, OSError):
             handle.close()
             return None
+        if problem := ome_problem(tiff):  # before tiff.series, which builds what the OME-XML declares
+            tiff.close()
+            handle.close()
+            raise SlideUnreadableError(path, problem)
         levels = _levels(tiff, width, height)
         if not levels:
             tiff.close()
