@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from slidelabel.errors import AuthenticationError
+from slidelabel.errors import AuthenticationError, NotFoundError
 from slidelabel.services import accounts, gallery, smart, tiles
 from slidelabel.services.access import Action, ProjectAccess, check_access
 from slidelabel.services.accounts import require_project_creation, user_for_token
@@ -134,13 +134,18 @@ def client_address(request: Request) -> str:
 
 
 def _gallery_link(session: ReadSession, token: Annotated[str, Path(max_length=256)]) -> Hashable:
-    """Who a gallery link's request holds its overlay turn for: the link, in a line of its own,
-    never its maker's export line (whoever holds a link would otherwise keep its maker's exports
-    503, the twentieth attack)."""
-    digest = token_digest(token)
-    link_id = session.scalar(select(GalleryLink.id).where(GalleryLink.token_sha256 == digest))
+    """Who a gallery link's request holds its page or overlay turn for: the link's project, in a
+    line of its own, never its maker's export line (whoever holds a link would otherwise keep its
+    maker's exports 503, the twentieth attack), and one line for all links of a project (one
+    owner's 60 links kept other projects' pages 10 s or 503, the twenty-fourth attack). A token
+    that opens nothing is a 404 before it waits for any turn (requests of random tokens, each a
+    line of its own, did the same)."""
+    project_id = session.scalar(select(GalleryLink.project_id).where(
+        GalleryLink.token_sha256 == token_digest(token), GalleryLink.revoked_at.is_(None)))
     release_connection(session)  # no connection held while waiting for the turn
-    return ("gallery", digest if link_id is None else link_id)
+    if project_id is None:
+        raise NotFoundError(gallery.UNKNOWN)
+    return ("gallery", project_id)
 
 
 ClientAddress = Annotated[str, Depends(client_address)]

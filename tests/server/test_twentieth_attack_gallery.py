@@ -68,7 +68,10 @@ def test_the_makers_export_turn_does_not_stop_their_links(client, monkeypatch, s
     assert statuses == [200, 200]
 
 
-def test_a_link_holds_one_overlay_turn_in_its_own_line(client, monkeypatch, slide_row, owners_links) -> None:
+def test_a_projects_links_hold_one_overlay_turn_in_their_own_line(client, monkeypatch, project, slide_row,
+                                                                   owners_links) -> None:
+    """One line for all links of a project (the twenty-fourth attack: a line a link let one owner's
+    60 links starve other projects' links), never their maker's export line."""
     monkeypatch.setattr(gallery, "OVERLAY_WAIT_S", 0.05)
     owner_id, _, links = owners_links
     holders: list[object] = []
@@ -83,13 +86,14 @@ def test_a_link_holds_one_overlay_turn_in_its_own_line(client, monkeypatch, slid
     monkeypatch.setattr(gallery, "overlay_turn_waiting", recorded)
     for link in links:
         assert client.get(f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin").status_code == 200
-    assert holders == [("gallery", link["id"]) for link in links]
+    line = ("gallery", project["id"])
+    assert holders == [line] * len(links)
     # A link whose turn is held (a long overlay of its own) is answered busy; the maker is not.
-    assert gallery._OVERLAY_TURNS.take_now(("gallery", links[0]["id"]))
+    assert gallery._OVERLAY_TURNS.take_now(line)
     try:
         busy = client.get(f"/api/v1/gallery/{links[0]['token']}/slides/{slide_row}/overlay.bin")
         assert exports._EXPORTERS.take_now(owner_id)
         exports._EXPORTERS.give_back(owner_id)
     finally:
-        gallery._OVERLAY_TURNS.give_back(("gallery", links[0]["id"]))
+        gallery._OVERLAY_TURNS.give_back(line)
     assert busy.status_code == 503 and "this link's earlier one" in busy.json()["detail"]
