@@ -1,7 +1,8 @@
 """The structure of a TIFF-based slide file, read from its raw image directories before any reader
-walks them: a file misnamed .ndpi, image directories (IFDs) that loop back, or more of them than a
-slide has (:func:`structure_problem`). Reads no page beyond the first, so a file of a million
-images or of one that lists itself as its own sub-image costs milliseconds, not minutes."""
+walks them: a file misnamed .ndpi, image directories (IFDs) that loop back, or more of them or of
+their tags' data than a slide has, walked as large_image's tifftools reads them (every IFD-pointer
+tag, each IFD once per path to it: :func:`structure_problem`). Reads no page beyond the first, so a
+file of a million images or of one that lists itself as its own sub-image costs milliseconds, not minutes."""
 
 from __future__ import annotations
 
@@ -26,84 +27,148 @@ def _misnamed_ndpi(tiff: tifffile.TiffFile) -> bool:
     return not first.is_ndpi
 
 
-#: Image directories (IFDs: the images of the main chain and their sub-images) a slide file may have,
-#: counted before tifffile builds a page for each. A whole-slide image has a few dozen: an SVS 4-8
-#: (levels, thumbnail, label, macro), an NDPI 5-10, an RGB pyramidal OME-TIFF one image and ~10
-#: sub-resolutions; 1,024 leaves room for a stack of a hundred planes of that pyramid. The
-#: twenty-third attack: a chain of 100,000 16 x 16 px images (11 MB) took 22 s of checks and 1.6 GB,
-#: then minutes in large_image's reader, which steps libtiff to each image in turn (quadratic).
+#: Image directories (IFDs) a slide file may have, counted each time a reader reads one, before
+#: tifffile builds a page for each. A whole-slide image has a few dozen: an SVS 4-8 (levels, thumbnail,
+#: label, macro), an NDPI 5-10, an RGB pyramidal OME-TIFF one image and ~10 sub-resolutions; 1,024
+#: leaves room for a stack of a hundred planes of that pyramid. The twenty-third attack: a chain of
+#: 100,000 16 x 16 px images (11 MB) took 22 s of checks and 1.6 GB, then minutes in large_image's
+#: reader, which steps libtiff to each image in turn (quadratic). The twenty-fourth: large_image's
+#: tifftools reads an IFD once for each path to it, so sub-images listed twice at each of 12 levels
+#: are 8,191 reads (2^n at n levels) though no IFD loops.
 MAX_IMAGE_DIRECTORIES = 1_024
-#: Tags an IFD may list: tifffile ends a chain at an IFD that lists more, as damaged.
-_MAX_IFD_TAGS = 4096
-_SUBIFDS_TAG = 330
-#: struct codes of the TIFF integer types, by type number, which tifffile takes as SubIFDs offsets.
-_INTEGER_TYPES = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 13: "I", 16: "Q", 17: "q", 18: "Q"}
+#: Tag entries read, summed over IFD reads: tifftools keeps a dict of each (~0.5 KB). An IFD of a
+#: slide has 15-40 tags: 64 for each of :data:`MAX_IMAGE_DIRECTORIES` reads is ~35 MB at most.
+MAX_TAG_ENTRIES = MAX_IMAGE_DIRECTORIES * 64
+#: Numbers in tags of the packed types (all but ASCII and UNDEFINED), summed over IFD reads:
+#: tifftools unpacks each into a Python int or float (~36 bytes: the twenty-fourth attack, a BYTE
+#: tag of 100 MB would be 3.6 GB). A 300,000 px square slide of 256 px tiles has 1.4 M tiles a
+#: level, an offset and a byte count each, ~3.7 M in a pyramid (x 1.33); 2^23 = 8.4 M is ~300 MB.
+MAX_TAG_VALUES = 2**23
+#: Bytes of ASCII and UNDEFINED tags, summed over IFD reads (tifftools keeps each whole): a
+#: slide's OME-XML, ICC profile or XMP is KBs to a few MB.
+MAX_TAG_BYTES = 64 * 2**20
+#: Tags whose values tifftools reads as IFD offsets in any IFD, each the first of a chain of next
+#: IFDs: SubIFDs, GlobalParametersIFD, EXIF, GPS, Interoperability; and any tag of type IFD (13) or IFD8 (18).
+_IFD_TAGS = {330, 400, 34665, 34853, 40965}
+_IFD_TYPES = {13, 18}
+#: struct codes of the TIFF types by type number, as tifftools unpacks them (None: kept as bytes).
+_TYPES = {1: "B", 2: None, 3: "H", 4: "I", 5: "II", 6: "b", 7: None, 8: "h", 9: "i", 10: "ii", 11: "f", 12: "d",
+          13: "I", 16: "Q", 17: "q", 18: "Q"}
 #: struct codes of a tag's count and offset fields, by their size in bytes.
 _UNSIGNED = {4: "I", 8: "Q"}
 #: Why a file whose image directories lead back to one already read is refused.
 LOOPED_DIRECTORIES = ("cannot be read: its image directories loop back (an image lists one already read as its next "
                       "image or sub-image), so a reader would read them for ever; the file is damaged or made so")
+_TOO_MANY = (f"has more than {MAX_IMAGE_DIRECTORIES:,} images (image directories, sub-images included, counted each "
+             "time one is listed); a slide has a few dozen: convert it to a pyramidal TIFF of one slide, e.g. "
+             "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
 
 
 def structure_problem(tiff: tifffile.TiffFile) -> str | None:
     """Why the structure of ``tiff`` cannot be read (a misnamed NDPI, image directories that loop
-    back or are too many), else None; reads no page beyond the first."""
+    back, are read too many times or whose tags hold too much), else None; reads no page beyond
+    the first."""
     if _misnamed_ndpi(tiff):
         return NOT_NDPI
     try:
         first = tiff.pages.first.offset
     except IndexError:  # no image read (a truncated file): the other checks say what is wrong
         return None
-    seen: set[int] = set()
-    waiting = [(first, True)]  # IFD offset, whether in the main chain (whose next IFDs are read)
-    while waiting:
-        offset, in_chain = waiting.pop()
-        if offset in seen:
-            return LOOPED_DIRECTORIES
-        seen.add(offset)
-        if len(seen) > MAX_IMAGE_DIRECTORIES:
-            return (f"has more than {MAX_IMAGE_DIRECTORIES:,} images (image directories, sub-images included); a slide "
-                    "has a few dozen: convert it to a pyramidal TIFF of one slide, e.g. "
-                    "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
-        subs, next_ifd = _linked_directories(tiff, offset)
-        linked = [(sub, False) for sub in subs] + [(next_ifd, True)] * in_chain
-        waiting.extend((at, chained) for at, chained in linked if 0 < at < tiff.filehandle.size)
-    return None
+    return _Walk(tiff).problem(first)
 
 
-def _linked_directories(tiff: tifffile.TiffFile, offset: int) -> tuple[list[int], int]:
-    """File offsets of the IFDs that the IFD at ``offset`` of ``tiff`` leads to, as tifffile reads
-    them: its SubIFDs (tag 330; at most :data:`MAX_IMAGE_DIRECTORIES` + 1) and its next IFD (0
-    for none or where the IFD is damaged, where tifffile ends the chain; tifffile reads it only in
-    the main chain, and writers chain sub-IFDs too). Reads the IFD's raw bytes."""
-    form, file = tiff.tiff, tiff.filehandle
-    file.seek(offset)
-    head = file.read(form.tagnosize)
-    if len(head) < form.tagnosize or (tags := struct.unpack(form.tagnoformat, head)[0]) > _MAX_IFD_TAGS:
-        return [], 0
-    data = file.read(tags * form.tagsize + form.offsetsize)
-    if len(data) < form.offsetsize:
-        return [], 0
-    entries = data[:min(tags * form.tagsize, len(data) - form.offsetsize)]
-    linked = []
-    for at in range(0, len(entries) - form.tagsize + 1, form.tagsize):
-        code, kind = struct.unpack(form.byteorder + "HH", entries[at:at + 4])
-        if code == _SUBIFDS_TAG and kind in _INTEGER_TYPES:
-            linked += _sub_directories(tiff, _INTEGER_TYPES[kind], entries[at + 4:at + form.tagsize])
-    return linked, struct.unpack(form.offsetformat, data[-form.offsetsize:])[0]
+class _Walk:
+    """Walks the IFDs of a TIFF as large_image's tifftools reads them (each tag of :data:`_IFD_TAGS`
+    or :data:`_IFD_TYPES` of each IFD read lists chains of IFDs, read before the IFD's own next one;
+    a chain ends at a next IFD of 0, outside the file, or the one its tag lists next), counting
+    reads, tag entries and tag data against the bounds."""
 
+    def __init__(self, tiff: tifffile.TiffFile) -> None:
+        self.tiff, self.form, self.file = tiff, tiff.tiff, tiff.filehandle
+        self.reads = self.entries = self.values = self.bytes = 0
 
-def _sub_directories(tiff: tifffile.TiffFile, item: str, count_value: bytes) -> list[int]:
-    """The offsets a SubIFDs tag of ``item`` (a struct code) lists, given the tag's count and
-    value fields ``count_value`` (the offsets themselves where they fit, else where they lie), at
-    most :data:`MAX_IMAGE_DIRECTORIES` + 1 of them."""
-    order, field = tiff.tiff.byteorder, tiff.tiff.tagoffsetthreshold  # value field: 4 bytes, 8 in a BigTIFF
-    count = struct.unpack(order + _UNSIGNED[len(count_value) - field], count_value[:-field])[0]
-    size = struct.calcsize(item)
-    length = min(count, MAX_IMAGE_DIRECTORIES + 1) * size
-    if length <= field:
-        values = count_value[-field:][:length]
-    else:
-        tiff.filehandle.seek(struct.unpack(order + _UNSIGNED[field], count_value[-field:])[0])
-        values = tiff.filehandle.read(length)
-    return list(struct.unpack(f"{order}{len(values) // size}{item}", values[:len(values) // size * size]))
+    def problem(self, first: int) -> str | None:
+        """Why the IFDs from the one at byte ``first`` cannot be read, else None. One met again on
+        the way to it loops, as does one of the main chain read before anywhere (as tifffile reads)."""
+        path: list[int] = []
+        read: set[int] = set()
+        chains = [[[first], 0, first, 0]]  # a tag's IFD offsets, the one chained, the next IFD, len(path) then
+        while chains:
+            offsets, index, at, base = chain = chains[-1]
+            if not 8 <= at <= self.file.size - 6:  # as tifftools' check_offset: the chain ends
+                del path[base:]
+                if index + 1 >= len(offsets):
+                    chains.pop()
+                else:
+                    chain[1:3] = index + 1, offsets[index + 1]
+                continue
+            if at in path or (len(chains) == 1 and at in read):
+                return LOOPED_DIRECTORIES
+            self.reads += 1
+            if self.reads > MAX_IMAGE_DIRECTORIES:
+                return _TOO_MANY
+            path.append(at)
+            read.add(at)
+            if isinstance(directory := self._directory(at), str):
+                return directory
+            links, next_at = directory
+            chain[2] = 0 if index + 1 < len(offsets) and next_at == offsets[index + 1] else next_at
+            chains.extend([linked, 0, linked[0] if linked else 0, len(path)] for linked in reversed(links))
+        return None
+
+    def _directory(self, offset: int) -> tuple[list[list[int]], int] | str:
+        """The IFD offsets each IFD-pointer tag of the IFD at byte ``offset`` lists, and the offset
+        of its next IFD (0: none); or why it is refused. Reads its raw bytes and those tags' values."""
+        form = self.form
+        self.file.seek(offset)
+        head = self.file.read(form.tagnosize)
+        tags = struct.unpack(form.tagnoformat, head)[0] if len(head) == form.tagnosize else 0
+        self.entries += tags
+        if self.entries > MAX_TAG_ENTRIES:
+            return (f"cannot be read: its image directories list more than {MAX_TAG_ENTRIES:,} tags (counted each "
+                    "time one is listed), a slide a few hundred: the file is damaged or made so")
+        data = self.file.read(tags * form.tagsize + form.offsetsize)
+        links = []
+        for at in range(0, min(tags * form.tagsize, len(data)) - form.tagsize + 1, form.tagsize):
+            code, kind = struct.unpack(form.byteorder + "HH", data[at:at + 4])
+            offsets = self._tag(kind, data[at + 4:at + form.tagsize], code in _IFD_TAGS or kind in _IFD_TYPES)
+            if isinstance(offsets, str):
+                return offsets
+            links += [offsets] * (offsets is not None)
+        next_field = data[tags * form.tagsize:]
+        return links, struct.unpack(form.offsetformat, next_field)[0] if len(next_field) == form.offsetsize else 0
+
+    def _tag(self, kind: int, count_value: bytes, pointer: bool) -> list[int] | str | None:
+        """Counts a tag of type ``kind`` with count and value fields ``count_value`` (skipping one of
+        an unknown type or whose data lies outside the file, as tifftools does); returns the IFD
+        offsets it lists where it is an IFD ``pointer`` (integers; bytes one by one, as tifftools
+        takes them), else None; or why it is refused."""
+        order, field = self.form.byteorder, self.form.tagoffsetthreshold  # value field: 4 bytes, 8 in a BigTIFF
+        if kind not in _TYPES:
+            return None
+        item = _TYPES[kind] or "B"
+        count = struct.unpack(order + _UNSIGNED[len(count_value) - field], count_value[:-field])[0]
+        length = count * struct.calcsize(item)
+        at = struct.unpack(order + _UNSIGNED[field], count_value[-field:])[0] if length > field else None
+        if at is not None and not 8 <= at <= self.file.size - length:
+            return None
+        if problem := self._count(len(item) * count if _TYPES[kind] else 0, 0 if _TYPES[kind] else count):
+            return problem
+        if not pointer or item in "fd":
+            return None
+        if count > MAX_IMAGE_DIRECTORIES:
+            return _TOO_MANY
+        if at is not None:
+            self.file.seek(at)
+        values = count_value[-field:][:length] if at is None else self.file.read(length)
+        return list(struct.unpack(f"{order}{len(item) * count}{item[0]}", values))
+
+    def _count(self, values: int, text: int) -> str | None:
+        """Adds a tag's ``values`` (numbers) and ``text`` (bytes) to the walk's; why past the bounds, else None."""
+        self.values, self.bytes = self.values + values, self.bytes + text
+        for total, bound, unit in [(self.values, MAX_TAG_VALUES, "values"), (self.bytes, MAX_TAG_BYTES, "bytes")]:
+            if total > bound:
+                return (f"cannot be read: the tags of its image directories hold {total:,} {unit} (counted each time "
+                        f"one is listed), more than the {bound:,} a slide's tags hold, and a reader would hold them "
+                        "in memory: the file is damaged or made so")
+        return None
