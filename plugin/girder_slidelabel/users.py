@@ -30,13 +30,14 @@ from girder.models.folder import Folder
 from girder.models.token import Token
 from girder.models.user import User as GirderUser
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from girder_slidelabel.links import linked_folders, project_of
 from slidelabel.errors import AuthenticationError, ConflictError
 from slidelabel.server.request_checks import MAX_ID
-from slidelabel.services.accounts import DISABLED, create_user, username_taken
+from slidelabel.services.accounts import DISABLED, create_user
+from slidelabel.services.names import look_alike_key
 from slidelabel.store.database import Database
 from slidelabel.store.models import Membership, Role, User
 
@@ -87,9 +88,12 @@ def girder_user_of_token(token: str | None) -> dict:
 
 def _free_username(session: Session, login: str) -> str:
     """``login``, or ``login-2``, ``login-3`` ... when a slidelabel user already has it or one that
-    looks like it (:func:`~slidelabel.services.accounts.username_taken`)."""
+    looks like it (:func:`~slidelabel.services.names.look_alike_key`), the names read once (a scan
+    of every name for each suffix tried took 2,000 suffixes over 4,000 users 5.8 s, the
+    twenty-fourth attack)."""
+    taken = {look_alike_key(username) for username in session.scalars(select(User.username))}
     name, n = login, 1
-    while username_taken(session, name) is not None:
+    while look_alike_key(name) in taken:
         n += 1
         name = f"{login}-{n}"
     return name

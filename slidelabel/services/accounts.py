@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from slidelabel.errors import (
@@ -56,6 +56,7 @@ def create_user(session: Session, username: str, password: str, *, is_admin: boo
     the name is taken or looks like one that is (:func:`username_taken`)."""
     username = check_printable_name(username, what="username", max_chars=USERNAME_CHARS)
     _check_password(password)
+    _lock_usernames(session)
     if (taken := username_taken(session, username)) is not None:
         same = "is taken" if taken == username else f"looks like the existing username {shown_input(taken)}"
         raise ConflictError(f"the username {shown_input(username)} {same}; choose another")
@@ -63,6 +64,19 @@ def create_user(session: Session, username: str, password: str, *, is_admin: boo
     session.add(user)
     session.flush()
     return user
+
+
+#: The PostgreSQL advisory lock (a transaction's) that new usernames are checked and added under.
+USERNAMES_LOCK = 0x51_1DE_1ABE1
+
+
+def _lock_usernames(session: Session) -> None:
+    """Hold :data:`USERNAMES_LOCK` until the transaction ends, so that accounts are created one at a
+    time and none looks like one created meanwhile: on PostgreSQL 'zoe', 'ＺＯＥ' and Cyrillic 'zое'
+    created at once were all made (20 of 20 tries, the twenty-fourth attack). SQLite's write
+    transaction excludes other writers already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": USERNAMES_LOCK})
 
 
 def username_taken(session: Session, username: str) -> str | None:

@@ -6,11 +6,15 @@ that looks like a category's is that category."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from conftest import PASSWORD
 from test_exports import slide_id, url  # noqa: F401 - fixtures
 
 from slidelabel.services.names import look_alike_key
-from conftest import PASSWORD
+
+pytestmark = pytest.mark.postgresql  # what the database does: see tests/server/conftest.py
 
 USERS = "/api/v1/users"
 #: 'admin' as it can be made to look: fullwidth, mathematical bold, a Cyrillic 'а', a variation
@@ -44,7 +48,8 @@ def test_a_category_that_looks_like_another_is_refused(client, admin_headers, pr
     assert renamed.status_code == 409, renamed.text
     # A category may take another look of its own name.
     tumour = next(c for c in project["categories"] if c["name"] == "tumour")
-    assert client.patch(f"{categories}/{tumour['id']}", headers=admin_headers, json={"name": "Tumour"}).status_code == 200
+    renamed = client.patch(f"{categories}/{tumour['id']}", headers=admin_headers, json={"name": "Tumour"})
+    assert renamed.status_code == 200
 
 
 def test_an_imported_name_that_looks_like_a_category_labels_it(client, admin_headers, project, slide_id):
@@ -60,3 +65,30 @@ def test_an_imported_name_that_looks_like_a_category_labels_it(client, admin_hea
     categories = client.get(f"/api/v1/projects/{project['id']}", headers=admin_headers).json()["categories"]
     assert sorted(c["name"] for c in categories) == ["Necrosis", "glass", "stroma", "tumour"]
     assert response.json()["created_categories"] == ["Necrosis"], response.json()
+
+
+def test_look_alike_accounts_created_at_once_make_one(app):
+    """Twenty-fourth attack, low: on PostgreSQL 'zoe', 'ＺＯＥ' and Cyrillic 'zое' created at once
+    were all made (20 of 20 tries): the check and the insert now hold one lock."""
+    from slidelabel.errors import ConflictError
+    from slidelabel.services.accounts import create_user
+
+    for round_ in range(8):
+        names = [f"zoe{round_}", f"ＺＯＥ{round_}", f"z\u043e\u0435{round_}"]
+        start, made = threading.Barrier(len(names)), []
+
+        def create(name: str) -> None:
+            start.wait()
+            try:
+                with app.state.database.session(write=True) as session:
+                    create_user(session, name, PASSWORD)
+                made.append(name)
+            except ConflictError:
+                pass
+
+        threads = [threading.Thread(target=create, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(made) == 1, (round_, made)
