@@ -87,12 +87,16 @@ def shown_input(value: object, *, limit: int = SHOWN_CHARS) -> str:
     return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
-#: Letters of other scripts drawn like Latin ones, as the Latin letter they are compared as (the
-#: common Cyrillic and Greek confusables of Unicode's UTS #39, lower case: names are compared case-
-#: folded, and a capital such as Cyrillic 'В' folds to 'в').
+#: Letters drawn like Latin ones, as the Latin letter they are compared as (the common confusables
+#: of Unicode's UTS #39, case folded: names are compared case-folded, and a capital such as Cyrillic
+#: 'В' folds to 'в', Cherokee's small letters to its capitals): Cyrillic, Greek, Armenian, Coptic,
+#: Cherokee and Lisu letters, Latin small capitals, alpha and dotless i (the twenty-fourth attack
+#: found 'ɑlice', 'alıce', 'bօb', 'bⲟb', 'ᴀlice' and Lisu 'ꓡ' accepted beside the names they copy).
 _LATIN_LOOKALIKES = str.maketrans(
-    "авекмнорстухіјѕһԁԛԝӏүɡ" "αβεηικνορτυχζμϲ",
-    "abekmhopctyxijshdqwlyg" "abehiknoptuxzmc",
+    "авекмнорстухіјѕһԁԛԝӏүɡ" "αβεηικνορτυχζμϲ" "օսոցհ" "ⲟⲣⲥⲁ" "ᎪᏴᏟᎠᎬᏀᎻᏆᎫᏦᏞᎷᏑᏢᏒᏚᎢᏙᏔᏃ"
+    "ꓮꓐꓚꓓꓰꓝꓖꓧꓲꓙꓗꓡꓟꓠꓳꓑꓣꓢꓔꓴꓦꓪꓫꓬꓜ" "ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ" "ɑı",
+    "abekmhopctyxijshdqwlyg" "abehiknoptuxzmc" "ounqh" "opca" "abcdeghijklmnprstvwz"
+    "abcdefghijklmnoprstuvwxyz" "abcdeghijklmnoprstuvwyz" "ai",
 )
 #: Variation selectors (U+FE00-FE0F, U+E0100-E01EF): they change nothing of a letter's look.
 _VARIATION_SELECTORS = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
@@ -101,7 +105,8 @@ _VARIATION_SELECTORS = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0x
 def look_alike_key(name: str) -> str:
     """What ``name`` is compared as when names must not look the same: compatibility forms read as
     their letters (fullwidth, mathematical bold, ligatures: NFKC), case folded, variation
-    selectors dropped and Cyrillic or Greek letters drawn like Latin ones read as those.
+    selectors dropped, letters of other scripts drawn like Latin ones read as those and runs of
+    white space as one space.
 
     >>> look_alike_key("ＡＤＭＩＮ") == look_alike_key("\\U0001d41a\\U0001d41d\\U0001d426\\U0001d422\\U0001d427")
     True
@@ -109,7 +114,7 @@ def look_alike_key(name: str) -> str:
     'admin'
     """
     folded = unicodedata.normalize("NFKC", name).casefold().translate(_VARIATION_SELECTORS)
-    return unicodedata.normalize("NFKC", folded).translate(_LATIN_LOOKALIKES)
+    return " ".join(unicodedata.normalize("NFKC", folded).translate(_LATIN_LOOKALIKES).split())
 
 
 def look_alike(name: str, others: Iterable[str]) -> str | None:

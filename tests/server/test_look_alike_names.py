@@ -20,7 +20,9 @@ USERS = "/api/v1/users"
 #: 'admin' as it can be made to look: fullwidth, mathematical bold, a Cyrillic 'а', a variation
 #: selector, capitals, a Greek capital alpha.
 ADMIN_LOOKS = ["ａｄｍｉｎ", "\U0001d41a\U0001d41d\U0001d426\U0001d422\U0001d427", "\u0430dmin", "admin\ufe0f", "Admin",
-               "\u0391DMIN"]
+               "\u0391DMIN",
+               # the twenty-fourth attack's: Latin alpha, dotless i, small capitals, Lisu
+               "\u0251dmin", "adm\u0131n", "\u1d00\u1d05\u1d0d\u026a\u0274", "\ua4eeDMIN"]
 
 
 @pytest.mark.parametrize("name", ADMIN_LOOKS)
