@@ -15,12 +15,13 @@ left other users unanswered and wrote 108 MB of log in 40 s). Here, in each API 
   reading, or a client waits for ``100 Continue``) does not count;
 - one client address holds at most ``per_address`` connections: past that a new one is answered
   503 and closed at once, costing nothing more;
-- at ``total`` connections a new one takes the place of the connection that has waited longest for
-  a request's head (half-sent or idle), which is closed; with none such, of the connection whose
-  body has come slowest (bytes per second since it began, as ranked at most once per
-  :data:`BODY_RANKING_INTERVAL_S`) among those the route is reading that have been in their body
-  for :data:`BODY_RANKING_MIN_AGE_S` (or ``body_timeout_s`` if shorter) at least; with none such
-  either it is refused as above;
+- at ``total`` connections a new one takes the place of a connection whose address holds more
+  connections than the new one's (so that a few addresses renewing their connections cannot keep
+  others out): of the one that has waited longest for a request's head (half-sent or idle), which
+  is closed; with none such, of the connection whose body has come slowest (bytes per second since
+  it began, as ranked at most once per :data:`BODY_RANKING_INTERVAL_S`) among those the route is
+  reading that have been in their body for :data:`BODY_RANKING_MIN_AGE_S` (or ``body_timeout_s``
+  if shorter) at least; with none such either it is refused as above;
 - a client that sends more than :data:`MAX_PIPELINED_BYTES` ahead of the answer to its request
   (pipelined while a route waits, listening for a disconnect) is closed;
 - refused connections, failed accepts and uvicorn's per-request warnings are logged as at most one
@@ -378,7 +379,7 @@ class BoundedH11Protocol(H11Protocol):
         body has come slowest (see the module's docstring); False if there is none."""
         connections = self.open_connections
         for protocol in connections.waiting:
-            if protocol is not self:
+            if protocol is not self and self._holds_fewer_than(protocol):
                 protocol._close_waiting("the server is at its connection limit")
                 connections.made_room.event(self.loop, f"one from {protocol.address}")
                 return True
@@ -388,17 +389,28 @@ class BoundedH11Protocol(H11Protocol):
             min_age_s = min(BODY_RANKING_MIN_AGE_S, self.limits.body_timeout_s)
             measured = [protocol for protocol in connections.in_body if now - protocol.body_began_at >= min_age_s]
             connections.slowest_bodies = sorted(measured, key=lambda protocol: protocol._body_rate(now), reverse=True)
-        while connections.slowest_bodies:
-            protocol = connections.slowest_bodies.pop()
+        for index in range(len(connections.slowest_bodies) - 1, -1, -1):
+            protocol = connections.slowest_bodies[index]
             if (protocol is self or protocol not in connections.in_body or protocol.transport.is_closing()
                     or protocol._route_not_reading()):
+                del connections.slowest_bodies[index]
                 continue
+            if not self._holds_fewer_than(protocol):
+                continue
+            del connections.slowest_bodies[index]
             rate = protocol._body_rate(now)
             protocol._end_body()
             protocol.transport.close()
             connections.made_room.event(self.loop, f"one from {protocol.address} whose body came at {rate:.0f} B/s")
             return True
         return False
+
+    def _holds_fewer_than(self, other: BoundedH11Protocol) -> bool:
+        """Whether this new connection's address holds fewer connections than ``other``'s, whose place
+        it may then take at the total bound. The twenty-fourth attack: 3 addresses renewing 75 bodies
+        at a bound of 60 took the room each one made, and another user's ``/auth/me`` got 503 on 20 of 20."""
+        counts = self.open_connections.per_address
+        return other.address is None or counts[other.address] > (counts[self.client[0]] if self.client else 0)
 
     def _refuse(self, reason: str) -> None:
         self.open_connections.refused.event(self.loop, reason)

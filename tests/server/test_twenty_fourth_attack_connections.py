@@ -10,7 +10,9 @@ could took the server from 0.95 to 3.49 GB in 30 s. Now bytes pipelined ahead of
 HIGH 2: at the total bound only bodies in progress for a whole ``body_timeout_s`` could make room,
 so connections that sent a head and 1 body byte, held 50 s (of a 60 s window), closed and
 reconnected were never eligible: another user's ``/auth/me`` got 503 on 63 of 73 tries. Now bodies
-are ranked after ``BODY_RANKING_MIN_AGE_S``."""
+are ranked after ``BODY_RANKING_MIN_AGE_S``, and a new connection takes the place only of one whose
+address holds more connections than its own (the attackers' renewed connections took the room each
+eviction made)."""
 
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ WAIT_S = 30
 PIPELINED_BYTES = 1_000_000
 assert PIPELINED_BYTES > 4 * MAX_PIPELINED_BYTES
 
-#: An ASGI app run by uvicorn with ``BoundedH11Protocol``: ``GET /hold`` waits for its client's
-#: disconnect (up to WAIT_S) before answering, as a render waiting for its turn does; ``POST``
+#: An ASGI app run by uvicorn with ``BoundedH11Protocol``: ``GET /hold`` looks for its client's
+#: disconnect every 20 ms (for up to WAIT_S) before answering, as a render waiting for its turn does; ``POST``
 #: reads its body; anything else is answered at once.
 APP = f"""
 import asyncio, functools, sys, uvicorn
@@ -53,10 +55,12 @@ async def app(scope, receive, send):
             pass
     elif scope["path"] == "/hold":
         await receive()
-        try:
-            await asyncio.wait_for(receive(), {WAIT_S})
-        except asyncio.TimeoutError:
-            pass
+        for _ in range({int(WAIT_S / 0.02)}):  # Starlette's is_disconnected every 20 ms, as renders waiting do
+            try:
+                if (await asyncio.wait_for(receive(), 0.02))["type"] == "http.disconnect":
+                    break
+            except asyncio.TimeoutError:
+                pass
     await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}})
     await send({{"type": "http.response.body", "body": b"ok"}})
 
@@ -135,6 +139,25 @@ def test_at_the_bound_bodies_younger_than_the_window_make_room(server):
         time.sleep(BODY_RANKING_MIN_AGE_S + 1.5)  # every body old enough to be ranked, none near its window
         assert _request(port, source="127.0.0.3").status_code == 200
         assert sum(_closed_within(holder, 1) for holder in holders) == 1
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+def test_at_the_bound_an_address_takes_no_place_from_one_holding_as_many(server):
+    """Two addresses hold every connection in young bodies: a third connection from one of them is
+    refused, one from a third address is answered in the place of one of theirs."""
+    port = server
+    holders = []
+    try:
+        for i in range(MAX_CONNECTIONS):
+            address = (f"127.0.5.{1 + i % 2}", 0)
+            holder = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S, source_address=address)
+            holder.sendall(b"POST /drip HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n{")
+            holders.append(holder)
+        time.sleep(BODY_RANKING_MIN_AGE_S + 1.5)
+        assert _request(port, source="127.0.5.1").status_code == 503
+        assert _request(port, source="127.0.5.3").status_code == 200
     finally:
         for holder in holders:
             holder.close()
