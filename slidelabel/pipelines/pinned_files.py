@@ -47,7 +47,7 @@ except ImportError:  # OpenSlide is large_image's optional reader
     openslide = None
 
 from slidelabel.errors import SlideUnreadableError
-from slidelabel.pipelines.tiff_structure import structure_problem
+from slidelabel.pipelines.tiff_structure import TIFF_MAGIC, open_tiff_file, structure_problem, unparsed_problem
 
 __all__ = ["INDEX_FORMATS", "INDEX_REFUSED", "index_by_content", "NAME_RESOLVING_READERS", "NOT_REGULAR", "PinnedFile", "SIBLING_FORMATS", "is_reader_link", "open_tiff",
            "pin_file"]
@@ -174,8 +174,6 @@ def pin_file(path: Path, *, links: bool, siblings: bool = True) -> PinnedFile:
     return pin
 
 
-#: Bytes a TIFF file starts with (classic and BigTIFF, either byte order).
-_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
 def _tiff_structure_problem(reader_path: Path) -> str | None:
@@ -186,7 +184,10 @@ def _tiff_structure_problem(reader_path: Path) -> str | None:
     try:
         with open_tiff(reader_path) as tiff:
             return structure_problem(tiff)
-    except (ValueError, struct.error, OSError):  # no TIFF, or one tifffile cannot parse: the readers judge it
+    except (ValueError, struct.error) as error:  # a damaged TIFF is refused; another format's readers judge it
+        with open(reader_path, "rb") as file:
+            return unparsed_problem(file, error)
+    except OSError:  # unreadable: said by the checks that read it
         return None
 
 
@@ -202,7 +203,7 @@ def index_by_content(reader_path: Path) -> bool:
     if vendor != "hamamatsu":
         return False
     with open(reader_path, "rb") as handle:
-        return handle.read(4) not in _TIFF_MAGIC
+        return handle.read(4) not in TIFF_MAGIC
 
 
 def _open_checked(path: Path, *, links: bool) -> tuple[int, os.stat_result]:
@@ -324,5 +325,5 @@ def _alive(pid: int) -> bool:
 def open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
     """``tifffile.TiffFile`` of an open ``path``: given a name, tifffile resolves it first and
     would open the slide's name rather than a :class:`PinnedFile`'s link."""
-    with open(path, "rb") as handle, tifffile.TiffFile(handle) as tiff:
+    with open(path, "rb") as handle, open_tiff_file(handle) as tiff:
         yield tiff

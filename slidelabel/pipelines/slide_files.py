@@ -21,7 +21,7 @@ from slidelabel.errors import SlideNotFoundError, SlideUnreadableError
 from slidelabel.pipelines.codestreams import declares_size, jpeg_restart_interval, stream_problem, unchecked_codec
 from slidelabel.pipelines.ome_xml import ome_problem
 from slidelabel.pipelines.pinned_files import NOT_REGULAR, open_tiff
-from slidelabel.pipelines.tiff_structure import structure_problem
+from slidelabel.pipelines.tiff_structure import structure_problem, unparsed_problem
 
 # The truncation check reads broken files on purpose; tifffile's complaints about them would
 # otherwise reach stderr ahead of slidelabel's own message. Configured handlers still get them.
@@ -52,8 +52,9 @@ def _tiff_problem(path: Path, size: int) -> str | None:
             pointer_at, pointer_size = tiff.pages.next_page_offset, tiff.tiff.offsetsize
             tiff.filehandle.seek(pointer_at)
             raw_pointer = tiff.filehandle.read(pointer_size)
-    except (ValueError, struct.error):  # TiffFileError is a ValueError
-        return None  # not a TIFF, or one tifffile cannot parse: the readers judge it
+    except (ValueError, struct.error) as error:  # TiffFileError is a ValueError
+        with open(path, "rb") as file:
+            return unparsed_problem(file, error)  # None for no TIFF: the readers judge it
     if len(raw_pointer) < pointer_size:
         needed_for_chain = pointer_at + pointer_size
     else:
@@ -233,8 +234,9 @@ def check_slide_limits(path: Path, limits: SlideLimits) -> None:
     try:
         with open_tiff(path) as tiff:
             problem = _tiff_limit_problem(tiff, limits)
-    except (ValueError, struct.error, IndexError):  # TiffFileError is a ValueError
-        problem = animation_problem(path)  # not a TIFF, or one tifffile cannot parse: the readers judge it
+    except (ValueError, struct.error, IndexError) as error:  # TiffFileError is a ValueError
+        with open(path, "rb") as file:  # a damaged TIFF is refused; another format's readers judge it
+            problem = unparsed_problem(file, error) or animation_problem(path)
     except OSError as error:
         raise SlideUnreadableError(path, f"cannot be read: {error.strerror or error}") from error
     if problem:

@@ -7,6 +7,8 @@ file of a million images or of one that lists itself as its own sub-image costs 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+from typing import BinaryIO
 
 import tifffile
 
@@ -62,6 +64,42 @@ LOOPED_DIRECTORIES = ("cannot be read: its image directories loop back (an image
 _TOO_MANY = (f"has more than {MAX_IMAGE_DIRECTORIES:,} images (image directories, sub-images included, counted each "
              "time one is listed); a slide has a few dozen: convert it to a pyramidal TIFF of one slide, e.g. "
              "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")
+
+#: tifffile's formats whose metadata its ``series`` reads as given, none a slide format slidelabel
+#: reads by them: their files are read as plain pages. Micro-Manager's index map and Leica SCN's
+#: XML declare frames that tifffile lists, one entry each (a 566-byte file: 4.45 GB; a 197 KB SCN:
+#: 2.2 GB, the twenty-fifth attack); SCN slides are read by OpenSlide, not by these series. OME-XML,
+#: read by slidelabel, is held to its bounds first (:mod:`slidelabel.pipelines.ome_xml`).
+PLAIN_FORMATS = frozenset(tifffile.TIFF.FILE_FLAGS) - {
+    "svs", "ndpi", "ome", "philips", "bif", "shaped", "imagej", "subifd", "uniform", "multipage", "frame",
+    "volumetric", "tiffep", "dng", "virtual"}
+
+#: Why an NDPI under 4 GB whose next-IFD pointer needs its upper 4 bytes is refused: tifffile reads
+#: an NDPI's next pointers as 8 bytes, large_image's tifftools below 4 GB as 4, so the two walk
+#: different chains (a sub-image whose next pointer is itself in its lower 4 bytes, 1 in its upper
+#: 4, passed the walk and looped tifftools to 6.5 GB: the twenty-fifth attack).
+_SPLIT_POINTER = ("cannot be read: an image directory's next pointer needs more than 4 bytes in an NDPI file under "
+                  "4 GB, where readers differ on its size: the file is damaged or made so")
+
+#: The bytes a TIFF starts with (classic and BigTIFF, either byte order).
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def unparsed_problem(file: BinaryIO, error: Exception) -> str | None:
+    """Why a file tifffile could not parse (``error``) is refused: one that starts as a TIFF, whose
+    structure is then damaged (readers that walk it anyway may loop: an NDPI whose first directory
+    tifffile could not read passed every check, and tifftools looped on it to 6.5 GB, the
+    twenty-fifth attack); None for a file of another format, which its readers judge."""
+    file.seek(0)
+    if file.read(4) not in TIFF_MAGIC:
+        return None
+    return f"cannot be read: it starts as a TIFF, but its structure is damaged ({str(error)[:200]})"
+
+
+def open_tiff_file(file: str | Path | BinaryIO) -> tifffile.TiffFile:
+    """``tifffile.TiffFile`` of ``file`` (a path, or an open file it leaves open), the formats of
+    :data:`PLAIN_FORMATS` read as plain pages (tifffile raises what it raises for no TIFF)."""
+    return tifffile.TiffFile(file, **{f"is_{name}": False for name in PLAIN_FORMATS})
 
 
 def structure_problem(tiff: tifffile.TiffFile) -> str | None:
@@ -136,7 +174,10 @@ class _Walk:
                 return offsets
             links += [offsets] * (offsets is not None)
         next_field = data[tags * form.tagsize:]
-        return links, struct.unpack(form.offsetformat, next_field)[0] if len(next_field) == form.offsetsize else 0
+        next_at = struct.unpack(form.offsetformat, next_field)[0] if len(next_field) == form.offsetsize else 0
+        if next_at >> 32 and form.is_ndpi and self.file.size < 1 << 32:
+            return _SPLIT_POINTER
+        return links, next_at
 
     def _tag(self, kind: int, count_value: bytes, pointer: bool) -> list[int] | str | None:
         """Counts a tag of type ``kind`` with count and value fields ``count_value`` (skipping one of
@@ -154,8 +195,11 @@ class _Walk:
             return None
         if problem := self._count(len(item) * count if _TYPES[kind] else 0, 0 if _TYPES[kind] else count):
             return problem
-        if not pointer or item in "fd":
+        if not pointer:
             return None
+        if item in "fd":
+            return ("cannot be read: a tag of its image directories lists other directories at offsets that are not "
+                    "whole numbers (a reader takes them as they are): the file is damaged or made so")
         if count > MAX_IMAGE_DIRECTORIES:
             return _TOO_MANY
         if at is not None:

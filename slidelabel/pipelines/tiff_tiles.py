@@ -35,6 +35,7 @@ from slidelabel.errors import SlideUnreadableError
 from slidelabel.pipelines.codestreams import stream_problem, unchecked_codec
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
 from slidelabel.pipelines.ome_xml import ome_problem
+from slidelabel.pipelines.tiff_structure import open_tiff_file, structure_problem
 
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
 #: decoded once: 170 tiles of 256 px (192 KB each), 10 of 1024 px.
@@ -138,11 +139,11 @@ class TiffTiles:
         except OSError:
             return None
         try:
-            tiff = tifffile.TiffFile(handle)  # an open file: given a name, tifffile would resolve its links
+            tiff = open_tiff_file(handle)  # an open file: given a name, tifffile would resolve its links
         except (tifffile.TiffFileError, ValueError, OSError):
             handle.close()
             return None
-        if problem := ome_problem(tiff):  # before tiff.series, which builds what the OME-XML declares
+        if problem := structure_problem(tiff) or ome_problem(tiff):  # before tiff.series reads what they declare
             tiff.close()
             handle.close()
             raise SlideUnreadableError(path, problem)

@@ -14,6 +14,7 @@ box are background: HistomicsTK leaves unsegmented areas black, which reads as s
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,17 @@ import tifffile
 import zarr
 
 from slidelabel.errors import ParameterError
-from slidelabel.pipelines.importers.segments import MAX_SEGMENTS, ImportOptions, SlideGeometry, check_downsample, working_size
+from slidelabel.pipelines.importers.segments import (
+    MAX_SEGMENTS,
+    ImportOptions,
+    SlideGeometry,
+    check_downsample,
+    working_size,
+)
+from slidelabel.pipelines.ome_xml import ome_problem
 from slidelabel.pipelines.slide_files import SlideLimits, oversized_chunks, stored_chunks
 from slidelabel.pipelines.superpixels import Tile, core_tiles
+from slidelabel.pipelines.tiff_structure import open_tiff_file, structure_problem
 
 TILE_SIZE = 2048
 #: Tile side (px) that messages suggest for a mask or pixelmap stored in chunks too large to decode.
@@ -41,7 +50,13 @@ class _TiffImage:
     def __init__(self, path: Path, geometry: SlideGeometry, options: ImportOptions) -> None:
         self.path = Path(path)
         try:
-            self._tiff = tifffile.TiffFile(self.path)
+            self._tiff = open_tiff_file(self.path)
+        except (tifffile.TiffFileError, OSError, ValueError, struct.error) as error:
+            raise ParameterError(f"{self.path} is not a readable TIFF image ({error})") from None
+        if problem := structure_problem(self._tiff) or ome_problem(self._tiff):  # before tiff.series reads them
+            self.close()
+            raise ParameterError(f"{self.path} {problem}")
+        try:
             series = self._tiff.series[0]
             level = series.levels[0]
             stored = [page for page in (level.keyframe, *level.pages) if isinstance(page, tifffile.TiffPage)]
