@@ -94,9 +94,9 @@ def shown_input(value: object, *, limit: int = SHOWN_CHARS) -> str:
 #: found 'ɑlice', 'alıce', 'bօb', 'bⲟb', 'ᴀlice' and Lisu 'ꓡ' accepted beside the names they copy).
 _LATIN_LOOKALIKES = str.maketrans(
     "авекмнорстухіјѕһԁԛԝӏүɡ" "αβεηικνορτυχζμϲ" "օսոցհ" "ⲟⲣⲥⲁ" "ᎪᏴᏟᎠᎬᏀᎻᏆᎫᏦᏞᎷᏑᏢᏒᏚᎢᏙᏔᏃ"
-    "ꓮꓐꓚꓓꓰꓝꓖꓧꓲꓙꓗꓡꓟꓠꓳꓑꓣꓢꓔꓴꓦꓪꓫꓬꓜ" "ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ" "ɑı",
+    "ꓮꓐꓚꓓꓰꓝꓖꓧꓲꓙꓗꓡꓟꓠꓳꓑꓣꓢꓔꓴꓦꓪꓫꓬꓜ" "ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ" "ɑıȷɩǀƅьϳ" "‐‑‒–—−",
     "abekmhopctyxijshdqwlyg" "abehiknoptuxzmc" "ounqh" "opca" "abcdeghijklmnprstvwz"
-    "abcdefghijklmnoprstuvwxyz" "abcdeghijklmnoprstuvwyz" "ai",
+    "abcdefghijklmnoprstuvwxyz" "abcdeghijklmnoprstuvwyz" "aijilbbj" "------",
 )
 #: Variation selectors (U+FE00-FE0F, U+E0100-E01EF): they change nothing of a letter's look.
 _VARIATION_SELECTORS = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
@@ -114,7 +114,9 @@ def look_alike_key(name: str) -> str:
     'admin'
     """
     folded = unicodedata.normalize("NFKC", name).casefold().translate(_VARIATION_SELECTORS)
-    return " ".join(unicodedata.normalize("NFKC", folded).translate(_LATIN_LOOKALIKES).split())
+    # Decomposed, so that a letter with a mark is mapped too (NFKC composes Cyrillic 'ё', 'ї').
+    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", folded)).translate(_LATIN_LOOKALIKES)
+    return " ".join(unicodedata.normalize("NFC", decomposed).split())
 
 
 def look_alike(name: str, others: Iterable[str]) -> str | None:
