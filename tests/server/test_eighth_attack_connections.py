@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 from serve_process import kill_group, wait_until_serving
 
 PASSWORD = f"connections-{secrets.token_hex(6)}"
@@ -37,12 +38,6 @@ FAILURES_PER_ADDRESS = 5
 HALF_HEAD = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nX-a: b\r\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 #: ``python -c`` that runs ``slidelabel`` with its arguments and at most OPEN_FILES descriptors.
 WITH_FEW_OPEN_FILES = (f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({OPEN_FILES}, {OPEN_FILES})); "
                        "os.execv(sys.executable, [sys.executable, '-m', 'slidelabel.cli.main', *sys.argv[1:]])")
@@ -53,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
     """``slidelabel serve`` on a free port with small limits and 256 file descriptors (soft and
     hard), jobs sent to a broker (no embedded workers to start); yields its port and log."""
     tmp_path = tmp_path_factory.mktemp("connections")
-    port, log_path = _free_port(), tmp_path / "serve.log"
+    port, log_path = free_port(), tmp_path / "serve.log"
     environment = {**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD, "SLIDELABEL_BROKER": "memory://",
                    "SLIDELABEL_REQUEST_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
                    "SLIDELABEL_REQUEST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),

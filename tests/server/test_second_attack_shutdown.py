@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,15 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 from serve_process import kill_group, wait_until_serving
 
 PASSWORD = f"shutdown-{secrets.token_hex(6)}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 #: Seconds a setup request may take (httpx's default, 5 s, is too short on a busy CI machine).
@@ -49,7 +43,7 @@ def leftover_uploads(tmp_path: Path) -> list[Path]:
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path]]:
     """``slidelabel serve`` at its defaults on a free port, in its own process group."""
-    port, data_dir = _free_port(), tmp_path / "data"
+    port, data_dir = free_port(), tmp_path / "data"
     log = open(tmp_path / "serve.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "slidelabel.cli.main", "serve", "--data-dir", str(data_dir),
                                 "--port", str(port)], env={**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD},

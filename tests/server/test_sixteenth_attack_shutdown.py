@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 from serve_process import kill_group, wait_until_serving
 
 from slidelabel.cli.serve import GRACEFUL_SHUTDOWN_S
@@ -35,12 +36,6 @@ STOP_MARGIN_S = 3
 OLD_EXPORT_FOLDERS = os.path.join(tempfile.gettempdir(), "slidelabel-export-*")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def leftover_export(tmp_path: Path) -> Path:
     """An export folder that a server killed while it sent the export left."""
@@ -54,7 +49,7 @@ def leftover_export(tmp_path: Path) -> Path:
 def serve(tmp_path: Path, cmu_slide: Path) -> Iterator[tuple[subprocess.Popen, str, Path, Path]]:
     """``slidelabel serve`` at its defaults on a free port, in its own process group, with a folder
     holding the CMU slide: (process, API base, data folder, slide)."""
-    port, data_dir, slides = _free_port(), tmp_path / "data", tmp_path / "slides"
+    port, data_dir, slides = free_port(), tmp_path / "data", tmp_path / "slides"
     slides.mkdir()
     slide = Path(shutil.copy(cmu_slide, slides / cmu_slide.name))
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (closed below)

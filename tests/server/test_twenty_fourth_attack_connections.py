@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import free_port
 from serve_process import kill_group, wait_until_serving
 
 from slidelabel.server.http_protocol import BODY_RANKING_MIN_AGE_S, MAX_PIPELINED_BYTES
@@ -70,16 +71,10 @@ uvicorn.run(app, port=int(sys.argv[1]), http=functools.partial(BoundedH11Protoco
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The app above on a free port, at most MAX_CONNECTIONS connections; yields its port."""
-    port, log_path = _free_port(), tmp_path_factory.mktemp("connections24") / "serve.log"
+    port, log_path = free_port(), tmp_path_factory.mktemp("connections24") / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-c", APP, str(port)], env={**os.environ, "OMP_NUM_THREADS": "1"},
                                    stdout=log, stderr=log, start_new_session=True)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import free_port
 from serve_process import kill_group, wait_until_serving
 
 from slidelabel.server.http_protocol import MIN_BODY_BYTES_PER_S
@@ -39,18 +40,12 @@ DRIP_HEAD = (b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: appl
              b"Content-Length: 10000000\r\n\r\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """``slidelabel serve`` on a free port with a 1 s body window and 12 connections at most;
     yields its port."""
     tmp_path = tmp_path_factory.mktemp("bodies")
-    port, log_path = _free_port(), tmp_path / "serve.log"
+    port, log_path = free_port(), tmp_path / "serve.log"
     environment = {**os.environ, "SLIDELABEL_ADMIN_PASSWORD": PASSWORD, "SLIDELABEL_BROKER": "memory://",
                    "SLIDELABEL_REQUEST_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
                    "SLIDELABEL_MAX_CONNECTIONS": str(MAX_CONNECTIONS), "OMP_NUM_THREADS": "1"}
