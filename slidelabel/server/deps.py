@@ -134,18 +134,17 @@ def client_address(request: Request) -> str:
 
 
 def _gallery_link(session: ReadSession, token: Annotated[str, Path(max_length=256)]) -> Hashable:
-    """Who a gallery link's request holds its page or overlay turn for: the link's project, in a
-    line of its own, never its maker's export line (whoever holds a link would otherwise keep its
-    maker's exports 503, the twentieth attack), and one line for all links of a project (one
-    owner's 60 links kept other projects' pages 10 s or 503, the twenty-fourth attack). A token
-    that opens nothing is a 404 before it waits for any turn (requests of random tokens, each a
-    line of its own, did the same)."""
-    project_id = session.scalar(select(GalleryLink.project_id).where(
+    """Who a gallery link's request holds its page or overlay turn for: :func:`gallery.link_line`
+    of its maker, never the maker's export line (whoever holds a link would otherwise keep its
+    maker's exports 503, the twentieth attack). A token that opens nothing is a 404 before it waits
+    for any turn (requests of random tokens, each a line of its own, kept real links' pages 10 s,
+    the twenty-fourth attack)."""
+    maker = session.scalar(select(GalleryLink.created_by).where(
         GalleryLink.token_sha256 == token_digest(token), GalleryLink.revoked_at.is_(None)))
     release_connection(session)  # no connection held while waiting for the turn
-    if project_id is None:
+    if maker is None:  # no such link, or its maker is gone (it opens nothing)
         raise NotFoundError(gallery.UNKNOWN)
-    return ("gallery", project_id)
+    return gallery.link_line(maker)
 
 
 ClientAddress = Annotated[str, Depends(client_address)]

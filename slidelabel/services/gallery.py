@@ -38,9 +38,9 @@ FIGURE_METRICS = ("model_chosen", "cv_balanced_accuracy", "cv_macro_f1", "cv_not
                   "calibration", "changed_fraction", "stopping", "label_counts")
 #: Most slides a link may name (a project's slides are listed on one page).
 MAX_SLIDES = 1000
-#: Overlays of gallery links built at once in an API process; the links of each project are a
-#: holder of their own line (one turn, 16 waiting requests, the rest busy at once: one line a
-#: project, not a link, as one owner may publish many links), never their maker's export line.
+#: Overlays of gallery links built at once in an API process; the links of each maker are a holder
+#: of their own line (:func:`link_line`; one turn, 16 waiting requests, the rest busy at once),
+#: never their maker's export line.
 #: Before, a link's requests stood in its maker's line: 40 anonymous loops on one link's
 #: ``overlay.bin`` left the maker's own exports 503 (4 of 11 answered, the twentieth attack). The
 #: overlay then builds in an export turn held for every link together (:data:`GALLERIES`), so
@@ -51,22 +51,21 @@ OVERLAY_WAIT_S = 10.0
 #: The holder of the export turn an overlay builds in, and of the render turns links render in:
 #: all gallery links together.
 GALLERIES = ("gallery", "links")
-#: Gallery renders waiting for the links' render turn, the links of each project in a line of
-#: their own (16 waiting, the rest busy at once), the projects served in turn: one link's visitors
+#: Gallery renders waiting for the links' render turn, the links of each maker in a line of their
+#: own (:func:`link_line`; 16 waiting, the rest busy at once), the lines served in turn: one link's visitors
 #: filled the one line all links stood in, and another link's got 503 on 46 of 62 requests (the
 #: twenty-third attack).
 _LINK_RENDERS = Turns(tiles.RENDERS_PER_HOLDER, per_holder=1)
 _OVERLAY_TURNS = Turns(OVERLAY_BUILDERS, per_holder=1)
-#: Gallery pages built at once per API process, the links of each project waiting in a line of
-#: their own: a page lists every slide the link shows (5,004: 0.1-0.3 s), and ten anonymous
-#: requests a second on one link kept a user's requests waiting 8-9 s (the twenty-third attack);
-#: with a line a link, one owner's 60 links kept other projects' pages 10 s or 503 (the
-#: twenty-fourth).
+#: Gallery pages built at once per API process, the links of each maker waiting in a line of their
+#: own (:func:`link_line`): a page lists every slide the link shows (5,004: 0.1-0.3 s), and ten
+#: anonymous requests a second on one link kept a user's requests waiting 8-9 s (the twenty-third
+#: attack).
 PAGE_BUILDERS = 1
 #: Seconds a page waits for its turn before it is answered busy (503).
 PAGE_WAIT_S = 10.0
-#: Requests of one project's links that wait for a page turn at once: a link handed to a class opens at once
-#: in as many browsers (80 at once, a few milliseconds each for a project of tens of slides).
+#: Requests of one maker's links that wait for a page turn at once: a link handed to a class opens
+#: at once in as many browsers (80 at once, a few milliseconds each for a project of tens of slides).
 PAGE_WAITING = 128
 _PAGE_TURNS = Turns(PAGE_BUILDERS, per_holder=1, waiting_per_holder=PAGE_WAITING)
 _RENDERS_BUSY = (f"the gallery's images are busy (this link's, or other links') for over {tiles.RENDER_WAIT_S:.0f} "
@@ -97,6 +96,14 @@ async def render_turn_waiting(link: Hashable, gone: Callable[[], Awaitable[bool]
     async with _LINK_RENDERS.waiting(tiles.RENDER_WAIT_S, _RENDERS_BUSY, holder=link, gone=gone), \
             tiles.render_turn_waiting(GALLERIES, gone=gone):
         yield
+
+
+def link_line(maker_id: int) -> Hashable:
+    """The line a gallery link's requests wait in for pages, overlays and renders: one for all the
+    links of its maker, the lines served in turn. A line a link let one owner's 60 links, and a
+    line a project one owner's 60 projects, keep other projects' pages 10 s or 503 (the
+    twenty-fourth and twenty-fifth attacks); a maker is an account the admin made."""
+    return ("gallery", "maker", maker_id)
 
 
 def page_turn_waiting(link: Hashable) -> AbstractAsyncContextManager[None]:

@@ -70,8 +70,9 @@ def test_the_makers_export_turn_does_not_stop_their_links(client, monkeypatch, s
 
 def test_a_projects_links_hold_one_overlay_turn_in_their_own_line(client, monkeypatch, project, slide_row,
                                                                    owners_links) -> None:
-    """One line for all links of a project (the twenty-fourth attack: a line a link let one owner's
-    60 links starve other projects' links), never their maker's export line."""
+    """One line for all links of a maker (a line a link let one owner's 60 links, and a line a
+    project one owner's 60 projects, starve other links: the twenty-fourth and twenty-fifth
+    attacks), never their maker's export line."""
     monkeypatch.setattr(gallery, "OVERLAY_WAIT_S", 0.05)
     owner_id, _, links = owners_links
     holders: list[object] = []
@@ -86,7 +87,7 @@ def test_a_projects_links_hold_one_overlay_turn_in_their_own_line(client, monkey
     monkeypatch.setattr(gallery, "overlay_turn_waiting", recorded)
     for link in links:
         assert client.get(f"/api/v1/gallery/{link['token']}/slides/{slide_row}/overlay.bin").status_code == 200
-    line = ("gallery", project["id"])
+    line = gallery.link_line(owner_id)  # the links of one maker wait in one line
     assert holders == [line] * len(links)
     # A link whose turn is held (a long overlay of its own) is answered busy; the maker is not.
     assert gallery._OVERLAY_TURNS.take_now(line)

@@ -162,17 +162,20 @@ def test_a_render_whose_client_hung_up_while_waiting_is_not_made(app, client, li
     assert _get_hanging_up(app, path, after_s=60)[0]["status"] == 200 and made == [256]
 
 
-def test_the_links_of_a_project_wait_in_one_line_and_unknown_tokens_in_none(app, client, admin_headers, project,
-                                                                          link, monkeypatch):
-    """Twenty-fourth attack, two mediums: each link was a line of its own, so one owner's 60 links
-    kept other projects' pages 10 s or 503, and so was each random token (a line per digest,
-    waiting for the page turn before the token was looked up)."""
+def test_the_links_of_a_maker_wait_in_one_line_and_unknown_tokens_in_none(app, client, admin_headers, project,
+                                                                        link, monkeypatch):
+    """Twenty-fourth and twenty-fifth attacks, mediums: each link was a line of its own, so one
+    owner's 60 links kept other makers' pages 10 s or 503 (and a line a project, one owner's 60
+    projects), and so was each random token (a line per digest, waiting for the page turn before
+    the token was looked up)."""
     from slidelabel.server.deps import _gallery_link
 
-    published = client.post(f"{API}/projects/{project['id']}/gallery", headers=admin_headers, json={}).json()
+    other = client.post(f"{API}/projects", headers=admin_headers, json={"name": "another", "extractor": "color"})
+    published = client.post(f"{API}/projects/{other.json()['id']}/gallery", headers=admin_headers, json={}).json()
     second = published["token"]
+    admin_id = client.get(f"{API}/auth/me", headers=admin_headers).json()["id"]
     with app.state.database.session() as session:
-        assert _gallery_link(session, link) == _gallery_link(session, second) == ("gallery", project["id"])
+        assert _gallery_link(session, link) == _gallery_link(session, second) == gallery.link_line(admin_id)
     monkeypatch.setattr(gallery, "PAGE_WAIT_S", 5.0)
     assert gallery._PAGE_TURNS.take_now("someone")
     try:
@@ -180,7 +183,7 @@ def test_the_links_of_a_project_wait_in_one_line_and_unknown_tokens_in_none(app,
         assert unknown.status_code == 404 and unknown.json()["detail"] == gallery.UNKNOWN  # at once, no wait
     finally:
         gallery._PAGE_TURNS.give_back("someone")
-    assert client.delete(f"{API}/projects/{project['id']}/gallery/{published['id']}",
+    assert client.delete(f"{API}/projects/{other.json()['id']}/gallery/{published['id']}",
                          headers=admin_headers).status_code in (200, 204)
     with app.state.database.session() as session, pytest.raises(NotFoundError):
         _gallery_link(session, second)  # revoked

@@ -137,9 +137,9 @@ def tile_metadata(slide_id: int, view: SlideView) -> TileMetadata:
 
 
 def _link(view: SlideView) -> Hashable:
-    """Who a gallery render waits in line for (:func:`gallery.render_turn_waiting`): its link's
-    project, one line for all links of a project, as pages (``deps._gallery_link``)."""
-    return ("gallery", view.project.id)
+    """Who a gallery render waits in line for (:func:`gallery.render_turn_waiting`): the line of
+    its link's maker (:func:`gallery.link_line`), as pages and overlays."""
+    return gallery.link_line(view.link.created_by)
 
 
 def _tile(slide_id: int, z: int, x: int, y: int, view: SlideView) -> Render:
