@@ -121,11 +121,17 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
                 "(SLIDELABEL_MAX_SLIDE_MEGAPIXELS)")
     if problem := ome_problem(tiff):
         return problem
-    levels = tiff.series[0].levels if tiff.series else [base]
-    smallest = min(levels, key=lambda level: math.prod(level.shape[:2]))
-    if math.prod(smallest.shape[:2]) > limits.max_unpyramided_pixels:
+    try:
+        levels = [level.keyframe for level in tiff.series[0].levels] if tiff.series else [base]
+    except RecursionError:  # a description nested deeper than its parser goes (a shaped JSON's lists)
+        return "cannot be read: its image description is nested deeper than a reader parses; the file is damaged"
+    # A level's pixels are its page's: a series may stack pages, and two 60,000 px pages read as one
+    # (2, 60000, 60000, 3) level counted 2 x 60,000 px; 3.6 Gpx passed, 90 s a thumbnail (the
+    # twenty-sixth attack).
+    smallest = min(levels, key=lambda page: page.imagewidth * page.imagelength)
+    if smallest.imagewidth * smallest.imagelength > limits.max_unpyramided_pixels:
         return (f"is {_size(base)} without a pyramid of smaller levels (its smallest is "
-                f"{smallest.shape[1]} x {smallest.shape[0]} px), so every thumbnail would decode all of it; this "
+                f"{smallest.imagewidth} x {smallest.imagelength} px), so every thumbnail would decode all of it; this "
                 f"server takes at most {limits.max_unpyramided_pixels // MEGAPIXEL} megapixels without one "
                 "(SLIDELABEL_MAX_UNPYRAMIDED_MEGAPIXELS): convert it to a tiled pyramidal TIFF, e.g. "
                 "vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg")

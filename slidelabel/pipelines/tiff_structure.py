@@ -109,10 +109,30 @@ def structure_problem(tiff: tifffile.TiffFile) -> str | None:
     if _misnamed_ndpi(tiff):
         return NOT_NDPI
     try:
-        first = tiff.pages.first.offset
+        first = tiff.pages.first
     except IndexError:  # no image read (a truncated file): the other checks say what is wrong
         return None
-    return _Walk(tiff).problem(first)
+    return _Walk(tiff).problem(first.offset) or _description_problem(first.description)
+
+
+#: Characters of the first image's description, which tifffile's series parse whole as XML (OME,
+#: Philips) or JSON (its own shaped files): a slide's takes a few KB to a few MB. Markup in it
+#: ('<', '[', '{') is held to :data:`MAX_DESCRIPTION_MARKUP`: a 60 MB Philips XML of 15 M empty
+#: elements took 4.5 GB at each open, a 60 MB shaped JSON of empty lists 2.4 GB (the twenty-sixth
+#: attack).
+MAX_DESCRIPTION_CHARS = 16 << 20
+MAX_DESCRIPTION_MARKUP = 1 << 20
+
+
+def _description_problem(description: str) -> str | None:
+    """Why the first image's ``description`` is more than a reader may parse, else None."""
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        return (f"has an image description of {len(description):,} characters, more than the "
+                f"{MAX_DESCRIPTION_CHARS:,} read; the file is damaged or made so")
+    if (markup := sum(description.count(mark) for mark in "<[{")) > MAX_DESCRIPTION_MARKUP:
+        return (f"has an image description of {markup:,} elements or lists, more than the "
+                f"{MAX_DESCRIPTION_MARKUP:,} read; the file is damaged or made so")
+    return None
 
 
 class _Walk:
