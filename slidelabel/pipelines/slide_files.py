@@ -19,7 +19,6 @@ from PIL import Image
 
 from slidelabel.errors import SlideNotFoundError, SlideUnreadableError
 from slidelabel.pipelines.codestreams import declares_size, jpeg_restart_interval, stream_problem, unchecked_codec
-from slidelabel.pipelines.ome_xml import ome_problem
 from slidelabel.pipelines.pinned_files import NOT_REGULAR, open_tiff
 from slidelabel.pipelines.tiff_structure import structure_problem, unparsed_problem
 
@@ -38,7 +37,7 @@ def _tiff_problem(path: Path, size: int) -> str | None:
     """
     try:
         with open_tiff(path) as tiff:
-            if problem := structure_problem(tiff) or ome_problem(tiff):  # before a reader builds tiff.series
+            if problem := structure_problem(tiff):  # before a reader builds tiff.series
                 return problem
             pages = list(tiff.pages)  # stops quietly where the chain leaves the file
             for page in pages:
@@ -119,8 +118,6 @@ def _tiff_limit_problem(tiff: tifffile.TiffFile, limits: SlideLimits) -> str | N
     if base.imagewidth * base.imagelength > limits.max_pixels:
         return (f"is {_size(base)}, more than the {limits.max_pixels // MEGAPIXEL} megapixels this server takes "
                 "(SLIDELABEL_MAX_SLIDE_MEGAPIXELS)")
-    if problem := ome_problem(tiff):
-        return problem
     try:
         levels = [level.keyframe for level in tiff.series[0].levels] if tiff.series else [base]
     except RecursionError:  # a description nested deeper than its parser goes (a shaped JSON's lists)

@@ -12,6 +12,8 @@ from typing import BinaryIO
 
 import tifffile
 
+from slidelabel.pipelines.ome_xml import ome_problem
+
 #: Why a file named .ndpi that holds another TIFF cannot be judged (tifffile reads any file so
 #: named with NDPI's 64-bit offsets: an SVS so named read as "2967 x 4121488756551188481 px").
 NOT_NDPI = ("is named .ndpi but is no Hamamatsu NDPI file (its first image has no NDPI tags), so its headers "
@@ -104,15 +106,17 @@ def open_tiff_file(file: str | Path | BinaryIO) -> tifffile.TiffFile:
 
 def structure_problem(tiff: tifffile.TiffFile) -> str | None:
     """Why the structure of ``tiff`` cannot be read (a misnamed NDPI, image directories that loop
-    back, are read too many times or whose tags hold too much), else None; reads no page beyond
-    the first."""
+    back, are read too many times or whose tags hold too much, a first description longer than
+    readers parse, OME-XML past :func:`~slidelabel.pipelines.ome_xml.ome_problem`'s bounds), else
+    None; reads no page beyond the first. Every opener of a slide's TIFF asks it before
+    ``tiff.series``, which reads what the metadata declares."""
     if _misnamed_ndpi(tiff):
         return NOT_NDPI
     try:
         first = tiff.pages.first
     except IndexError:  # no image read (a truncated file): the other checks say what is wrong
         return None
-    return _Walk(tiff).problem(first.offset) or _description_problem(first.description)
+    return _Walk(tiff).problem(first.offset) or _description_problem(first.description) or ome_problem(tiff)
 
 
 #: Characters of the first image's description, which tifffile's series parse whole as XML (OME,

@@ -34,7 +34,6 @@ from PIL import ImageCms
 from slidelabel.errors import SlideUnreadableError
 from slidelabel.pipelines.codestreams import stream_problem, unchecked_codec
 from slidelabel.pipelines.colour_profile import ProfileTable, profile_table
-from slidelabel.pipelines.ome_xml import ome_problem
 from slidelabel.pipelines.tiff_structure import open_tiff_file, structure_problem
 
 #: Bytes of decoded tiles kept per slide, so that the margins neighbouring windows share are
@@ -133,7 +132,7 @@ class TiffTiles:
              icc_profile: ImageCms.ImageCmsProfile | None) -> TiffTiles | None:
         """Read ``path`` directly if it is a TIFF with a stored level of a ``width`` x ``height``
         px image (level-0 size), applying ``icc_profile`` (converted to sRGB) when given; raise
-        :class:`SlideUnreadableError` when its OME-XML declares more than may be read (:func:`ome_problem`)."""
+        :class:`SlideUnreadableError` when its OME-XML declares more than may be read (:func:`~slidelabel.pipelines.tiff_structure.structure_problem`)."""
         try:
             handle = open(path, "rb")  # noqa: SIM115 - kept open with the TiffFile, closed by close()
         except OSError:
@@ -143,7 +142,7 @@ class TiffTiles:
         except (tifffile.TiffFileError, ValueError, OSError):
             handle.close()
             return None
-        if problem := structure_problem(tiff) or ome_problem(tiff):  # before tiff.series reads what they declare
+        if problem := structure_problem(tiff):  # before tiff.series reads what they declare
             tiff.close()
             handle.close()
             raise SlideUnreadableError(path, problem)

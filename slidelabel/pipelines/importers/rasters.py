@@ -29,7 +29,6 @@ from slidelabel.pipelines.importers.segments import (
     check_downsample,
     working_size,
 )
-from slidelabel.pipelines.ome_xml import ome_problem
 from slidelabel.pipelines.slide_files import SlideLimits, oversized_chunks, stored_chunks
 from slidelabel.pipelines.superpixels import Tile, core_tiles
 from slidelabel.pipelines.tiff_structure import open_tiff_file, structure_problem
@@ -53,7 +52,7 @@ class _TiffImage:
             self._tiff = open_tiff_file(self.path)
         except (tifffile.TiffFileError, OSError, ValueError, struct.error) as error:
             raise ParameterError(f"{self.path} is not a readable TIFF image ({error})") from None
-        if problem := structure_problem(self._tiff) or ome_problem(self._tiff):  # before tiff.series reads them
+        if problem := structure_problem(self._tiff):  # before tiff.series reads them
             self.close()
             raise ParameterError(f"{self.path} {problem}")
         try:
